@@ -1,1 +1,127 @@
-fn main() {}
+//! The `cistern` command: parse the command line, set up logging, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use cistern::config::{self, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "cistern", version, about = "A Docker API proxy that makes shared CI runners safe and fast")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Docker API on the configured listeners.
+    Serve {
+        /// Configuration file (YAML). Without it, the embedded default runs.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Log format; overrides `log.format` in the configuration.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormatArg>,
+    },
+    /// Check a configuration file and exit: 0 if valid, 1 with the error.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Human,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("cistern {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig { file } => match config::load(&file) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok ({} listener{}, upstream {})",
+                    file.display(),
+                    cfg.listeners.len(),
+                    if cfg.listeners.len() == 1 { "" } else { "s" },
+                    cfg.upstream.endpoint
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve { config, log_format } => {
+            let cfg = match config {
+                Some(path) => match config::load(&path) {
+                    Ok(cfg) => cfg,
+                    Err(err) => {
+                        eprintln!("error: {err}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                None => config::embedded_default(),
+            };
+            let format = match log_format {
+                Some(LogFormatArg::Json) => LogFormat::Json,
+                Some(LogFormatArg::Human) => LogFormat::Human,
+                None => cfg.log.format,
+            };
+            cistern::telemetry::init(format, &cfg.log.level);
+            match serve(cfg) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!(error = %format!("{err:#}"), "cistern stopped");
+                    eprintln!("error: {err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn serve(cfg: config::Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        cistern::server::serve(cfg, shutdown).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// The first SIGTERM/SIGINT starts a graceful shutdown; a second one exits at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+        _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+    }
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::warn!("second signal: exiting now");
+    std::process::exit(130);
+}

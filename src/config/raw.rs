@@ -1,0 +1,248 @@
+//! The configuration file exactly as serde reads it.
+//!
+//! Field values that can be checked on their own (durations, modes, addresses)
+//! are parsed by their own `Deserialize` impls so that a bad value is reported
+//! with its line and column; checks that join several fields are done in
+//! `try_from` conversions for the same reason.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub shutdown_grace: Option<HumanDuration>,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub listeners: Option<Vec<RawListener>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    #[serde(default)]
+    pub format: Option<RawLogFormat>,
+    #[serde(default)]
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum RawLogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, try_from = "RawUpstreamFields")]
+pub struct RawUpstream {
+    pub unix: Option<PathBuf>,
+    pub tcp: Option<String>,
+    pub connect_timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamFields {
+    #[serde(default)]
+    unix: Option<PathBuf>,
+    #[serde(default)]
+    tcp: Option<String>,
+    #[serde(default)]
+    connect_timeout: Option<HumanDuration>,
+}
+
+impl TryFrom<RawUpstreamFields> for RawUpstream {
+    type Error = String;
+
+    fn try_from(raw: RawUpstreamFields) -> Result<Self, String> {
+        if raw.unix.is_some() && raw.tcp.is_some() {
+            return Err("set either `unix` or `tcp`, not both".into());
+        }
+        if let Some(path) = &raw.unix {
+            if !path.is_absolute() {
+                return Err(format!(
+                    "unix: `{}` must be an absolute path",
+                    path.display()
+                ));
+            }
+        }
+        if let Some(addr) = &raw.tcp {
+            if addr.contains("://") || !addr.contains(':') {
+                return Err(format!("tcp: `{addr}` must be HOST:PORT"));
+            }
+        }
+        Ok(RawUpstream {
+            unix: raw.unix,
+            tcp: raw.tcp,
+            connect_timeout: raw.connect_timeout,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawListenerFields")]
+pub struct RawListener {
+    pub name: Option<String>,
+    pub unix: Option<RawUnix>,
+    pub tcp: Option<RawTcp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerFields {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    unix: Option<RawUnix>,
+    #[serde(default)]
+    tcp: Option<RawTcp>,
+}
+
+impl TryFrom<RawListenerFields> for RawListener {
+    type Error = String;
+
+    fn try_from(raw: RawListenerFields) -> Result<Self, String> {
+        match (&raw.unix, &raw.tcp) {
+            (Some(_), Some(_)) => Err("a listener is either `unix` or `tcp`, not both".into()),
+            (None, None) => Err("a listener needs `unix` or `tcp`".into()),
+            _ => Ok(RawListener {
+                name: raw.name,
+                unix: raw.unix,
+                tcp: raw.tcp,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnix {
+    pub path: AbsolutePath,
+    #[serde(default)]
+    pub mode: Option<FileMode>,
+    #[serde(default)]
+    pub owner: Option<UserOrId>,
+    #[serde(default)]
+    pub group: Option<UserOrId>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawTcpFields")]
+pub struct RawTcp {
+    pub address: SocketAddr,
+    pub insecure: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTcpFields {
+    address: String,
+    #[serde(default)]
+    insecure: bool,
+}
+
+impl TryFrom<RawTcpFields> for RawTcp {
+    type Error = String;
+
+    fn try_from(raw: RawTcpFields) -> Result<Self, String> {
+        let address: SocketAddr = raw
+            .address
+            .parse()
+            .map_err(|_| format!("address: `{}` is not IP:PORT", raw.address))?;
+        if !address.ip().is_loopback() && !raw.insecure {
+            return Err(format!(
+                "address: `{address}` is not a loopback address; anyone who reaches it \
+                 controls Docker through cistern. Bind 127.0.0.1, or set `insecure: true` \
+                 if the network is trusted"
+            ));
+        }
+        Ok(RawTcp {
+            address,
+            insecure: raw.insecure,
+        })
+    }
+}
+
+/// A duration written the human way: `30s`, `5m`, `1h 30m`, `250ms`.
+#[derive(Debug, Clone, Copy)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|err| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a duration like 30s or 5m: {err}"
+                ))
+            })
+    }
+}
+
+/// Unix permission bits written in octal, as a string (`"0660"`).
+#[derive(Debug, Clone, Copy)]
+pub struct FileMode(pub u32);
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match u32::from_str_radix(text.trim_start_matches("0o"), 8) {
+            Ok(mode) if mode <= 0o777 => Ok(FileMode(mode)),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{text}` is not an octal file mode like \"0660\""
+            ))),
+        }
+    }
+}
+
+/// A user or group, by name or numeric id.
+#[derive(Debug, Clone)]
+pub enum UserOrId {
+    Id(u32),
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for UserOrId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Id(u32),
+            Name(String),
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::Id(id) => UserOrId::Id(id),
+            Either::Name(name) => match name.parse() {
+                Ok(id) => UserOrId::Id(id),
+                Err(_) => UserOrId::Name(name),
+            },
+        })
+    }
+}
+
+/// A path that must be absolute.
+#[derive(Debug, Clone)]
+pub struct AbsolutePath(pub PathBuf);
+
+impl<'de> Deserialize<'de> for AbsolutePath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let path = PathBuf::deserialize(d)?;
+        if path.is_absolute() {
+            Ok(AbsolutePath(path))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "`{}` must be an absolute path",
+                path.display()
+            )))
+        }
+    }
+}

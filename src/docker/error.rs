@@ -1,0 +1,83 @@
+//! Errors as a Docker client expects them: a JSON body `{"message": "..."}`
+//! with the status code dockerd would use, so the CLI prints the sentence.
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::ProxyBody;
+
+/// Which side of the proxy a request-path error comes from. It decides the
+/// status code and how loudly it is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something cistern refuses or cannot read.
+    Client,
+    /// The daemon could not be reached or broke the exchange.
+    Upstream,
+    /// cistern itself failed.
+    Internal,
+}
+
+/// An error answered to a Docker client.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DockerError {
+    pub status: StatusCode,
+    pub side: Side,
+    pub message: String,
+}
+
+impl DockerError {
+    pub fn client(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            side: Side::Client,
+            message: message.into(),
+        }
+    }
+
+    pub fn upstream(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_GATEWAY,
+            side: Side::Upstream,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            side: Side::Internal,
+            message: message.into(),
+        }
+    }
+
+    /// The response dockerd would send for this error.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        json_error(self.status, &self.message)
+    }
+}
+
+/// Builds `{"message": "cistern: ..."}` with the given status.
+pub fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let text = if message.starts_with("cistern: ") {
+        message.to_string()
+    } else {
+        format!("cistern: {message}")
+    };
+    let mut body = serde_json::to_vec(&serde_json::json!({ "message": text }))
+        .unwrap_or_else(|_| b"{\"message\":\"cistern: error\"}".to_vec());
+    body.push(b'\n');
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,38 @@
+//! Hijacked connections: attach, exec start and any other `101 Switching
+//! Protocols` answer (BuildKit's `/session` and `/grpc` included).
+//!
+//! After the switch both connections carry raw bytes. Each direction is copied
+//! until its reader ends, then the other side's write half is shut down: a
+//! client that closes stdin (`echo hi | docker run -i ... cat`) makes the
+//! container see EOF while its output still flows back.
+
+use std::sync::Arc;
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::access_log::RequestRecord;
+
+/// Waits for both upgrades and copies bytes both ways until each side closes.
+pub async fn splice(client: OnUpgrade, daemon: OnUpgrade, record: Arc<RequestRecord>) {
+    let (client, daemon) = match tokio::try_join!(client, daemon) {
+        Ok(pair) => pair,
+        Err(err) => {
+            tracing::debug!(path = %record.path, error = %err, "upgrade did not complete");
+            return;
+        }
+    };
+    record.set_upgraded();
+    let mut client = TokioIo::new(client);
+    let mut daemon = TokioIo::new(daemon);
+    match tokio::io::copy_bidirectional(&mut client, &mut daemon).await {
+        Ok((to_daemon, to_client)) => {
+            record.add_in(to_daemon);
+            record.add_out(to_client);
+            record.set_complete();
+        }
+        Err(err) => {
+            tracing::debug!(path = %record.path, error = %err, "hijacked stream ended with an error");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! cistern: a Docker API proxy that makes shared CI runners safe and fast.
+//!
+//! Layout:
+//! - [`config`]: the YAML configuration, raw and validated.
+//! - [`listen`]: unix and TCP listeners Docker clients connect to.
+//! - [`docker`]: the Docker API proxy: forwarding, streaming, hijacked
+//!   connections, Docker-shaped errors, the access log.
+//! - [`server`]: binds listeners, serves, and shuts down gracefully.
+//! - [`telemetry`]: logging setup.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod docker;
+pub mod listen;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,59 @@
+//! Listening sockets Docker clients connect to: unix sockets and TCP.
+//!
+//! Binding is done once at start so that every problem (a socket another
+//! process is serving, a port in use) stops cistern before it serves anything.
+
+mod tcp;
+mod unix;
+
+pub use tcp::bind_tcp;
+pub use unix::{bind_unix, UnixSocket};
+
+use std::fmt;
+use std::net::SocketAddr;
+
+/// Who is at the other end of a connection, as far as the socket tells.
+#[derive(Debug, Clone)]
+pub enum Peer {
+    /// Unix peer credentials of the connecting process.
+    Unix {
+        uid: u32,
+        gid: u32,
+        pid: Option<i32>,
+    },
+    Tcp(SocketAddr),
+    Unknown,
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Unix { uid, gid, pid } => {
+                write!(f, "uid={uid} gid={gid}")?;
+                if let Some(pid) = pid {
+                    write!(f, " pid={pid}")?;
+                }
+                Ok(())
+            }
+            Peer::Tcp(addr) => write!(f, "{addr}"),
+            Peer::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+/// Errors while setting up a listener.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("listener {listener}: {path} is in use: another process is serving it")]
+    InUse { listener: String, path: String },
+    #[error("listener {listener}: {path} exists and is not a socket; refusing to replace it")]
+    NotASocket { listener: String, path: String },
+    #[error("listener {listener}: {what} {target}: {source}")]
+    Io {
+        listener: String,
+        what: &'static str,
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,166 @@
+//! Runs cistern: binds every listener, serves connections until the shutdown
+//! token fires, then drains.
+//!
+//! Shutdown order: stop accepting and remove socket files at once (a client
+//! never connects to a socket nobody serves), ask every connection to finish
+//! its current request, wait up to the grace period for in-flight requests and
+//! hijacked streams, then return.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ListenerKind};
+use crate::docker::{ConnInfo, DockerProxy};
+use crate::listen::{self, ListenError, Peer, UnixSocket};
+
+/// A bound listener, ready to accept.
+enum Bound {
+    Unix(UnixSocket),
+    Tcp(tokio::net::TcpListener),
+}
+
+/// Serves until `shutdown` is cancelled, then drains for at most the
+/// configured grace period.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ListenError> {
+    let mut bound = Vec::with_capacity(config.listeners.len());
+    for listener in &config.listeners {
+        let socket = match &listener.kind {
+            ListenerKind::Unix(cfg) => Bound::Unix(listen::bind_unix(&listener.name, cfg)?),
+            ListenerKind::Tcp(cfg) => Bound::Tcp(listen::bind_tcp(&listener.name, cfg).await?),
+        };
+        bound.push((Arc::<str>::from(listener.name.as_str()), socket));
+    }
+
+    let tasks = TaskTracker::new();
+    let proxy = Arc::new(DockerProxy::new(&config, tasks.clone()));
+    let accept_loops = TaskTracker::new();
+    for (name, socket) in bound {
+        match &socket {
+            Bound::Unix(s) => tracing::info!(listener = %name, path = %s.path().display(), upstream = %config.upstream.endpoint, "listening"),
+            Bound::Tcp(s) => tracing::info!(listener = %name, address = ?s.local_addr().ok(), upstream = %config.upstream.endpoint, "listening"),
+        }
+        accept_loops.spawn(accept_loop(
+            name,
+            socket,
+            proxy.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+    }
+    accept_loops.close();
+    shutdown.cancelled().await;
+    // Accept loops drop their listeners (and socket files) as they return.
+    accept_loops.wait().await;
+
+    tasks.close();
+    let in_flight = tasks.len();
+    tracing::info!(in_flight, grace = ?config.shutdown_grace, "shutting down: no longer accepting");
+    if tokio::time::timeout(config.shutdown_grace, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            cut = tasks.len(),
+            "grace period over: closing connections still in use"
+        );
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    name: Arc<str>,
+    socket: Bound,
+    proxy: Arc<DockerProxy>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = accept(&socket) => accepted,
+        };
+        match accepted {
+            Ok(Accepted::Unix(stream, peer)) => {
+                let conn = Arc::new(ConnInfo {
+                    listener: name.clone(),
+                    peer,
+                });
+                tasks.spawn(serve_connection(stream, conn, proxy.clone(), shutdown.clone()));
+            }
+            Ok(Accepted::Tcp(stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let conn = Arc::new(ConnInfo {
+                    listener: name.clone(),
+                    peer,
+                });
+                tasks.spawn(serve_connection(stream, conn, proxy.clone(), shutdown.clone()));
+            }
+            Err(err) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(listener = %name, error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop(socket);
+    tracing::debug!(listener = %name, "listener closed");
+}
+
+enum Accepted {
+    Unix(tokio::net::UnixStream, Peer),
+    Tcp(tokio::net::TcpStream, Peer),
+}
+
+async fn accept(socket: &Bound) -> std::io::Result<Accepted> {
+    match socket {
+        Bound::Unix(s) => {
+            let (stream, _) = s.listener.accept().await?;
+            let peer = match stream.peer_cred() {
+                Ok(cred) => Peer::Unix {
+                    uid: cred.uid(),
+                    gid: cred.gid(),
+                    pid: cred.pid(),
+                },
+                Err(_) => Peer::Unknown,
+            };
+            Ok(Accepted::Unix(stream, peer))
+        }
+        Bound::Tcp(l) => {
+            let (stream, addr) = l.accept().await?;
+            Ok(Accepted::Tcp(stream, Peer::Tcp(addr)))
+        }
+    }
+}
+
+async fn serve_connection<IO>(
+    io: IO,
+    conn: Arc<ConnInfo>,
+    proxy: Arc<DockerProxy>,
+    shutdown: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| proxy.clone().handle(req, conn.clone()));
+    let connection = http1::Builder::new()
+        .half_close(true)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
+}
