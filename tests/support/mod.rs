@@ -1,0 +1,304 @@
+//! Shared helpers for integration tests: the real Docker daemon, a local test
+//! image, and a cistern process started in front of the daemon.
+//!
+//! The daemon is found at `$CISTERN_TEST_DOCKER_SOCK` (default
+//! `/var/run/docker.sock`); `scripts/test` starts one when none answers.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The local image every test uses: busybox-static imported as a rootfs.
+pub const BUSYBOX: &str = "cistern-test/busybox:latest";
+
+/// Label put on everything tests create, so leftovers can be found.
+pub const TEST_LABEL: &str = "cistern-test";
+
+/// Path of the real daemon's socket.
+pub fn daemon_socket() -> PathBuf {
+    std::env::var_os("CISTERN_TEST_DOCKER_SOCK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+}
+
+/// Panics with instructions when no daemon answers; returns its socket.
+pub fn daemon() -> PathBuf {
+    static CHECKED: OnceLock<PathBuf> = OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let sock = daemon_socket();
+            let (status, _) = raw_request(&sock, "GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+                .unwrap_or_else(|e| panic!("no Docker daemon answers at {}: {e}; run scripts/test, which starts one", sock.display()));
+            assert_eq!(status, 200, "daemon at {} is not healthy", sock.display());
+            sock
+        })
+        .clone()
+}
+
+/// A `docker` CLI command talking to the daemon directly (not through cistern).
+pub fn docker_direct() -> Command {
+    docker_at(&daemon())
+}
+
+/// A `docker` CLI command talking to the given unix socket.
+pub fn docker_at(sock: &Path) -> Command {
+    let mut cmd = Command::new("docker");
+    cmd.env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .env("DOCKER_CLI_HINTS", "false")
+        .env_remove("DOCKER_CONTEXT")
+        .env_remove("DOCKER_TLS_VERIFY");
+    cmd
+}
+
+/// Runs a command, panicking with its output if it fails; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command and returns its whole output, success or not.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Makes sure the busybox test image exists on the daemon.
+pub fn busybox() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let sock = daemon();
+        if run(docker_at(&sock).args(["image", "inspect", BUSYBOX])).status.success() {
+            return;
+        }
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox-static is not installed (apt-get install busybox-static)");
+        let root = tempfile::tempdir().unwrap();
+        for dir in ["bin", "tmp", "etc", "root"] {
+            std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        }
+        std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
+        let list = run_ok(Command::new(busybox).arg("--list"));
+        for applet in list.lines().filter(|a| *a != "busybox") {
+            let _ = std::os::unix::fs::symlink("busybox", root.path().join("bin").join(applet));
+        }
+        std::fs::write(root.path().join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n").unwrap();
+        std::fs::write(root.path().join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+        let tar = Command::new("tar")
+            .args(["-C"])
+            .arg(root.path())
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = docker_at(&sock)
+            .args(["import", "-c", "ENV PATH=/bin", "-", BUSYBOX])
+            .stdin(tar.stdout.unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker import failed: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    BUSYBOX
+}
+
+/// A unique name for resources a test creates.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Sends raw bytes to a unix socket and reads the whole answer (the request
+/// should say `Connection: close`). Returns the status code and the text.
+pub fn raw_request(sock: &Path, request: &str) -> std::io::Result<(u16, String)> {
+    raw_request_bytes(sock, request.as_bytes())
+}
+
+pub fn raw_request_bytes(sock: &Path, request: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut stream = UnixStream::connect(sock)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(request)?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, text))
+}
+
+/// A cistern process serving one unix listener in front of a daemon.
+pub struct Cistern {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Cistern {
+    /// Starts cistern in front of the test daemon with extra top-level YAML.
+    pub fn start(extra_yaml: &str) -> Cistern {
+        Self::start_upstream(&daemon(), extra_yaml)
+    }
+
+    /// Starts cistern in front of the daemon at `upstream`.
+    pub fn start_upstream(upstream: &Path, extra_yaml: &str) -> Cistern {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let config = format!(
+            "upstream:\n  unix: {}\nlisteners:\n  - name: test\n    unix:\n      path: {}\n      mode: \"0600\"\n{extra_yaml}",
+            upstream.display(),
+            socket.display()
+        );
+        Self::start_with_config(dir, socket, &config)
+    }
+
+    /// Starts cistern on a full configuration; `socket` is where it listens.
+    pub fn start_with_config(dir: tempfile::TempDir, socket: PathBuf, config: &str) -> Cistern {
+        let config_path = dir.path().join("cistern.yaml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = dir.path().join("cistern.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_cistern"))
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start cistern");
+        let mut cistern = Cistern {
+            child,
+            dir,
+            socket,
+            log,
+        };
+        cistern.wait_ready();
+        cistern
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("cistern exited early ({status}):\n{}", self.logs());
+            }
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("cistern did not start listening:\n{}", self.logs());
+    }
+
+    /// A docker CLI command pointed at this cistern.
+    pub fn docker(&self) -> Command {
+        docker_at(&self.socket)
+    }
+
+    /// A bollard client pointed at this cistern.
+    pub fn bollard(&self) -> bollard::Docker {
+        bollard::Docker::connect_with_unix(
+            self.socket.to_str().unwrap(),
+            120,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .unwrap()
+    }
+
+    /// What cistern has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal to the cistern process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Cistern {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes the named containers on the daemon directly, ignoring errors.
+pub fn remove_containers(names: &[&str]) {
+    let mut cmd = docker_direct();
+    cmd.args(["rm", "-f", "-v"]).args(names).stdout(Stdio::null()).stderr(Stdio::null());
+    let _ = cmd.status();
+}
+
+/// Removes containers, volumes, networks and images by name when dropped, on
+/// the daemon directly, so a failing test leaves nothing behind.
+#[derive(Default)]
+pub struct Cleanup {
+    pub containers: Vec<String>,
+    pub volumes: Vec<String>,
+    pub networks: Vec<String>,
+    pub images: Vec<String>,
+}
+
+impl Cleanup {
+    pub fn container(name: &str) -> Self {
+        let mut c = Self::default();
+        c.containers.push(name.to_string());
+        c
+    }
+
+    pub fn image(name: &str) -> Self {
+        let mut c = Self::default();
+        c.images.push(name.to_string());
+        c
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let quiet = |cmd: &mut Command| {
+            let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
+        if !self.containers.is_empty() {
+            quiet(docker_direct().args(["rm", "-f", "-v"]).args(&self.containers));
+        }
+        if !self.networks.is_empty() {
+            quiet(docker_direct().args(["network", "rm"]).args(&self.networks));
+        }
+        if !self.volumes.is_empty() {
+            quiet(docker_direct().args(["volume", "rm", "-f"]).args(&self.volumes));
+        }
+        if !self.images.is_empty() {
+            quiet(docker_direct().args(["rmi", "-f"]).args(&self.images));
+        }
+    }
+}
