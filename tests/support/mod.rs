@@ -302,3 +302,86 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// A second, private Docker daemon in its own network namespace (so it never
+/// touches the host's bridge), for tests that stop a daemon under cistern.
+pub struct PrivateDaemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl PrivateDaemon {
+    pub fn start() -> PrivateDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let mut daemon = PrivateDaemon {
+            dir,
+            socket,
+            child: None,
+        };
+        daemon.restart();
+        daemon
+    }
+
+    /// Starts the daemon (again) on the same socket and data directory.
+    pub fn restart(&mut self) {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("dockerd.log"))
+            .unwrap();
+        let child = Command::new("unshare")
+            .arg("--net")
+            .arg("dockerd")
+            .arg(format!("--host=unix://{}", self.socket.display()))
+            .arg(format!("--data-root={}", d.join("data").display()))
+            .arg(format!("--exec-root={}", d.join("exec").display()))
+            .arg(format!("--pidfile={}", d.join("dockerd.pid").display()))
+            .args(["--iptables=false", "--ip6tables=false"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = raw_request(
+                &self.socket,
+                "GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n",
+            ) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "private dockerd did not start:\n{}",
+            std::fs::read_to_string(d.join("dockerd.log")).unwrap_or_default()
+        );
+    }
+
+    /// Stops the daemon (SIGTERM) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // unshare execs dockerd, so the child pid is dockerd's.
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateDaemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
