@@ -15,7 +15,7 @@
 //!   rotation design.
 //! - `persist`: the state directory (atomic writes, 0600 keys, cleanup on load).
 //! - `name`: DNS name normalisation and the subtree match of name constraints.
-//! - [`error`]: [`Error`].
+//! - [`error`]: the crate's one error type, [`Error`].
 //!
 //! All functions that depend on time take `now`; nothing here reads the clock.
 

@@ -213,3 +213,21 @@ fn changing_the_domains_rotates_and_keeps_the_old_ca_for_its_containers() {
     let leaf = store.issue_leaf(&old.id, "example.test", now).unwrap();
     verify(&old, &leaf, now).unwrap();
 }
+
+#[test]
+fn concurrent_container_creations_at_rotation_time_create_one_generation() {
+    let (_dir, store) = store(t0());
+    let first = store.current_for_new_container(t0()).unwrap();
+    let due = first.not_after - hours(2);
+    let store = std::sync::Arc::new(store);
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let store = std::sync::Arc::clone(&store);
+            std::thread::spawn(move || store.current_for_new_container(due).unwrap().id)
+        })
+        .collect();
+    let ids: BTreeSet<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert!(!ids.contains(&first.id));
+    assert_eq!(store.cas_valid_at(due).len(), 2);
+}
