@@ -1,0 +1,193 @@
+//! bollard, a Rust Docker client, works through cistern: version negotiation,
+//! create/start/wait, logs, exec with its own socket hijacking, archives,
+//! listings.
+
+mod support;
+
+use bollard::container::LogOutput;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, ExecConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+use support::{busybox, unique, Cistern, Cleanup};
+
+async fn client(cistern: &Cistern) -> bollard::Docker {
+    cistern.bollard().negotiate_version().await.unwrap()
+}
+
+#[tokio::test]
+async fn bollard_negotiates_the_daemon_version() {
+    let cistern = Cistern::start("");
+    let docker = client(&cistern).await;
+    let version = docker.version().await.unwrap();
+    assert_eq!(version.api_version.as_deref(), Some(docker.client_version().to_string().as_str()));
+    docker.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn bollard_runs_a_container_and_reads_its_logs_and_exit_code() {
+    let cistern = Cistern::start("");
+    let docker = client(&cistern).await;
+    let name = unique("bollard-run");
+    let _cleanup = Cleanup::container(&name);
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            ContainerCreateBody {
+                image: Some(busybox().into()),
+                cmd: Some(vec!["sh".into(), "-c".into(), "echo out; echo err >&2; exit 5".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    docker.start_container(&created.id, None).await.unwrap();
+    let mut wait = docker.wait_container(&created.id, None);
+    // bollard reports a non-zero exit as an error carrying the code.
+    let code = match wait.next().await.unwrap() {
+        Ok(r) => r.status_code,
+        Err(bollard::errors::Error::DockerContainerWaitError { code, .. }) => code,
+        Err(err) => panic!("{err}"),
+    };
+    assert_eq!(code, 5);
+
+    let logs: Vec<LogOutput> = docker
+        .logs(&created.id, Some(LogsOptionsBuilder::default().stdout(true).stderr(true).build()))
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    let mut out = String::new();
+    let mut err = String::new();
+    for item in logs {
+        match item {
+            LogOutput::StdOut { message } => out.push_str(&String::from_utf8_lossy(&message)),
+            LogOutput::StdErr { message } => err.push_str(&String::from_utf8_lossy(&message)),
+            _ => {}
+        }
+    }
+    assert_eq!(out, "out\n");
+    assert_eq!(err, "err\n");
+
+    let listed = docker
+        .list_containers(Some(ListContainersOptionsBuilder::default().all(true).build()))
+        .await
+        .unwrap();
+    assert!(listed.iter().any(|c| c.id.as_deref() == Some(created.id.as_str())));
+    docker
+        .remove_container(&created.id, Some(RemoveContainerOptionsBuilder::default().force(true).build()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bollard_exec_hijack_carries_stdin_and_stdout() {
+    let cistern = Cistern::start("");
+    let docker = client(&cistern).await;
+    let name = unique("bollard-exec");
+    let _cleanup = Cleanup::container(&name);
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            ContainerCreateBody {
+                image: Some(busybox().into()),
+                cmd: Some(vec!["sleep".into(), "300".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    docker.start_container(&created.id, None).await.unwrap();
+    let exec = docker
+        .create_exec(
+            &created.id,
+            ExecConfig {
+                attach_stdin: Some(true),
+                attach_stdout: Some(true),
+                cmd: Some(vec!["sh".into(), "-c".into(), "read line; echo got:$line".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let StartExecResults::Attached { mut output, mut input } = docker
+        .start_exec(&exec.id, Some(StartExecOptions { detach: false, ..Default::default() }))
+        .await
+        .unwrap()
+    else {
+        panic!("exec did not attach");
+    };
+    input.write_all(b"hello\n").await.unwrap();
+    input.flush().await.unwrap();
+    let mut seen = String::new();
+    while let Some(item) = output.next().await {
+        seen.push_str(&item.unwrap().to_string());
+        if seen.contains('\n') {
+            break;
+        }
+    }
+    assert_eq!(seen, "got:hello\n");
+}
+
+#[tokio::test]
+async fn bollard_archives_go_in_and_come_back() {
+    let cistern = Cistern::start("");
+    let docker = client(&cistern).await;
+    let name = unique("bollard-archive");
+    let _cleanup = Cleanup::container(&name);
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            ContainerCreateBody {
+                image: Some(busybox().into()),
+                cmd: Some(vec!["sleep".into(), "300".into()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    docker.start_container(&created.id, None).await.unwrap();
+
+    // A one-file tar archive, built by hand (512-byte header, data, padding).
+    let content = b"archive payload\n";
+    let mut header = [0u8; 512];
+    header[..8].copy_from_slice(b"note.txt");
+    header[100..108].copy_from_slice(b"0000644\0");
+    header[108..116].copy_from_slice(b"0000000\0");
+    header[116..124].copy_from_slice(b"0000000\0");
+    header[124..136].copy_from_slice(format!("{:011o}\0", content.len()).as_bytes());
+    header[136..148].copy_from_slice(b"00000000000\0");
+    header[156] = b'0';
+    header[257..263].copy_from_slice(b"ustar\0");
+    header[263..265].copy_from_slice(b"00");
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|&b| b as u32).sum();
+    header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut tar = header.to_vec();
+    tar.extend_from_slice(content);
+    tar.resize(512 + 512 + 1024, 0);
+
+    docker
+        .upload_to_container(
+            &created.id,
+            Some(UploadToContainerOptionsBuilder::default().path("/tmp").build()),
+            bollard::body_full(tar.into()),
+        )
+        .await
+        .unwrap();
+    let back: Vec<u8> = docker
+        .download_from_container(
+            &created.id,
+            Some(DownloadFromContainerOptionsBuilder::default().path("/tmp/note.txt").build()),
+        )
+        .map(|chunk| chunk.unwrap().to_vec())
+        .collect::<Vec<_>>()
+        .await
+        .concat();
+    assert_eq!(&back[..8], b"note.txt");
+    assert_eq!(&back[512..512 + content.len()], content);
+}
