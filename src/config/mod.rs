@@ -155,10 +155,17 @@ fn parse_raw(file: &str, text: &str) -> Result<RawConfig, ConfigError> {
             .unwrap_or((0, 0));
         // serde_yaml appends "at line L column C" itself; we print it up front.
         let message = inner.to_string();
-        let message = match message.rfind(" at line ") {
+        let mut message = match message.rfind(" at line ") {
             Some(at) => message[..at].to_string(),
             None => message,
         };
+        // serde_yaml may start the message with its own (shorter) key path.
+        if let Some((prefix, rest)) = message.split_once(": ") {
+            if !prefix.contains(' ') && path.starts_with(prefix) {
+                message = rest.to_string();
+            }
+        }
+        let (line, column) = refine_location(text, line, column, &path);
         ConfigError::Syntax {
             file: file.to_string(),
             line,
@@ -167,4 +174,79 @@ fn parse_raw(file: &str, text: &str) -> Result<RawConfig, ConfigError> {
             message,
         }
     })
+}
+
+/// serde_yaml reports errors raised while converting a value at the start of
+/// the enclosing mapping. Point at the key itself: the first line at or after
+/// that position that sets the last key of `path`.
+fn refine_location(text: &str, line: usize, column: usize, path: &str) -> (usize, usize) {
+    let Some(key) = path
+        .rsplit('.')
+        .next()
+        .map(|segment| segment.split('[').next().unwrap_or(segment))
+        .filter(|k| !k.is_empty())
+    else {
+        return (line, column);
+    };
+    let wanted = format!("{key}:");
+    for (index, text_line) in text.lines().enumerate().skip(line.saturating_sub(1)) {
+        let trimmed = text_line.trim_start();
+        let trimmed = trimmed.strip_prefix("- ").unwrap_or(trimmed).trim_start();
+        if trimmed.starts_with(&wanted) {
+            let col = text_line.len() - trimmed.len() + 1;
+            return (index + 1, col);
+        }
+    }
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        parse("f.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn embedded_default_is_valid_and_listens_on_the_documented_socket() {
+        let cfg = embedded_default();
+        assert_eq!(cfg.upstream.endpoint, UpstreamEndpoint::Unix("/var/run/docker.sock".into()));
+        match &cfg.listeners[0].kind {
+            ListenerKind::Unix(u) => assert_eq!(u.path, PathBuf::from("/run/cistern/docker.sock")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_point_at_the_offending_key() {
+        assert_eq!(
+            error_of("log:\n  level: info\nshutdown_grace: soon\n"),
+            "f.yaml:3:1: shutdown_grace: `soon` is not a duration like 30s or 5m: expected number at 0"
+        );
+        assert_eq!(
+            error_of("listeners:\n  - unix:\n      path: /x\n      mode: \"999\"\n"),
+            "f.yaml:4:7: listeners[0].unix.mode: `999` is not an octal file mode like \"0660\""
+        );
+        assert!(error_of("listeners:\n  - unix:\n      path: relative.sock\n")
+            .contains("listeners[0].unix.path: `relative.sock` must be an absolute path"));
+        assert!(error_of("upstream:\n  unix: /a\n  tcp: 127.0.0.1:2375\n")
+            .contains("set either `unix` or `tcp`, not both"));
+        assert!(error_of("listeners:\n  - name: x\n").contains("a listener needs `unix` or `tcp`"));
+    }
+
+    #[test]
+    fn duplicate_listener_names_and_paths_are_refused() {
+        let text = "listeners:\n  - name: a\n    unix: {path: /run/a.sock}\n  - name: a\n    unix: {path: /run/b.sock}\n";
+        assert_eq!(error_of(text), "f.yaml: listeners[1].name: `a` is used twice");
+        let text = "listeners:\n  - unix: {path: /run/a.sock}\n  - unix: {path: /run/a.sock}\n";
+        assert_eq!(error_of(text), "f.yaml: listeners[1].unix.path: `/run/a.sock` is used twice");
+    }
+
+    #[test]
+    fn an_empty_file_means_all_defaults() {
+        let cfg = parse("f.yaml", "").unwrap();
+        assert_eq!(cfg.listeners.len(), 1);
+        assert_eq!(cfg.shutdown_grace, Duration::from_secs(30));
+    }
 }
