@@ -1,0 +1,257 @@
+//! The caching path as the proxy drives it: a small state machine over
+//! [`Store`] (I/O) and [`Policy`] (decisions).
+//!
+//! ```text
+//! lookup(req, now) ─┬─ Bypass(reason) ─────────────► forward untouched
+//!                   ├─ Hit ───────────────────────► conditionals / range → serve body
+//!                   ├─ Stale ─► send stale.revalidation upstream
+//!                   │            ├─ 304 → revalidated() → NotModified(Hit) → serve
+//!                   │            ├─ 200 → (as Miss) store_response()
+//!                   │            └─ error → stale_if_error() → Some(Hit) → serve
+//!                   └─ Miss ──► store.single_flight(key, fetch) where fetch:
+//!                                 forward lookup_request upstream,
+//!                                 store_response() → Store(writer) | NoStore(reason)
+//!                                 tee body: client + writer.write(); writer.commit()
+//! ```
+//!
+//! Every state and reason `Display`s itself for the access log. Time is a
+//! parameter everywhere, so freshness is testable without sleeping.
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use http::{request, response};
+
+use crate::error::Result;
+use crate::key::CacheKey;
+use crate::policy::{Cacheable, Freshness, Policy, Revalidated, StoreDecision};
+use crate::read::Body;
+use crate::reason::{BypassReason, MissReason, NoStoreReason};
+use crate::rules::Mode;
+use crate::store::{Entry, Store};
+use crate::write::Writer;
+
+/// A fresh entry ready to serve.
+#[derive(Debug)]
+pub struct Hit {
+    /// The entry (for ranges: `store.range(&hit.entry, …)`).
+    pub entry: Entry,
+    /// Response head to send: status and headers with `Age`.
+    pub response: response::Parts,
+    /// The body, verified (small) or verifying as it streams (large).
+    pub body: Body,
+}
+
+/// A stored entry that must be revalidated before use.
+#[derive(Debug)]
+pub struct Stale {
+    /// The entry.
+    pub entry: Entry,
+    /// The conditional request to send to the origin.
+    pub revalidation: request::Parts,
+}
+
+/// Nothing usable is stored.
+#[derive(Debug, Clone)]
+pub struct Miss {
+    /// Key to store the origin's answer under.
+    pub key: CacheKey,
+    /// Rule mode in force.
+    pub mode: Mode,
+    /// Why.
+    pub reason: MissReason,
+    /// The request to send upstream: the client's, as `GET`, without its
+    /// conditionals and `Range`, so a storable full body comes back. For a
+    /// client `Range` request the proxy may instead forward it untouched and
+    /// not store.
+    pub upstream: request::Parts,
+}
+
+/// Result of [`Cache::lookup`].
+#[derive(Debug)]
+pub enum Lookup {
+    /// Skip the cache.
+    Bypass(BypassReason),
+    /// Serve from the cache.
+    Hit(Box<Hit>),
+    /// Revalidate, then serve or replace.
+    Stale(Box<Stale>),
+    /// Fetch (under single-flight) and store.
+    Miss(Box<Miss>),
+}
+
+impl fmt::Display for Lookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lookup::Bypass(reason) => write!(f, "bypass ({reason})"),
+            Lookup::Hit(_) => f.write_str("hit"),
+            Lookup::Stale(_) => f.write_str("stale, revalidating"),
+            Lookup::Miss(miss) => write!(f, "miss ({})", miss.reason),
+        }
+    }
+}
+
+/// Result of [`Cache::store_response`].
+#[derive(Debug)]
+pub enum StoreStart {
+    /// Tee the body into this writer, then commit.
+    Store(Writer),
+    /// Forward without storing.
+    NoStore(NoStoreReason),
+}
+
+/// Result of [`Cache::revalidated`].
+#[derive(Debug)]
+pub enum Revalidation {
+    /// The origin said 304: metadata refreshed, serve this hit.
+    NotModified(Box<Hit>),
+    /// The origin sent a new body (or the stored one vanished): treat the
+    /// response like a miss and store it.
+    Modified,
+}
+
+/// Store plus policy.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    store: Store,
+    policy: Policy,
+}
+
+impl Cache {
+    /// Combines a store and a policy.
+    pub fn new(store: Store, policy: Policy) -> Self {
+        Cache { store, policy }
+    }
+
+    /// The store (stats, verify, gc, purge, single-flight, ranges).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Looks a request up at `now`.
+    pub async fn lookup(&self, req: &request::Parts, now: SystemTime) -> Result<Lookup> {
+        let counters = self.store.counters();
+        let cacheable = match self.policy.classify(req) {
+            Ok(c) => c,
+            Err(reason) => {
+                counters.bypasses.fetch_add(1, Ordering::Relaxed);
+                return Ok(Lookup::Bypass(reason));
+            }
+        };
+        let miss = |reason| {
+            counters.misses.fetch_add(1, Ordering::Relaxed);
+            Ok(Lookup::Miss(Box::new(Miss {
+                upstream: self.policy.lookup_request(req, cacheable.mode),
+                key: cacheable.key.clone(),
+                mode: cacheable.mode,
+                reason,
+            })))
+        };
+        let Some(entry) = self.store.get(&cacheable.key).await? else {
+            return miss(MissReason::NotCached);
+        };
+        match self.policy.freshness(req, &entry.meta, now) {
+            Freshness::Fresh(response) => match self.store.body(&entry).await {
+                Ok(body) => {
+                    counters.hits.fetch_add(1, Ordering::Relaxed);
+                    Ok(Lookup::Hit(Box::new(Hit {
+                        entry,
+                        response,
+                        body,
+                    })))
+                }
+                Err(e) if e.is_corrupt() => miss(MissReason::Corrupt),
+                Err(e) => Err(e),
+            },
+            Freshness::Stale(revalidation) => {
+                counters.stale.fetch_add(1, Ordering::Relaxed);
+                Ok(Lookup::Stale(Box::new(Stale {
+                    entry,
+                    revalidation,
+                })))
+            }
+            Freshness::VaryMismatch => miss(MissReason::VaryMismatch),
+        }
+    }
+
+    /// Decides whether to store the origin's response to `req` (received at
+    /// `now`) and, if so, opens the writer.
+    pub async fn store_response(
+        &self,
+        req: &request::Parts,
+        res: &response::Parts,
+        now: SystemTime,
+    ) -> Result<StoreStart> {
+        let cacheable = match self.policy.classify(req) {
+            Ok(c) => c,
+            Err(_) => return Ok(StoreStart::NoStore(NoStoreReason::Rule)),
+        };
+        self.store_cacheable(&cacheable, req, res, now).await
+    }
+
+    async fn store_cacheable(
+        &self,
+        cacheable: &Cacheable,
+        req: &request::Parts,
+        res: &response::Parts,
+        now: SystemTime,
+    ) -> Result<StoreStart> {
+        match self.policy.on_response(cacheable, req, res, now) {
+            StoreDecision::Store(meta) => Ok(StoreStart::Store(
+                self.store.begin_write(&cacheable.key, *meta).await?,
+            )),
+            StoreDecision::NoStore(reason) => Ok(StoreStart::NoStore(reason)),
+        }
+    }
+
+    /// Applies the origin's answer to `stale.revalidation`, received at
+    /// `now`. On 304 the stored metadata is refreshed (no body transfer).
+    pub async fn revalidated(
+        &self,
+        stale: Stale,
+        res: &response::Parts,
+        now: SystemTime,
+    ) -> Result<Revalidation> {
+        match self
+            .policy
+            .on_revalidated(&stale.revalidation, &stale.entry.meta, res, now)
+        {
+            Revalidated::NotModified { meta, response } => {
+                let entry = self.store.update_meta(&stale.entry, *meta).await?;
+                match self.store.body(&entry).await {
+                    Ok(body) => Ok(Revalidation::NotModified(Box::new(Hit {
+                        entry,
+                        response,
+                        body,
+                    }))),
+                    Err(e) if e.is_corrupt() => Ok(Revalidation::Modified),
+                    Err(e) => Err(e),
+                }
+            }
+            Revalidated::Modified => Ok(Revalidation::Modified),
+        }
+    }
+
+    /// When the origin failed during revalidation: the stale entry as a hit,
+    /// if stale-if-error allows it at `now`.
+    pub async fn stale_if_error(&self, stale: Stale, now: SystemTime) -> Result<Option<Hit>> {
+        let Some(response) = self.policy.stale_if_error(&stale.entry.meta, now) else {
+            return Ok(None);
+        };
+        match self.store.body(&stale.entry).await {
+            Ok(body) => Ok(Some(Hit {
+                entry: stale.entry,
+                response,
+                body,
+            })),
+            Err(e) if e.is_corrupt() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

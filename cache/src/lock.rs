@@ -1,0 +1,219 @@
+//! Single-flight: one origin fetch per key at a time.
+//!
+//! When many CI jobs miss on the same file at once, exactly one of them (the
+//! *leader*) fetches it from the origin and writes it to the store; the others
+//! (*followers*) wait for the leader to finish and then read the committed
+//! entry. Followers wait at most the configured timeout, so a stuck origin
+//! cannot hold them forever; on timeout or leader failure they go to the
+//! origin themselves, without storing.
+//!
+//! Followers wait for the *commit*, they do not stream from the leader's
+//! in-progress write: cacache only makes content addressable once it is
+//! complete and verified, and a reader of a half-written temp file could not
+//! be told apart from a truncated one. The cost is latency for followers of a
+//! large first download, not correctness.
+//!
+//! How the proxy uses it, after a lookup missed:
+//!
+//! ```text
+//! match store.lock(&key) {
+//!     Flight::Leader(guard) => {
+//!         // look up again: another leader may have committed just now
+//!         // fetch from origin, stream to client and Writer, commit
+//!         guard.finish(committed);          // or drop it on error
+//!     }
+//!     Flight::Follower(waiter) => match waiter.wait().await {
+//!         WaitOutcome::Committed => { /* look up again: a hit */ }
+//!         WaitOutcome::Failed | WaitOutcome::TimedOut => { /* forward to origin, no store */ }
+//!     }
+//! }
+//! ```
+//!
+//! [`crate::Store::single_flight`] wraps exactly that.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// State of an in-flight fetch, as seen by followers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlightState {
+    Running,
+    Committed,
+    Failed,
+}
+
+/// What a follower learnt by waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// The leader committed an entry: look it up.
+    Committed,
+    /// The leader gave up (origin error, no-store response, full disk…).
+    Failed,
+    /// The leader took longer than the lock timeout.
+    TimedOut,
+}
+
+impl fmt::Display for WaitOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WaitOutcome::Committed => "leader committed",
+            WaitOutcome::Failed => "leader failed",
+            WaitOutcome::TimedOut => "timed out waiting for leader",
+        })
+    }
+}
+
+type FlightMap = HashMap<String, watch::Receiver<FlightState>>;
+
+/// The table of in-flight fetches, shared by a store's clones.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Flights {
+    map: Arc<Mutex<FlightMap>>,
+}
+
+impl Flights {
+    /// Becomes the leader for `key`, or a follower of the current leader.
+    pub(crate) fn acquire(&self, key: &str, timeout: Duration) -> Flight {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(rx) = map.get(key) {
+            if *rx.borrow() == FlightState::Running {
+                return Flight::Follower(FlightWaiter {
+                    rx: rx.clone(),
+                    timeout,
+                });
+            }
+        }
+        let (tx, rx) = watch::channel(FlightState::Running);
+        map.insert(key.to_owned(), rx);
+        Flight::Leader(FlightGuard {
+            flights: self.clone(),
+            key: key.to_owned(),
+            tx,
+        })
+    }
+
+    /// Number of fetches in flight.
+    pub(crate) fn len(&self) -> usize {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// Result of [`crate::Store::lock`].
+#[derive(Debug)]
+pub enum Flight {
+    /// This caller fetches; followers wait on its guard.
+    Leader(FlightGuard),
+    /// Another caller is fetching; wait for it.
+    Follower(FlightWaiter),
+}
+
+/// Held by the leader. Dropping it without [`FlightGuard::finish`] tells
+/// followers the fetch failed.
+#[derive(Debug)]
+pub struct FlightGuard {
+    flights: Flights,
+    key: String,
+    tx: watch::Sender<FlightState>,
+}
+
+impl FlightGuard {
+    /// Releases followers: `committed` says whether an entry is now stored.
+    pub fn finish(self, committed: bool) {
+        let state = if committed {
+            FlightState::Committed
+        } else {
+            FlightState::Failed
+        };
+        self.tx.send_replace(state);
+        // Drop removes the map entry.
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        if *self.tx.borrow() == FlightState::Running {
+            self.tx.send_replace(FlightState::Failed);
+        }
+        let mut map = self
+            .flights
+            .map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if map
+            .get(&self.key)
+            .is_some_and(|rx| rx.same_channel(&self.tx.subscribe()))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+/// Held by a follower.
+#[derive(Debug)]
+pub struct FlightWaiter {
+    rx: watch::Receiver<FlightState>,
+    timeout: Duration,
+}
+
+impl FlightWaiter {
+    /// Waits until the leader finishes, or the lock timeout passes.
+    pub async fn wait(mut self) -> WaitOutcome {
+        let done = self.rx.wait_for(|s| *s != FlightState::Running);
+        match tokio::time::timeout(self.timeout, done).await {
+            Ok(Ok(state)) if *state == FlightState::Committed => WaitOutcome::Committed,
+            Ok(_) => WaitOutcome::Failed,
+            Err(_) => WaitOutcome::TimedOut,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn followers_learn_of_a_commit() {
+        let flights = Flights::default();
+        let Flight::Leader(guard) = flights.acquire("k", SECOND) else {
+            panic!("first caller leads");
+        };
+        let Flight::Follower(waiter) = flights.acquire("k", SECOND) else {
+            panic!("second caller follows");
+        };
+        let waiting = tokio::spawn(waiter.wait());
+        guard.finish(true);
+        assert_eq!(waiting.await.unwrap(), WaitOutcome::Committed);
+        assert_eq!(flights.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_guard_fails_followers_and_frees_the_key() {
+        let flights = Flights::default();
+        let leader = flights.acquire("k", SECOND);
+        let Flight::Follower(waiter) = flights.acquire("k", SECOND) else {
+            panic!("second caller follows");
+        };
+        drop(leader);
+        assert_eq!(waiter.wait().await, WaitOutcome::Failed);
+        assert!(matches!(flights.acquire("k", SECOND), Flight::Leader(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn followers_time_out() {
+        let flights = Flights::default();
+        let _leader = flights.acquire("k", SECOND);
+        let Flight::Follower(waiter) = flights.acquire("k", SECOND) else {
+            panic!("second caller follows");
+        };
+        assert_eq!(waiter.wait().await, WaitOutcome::TimedOut);
+    }
+}

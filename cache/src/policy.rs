@@ -1,0 +1,560 @@
+//! The caching decisions, free of I/O.
+//!
+//! [`Policy`] answers three questions with http-cache-semantics doing the
+//! RFC 9111 work (freshness, `Vary`, validators, `no-store`, `private`):
+//!
+//! 1. [`Policy::classify`]: may this request use the cache at all, and under
+//!    which key and rule mode?
+//! 2. [`Policy::freshness`]: given the stored entry, is it a hit, stale
+//!    (with the conditional request to send), or a `Vary` mismatch?
+//! 3. [`Policy::on_response`] / [`Policy::on_revalidated`]: store the origin's
+//!    answer or not, and how a 304 refreshes the stored metadata.
+//!
+//! Rule modes act by rewriting the *freshness view* of the response that the
+//! `CachePolicy` is built from, so that every later decision still goes
+//! through the library:
+//!
+//! - `immutable`: `Cache-Control: public, max-age=<immutable ttl>, immutable`
+//!   replaces the origin's freshness headers on `200` responses (`no-store`
+//!   and `private` are still honoured). Client `Cache-Control`/`Pragma` are
+//!   ignored on lookup: a versioned file cannot change, so `max-age=0` from a
+//!   client would only cost a download.
+//! - `revalidate`: `Cache-Control: no-cache` replaces them, so every use is a
+//!   conditional request to the origin.
+//!
+//! The response headers a hit returns come from that view (with `Age`), so
+//! clients see the same freshness the cache applies.
+
+use std::time::{Duration, SystemTime};
+
+use http::header::{
+    HeaderName, AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
+    EXPIRES, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, PRAGMA,
+    RANGE, TRANSFER_ENCODING, VARY,
+};
+use http::{request, response, HeaderMap, HeaderValue, Method, StatusCode};
+use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
+
+use crate::key::CacheKey;
+use crate::meta::{unix_ms, Meta};
+use crate::reason::{BypassReason, NoStoreReason};
+use crate::rules::{Mode, Rules};
+
+/// Default freshness of `immutable` entries: a year.
+pub const DEFAULT_IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Typed policy settings (the config layer validates and builds these).
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// Rule set (configured rules followed by built-in defaults).
+    pub rules: Rules,
+    /// How long `immutable` entries stay fresh without revalidation.
+    pub immutable_ttl: Duration,
+    /// When set, a stored entry this old or younger (since it was stored or
+    /// last revalidated) may be served if the origin fails.
+    pub stale_if_error: Option<Duration>,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            rules: Rules::default(),
+            immutable_ttl: DEFAULT_IMMUTABLE_TTL,
+            stale_if_error: None,
+        }
+    }
+}
+
+/// A request that may use the cache.
+#[derive(Debug, Clone)]
+pub struct Cacheable {
+    /// Where it is stored.
+    pub key: CacheKey,
+    /// The rule mode that applies.
+    pub mode: Mode,
+}
+
+/// What a stored entry is worth for a request.
+#[derive(Debug)]
+pub enum Freshness {
+    /// Serve it; these are the response head to send (with `Age`).
+    Fresh(response::Parts),
+    /// Revalidate first: send this conditional request to the origin.
+    Stale(request::Parts),
+    /// The stored variant does not match the request's `Vary` headers.
+    VaryMismatch,
+}
+
+/// Whether to store an origin response.
+#[derive(Debug)]
+pub enum StoreDecision {
+    /// Store it; `meta` is ready for [`crate::Store::begin_write`].
+    Store(Box<Meta>),
+    /// Do not store it.
+    NoStore(NoStoreReason),
+}
+
+/// The outcome of a revalidation.
+#[derive(Debug)]
+pub enum Revalidated {
+    /// 304 matched the stored entry: keep the body, use the refreshed
+    /// metadata and send this response head.
+    NotModified {
+        /// Refreshed metadata to write back with `Store::update_meta`.
+        meta: Box<Meta>,
+        /// Response head for the client.
+        response: response::Parts,
+    },
+    /// The origin sent a new body (or a 304 for another variant): handle the
+    /// response like a miss.
+    Modified,
+}
+
+/// The caching policy: rules plus http-cache-semantics.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    config: PolicyConfig,
+    options: CacheOptions,
+}
+
+/// Headers a client uses to make its own request conditional or partial;
+/// the cache answers those itself and never forwards them on a lookup.
+const CLIENT_CONDITIONALS: [HeaderName; 6] = [
+    IF_NONE_MATCH,
+    IF_MODIFIED_SINCE,
+    IF_MATCH,
+    IF_UNMODIFIED_SINCE,
+    IF_RANGE,
+    RANGE,
+];
+
+/// Connection-specific headers never sent from the cache (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+impl Policy {
+    /// Builds the policy (a shared cache, in RFC 9111 terms).
+    pub fn new(config: PolicyConfig) -> Self {
+        Policy {
+            config,
+            options: CacheOptions {
+                shared: true,
+                ..CacheOptions::default()
+            },
+        }
+    }
+
+    /// The settings this policy was built from.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// Decides whether a request may use the cache.
+    pub fn classify(&self, req: &request::Parts) -> Result<Cacheable, BypassReason> {
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return Err(BypassReason::MethodNotCacheable);
+        }
+        if req.headers.contains_key(AUTHORIZATION) {
+            return Err(BypassReason::Authorization);
+        }
+        let key = CacheKey::from_request(req).map_err(|_| BypassReason::Unkeyable)?;
+        let mode = self.config.rules.mode_for(key.hostname(), key.path());
+        if mode == Mode::Bypass {
+            return Err(BypassReason::Rule);
+        }
+        Ok(Cacheable { key, mode })
+    }
+
+    /// The request as the cache sees it for lookup and for fetching a body
+    /// to store: always `GET` (a stored `GET` answers `HEAD`), without the
+    /// client's own conditionals and ranges, and for `immutable` entries
+    /// without client cache directives.
+    pub fn lookup_request(&self, req: &request::Parts, mode: Mode) -> request::Parts {
+        let mut parts = http::Request::builder()
+            .method(Method::GET)
+            .uri(req.uri.clone())
+            .version(req.version)
+            .body(())
+            .map(|r| r.into_parts().0)
+            .unwrap_or_else(|_| http::Request::new(()).into_parts().0);
+        let mut headers = req.headers.clone();
+        for name in &CLIENT_CONDITIONALS {
+            headers.remove(name);
+        }
+        if mode == Mode::Immutable {
+            headers.remove(CACHE_CONTROL);
+            headers.remove(PRAGMA);
+        }
+        parts.headers = headers;
+        parts
+    }
+
+    /// Evaluates a stored entry for a request at `now`.
+    pub fn freshness(&self, req: &request::Parts, meta: &Meta, now: SystemTime) -> Freshness {
+        let lookup = self.lookup_request(req, meta.mode);
+        match meta.policy.before_request(&lookup, now) {
+            BeforeRequest::Fresh(parts) => Freshness::Fresh(parts),
+            BeforeRequest::Stale {
+                request,
+                matches: true,
+            } => Freshness::Stale(request),
+            BeforeRequest::Stale { matches: false, .. } => Freshness::VaryMismatch,
+        }
+    }
+
+    /// Decides whether to store an origin response to `req`, received at
+    /// `now`, and prepares its metadata.
+    pub fn on_response(
+        &self,
+        cacheable: &Cacheable,
+        req: &request::Parts,
+        res: &response::Parts,
+        now: SystemTime,
+    ) -> StoreDecision {
+        let reason = if cacheable.mode == Mode::Bypass {
+            Some(NoStoreReason::Rule)
+        } else if req.method == Method::HEAD {
+            Some(NoStoreReason::HeadRequest)
+        } else if req.headers.contains_key(RANGE) {
+            Some(NoStoreReason::RangeRequest)
+        } else if res.status != StatusCode::OK {
+            Some(NoStoreReason::Status(res.status.as_u16()))
+        } else if has_directive(&req.headers, "no-store") {
+            Some(NoStoreReason::NoStoreRequest)
+        } else if has_directive(&res.headers, "no-store") {
+            Some(NoStoreReason::NoStoreResponse)
+        } else if has_directive(&res.headers, "private") {
+            Some(NoStoreReason::PrivateResponse)
+        } else if comma_values(&res.headers, &VARY).any(|v| v == "*") {
+            Some(NoStoreReason::VaryStar)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return StoreDecision::NoStore(reason);
+        }
+        let lookup = self.lookup_request(req, cacheable.mode);
+        let view = self.freshness_view(cacheable.mode, res);
+        let policy = CachePolicy::new_options(&lookup, &view, now, self.options);
+        if !policy.is_storable() {
+            return StoreDecision::NoStore(NoStoreReason::NotStorable);
+        }
+        StoreDecision::Store(Box::new(Meta {
+            url: cacheable.key.url().to_owned(),
+            status: res.status,
+            headers: res.headers.clone(),
+            policy,
+            mode: cacheable.mode,
+            stored_at_ms: unix_ms(now),
+            size: 0,
+            integrity: String::new(),
+        }))
+    }
+
+    /// Applies the origin's answer to a revalidation request.
+    ///
+    /// `revalidation` is the request that was sent (from
+    /// [`Freshness::Stale`]); `res` is the origin's response head, received
+    /// at `now`.
+    pub fn on_revalidated(
+        &self,
+        revalidation: &request::Parts,
+        meta: &Meta,
+        res: &response::Parts,
+        now: SystemTime,
+    ) -> Revalidated {
+        if res.status != StatusCode::NOT_MODIFIED {
+            return Revalidated::Modified;
+        }
+        let view = self.freshness_view(meta.mode, res);
+        match meta.policy.after_response(revalidation, &view, now) {
+            AfterResponse::NotModified(policy, response) => {
+                let mut headers = meta.headers.clone();
+                for name in res.headers.keys() {
+                    let excluded = [
+                        CONTENT_LENGTH,
+                        CONTENT_ENCODING,
+                        CONTENT_RANGE,
+                        TRANSFER_ENCODING,
+                    ]
+                    .contains(name)
+                        || HOP_BY_HOP.contains(&name.as_str());
+                    if !excluded {
+                        headers.remove(name);
+                        for value in res.headers.get_all(name) {
+                            headers.append(name.clone(), value.clone());
+                        }
+                    }
+                }
+                let meta = Meta {
+                    headers,
+                    policy,
+                    stored_at_ms: unix_ms(now),
+                    ..meta.clone()
+                };
+                Revalidated::NotModified {
+                    meta: Box::new(meta),
+                    response,
+                }
+            }
+            AfterResponse::Modified(..) => Revalidated::Modified,
+        }
+    }
+
+    /// The response head for serving a stored entry because the origin
+    /// failed, if stale-if-error is enabled and the entry is young enough.
+    pub fn stale_if_error(&self, meta: &Meta, now: SystemTime) -> Option<response::Parts> {
+        let limit = self.config.stale_if_error?;
+        let since_stored = now.duration_since(meta.stored_at()).unwrap_or_default();
+        if since_stored > limit {
+            return None;
+        }
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = meta.status;
+        let mut headers = meta.headers.clone();
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
+        let age = meta.policy.age(now).as_secs();
+        headers.insert(http::header::AGE, HeaderValue::from(age));
+        parts.headers = headers;
+        Some(parts)
+    }
+
+    /// The response headers the `CachePolicy` is built from, with the rule
+    /// mode's freshness applied (only to complete `200`/`304` answers).
+    fn freshness_view(&self, mode: Mode, res: &response::Parts) -> response::Parts {
+        let mut view = http::Response::new(()).into_parts().0;
+        view.status = res.status;
+        view.version = res.version;
+        view.headers = res.headers.clone();
+        let forced = match mode {
+            Mode::Immutable => Some(format!(
+                "public, max-age={}, immutable",
+                self.config.immutable_ttl.as_secs()
+            )),
+            Mode::Revalidate => Some("no-cache".to_owned()),
+            Mode::Default | Mode::Bypass => None,
+        };
+        let applies = matches!(res.status, StatusCode::OK | StatusCode::NOT_MODIFIED);
+        if let (Some(cc), true) = (forced, applies) {
+            let headers = &mut view.headers;
+            headers.remove(EXPIRES);
+            headers.remove(PRAGMA);
+            if let Ok(value) = HeaderValue::from_str(&cc) {
+                headers.insert(CACHE_CONTROL, value);
+            }
+        }
+        view
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::new(PolicyConfig::default())
+    }
+}
+
+fn comma_values<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> impl Iterator<Item = String> + 'a {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_ascii_lowercase())
+}
+
+/// Whether `Cache-Control` carries a directive (with or without a value).
+fn has_directive(headers: &HeaderMap, directive: &str) -> bool {
+    comma_values(headers, &CACHE_CONTROL)
+        .any(|d| d.split('=').next().map(str::trim) == Some(directive))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response};
+
+    fn req(uri: &str) -> request::Parts {
+        Request::get(uri).body(()).unwrap().into_parts().0
+    }
+
+    fn res(headers: &[(&str, &str)]) -> response::Parts {
+        let mut b = Response::builder().status(200);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn store(policy: &Policy, r: &request::Parts, s: &response::Parts, now: SystemTime) -> Meta {
+        let c = policy.classify(r).unwrap();
+        match policy.on_response(&c, r, s, now) {
+            StoreDecision::Store(meta) => *meta,
+            StoreDecision::NoStore(reason) => panic!("not stored: {reason}"),
+        }
+    }
+
+    const T0: Duration = Duration::from_secs(1_700_000_000);
+
+    #[test]
+    fn max_age_is_fresh_until_it_expires() {
+        let p = Policy::default();
+        let now = SystemTime::UNIX_EPOCH + T0;
+        let r = req("https://files.example.test/assets/file.txt");
+        let meta = store(&p, &r, &res(&[("cache-control", "max-age=60")]), now);
+        let at = |secs| now + Duration::from_secs(secs);
+        assert!(matches!(
+            p.freshness(&r, &meta, at(59)),
+            Freshness::Fresh(_)
+        ));
+        assert!(matches!(
+            p.freshness(&r, &meta, at(61)),
+            Freshness::Stale(_)
+        ));
+    }
+
+    #[test]
+    fn no_store_and_private_are_not_stored() {
+        let p = Policy::default();
+        let now = SystemTime::UNIX_EPOCH + T0;
+        let r = req("https://files.example.test/assets/file.txt");
+        let c = p.classify(&r).unwrap();
+        for (cc, want) in [
+            ("no-store", NoStoreReason::NoStoreResponse),
+            ("private, max-age=60", NoStoreReason::PrivateResponse),
+        ] {
+            match p.on_response(&c, &r, &res(&[("cache-control", cc)]), now) {
+                StoreDecision::NoStore(reason) => assert_eq!(reason, want),
+                StoreDecision::Store(_) => panic!("{cc} was stored"),
+            }
+        }
+    }
+
+    #[test]
+    fn immutable_rule_makes_a_header_less_deb_fresh() {
+        let p = Policy::default();
+        let now = SystemTime::UNIX_EPOCH + T0;
+        let r = req("https://deb.example.test/debian/pool/main/h/hello/hello_1.0_amd64.deb");
+        assert_eq!(p.classify(&r).unwrap().mode, Mode::Immutable);
+        let meta = store(&p, &r, &res(&[]), now);
+        let later = now + Duration::from_secs(30 * 24 * 3600);
+        assert!(matches!(p.freshness(&r, &meta, later), Freshness::Fresh(_)));
+        // A client's max-age=0 does not force a download of a versioned file.
+        let mut nocache = r.clone();
+        nocache
+            .headers
+            .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=0"));
+        assert!(matches!(
+            p.freshness(&nocache, &meta, later),
+            Freshness::Fresh(_)
+        ));
+    }
+
+    #[test]
+    fn revalidate_rule_makes_release_stale_despite_max_age() {
+        let p = Policy::default();
+        let now = SystemTime::UNIX_EPOCH + T0;
+        let r = req("https://deb.example.test/debian/dists/stable/Release");
+        let s = res(&[("cache-control", "max-age=3600"), ("etag", "\"r1\"")]);
+        let meta = store(&p, &r, &s, now);
+        match p.freshness(&r, &meta, now + Duration::from_secs(1)) {
+            Freshness::Stale(reval) => {
+                assert_eq!(reval.headers.get(IF_NONE_MATCH).unwrap(), "\"r1\"");
+            }
+            other => panic!("expected stale, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn not_modified_refreshes_metadata() {
+        let p = Policy::default();
+        let now = SystemTime::UNIX_EPOCH + T0;
+        let r = req("https://files.example.test/assets/file.txt");
+        let s = res(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")]);
+        let meta = store(&p, &r, &s, now);
+        let later = now + Duration::from_secs(120);
+        let Freshness::Stale(reval) = p.freshness(&r, &meta, later) else {
+            panic!("should be stale");
+        };
+        let mut not_modified = res(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")]);
+        not_modified.status = StatusCode::NOT_MODIFIED;
+        let Revalidated::NotModified { meta: fresh, .. } =
+            p.on_revalidated(&reval, &meta, &not_modified, later)
+        else {
+            panic!("304 should match");
+        };
+        let after = later + Duration::from_secs(30);
+        assert!(matches!(
+            p.freshness(&r, &fresh, after),
+            Freshness::Fresh(_)
+        ));
+    }
+
+    #[test]
+    fn vary_mismatch_is_detected() {
+        let p = Policy::default();
+        let now = SystemTime::UNIX_EPOCH + T0;
+        let mut r = req("https://files.example.test/assets/file.txt");
+        r.headers
+            .insert("accept-encoding", HeaderValue::from_static("gzip"));
+        let s = res(&[("cache-control", "max-age=60"), ("vary", "Accept-Encoding")]);
+        let meta = store(&p, &r, &s, now);
+        assert!(matches!(p.freshness(&r, &meta, now), Freshness::Fresh(_)));
+        let mut other = r.clone();
+        other
+            .headers
+            .insert("accept-encoding", HeaderValue::from_static("br"));
+        assert!(matches!(
+            p.freshness(&other, &meta, now),
+            Freshness::VaryMismatch
+        ));
+    }
+
+    #[test]
+    fn stale_if_error_respects_its_limit() {
+        let p = Policy::new(PolicyConfig {
+            stale_if_error: Some(Duration::from_secs(600)),
+            ..PolicyConfig::default()
+        });
+        let now = SystemTime::UNIX_EPOCH + T0;
+        let r = req("https://files.example.test/assets/file.txt");
+        let meta = store(&p, &r, &res(&[("cache-control", "max-age=1")]), now);
+        assert!(p
+            .stale_if_error(&meta, now + Duration::from_secs(500))
+            .is_some());
+        assert!(p
+            .stale_if_error(&meta, now + Duration::from_secs(700))
+            .is_none());
+        assert!(Policy::default().stale_if_error(&meta, now).is_none());
+    }
+
+    #[test]
+    fn authorised_and_non_get_requests_bypass() {
+        let p = Policy::default();
+        let mut r = req("https://files.example.test/x");
+        r.headers
+            .insert(AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        assert_eq!(p.classify(&r).unwrap_err(), BypassReason::Authorization);
+        let post = Request::post("https://files.example.test/x")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert_eq!(
+            p.classify(&post).unwrap_err(),
+            BypassReason::MethodNotCacheable
+        );
+    }
+}

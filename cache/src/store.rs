@@ -1,0 +1,560 @@
+//! The on-disk store: cacache content plus an index of request keys.
+//!
+//! Layout (all cacache's, in the cache directory):
+//! - `content-v2/sha256/…`: bodies, named by their hash, so identical bodies
+//!   under different URLs are stored once;
+//! - `index-v5/…`: one append-only bucket per key; each entry holds the
+//!   integrity, size, time and our [`Meta`] as JSON;
+//! - `tmp/`: bodies being written; a dropped writer deletes its file;
+//! - `cistern-lru.json`: last-access times (ours, see `evict.rs`).
+//!
+//! The store is the directory: a new [`Store`] on the same path after a
+//! restart sees every committed entry. cacache writes content with
+//! temp-file-and-rename and index entries as single checksummed appends, so
+//! concurrent writers (tasks or processes) cannot corrupt each other; the
+//! last commit for a key wins.
+//!
+//! Reads are verified against the hash: whole-body reads before anything is
+//! returned, streaming reads when the stream ends (see `read.rs`). A body
+//! that fails is dropped from the index and reported as
+//! [`Error::Corrupt`], which callers treat as a miss.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use cacache::Integrity;
+use http::header::CONTENT_LENGTH;
+
+use crate::error::{Error, Result};
+use crate::evict::LruTable;
+use crate::key::CacheKey;
+use crate::lock::{Flight, Flights, WaitOutcome};
+use crate::meta::{unix_ms, Meta};
+use crate::read::{Body, BodyReader, RangeReader};
+use crate::write::Writer;
+
+/// File holding last-access times, beside cacache's directories.
+const LRU_FILE: &str = "cistern-lru.json";
+
+/// Typed store settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Evict least-recently-used entries above this many bytes of distinct
+    /// content. `None`: no limit.
+    pub max_bytes: Option<u64>,
+    /// How long single-flight followers wait for the leader.
+    pub lock_timeout: Duration,
+    /// Bodies up to this size are read and verified whole before a hit is
+    /// reported, so a corrupt one becomes a clean miss. Larger ones stream
+    /// and are verified when the stream ends.
+    pub verify_before_serve: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_bytes: None,
+            lock_timeout: Duration::from_secs(30),
+            verify_before_serve: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// A committed entry, as returned by a lookup.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its key.
+    pub key: CacheKey,
+    /// Its metadata (status, headers, policy, size, integrity…).
+    pub meta: Meta,
+    pub(crate) integrity: Integrity,
+}
+
+impl Entry {
+    /// Body size in bytes.
+    pub fn size(&self) -> u64 {
+        self.meta.size
+    }
+}
+
+/// Counters since the store was opened.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) stale: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) bypasses: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) aborted_writes: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) corrupt: AtomicU64,
+}
+
+/// A snapshot of the store's size and counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Indexed keys.
+    pub entries: u64,
+    /// Distinct content bytes referenced by the index.
+    pub bytes: u64,
+    /// Configured limit, if any.
+    pub max_bytes: Option<u64>,
+    /// Lookups served fresh from the cache.
+    pub hits: u64,
+    /// Lookups that needed revalidation.
+    pub stale: u64,
+    /// Lookups that found nothing usable.
+    pub misses: u64,
+    /// Requests that skipped the cache.
+    pub bypasses: u64,
+    /// Bodies committed.
+    pub writes: u64,
+    /// Writes dropped or failed before commit.
+    pub aborted_writes: u64,
+    /// Keys evicted for space.
+    pub evictions: u64,
+    /// Entries dropped because their content failed verification.
+    pub corrupt: u64,
+    /// Origin fetches in flight under single-flight.
+    pub in_flight: u64,
+}
+
+/// Result of [`Store::single_flight`].
+#[derive(Debug)]
+pub enum SingleFlight<T, E> {
+    /// This caller led: the fetch ran and returned this.
+    Fetched(Result<T, E>),
+    /// An entry is committed (by this or another leader): serve it.
+    Cached(Box<Entry>),
+    /// Following did not produce an entry; fetch from origin without
+    /// storing.
+    GoToOrigin(WaitOutcome),
+}
+
+/// The cache store. Cheap to clone; clones share state.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: StoreConfig,
+    pub(crate) table: Mutex<LruTable>,
+    pub(crate) flights: Flights,
+    pub(crate) counters: Counters,
+    pub(crate) evicting: tokio::sync::Mutex<()>,
+    /// Integrities whose content was hashed whole by this process (written,
+    /// read to the end, or verified); ranged reads of these seek directly.
+    pub(crate) verified: Mutex<HashSet<String>>,
+}
+
+impl Store {
+    /// Opens (or creates) the cache in `dir`, loading the index.
+    pub async fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::io("creating the cache directory", e))?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                dir,
+                config,
+                table: Mutex::new(LruTable::default()),
+                flights: Flights::default(),
+                counters: Counters::default(),
+                evicting: tokio::sync::Mutex::new(()),
+                verified: Mutex::new(HashSet::new()),
+            }),
+        };
+        store.reload().await?;
+        Ok(store)
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The store's settings.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn table(&self) -> MutexGuard<'_, LruTable> {
+        self.inner
+            .table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Rebuilds the in-memory table from the index on disk (and the saved
+    /// access times), e.g. after another process wrote to the directory.
+    pub async fn reload(&self) -> Result<()> {
+        let dir = self.inner.dir.clone();
+        let (entries, access) = tokio::task::spawn_blocking(move || {
+            let mut entries = Vec::new();
+            for item in cacache::index::ls(&dir) {
+                match item {
+                    Ok(m) => entries.push((
+                        m.key,
+                        m.integrity.to_string(),
+                        m.size as u64,
+                        u64::try_from(m.time).unwrap_or(u64::MAX),
+                    )),
+                    Err(e) => tracing::warn!(error = %e, "skipping unreadable cache index bucket"),
+                }
+            }
+            let access: HashMap<String, u64> = std::fs::read(dir.join(LRU_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            (entries, access)
+        })
+        .await
+        .map_err(|e| Error::io("loading the index", std::io::Error::other(e)))?;
+        let mut fresh = LruTable::default();
+        for (key, integrity, size, time) in entries {
+            let last = access.get(&key).copied().unwrap_or(time).max(time);
+            fresh.insert(&key, &integrity, size, last);
+        }
+        *self.table() = fresh;
+        Ok(())
+    }
+
+    /// Looks up the committed entry for a key, marking it used.
+    ///
+    /// An entry whose metadata cannot be decoded is dropped and reported as
+    /// absent.
+    pub async fn get(&self, key: &CacheKey) -> Result<Option<Entry>> {
+        let found = cacache::index::find_async(&self.inner.dir, key.as_str())
+            .await
+            .map_err(|e| Error::cacache("reading the index", e))?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let meta: Meta = match serde_json::from_value(found.metadata) {
+            Ok(meta) => meta,
+            Err(source) => {
+                let err = Error::Metadata {
+                    key: key.to_string(),
+                    source,
+                };
+                tracing::warn!(error = %err, "dropping cache entry");
+                self.remove(key).await?;
+                return Ok(None);
+            }
+        };
+        let now_ms = unix_ms(SystemTime::now());
+        {
+            let mut table = self.table();
+            if table.contains(key.as_str()) {
+                table.touch(key.as_str(), now_ms);
+            } else {
+                // Written by another process since we loaded the index.
+                table.insert(
+                    key.as_str(),
+                    &found.integrity.to_string(),
+                    found.size as u64,
+                    now_ms,
+                );
+            }
+        }
+        Ok(Some(Entry {
+            key: key.clone(),
+            meta,
+            integrity: found.integrity,
+        }))
+    }
+
+    /// Opens an entry's body: read and verified whole when it is at most
+    /// [`StoreConfig::verify_before_serve`] bytes, streaming otherwise.
+    ///
+    /// Returns [`Error::Corrupt`] (entry dropped) if the small-body check
+    /// fails or the content is missing.
+    pub async fn body(&self, entry: &Entry) -> Result<Body> {
+        if entry.size() <= self.inner.config.verify_before_serve {
+            let read = cacache::read_hash(&self.inner.dir, &entry.integrity).await;
+            match read {
+                Ok(bytes) => {
+                    self.mark_verified(&entry.integrity, true);
+                    Ok(Body::Full(Bytes::from(bytes)))
+                }
+                Err(cacache::Error::IntegrityError(_)) => Err(self.drop_corrupt(&entry.key).await),
+                Err(cacache::Error::IoError(e, _)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Err(self.drop_corrupt(&entry.key).await)
+                }
+                Err(e) => Err(Error::cacache("reading a body", e)),
+            }
+        } else {
+            Ok(Body::Stream(self.reader(entry).await?))
+        }
+    }
+
+    /// A streaming reader of the whole body, verified when it ends.
+    pub async fn reader(&self, entry: &Entry) -> Result<BodyReader> {
+        BodyReader::open(self.clone(), entry).await
+    }
+
+    /// A streaming reader of bytes `start..=end` of the body.
+    pub async fn range(&self, entry: &Entry, start: u64, end: u64) -> Result<RangeReader> {
+        RangeReader::open(self.clone(), entry, start, end).await
+    }
+
+    /// Starts writing a body for `key`. Nothing is visible until
+    /// [`Writer::commit`]; dropping the writer aborts. The expected length
+    /// comes from `meta.headers`' `Content-Length`, when present.
+    pub async fn begin_write(&self, key: &CacheKey, meta: Meta) -> Result<Writer> {
+        let expected = meta
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        Writer::open(self.clone(), key.clone(), meta, expected).await
+    }
+
+    /// Replaces an entry's metadata without touching its body (after a 304).
+    pub async fn update_meta(&self, entry: &Entry, meta: Meta) -> Result<Entry> {
+        let meta = Meta {
+            size: entry.meta.size,
+            integrity: entry.meta.integrity.clone(),
+            ..meta
+        };
+        self.index_insert(&entry.key, &entry.integrity, &meta)
+            .await?;
+        Ok(Entry {
+            key: entry.key.clone(),
+            meta,
+            integrity: entry.integrity.clone(),
+        })
+    }
+
+    pub(crate) async fn index_insert(
+        &self,
+        key: &CacheKey,
+        integrity: &Integrity,
+        meta: &Meta,
+    ) -> Result<()> {
+        let value = serde_json::to_value(meta).map_err(|source| Error::Metadata {
+            key: key.to_string(),
+            source,
+        })?;
+        let size = usize::try_from(meta.size).unwrap_or(usize::MAX);
+        let opts = cacache::WriteOpts::new()
+            .integrity(integrity.clone())
+            .size(size)
+            .time(u128::from(meta.stored_at_ms))
+            .metadata(value);
+        cacache::index::insert_async(&self.inner.dir, key.as_str(), opts)
+            .await
+            .map_err(|e| Error::cacache("writing the index", e))?;
+        let orphan = self.table().insert(
+            key.as_str(),
+            &integrity.to_string(),
+            meta.size,
+            unix_ms(SystemTime::now()),
+        );
+        if let Some(orphan) = orphan {
+            self.remove_content_if_unreferenced(&orphan).await;
+        }
+        Ok(())
+    }
+
+    /// Removes a key from the index, and its content if no other key uses it.
+    pub async fn remove(&self, key: &CacheKey) -> Result<()> {
+        self.remove_key(key.as_str()).await
+    }
+
+    pub(crate) async fn remove_key(&self, key: &str) -> Result<()> {
+        cacache::index::delete_async(&self.inner.dir, key)
+            .await
+            .map_err(|e| Error::cacache("removing an index entry", e))?;
+        let orphan = self.table().remove(key);
+        if let Some(orphan) = orphan {
+            self.remove_content_if_unreferenced(&orphan).await;
+        }
+        Ok(())
+    }
+
+    /// Deletes content unless a key references it again by now.
+    pub(crate) async fn remove_content_if_unreferenced(&self, integrity: &str) {
+        if self.table().references(integrity) {
+            return;
+        }
+        let Ok(sri) = integrity.parse::<Integrity>() else {
+            return;
+        };
+        if let Err(e) = cacache::remove_hash(&self.inner.dir, &sri).await {
+            tracing::debug!(error = %e, "cache content already gone");
+        }
+    }
+
+    /// Drops an entry whose content failed verification; returns the error
+    /// to report.
+    pub(crate) async fn drop_corrupt(&self, key: &CacheKey) -> Error {
+        self.inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(key = %key, "cached content failed its integrity check; dropping entry");
+        let integrity = self
+            .table()
+            .keys()
+            .into_iter()
+            .find(|(k, _)| k == key.as_str())
+            .map(|(_, i)| i);
+        if let Err(e) = self.remove(key).await {
+            tracing::warn!(error = %e, key = %key, "could not drop corrupt cache entry");
+        }
+        // The content is bad for every key that shares it.
+        if let Some(sri) = integrity.and_then(|i| i.parse::<Integrity>().ok()) {
+            self.mark_verified(&sri, false);
+            let _ = cacache::remove_hash(&self.inner.dir, &sri).await;
+        }
+        Error::Corrupt {
+            key: key.to_string(),
+        }
+    }
+
+    /// Path of an integrity's content file (cacache's content-v2 layout).
+    pub(crate) fn content_path(&self, integrity: &Integrity) -> PathBuf {
+        content_path(&self.inner.dir, integrity)
+    }
+
+    /// Joins the single-flight for a key: lead the origin fetch, or follow
+    /// the current leader. See `lock.rs` for the protocol.
+    pub fn lock(&self, key: &CacheKey) -> Flight {
+        self.inner
+            .flights
+            .acquire(key.as_str(), self.inner.config.lock_timeout)
+    }
+
+    /// Single-flight around `fetch`, which should fetch from origin and
+    /// commit a [`Writer`], returning `Ok` when it stored an entry.
+    ///
+    /// The leader re-checks the store first (an earlier leader may just have
+    /// committed), so for a key only one `fetch` runs at a time and a
+    /// committed entry is never fetched again. Followers get the committed
+    /// entry, or [`SingleFlight::GoToOrigin`] when the leader failed or took
+    /// longer than the lock timeout.
+    pub async fn single_flight<F, Fut, T, E>(
+        &self,
+        key: &CacheKey,
+        fetch: F,
+    ) -> Result<SingleFlight<T, E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        match self.lock(key) {
+            Flight::Leader(guard) => {
+                if let Some(entry) = self.get(key).await? {
+                    guard.finish(true);
+                    return Ok(SingleFlight::Cached(Box::new(entry)));
+                }
+                let result = fetch().await;
+                guard.finish(result.is_ok());
+                Ok(SingleFlight::Fetched(result))
+            }
+            Flight::Follower(waiter) => match waiter.wait().await {
+                WaitOutcome::Committed => match self.get(key).await? {
+                    Some(entry) => Ok(SingleFlight::Cached(Box::new(entry))),
+                    None => Ok(SingleFlight::GoToOrigin(WaitOutcome::Failed)),
+                },
+                other => Ok(SingleFlight::GoToOrigin(other)),
+            },
+        }
+    }
+
+    /// Size and counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let table = self.table();
+        Stats {
+            entries: table.len() as u64,
+            bytes: table.bytes(),
+            max_bytes: self.inner.config.max_bytes,
+            hits: load(&c.hits),
+            stale: load(&c.stale),
+            misses: load(&c.misses),
+            bypasses: load(&c.bypasses),
+            writes: load(&c.writes),
+            aborted_writes: load(&c.aborted_writes),
+            evictions: load(&c.evictions),
+            corrupt: load(&c.corrupt),
+            in_flight: self.inner.flights.len() as u64,
+        }
+    }
+
+    pub(crate) fn mark_verified(&self, integrity: &Integrity, ok: bool) {
+        let mut set = self
+            .inner
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if ok {
+            set.insert(integrity.to_string());
+        } else {
+            set.remove(&integrity.to_string());
+        }
+    }
+
+    pub(crate) fn is_verified(&self, integrity: &Integrity) -> bool {
+        self.inner
+            .verified
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&integrity.to_string())
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// Saves last-access times so LRU order survives a restart. Call it at
+    /// shutdown; eviction and gc also save.
+    pub async fn flush(&self) -> Result<()> {
+        let times = self.table().access_times();
+        let json = serde_json::to_vec(&times).map_err(|source| Error::Metadata {
+            key: LRU_FILE.into(),
+            source,
+        })?;
+        let path = self.inner.dir.join(LRU_FILE);
+        let tmp = self.inner.dir.join(format!("{LRU_FILE}.tmp"));
+        tokio::fs::write(&tmp, json)
+            .await
+            .map_err(|e| Error::io("saving access times", e))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| Error::io("saving access times", e))
+    }
+}
+
+/// cacache 13 stores content at
+/// `content-v2/<algorithm>/<hex[0..2]>/<hex[2..4]>/<hex[4..]>`. Its helper is
+/// private, and ranged reads need the file itself to seek; a test pins this
+/// layout so an upgrade that changes it fails loudly.
+pub(crate) fn content_path(dir: &Path, integrity: &Integrity) -> PathBuf {
+    let (algo, hex) = integrity.to_hex();
+    dir.join("content-v2")
+        .join(algo.to_string())
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(&hex[4..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn content_path_matches_cacache_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let sri = cacache::write_hash(dir.path(), b"layout").await.unwrap();
+        let path = content_path(dir.path(), &sri);
+        assert_eq!(std::fs::read(path).unwrap(), b"layout");
+    }
+}
