@@ -9,7 +9,11 @@ use tokio_util::sync::CancellationToken;
 use cistern::config::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "cistern", version, about = "A Docker API proxy that makes shared CI runners safe and fast")]
+#[command(
+    name = "cistern",
+    version,
+    about = "A Docker API proxy that makes shared CI runners safe and fast"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -109,7 +113,10 @@ fn serve(cfg: config::Config) -> anyhow::Result<()> {
 /// The first SIGTERM/SIGINT starts a graceful shutdown; a second one exits at once.
 async fn watch_signals(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

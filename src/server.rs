@@ -43,8 +43,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Li
     let accept_loops = TaskTracker::new();
     for (name, socket) in bound {
         match &socket {
-            Bound::Unix(s) => tracing::info!(listener = %name, path = %s.path().display(), upstream = %config.upstream.endpoint, "listening"),
-            Bound::Tcp(s) => tracing::info!(listener = %name, address = ?s.local_addr().ok(), upstream = %config.upstream.endpoint, "listening"),
+            Bound::Unix(s) => {
+                tracing::info!(listener = %name, path = %s.path().display(), upstream = %config.upstream.endpoint, "listening")
+            }
+            Bound::Tcp(s) => {
+                tracing::info!(listener = %name, address = ?s.local_addr().ok(), upstream = %config.upstream.endpoint, "listening")
+            }
         }
         accept_loops.spawn(accept_loop(
             name,
@@ -92,7 +96,12 @@ async fn accept_loop(
                     listener: name.clone(),
                     peer,
                 });
-                tasks.spawn(serve_connection(stream, conn, proxy.clone(), shutdown.clone()));
+                tasks.spawn(serve_connection(
+                    stream,
+                    conn,
+                    proxy.clone(),
+                    shutdown.clone(),
+                ));
             }
             Ok(Accepted::Tcp(stream, peer)) => {
                 let _ = stream.set_nodelay(true);
@@ -100,7 +109,12 @@ async fn accept_loop(
                     listener: name.clone(),
                     peer,
                 });
-                tasks.spawn(serve_connection(stream, conn, proxy.clone(), shutdown.clone()));
+                tasks.spawn(serve_connection(
+                    stream,
+                    conn,
+                    proxy.clone(),
+                    shutdown.clone(),
+                ));
             }
             Err(err) => {
                 // EMFILE and friends: back off instead of spinning.

@@ -8,8 +8,9 @@ use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ExecConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -25,7 +26,10 @@ async fn bollard_negotiates_the_daemon_version() {
     let cistern = Cistern::start("");
     let docker = client(&cistern).await;
     let version = docker.version().await.unwrap();
-    assert_eq!(version.api_version.as_deref(), Some(docker.client_version().to_string().as_str()));
+    assert_eq!(
+        version.api_version.as_deref(),
+        Some(docker.client_version().to_string().as_str())
+    );
     docker.ping().await.unwrap();
 }
 
@@ -40,7 +44,11 @@ async fn bollard_runs_a_container_and_reads_its_logs_and_exit_code() {
             Some(CreateContainerOptionsBuilder::default().name(&name).build()),
             ContainerCreateBody {
                 image: Some(busybox().into()),
-                cmd: Some(vec!["sh".into(), "-c".into(), "echo out; echo err >&2; exit 5".into()]),
+                cmd: Some(vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "echo out; echo err >&2; exit 5".into(),
+                ]),
                 ..Default::default()
             },
         )
@@ -57,7 +65,15 @@ async fn bollard_runs_a_container_and_reads_its_logs_and_exit_code() {
     assert_eq!(code, 5);
 
     let logs: Vec<LogOutput> = docker
-        .logs(&created.id, Some(LogsOptionsBuilder::default().stdout(true).stderr(true).build()))
+        .logs(
+            &created.id,
+            Some(
+                LogsOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .build(),
+            ),
+        )
         .map(|r| r.unwrap())
         .collect()
         .await;
@@ -74,12 +90,19 @@ async fn bollard_runs_a_container_and_reads_its_logs_and_exit_code() {
     assert_eq!(err, "err\n");
 
     let listed = docker
-        .list_containers(Some(ListContainersOptionsBuilder::default().all(true).build()))
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default().all(true).build(),
+        ))
         .await
         .unwrap();
-    assert!(listed.iter().any(|c| c.id.as_deref() == Some(created.id.as_str())));
+    assert!(listed
+        .iter()
+        .any(|c| c.id.as_deref() == Some(created.id.as_str())));
     docker
-        .remove_container(&created.id, Some(RemoveContainerOptionsBuilder::default().force(true).build()))
+        .remove_container(
+            &created.id,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
         .await
         .unwrap();
 }
@@ -108,14 +131,27 @@ async fn bollard_exec_hijack_carries_stdin_and_stdout() {
             ExecConfig {
                 attach_stdin: Some(true),
                 attach_stdout: Some(true),
-                cmd: Some(vec!["sh".into(), "-c".into(), "read line; echo got:$line".into()]),
+                cmd: Some(vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "read line; echo got:$line".into(),
+                ]),
                 ..Default::default()
             },
         )
         .await
         .unwrap();
-    let StartExecResults::Attached { mut output, mut input } = docker
-        .start_exec(&exec.id, Some(StartExecOptions { detach: false, ..Default::default() }))
+    let StartExecResults::Attached {
+        mut output,
+        mut input,
+    } = docker
+        .start_exec(
+            &exec.id,
+            Some(StartExecOptions {
+                detach: false,
+                ..Default::default()
+            }),
+        )
         .await
         .unwrap()
     else {
@@ -174,7 +210,11 @@ async fn bollard_archives_go_in_and_come_back() {
     docker
         .upload_to_container(
             &created.id,
-            Some(UploadToContainerOptionsBuilder::default().path("/tmp").build()),
+            Some(
+                UploadToContainerOptionsBuilder::default()
+                    .path("/tmp")
+                    .build(),
+            ),
             bollard::body_full(tar.into()),
         )
         .await
@@ -182,7 +222,11 @@ async fn bollard_archives_go_in_and_come_back() {
     let back: Vec<u8> = docker
         .download_from_container(
             &created.id,
-            Some(DownloadFromContainerOptionsBuilder::default().path("/tmp/note.txt").build()),
+            Some(
+                DownloadFromContainerOptionsBuilder::default()
+                    .path("/tmp/note.txt")
+                    .build(),
+            ),
         )
         .map(|chunk| chunk.unwrap().to_vec())
         .collect::<Vec<_>>()

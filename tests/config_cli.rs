@@ -30,11 +30,18 @@ fn every_shipped_config_file_is_valid() {
 fn an_unknown_key_is_reported_with_file_line_column_and_path() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.yaml");
-    std::fs::write(&file, "listeners:\n  - name: a\n    unix:\n      path: /run/x.sock\n      mdoe: \"0600\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "listeners:\n  - name: a\n    unix:\n      path: /run/x.sock\n      mdoe: \"0600\"\n",
+    )
+    .unwrap();
     let out = cistern().arg("check-config").arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let expected = format!("{}:5:7: listeners[0].unix.mdoe: unknown field `mdoe`", file.display());
+    let expected = format!(
+        "{}:5:7: listeners[0].unix.mdoe: unknown field `mdoe`",
+        file.display()
+    );
     assert!(stderr.contains(&expected), "{stderr}");
 }
 
@@ -45,7 +52,10 @@ fn a_bad_value_is_reported_where_it_is() {
     std::fs::write(&file, "log:\n  level: info\nshutdown_grace: soon\n").unwrap();
     let out = cistern().arg("check-config").arg(&file).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(":3:1: shutdown_grace: `soon` is not a duration"), "{stderr}");
+    assert!(
+        stderr.contains(":3:1: shutdown_grace: `soon` is not a duration"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -59,9 +69,17 @@ fn plain_tcp_on_a_public_address_needs_insecure() {
     assert!(stderr.contains("listeners[0].tcp"), "{stderr}");
     assert!(stderr.contains("not a loopback address"), "{stderr}");
 
-    std::fs::write(&file, "listeners:\n  - tcp:\n      address: 0.0.0.0:2375\n      insecure: true\n").unwrap();
+    std::fs::write(
+        &file,
+        "listeners:\n  - tcp:\n      address: 0.0.0.0:2375\n      insecure: true\n",
+    )
+    .unwrap();
     let out = cistern().arg("check-config").arg(&file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -22,7 +22,11 @@ fn version_and_info_match_the_daemon() {
         trimmed(docker_direct().args(["version", "--format", fmt]))
     );
     assert_eq!(
-        trimmed(cistern.docker().args(["info", "--format", "{{.ID}} {{.Name}}"])),
+        trimmed(
+            cistern
+                .docker()
+                .args(["info", "--format", "{{.ID}} {{.Name}}"])
+        ),
         trimmed(docker_direct().args(["info", "--format", "{{.ID}} {{.Name}}"]))
     );
 }
@@ -30,7 +34,12 @@ fn version_and_info_match_the_daemon() {
 #[test]
 fn run_rm_prints_the_container_output() {
     let cistern = Cistern::start("");
-    let out = run_ok(cistern.docker().args(["run", "--rm", busybox(), "echo", "hello from a container"]));
+    let out =
+        run_ok(
+            cistern
+                .docker()
+                .args(["run", "--rm", busybox(), "echo", "hello from a container"]),
+        );
     assert_eq!(out, "hello from a container\n");
 }
 
@@ -77,7 +86,13 @@ fn detached_run_then_logs_follow_reads_to_the_end() {
     let name = unique("logs");
     let _cleanup = Cleanup::container(&name);
     run_ok(cistern.docker().args([
-        "run", "-d", "--name", &name, busybox(), "sh", "-c",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        busybox(),
+        "sh",
+        "-c",
         "i=1; while [ $i -le 300 ]; do echo line $i; i=$((i+1)); usleep 2000; done",
     ]));
     let out = run_ok(cistern.docker().args(["logs", "-f", &name]));
@@ -92,7 +107,11 @@ fn exec_interactive_and_exit_codes() {
     let cistern = Cistern::start("");
     let name = unique("exec");
     let _cleanup = Cleanup::container(&name);
-    run_ok(cistern.docker().args(["run", "-d", "--name", &name, busybox(), "sleep", "300"]));
+    run_ok(
+        cistern
+            .docker()
+            .args(["run", "-d", "--name", &name, busybox(), "sleep", "300"]),
+    );
     let mut child = cistern
         .docker()
         .args(["exec", "-i", &name, "sh", "-c", "cat; echo done"])
@@ -100,7 +119,12 @@ fn exec_interactive_and_exit_codes() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"through exec\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through exec\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through exec\ndone\n");
 
@@ -114,7 +138,14 @@ fn attach_streams_output_and_exit_code() {
     let name = unique("attach");
     let _cleanup = Cleanup::container(&name);
     run_ok(cistern.docker().args([
-        "run", "-d", "--name", &name, busybox(), "sh", "-c", "sleep 2; echo attached output; exit 7",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        busybox(),
+        "sh",
+        "-c",
+        "sleep 2; echo attached output; exit 7",
     ]));
     let out = run(cistern.docker().args(["attach", &name]));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "attached output\n");
@@ -126,7 +157,16 @@ fn wait_returns_exit_codes() {
     let cistern = Cistern::start("");
     let name = unique("wait");
     let _cleanup = Cleanup::container(&name);
-    run_ok(cistern.docker().args(["run", "-d", "--name", &name, busybox(), "sh", "-c", "exit 42"]));
+    run_ok(cistern.docker().args([
+        "run",
+        "-d",
+        "--name",
+        &name,
+        busybox(),
+        "sh",
+        "-c",
+        "exit 42",
+    ]));
     assert_eq!(trimmed(cistern.docker().args(["wait", &name])), "42");
 }
 
@@ -135,7 +175,11 @@ fn cp_in_and_out_keeps_a_20mb_file_intact() {
     let cistern = Cistern::start("");
     let name = unique("cp");
     let _cleanup = Cleanup::container(&name);
-    run_ok(cistern.docker().args(["run", "-d", "--name", &name, busybox(), "sleep", "300"]));
+    run_ok(
+        cistern
+            .docker()
+            .args(["run", "-d", "--name", &name, busybox(), "sleep", "300"]),
+    );
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("big.bin");
     let mut data = vec![0u8; 20 * 1024 * 1024];
@@ -149,14 +193,33 @@ fn cp_in_and_out_keeps_a_20mb_file_intact() {
     std::fs::write(&src, &data).unwrap();
     let expected = format!("{:x}", Sha256::digest(&data));
 
-    run_ok(cistern.docker().arg("cp").arg(&src).arg(format!("{name}:/tmp/big.bin")));
-    let inside = trimmed(cistern.docker().args(["exec", &name, "sha256sum", "/tmp/big.bin"]));
+    run_ok(
+        cistern
+            .docker()
+            .arg("cp")
+            .arg(&src)
+            .arg(format!("{name}:/tmp/big.bin")),
+    );
+    let inside = trimmed(
+        cistern
+            .docker()
+            .args(["exec", &name, "sha256sum", "/tmp/big.bin"]),
+    );
     assert!(inside.starts_with(&expected), "{inside}");
 
     let back = dir.path().join("back.bin");
-    run_ok(cistern.docker().arg("cp").arg(format!("{name}:/tmp/big.bin")).arg(&back));
+    run_ok(
+        cistern
+            .docker()
+            .arg("cp")
+            .arg(format!("{name}:/tmp/big.bin"))
+            .arg(&back),
+    );
     let mut copied = Vec::new();
-    std::fs::File::open(&back).unwrap().read_to_end(&mut copied).unwrap();
+    std::fs::File::open(&back)
+        .unwrap()
+        .read_to_end(&mut copied)
+        .unwrap();
     assert_eq!(format!("{:x}", Sha256::digest(&copied)), expected);
 }
 
@@ -175,7 +238,13 @@ fn build_with_a_dockerfile_then_run_the_image() {
         ),
     )
     .unwrap();
-    run_ok(cistern.docker().env("DOCKER_BUILDKIT", "0").args(["build", "-q", "-t", &tag]).arg(ctx.path()));
+    run_ok(
+        cistern
+            .docker()
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", &tag])
+            .arg(ctx.path()),
+    );
     let out = run_ok(cistern.docker().args(["run", "--rm", &tag]));
     assert_eq!(out, "built through cistern\n");
 }
@@ -187,16 +256,32 @@ fn events_show_start_and_die() {
     let _cleanup = Cleanup::container(&name);
     let mut events = cistern
         .docker()
-        .args(["events", "--filter", &format!("container={name}"), "--format", "{{.Status}}"])
+        .args([
+            "events",
+            "--filter",
+            &format!("container={name}"),
+            "--format",
+            "{{.Status}}",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    run_ok(cistern.docker().args(["run", "--name", &name, busybox(), "true"]));
+    run_ok(
+        cistern
+            .docker()
+            .args(["run", "--name", &name, busybox(), "true"]),
+    );
     std::thread::sleep(Duration::from_millis(500));
     events.kill().unwrap();
+    let _ = events.wait();
     let mut out = String::new();
-    events.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    events
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     let statuses: Vec<&str> = out.lines().collect();
     assert!(statuses.contains(&"start"), "{statuses:?}");
     assert!(statuses.contains(&"die"), "{statuses:?}");
@@ -214,8 +299,18 @@ fn volumes_and_networks_connect_two_containers_by_name() {
     run_ok(cistern.docker().args(["network", "create", &net]));
     run_ok(cistern.docker().args(["volume", "create", &vol]));
     run_ok(cistern.docker().args([
-        "run", "-d", "--name", &server, "--network", &net, "-v", &format!("{vol}:/www"), busybox(),
-        "sh", "-c", "echo shared payload > /www/f; httpd -f -p 8080 -h /www",
+        "run",
+        "-d",
+        "--name",
+        &server,
+        "--network",
+        &net,
+        "-v",
+        &format!("{vol}:/www"),
+        busybox(),
+        "sh",
+        "-c",
+        "echo shared payload > /www/f; httpd -f -p 8080 -h /www",
     ]));
     let out = run_ok(cistern.docker().args([
         "run", "--rm", "--network", &net, "-v", &format!("{vol}:/www:ro"), busybox(), "sh", "-c",
@@ -239,7 +334,15 @@ fn published_port_is_reachable_from_the_host() {
     let name = unique("port");
     let _cleanup = Cleanup::container(&name);
     run_ok(cistern.docker().args([
-        "run", "-d", "--name", &name, "-p", "127.0.0.1::8080", busybox(), "sh", "-c",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-p",
+        "127.0.0.1::8080",
+        busybox(),
+        "sh",
+        "-c",
         "mkdir /www; echo published > /www/index.html; httpd -f -p 8080 -h /www",
     ]));
     let port = trimmed(cistern.docker().args(["port", &name, "8080/tcp"]));
@@ -266,10 +369,19 @@ fn ps_stats_and_top_see_a_running_container() {
     let cistern = Cistern::start("");
     let name = unique("top");
     let _cleanup = Cleanup::container(&name);
-    run_ok(cistern.docker().args(["run", "-d", "--name", &name, busybox(), "sleep", "300"]));
+    run_ok(
+        cistern
+            .docker()
+            .args(["run", "-d", "--name", &name, busybox(), "sleep", "300"]),
+    );
     let ps = run_ok(cistern.docker().args(["ps", "--format", "{{.Names}}"]));
     assert!(ps.lines().any(|n| n == name), "{ps}");
-    let stats = trimmed(cistern.docker().args(["stats", "--no-stream", "--format", "{{.Name}}", &name]));
+    let stats =
+        trimmed(
+            cistern
+                .docker()
+                .args(["stats", "--no-stream", "--format", "{{.Name}}", &name]),
+        );
     assert_eq!(stats, name);
     let top = run_ok(cistern.docker().args(["top", &name]));
     assert!(top.contains("sleep 300"), "{top}");

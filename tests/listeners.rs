@@ -29,7 +29,11 @@ fn the_socket_file_gets_the_configured_mode() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("sub/dir/docker.sock");
     let cistern = Cistern::start_with_config(dir, socket.clone(), &unix_config(&socket, "0640"));
-    let mode = std::fs::metadata(&cistern.socket).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&cistern.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o640);
 }
 
@@ -53,7 +57,10 @@ fn a_live_socket_of_another_process_is_an_error() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("is in use: another process is serving it"), "{stderr}");
+    assert!(
+        stderr.contains("is in use: another process is serving it"),
+        "{stderr}"
+    );
     assert!(socket.exists(), "the other process's socket must stay");
 }
 
@@ -90,7 +97,8 @@ fn several_listeners_serve_at_once_including_tcp() {
     let via_a = run_ok(docker_at(&a).args(fmt));
     let via_b = run_ok(docker_at(&b).args(fmt));
     let mut tcp = Command::new("docker");
-    tcp.env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}")).args(fmt);
+    tcp.env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
+        .args(fmt);
     let mut via_tcp = String::new();
     for _ in 0..50 {
         let out = tcp.output().unwrap();
@@ -104,7 +112,10 @@ fn several_listeners_serve_at_once_including_tcp() {
     assert_eq!(via_a, via_tcp);
     let logs = cistern.logs();
     for listener in ["listener=a", "listener=b", "listener=tcp"] {
-        assert!(logs.contains(listener), "no request logged on {listener}:\n{logs}");
+        assert!(
+            logs.contains(listener),
+            "no request logged on {listener}:\n{logs}"
+        );
     }
 }
 

@@ -23,15 +23,24 @@ fn a_daemon_that_is_down_gives_a_502_json_error_and_cistern_keeps_serving() {
     for _ in 0..3 {
         let (status, answer) = raw_request(&cistern.socket, PING).unwrap();
         assert_eq!(status, 502, "{answer}");
-        assert!(answer.to_ascii_lowercase().contains("content-type: application/json"), "{answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{answer}"
+        );
         let body: serde_json::Value = serde_json::from_str(body_of(&answer).trim()).unwrap();
         let message = body["message"].as_str().unwrap();
-        assert!(message.starts_with("cistern: cannot connect to the Docker daemon at unix://"), "{message}");
+        assert!(
+            message.starts_with("cistern: cannot connect to the Docker daemon at unix://"),
+            "{message}"
+        );
     }
     let out = run(cistern.docker().args(["ps"]));
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cistern: cannot connect to the Docker daemon"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cistern: cannot connect to the Docker daemon"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -49,7 +58,10 @@ fn a_daemon_stopped_mid_stream_ends_the_stream_and_cistern_recovers() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    assert!(events.try_wait().unwrap().is_none(), "events stream should be open");
+    assert!(
+        events.try_wait().unwrap().is_none(),
+        "events stream should be open"
+    );
 
     daemon.stop();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -57,10 +69,16 @@ fn a_daemon_stopped_mid_stream_ends_the_stream_and_cistern_recovers() {
         if let Some(status) = events.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "the events stream did not end when the daemon stopped");
+        assert!(
+            Instant::now() < deadline,
+            "the events stream did not end when the daemon stopped"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(!status.success(), "the client must see an error, not a clean end");
+    assert!(
+        !status.success(),
+        "the client must see an error, not a clean end"
+    );
 
     let (code, answer) = raw_request(&cistern.socket, PING).unwrap();
     assert_eq!(code, 502, "{answer}");
@@ -101,7 +119,11 @@ fn malformed_http_gets_400() {
     let cistern = Cistern::start("");
     let (status, _) = raw_request(&cistern.socket, "THIS IS NOT HTTP\r\n\r\n").unwrap();
     assert_eq!(status, 400);
-    let (status, _) = raw_request(&cistern.socket, "GET /_ping HTTP/1.1\r\nBad Header Line\r\n\r\n").unwrap();
+    let (status, _) = raw_request(
+        &cistern.socket,
+        "GET /_ping HTTP/1.1\r\nBad Header Line\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(status, 400);
     // Still serving afterwards.
     let (status, _) = raw_request(&cistern.socket, PING).unwrap();
@@ -115,7 +137,13 @@ fn sigterm_during_logs_follow_drains_then_exits_and_removes_the_socket() {
     let name = unique("sigterm");
     let _cleanup = Cleanup::container(&name);
     run_ok(cistern.docker().args([
-        "run", "-d", "--name", &name, busybox(), "sh", "-c",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        busybox(),
+        "sh",
+        "-c",
         "i=0; while true; do echo tick $i; i=$((i+1)); usleep 100000; done",
     ]));
     let mut logs = cistern
@@ -134,7 +162,10 @@ fn sigterm_during_logs_follow_drains_then_exits_and_removes_the_socket() {
     // New clients are turned away at once: the socket file is gone.
     let deadline = Instant::now() + Duration::from_secs(2);
     while cistern.socket.exists() {
-        assert!(Instant::now() < deadline, "socket file still there after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "socket file still there after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -149,16 +180,26 @@ fn sigterm_during_logs_follow_drains_then_exits_and_removes_the_socket() {
             break;
         }
     }
-    assert!(after_signal >= 3, "stream stopped right after SIGTERM ({after_signal} lines)");
+    assert!(
+        after_signal >= 3,
+        "stream stopped right after SIGTERM ({after_signal} lines)"
+    );
 
     let status = cistern
         .wait_exit(Duration::from_secs(8))
         .expect("cistern did not exit after the grace period");
     assert!(status.success(), "{status}");
     let elapsed = signalled.elapsed();
-    assert!(elapsed >= Duration::from_secs(2), "exited before the grace period: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(2),
+        "exited before the grace period: {elapsed:?}"
+    );
     // The client's stream ends with cistern.
     for _ in lines {}
     let _ = logs.wait();
-    assert!(cistern.logs().contains("grace period over"), "{}", cistern.logs());
+    assert!(
+        cistern.logs().contains("grace period over"),
+        "{}",
+        cistern.logs()
+    );
 }

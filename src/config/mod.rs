@@ -170,7 +170,11 @@ fn parse_raw(file: &str, text: &str) -> Result<RawConfig, ConfigError> {
             file: file.to_string(),
             line,
             column,
-            path: if path == "." { "(top level)".into() } else { path },
+            path: if path == "." {
+                "(top level)".into()
+            } else {
+                path
+            },
             message,
         }
     })
@@ -211,7 +215,10 @@ mod tests {
     #[test]
     fn embedded_default_is_valid_and_listens_on_the_documented_socket() {
         let cfg = embedded_default();
-        assert_eq!(cfg.upstream.endpoint, UpstreamEndpoint::Unix("/var/run/docker.sock".into()));
+        assert_eq!(
+            cfg.upstream.endpoint,
+            UpstreamEndpoint::Unix("/var/run/docker.sock".into())
+        );
         match &cfg.listeners[0].kind {
             ListenerKind::Unix(u) => assert_eq!(u.path, PathBuf::from("/run/cistern/docker.sock")),
             other => panic!("{other:?}"),
@@ -228,8 +235,10 @@ mod tests {
             error_of("listeners:\n  - unix:\n      path: /x\n      mode: \"999\"\n"),
             "f.yaml:4:7: listeners[0].unix.mode: `999` is not an octal file mode like \"0660\""
         );
-        assert!(error_of("listeners:\n  - unix:\n      path: relative.sock\n")
-            .contains("listeners[0].unix.path: `relative.sock` must be an absolute path"));
+        assert!(
+            error_of("listeners:\n  - unix:\n      path: relative.sock\n")
+                .contains("listeners[0].unix.path: `relative.sock` must be an absolute path")
+        );
         assert!(error_of("upstream:\n  unix: /a\n  tcp: 127.0.0.1:2375\n")
             .contains("set either `unix` or `tcp`, not both"));
         assert!(error_of("listeners:\n  - name: x\n").contains("a listener needs `unix` or `tcp`"));
@@ -238,9 +247,15 @@ mod tests {
     #[test]
     fn duplicate_listener_names_and_paths_are_refused() {
         let text = "listeners:\n  - name: a\n    unix: {path: /run/a.sock}\n  - name: a\n    unix: {path: /run/b.sock}\n";
-        assert_eq!(error_of(text), "f.yaml: listeners[1].name: `a` is used twice");
+        assert_eq!(
+            error_of(text),
+            "f.yaml: listeners[1].name: `a` is used twice"
+        );
         let text = "listeners:\n  - unix: {path: /run/a.sock}\n  - unix: {path: /run/a.sock}\n";
-        assert_eq!(error_of(text), "f.yaml: listeners[1].unix.path: `/run/a.sock` is used twice");
+        assert_eq!(
+            error_of(text),
+            "f.yaml: listeners[1].unix.path: `/run/a.sock` is used twice"
+        );
     }
 
     #[test]

@@ -76,8 +76,14 @@ mod tests {
 
     #[test]
     fn upgrade_is_detected_from_connection_token_and_upgrade_header() {
-        assert!(wants_upgrade(&map(&[("Connection", "Upgrade"), ("Upgrade", "tcp")])));
-        assert!(wants_upgrade(&map(&[("Connection", "keep-alive, upgrade"), ("Upgrade", "h2c")])));
+        assert!(wants_upgrade(&map(&[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "tcp")
+        ])));
+        assert!(wants_upgrade(&map(&[
+            ("Connection", "keep-alive, upgrade"),
+            ("Upgrade", "h2c")
+        ])));
         assert!(!wants_upgrade(&map(&[("Upgrade", "tcp")])));
         assert!(!wants_upgrade(&map(&[("Connection", "Upgrade")])));
     }
@@ -100,7 +106,11 @@ mod tests {
 
     #[test]
     fn upgrade_requests_keep_their_upgrade_headers() {
-        let mut h = map(&[("Connection", "Upgrade"), ("Upgrade", "tcp"), ("TE", "trailers")]);
+        let mut h = map(&[
+            ("Connection", "Upgrade"),
+            ("Upgrade", "tcp"),
+            ("TE", "trailers"),
+        ]);
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get("connection").unwrap(), "Upgrade");
         assert_eq!(h.get("upgrade").unwrap(), "tcp");

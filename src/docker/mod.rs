@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body::Body as _;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
@@ -131,8 +131,11 @@ impl DockerProxy {
                 ));
             };
             let daemon_upgrade = hyper::upgrade::on(&mut response);
-            self.tasks
-                .spawn(hijack::splice(client_upgrade, daemon_upgrade, record.clone()));
+            self.tasks.spawn(hijack::splice(
+                client_upgrade,
+                daemon_upgrade,
+                record.clone(),
+            ));
             let (mut parts, _) = response.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, true);
             return Ok(Response::from_parts(
@@ -155,10 +158,7 @@ impl DockerProxy {
 /// The URI sent to the daemon: the client's path and query exactly as sent
 /// (version prefix included), with cistern's authority.
 fn daemon_uri(uri: &Uri) -> Result<Uri, DockerError> {
-    let path_and_query = uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+    let path_and_query = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     if !path_and_query.starts_with('/') {
         return Err(DockerError::client(
             StatusCode::BAD_REQUEST,
@@ -170,7 +170,12 @@ fn daemon_uri(uri: &Uri) -> Result<Uri, DockerError> {
         .authority(upstream::AUTHORITY)
         .path_and_query(path_and_query)
         .build()
-        .map_err(|err| DockerError::client(StatusCode::BAD_REQUEST, format!("bad request target: {err}")))
+        .map_err(|err| {
+            DockerError::client(
+                StatusCode::BAD_REQUEST,
+                format!("bad request target: {err}"),
+            )
+        })
 }
 
 /// An error with its causes, for messages that say what actually went wrong.

@@ -60,7 +60,9 @@ impl tower_service::Service<Uri> for DaemonConnector {
         Box::pin(async move {
             let connect = async {
                 match &endpoint {
-                    UpstreamEndpoint::Unix(path) => UnixStream::connect(path).await.map(DaemonStream::Unix),
+                    UpstreamEndpoint::Unix(path) => {
+                        UnixStream::connect(path).await.map(DaemonStream::Unix)
+                    }
                     UpstreamEndpoint::Tcp(addr) => {
                         let stream = TcpStream::connect(addr.as_str()).await?;
                         stream.set_nodelay(true)?;
@@ -94,7 +96,11 @@ impl Connection for DaemonStream {
 }
 
 impl AsyncRead for DaemonStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             DaemonStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             DaemonStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
@@ -103,7 +109,11 @@ impl AsyncRead for DaemonStream {
 }
 
 impl AsyncWrite for DaemonStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             DaemonStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             DaemonStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),

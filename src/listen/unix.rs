@@ -60,18 +60,20 @@ pub fn bind_unix(name: &str, cfg: &config::UnixListener) -> Result<UnixSocket, L
     }
 
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(ListenError::InUse {
-                    listener: name.to_string(),
-                    path: shown,
-                })
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(ListenError::InUse {
+                        listener: name.to_string(),
+                        path: shown,
+                    })
+                }
+                Err(_) => {
+                    tracing::info!(listener = name, path = %shown, "replacing stale socket file");
+                    std::fs::remove_file(path).map_err(|e| io("cannot remove stale socket", e))?;
+                }
             }
-            Err(_) => {
-                tracing::info!(listener = name, path = %shown, "replacing stale socket file");
-                std::fs::remove_file(path).map_err(|e| io("cannot remove stale socket", e))?;
-            }
-        },
+        }
         Ok(_) => {
             return Err(ListenError::NotASocket {
                 listener: name.to_string(),

@@ -31,8 +31,16 @@ pub fn daemon() -> PathBuf {
     CHECKED
         .get_or_init(|| {
             let sock = daemon_socket();
-            let (status, _) = raw_request(&sock, "GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
-                .unwrap_or_else(|e| panic!("no Docker daemon answers at {}: {e}; run scripts/test, which starts one", sock.display()));
+            let (status, _) = raw_request(
+                &sock,
+                "GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "no Docker daemon answers at {}: {e}; run scripts/test, which starts one",
+                    sock.display()
+                )
+            });
             assert_eq!(status, 200, "daemon at {} is not healthy", sock.display());
             sock
         })
@@ -56,7 +64,9 @@ pub fn docker_at(sock: &Path) -> Command {
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
@@ -69,7 +79,8 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// Runs a command and returns its whole output, success or not.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 /// Makes sure the busybox test image exists on the daemon.
@@ -77,7 +88,10 @@ pub fn busybox() -> &'static str {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let sock = daemon();
-        if run(docker_at(&sock).args(["image", "inspect", BUSYBOX])).status.success() {
+        if run(docker_at(&sock).args(["image", "inspect", BUSYBOX]))
+            .status
+            .success()
+        {
             return;
         }
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
@@ -93,9 +107,17 @@ pub fn busybox() -> &'static str {
         for applet in list.lines().filter(|a| *a != "busybox") {
             let _ = std::os::unix::fs::symlink("busybox", root.path().join("bin").join(applet));
         }
-        std::fs::write(root.path().join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n").unwrap();
-        std::fs::write(root.path().join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
-        let tar = Command::new("tar")
+        std::fs::write(
+            root.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.path().join("etc/group"),
+            "root:x:0:\nnogroup:x:65534:\n",
+        )
+        .unwrap();
+        let mut tar = Command::new("tar")
             .args(["-C"])
             .arg(root.path())
             .args(["-c", "."])
@@ -104,10 +126,18 @@ pub fn busybox() -> &'static str {
             .unwrap();
         let out = docker_at(&sock)
             .args(["import", "-c", "ENV PATH=/bin", "-", BUSYBOX])
-            .stdin(tar.stdout.unwrap())
+            .stdin(tar.stdout.take().unwrap())
             .output()
             .unwrap();
-        assert!(out.status.success(), "docker import failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            tar.wait().unwrap().success(),
+            "tar of the busybox rootfs failed"
+        );
+        assert!(
+            out.status.success(),
+            "docker import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     });
     BUSYBOX
 }
@@ -255,7 +285,10 @@ impl Drop for Cistern {
 /// Removes the named containers on the daemon directly, ignoring errors.
 pub fn remove_containers(names: &[&str]) {
     let mut cmd = docker_direct();
-    cmd.args(["rm", "-f", "-v"]).args(names).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.args(["rm", "-f", "-v"])
+        .args(names)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let _ = cmd.status();
 }
 
@@ -289,13 +322,21 @@ impl Drop for Cleanup {
             let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
         };
         if !self.containers.is_empty() {
-            quiet(docker_direct().args(["rm", "-f", "-v"]).args(&self.containers));
+            quiet(
+                docker_direct()
+                    .args(["rm", "-f", "-v"])
+                    .args(&self.containers),
+            );
         }
         if !self.networks.is_empty() {
             quiet(docker_direct().args(["network", "rm"]).args(&self.networks));
         }
         if !self.volumes.is_empty() {
-            quiet(docker_direct().args(["volume", "rm", "-f"]).args(&self.volumes));
+            quiet(
+                docker_direct()
+                    .args(["volume", "rm", "-f"])
+                    .args(&self.volumes),
+            );
         }
         if !self.images.is_empty() {
             quiet(docker_direct().args(["rmi", "-f"]).args(&self.images));
