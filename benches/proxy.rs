@@ -370,6 +370,29 @@ async fn main() {
         },
     ];
     let rounds = 3;
+    if std::env::var_os("CISTERN_BENCH_PING_ONLY").is_some() {
+        let n_ping = 5000;
+        let med3 = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (mut d, mut c, mut d99, mut c99, mut dr, mut cr) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..5 {
+            let a = ping_latency(&sides[0], n_ping).await;
+            d.push(a.0.as_secs_f64() * 1e6);
+            d99.push(a.1.as_secs_f64() * 1e6);
+            let b = ping_latency(&sides[1], n_ping).await;
+            c.push(b.0.as_secs_f64() * 1e6);
+            c99.push(b.1.as_secs_f64() * 1e6);
+            dr.push(ping_throughput(&sides[0], 16, 500).await);
+            cr.push(ping_throughput(&sides[1], 16, 500).await);
+        }
+        report("/_ping p50", med3(d), med3(c), "us", false);
+        report("/_ping p99", med3(d99), med3(c99), "us", false);
+        report("/_ping req/s", med3(dr), med3(cr), "req/s", true);
+        return;
+    }
     println!(
         "cistern proxy benchmark: daemon {}, {rounds} interleaved rounds, scale {scale}",
         daemon.display()
