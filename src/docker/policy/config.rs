@@ -188,7 +188,8 @@ impl PolicyConfig {
     pub fn validate(&self) -> Result<Policy, PolicyError> {
         let mut allowed_groups: BTreeSet<Group> = DEFAULT_GROUPS.into_iter().collect();
         for (name, on) in &self.groups {
-            let g = Group::from_name(name).ok_or_else(|| PolicyError::UnknownGroup(name.clone()))?;
+            let g =
+                Group::from_name(name).ok_or_else(|| PolicyError::UnknownGroup(name.clone()))?;
             if *on {
                 allowed_groups.insert(g);
             } else {
@@ -196,7 +197,9 @@ impl PolicyConfig {
             }
         }
         let max_body_size = match &self.max_body_size {
-            Some(s) => usize::try_from(s.bytes()?).map_err(|_| PolicyError::Size(format!("{s:?}")))?,
+            Some(s) => {
+                usize::try_from(s.bytes()?).map_err(|_| PolicyError::Size(format!("{s:?}")))?
+            }
             None => 1 << 20,
         };
         let capabilities = self
@@ -208,23 +211,49 @@ impl PolicyConfig {
             .bind_mounts
             .iter()
             .map(|b| {
-                BindAllow::new(&b.path, b.read_only).ok_or_else(|| PolicyError::BindPath(b.path.clone()))
+                BindAllow::new(&b.path, b.read_only)
+                    .ok_or_else(|| PolicyError::BindPath(b.path.clone()))
             })
             .collect::<Result<_, _>>()?;
         for s in &self.sysctls {
             let body = s.strip_suffix('*').unwrap_or(s);
-            if body.is_empty() || body.contains('*') || !body.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b)) {
+            if body.is_empty()
+                || body.contains('*')
+                || !body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+            {
                 return Err(PolicyError::Sysctl(s.clone()));
             }
         }
         let l = &self.limits;
         let limits = Limits {
-            memory: l.memory.as_ref().map(|c| size_limit("memory", c)).transpose()?,
-            memory_swap: l.memory_swap.as_ref().map(|c| size_limit("memory_swap", c)).transpose()?,
+            memory: l
+                .memory
+                .as_ref()
+                .map(|c| size_limit("memory", c))
+                .transpose()?,
+            memory_swap: l
+                .memory_swap
+                .as_ref()
+                .map(|c| size_limit("memory_swap", c))
+                .transpose()?,
             nano_cpus: l.cpus.as_ref().map(cpu_limit).transpose()?,
-            pids: l.pids.as_ref().map(|c| count_limit("pids", c)).transpose()?,
-            shm_size: l.shm_size.as_ref().map(|c| size_limit("shm_size", c)).transpose()?,
-            log_max_size: l.log_max_size.as_ref().map(|c| size_limit("log_max_size", c)).transpose()?,
+            pids: l
+                .pids
+                .as_ref()
+                .map(|c| count_limit("pids", c))
+                .transpose()?,
+            shm_size: l
+                .shm_size
+                .as_ref()
+                .map(|c| size_limit("shm_size", c))
+                .transpose()?,
+            log_max_size: l
+                .log_max_size
+                .as_ref()
+                .map(|c| size_limit("log_max_size", c))
+                .transpose()?,
             ulimits: l
                 .ulimits
                 .iter()
@@ -233,18 +262,23 @@ impl PolicyConfig {
         };
         if let (Some(m), Some(s)) = (&limits.memory, &limits.memory_swap) {
             if s.ceiling() < m.ceiling() {
-                return Err(PolicyError::Limit("memory_swap".into(), "must not be below memory (memory_swap is memory plus swap)"));
+                return Err(PolicyError::Limit(
+                    "memory_swap".into(),
+                    "must not be below memory (memory_swap is memory plus swap)",
+                ));
             }
         }
         let i = &self.inject;
         for e in &i.env {
-            if !e.split_once('=').is_some_and(|(n, _)| !n.is_empty()) {
-                return Err(PolicyError::Env(e.clone()));
+            match e.split_once('=') {
+                Some((name, _)) if !name.is_empty() => {}
+                _ => return Err(PolicyError::Env(e.clone())),
             }
         }
         for h in &i.extra_hosts {
-            if !h.split_once(':').is_some_and(|(n, ip)| !n.is_empty() && !ip.is_empty()) {
-                return Err(PolicyError::ExtraHost(h.clone()));
+            match h.split_once(':') {
+                Some((name, ip)) if !name.is_empty() && !ip.is_empty() => {}
+                _ => return Err(PolicyError::ExtraHost(h.clone())),
             }
         }
         if i.cgroup_parent.as_deref() == Some("") {
@@ -286,7 +320,9 @@ impl Size {
 /// Parses `512MiB`, `1.5GiB`, `100MB`, `1g`, `4096`.
 pub fn parse_size(text: &str) -> Option<u64> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
@@ -315,7 +351,12 @@ fn to_i64(name: &str, n: u64) -> Result<i64, PolicyError> {
     i64::try_from(n).map_err(|_| PolicyError::Limit(name.into(), "too large"))
 }
 
-fn finish(name: &str, max: Option<i64>, force: Option<i64>, on_exceed: Option<OnExceed>) -> Result<Limit, PolicyError> {
+fn finish(
+    name: &str,
+    max: Option<i64>,
+    force: Option<i64>,
+    on_exceed: Option<OnExceed>,
+) -> Result<Limit, PolicyError> {
     if max.is_none() && force.is_none() {
         return Err(PolicyError::Limit(name.into(), "needs max or force"));
     }
@@ -335,8 +376,16 @@ fn finish(name: &str, max: Option<i64>, force: Option<i64>, on_exceed: Option<On
 }
 
 fn size_limit(name: &str, c: &SizeLimitConfig) -> Result<Limit, PolicyError> {
-    let max = c.max.as_ref().map(|s| s.bytes().and_then(|b| to_i64(name, b))).transpose()?;
-    let force = c.force.as_ref().map(|s| s.bytes().and_then(|b| to_i64(name, b))).transpose()?;
+    let max = c
+        .max
+        .as_ref()
+        .map(|s| s.bytes().and_then(|b| to_i64(name, b)))
+        .transpose()?;
+    let force = c
+        .force
+        .as_ref()
+        .map(|s| s.bytes().and_then(|b| to_i64(name, b)))
+        .transpose()?;
     finish(name, max, force, c.on_exceed)
 }
 
@@ -350,10 +399,18 @@ fn cpu_limit(c: &CpuLimitConfig) -> Result<Limit, PolicyError> {
         if n.is_finite() && n >= 1.0 && n < i64::MAX as f64 {
             Ok(n.round() as i64)
         } else {
-            Err(PolicyError::Limit("cpus".into(), "must be a positive number of CPUs"))
+            Err(PolicyError::Limit(
+                "cpus".into(),
+                "must be a positive number of CPUs",
+            ))
         }
     };
-    finish("cpus", c.max.map(nano).transpose()?, c.force.map(nano).transpose()?, c.on_exceed)
+    finish(
+        "cpus",
+        c.max.map(nano).transpose()?,
+        c.force.map(nano).transpose()?,
+        c.on_exceed,
+    )
 }
 
 #[cfg(test)]
@@ -391,14 +448,30 @@ mod tests {
         assert!(!p.allowed_groups.contains(&Group::Exec));
         assert!(p.capabilities.contains("CAP_NET_BIND_SERVICE"));
         assert_eq!(p.limits.memory.as_ref().unwrap().max, Some(4 << 30));
-        assert_eq!(p.limits.nano_cpus.as_ref().unwrap().max, Some(2_000_000_000));
-        assert_eq!(p.limits.log_max_size.as_ref().unwrap().on_exceed, OnExceed::Clamp);
-        assert_eq!(p.inject.labels, vec![("ci.cistern".to_string(), "1".to_string())]);
+        assert_eq!(
+            p.limits.nano_cpus.as_ref().unwrap().max,
+            Some(2_000_000_000)
+        );
+        assert_eq!(
+            p.limits.log_max_size.as_ref().unwrap().on_exceed,
+            OnExceed::Clamp
+        );
+        assert_eq!(
+            p.inject.labels,
+            vec![("ci.cistern".to_string(), "1".to_string())]
+        );
     }
 
     #[test]
     fn sizes_parse_once() {
-        for (t, n) in [("1MiB", 1 << 20), ("1.5GiB", 3 << 29), ("100MB", 100_000_000), ("1g", 1 << 30), ("4096", 4096), ("64 KiB", 64 << 10)] {
+        for (t, n) in [
+            ("1MiB", 1 << 20),
+            ("1.5GiB", 3 << 29),
+            ("100MB", 100_000_000),
+            ("1g", 1 << 30),
+            ("4096", 4096),
+            ("64 KiB", 64 << 10),
+        ] {
             assert_eq!(parse_size(t), Some(n), "{t}");
         }
         for t in ["", "MiB", "1XB", "-1", "1e3", "1.2.3MiB"] {
@@ -421,11 +494,20 @@ mod tests {
             ("bind_mounts: [{path: /}]", "must be absolute"),
             ("bind_mounts: [{path: /data, ro: true}]", "unknown field"),
             ("limits: {memory: {}}", "needs max or force"),
-            ("limits: {memory: {max: 1GiB, force: 2GiB}}", "force is above max"),
-            ("limits: {memory: {max: 2GiB}, memory_swap: {max: 1GiB}}", "must not be below memory"),
+            (
+                "limits: {memory: {max: 1GiB, force: 2GiB}}",
+                "force is above max",
+            ),
+            (
+                "limits: {memory: {max: 2GiB}, memory_swap: {max: 1GiB}}",
+                "must not be below memory",
+            ),
             ("limits: {cpus: {max: 0}}", "positive number of CPUs"),
             ("limits: {pids: {max: -1}}", "must be positive"),
-            ("limits: {memory: {max: 1GiB, on_exceed: ignore}}", "unknown variant"),
+            (
+                "limits: {memory: {max: 1GiB, on_exceed: ignore}}",
+                "unknown variant",
+            ),
             ("inject: {env: [NOVALUE]}", "NAME=VALUE"),
             ("inject: {extra_hosts: [cache]}", "HOST:IP"),
             ("sysctls: ['net.*.x']", "invalid sysctl"),

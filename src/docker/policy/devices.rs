@@ -15,15 +15,31 @@ fn field(prefix: &str, name: &str) -> String {
 
 /// The device fields of a `Resources` object (`HostConfig` or the update body).
 pub fn resources(ctx: &mut Ctx<'_>, res: &Json, prefix: &str) -> Result<(), Refusal> {
-    let non_empty = |k: &str| res.get(k).and_then(Json::as_array).is_some_and(|a| !a.is_empty());
+    let non_empty = |k: &str| {
+        res.get(k)
+            .and_then(Json::as_array)
+            .is_some_and(|a| !a.is_empty())
+    };
     if non_empty("Devices") {
-        ctx.deny("devices", field(prefix, "Devices"), "host devices are not allowed")?;
+        ctx.deny(
+            "devices",
+            field(prefix, "Devices"),
+            "host devices are not allowed",
+        )?;
     }
     if non_empty("DeviceRequests") {
-        ctx.deny("device_requests", field(prefix, "DeviceRequests"), "device requests are not allowed")?;
+        ctx.deny(
+            "device_requests",
+            field(prefix, "DeviceRequests"),
+            "device requests are not allowed",
+        )?;
     }
     if non_empty("DeviceCgroupRules") {
-        ctx.deny("device_cgroup_rules", field(prefix, "DeviceCgroupRules"), "device cgroup rules are not allowed")?;
+        ctx.deny(
+            "device_cgroup_rules",
+            field(prefix, "DeviceCgroupRules"),
+            "device cgroup rules are not allowed",
+        )?;
     }
     Ok(())
 }
@@ -37,9 +53,18 @@ mod tests {
     fn devices_are_refused_when_present() {
         let p = Policy::default();
         for (body, rule) in [
-            (r#"{"Image":"x","HostConfig":{"Devices":[{"PathOnHost":"/dev/sda","PathInContainer":"/dev/sda","CgroupPermissions":"rwm"}]}}"#, "devices"),
-            (r#"{"Image":"x","HostConfig":{"DeviceRequests":[{"Driver":"nvidia","Count":-1,"Capabilities":[["gpu"]]}]}}"#, "device_requests"),
-            (r#"{"Image":"x","HostConfig":{"DeviceCgroupRules":["c *:* rwm"]}}"#, "device_cgroup_rules"),
+            (
+                r#"{"Image":"x","HostConfig":{"Devices":[{"PathOnHost":"/dev/sda","PathInContainer":"/dev/sda","CgroupPermissions":"rwm"}]}}"#,
+                "devices",
+            ),
+            (
+                r#"{"Image":"x","HostConfig":{"DeviceRequests":[{"Driver":"nvidia","Count":-1,"Capabilities":[["gpu"]]}]}}"#,
+                "device_requests",
+            ),
+            (
+                r#"{"Image":"x","HostConfig":{"DeviceCgroupRules":["c *:* rwm"]}}"#,
+                "device_cgroup_rules",
+            ),
         ] {
             assert_eq!(refused(&p, body).rule, rule);
         }
@@ -50,8 +75,11 @@ mod tests {
     fn update_cannot_add_devices() {
         let p = Policy::default();
         let r = route("POST", "/v1.41/containers/c/update");
-        let e = p.inspect_body(&r, br#"{"devices":[{"PathOnHost":"/dev/mem"}]}"#).unwrap_err();
+        let e = p
+            .inspect_body(&r, br#"{"devices":[{"PathOnHost":"/dev/mem"}]}"#)
+            .unwrap_err();
         assert_eq!((e.rule, e.field.as_str()), ("devices", "Devices"));
-        p.inspect_body(&r, br#"{"Memory":0,"RestartPolicy":{"Name":"always"}}"#).unwrap();
+        p.inspect_body(&r, br#"{"Memory":0,"RestartPolicy":{"Name":"always"}}"#)
+            .unwrap();
     }
 }

@@ -536,9 +536,7 @@ fn check_ty(value: &Json, ty: &Ty, path: &str) -> Result<(), String> {
             Ok(())
         }
         (Ty::List(elem), Json::Array(a)) => a.iter().try_for_each(|v| check_ty(v, elem, path)),
-        (Ty::StrSlice, Json::Array(a)) => a
-            .iter()
-            .try_for_each(|v| check_ty(v, &Ty::Str, path)),
+        (Ty::StrSlice, Json::Array(a)) => a.iter().try_for_each(|v| check_ty(v, &Ty::Str, path)),
         (_, Json::Null) => Err(format!("null at {path}")),
         (Ty::Bool, Json::Bool(_))
         | (Ty::Str, Json::String(_))
@@ -592,7 +590,8 @@ mod tests {
             r#"{"Image":"x","HostConfig":{"Privileged":false,"PortBindings":{"80/tcp":[{"HostIp":"","HostPort":"8080"}]}}}"#
         );
         // Kelvin-sign key.
-        let v = canon_create("{\"Image\":\"x\",\"HostConfig\":{\"\u{212A}ernelMemory\":1}}").unwrap();
+        let v =
+            canon_create("{\"Image\":\"x\",\"HostConfig\":{\"\u{212A}ernelMemory\":1}}").unwrap();
         assert_eq!(v.at(&["HostConfig", "KernelMemory"]), Some(&Json::int(1)));
     }
 
@@ -616,7 +615,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused_or_dropped_never_forwarded() {
-        let r = canon_create(r#"{"Image":"x","HostConfig":{"Privileged":false,"Bogus":1}}"#).unwrap_err();
+        let r = canon_create(r#"{"Image":"x","HostConfig":{"Privileged":false,"Bogus":1}}"#)
+            .unwrap_err();
         assert_eq!(r.rule, "unknown_field");
         assert_eq!(r.field, "HostConfig.Bogus");
         // 20.10 read HostConfig fields at the top level too; current moby does not.
@@ -653,7 +653,11 @@ mod tests {
             let r = canon_create(std::str::from_utf8(body).unwrap_or("\u{fffd}")).err();
             let r = r.or_else(|| parse(body).err()).expect("refused");
             assert_eq!(r.status, http::StatusCode::BAD_REQUEST);
-            assert!(r.message.starts_with("cistern: malformed JSON at line "), "{}", r.message);
+            assert!(
+                r.message.starts_with("cistern: malformed JSON at line "),
+                "{}",
+                r.message
+            );
             assert_eq!(parse(body).unwrap_err().rule, "json_malformed");
         }
         // Trailing whitespace is fine.
@@ -662,8 +666,13 @@ mod tests {
 
     #[test]
     fn malformed_message_names_line_and_column() {
-        let r = parse(b"{\n  \"Image\": tru\n}").unwrap_err();
-        assert!(r.message.starts_with("cistern: malformed JSON at line 2 column"), "{}", r.message);
+        let r = parse(b"{\n  \"Image\": 1 2}").unwrap_err();
+        assert!(
+            r.message
+                .starts_with("cistern: malformed JSON at line 2 column"),
+            "{}",
+            r.message
+        );
         assert_eq!(
             r.json_body(),
             serde_json::json!({ "message": r.message }).to_string()
@@ -673,7 +682,7 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_not_a_stack_overflow() {
         let mut deep = vec![b'['; 1 << 20];
-        deep.extend(std::iter::repeat_n(b']', 1 << 20));
+        deep.extend(vec![b']'; 1 << 20]);
         let r = parse(&deep).unwrap_err();
         assert!(r.message.contains("recursion limit"), "{}", r.message);
         let mut objs = String::new();
@@ -702,10 +711,15 @@ mod tests {
             assert_eq!(canon_create(body).unwrap_err().rule, "json_type", "{body}");
         }
         assert_eq!(
-            canon_create(r#"{"Image":"x","HostConfig":{"Memory":1e400}}"#).unwrap_err().rule,
+            canon_create(r#"{"Image":"x","HostConfig":{"Memory":1e400}}"#)
+                .unwrap_err()
+                .rule,
             "json_malformed"
         );
-        assert!(canon_create(r#"{"Image":"x","HostConfig":{"Memory":9223372036854775807,"MemorySwap":-1}}"#).is_ok());
+        assert!(canon_create(
+            r#"{"Image":"x","HostConfig":{"Memory":9223372036854775807,"MemorySwap":-1}}"#
+        )
+        .is_ok());
     }
 
     #[test]
@@ -716,8 +730,12 @@ mod tests {
             r#"{"Image":"x","HostConfig":{"Binds":[],"Privileged":false}}"#
         );
         // strslice: a bare string becomes a one-element array.
-        let v = canon_create(r#"{"Image":"x","Cmd":"sh","HostConfig":{"CapAdd":"NET_ADMIN"}}"#).unwrap();
-        assert_eq!(v.at(&["HostConfig", "CapAdd"]), Some(&Json::string_array(["NET_ADMIN"])));
+        let v = canon_create(r#"{"Image":"x","Cmd":"sh","HostConfig":{"CapAdd":"NET_ADMIN"}}"#)
+            .unwrap();
+        assert_eq!(
+            v.at(&["HostConfig", "CapAdd"]),
+            Some(&Json::string_array(["NET_ADMIN"]))
+        );
         for body in [
             r#"{"Image":"x","HostConfig":{"Privileged":"true"}}"#,
             r#"{"Image":"x","HostConfig":{"Privileged":1}}"#,

@@ -61,8 +61,8 @@ use crate::docker::route::{Endpoint, Group, Route};
 
 pub use config::{PolicyConfig, PolicyError};
 pub use json::Json;
-pub use namespaces::RULE_NAMESPACE_CONTAINER;
 pub use mounts::RULE_VOLUMES_FROM;
+pub use namespaces::RULE_NAMESPACE_CONTAINER;
 
 /// What to do with fields cistern does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -498,7 +498,10 @@ pub(crate) mod testutil {
 
     pub fn refused(policy: &Policy, body: &str) -> Refusal {
         match create(policy, body) {
-            Ok(v) => panic!("allowed: {body}\n-> {}", String::from_utf8_lossy(&v.to_vec())),
+            Ok(v) => panic!(
+                "allowed: {body}\n-> {}",
+                String::from_utf8_lossy(&v.to_vec())
+            ),
             Err(r) => r,
         }
     }
@@ -520,7 +523,10 @@ mod tests {
         let p = Policy::default();
         let body = r#"{"Image":"x","Cmd":null,"Env":null,"Labels":{},"HostConfig":{"Privileged":false,"CapAdd":null,"CapDrop":null,"Binds":[],"Devices":[],"DeviceRequests":null,"DeviceCgroupRules":null,"SecurityOpt":null,"NetworkMode":"default","PidMode":"","IpcMode":"","UTSMode":"","UsernsMode":"","Cgroup":"","CgroupnsMode":"","Mounts":null,"Sysctls":{},"Runtime":"","Isolation":"","CgroupParent":"","OomKillDisable":false,"PidsLimit":null,"VolumeDriver":"","VolumesFrom":null,"MaskedPaths":null,"ReadonlyPaths":null,"PublishAllPorts":false,"PortBindings":{},"LogConfig":{"Type":"","Config":{}},"RestartPolicy":{"Name":"","MaximumRetryCount":0},"Memory":0,"NanoCpus":0,"ShmSize":0,"Init":null},"NetworkingConfig":{"EndpointsConfig":{}}}"#;
         let v = create(&p, body).unwrap();
-        assert_eq!(v.at(&["HostConfig", "Privileged"]), Some(&Json::Bool(false)));
+        assert_eq!(
+            v.at(&["HostConfig", "Privileged"]),
+            Some(&Json::Bool(false))
+        );
         let body = r#"{"Image":"x","HostConfig":{"Privileged":false,"CapAdd":null,"Binds":[],"Devices":[],"SecurityOpt":null}}"#;
         create(&p, body).unwrap();
     }
@@ -528,8 +534,20 @@ mod tests {
     #[test]
     fn default_policy_allows_the_ci_groups_and_denies_the_rest() {
         let p = Policy::default();
-        for path in ["/v1.41/_ping", "/v1.41/containers/json", "/v1.41/images/json", "/v1.41/events", "/v1.41/system/df", "/v1.41/volumes", "/v1.41/networks"] {
-            assert_eq!(p.authorize(&route("GET", path)), Ok(BodyNeed::None), "{path}");
+        for path in [
+            "/v1.41/_ping",
+            "/v1.41/containers/json",
+            "/v1.41/images/json",
+            "/v1.41/events",
+            "/v1.41/system/df",
+            "/v1.41/volumes",
+            "/v1.41/networks",
+        ] {
+            assert_eq!(
+                p.authorize(&route("GET", path)),
+                Ok(BodyNeed::None),
+                "{path}"
+            );
         }
         for (m, path, group) in [
             ("POST", "/v1.41/swarm/init", "swarm"),
@@ -547,9 +565,15 @@ mod tests {
             ("PUT", "/v1.41/volumes/v", "swarm"),
         ] {
             let r = p.authorize(&route(m, path)).unwrap_err();
-            assert_eq!((r.rule, r.field.as_str(), r.status), ("endpoint_group", group, StatusCode::FORBIDDEN), "{path}");
+            assert_eq!(
+                (r.rule, r.field.as_str(), r.status),
+                ("endpoint_group", group, StatusCode::FORBIDDEN),
+                "{path}"
+            );
         }
-        let r = p.authorize(&route("POST", "/v1.41/containers/x/copy")).unwrap_err();
+        let r = p
+            .authorize(&route("POST", "/v1.41/containers/x/copy"))
+            .unwrap_err();
         assert_eq!(r.rule, "deprecated_endpoint");
     }
 
@@ -557,14 +581,38 @@ mod tests {
     fn body_need_follows_the_endpoint() {
         let p = Policy::default();
         let cap = BodyNeed::Inspect { cap: 1 << 20 };
-        assert_eq!(p.authorize(&route("POST", "/v1.41/containers/create")), Ok(cap));
-        assert_eq!(p.authorize(&route("POST", "/v1.41/containers/c/update")), Ok(cap));
-        assert_eq!(p.authorize(&route("POST", "/v1.41/containers/c/exec")), Ok(cap));
-        assert_eq!(p.authorize(&route("POST", "/v1.41/containers/c/start")), Ok(cap));
-        assert_eq!(p.authorize(&route("POST", "/v1.41/commit?container=c")), Ok(cap));
-        assert_eq!(p.authorize(&route("POST", "/v1.41/build")), Ok(BodyNeed::None));
-        assert_eq!(p.authorize(&route("POST", "/v1.41/images/load")), Ok(BodyNeed::None));
-        assert_eq!(p.authorize(&route("PUT", "/v1.41/containers/c/archive?path=/")), Ok(BodyNeed::None));
+        assert_eq!(
+            p.authorize(&route("POST", "/v1.41/containers/create")),
+            Ok(cap)
+        );
+        assert_eq!(
+            p.authorize(&route("POST", "/v1.41/containers/c/update")),
+            Ok(cap)
+        );
+        assert_eq!(
+            p.authorize(&route("POST", "/v1.41/containers/c/exec")),
+            Ok(cap)
+        );
+        assert_eq!(
+            p.authorize(&route("POST", "/v1.41/containers/c/start")),
+            Ok(cap)
+        );
+        assert_eq!(
+            p.authorize(&route("POST", "/v1.41/commit?container=c")),
+            Ok(cap)
+        );
+        assert_eq!(
+            p.authorize(&route("POST", "/v1.41/build")),
+            Ok(BodyNeed::None)
+        );
+        assert_eq!(
+            p.authorize(&route("POST", "/v1.41/images/load")),
+            Ok(BodyNeed::None)
+        );
+        assert_eq!(
+            p.authorize(&route("PUT", "/v1.41/containers/c/archive?path=/")),
+            Ok(BodyNeed::None)
+        );
     }
 
     #[test]
@@ -573,16 +621,29 @@ mod tests {
         let r = route("POST", "/v1.41/containers/c/start");
         assert_eq!(p.inspect_body(&r, b"").unwrap().body, Bytes::new());
         assert_eq!(p.inspect_body(&r, b"{}").unwrap().body, Bytes::new());
-        assert_eq!(p.inspect_body(&r, br#"{"Privileged":true}"#).unwrap_err().rule, "unknown_field");
+        assert_eq!(
+            p.inspect_body(&r, br#"{"Privileged":true}"#)
+                .unwrap_err()
+                .rule,
+            "unknown_field"
+        );
     }
 
     #[test]
     fn form_bodies_are_refused() {
         let p = Policy::default();
         let mut h = http::HeaderMap::new();
-        h.insert(http::header::CONTENT_TYPE, "application/x-tar".parse().unwrap());
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/x-tar".parse().unwrap(),
+        );
         assert!(p.inspect_headers(&h).is_ok());
-        h.insert(http::header::CONTENT_TYPE, "Application/X-WWW-Form-Urlencoded; charset=utf-8".parse().unwrap());
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "Application/X-WWW-Form-Urlencoded; charset=utf-8"
+                .parse()
+                .unwrap(),
+        );
         assert_eq!(p.inspect_headers(&h).unwrap_err().rule, "form_body");
     }
 
@@ -590,7 +651,10 @@ mod tests {
     fn oversized_bodies_are_413() {
         let p = policy_yaml("max_body_size: 16");
         let r = p
-            .inspect_body(&route("POST", "/v1.41/containers/create"), br#"{"Image":"0123456789abcdef"}"#)
+            .inspect_body(
+                &route("POST", "/v1.41/containers/create"),
+                br#"{"Image":"0123456789abcdef"}"#,
+            )
             .unwrap_err();
         assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     }
@@ -600,29 +664,46 @@ mod tests {
         let p = Policy::default();
         let r = refused(&p, r#"{"Image":"x","HostConfig":{"Privileged":true}}"#);
         assert_eq!(r.message, "cistern: privileged containers are not allowed (policy conservative, HostConfig.Privileged)");
-        assert_eq!(r.json_body(), r#"{"message":"cistern: privileged containers are not allowed (policy conservative, HostConfig.Privileged)"}"#);
+        assert_eq!(
+            r.json_body(),
+            r#"{"message":"cistern: privileged containers are not allowed (policy conservative, HostConfig.Privileged)"}"#
+        );
         assert_eq!(r.status, StatusCode::FORBIDDEN);
     }
 
     #[test]
     fn audit_mode_forwards_the_canonical_body_and_lists_every_refusal() {
         let p = policy_yaml("audit: true");
-        let body = br#"{"image":"x","Bogus":1,"hostconfig":{"privileged":true,"CapAdd":["SYS_ADMIN"]}}"#;
+        let body =
+            br#"{"image":"x","Bogus":1,"hostconfig":{"privileged":true,"CapAdd":["SYS_ADMIN"]}}"#;
         match p.judge_body(&route("POST", "/v1.41/containers/create"), body) {
-            Verdict::Refuse { refusal, all, audit_forward } => {
+            Verdict::Refuse {
+                refusal,
+                all,
+                audit_forward,
+            } => {
                 assert_eq!(refusal.rule, "unknown_field");
                 let rules: Vec<_> = all.iter().map(|r| r.rule).collect();
                 assert_eq!(rules, ["unknown_field", "privileged", "cap_add"]);
                 assert_eq!(
                     audit_forward.unwrap(),
-                    Bytes::from_static(br#"{"Image":"x","HostConfig":{"Privileged":true,"CapAdd":["SYS_ADMIN"]}}"#)
+                    Bytes::from_static(
+                        br#"{"Image":"x","HostConfig":{"Privileged":true,"CapAdd":["SYS_ADMIN"]}}"#
+                    )
                 );
             }
             v => panic!("{v:?}"),
         }
         // Malformed input is never forwarded, audit or not.
-        match p.judge_body(&route("POST", "/v1.41/containers/create"), br#"{"Image":"x","image":"y"}"#) {
-            Verdict::Refuse { audit_forward, refusal, .. } => {
+        match p.judge_body(
+            &route("POST", "/v1.41/containers/create"),
+            br#"{"Image":"x","image":"y"}"#,
+        ) {
+            Verdict::Refuse {
+                audit_forward,
+                refusal,
+                ..
+            } => {
                 assert_eq!(refusal.kind, RefusalKind::Malformed);
                 assert!(audit_forward.is_none());
             }

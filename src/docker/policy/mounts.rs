@@ -40,11 +40,21 @@ impl BindAllow {
     /// A prefix from config: absolute, clean, not `/`.
     pub fn new(path: &str, read_only: bool) -> Option<BindAllow> {
         let rest = path.strip_prefix('/')?;
-        let components: Vec<String> = rest.trim_end_matches('/').split('/').map(str::to_string).collect();
-        if components.iter().any(|c| c.is_empty() || c == "." || c == "..") {
+        let components: Vec<String> = rest
+            .trim_end_matches('/')
+            .split('/')
+            .map(str::to_string)
+            .collect();
+        if components
+            .iter()
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
             return None;
         }
-        Some(BindAllow { components, read_only })
+        Some(BindAllow {
+            components,
+            read_only,
+        })
     }
 
     /// The configured path, for messages.
@@ -69,28 +79,45 @@ fn clean_components(path: &str) -> Vec<&str> {
 }
 
 /// Checks a host path against the allowlist; `read_only` is what the mount asks.
-fn check_host_path(ctx: &mut Ctx<'_>, field: &str, source: &str, read_only: bool) -> Result<(), Refusal> {
+fn check_host_path(
+    ctx: &mut Ctx<'_>,
+    field: &str,
+    source: &str,
+    read_only: bool,
+) -> Result<(), Refusal> {
     let comps = clean_components(source);
     let entry = ctx
         .policy
         .bind_mounts
         .iter()
-        .filter(|a| comps.len() >= a.components.len() && a.components.iter().zip(&comps).all(|(a, b)| a == b))
+        .filter(|a| {
+            comps.len() >= a.components.len()
+                && a.components.iter().zip(&comps).all(|(a, b)| a == b)
+        })
         // Prefer a writable entry when several match.
         .min_by_key(|a| a.read_only)
         .cloned();
     match entry {
-        None => ctx.deny("bind_mount", field, format_args!("bind mount of host path {source:?} is not allowed")),
+        None => ctx.deny(
+            "bind_mount",
+            field,
+            format_args!("bind mount of host path {source:?} is not allowed"),
+        ),
         Some(a) if a.read_only && !read_only => ctx.deny(
             "bind_mount_read_only",
             field,
-            format_args!("host path {source:?} may only be mounted read-only (allowlist entry {})", a.path()),
+            format_args!(
+                "host path {source:?} may only be mounted read-only (allowlist entry {})",
+                a.path()
+            ),
         ),
         Some(_) => Ok(()),
     }
 }
 
-const MODES: &[&str] = &["ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave", "private", "rprivate"];
+const MODES: &[&str] = &[
+    "ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave", "private", "rprivate",
+];
 
 fn valid_mode(mode: &str) -> bool {
     mode.is_empty() || mode.split(',').all(|m| MODES.contains(&m))
@@ -98,14 +125,21 @@ fn valid_mode(mode: &str) -> bool {
 
 fn check_propagation(ctx: &mut Ctx<'_>, field: &str, p: &str) -> Result<(), Refusal> {
     if p == "shared" || p == "rshared" {
-        ctx.deny("mount_propagation", field, format_args!("{p} mount propagation is not allowed"))?;
+        ctx.deny(
+            "mount_propagation",
+            field,
+            format_args!("{p} mount propagation is not allowed"),
+        )?;
     }
     Ok(())
 }
 
 /// `HostConfig.Binds`, `Mounts`, `VolumeDriver`, `VolumesFrom`.
 pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
-    let binds: Vec<String> = hc.get("Binds").map(|b| b.strings().map(str::to_string).collect()).unwrap_or_default();
+    let binds: Vec<String> = hc
+        .get("Binds")
+        .map(|b| b.strings().map(str::to_string).collect())
+        .unwrap_or_default();
     for (i, spec) in binds.iter().enumerate() {
         let field = format!("HostConfig.Binds[{i}]");
         // splitRawSpec: at most two colons, non-empty first part.
@@ -121,7 +155,11 @@ pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
             _ => (None, "\u{0}"),
         };
         if parts.first().is_some_and(|p| p.is_empty()) || !valid_mode(mode) {
-            ctx.deny("bind_mount", &field, format_args!("bind spec {spec:?} is not valid"))?;
+            ctx.deny(
+                "bind_mount",
+                &field,
+                format_args!("bind spec {spec:?} is not valid"),
+            )?;
             continue;
         }
         for m in mode.split(',') {
@@ -132,7 +170,11 @@ pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
             check_host_path(ctx, &field, src, ro)?;
         }
     }
-    let mounts: Vec<Json> = hc.get("Mounts").and_then(Json::as_array).map(<[Json]>::to_vec).unwrap_or_default();
+    let mounts: Vec<Json> = hc
+        .get("Mounts")
+        .and_then(Json::as_array)
+        .map(<[Json]>::to_vec)
+        .unwrap_or_default();
     for (i, m) in mounts.iter().enumerate() {
         let field = format!("HostConfig.Mounts[{i}]");
         let ty = m.get("Type").and_then(Json::as_str).unwrap_or("");
@@ -143,16 +185,26 @@ pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
                     check_propagation(ctx, &format!("{field}.BindOptions.Propagation"), p)?;
                 }
                 let ro = m.get("ReadOnly").and_then(Json::as_bool) == Some(true)
-                    && m.at(&["BindOptions", "ReadOnlyNonRecursive"]).and_then(Json::as_bool) != Some(true);
+                    && m.at(&["BindOptions", "ReadOnlyNonRecursive"])
+                        .and_then(Json::as_bool)
+                        != Some(true);
                 check_host_path(ctx, &format!("{field}.Source"), source, ro)?;
             }
             "volume" => {
                 if source.starts_with('/') {
-                    ctx.deny("bind_mount", format!("{field}.Source"), format_args!("volume mount of host path {source:?} is not allowed"))?;
+                    ctx.deny(
+                        "bind_mount",
+                        format!("{field}.Source"),
+                        format_args!("volume mount of host path {source:?} is not allowed"),
+                    )?;
                 }
                 if let Some(sub) = m.at(&["VolumeOptions", "Subpath"]).and_then(Json::as_str) {
                     if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
-                        ctx.deny("bind_mount", format!("{field}.VolumeOptions.Subpath"), format_args!("volume subpath {sub:?} is not allowed"))?;
+                        ctx.deny(
+                            "bind_mount",
+                            format!("{field}.VolumeOptions.Subpath"),
+                            format_args!("volume subpath {sub:?} is not allowed"),
+                        )?;
                     }
                 }
                 if let Some(dc) = m.at(&["VolumeOptions", "DriverConfig"]) {
@@ -163,21 +215,37 @@ pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
                 }
             }
             "tmpfs" | "image" => {}
-            other => ctx.deny("mount_type", format!("{field}.Type"), format_args!("mount type {other:?} is not allowed"))?,
+            other => ctx.deny(
+                "mount_type",
+                format!("{field}.Type"),
+                format_args!("mount type {other:?} is not allowed"),
+            )?,
         }
     }
     if let Some(d) = hc.get("VolumeDriver").and_then(Json::as_str) {
         check_driver(ctx, "HostConfig.VolumeDriver", d)?;
     }
-    if hc.get("VolumesFrom").and_then(Json::as_array).is_some_and(|a| !a.is_empty()) {
-        ctx.deny(RULE_VOLUMES_FROM, "HostConfig.VolumesFrom", "mounting another container's volumes is not allowed")?;
+    if hc
+        .get("VolumesFrom")
+        .and_then(Json::as_array)
+        .is_some_and(|a| !a.is_empty())
+    {
+        ctx.deny(
+            RULE_VOLUMES_FROM,
+            "HostConfig.VolumesFrom",
+            "mounting another container's volumes is not allowed",
+        )?;
     }
     Ok(())
 }
 
 fn check_driver(ctx: &mut Ctx<'_>, field: &str, driver: &str) -> Result<(), Refusal> {
     if !(driver.is_empty() || driver == "local") {
-        ctx.deny("volume_driver", field, format_args!("volume driver {driver:?} is not allowed"))?;
+        ctx.deny(
+            "volume_driver",
+            field,
+            format_args!("volume driver {driver:?} is not allowed"),
+        )?;
     }
     Ok(())
 }
@@ -185,11 +253,21 @@ fn check_driver(ctx: &mut Ctx<'_>, field: &str, driver: &str) -> Result<(), Refu
 /// The `local` driver's options: only `type=tmpfs` (with a non-path device, without
 /// `bind`/`rbind` in `o`, which would turn it into a bind of `device`) and `size`.
 fn check_local_opts(ctx: &mut Ctx<'_>, field: &str, opts: Option<&Json>) -> Result<(), Refusal> {
-    let Some(opts) = opts.and_then(Json::as_object) else { return Ok(()) };
-    let get = |k: &str| opts.iter().find(|(key, _)| key == k).and_then(|(_, v)| v.as_str());
+    let Some(opts) = opts.and_then(Json::as_object) else {
+        return Ok(());
+    };
+    let get = |k: &str| {
+        opts.iter()
+            .find(|(key, _)| key == k)
+            .and_then(|(_, v)| v.as_str())
+    };
     for (k, _) in opts {
         if !["type", "device", "o", "size"].contains(&k.as_str()) {
-            return ctx.deny("volume_driver_opts", field, format_args!("volume driver option {k:?} is not allowed"));
+            return ctx.deny(
+                "volume_driver_opts",
+                field,
+                format_args!("volume driver option {k:?} is not allowed"),
+            );
         }
     }
     let ty = get("type");
@@ -198,9 +276,16 @@ fn check_local_opts(ctx: &mut Ctx<'_>, field: &str, opts: Option<&Json>) -> Resu
     if ty.is_none() && device.is_none() && o.is_none() {
         return Ok(());
     }
-    let binds = o.is_some_and(|o| o.split(',').any(|x| matches!(x.trim().to_ascii_lowercase().as_str(), "bind" | "rbind")));
+    let binds = o.is_some_and(|o| {
+        o.split(',')
+            .any(|x| matches!(x.trim().to_ascii_lowercase().as_str(), "bind" | "rbind"))
+    });
     if ty != Some("tmpfs") || binds || device.is_some_and(|d| d.starts_with('/')) {
-        ctx.deny("volume_driver_opts", field, "volume driver options that mount host paths or devices are not allowed")?;
+        ctx.deny(
+            "volume_driver_opts",
+            field,
+            "volume driver options that mount host paths or devices are not allowed",
+        )?;
     }
     Ok(())
 }
@@ -226,8 +311,22 @@ mod tests {
     #[test]
     fn binds_of_host_paths_need_the_allowlist() {
         let p = with_allowlist();
-        for b in ["/data:/d", "/data/sub:/d:rw", "/data/:/d", "/srv/cache:/c:ro", "/srv/cache/x:/c:ro,z", "named:/v", "named:/v:ro", "/anon", "/anon:ro"] {
-            create(&p, &format!(r#"{{"Image":"x","HostConfig":{{"Binds":["{b}"]}}}}"#)).unwrap_or_else(|e| panic!("{b}: {e}"));
+        for b in [
+            "/data:/d",
+            "/data/sub:/d:rw",
+            "/data/:/d",
+            "/srv/cache:/c:ro",
+            "/srv/cache/x:/c:ro,z",
+            "named:/v",
+            "named:/v:ro",
+            "/anon",
+            "/anon:ro",
+        ] {
+            create(
+                &p,
+                &format!(r#"{{"Image":"x","HostConfig":{{"Binds":["{b}"]}}}}"#),
+            )
+            .unwrap_or_else(|e| panic!("{b}: {e}"));
         }
         for (b, rule) in [
             ("/:/host", "bind_mount"),
@@ -242,11 +341,25 @@ mod tests {
             (":/b", "bind_mount"),
             ("/data:/d:bogus", "bind_mount"),
         ] {
-            let r = refused(&p, &format!(r#"{{"Image":"x","HostConfig":{{"Binds":["{b}"]}}}}"#));
-            assert_eq!((r.rule, r.field.as_str()), (rule, "HostConfig.Binds[0]"), "{b}");
+            let r = refused(
+                &p,
+                &format!(r#"{{"Image":"x","HostConfig":{{"Binds":["{b}"]}}}}"#),
+            );
+            assert_eq!(
+                (r.rule, r.field.as_str()),
+                (rule, "HostConfig.Binds[0]"),
+                "{b}"
+            );
         }
         // The default policy has no allowlist at all.
-        assert_eq!(refused(&Policy::default(), r#"{"Image":"x","HostConfig":{"Binds":["/data:/d"]}}"#).rule, "bind_mount");
+        assert_eq!(
+            refused(
+                &Policy::default(),
+                r#"{"Image":"x","HostConfig":{"Binds":["/data:/d"]}}"#
+            )
+            .rule,
+            "bind_mount"
+        );
     }
 
     #[test]
@@ -254,23 +367,68 @@ mod tests {
         let p = with_allowlist();
         create(&p, r#"{"Image":"x","HostConfig":{"Mounts":[{"Type":"bind","Source":"/data/x","Target":"/d"},{"Type":"bind","Source":"/srv/cache","Target":"/c","ReadOnly":true},{"Type":"tmpfs","Target":"/t","TmpfsOptions":{"SizeBytes":1024}},{"Type":"volume","Source":"v","Target":"/v"}]}}"#).unwrap();
         for (m, rule) in [
-            (r#"{"Type":"bind","Source":"/","Target":"/h"}"#, "bind_mount"),
-            (r#"{"type":"bind","source":"/data/../etc","target":"/h"}"#, "bind_mount"),
-            (r#"{"Type":"bind","Source":"/srv/cache","Target":"/c"}"#, "bind_mount_read_only"),
-            (r#"{"Type":"bind","Source":"/srv/cache","Target":"/c","ReadOnly":true,"BindOptions":{"ReadOnlyNonRecursive":true}}"#, "bind_mount_read_only"),
-            (r#"{"Type":"bind","Source":"/data","Target":"/d","BindOptions":{"Propagation":"rshared"}}"#, "mount_propagation"),
-            (r#"{"Type":"volume","Source":"v","Target":"/v","VolumeOptions":{"DriverConfig":{"Name":"sshfs"}}}"#, "volume_driver"),
-            (r#"{"Type":"volume","Source":"v","Target":"/v","VolumeOptions":{"DriverConfig":{"Name":"local","Options":{"type":"none","o":"bind","device":"/etc"}}}}"#, "volume_driver_opts"),
-            (r#"{"Type":"volume","Source":"v","Target":"/v","VolumeOptions":{"DriverConfig":{"Options":{"type":"tmpfs","o":"size=1m,bind","device":"tmpfs"}}}}"#, "volume_driver_opts"),
-            (r#"{"Type":"volume","Source":"v","Target":"/v","VolumeOptions":{"Subpath":"../../etc"}}"#, "bind_mount"),
-            (r#"{"Type":"volume","Source":"/etc","Target":"/v"}"#, "bind_mount"),
-            (r#"{"Type":"npipe","Source":"x","Target":"/v"}"#, "mount_type"),
-            (r#"{"Type":"cluster","Source":"x","Target":"/v"}"#, "mount_type"),
-            (r#"{"Type":"BIND","Source":"/","Target":"/v"}"#, "mount_type"),
+            (
+                r#"{"Type":"bind","Source":"/","Target":"/h"}"#,
+                "bind_mount",
+            ),
+            (
+                r#"{"type":"bind","source":"/data/../etc","target":"/h"}"#,
+                "bind_mount",
+            ),
+            (
+                r#"{"Type":"bind","Source":"/srv/cache","Target":"/c"}"#,
+                "bind_mount_read_only",
+            ),
+            (
+                r#"{"Type":"bind","Source":"/srv/cache","Target":"/c","ReadOnly":true,"BindOptions":{"ReadOnlyNonRecursive":true}}"#,
+                "bind_mount_read_only",
+            ),
+            (
+                r#"{"Type":"bind","Source":"/data","Target":"/d","BindOptions":{"Propagation":"rshared"}}"#,
+                "mount_propagation",
+            ),
+            (
+                r#"{"Type":"volume","Source":"v","Target":"/v","VolumeOptions":{"DriverConfig":{"Name":"sshfs"}}}"#,
+                "volume_driver",
+            ),
+            (
+                r#"{"Type":"volume","Source":"v","Target":"/v","VolumeOptions":{"DriverConfig":{"Name":"local","Options":{"type":"none","o":"bind","device":"/etc"}}}}"#,
+                "volume_driver_opts",
+            ),
+            (
+                r#"{"Type":"volume","Source":"v","Target":"/v","VolumeOptions":{"DriverConfig":{"Options":{"type":"tmpfs","o":"size=1m,bind","device":"tmpfs"}}}}"#,
+                "volume_driver_opts",
+            ),
+            (
+                r#"{"Type":"volume","Source":"v","Target":"/v","VolumeOptions":{"Subpath":"../../etc"}}"#,
+                "bind_mount",
+            ),
+            (
+                r#"{"Type":"volume","Source":"/etc","Target":"/v"}"#,
+                "bind_mount",
+            ),
+            (
+                r#"{"Type":"npipe","Source":"x","Target":"/v"}"#,
+                "mount_type",
+            ),
+            (
+                r#"{"Type":"cluster","Source":"x","Target":"/v"}"#,
+                "mount_type",
+            ),
+            (
+                r#"{"Type":"BIND","Source":"/","Target":"/v"}"#,
+                "mount_type",
+            ),
             (r#"{"Source":"/","Target":"/v"}"#, "mount_type"),
-            (r#"{"Type":"volume","Source":"x","Target":"/v","ClusterOptions":{}}"#, "unsupported_field"),
+            (
+                r#"{"Type":"volume","Source":"x","Target":"/v","ClusterOptions":{}}"#,
+                "unsupported_field",
+            ),
         ] {
-            let r = refused(&p, &format!(r#"{{"Image":"x","HostConfig":{{"Mounts":[{m}]}}}}"#));
+            let r = refused(
+                &p,
+                &format!(r#"{{"Image":"x","HostConfig":{{"Mounts":[{m}]}}}}"#),
+            );
             assert_eq!(r.rule, rule, "{m}");
         }
     }
@@ -278,8 +436,22 @@ mod tests {
     #[test]
     fn volume_driver_and_volumes_from() {
         let p = Policy::default();
-        assert_eq!(refused(&p, r#"{"Image":"x","HostConfig":{"VolumeDriver":"convoy"}}"#).rule, "volume_driver");
-        assert_eq!(refused(&p, r#"{"Image":"x","HostConfig":{"VolumesFrom":["other:ro"]}}"#).rule, RULE_VOLUMES_FROM);
+        assert_eq!(
+            refused(
+                &p,
+                r#"{"Image":"x","HostConfig":{"VolumeDriver":"convoy"}}"#
+            )
+            .rule,
+            "volume_driver"
+        );
+        assert_eq!(
+            refused(
+                &p,
+                r#"{"Image":"x","HostConfig":{"VolumesFrom":["other:ro"]}}"#
+            )
+            .rule,
+            RULE_VOLUMES_FROM
+        );
         create(&p, r#"{"Image":"x","Volumes":{"/v":{}},"HostConfig":{"VolumeDriver":"local","VolumesFrom":[],"Tmpfs":{"/run":"rw,noexec"}}}"#).unwrap();
     }
 
@@ -289,22 +461,48 @@ mod tests {
         let r = route("POST", "/v1.41/volumes/create");
         for (body, rule) in [
             (r#"{"Name":"v","Driver":"nfs"}"#, "volume_driver"),
-            (r#"{"Name":"v","DriverOpts":{"type":"none","o":"bind","device":"/etc"}}"#, "volume_driver_opts"),
-            (r#"{"Name":"v","DriverOpts":{"type":"nfs","o":"addr=10.0.0.1","device":":/export"}}"#, "volume_driver_opts"),
-            (r#"{"Name":"v","DriverOpts":{"device":"/dev/sda1"}}"#, "volume_driver_opts"),
-            (r#"{"Name":"v","DriverOpts":{"TYPE":"none"}}"#, "volume_driver_opts"),
-            (r#"{"Name":"v","ClusterVolumeSpec":{"Group":"g"}}"#, "unsupported_field"),
+            (
+                r#"{"Name":"v","DriverOpts":{"type":"none","o":"bind","device":"/etc"}}"#,
+                "volume_driver_opts",
+            ),
+            (
+                r#"{"Name":"v","DriverOpts":{"type":"nfs","o":"addr=10.0.0.1","device":":/export"}}"#,
+                "volume_driver_opts",
+            ),
+            (
+                r#"{"Name":"v","DriverOpts":{"device":"/dev/sda1"}}"#,
+                "volume_driver_opts",
+            ),
+            (
+                r#"{"Name":"v","DriverOpts":{"TYPE":"none"}}"#,
+                "volume_driver_opts",
+            ),
+            (
+                r#"{"Name":"v","ClusterVolumeSpec":{"Group":"g"}}"#,
+                "unsupported_field",
+            ),
         ] {
-            assert_eq!(p.inspect_body(&r, body.as_bytes()).unwrap_err().rule, rule, "{body}");
+            assert_eq!(
+                p.inspect_body(&r, body.as_bytes()).unwrap_err().rule,
+                rule,
+                "{body}"
+            );
         }
-        for body in [r#"{"Name":"v"}"#, r#"{"Name":"v","Driver":"local","DriverOpts":{},"Labels":{"a":"b"}}"#, r#"{"Name":"v","DriverOpts":{"type":"tmpfs","device":"tmpfs","o":"size=100m,uid=1000"}}"#] {
+        for body in [
+            r#"{"Name":"v"}"#,
+            r#"{"Name":"v","Driver":"local","DriverOpts":{},"Labels":{"a":"b"}}"#,
+            r#"{"Name":"v","DriverOpts":{"type":"tmpfs","device":"tmpfs","o":"size=100m,uid=1000"}}"#,
+        ] {
             p.inspect_body(&r, body.as_bytes()).unwrap();
         }
     }
 
     #[test]
     fn allowlist_entries_are_clean_and_absolute() {
-        assert_eq!(BindAllow::new("/srv/cache/", false).unwrap().path(), "/srv/cache");
+        assert_eq!(
+            BindAllow::new("/srv/cache/", false).unwrap().path(),
+            "/srv/cache"
+        );
         for bad in ["/", "rel", "/a/../b", "/a//b", "/./a", ""] {
             assert!(BindAllow::new(bad, false).is_none(), "{bad}");
         }

@@ -24,12 +24,48 @@ struct Mode {
 }
 
 const MODES: &[Mode] = &[
-    Mode { key: "PidMode", what: "PID", plain: &[""], container: true, host: true },
-    Mode { key: "IpcMode", what: "IPC", plain: &["", "private", "shareable", "none"], container: true, host: true },
-    Mode { key: "UTSMode", what: "UTS", plain: &[""], container: false, host: true },
-    Mode { key: "UsernsMode", what: "user", plain: &[""], container: false, host: true },
-    Mode { key: "CgroupnsMode", what: "cgroup", plain: &["", "private"], container: false, host: true },
-    Mode { key: "Cgroup", what: "cgroup", plain: &[""], container: true, host: false },
+    Mode {
+        key: "PidMode",
+        what: "PID",
+        plain: &[""],
+        container: true,
+        host: true,
+    },
+    Mode {
+        key: "IpcMode",
+        what: "IPC",
+        plain: &["", "private", "shareable", "none"],
+        container: true,
+        host: true,
+    },
+    Mode {
+        key: "UTSMode",
+        what: "UTS",
+        plain: &[""],
+        container: false,
+        host: true,
+    },
+    Mode {
+        key: "UsernsMode",
+        what: "user",
+        plain: &[""],
+        container: false,
+        host: true,
+    },
+    Mode {
+        key: "CgroupnsMode",
+        what: "cgroup",
+        plain: &["", "private"],
+        container: false,
+        host: true,
+    },
+    Mode {
+        key: "Cgroup",
+        what: "cgroup",
+        plain: &[""],
+        container: true,
+        host: false,
+    },
 ];
 
 /// A Docker network name (as `NetworkMode` for a user-defined network).
@@ -49,25 +85,56 @@ pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
     if let Some(v) = hc.get("NetworkMode").and_then(Json::as_str) {
         let field = "HostConfig.NetworkMode";
         if v.eq_ignore_ascii_case("host") {
-            ctx.deny("namespace_host", field, "the host network namespace is not allowed")?;
+            ctx.deny(
+                "namespace_host",
+                field,
+                "the host network namespace is not allowed",
+            )?;
         } else if let Some(target) = container_target(v) {
-            ctx.deny(RULE_NAMESPACE_CONTAINER, field, format_args!("joining the network namespace of container {target:?} is not allowed"))?;
+            ctx.deny(
+                RULE_NAMESPACE_CONTAINER,
+                field,
+                format_args!(
+                    "joining the network namespace of container {target:?} is not allowed"
+                ),
+            )?;
         } else if !(v.is_empty() || is_network_name(v)) {
-            ctx.deny("namespace_mode", field, format_args!("network mode {v:?} is not allowed"))?;
+            ctx.deny(
+                "namespace_mode",
+                field,
+                format_args!("network mode {v:?} is not allowed"),
+            )?;
         }
     }
     for m in MODES {
-        let Some(v) = hc.get(m.key).and_then(Json::as_str) else { continue };
+        let Some(v) = hc.get(m.key).and_then(Json::as_str) else {
+            continue;
+        };
         let field = format!("HostConfig.{}", m.key);
         if m.plain.contains(&v) {
             continue;
         }
         if m.host && v.eq_ignore_ascii_case("host") {
-            ctx.deny("namespace_host", field, format_args!("the host {} namespace is not allowed", m.what))?;
+            ctx.deny(
+                "namespace_host",
+                field,
+                format_args!("the host {} namespace is not allowed", m.what),
+            )?;
         } else if let Some(target) = container_target(v).filter(|_| m.container) {
-            ctx.deny(RULE_NAMESPACE_CONTAINER, field, format_args!("joining the {} namespace of container {target:?} is not allowed", m.what))?;
+            ctx.deny(
+                RULE_NAMESPACE_CONTAINER,
+                field,
+                format_args!(
+                    "joining the {} namespace of container {target:?} is not allowed",
+                    m.what
+                ),
+            )?;
         } else {
-            ctx.deny("namespace_mode", field, format_args!("{} {v:?} is not allowed", m.key))?;
+            ctx.deny(
+                "namespace_mode",
+                field,
+                format_args!("{} {v:?} is not allowed", m.key),
+            )?;
         }
     }
     Ok(())
@@ -92,7 +159,11 @@ mod tests {
         ] {
             let body = format!(r#"{{"Image":"x","HostConfig":{{"{k}":"{v}"}}}}"#);
             let r = refused(&p, &body);
-            assert_eq!((r.rule, r.field), ("namespace_host", format!("HostConfig.{k}")), "{k}={v}");
+            assert_eq!(
+                (r.rule, r.field),
+                ("namespace_host", format!("HostConfig.{k}")),
+                "{k}={v}"
+            );
         }
     }
 
@@ -108,7 +179,11 @@ mod tests {
             ("PidMode", "Container:web"),
         ] {
             let body = format!(r#"{{"Image":"x","HostConfig":{{"{k}":"{v}"}}}}"#);
-            assert_eq!(refused(&p, &body).rule, super::RULE_NAMESPACE_CONTAINER, "{k}={v}");
+            assert_eq!(
+                refused(&p, &body).rule,
+                super::RULE_NAMESPACE_CONTAINER,
+                "{k}={v}"
+            );
         }
     }
 
@@ -117,12 +192,24 @@ mod tests {
         let p = Policy::default();
         create(&p, r#"{"Image":"x","HostConfig":{"NetworkMode":"ci-net_1","PidMode":"","IpcMode":"private","CgroupnsMode":"private","UTSMode":"","UsernsMode":"","Cgroup":""}}"#).unwrap();
         for nm in ["bridge", "none", "default"] {
-            create(&p, &format!(r#"{{"Image":"x","HostConfig":{{"NetworkMode":"{nm}"}}}}"#)).unwrap();
+            create(
+                &p,
+                &format!(r#"{{"Image":"x","HostConfig":{{"NetworkMode":"{nm}"}}}}"#),
+            )
+            .unwrap();
         }
-        for (k, v) in [("NetworkMode", "ns:/proc/1/ns/net"), ("PidMode", "private"), ("UsernsMode", "remap"), ("IpcMode", "container:")] {
+        for (k, v) in [
+            ("NetworkMode", "ns:/proc/1/ns/net"),
+            ("PidMode", "private"),
+            ("UsernsMode", "remap"),
+            ("IpcMode", "container:"),
+        ] {
             let body = format!(r#"{{"Image":"x","HostConfig":{{"{k}":"{v}"}}}}"#);
             let rule = refused(&p, &body).rule;
-            assert!(rule == "namespace_mode" || rule == super::RULE_NAMESPACE_CONTAINER, "{k}={v}: {rule}");
+            assert!(
+                rule == "namespace_mode" || rule == super::RULE_NAMESPACE_CONTAINER,
+                "{k}={v}: {rule}"
+            );
         }
     }
 }

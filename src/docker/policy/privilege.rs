@@ -25,7 +25,11 @@ pub fn canonical_cap(name: &str) -> Option<String> {
 /// `HostConfig.Privileged` and `HostConfig.CapAdd` on container create.
 pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
     if hc.get("Privileged").and_then(Json::as_bool) == Some(true) {
-        ctx.deny("privileged", "HostConfig.Privileged", "privileged containers are not allowed")?;
+        ctx.deny(
+            "privileged",
+            "HostConfig.Privileged",
+            "privileged containers are not allowed",
+        )?;
     }
     let caps: Vec<String> = hc
         .get("CapAdd")
@@ -34,8 +38,16 @@ pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
     for cap in caps {
         match canonical_cap(&cap) {
             Some(c) if ctx.policy.capabilities.contains(&c) => {}
-            Some(c) => ctx.deny("cap_add", "HostConfig.CapAdd", format_args!("capability {c} is not allowed"))?,
-            None => ctx.deny("cap_add", "HostConfig.CapAdd", format_args!("capability {cap:?} is not allowed"))?,
+            Some(c) => ctx.deny(
+                "cap_add",
+                "HostConfig.CapAdd",
+                format_args!("capability {c} is not allowed"),
+            )?,
+            None => ctx.deny(
+                "cap_add",
+                "HostConfig.CapAdd",
+                format_args!("capability {cap:?} is not allowed"),
+            )?,
         }
     }
     Ok(())
@@ -44,7 +56,11 @@ pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
 /// `Privileged` on exec create.
 pub fn exec_create(ctx: &mut Ctx<'_>, body: &Json) -> Result<(), Refusal> {
     if body.get("Privileged").and_then(Json::as_bool) == Some(true) {
-        ctx.deny("privileged_exec", "Privileged", "privileged exec is not allowed")?;
+        ctx.deny(
+            "privileged_exec",
+            "Privileged",
+            "privileged exec is not allowed",
+        )?;
     }
     Ok(())
 }
@@ -58,7 +74,10 @@ mod tests {
     #[test]
     fn privileged_is_refused_by_value() {
         let p = Policy::default();
-        assert_eq!(refused(&p, r#"{"Image":"x","HostConfig":{"Privileged":true}}"#).rule, "privileged");
+        assert_eq!(
+            refused(&p, r#"{"Image":"x","HostConfig":{"Privileged":true}}"#).rule,
+            "privileged"
+        );
         create(&p, r#"{"Image":"x","HostConfig":{"Privileged":false}}"#).unwrap();
     }
 
@@ -66,21 +85,44 @@ mod tests {
     fn privileged_exec_is_refused() {
         let p = Policy::default();
         let r = route("POST", "/v1.41/containers/c/exec");
-        let e = p.inspect_body(&r, br#"{"Cmd":["sh"],"privileged":true}"#).unwrap_err();
-        assert_eq!((e.rule, e.field.as_str()), ("privileged_exec", "Privileged"));
+        let e = p
+            .inspect_body(&r, br#"{"Cmd":["sh"],"privileged":true}"#)
+            .unwrap_err();
+        assert_eq!(
+            (e.rule, e.field.as_str()),
+            ("privileged_exec", "Privileged")
+        );
         // root inside a non-privileged container is fine, and so is Env.
-        p.inspect_body(&r, br#"{"Cmd":["sh"],"User":"root","Privileged":false,"Env":["A=1"]}"#).unwrap();
+        p.inspect_body(
+            &r,
+            br#"{"Cmd":["sh"],"User":"root","Privileged":false,"Env":["A=1"]}"#,
+        )
+        .unwrap();
     }
 
     #[test]
     fn cap_add_is_normalised_and_checked_against_the_allowlist() {
         let p = policy_yaml("capabilities: [net_bind_service]");
-        for caps in [r#"["SYS_ADMIN"]"#, r#"["cap_sys_admin"]"#, r#"["ALL"]"#, r#""all""#, r#"["\u017Fys_admin"]"#, r#"["NET_BIND_SERVICE","SYS_PTRACE"]"#] {
+        for caps in [
+            r#"["SYS_ADMIN"]"#,
+            r#"["cap_sys_admin"]"#,
+            r#"["ALL"]"#,
+            r#""all""#,
+            r#"["\u017Fys_admin"]"#,
+            r#"["NET_BIND_SERVICE","SYS_PTRACE"]"#,
+        ] {
             let body = format!(r#"{{"Image":"x","HostConfig":{{"CapAdd":{caps}}}}}"#);
             assert_eq!(refused(&p, &body).rule, "cap_add", "{caps}");
         }
-        for caps in [r#"["NET_BIND_SERVICE"]"#, r#"["cap_net_bind_service"]"#, r#""Net_Bind_Service""#, "[]", "null"] {
-            let body = format!(r#"{{"Image":"x","HostConfig":{{"CapAdd":{caps},"CapDrop":["ALL"]}}}}"#);
+        for caps in [
+            r#"["NET_BIND_SERVICE"]"#,
+            r#"["cap_net_bind_service"]"#,
+            r#""Net_Bind_Service""#,
+            "[]",
+            "null",
+        ] {
+            let body =
+                format!(r#"{{"Image":"x","HostConfig":{{"CapAdd":{caps},"CapDrop":["ALL"]}}}}"#);
             create(&p, &body).unwrap();
         }
     }
@@ -88,7 +130,10 @@ mod tests {
     #[test]
     fn canonical_cap_matches_docker() {
         assert_eq!(canonical_cap("net_admin").as_deref(), Some("CAP_NET_ADMIN"));
-        assert_eq!(canonical_cap("CAP_NET_ADMIN").as_deref(), Some("CAP_NET_ADMIN"));
+        assert_eq!(
+            canonical_cap("CAP_NET_ADMIN").as_deref(),
+            Some("CAP_NET_ADMIN")
+        );
         assert_eq!(canonical_cap("all").as_deref(), Some("ALL"));
         assert_eq!(canonical_cap("SYS ADMIN"), None);
         assert_eq!(canonical_cap("\u{17f}ys_admin"), None);

@@ -80,6 +80,19 @@ const fn s(name: &'static str, ty: Ty) -> Field {
 const STR_LIST: Ty = Ty::List(&Ty::Str);
 const STR_MAP: Ty = Ty::Map(&Ty::Str);
 
+// Element types that name an object (statics, so that they can be borrowed for
+// 'static inside the field tables).
+static T_DEVICE_MAPPING: Ty = Ty::Obj(&DEVICE_MAPPING);
+static T_DEVICE_REQUEST: Ty = Ty::Obj(&DEVICE_REQUEST);
+static T_ENDPOINT_SETTINGS: Ty = Ty::Obj(&ENDPOINT_SETTINGS);
+static T_IPAM_CONFIG: Ty = Ty::Obj(&IPAM_CONFIG);
+static T_MOUNT: Ty = Ty::Obj(&MOUNT);
+static T_PORT_BINDING: Ty = Ty::Obj(&PORT_BINDING);
+static T_PORT_BINDING_LIST: Ty = Ty::List(&T_PORT_BINDING);
+static T_THROTTLE_DEVICE: Ty = Ty::Obj(&THROTTLE_DEVICE);
+static T_ULIMIT: Ty = Ty::Obj(&ULIMIT);
+static T_WEIGHT_DEVICE: Ty = Ty::Obj(&WEIGHT_DEVICE);
+
 /// `container.Config`.
 pub const CONFIG_FIELDS: &[Field] = &[
     f("Hostname", Ty::Str),
@@ -147,20 +160,20 @@ pub const RESOURCES_FIELDS: &[Field] = &[
     s("NanoCpus", Ty::I64),
     s("CgroupParent", Ty::Str),
     f("BlkioWeight", Ty::U16),
-    f("BlkioWeightDevice", Ty::List(&Ty::Obj(&WEIGHT_DEVICE))),
-    f("BlkioDeviceReadBps", Ty::List(&Ty::Obj(&THROTTLE_DEVICE))),
-    f("BlkioDeviceWriteBps", Ty::List(&Ty::Obj(&THROTTLE_DEVICE))),
-    f("BlkioDeviceReadIOps", Ty::List(&Ty::Obj(&THROTTLE_DEVICE))),
-    f("BlkioDeviceWriteIOps", Ty::List(&Ty::Obj(&THROTTLE_DEVICE))),
+    f("BlkioWeightDevice", Ty::List(&T_WEIGHT_DEVICE)),
+    f("BlkioDeviceReadBps", Ty::List(&T_THROTTLE_DEVICE)),
+    f("BlkioDeviceWriteBps", Ty::List(&T_THROTTLE_DEVICE)),
+    f("BlkioDeviceReadIOps", Ty::List(&T_THROTTLE_DEVICE)),
+    f("BlkioDeviceWriteIOps", Ty::List(&T_THROTTLE_DEVICE)),
     s("CpuPeriod", Ty::I64),
     s("CpuQuota", Ty::I64),
     s("CpuRealtimePeriod", Ty::I64),
     s("CpuRealtimeRuntime", Ty::I64),
     f("CpusetCpus", Ty::Str),
     f("CpusetMems", Ty::Str),
-    s("Devices", Ty::List(&Ty::Obj(&DEVICE_MAPPING))),
+    s("Devices", Ty::List(&T_DEVICE_MAPPING)),
     s("DeviceCgroupRules", STR_LIST),
-    s("DeviceRequests", Ty::List(&Ty::Obj(&DEVICE_REQUEST))),
+    s("DeviceRequests", Ty::List(&T_DEVICE_REQUEST)),
     // 20.10 only (removed in current moby).
     f("KernelMemory", Ty::I64),
     f("KernelMemoryTCP", Ty::I64),
@@ -169,7 +182,7 @@ pub const RESOURCES_FIELDS: &[Field] = &[
     f("MemorySwappiness", Ty::I64),
     s("OomKillDisable", Ty::Bool),
     s("PidsLimit", Ty::I64),
-    s("Ulimits", Ty::List(&Ty::Obj(&ULIMIT))),
+    s("Ulimits", Ty::List(&T_ULIMIT)),
     f("CpuCount", Ty::I64),
     f("CpuPercent", Ty::I64),
     f("IOMaximumIOps", Ty::U64),
@@ -182,7 +195,7 @@ pub const HOST_FIELDS: &[Field] = &[
     f("ContainerIDFile", Ty::Str),
     s("LogConfig", Ty::Obj(&LOG_CONFIG)),
     s("NetworkMode", Ty::Str),
-    s("PortBindings", Ty::Map(&Ty::List(&Ty::Obj(&PORT_BINDING)))),
+    s("PortBindings", Ty::Map(&T_PORT_BINDING_LIST)),
     f("RestartPolicy", Ty::Obj(&RESTART_POLICY)),
     f("AutoRemove", Ty::Bool),
     s("VolumeDriver", Ty::Str),
@@ -214,7 +227,7 @@ pub const HOST_FIELDS: &[Field] = &[
     s("Sysctls", STR_MAP),
     s("Runtime", Ty::Str),
     s("Isolation", Ty::Str),
-    s("Mounts", Ty::List(&Ty::Obj(&MOUNT))),
+    s("Mounts", Ty::List(&T_MOUNT)),
     s("MaskedPaths", STR_LIST),
     s("ReadonlyPaths", STR_LIST),
     s("Init", Ty::Bool),
@@ -266,11 +279,7 @@ pub static DEVICE_REQUEST: Obj = Obj {
 
 pub static ULIMIT: Obj = Obj {
     name: "Ulimit",
-    groups: &[&[
-        s("Name", Ty::Str),
-        s("Hard", Ty::I64),
-        s("Soft", Ty::I64),
-    ]],
+    groups: &[&[s("Name", Ty::Str), s("Hard", Ty::I64), s("Soft", Ty::I64)]],
 };
 
 pub static RESTART_POLICY: Obj = Obj {
@@ -346,10 +355,7 @@ pub static TMPFS_OPTIONS: Obj = Obj {
 
 pub static NETWORKING_CONFIG: Obj = Obj {
     name: "NetworkingConfig",
-    groups: &[&[s(
-        "EndpointsConfig",
-        Ty::Map(&Ty::Obj(&ENDPOINT_SETTINGS)),
-    )]],
+    groups: &[&[s("EndpointsConfig", Ty::Map(&T_ENDPOINT_SETTINGS))]],
 };
 
 pub static ENDPOINT_SETTINGS: Obj = Obj {
@@ -450,7 +456,7 @@ pub static IPAM: Obj = Obj {
     groups: &[&[
         s("Driver", Ty::Str),
         s("Options", STR_MAP),
-        s("Config", Ty::List(&Ty::Obj(&IPAM_CONFIG))),
+        s("Config", Ty::List(&T_IPAM_CONFIG)),
     ]],
 };
 
@@ -482,6 +488,13 @@ pub static NETWORK_CONNECT: Obj = Obj {
 pub static NETWORK_DISCONNECT: Obj = Obj {
     name: "network disconnect",
     groups: &[&[f("Container", Ty::Str), f("Force", Ty::Bool)]],
+};
+
+/// The `ulimits` build parameter (`[]*units.Ulimit` as JSON), wrapped in an object
+/// so that it is canonicalised like a body.
+pub static BUILD_ULIMITS: Obj = Obj {
+    name: "build ulimits",
+    groups: &[&[s("Ulimits", Ty::List(&T_ULIMIT))]],
 };
 
 /// A body that must be empty: any member is unknown.
@@ -539,7 +552,13 @@ mod tests {
             for (i, a) in fields.iter().enumerate() {
                 assert!(a.name.is_ascii(), "{}.{}", obj.name, a.name);
                 for b in &fields[i + 1..] {
-                    assert!(!go_fold_eq(a.name, b.name), "{}: {} vs {}", obj.name, a.name, b.name);
+                    assert!(
+                        !go_fold_eq(a.name, b.name),
+                        "{}: {} vs {}",
+                        obj.name,
+                        a.name,
+                        b.name
+                    );
                 }
             }
         }
@@ -548,10 +567,20 @@ mod tests {
     #[test]
     fn security_relevant_fields_are_marked() {
         let hc = &HOST_CONFIG;
-        for name in ["Privileged", "CapAdd", "Binds", "Mounts", "Devices", "SecurityOpt", "PidMode"] {
+        for name in [
+            "Privileged",
+            "CapAdd",
+            "Binds",
+            "Mounts",
+            "Devices",
+            "SecurityOpt",
+            "PidMode",
+        ] {
             assert!(hc.field(name).is_some_and(|f| f.sec), "{name}");
         }
-        assert!(hc.field("privileged").is_some_and(|f| f.name == "Privileged"));
+        assert!(hc
+            .field("privileged")
+            .is_some_and(|f| f.name == "Privileged"));
         assert!(CONTAINER_CREATE.field("Privileged").is_none());
     }
 }

@@ -58,26 +58,53 @@ fn opt_ok(opt: &str) -> bool {
 
 /// `SecurityOpt`, `MaskedPaths`, `ReadonlyPaths`, `Sysctls` of a create `HostConfig`.
 pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
-    let opts: Vec<String> = hc.get("SecurityOpt").map(|o| o.strings().map(str::to_string).collect()).unwrap_or_default();
+    let opts: Vec<String> = hc
+        .get("SecurityOpt")
+        .map(|o| o.strings().map(str::to_string).collect())
+        .unwrap_or_default();
     for (i, opt) in opts.iter().enumerate() {
         if !opt_ok(opt) {
-            ctx.deny("security_opt", format!("HostConfig.SecurityOpt[{i}]"), format_args!("security option {opt:?} is not allowed"))?;
+            ctx.deny(
+                "security_opt",
+                format!("HostConfig.SecurityOpt[{i}]"),
+                format_args!("security option {opt:?} is not allowed"),
+            )?;
         }
     }
     for key in ["MaskedPaths", "ReadonlyPaths"] {
         if hc.get(key).is_some() {
-            let rule = if key == "MaskedPaths" { "masked_paths" } else { "readonly_paths" };
-            ctx.deny(rule, format!("HostConfig.{key}"), format_args!("setting {key} is not allowed (the daemon's defaults apply)"))?;
+            let rule = if key == "MaskedPaths" {
+                "masked_paths"
+            } else {
+                "readonly_paths"
+            };
+            ctx.deny(
+                rule,
+                format!("HostConfig.{key}"),
+                format_args!("setting {key} is not allowed (the daemon's defaults apply)"),
+            )?;
         }
     }
-    let sysctls: Vec<String> = hc.get("Sysctls").and_then(Json::as_object).map(|m| m.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
+    let sysctls: Vec<String> = hc
+        .get("Sysctls")
+        .and_then(Json::as_object)
+        .map(|m| m.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
     for name in sysctls {
-        let allowed = ctx.policy.sysctls.iter().any(|a| match a.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => *a == name,
-        });
+        let allowed = ctx
+            .policy
+            .sysctls
+            .iter()
+            .any(|a| match a.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => *a == name,
+            });
         if !allowed {
-            ctx.deny("sysctls", format!("HostConfig.Sysctls.{name}"), format_args!("sysctl {name} is not allowed"))?;
+            ctx.deny(
+                "sysctls",
+                format!("HostConfig.Sysctls.{name}"),
+                format_args!("sysctl {name} is not allowed"),
+            )?;
         }
     }
     Ok(())
@@ -89,7 +116,10 @@ mod tests {
     use super::super::Policy;
 
     fn opt_body(opt: &str) -> String {
-        format!(r#"{{"Image":"x","HostConfig":{{"SecurityOpt":[{}]}}}}"#, serde_json::to_string(opt).unwrap())
+        format!(
+            r#"{{"Image":"x","HostConfig":{{"SecurityOpt":[{}]}}}}"#,
+            serde_json::to_string(opt).unwrap()
+        )
     }
 
     #[test]
@@ -115,14 +145,27 @@ mod tests {
             "",
         ] {
             let r = refused(&p, &opt_body(opt));
-            assert_eq!((r.rule, r.field.as_str()), ("security_opt", "HostConfig.SecurityOpt[0]"), "{opt}");
+            assert_eq!(
+                (r.rule, r.field.as_str()),
+                ("security_opt", "HostConfig.SecurityOpt[0]"),
+                "{opt}"
+            );
         }
     }
 
     #[test]
     fn tightening_security_options_pass() {
         let p = Policy::default();
-        for opt in ["no-new-privileges", "no-new-privileges=true", "no-new-privileges:true", "no-new-privileges=false", "apparmor=docker-default", "seccomp=builtin", "label=level:s0:c100,c200", "writable-cgroups=false"] {
+        for opt in [
+            "no-new-privileges",
+            "no-new-privileges=true",
+            "no-new-privileges:true",
+            "no-new-privileges=false",
+            "apparmor=docker-default",
+            "seccomp=builtin",
+            "label=level:s0:c100,c200",
+            "writable-cgroups=false",
+        ] {
             create(&p, &opt_body(opt)).unwrap_or_else(|e| panic!("{opt}: {e}"));
         }
     }
@@ -130,18 +173,49 @@ mod tests {
     #[test]
     fn masked_and_readonly_paths_are_refused_when_set() {
         let p = Policy::default();
-        assert_eq!(refused(&p, r#"{"Image":"x","HostConfig":{"MaskedPaths":[]}}"#).rule, "masked_paths");
-        assert_eq!(refused(&p, r#"{"Image":"x","HostConfig":{"ReadonlyPaths":["/proc/sys"]}}"#).rule, "readonly_paths");
-        create(&p, r#"{"Image":"x","HostConfig":{"MaskedPaths":null,"ReadonlyPaths":null}}"#).unwrap();
+        assert_eq!(
+            refused(&p, r#"{"Image":"x","HostConfig":{"MaskedPaths":[]}}"#).rule,
+            "masked_paths"
+        );
+        assert_eq!(
+            refused(
+                &p,
+                r#"{"Image":"x","HostConfig":{"ReadonlyPaths":["/proc/sys"]}}"#
+            )
+            .rule,
+            "readonly_paths"
+        );
+        create(
+            &p,
+            r#"{"Image":"x","HostConfig":{"MaskedPaths":null,"ReadonlyPaths":null}}"#,
+        )
+        .unwrap();
     }
 
     #[test]
     fn sysctls_follow_the_allowlist() {
         let p = policy_yaml("sysctls: [net.ipv4.ip_unprivileged_port_start, 'net.ipv6.conf.*']");
         create(&p, r#"{"Image":"x","HostConfig":{"Sysctls":{"net.ipv4.ip_unprivileged_port_start":"0","net.ipv6.conf.all.disable_ipv6":"1"}}}"#).unwrap();
-        let r = refused(&p, r#"{"Image":"x","HostConfig":{"Sysctls":{"kernel.shm_rmid_forced":"1"}}}"#);
-        assert_eq!((r.rule, r.field.as_str()), ("sysctls", "HostConfig.Sysctls.kernel.shm_rmid_forced"));
-        assert_eq!(refused(&Policy::default(), r#"{"Image":"x","HostConfig":{"Sysctls":{"net.ipv4.ip_forward":"1"}}}"#).rule, "sysctls");
-        create(&Policy::default(), r#"{"Image":"x","HostConfig":{"Sysctls":{}}}"#).unwrap();
+        let r = refused(
+            &p,
+            r#"{"Image":"x","HostConfig":{"Sysctls":{"kernel.shm_rmid_forced":"1"}}}"#,
+        );
+        assert_eq!(
+            (r.rule, r.field.as_str()),
+            ("sysctls", "HostConfig.Sysctls.kernel.shm_rmid_forced")
+        );
+        assert_eq!(
+            refused(
+                &Policy::default(),
+                r#"{"Image":"x","HostConfig":{"Sysctls":{"net.ipv4.ip_forward":"1"}}}"#
+            )
+            .rule,
+            "sysctls"
+        );
+        create(
+            &Policy::default(),
+            r#"{"Image":"x","HostConfig":{"Sysctls":{}}}"#,
+        )
+        .unwrap();
     }
 }
