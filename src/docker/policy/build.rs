@@ -96,7 +96,10 @@ pub fn build_query(ctx: &mut Ctx<'_>, q: &Query) -> Result<Option<String>, Refus
             )?;
         }
     }
-    if q.get("cgroupparent")?.is_some_and(|v| !v.is_empty()) {
+    let injected = ctx.policy.inject.cgroup_parent.clone();
+    if q.get("cgroupparent")?
+        .is_some_and(|v| !v.is_empty() && Some(v) != injected.as_deref())
+    {
         ctx.deny(
             "cgroup_parent",
             "cgroupparent",

@@ -711,6 +711,24 @@ mod tests {
         }
     }
 
+    /// What cistern forwards, inspected again, is forwarded unchanged: injections and
+    /// clamps are idempotent (the fuzz target checks this on random input too).
+    #[test]
+    fn accepted_bodies_are_fixed_points() {
+        let p = policy_yaml("publish_host_ip: 127.0.0.1\nlimits: {memory: {max: 1GiB, on_exceed: clamp}, cpus: {max: 1, on_exceed: clamp}, pids: {max: 64}, log_max_size: {max: 10MiB}, ulimits: {nofile: {max: 1024}}}\ninject: {labels: {ci: '1'}, env: [CI=true], extra_hosts: ['cache:10.0.0.2'], cgroup_parent: /ci, no_new_privileges: true, init: true}");
+        let r = route("POST", "/v1.41/containers/create");
+        for body in [
+            r#"{"Image":"x"}"#,
+            r#"{"image":"x","Env":["CI=false"],"hostconfig":{"Memory":4294967296,"CpuQuota":400000,"PortBindings":{"80/tcp":[{"HostPort":"80"}]},"SecurityOpt":["no-new-privileges=false"]}}"#,
+        ] {
+            let once = p.inspect_body(&r, body.as_bytes()).unwrap();
+            json::check_canonical(&json::parse(&once.body).unwrap(), &schema::CONTAINER_CREATE)
+                .unwrap();
+            let twice = p.inspect_body(&r, &once.body).unwrap();
+            assert_eq!(once.body, twice.body, "{body}");
+        }
+    }
+
     /// Case variants, Kelvin-sign keys, duplicates, nesting: the adversarial table.
     #[test]
     fn adversarial_bodies() {

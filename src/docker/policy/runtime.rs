@@ -81,10 +81,12 @@ pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
 
 /// The `Resources` fields this file owns (`HostConfig` on create, the update body).
 pub fn resources(ctx: &mut Ctx<'_>, res: &Json, prefix: &str) -> Result<(), Refusal> {
+    // The listener's own injected value is what cistern would set anyway.
+    let injected = ctx.policy.inject.cgroup_parent.as_deref();
     if res
         .get("CgroupParent")
         .and_then(Json::as_str)
-        .is_some_and(|s| !s.is_empty())
+        .is_some_and(|s| !s.is_empty() && Some(s) != injected)
     {
         ctx.deny(
             "cgroup_parent",
