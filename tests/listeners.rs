@@ -143,3 +143,48 @@ fn json_logs_have_one_event_per_request_with_its_fields() {
     assert!(version["bytes_out"].as_u64().unwrap() > 100);
     assert!(version["duration_ms"].as_f64().is_some());
 }
+
+#[test]
+fn a_tcp_upstream_works_including_hijacked_streams() {
+    // cistern A serves TCP in front of the daemon; cistern B uses A as its
+    // TCP upstream. A run with stdin crosses both, hijacked, over TCP.
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let dir_a = tempfile::tempdir().unwrap();
+    let a_sock = dir_a.path().join("a.sock");
+    let config_a = format!(
+        "upstream:\n  unix: {}\nlisteners:\n  - name: a\n    unix:\n      path: {}\n  - name: tcp\n    tcp:\n      address: 127.0.0.1:{port}\n",
+        daemon().display(),
+        a_sock.display()
+    );
+    let _a = Cistern::start_with_config(dir_a, a_sock, &config_a);
+    let dir_b = tempfile::tempdir().unwrap();
+    let b_sock = dir_b.path().join("b.sock");
+    let config_b = format!(
+        "upstream:\n  tcp: 127.0.0.1:{port}\nlisteners:\n  - name: b\n    unix:\n      path: {}\n",
+        b_sock.display()
+    );
+    let b = Cistern::start_with_config(dir_b, b_sock.clone(), &config_b);
+    let mut child = docker_at(&b_sock)
+        .args(["run", "-i", "--rm", support::busybox(), "tr", "a-z", "A-Z"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"over tcp\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "OVER TCP\n",
+        "{}",
+        b.logs()
+    );
+}

@@ -13,6 +13,10 @@ use hyper_util::rt::TokioIo;
 
 use super::access_log::RequestRecord;
 
+/// Buffer per direction. Large enough that piping 100 MB through `exec -i`
+/// costs few syscalls; allocated only while a stream is open.
+const COPY_BUF: usize = 128 * 1024;
+
 /// Waits for both upgrades and copies bytes both ways until each side closes.
 pub async fn splice(client: OnUpgrade, daemon: OnUpgrade, record: Arc<RequestRecord>) {
     let (client, daemon) = match tokio::try_join!(client, daemon) {
@@ -25,7 +29,9 @@ pub async fn splice(client: OnUpgrade, daemon: OnUpgrade, record: Arc<RequestRec
     record.set_upgraded();
     let mut client = TokioIo::new(client);
     let mut daemon = TokioIo::new(daemon);
-    match tokio::io::copy_bidirectional(&mut client, &mut daemon).await {
+    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut daemon, COPY_BUF, COPY_BUF)
+        .await
+    {
         Ok((to_daemon, to_client)) => {
             record.add_in(to_daemon);
             record.add_out(to_client);
