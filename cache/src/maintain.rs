@@ -82,7 +82,8 @@ impl Store {
     /// fail (or whose content is gone) are dropped.
     pub async fn verify(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
-        for (key, _) in self.table().keys() {
+        let keys = self.table().keys();
+        for (key, _) in keys {
             let Some(key) = CacheKey::parse(&key) else {
                 continue;
             };
@@ -157,7 +158,8 @@ impl Store {
     pub async fn purge(&self, pattern: &str) -> Result<u64> {
         let glob = Glob::new(pattern);
         let mut removed = 0;
-        for (key, _) in self.table().keys() {
+        let keys = self.table().keys();
+        for (key, _) in keys {
             let Some(parsed) = CacheKey::parse(&key) else {
                 continue;
             };

@@ -1,0 +1,287 @@
+//! Caching policy end to end through `Cache`, with injected time.
+
+mod support;
+
+use std::time::Duration;
+
+use cistern_cache::{Lookup, MissReason, NoStoreReason, PolicyConfig, Revalidation, StoreStart};
+use http::StatusCode;
+use support::*;
+
+const FILE: &str = "https://files.example.test/assets/app.js";
+
+#[tokio::test]
+async fn max_age_is_fresh_until_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let res = ok(&[("cache-control", "max-age=300"), ("etag", "\"v1\"")]);
+    origin_answer(&cache, &get(FILE), &res, b"console.log(1)", t(0))
+        .await
+        .unwrap();
+
+    assert!(matches!(
+        cache.lookup(&get(FILE), t(299)).await.unwrap(),
+        Lookup::Hit(_)
+    ));
+    let Lookup::Stale(stale) = cache.lookup(&get(FILE), t(301)).await.unwrap() else {
+        panic!("expired entry must revalidate");
+    };
+    assert_eq!(stale.revalidation.headers["if-none-match"], "\"v1\"");
+}
+
+#[tokio::test]
+async fn a_304_refreshes_the_stored_entry_without_a_new_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let res = ok(&[
+        ("cache-control", "max-age=60"),
+        ("etag", "\"v1\""),
+        ("x-build", "1"),
+    ]);
+    origin_answer(&cache, &get(FILE), &res, b"body v1", t(0))
+        .await
+        .unwrap();
+
+    let Lookup::Stale(stale) = cache.lookup(&get(FILE), t(100)).await.unwrap() else {
+        panic!("should be stale");
+    };
+    let not_modified = status(
+        StatusCode::NOT_MODIFIED,
+        &[
+            ("cache-control", "max-age=60"),
+            ("etag", "\"v1\""),
+            ("x-build", "2"),
+        ],
+    );
+    let Revalidation::NotModified(hit) = cache
+        .revalidated(*stale, &not_modified, t(100))
+        .await
+        .unwrap()
+    else {
+        panic!("304 should refresh");
+    };
+    assert_eq!(hit.response.status, 200);
+    assert_eq!(hit.body.bytes().await.unwrap(), &b"body v1"[..]);
+
+    // Fresh again for another max-age from the revalidation, and persisted.
+    let Lookup::Hit(hit) = cache.lookup(&get(FILE), t(150)).await.unwrap() else {
+        panic!("refreshed entry should be fresh");
+    };
+    assert_eq!(hit.entry.meta.headers["x-build"], "2");
+    assert!(matches!(
+        cache.lookup(&get(FILE), t(161)).await.unwrap(),
+        Lookup::Stale(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_200_on_revalidation_means_modified() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let res = ok(&[("cache-control", "max-age=1"), ("etag", "\"v1\"")]);
+    origin_answer(&cache, &get(FILE), &res, b"v1", t(0))
+        .await
+        .unwrap();
+    let Lookup::Stale(stale) = cache.lookup(&get(FILE), t(5)).await.unwrap() else {
+        panic!("should be stale");
+    };
+    let new = ok(&[("cache-control", "max-age=1"), ("etag", "\"v2\"")]);
+    assert!(matches!(
+        cache.revalidated(*stale, &new, t(5)).await.unwrap(),
+        Revalidation::Modified
+    ));
+    origin_answer(&cache, &get(FILE), &new, b"v2", t(5))
+        .await
+        .unwrap();
+    let Lookup::Hit(hit) = cache.lookup(&get(FILE), t(5)).await.unwrap() else {
+        panic!("new body stored");
+    };
+    assert_eq!(hit.body.bytes().await.unwrap(), &b"v2"[..]);
+}
+
+#[tokio::test]
+async fn vary_selects_the_stored_variant_only_for_matching_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let gzip = get_with(FILE, &[("accept-encoding", "gzip")]);
+    let br = get_with(FILE, &[("accept-encoding", "br")]);
+    let res = ok(&[
+        ("cache-control", "max-age=60"),
+        ("vary", "Accept-Encoding"),
+        ("content-encoding", "gzip"),
+    ]);
+    origin_answer(&cache, &gzip, &res, b"gzipped", t(0))
+        .await
+        .unwrap();
+
+    assert!(matches!(
+        cache.lookup(&gzip, t(1)).await.unwrap(),
+        Lookup::Hit(_)
+    ));
+    let Lookup::Miss(miss) = cache.lookup(&br, t(1)).await.unwrap() else {
+        panic!("other encoding must not get the gzip body");
+    };
+    assert_eq!(miss.reason, MissReason::VaryMismatch);
+}
+
+#[tokio::test]
+async fn no_store_and_private_responses_are_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    for (cc, reason) in [
+        ("no-store", NoStoreReason::NoStoreResponse),
+        ("private, max-age=600", NoStoreReason::PrivateResponse),
+    ] {
+        match cache
+            .store_response(&get(FILE), &ok(&[("cache-control", cc)]), t(0))
+            .await
+            .unwrap()
+        {
+            StoreStart::NoStore(got) => assert_eq!(got, reason),
+            StoreStart::Store(_) => panic!("{cc} must not be stored"),
+        }
+    }
+    assert!(matches!(
+        cache.lookup(&get(FILE), t(1)).await.unwrap(),
+        Lookup::Miss(_)
+    ));
+    assert_eq!(cache.store().stats().entries, 0);
+}
+
+#[tokio::test]
+async fn error_statuses_are_not_stored_even_under_the_immutable_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let deb = get("https://deb.example.test/debian/pool/main/x/x_1_amd64.deb");
+    match cache
+        .store_response(&deb, &status(StatusCode::NOT_FOUND, &[]), t(0))
+        .await
+        .unwrap()
+    {
+        StoreStart::NoStore(reason) => assert_eq!(reason, NoStoreReason::Status(404)),
+        StoreStart::Store(_) => panic!("a 404 must not become immutable"),
+    }
+}
+
+#[tokio::test]
+async fn a_deb_without_cache_headers_is_immutable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let deb = get("https://deb.example.test/debian/pool/main/h/hello/hello_2.10_amd64.deb");
+    origin_answer(&cache, &deb, &ok(&[]), b"!<arch>", t(0))
+        .await
+        .unwrap();
+
+    let ninety_days = 90 * 24 * 3600;
+    let Lookup::Hit(hit) = cache.lookup(&deb, t(ninety_days)).await.unwrap() else {
+        panic!("pool files stay fresh without headers");
+    };
+    assert!(hit.response.headers["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("immutable"));
+    // A client's no-cache does not force a re-download of a versioned file.
+    let nocache = get_with(
+        deb.uri.to_string().as_str(),
+        &[("cache-control", "no-cache")],
+    );
+    assert!(matches!(
+        cache.lookup(&nocache, t(ninety_days)).await.unwrap(),
+        Lookup::Hit(_)
+    ));
+}
+
+#[tokio::test]
+async fn release_files_always_revalidate() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let release = get("https://deb.example.test/debian/dists/stable/Release");
+    let res = ok(&[
+        ("cache-control", "max-age=86400"),
+        ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+    ]);
+    origin_answer(&cache, &release, &res, b"Origin: Example", t(0))
+        .await
+        .unwrap();
+
+    let Lookup::Stale(stale) = cache.lookup(&release, t(1)).await.unwrap() else {
+        panic!("Release must be revalidated even when the origin says max-age");
+    };
+    assert_eq!(
+        stale.revalidation.headers["if-modified-since"],
+        "Sun, 06 Nov 1994 08:49:37 GMT"
+    );
+    let nm = status(
+        StatusCode::NOT_MODIFIED,
+        &[("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT")],
+    );
+    assert!(matches!(
+        cache.revalidated(*stale, &nm, t(2)).await.unwrap(),
+        Revalidation::NotModified(_)
+    ));
+    // Still revalidates next time.
+    assert!(matches!(
+        cache.lookup(&release, t(3)).await.unwrap(),
+        Lookup::Stale(_)
+    ));
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_a_recent_entry_when_the_origin_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = PolicyConfig {
+        stale_if_error: Some(Duration::from_secs(3600)),
+        ..PolicyConfig::default()
+    };
+    let cache = cache_with(dir.path(), Default::default(), policy).await;
+    let index = get("https://py.example.test/simple/requests/");
+    origin_answer(&cache, &index, &ok(&[("etag", "\"s1\"")]), b"<html>", t(0))
+        .await
+        .unwrap();
+
+    let Lookup::Stale(stale) = cache.lookup(&index, t(60)).await.unwrap() else {
+        panic!("simple pages revalidate");
+    };
+    let hit = cache
+        .stale_if_error(*stale, t(60))
+        .await
+        .unwrap()
+        .expect("serve stale");
+    assert_eq!(hit.body.bytes().await.unwrap(), &b"<html>"[..]);
+
+    let Lookup::Stale(stale) = cache.lookup(&index, t(7200)).await.unwrap() else {
+        panic!("simple pages revalidate");
+    };
+    assert!(cache
+        .stale_if_error(*stale, t(7200))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn head_is_answered_from_the_get_entry_and_never_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let head = http::Request::head(FILE).body(()).unwrap().into_parts().0;
+    assert!(matches!(
+        cache
+            .store_response(&head, &ok(&[("cache-control", "max-age=60")]), t(0))
+            .await
+            .unwrap(),
+        StoreStart::NoStore(NoStoreReason::HeadRequest)
+    ));
+    origin_answer(
+        &cache,
+        &get(FILE),
+        &ok(&[("cache-control", "max-age=60")]),
+        b"x",
+        t(0),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        cache.lookup(&head, t(1)).await.unwrap(),
+        Lookup::Hit(_)
+    ));
+}

@@ -1,0 +1,113 @@
+//! Concurrent misses for one key: one origin fetch, everyone gets the body.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cistern_cache::{Lookup, SingleFlight, StoreConfig, StoreStart, WaitOutcome};
+use support::*;
+
+const WHL: &str = "https://py.example.test/packages/ab/cd/pkg-1.0-py3-none-any.whl";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_misses_fetch_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let body = Arc::new(body_of(200_000, 5));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (cache, fetches, body) = (cache.clone(), fetches.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let req = get(WHL);
+            let Lookup::Miss(miss) = cache.lookup(&req, t(0)).await.unwrap() else {
+                // Arrived after the commit: a plain hit.
+                return;
+            };
+            let outcome = cache
+                .store()
+                .single_flight(&miss.key, || async {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    // The origin is slow; everyone else piles up behind us.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let StoreStart::Store(mut w) =
+                        cache.store_response(&req, &ok(&[]), t(0)).await?
+                    else {
+                        unreachable!("wheels are stored");
+                    };
+                    w.write(&body).await?;
+                    w.commit().await
+                })
+                .await
+                .unwrap();
+            let got = match outcome {
+                SingleFlight::Fetched(entry) => entry.unwrap(),
+                SingleFlight::Cached(entry) => *entry,
+                SingleFlight::GoToOrigin(why) => panic!("follower fell back: {why}"),
+            };
+            let read = cache
+                .store()
+                .body(&got)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert_eq!(read, body.as_slice());
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn followers_fall_back_when_the_leader_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let key = cistern_cache::CacheKey::from_request(&get(WHL)).unwrap();
+    let cistern_cache::Flight::Leader(guard) = cache.store().lock(&key) else {
+        panic!("first caller leads");
+    };
+    let follower = {
+        let cache = cache.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            cache
+                .store()
+                .single_flight(&key, || async { Ok::<_, ()>(()) })
+                .await
+                .unwrap()
+        })
+    };
+    tokio::task::yield_now().await;
+    drop(guard); // origin failed
+    assert!(matches!(
+        follower.await.unwrap(),
+        SingleFlight::GoToOrigin(WaitOutcome::Failed) | SingleFlight::Fetched(Ok(()))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn followers_do_not_wait_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        lock_timeout: Duration::from_secs(5),
+        ..StoreConfig::default()
+    };
+    let cache = cache_with(dir.path(), cfg, Default::default()).await;
+    let key = cistern_cache::CacheKey::from_request(&get(WHL)).unwrap();
+    let _stuck_leader = cache.store().lock(&key);
+    let outcome = cache
+        .store()
+        .single_flight(&key, || async { Ok::<_, ()>(()) })
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcome,
+        SingleFlight::GoToOrigin(WaitOutcome::TimedOut)
+    ));
+}
