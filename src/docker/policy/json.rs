@@ -466,11 +466,15 @@ fn canon_object(
             let p = join(path, &key);
             match opts.unknown {
                 UnknownFields::Refuse => {
-                    return Err(Refusal::policy(
+                    // A policy refusal (audit mode forwards without the field), but
+                    // answered like the daemon answers invalid parameters: 400.
+                    let mut r = Refusal::policy(
                         "unknown_field",
                         p.clone(),
                         format!("cistern: unknown field {p} in {}", obj.name),
-                    ))
+                    );
+                    r.status = http::StatusCode::BAD_REQUEST;
+                    return Err(r);
                 }
                 UnknownFields::Drop => {
                     notes.push(format!("dropped unknown field {p}"));
@@ -619,6 +623,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(r.rule, "unknown_field");
         assert_eq!(r.field, "HostConfig.Bogus");
+        assert_eq!(r.status, http::StatusCode::BAD_REQUEST);
+        assert_eq!(
+            r.message,
+            "cistern: unknown field HostConfig.Bogus in HostConfig"
+        );
         // 20.10 read HostConfig fields at the top level too; current moby does not.
         let r = canon_create(r#"{"Image":"x","Privileged":true}"#).unwrap_err();
         assert_eq!(r.field, "Privileged");
