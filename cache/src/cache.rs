@@ -96,7 +96,7 @@ impl fmt::Display for Lookup {
 #[derive(Debug)]
 pub enum StoreStart {
     /// Tee the body into this writer, then commit.
-    Store(Writer),
+    Store(Box<Writer>),
     /// Forward without storing.
     NoStore(NoStoreReason),
 }
@@ -203,9 +203,9 @@ impl Cache {
         now: SystemTime,
     ) -> Result<StoreStart> {
         match self.policy.on_response(cacheable, req, res, now) {
-            StoreDecision::Store(meta) => Ok(StoreStart::Store(
+            StoreDecision::Store(meta) => Ok(StoreStart::Store(Box::new(
                 self.store.begin_write(&cacheable.key, *meta).await?,
-            )),
+            ))),
             StoreDecision::NoStore(reason) => Ok(StoreStart::NoStore(reason)),
         }
     }

@@ -34,7 +34,7 @@ pub enum Body {
     /// Already read and verified.
     Full(Bytes),
     /// Streamed from disk, verified at the end.
-    Stream(BodyReader),
+    Stream(Box<BodyReader>),
 }
 
 impl Body {

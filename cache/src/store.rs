@@ -292,7 +292,7 @@ impl Store {
                 Err(e) => Err(Error::cacache("reading a body", e)),
             }
         } else {
-            Ok(Body::Stream(self.reader(entry).await?))
+            Ok(Body::Stream(Box::new(self.reader(entry).await?)))
         }
     }
 
