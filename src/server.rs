@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ListenerKind};
+use crate::docker::policy::Policy;
 use crate::docker::{ConnInfo, DockerProxy};
 use crate::listen::{self, ListenError, Peer, UnixSocket};
 
@@ -35,13 +36,17 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Li
             ListenerKind::Unix(cfg) => Bound::Unix(listen::bind_unix(&listener.name, cfg)?),
             ListenerKind::Tcp(cfg) => Bound::Tcp(listen::bind_tcp(&listener.name, cfg).await?),
         };
-        bound.push((Arc::<str>::from(listener.name.as_str()), socket));
+        bound.push((
+            Arc::<str>::from(listener.name.as_str()),
+            listener.policy.clone(),
+            socket,
+        ));
     }
 
     let tasks = TaskTracker::new();
     let proxy = Arc::new(DockerProxy::new(&config, tasks.clone()));
     let accept_loops = TaskTracker::new();
-    for (name, socket) in bound {
+    for (name, policy, socket) in bound {
         match &socket {
             Bound::Unix(s) => {
                 tracing::info!(listener = %name, path = %s.path().display(), upstream = %config.upstream.endpoint, "listening")
@@ -52,6 +57,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Li
         }
         accept_loops.spawn(accept_loop(
             name,
+            policy,
             socket,
             proxy.clone(),
             tasks.clone(),
@@ -80,6 +86,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Li
 
 async fn accept_loop(
     name: Arc<str>,
+    policy: Arc<Policy>,
     socket: Bound,
     proxy: Arc<DockerProxy>,
     tasks: TaskTracker,
@@ -95,6 +102,7 @@ async fn accept_loop(
                 let conn = Arc::new(ConnInfo {
                     listener: name.clone(),
                     peer,
+                    policy: policy.clone(),
                 });
                 tasks.spawn(serve_connection(
                     stream,
@@ -108,6 +116,7 @@ async fn accept_loop(
                 let conn = Arc::new(ConnInfo {
                     listener: name.clone(),
                     peer,
+                    policy: policy.clone(),
                 });
                 tasks.spawn(serve_connection(
                     stream,

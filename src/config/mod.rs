@@ -69,6 +69,9 @@ impl fmt::Display for UpstreamEndpoint {
 pub struct Listener {
     pub name: String,
     pub kind: ListenerKind,
+    /// What clients of this listener may ask of the daemon (default: the
+    /// built-in `conservative` policy).
+    pub policy: std::sync::Arc<crate::docker::policy::Policy>,
 }
 
 #[derive(Debug, Clone)]

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::docker::policy::PolicyConfig;
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -93,6 +95,7 @@ pub struct RawListener {
     pub name: Option<String>,
     pub unix: Option<RawUnix>,
     pub tcp: Option<RawTcp>,
+    pub policy: Option<PolicyConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +107,8 @@ pub struct RawListenerFields {
     unix: Option<RawUnix>,
     #[serde(default)]
     tcp: Option<RawTcp>,
+    #[serde(default)]
+    policy: Option<PolicyConfig>,
 }
 
 impl TryFrom<RawListenerFields> for RawListener {
@@ -113,11 +118,20 @@ impl TryFrom<RawListenerFields> for RawListener {
         match (&raw.unix, &raw.tcp) {
             (Some(_), Some(_)) => Err("a listener is either `unix` or `tcp`, not both".into()),
             (None, None) => Err("a listener needs `unix` or `tcp`".into()),
-            _ => Ok(RawListener {
-                name: raw.name,
-                unix: raw.unix,
-                tcp: raw.tcp,
-            }),
+            _ => {
+                // Check the policy here, where an error still has a line number.
+                if let Some(policy) = &raw.policy {
+                    policy
+                        .validate()
+                        .map_err(|err| format!("policy: {err}"))?;
+                }
+                Ok(RawListener {
+                    name: raw.name,
+                    unix: raw.unix,
+                    tcp: raw.tcp,
+                    policy: raw.policy,
+                })
+            }
         }
     }
 }

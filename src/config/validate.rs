@@ -3,9 +3,11 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{RawConfig, RawLogFormat, UserOrId};
+use crate::docker::policy::Policy;
 use super::{
     Config, ConfigError, Listener, ListenerKind, LogConfig, LogFormat, TcpListener, UnixListener,
     Upstream, UpstreamEndpoint,
@@ -88,7 +90,17 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
         } else {
             unreachable!("RawListener::try_from guarantees unix or tcp");
         };
-        listeners.push(Listener { name, kind });
+        let policy = match raw.policy {
+            Some(policy) => policy
+                .validate()
+                .map_err(|err| invalid(at("policy"), err.to_string()))?,
+            None => Policy::default(),
+        };
+        listeners.push(Listener {
+            name,
+            kind,
+            policy: Arc::new(policy),
+        });
     }
     if listeners.is_empty() {
         listeners.push(Listener {
@@ -99,6 +111,7 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
                 owner: None,
                 group: None,
             }),
+            policy: Arc::new(Policy::default()),
         });
     }
 

@@ -1,6 +1,16 @@
 //! The Docker API proxy: receives a client's request, forwards it to the real
 //! daemon and streams the answer back.
 //!
+//! The request pipeline, in order (each stage is synchronous and I/O-free,
+//! except where the driver here reads or forwards):
+//! `route` ([`route::classify`], as dockerd's router would dispatch it) →
+//! `headers` ([`policy::Policy::inspect_headers`]) → `authorize` (endpoint
+//! group allowed on this listener) → `query` (build, pull, ... parameters) →
+//! `[read body whole, capped]` → `inspect/rewrite` (Go-compatible JSON reading,
+//! the policy's rules, injections) → `forward` or `hijack` → access log.
+//! A refusal ends the pipeline with Docker's JSON error; in audit mode policy
+//! refusals are logged and the request goes on.
+//!
 //! Bodies are never buffered whole here: frames pass through one at a time, so
 //! a slow client slows the daemon (back-pressure) and a 20 GB `docker load`
 //! costs no memory. Upgraded connections (attach, exec) are handed to
@@ -10,6 +20,8 @@ pub mod access_log;
 pub mod error;
 pub mod headers;
 pub mod hijack;
+pub mod policy;
+pub mod route;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -17,6 +29,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
+use http_body_util::Full;
 use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
@@ -25,6 +38,8 @@ use tokio_util::task::TaskTracker;
 
 use self::access_log::{Counted, Direction, RequestRecord};
 use self::error::DockerError;
+use self::policy::{BodyNeed, Policy, Refusal, RefusalKind, Verdict};
+use self::route::Route;
 use self::upstream::UpstreamClient;
 use crate::config::Config;
 use crate::listen::Peer;
@@ -40,6 +55,8 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 pub struct ConnInfo {
     pub listener: Arc<str>,
     pub peer: Peer,
+    /// The policy of the listener the connection came in on.
+    pub policy: Arc<Policy>,
 }
 
 /// The Docker API proxy shared by every listener.
@@ -73,7 +90,7 @@ impl DockerProxy {
             req.method().to_string(),
             req.uri().path().to_string(),
         );
-        let response = match self.forward(req, &record).await {
+        let response = match self.forward(req, &conn, &record).await {
             Ok(response) => response,
             Err(err) => {
                 match err.side {
@@ -99,17 +116,102 @@ impl DockerProxy {
     async fn forward(
         &self,
         mut req: Request<Incoming>,
+        conn: &ConnInfo,
         record: &Arc<RequestRecord>,
     ) -> Result<Response<ProxyBody>, DockerError> {
+        let policy = &conn.policy;
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_string();
+        let route = route::classify(req.method(), &target)
+            .map_err(|err| DockerError::client(err.status(), err.to_string()))?;
+        let refused = |refusal: Refusal| refuse(conn, record, &route, refusal);
+        policy
+            .inspect_headers(req.headers())
+            .map_err(|refusal| refuse_always(conn, record, &route, refusal))?;
+        let need = match policy.authorize(&route) {
+            Ok(need) => need,
+            Err(refusal) => {
+                refused(refusal)?;
+                // Audit mode: forward, still reading bodies that need it.
+                match policy::body_schema(&route.endpoint) {
+                    Some(_) => BodyNeed::Inspect {
+                        cap: policy.max_body_size,
+                    },
+                    None => BodyNeed::None,
+                }
+            }
+        };
+        let query = match policy.inspect_query(&route) {
+            Ok(query) => query,
+            Err(refusal) => {
+                refused(refusal)?;
+                None
+            }
+        };
+
         let upgrade = headers::wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        parts.uri = daemon_uri(&parts.uri)?;
+        let target = match query {
+            Some(query) => {
+                let path = target.split_once('?').map_or(target.as_str(), |(p, _)| p);
+                if query.is_empty() {
+                    path.to_string()
+                } else {
+                    format!("{path}?{query}")
+                }
+            }
+            None => target,
+        };
+        parts.uri = daemon_uri(&target)?;
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        let body = Counted::new(body, record.clone(), Direction::In)
-            .map_err(BoxError::from)
-            .boxed_unsync();
+        let body = Counted::new(body, record.clone(), Direction::In);
+        let body = match need {
+            BodyNeed::None => body.map_err(BoxError::from).boxed_unsync(),
+            BodyNeed::Inspect { cap } => {
+                let raw = read_capped(body, cap).await?;
+                let forwarded = match policy.judge_body(&route, &raw) {
+                    Verdict::Allow(inspected) => {
+                        if !inspected.notes.is_empty() {
+                            tracing::debug!(path = %record.path, notes = ?inspected.notes, "body rewritten");
+                        }
+                        inspected.body
+                    }
+                    Verdict::Refuse {
+                        refusal,
+                        all,
+                        audit_forward,
+                    } => match audit_forward {
+                        Some(body) if policy.audit && refusal.kind == RefusalKind::Policy => {
+                            for r in all {
+                                refused(r)?;
+                            }
+                            body
+                        }
+                        _ => return Err(refuse_always(conn, record, &route, refusal)),
+                    },
+                };
+                // The daemon reads exactly what cistern validated: fresh framing.
+                parts.headers.remove(http::header::CONTENT_LENGTH);
+                parts.headers.remove(http::header::TRANSFER_ENCODING);
+                if !forwarded.is_empty() {
+                    parts.headers.insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    parts
+                        .headers
+                        .insert(http::header::CONTENT_LENGTH, forwarded.len().into());
+                }
+                Full::new(forwarded)
+                    .map_err(|never| match never {})
+                    .boxed_unsync()
+            }
+        };
         let outgoing = Request::from_parts(parts, body);
 
         let mut response = self.client.request(outgoing).await.map_err(|err| {
@@ -155,10 +257,84 @@ impl DockerProxy {
     }
 }
 
-/// The URI sent to the daemon: the client's path and query exactly as sent
-/// (version prefix included), with cistern's authority.
-fn daemon_uri(uri: &Uri) -> Result<Uri, DockerError> {
-    let path_and_query = uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+/// Logs a refusal and turns it into the client's error, unless the listener
+/// audits and the refusal is a policy decision: then it is only logged, and
+/// the request goes on (`Ok`).
+fn refuse(
+    conn: &ConnInfo,
+    record: &RequestRecord,
+    route: &Route,
+    refusal: Refusal,
+) -> Result<(), DockerError> {
+    if conn.policy.audit && refusal.kind == RefusalKind::Policy {
+        log_refusal(conn, record, route, &refusal, true);
+        return Ok(());
+    }
+    Err(refuse_always(conn, record, route, refusal))
+}
+
+fn refuse_always(
+    conn: &ConnInfo,
+    record: &RequestRecord,
+    route: &Route,
+    refusal: Refusal,
+) -> DockerError {
+    log_refusal(conn, record, route, &refusal, false);
+    DockerError {
+        status: refusal.status,
+        side: error::Side::Client,
+        message: refusal.message,
+    }
+}
+
+/// One structured event per refusal (or, in audit mode, per would-be refusal).
+fn log_refusal(
+    conn: &ConnInfo,
+    record: &RequestRecord,
+    route: &Route,
+    refusal: &Refusal,
+    audit: bool,
+) {
+    tracing::warn!(
+        target: "cistern::policy",
+        listener = %conn.listener,
+        peer = %conn.peer,
+        method = %record.method,
+        path = %record.path,
+        group = route.group().as_str(),
+        policy = %conn.policy.name,
+        rule = refusal.rule,
+        field = %refusal.field,
+        status = refusal.status.as_u16(),
+        audit,
+        "{}",
+        if audit { "would refuse (audit mode: forwarded)" } else { "refused" }
+    );
+}
+
+/// Reads a whole request body, at most `cap` bytes: beyond it, 413.
+async fn read_capped<B>(body: B, cap: usize) -> Result<Bytes, DockerError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    match http_body_util::Limited::new(body, cap).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(DockerError::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the {cap} bytes this listener accepts"),
+        )),
+        Err(err) => Err(DockerError::client(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the request body: {err}"),
+        )),
+    }
+}
+
+/// The URI sent to the daemon: the client's path and query as sent (version
+/// prefix included; the query possibly rewritten by the policy), with
+/// cistern's authority.
+fn daemon_uri(path_and_query: &str) -> Result<Uri, DockerError> {
     if !path_and_query.starts_with('/') {
         return Err(DockerError::client(
             StatusCode::BAD_REQUEST,
