@@ -355,14 +355,20 @@ impl Policy {
             Ok(v) => v,
             Err(r) => return refuse(r),
         };
+        // Exec start bodies (`Detach`, `Tty`, `ConsoleSize`) cannot ask for
+        // anything: clients add their own fields there (bollard sends
+        // `OutputCapacity`), so unknown ones are dropped, as the daemon would
+        // ignore them, rather than refused.
+        let unknown = match route.endpoint {
+            Endpoint::ExecStart { .. } => UnknownFields::Drop,
+            _ => self.unknown_fields,
+        };
         // In audit mode unknown fields are dropped from the forwarded body and the
         // would-be refusal is recorded.
         let mut canonical = match json::canonicalise(
             value.clone(),
             obj,
-            json::Canon {
-                unknown: self.unknown_fields,
-            },
+            json::Canon { unknown },
             &mut ctx.notes,
         ) {
             Ok(v) => v,
