@@ -5,6 +5,8 @@
 //! - [`listen`]: unix and TCP listeners Docker clients connect to.
 //! - [`docker`]: the Docker API proxy: forwarding, streaming, hijacked
 //!   connections, Docker-shaped errors, the access log.
+//! - [`mitm`]: transparent caching: its configuration, the CA store shared
+//!   by the caching proxy and by injection into containers.
 //! - [`server`]: binds listeners, serves, and shuts down gracefully.
 //! - [`telemetry`]: logging setup.
 #![forbid(unsafe_code)]
@@ -12,5 +14,6 @@
 pub mod config;
 pub mod docker;
 pub mod listen;
+pub mod mitm;
 pub mod server;
 pub mod telemetry;

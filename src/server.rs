@@ -20,6 +20,7 @@ use crate::config::{Config, ListenerKind};
 use crate::docker::policy::Policy;
 use crate::docker::{ConnInfo, DockerProxy};
 use crate::listen::{self, ListenError, Peer, UnixSocket};
+use crate::mitm::Caching;
 
 /// A bound listener, ready to accept.
 enum Bound {
@@ -27,9 +28,18 @@ enum Bound {
     Tcp(tokio::net::TcpListener),
 }
 
+/// Why cistern could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    #[error("caching: CA: {0}")]
+    Ca(#[source] cistern_ca::Error),
+}
+
 /// Serves until `shutdown` is cancelled, then drains for at most the
 /// configured grace period.
-pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ListenError> {
+pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     let mut bound = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
         let socket = match &listener.kind {
@@ -43,8 +53,17 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Li
         ));
     }
 
+    let caching = match &config.caching {
+        Some(cfg) => {
+            let caching = Arc::new(Caching::open(cfg.clone()).map_err(ServeError::Ca)?);
+            tokio::spawn(ca_maintenance(caching.clone(), shutdown.clone()));
+            Some(caching)
+        }
+        None => None,
+    };
+
     let tasks = TaskTracker::new();
-    let proxy = Arc::new(DockerProxy::new(&config, tasks.clone()));
+    let proxy = Arc::new(DockerProxy::new(&config, tasks.clone(), caching.clone()));
     let accept_loops = TaskTracker::new();
     for (name, policy, socket) in bound {
         match &socket {
@@ -82,6 +101,30 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Li
         );
     }
     Ok(())
+}
+
+/// Rotates CAs ahead of time and deletes expired ones.
+async fn ca_maintenance(caching: Arc<Caching>, shutdown: CancellationToken) {
+    // Often enough for lifetimes of minutes (tests use seconds).
+    let period = (caching.config.ca_lifetime / 20)
+        .clamp(Duration::from_millis(200), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        match caching.ca.tick(time::OffsetDateTime::now_utc()) {
+            Ok(report) => {
+                if let Some(id) = report.rotated {
+                    tracing::info!(ca = id.as_str(), "CA rotated");
+                }
+                for id in report.removed {
+                    tracing::info!(ca = id.as_str(), "expired CA removed");
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "CA maintenance failed"),
+        }
+    }
 }
 
 async fn accept_loop(

@@ -5,7 +5,7 @@
 //! line and column, and the key path (`listeners[0].unix.mode`), so an operator
 //! can fix a config without reading our source.
 
-mod raw;
+pub(crate) mod raw;
 mod validate;
 
 use std::fmt;
@@ -26,6 +26,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub upstream: Upstream,
     pub listeners: Vec<Listener>,
+    /// Transparent caching of package downloads; off when the file has no
+    /// `caching:` section.
+    pub caching: Option<crate::mitm::CachingConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

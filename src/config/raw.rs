@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     #[serde(default)]
     pub listeners: Option<Vec<RawListener>>,
+    #[serde(default)]
+    pub caching: Option<crate::mitm::RawCaching>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -121,9 +123,7 @@ impl TryFrom<RawListenerFields> for RawListener {
             _ => {
                 // Check the policy here, where an error still has a line number.
                 if let Some(policy) = &raw.policy {
-                    policy
-                        .validate()
-                        .map_err(|err| format!("policy: {err}"))?;
+                    policy.validate().map_err(|err| format!("policy: {err}"))?;
                 }
                 Ok(RawListener {
                     name: raw.name,

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{RawConfig, RawLogFormat, UserOrId};
-use crate::docker::policy::Policy;
 use super::{
     Config, ConfigError, Listener, ListenerKind, LogConfig, LogFormat, TcpListener, UnixListener,
     Upstream, UpstreamEndpoint,
 };
+use crate::docker::policy::Policy;
 
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,7 +115,17 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
         });
     }
 
+    let caching = match raw.caching {
+        Some(caching) => Some(
+            caching
+                .validate()
+                .map_err(|message| invalid("caching".into(), message))?,
+        ),
+        None => None,
+    };
+
     Ok(Config {
+        caching,
         log,
         shutdown_grace: raw.shutdown_grace.map_or(DEFAULT_GRACE, |d| d.0),
         upstream,

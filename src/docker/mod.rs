@@ -29,10 +29,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
-use http_body_util::Full;
 use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
+use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
@@ -43,6 +43,7 @@ use self::route::Route;
 use self::upstream::UpstreamClient;
 use crate::config::Config;
 use crate::listen::Peer;
+use crate::mitm::Caching;
 
 /// Errors carried inside bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -66,15 +67,23 @@ pub struct DockerProxy {
     upstream_name: String,
     /// Hijacked streams run as tasks here so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Transparent caching, when configured: what containers get injected.
+    caching: Option<Arc<Caching>>,
 }
 
 impl DockerProxy {
-    pub fn new(config: &Config, tasks: TaskTracker) -> Self {
+    pub fn new(config: &Config, tasks: TaskTracker, caching: Option<Arc<Caching>>) -> Self {
         Self {
             client: upstream::client(&config.upstream),
             upstream_name: config.upstream.endpoint.to_string(),
             tasks,
+            caching,
         }
+    }
+
+    /// Transparent caching, when configured.
+    pub fn caching(&self) -> Option<&Arc<Caching>> {
+        self.caching.as_ref()
     }
 
     /// Handles one request. Never fails: every error becomes a Docker-shaped
