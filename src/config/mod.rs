@@ -75,6 +75,9 @@ pub struct Listener {
     /// What clients of this listener may ask of the daemon (default: the
     /// built-in `conservative` policy).
     pub policy: std::sync::Arc<crate::docker::policy::Policy>,
+    /// Whether containers created through this listener get cache routing and
+    /// trust injected (only when `caching:` is configured). Default true.
+    pub caching_inject: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -98,6 +98,7 @@ pub struct RawListener {
     pub unix: Option<RawUnix>,
     pub tcp: Option<RawTcp>,
     pub policy: Option<PolicyConfig>,
+    pub caching_inject: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +112,10 @@ pub struct RawListenerFields {
     tcp: Option<RawTcp>,
     #[serde(default)]
     policy: Option<PolicyConfig>,
+    /// `false`: containers created through this listener get no cache
+    /// routing or trust (when `caching:` is configured). Default true.
+    #[serde(default)]
+    caching_inject: Option<bool>,
 }
 
 impl TryFrom<RawListenerFields> for RawListener {
@@ -130,6 +135,7 @@ impl TryFrom<RawListenerFields> for RawListener {
                     unix: raw.unix,
                     tcp: raw.tcp,
                     policy: raw.policy,
+                    caching_inject: raw.caching_inject,
                 })
             }
         }

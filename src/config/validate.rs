@@ -100,6 +100,7 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
             name,
             kind,
             policy: Arc::new(policy),
+            caching_inject: raw.caching_inject.unwrap_or(true),
         });
     }
     if listeners.is_empty() {
@@ -112,6 +113,7 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
                 group: None,
             }),
             policy: Arc::new(Policy::default()),
+            caching_inject: true,
         });
     }
 

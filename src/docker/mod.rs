@@ -20,6 +20,7 @@ pub mod access_log;
 pub mod error;
 pub mod headers;
 pub mod hijack;
+pub mod inject;
 pub mod policy;
 pub mod route;
 pub mod upstream;
@@ -69,6 +70,8 @@ pub struct DockerProxy {
     tasks: TaskTracker,
     /// Transparent caching, when configured: what containers get injected.
     caching: Option<Arc<Caching>>,
+    /// Cache routing and trust put into containers (with `caching:` only).
+    inject: Option<inject::Injector>,
 }
 
 impl DockerProxy {
@@ -77,6 +80,9 @@ impl DockerProxy {
             client: upstream::client(&config.upstream),
             upstream_name: config.upstream.endpoint.to_string(),
             tasks,
+            inject: caching
+                .as_ref()
+                .map(|c| inject::Injector::new(c.clone(), &config.listeners)),
             caching,
         }
     }
@@ -176,9 +182,14 @@ impl DockerProxy {
             }
             None => target,
         };
+        let target = match &self.inject {
+            Some(inject) => inject.build_target(&conn.listener, &route, target),
+            None => target,
+        };
         parts.uri = daemon_uri(&target)?;
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         let body = Counted::new(body, record.clone(), Direction::In);
+        let mut injected = None;
         let body = match need {
             BodyNeed::None => body.map_err(BoxError::from).boxed_unsync(),
             BodyNeed::Inspect { cap } => {
@@ -204,6 +215,14 @@ impl DockerProxy {
                         _ => return Err(refuse_always(conn, record, &route, refusal)),
                     },
                 };
+                let (forwarded, prepared) = inject::prepare(
+                    self.inject.as_ref(),
+                    &conn.listener,
+                    &route,
+                    forwarded,
+                    time::OffsetDateTime::now_utc(),
+                )?;
+                injected = prepared;
                 // The daemon reads exactly what cistern validated: fresh framing.
                 parts.headers.remove(http::header::CONTENT_LENGTH);
                 parts.headers.remove(http::header::TRANSFER_ENCODING);
@@ -221,6 +240,9 @@ impl DockerProxy {
                     .boxed_unsync()
             }
         };
+        if let Some(prepared) = &mut injected {
+            prepared.remember(&parts);
+        }
         let outgoing = Request::from_parts(parts, body);
 
         let mut response = self.client.request(outgoing).await.map_err(|err| {
@@ -234,6 +256,10 @@ impl DockerProxy {
                 DockerError::upstream(format!("the Docker daemon did not answer: {detail}"))
             }
         })?;
+
+        if let (Some(inject), Some(prepared)) = (&self.inject, injected) {
+            return inject.finish_create(&self.client, prepared, response).await;
+        }
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {

@@ -12,6 +12,10 @@ use serde::Deserialize;
 
 use crate::config::raw::HumanDuration;
 
+/// Where injected containers find the caching proxy's CA certificates as a
+/// standalone PEM file.
+pub const DEFAULT_CA_PATH: &str = "/etc/cistern/ca.pem";
+
 /// `caching:` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +77,31 @@ pub struct RawInject {
     /// or `host-gateway` (default: the daemon's host gateway).
     #[serde(default)]
     pub address: Option<String>,
+    /// `NAME=VALUE` entries added to every injected container's environment,
+    /// for runtimes that ignore the system trust store. Default:
+    /// `NODE_EXTRA_CA_CERTS=/etc/cistern/ca.pem`.
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    /// Image patterns (`*` and `?` globs, matched against `Image` as the client
+    /// wrote it) whose containers get no injection.
+    #[serde(default)]
+    pub skip_images: Vec<String>,
+    /// What to do when the CA cannot be installed in a container. Default `skip`.
+    #[serde(default)]
+    pub on_failure: Option<InjectFailure>,
+}
+
+/// `caching.inject.on_failure`: what happens to a container whose trust stores
+/// cistern could not write (read-only root filesystem, ...). Either way no
+/// half-injected container is left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InjectFailure {
+    /// Remove it, create it again without any caching injection, and log it.
+    #[default]
+    Skip,
+    /// Remove it and answer the create with an error.
+    Refuse,
 }
 
 /// The validated `caching:` section.
@@ -88,6 +117,12 @@ pub struct CachingConfig {
     pub https: SocketAddr,
     /// The address `ExtraHosts` entries point at (`host-gateway` or an IP).
     pub inject_address: String,
+    /// `NAME=VALUE` entries injected into containers' environment.
+    pub inject_env: Vec<String>,
+    /// Image globs whose containers get no injection.
+    pub inject_skip_images: Vec<String>,
+    /// What happens when the CA cannot be installed in a container.
+    pub inject_on_failure: InjectFailure,
 }
 
 impl RawCaching {
@@ -107,7 +142,23 @@ impl RawCaching {
                 "inject.address: `{inject_address}` is neither an IP address nor host-gateway"
             ));
         }
+        let inject_env = self
+            .inject
+            .env
+            .unwrap_or_else(|| vec![format!("NODE_EXTRA_CA_CERTS={DEFAULT_CA_PATH}")]);
+        for (i, entry) in inject_env.iter().enumerate() {
+            match entry.split_once('=') {
+                Some((name, _)) if !name.is_empty() && !name.contains(char::is_whitespace) => {}
+                _ => return Err(format!("inject.env[{i}]: `{entry}` is not NAME=VALUE")),
+            }
+        }
+        if let Some(i) = self.inject.skip_images.iter().position(String::is_empty) {
+            return Err(format!("inject.skip_images[{i}]: empty pattern"));
+        }
         let config = CachingConfig {
+            inject_env,
+            inject_skip_images: self.inject.skip_images,
+            inject_on_failure: self.inject.on_failure.unwrap_or_default(),
             domains: self.domains,
             state_dir: self
                 .state_dir

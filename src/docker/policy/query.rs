@@ -85,6 +85,15 @@ impl Query {
         Ok(first)
     }
 
+    /// Every value of a key that may legitimately repeat (`extrahosts`, `t`), in
+    /// order, as Go's `r.Form[key]` returns them.
+    pub fn values<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(k, _, _)| k == key)
+            .map(|(_, v, _)| v.as_str())
+    }
+
     /// The query with `key` set to `value` (other pairs kept byte for byte).
     pub fn with(&self, key: &str, value: &str) -> Query {
         let mut pairs: Vec<_> = self

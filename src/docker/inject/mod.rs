@@ -1,0 +1,428 @@
+//! Injection of cache routing and trust into containers: what makes a CI
+//! job's package downloads go through cistern's caching proxy, and trust the
+//! certificates it presents, without the job doing anything.
+//!
+//! Runs only when the configuration has a `caching:` section, and not for
+//! listeners with `caching_inject: false` nor for images matching
+//! `caching.inject.skip_images` ([`images`]). The driver
+//! ([`crate::docker`]) calls it at three points:
+//!
+//! 1. **`POST /build` query** ([`Injector::build_target`]): `extrahosts`
+//!    entries for the cached domains ([`hosts`]).
+//! 2. **Container create, before forwarding** ([`prepare`]), on the body the
+//!    policy produced: `HostConfig.ExtraHosts` ([`hosts`]), the configured
+//!    environment ([`env`], default `NODE_EXTRA_CA_CERTS`) and the label
+//!    `cistern.ca=<ids>` recording the CAs the container trusts. The CAs are
+//!    fixed here: [`cistern_ca::CaStore::current_for_new_container`] first (so a
+//!    CA that outlives `max_job_duration` exists), then **every CA valid now**
+//!    ([`cistern_ca::CaStore::cas_valid_at`], newest first). The caching proxy
+//!    signs with the oldest CA still valid; every CA valid at a later moment of
+//!    the job that is older than the current one was valid at creation, so the
+//!    signer is always one the container holds (see the CA crate's rotation
+//!    design).
+//! 3. **After the daemon answered `201`, before the client hears of it**
+//!    ([`Injector::finish_create`]): the CA PEMs go into the container's trust
+//!    stores through the archive API ([`trust`] says where and what,
+//!    [`archive`] does the calls), in the container's own layer, never the
+//!    image. Only then is the `201` passed on.
+//!
+//! **Failure** (read-only root filesystem, a bundle on a mount, ...): the
+//! container is removed, then `caching.inject.on_failure` decides: `skip`
+//! (default) creates it again from the policy-checked body *without any*
+//! caching injection and answers with that create's response (the client never
+//! sees the first id); `refuse` answers `409` (or `502`/`500` when the daemon or
+//! cistern failed) with `cistern: could not install the cache CA into the
+//! container: ...`. Either way no half-injected container is left.
+//!
+//! Only certificates are handled here: CA private keys never leave the state
+//! directory.
+
+pub mod archive;
+pub mod env;
+pub mod error;
+pub mod hosts;
+pub mod images;
+pub mod trust;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use time::OffsetDateTime;
+
+use self::archive::Daemon;
+use self::error::InjectError;
+use self::trust::{CaPem, FileMeta};
+use super::error::{DockerError, Side};
+use super::policy::{json, Json};
+use super::route::{Endpoint, Route};
+use super::upstream::UpstreamClient;
+use super::{headers, BoxError, ProxyBody};
+use crate::config::Listener;
+use crate::mitm::config::{InjectFailure, DEFAULT_CA_PATH};
+use crate::mitm::Caching;
+
+pub use self::env::CA_LABEL;
+
+/// The standalone PEM every injected container gets.
+pub const CA_PATH: &str = DEFAULT_CA_PATH;
+
+/// Injection as configured: built once from the `caching:` section and the
+/// listeners.
+#[derive(Debug)]
+pub struct Injector {
+    caching: Arc<Caching>,
+    /// Listeners with `caching_inject: false`.
+    off: Vec<String>,
+}
+
+/// A container create about to be forwarded with injection.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The body to forward: the policy's, plus the injection.
+    pub body: Bytes,
+    /// The policy-checked body without any injection (for `skip`).
+    plain: Bytes,
+    cas: Vec<CaPem>,
+    image: String,
+    /// The request line and headers, to create again on `skip`.
+    uri: Option<Uri>,
+    headers: HeaderMap,
+}
+
+impl Prepared {
+    /// Remembers the request as forwarded, to create again without injection.
+    pub fn remember(&mut self, parts: &http::request::Parts) {
+        self.uri = Some(parts.uri.clone());
+        self.headers = parts.headers.clone();
+    }
+}
+
+/// Driver hook for stage 2: the body to forward and, when the injection
+/// applies, what to finish after the daemon created the container.
+pub fn prepare(
+    injector: Option<&Injector>,
+    listener: &str,
+    route: &Route,
+    body: Bytes,
+    now: OffsetDateTime,
+) -> Result<(Bytes, Option<Prepared>), DockerError> {
+    match injector {
+        Some(injector) if route.endpoint == Endpoint::ContainerCreate => {
+            match injector.prepare_create(listener, &body, now)? {
+                Some(prepared) => Ok((prepared.body.clone(), Some(prepared))),
+                None => Ok((body, None)),
+            }
+        }
+        _ => Ok((body, None)),
+    }
+}
+
+impl Injector {
+    pub fn new(caching: Arc<Caching>, listeners: &[Listener]) -> Injector {
+        Injector {
+            caching,
+            off: listeners
+                .iter()
+                .filter(|l| !l.caching_inject)
+                .map(|l| l.name.clone())
+                .collect(),
+        }
+    }
+
+    fn on_listener(&self, listener: &str) -> bool {
+        !self.off.iter().any(|l| l == listener)
+    }
+
+    fn on_failure(&self) -> InjectFailure {
+        self.caching.config.inject_on_failure
+    }
+
+    /// Stage 1: the request target of a `POST /build` with `extrahosts` for the
+    /// cached domains added (other requests and switched-off listeners: as is).
+    pub fn build_target(&self, listener: &str, route: &Route, target: String) -> String {
+        if route.endpoint != Endpoint::Build || !self.on_listener(listener) {
+            return target;
+        }
+        let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
+        let cfg = &self.caching.config;
+        match hosts::build_query(query, &cfg.domains, &cfg.inject_address) {
+            Some(query) => format!("{path}?{query}"),
+            None => target,
+        }
+    }
+
+    /// Stage 2 on a canonical create body; `Ok(None)`: forward it unchanged.
+    pub fn prepare_create(
+        &self,
+        listener: &str,
+        body: &Bytes,
+        now: OffsetDateTime,
+    ) -> Result<Option<Prepared>, DockerError> {
+        if !self.on_listener(listener) || body.is_empty() {
+            return Ok(None);
+        }
+        // The policy validated this body; a body it forwards unread (audit of a
+        // malformed one never is) simply gets no injection.
+        let Ok(mut value) = json::parse(body) else {
+            return Ok(None);
+        };
+        let image = value
+            .get("Image")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string();
+        let cfg = &self.caching.config;
+        if images::skipped(&cfg.inject_skip_images, &image) {
+            tracing::debug!(%image, "caching injection skipped for this image");
+            return Ok(None);
+        }
+        let cas = match self.cas_for_new_container(now) {
+            Ok(cas) => cas,
+            Err(err) => {
+                return match self.on_failure() {
+                    InjectFailure::Skip => {
+                        tracing::error!(%image, error = %err, "no CA to give the container: created without caching injection");
+                        Ok(None)
+                    }
+                    InjectFailure::Refuse => Err(refusal(err)),
+                }
+            }
+        };
+        hosts::container_create(&mut value, &cfg.domains, &cfg.inject_address);
+        env::container_create(&mut value, &cfg.inject_env);
+        let ids: Vec<String> = cas.iter().map(|c| c.id.clone()).collect();
+        env::label(&mut value, &ids);
+        Ok(Some(Prepared {
+            body: Bytes::from(value.to_vec()),
+            plain: body.clone(),
+            cas,
+            image,
+            uri: None,
+            headers: HeaderMap::new(),
+        }))
+    }
+
+    /// The hand-out rule: make sure a CA outliving the job exists, then hand
+    /// out every CA valid now, newest first.
+    fn cas_for_new_container(&self, now: OffsetDateTime) -> Result<Vec<CaPem>, InjectError> {
+        let store = &self.caching.ca;
+        let current = store
+            .current_for_new_container(now)
+            .map_err(|err| InjectError::Internal(format!("no CA: {err}")))?;
+        let mut certs = store.cas_valid_at(now);
+        if !certs.iter().any(|c| c.id == current.id) {
+            certs.insert(0, current);
+        }
+        let rfc3339 = &time::format_description::well_known::Rfc3339;
+        Ok(certs
+            .into_iter()
+            .map(|c| CaPem {
+                id: c.id.to_string(),
+                not_after: c
+                    .not_after
+                    .format(rfc3339)
+                    .unwrap_or_else(|_| c.not_after.to_string()),
+                pem: c.pem,
+            })
+            .collect())
+    }
+
+    /// Stage 3: the daemon answered the injected create. On `201`, installs the
+    /// CAs and passes the answer on; on failure removes the container and
+    /// applies `on_failure`. Other answers pass through.
+    pub async fn finish_create(
+        &self,
+        client: &UpstreamClient,
+        prepared: Prepared,
+        response: Response<Incoming>,
+    ) -> Result<Response<ProxyBody>, DockerError> {
+        if response.status() != StatusCode::CREATED {
+            return Ok(pass_through(response));
+        }
+        let (mut parts, body) = response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        let body = Limited::new(body, 1 << 20)
+            .collect()
+            .await
+            .map_err(|err: BoxError| {
+                DockerError::upstream(format!("reading the daemon's create answer: {err}"))
+            })?
+            .to_bytes();
+        let id = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("Id").and_then(|id| id.as_str()).map(str::to_string))
+            .filter(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| {
+                DockerError::upstream("the daemon's create answer has no container id")
+            })?;
+        let daemon = Daemon { client, id: &id };
+        let short = &id[..id.len().min(12)];
+        match install(&daemon, &prepared.cas).await {
+            Ok(bundles) => {
+                tracing::info!(
+                    container = short,
+                    image = %prepared.image,
+                    ca = %prepared.cas.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(","),
+                    bundles = ?bundles,
+                    "cache CA installed in container"
+                );
+                Ok(Response::from_parts(
+                    parts,
+                    Full::new(body)
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                ))
+            }
+            Err(err) => {
+                if let Err(rm) = daemon.remove().await {
+                    tracing::error!(container = short, error = %rm, "cannot remove a container whose CA installation failed");
+                    return Err(DockerError::internal(format!(
+                        "could not install the cache CA into the container ({err}) nor remove it ({rm})"
+                    )));
+                }
+                match self.on_failure() {
+                    InjectFailure::Skip => {
+                        tracing::warn!(
+                            container = short,
+                            image = %prepared.image,
+                            error = %err,
+                            "could not install the cache CA: container removed and created again without caching injection"
+                        );
+                        self.create_plain(client, prepared).await
+                    }
+                    InjectFailure::Refuse => {
+                        tracing::warn!(container = short, image = %prepared.image, error = %err, "could not install the cache CA: container removed, create refused");
+                        Err(refusal(err))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Creates the container again from the policy-checked body alone.
+    async fn create_plain(
+        &self,
+        client: &UpstreamClient,
+        prepared: Prepared,
+    ) -> Result<Response<ProxyBody>, DockerError> {
+        let uri = prepared
+            .uri
+            .ok_or_else(|| DockerError::internal("create request not remembered"))?;
+        let mut headers = prepared.headers;
+        headers.remove(http::header::CONTENT_LENGTH);
+        if !prepared.plain.is_empty() {
+            headers.insert(http::header::CONTENT_LENGTH, prepared.plain.len().into());
+        }
+        let mut req = http::Request::builder().method(Method::POST).uri(uri);
+        if let Some(h) = req.headers_mut() {
+            *h = headers;
+        }
+        let req = req
+            .body(
+                Full::new(prepared.plain)
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            )
+            .map_err(|err| DockerError::internal(format!("bad create request: {err}")))?;
+        let response = client.request(req).await.map_err(|err| {
+            DockerError::upstream(format!("the Docker daemon did not answer: {err}"))
+        })?;
+        Ok(pass_through(response))
+    }
+}
+
+fn pass_through(response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
+}
+
+fn refusal(err: InjectError) -> DockerError {
+    let side = match err {
+        InjectError::Container { .. } | InjectError::Layout(_) => Side::Client,
+        InjectError::Daemon(_) => Side::Upstream,
+        InjectError::Internal(_) => Side::Internal,
+    };
+    DockerError {
+        status: err.status(),
+        side,
+        message: format!("cistern: could not install the cache CA into the container: {err}"),
+    }
+}
+
+/// Writes the standalone PEM and appends the CAs to every system bundle the
+/// container has; returns the bundle files written (link targets resolved).
+async fn install(daemon: &Daemon<'_>, cas: &[CaPem]) -> Result<Vec<String>, InjectError> {
+    let mounts = daemon.mount_points().await?;
+    let on_mount = |path: &str| mounts.iter().find(|m| trust::is_under(path, m)).cloned();
+
+    let mut targets: Vec<String> = Vec::new();
+    for path in trust::BUNDLES {
+        let Some(stat) = daemon.stat(path).await? else {
+            continue;
+        };
+        let (target, stat) = if stat.is_symlink() {
+            if !stat.link_target.starts_with('/') {
+                tracing::debug!(path, "bundle link does not resolve in the container");
+                continue;
+            }
+            match daemon.stat(&stat.link_target).await? {
+                Some(target_stat) => (stat.link_target.clone(), target_stat),
+                None => {
+                    tracing::debug!(path, target = %stat.link_target, "bundle link is dangling");
+                    continue;
+                }
+            }
+        } else {
+            (path.to_string(), stat)
+        };
+        if !stat.is_regular() || targets.contains(&target) {
+            continue;
+        }
+        if let Some(mount) = on_mount(&target) {
+            // A write there would land in a volume or on the host, not in the
+            // container's own layer.
+            tracing::warn!(path = %target, %mount, "trust bundle is on a mount: left alone");
+            continue;
+        }
+        targets.push(target);
+    }
+
+    if let Some(mount) = on_mount(CA_PATH) {
+        return Err(InjectError::Layout(format!(
+            "{CA_PATH} is on the container's mount {mount}"
+        )));
+    }
+    let mtime = OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let (dir, _) = trust::split(CA_PATH)
+        .ok_or_else(|| InjectError::Internal(format!("bad CA path {CA_PATH}")))?;
+    let rel_dir = dir.trim_start_matches('/');
+    let rel_file = CA_PATH.trim_start_matches('/');
+    let tar = trust::file_tar(
+        &[rel_dir],
+        rel_file,
+        FileMeta::default(),
+        &trust::standalone(cas),
+        mtime,
+    )
+    .map_err(InjectError::Internal)?;
+    daemon.put("/", tar).await?;
+
+    for target in &targets {
+        let tar = daemon.get(target).await?;
+        let (meta, content) = trust::read_single_file(&tar, trust::MAX_BUNDLE)
+            .map_err(|err| InjectError::Daemon(format!("{target}: {err}")))?;
+        let Some(content) = trust::appended(&content, cas) else {
+            continue;
+        };
+        let (dir, name) = trust::split(target)
+            .ok_or_else(|| InjectError::Daemon(format!("bad bundle path {target}")))?;
+        let tar =
+            trust::file_tar(&[], name, meta, &content, mtime).map_err(InjectError::Internal)?;
+        daemon.put(dir, tar).await?;
+    }
+    Ok(targets)
+}
