@@ -37,6 +37,53 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Maintain the caching proxy's disk cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        /// Configuration file (YAML) with a `caching:` section. Default: the
+        /// embedded configuration.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Look at or rotate the caching proxy's CA.
+    Ca {
+        #[command(subcommand)]
+        action: CaAction,
+        /// Configuration file (YAML) with a `caching:` section. Default: the
+        /// embedded configuration.
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Entries, bytes and the size limit.
+    Stats,
+    /// Read every entry and drop those that fail their integrity check.
+    Verify,
+    /// Evict down to the size limit and delete unreferenced content.
+    Gc,
+    /// Remove entries whose URL matches a glob (`https://deb.example.test/**`);
+    /// without one, everything.
+    Purge {
+        /// URL glob: `**` any text, `*` any text without `/`.
+        pattern: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaAction {
+    /// Print the current CA certificate (PEM), its SHA-256 fingerprint and
+    /// expiry. Never the key.
+    Show {
+        /// Print every CA generation valid now, not only the current one.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Create a new CA generation now.
+    Rotate,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -68,6 +115,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Cache { action, config } => caching_command(config, |caching| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                use cistern::mitm::commands;
+                match &action {
+                    CacheAction::Stats => commands::cache_stats(caching).await,
+                    CacheAction::Verify => commands::cache_verify(caching).await,
+                    CacheAction::Gc => commands::cache_gc(caching).await,
+                    CacheAction::Purge { pattern } => {
+                        commands::cache_purge(caching, pattern.as_deref()).await
+                    }
+                }
+            })
+        }),
+        Command::Ca { action, config } => caching_command(config, |caching| match action {
+            CaAction::Show { all } => cistern::mitm::commands::ca_show(caching, all),
+            CaAction::Rotate => cistern::mitm::commands::ca_rotate(caching),
+        }),
         Command::Serve { config, log_format } => {
             let cfg = match config {
                 Some(path) => match config::load(&path) {
@@ -93,6 +161,38 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Loads the configuration (or the embedded one), requires its `caching:`
+/// section, runs `command` on it and prints the result.
+fn caching_command(
+    path: Option<PathBuf>,
+    command: impl FnOnce(&cistern::mitm::CachingConfig) -> Result<String, String>,
+) -> ExitCode {
+    let cfg = match path {
+        Some(path) => match config::load(&path) {
+            Ok(cfg) => cfg,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => config::embedded_default(),
+    };
+    let Some(caching) = cfg.caching else {
+        eprintln!("error: the configuration has no `caching:` section");
+        return ExitCode::FAILURE;
+    };
+    match command(&caching) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum ServeError {
     Listen(#[from] ListenError),
     #[error("caching: CA: {0}")]
     Ca(#[source] cistern_ca::Error),
+    #[error("caching proxy: {0}")]
+    CachingProxy(#[source] crate::mitm::StartError),
 }
 
 /// Serves until `shutdown` is cancelled, then drains for at most the
@@ -64,6 +66,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
 
     let tasks = TaskTracker::new();
     let proxy = Arc::new(DockerProxy::new(&config, tasks.clone(), caching.clone()));
+    if let Some(caching) = &caching {
+        crate::mitm::proxy::start(caching.clone(), tasks.clone(), shutdown.clone())
+            .await
+            .map_err(ServeError::CachingProxy)?;
+    }
     let accept_loops = TaskTracker::new();
     for (name, policy, socket) in bound {
         match &socket {

@@ -4,9 +4,12 @@
 //!
 //! Raw (as serde reads it) → [`RawCaching::validate`] → [`CachingConfig`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use cistern_cache::RuleConfig;
 
 use serde::Deserialize;
 
@@ -34,6 +37,99 @@ pub struct RawCaching {
     pub proxy: RawProxy,
     #[serde(default)]
     pub inject: RawInject,
+    /// The disk cache: size limit, rules, stale-if-error.
+    #[serde(default)]
+    pub cache: RawCache,
+    /// How the proxy reaches origins.
+    #[serde(default)]
+    pub upstream: RawOriginUpstream,
+    /// Admin listener serving `/metrics`. Default 127.0.0.1:9477.
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// Size limit of the cache's content (`50GiB`, `500MB`, bytes). Default: none.
+    #[serde(default)]
+    pub max_size: Option<ByteSize>,
+    /// Per-domain/path rules, before the built-in package-repository ones.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// Freshness of `immutable` entries. Default 365 days.
+    #[serde(default)]
+    pub immutable_ttl: Option<HumanDuration>,
+    /// Serve a stored entry up to this old when the origin fails. Default: off.
+    #[serde(default)]
+    pub stale_if_error: Option<HumanDuration>,
+    /// How long concurrent misses wait for the one fetch in flight. Default 60s.
+    #[serde(default)]
+    pub lock_timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOriginUpstream {
+    /// PEM files of CAs trusted for origins besides the system's.
+    #[serde(default)]
+    pub extra_roots: Vec<PathBuf>,
+    /// Static name → `IP:PORT` resolution, before the system resolver.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, SocketAddr>,
+    /// TCP + TLS connect timeout. Default 10s.
+    #[serde(default)]
+    pub connect_timeout: Option<HumanDuration>,
+}
+
+/// A byte count written `1048576`, `500MB`, `10GiB` (k/M/G/T: powers of
+/// 1000; Ki/Mi/Gi/Ti: powers of 1024; a trailing `B` is optional).
+#[derive(Debug, Clone, Copy)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses the forms above.
+    pub fn parse(text: &str) -> Option<u64> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: f64 = number.parse().ok()?;
+        let unit = unit.trim().to_ascii_lowercase();
+        let unit = unit.strip_suffix('b').unwrap_or(&unit);
+        let factor: u64 = match unit {
+            "" => 1,
+            "k" => 1_000,
+            "m" => 1_000_000,
+            "g" => 1_000_000_000,
+            "t" => 1_000_000_000_000,
+            "ki" => 1 << 10,
+            "mi" => 1 << 20,
+            "gi" => 1 << 30,
+            "ti" => 1 << 40,
+            _ => return None,
+        };
+        let bytes = number * factor as f64;
+        (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(ByteSize(n)),
+            Either::Text(text) => ByteSize::parse(&text).map(ByteSize).ok_or_else(|| {
+                serde::de::Error::custom(format!("`{text}` is not a size like 500MB or 10GiB"))
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -123,6 +219,24 @@ pub struct CachingConfig {
     pub inject_skip_images: Vec<String>,
     /// What happens when the CA cannot be installed in a container.
     pub inject_on_failure: InjectFailure,
+    /// Admin listener (`/metrics`).
+    pub admin: SocketAddr,
+    /// Cache content size limit in bytes.
+    pub max_size: Option<u64>,
+    /// Configured rules (the built-in defaults follow them).
+    pub rules: Vec<RuleConfig>,
+    /// Freshness of `immutable` entries.
+    pub immutable_ttl: Duration,
+    /// Stale-if-error window; `None`: off.
+    pub stale_if_error: Option<Duration>,
+    /// Single-flight wait.
+    pub lock_timeout: Duration,
+    /// Extra origin trust roots (PEM files).
+    pub extra_roots: Vec<PathBuf>,
+    /// Static resolution of origin names.
+    pub overrides: BTreeMap<String, SocketAddr>,
+    /// Origin connect timeout (TCP and TLS).
+    pub connect_timeout: Duration,
 }
 
 impl RawCaching {
@@ -184,7 +298,43 @@ impl RawCaching {
                 .https
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 443))),
             inject_address,
+            admin: self
+                .admin
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9477))),
+            max_size: self.cache.max_size.map(|s| s.0),
+            rules: self.cache.rules,
+            immutable_ttl: self
+                .cache
+                .immutable_ttl
+                .map_or(cistern_cache::policy::DEFAULT_IMMUTABLE_TTL, |d| d.0),
+            stale_if_error: self.cache.stale_if_error.map(|d| d.0),
+            lock_timeout: self
+                .cache
+                .lock_timeout
+                .map_or(Duration::from_secs(60), |d| d.0),
+            extra_roots: self.upstream.extra_roots,
+            overrides: self
+                .upstream
+                .overrides
+                .into_iter()
+                .map(|(name, addr)| (name.trim_end_matches('.').to_ascii_lowercase(), addr))
+                .collect(),
+            connect_timeout: self
+                .upstream
+                .connect_timeout
+                .map_or(Duration::from_secs(10), |d| d.0),
         };
+        if let Err(err) = cistern_cache::Rules::new(&config.rules) {
+            return Err(format!("cache.rules: {err}"));
+        }
+        for root in &config.extra_roots {
+            if !root.is_absolute() {
+                return Err(format!(
+                    "upstream.extra_roots: `{}` must be an absolute path",
+                    root.display()
+                ));
+            }
+        }
         // The CA crate checks domains and durations itself.
         config.ca_config().map_err(|err| format!("{err}"))?;
         Ok(config)

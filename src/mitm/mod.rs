@@ -1,14 +1,36 @@
 //! Transparent caching: the configuration shared by the caching proxy and by
-//! the injection of cache routing and trust into containers, and the CA store
-//! both use.
+//! the injection of cache routing and trust into containers, the CA store
+//! both use, and the caching proxy itself.
+//!
+//! The proxy, one concept per module:
+//! - [`proxy`]: binds the HTTP/HTTPS/admin listeners and runs them;
+//! - [`tls`]: TLS termination, leaf per SNI, *which CA signs* (read its doc);
+//! - [`domains`]: which hosts are served (configured domains only);
+//! - [`handler`]: one request through the cache state machine;
+//! - [`upstream`]: the origin client (system resolver + overrides, system
+//!   roots + extra roots, pooled);
+//! - [`body`]: response bodies, teeing, the per-request log event;
+//! - [`metrics`]: per-domain counters and the Prometheus text;
+//! - [`error`]: start-up and request-path errors;
+//! - [`commands`]: `cistern cache …` and `cistern ca …`.
 
+pub mod body;
+pub mod commands;
 pub mod config;
+pub mod domains;
+pub mod error;
+pub mod handler;
+pub mod metrics;
+pub mod proxy;
+pub mod tls;
+pub mod upstream;
 
 use std::sync::Arc;
 
 use cistern_ca::CaStore;
 
 pub use config::{CachingConfig, RawCaching};
+pub use error::StartError;
 
 /// What the Docker side and the caching proxy share at run time.
 #[derive(Debug)]

@@ -1,0 +1,236 @@
+//! Response bodies of the caching proxy.
+//!
+//! - [`ProxyBody`]: the one boxed body type every response uses.
+//! - [`ChannelBody`]: what a client reads while the origin body is teed into
+//!   the cache by a background task (see `handler.rs`). An `Err` item makes
+//!   the client's transfer fail (a broken chunked stream, a short
+//!   `Content-Length` body, an HTTP/2 reset), never end cleanly.
+//! - [`Metered`]: wraps the body sent to a client; counts its bytes into the
+//!   per-domain counters as they go and writes the request's one log event
+//!   when the body is finished or dropped.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use tokio::sync::mpsc;
+
+use super::error::BoxError;
+use super::metrics::DomainCounters;
+
+/// The body of every response the proxy sends.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// An empty body.
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A body of known bytes.
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A body fed by a channel; `len` is its announced length, if any.
+pub struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, BoxError>>,
+    remaining: Option<u64>,
+}
+
+impl ChannelBody {
+    /// A body and the sender that feeds it.
+    pub fn new(len: Option<u64>) -> (mpsc::Sender<Result<Bytes, BoxError>>, ChannelBody) {
+        let (tx, rx) = mpsc::channel(8);
+        (tx, ChannelBody { rx, remaining: len })
+    }
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                if let Some(r) = self.remaining.as_mut() {
+                    *r = r.saturating_sub(data.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// Where a response's bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Read from the disk cache.
+    Cache,
+    /// Streamed from the origin.
+    Origin,
+    /// Made up by the proxy (refusals, errors, 304s from the cache).
+    Proxy,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Cache => "cache",
+            Source::Origin => "origin",
+            Source::Proxy => "proxy",
+        }
+    }
+}
+
+/// Everything the per-request log event says, filled in as the request
+/// goes through the cache state machine.
+#[derive(Debug)]
+pub struct RequestLog {
+    pub listener: &'static str,
+    pub peer: std::net::SocketAddr,
+    pub method: http::Method,
+    pub host: String,
+    pub domain: Option<String>,
+    /// Path without the query (queries may carry tokens).
+    pub path: String,
+    /// `hit`, `miss`, `revalidated`, `bypass`, `refused`...
+    pub state: &'static str,
+    /// Why (the cache's reason enums, or the refusal).
+    pub reason: String,
+    pub status: u16,
+    pub source: Source,
+    pub started: Instant,
+}
+
+impl RequestLog {
+    fn emit(&self, bytes: u64, complete: bool) {
+        tracing::info!(
+            target: "cistern::cache::access",
+            listener = self.listener,
+            peer = %self.peer,
+            method = %self.method,
+            host = %self.host,
+            domain = self.domain.as_deref().unwrap_or("-"),
+            path = %self.path,
+            state = self.state,
+            reason = %self.reason,
+            status = self.status,
+            bytes,
+            source = self.source.as_str(),
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            complete,
+            "cache request"
+        );
+    }
+}
+
+/// Counts a response body's bytes and logs the request when it is over.
+pub struct Metered {
+    inner: ProxyBody,
+    log: RequestLog,
+    counter: Option<Arc<DomainCounters>>,
+    expected: Option<u64>,
+    bytes: u64,
+    done: bool,
+    failed: bool,
+}
+
+impl Metered {
+    /// Wraps `inner`, whose announced length (`Content-Length`) is
+    /// `expected`.
+    pub fn new(
+        inner: ProxyBody,
+        log: RequestLog,
+        counter: Option<Arc<DomainCounters>>,
+        expected: Option<u64>,
+    ) -> Self {
+        Metered {
+            inner,
+            log,
+            counter,
+            expected,
+            bytes: 0,
+            done: false,
+            failed: false,
+        }
+    }
+
+    fn bytes_counter(&self) -> Option<&AtomicU64> {
+        let counter = self.counter.as_ref()?;
+        match self.log.source {
+            Source::Cache => Some(&counter.bytes_from_cache),
+            Source::Origin => Some(&counter.bytes_from_origin),
+            Source::Proxy => None,
+        }
+    }
+}
+
+impl Body for Metered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    self.bytes += n;
+                    if let Some(c) = self.bytes_counter() {
+                        c.fetch_add(n, Ordering::Relaxed);
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.failed = true,
+            Poll::Ready(None) => self.done = true,
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        // A body hyper never polled because it is empty (HEAD, 304) counts
+        // as complete.
+        let complete = !self.failed
+            && (self.done || self.inner.is_end_stream() || self.expected == Some(self.bytes));
+        self.log.emit(self.bytes, complete);
+    }
+}

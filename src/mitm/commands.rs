@@ -1,0 +1,140 @@
+//! The `cistern cache …` and `cistern ca …` commands: maintenance of the
+//! disk cache and a look at the CA, from the same configuration file the
+//! server uses. They work while cistern runs (the cache directory is safe
+//! for concurrent processes).
+
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+use super::proxy::open_cache;
+use super::{Caching, CachingConfig};
+
+/// A command's failure, printed as `error: …`.
+pub type CommandError = String;
+
+/// `cistern cache stats`.
+pub async fn cache_stats(config: &CachingConfig) -> Result<String, CommandError> {
+    let cache = open_cache(config).await.map_err(|e| e.to_string())?;
+    let stats = cache.store().stats();
+    let limit = stats
+        .max_bytes
+        .map_or_else(|| "none".to_owned(), |m| format!("{m} bytes"));
+    Ok(format!(
+        "cache: {}\nentries: {}\nbytes: {}\nlimit: {limit}\n",
+        config.cache_dir.display(),
+        stats.entries,
+        stats.bytes
+    ))
+}
+
+/// `cistern cache verify`.
+pub async fn cache_verify(config: &CachingConfig) -> Result<String, CommandError> {
+    let cache = open_cache(config).await.map_err(|e| e.to_string())?;
+    let report = cache.store().verify().await.map_err(|e| e.to_string())?;
+    let mut out = format!(
+        "checked {} entries, dropped {}\n",
+        report.checked,
+        report.dropped.len()
+    );
+    for key in report.dropped {
+        let _ = writeln!(out, "dropped: {key}");
+    }
+    Ok(out)
+}
+
+/// `cistern cache gc`.
+pub async fn cache_gc(config: &CachingConfig) -> Result<String, CommandError> {
+    let cache = open_cache(config).await.map_err(|e| e.to_string())?;
+    let store = cache.store();
+    let evicted = match config.max_size {
+        Some(limit) => store.evict_to(limit).await.map_err(|e| e.to_string())?,
+        None => 0,
+    };
+    let report = store.gc().await.map_err(|e| e.to_string())?;
+    Ok(format!(
+        "evicted {evicted} entries over the size limit; removed {} unreferenced files ({} bytes)\n",
+        report.removed_files, report.freed_bytes
+    ))
+}
+
+/// `cistern cache purge [URL-glob]` (default: everything).
+pub async fn cache_purge(
+    config: &CachingConfig,
+    pattern: Option<&str>,
+) -> Result<String, CommandError> {
+    let cache = open_cache(config).await.map_err(|e| e.to_string())?;
+    let pattern = pattern.unwrap_or("**");
+    let removed = cache
+        .store()
+        .purge(pattern)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!("purged {removed} entries matching {pattern}\n"))
+}
+
+/// `cistern ca show [--all]`: the current CA (the one new containers get),
+/// its SHA-256 fingerprint and expiry, as PEM with comment lines; with
+/// `all`, every generation valid now (the bundle new containers get).
+/// Never the key.
+pub fn ca_show(config: &CachingConfig, all: bool) -> Result<String, CommandError> {
+    let caching = Caching::open(config.clone()).map_err(|e| e.to_string())?;
+    let now = time::OffsetDateTime::now_utc();
+    let current = caching
+        .ca
+        .current_for_new_container(now)
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let valid = caching.ca.cas_valid_at(now);
+    for cert in &valid {
+        let is_current = cert.id == current.id;
+        if !(all || is_current) {
+            continue;
+        }
+        let _ = writeln!(out, "# id: {}", cert.id);
+        let _ = writeln!(out, "# sha256: {}", fingerprint(cert.der.as_ref()));
+        let _ = writeln!(out, "# not_before: {}", cert.not_before);
+        let _ = writeln!(out, "# expires: {}", cert.not_after);
+        if is_current {
+            let _ = writeln!(out, "# current: handed to new containers");
+        }
+        out.push_str(&cert.pem);
+        if !cert.pem.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    if !all && valid.len() > 1 {
+        let _ = writeln!(
+            out,
+            "# {} more generation(s) still valid; `cistern ca show --all` prints them",
+            valid.len() - 1
+        );
+    }
+    Ok(out)
+}
+
+/// `cistern ca rotate`: creates a new generation now. A running cistern
+/// picks it up when it next rotates or restarts; older generations stay
+/// valid until they expire.
+pub fn ca_rotate(config: &CachingConfig) -> Result<String, CommandError> {
+    let caching = Caching::open(config.clone()).map_err(|e| e.to_string())?;
+    let cert = caching
+        .ca
+        .rotate(time::OffsetDateTime::now_utc())
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "created CA {} (sha256 {}), valid until {}\n",
+        cert.id,
+        fingerprint(cert.der.as_ref()),
+        cert.not_after
+    ))
+}
+
+/// `AB:CD:…` SHA-256 of a DER certificate.
+pub fn fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

@@ -1,0 +1,828 @@
+//! One request through the caching proxy: refuse, or drive the cache's
+//! state machine and do its I/O.
+//!
+//! ```text
+//! route ─ refused (unknown host 403, SNI/Host mismatch 421, CONNECT 405)
+//!   └─ lookup ─┬─ Bypass(reason) ──────────► forward untouched
+//!              ├─ Hit ─────────────────────► 304 | 206 | 416 | 200 from disk
+//!              ├─ Stale ─► conditional GET ─┬─ 304 → refresh meta → serve hit
+//!              │                            ├─ 5xx/error → stale-if-error or 502
+//!              │                            └─ 200 → store + tee (as a miss)
+//!              └─ Miss ─┬─ client Range ──► forward untouched, not stored
+//!                       ├─ leader ────────► GET origin → store + tee
+//!                       └─ follower ──────► wait for the leader's commit → hit
+//!                                           (leader failed → forward)
+//! ```
+//!
+//! *Store + tee*: a task reads the origin body, sends each chunk to the
+//! client and writes it to the cache. Only a body that ended cleanly (hyper
+//! checks `Content-Length` and chunked framing; the cache checks the length
+//! again) is committed, and the client's body ends only after the commit,
+//! so its next request hits. An origin error mid-body aborts the cache
+//! write and fails the client's transfer. A cache write error (full disk)
+//! drops the write and keeps streaming from the origin.
+//!
+//! Each request ends in one log event (`body.rs`) with its state and reason.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use cistern_cache::{
+    evaluate_conditionals, evaluate_range, Cache, Conditional, Flight, FlightGuard, Hit, Lookup,
+    Miss, RangeDecision, Revalidation, Stale, StoreStart, WaitOutcome, Writer,
+};
+use futures_util::StreamExt;
+use http::header::{
+    HeaderName, HeaderValue, ACCEPT_RANGES, CONNECTION, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_TYPE, HOST, RANGE, TRANSFER_ENCODING,
+};
+use http::{request, response, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Incoming;
+use tokio_util::task::TaskTracker;
+
+use super::body::{self, ChannelBody, Metered, ProxyBody, RequestLog, Source};
+use super::domains::{normalise, split_authority, Domains};
+use super::error::{BoxError, ProxyError};
+use super::metrics::{DomainCounters, Metrics};
+use super::upstream::OriginClient;
+
+/// Longest pause in an origin body before the transfer counts as failed.
+const ORIGIN_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A follower may serve an entry stored this recently without revalidating.
+const JUST_STORED: Duration = Duration::from_secs(60);
+/// Response header saying what the cache did.
+const X_CACHE: HeaderName = HeaderName::from_static("x-cistern-cache");
+
+/// The scheme a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// TLS-terminated HTTPS.
+    Https,
+}
+
+impl Scheme {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// What the handler knows about a client connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// `http` or `https`.
+    pub listener: &'static str,
+    /// The listener's scheme.
+    pub scheme: Scheme,
+    /// The TLS server name the client asked for.
+    pub sni: Option<String>,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+/// The shared state of the proxy's request handling.
+pub struct Proxy {
+    domains: Domains,
+    cache: Cache,
+    origin: OriginClient,
+    metrics: Arc<Metrics>,
+    tasks: TaskTracker,
+}
+
+/// Where a routed request goes.
+struct Target {
+    host: String,
+    domain: String,
+    uri: Uri,
+}
+
+/// A response plus what the log says about it.
+struct Answer {
+    response: Response<ProxyBody>,
+    state: &'static str,
+    reason: String,
+    source: Source,
+}
+
+type Counter = Arc<DomainCounters>;
+
+fn bump(counter: &Counter, field: fn(&DomainCounters) -> &std::sync::atomic::AtomicU64) {
+    field(counter).fetch_add(1, Ordering::Relaxed);
+}
+
+impl Proxy {
+    /// Builds the handler state.
+    pub fn new(
+        domains: Domains,
+        cache: Cache,
+        origin: OriginClient,
+        metrics: Arc<Metrics>,
+        tasks: TaskTracker,
+    ) -> Self {
+        Proxy {
+            domains,
+            cache,
+            origin,
+            metrics,
+            tasks,
+        }
+    }
+
+    /// The cache (for stats and shutdown).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// Serves one request.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Result<Response<Metered>, Infallible> {
+        let mut log = RequestLog {
+            listener: conn.listener,
+            peer: conn.peer,
+            method: req.method().clone(),
+            host: String::new(),
+            domain: None,
+            path: req.uri().path().to_owned(),
+            state: "refused",
+            reason: String::new(),
+            status: 0,
+            source: Source::Proxy,
+            started: Instant::now(),
+        };
+        let (answer, counter) = match self.route(&req, &conn) {
+            Err(err) => (error_answer(err, "refused"), None),
+            Ok(target) => {
+                log.host = target.host.clone();
+                log.domain = Some(target.domain.clone());
+                let counter = self.metrics.domain(&target.domain).unwrap_or_default();
+                bump(&counter, |c| &c.requests);
+                (self.cached(req, target.uri, &counter).await, Some(counter))
+            }
+        };
+        log.state = answer.state;
+        log.reason = answer.reason;
+        log.source = answer.source;
+        log.status = answer.response.status().as_u16();
+        let (parts, body) = answer.response.into_parts();
+        let expected = match log.method {
+            Method::HEAD => Some(0),
+            _ => content_length(&parts.headers),
+        };
+        Ok(Response::from_parts(
+            parts,
+            Metered::new(body, log, counter, expected),
+        ))
+    }
+
+    /// Checks the host against the cached domains and the SNI, and builds
+    /// the origin URL.
+    fn route(&self, req: &Request<Incoming>, conn: &ConnInfo) -> Result<Target, ProxyError> {
+        let refuse = |status: StatusCode, message: String| ProxyError::Client { status, message };
+        if req.method() == Method::CONNECT {
+            return Err(refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported: this is not a forward proxy".into(),
+            ));
+        }
+        let authority = match req.uri().authority() {
+            Some(a) => a.as_str().to_owned(),
+            None => req
+                .headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+                .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "request has no Host".into()))?,
+        };
+        let (host, port) = split_authority(&authority)
+            .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "malformed Host".into()))?;
+        let domain = self.domains.matching(&host).ok_or_else(|| {
+            refuse(
+                StatusCode::FORBIDDEN,
+                format!("{host} is not a cached domain"),
+            )
+        })?;
+        if let Some(sni) = &conn.sni {
+            if normalise(sni) != host {
+                return Err(refuse(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    format!("Host {host} does not match the TLS server name {sni}"),
+                ));
+            }
+        }
+        let authority = match port {
+            Some(port) => format!("{host}:{port}"),
+            None => host.clone(),
+        };
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let uri = format!("{}://{authority}{path}", conn.scheme.as_str())
+            .parse::<Uri>()
+            .map_err(|_| refuse(StatusCode::BAD_REQUEST, "malformed request target".into()))?;
+        Ok(Target {
+            host,
+            domain: domain.to_owned(),
+            uri,
+        })
+    }
+
+    /// The cache state machine for a routed request.
+    async fn cached(&self, req: Request<Incoming>, uri: Uri, counter: &Counter) -> Answer {
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        strip_hop_by_hop(&mut parts.headers);
+        let lookup = match self.cache.lookup(&parts, SystemTime::now()).await {
+            Ok(lookup) => lookup,
+            Err(err) => {
+                tracing::warn!(error = %err, "cache lookup failed; forwarding");
+                bump(counter, |c| &c.bypasses);
+                let reason = format!("cache lookup failed: {err}");
+                return self
+                    .forward(parts, stream_body(body), "bypass", reason, counter)
+                    .await;
+            }
+        };
+        match lookup {
+            Lookup::Bypass(reason) => {
+                bump(counter, |c| &c.bypasses);
+                self.forward(
+                    parts,
+                    stream_body(body),
+                    "bypass",
+                    reason.to_string(),
+                    counter,
+                )
+                .await
+            }
+            Lookup::Hit(hit) => {
+                bump(counter, |c| &c.hits);
+                self.serve_hit(&parts, *hit, "hit", "fresh".into()).await
+            }
+            Lookup::Stale(stale) => self.revalidate(parts, *stale, counter).await,
+            Lookup::Miss(miss) => self.miss(parts, *miss, counter).await,
+        }
+    }
+
+    /// Serves a cache entry, answering the client's own conditionals and
+    /// range.
+    async fn serve_hit(
+        &self,
+        req: &request::Parts,
+        hit: Hit,
+        state: &'static str,
+        reason: String,
+    ) -> Answer {
+        let Hit {
+            entry,
+            response: mut head,
+            body,
+        } = hit;
+        strip_hop_by_hop(&mut head.headers);
+        head.version = Version::HTTP_11;
+        head.headers
+            .insert(X_CACHE, HeaderValue::from_static(state));
+        if evaluate_conditionals(&req.headers, &head.headers) == Conditional::NotModified {
+            head.status = StatusCode::NOT_MODIFIED;
+            head.headers.remove(CONTENT_LENGTH);
+            return Answer {
+                response: Response::from_parts(head, body::empty()),
+                state,
+                reason: format!("{reason}; client copy is current"),
+                source: Source::Proxy,
+            };
+        }
+        let size = entry.size();
+        head.headers
+            .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        let head_only = req.method == Method::HEAD;
+        let decision = evaluate_range(&req.headers, &head.headers, size);
+        let (body, reason) = match decision {
+            RangeDecision::Full => {
+                head.headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
+                let body = if head_only {
+                    body::empty()
+                } else {
+                    cache_body(body)
+                };
+                (body, reason)
+            }
+            RangeDecision::Partial { start, end } => {
+                head.status = StatusCode::PARTIAL_CONTENT;
+                set_content_range(&mut head.headers, decision, size);
+                head.headers
+                    .insert(CONTENT_LENGTH, HeaderValue::from(end - start + 1));
+                let body = if head_only {
+                    body::empty()
+                } else {
+                    match self.cache.store().range(&entry, start, end).await {
+                        Ok(reader) => StreamBody::new(
+                            reader
+                                .into_stream()
+                                .map(|r| r.map(Frame::data).map_err(BoxError::from)),
+                        )
+                        .boxed_unsync(),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "cannot read a range from the cache");
+                            let status = StatusCode::INTERNAL_SERVER_ERROR;
+                            return plain(status, "cistern: cache read failed", "error", err);
+                        }
+                    }
+                };
+                (body, format!("{reason}; range {start}-{end}"))
+            }
+            RangeDecision::NotSatisfiable => {
+                head.status = StatusCode::RANGE_NOT_SATISFIABLE;
+                set_content_range(&mut head.headers, decision, size);
+                head.headers.insert(CONTENT_LENGTH, HeaderValue::from(0));
+                (body::empty(), format!("{reason}; range not satisfiable"))
+            }
+        };
+        Answer {
+            response: Response::from_parts(head, body),
+            state,
+            reason,
+            source: Source::Cache,
+        }
+    }
+
+    /// A stale entry: ask the origin with a conditional request.
+    async fn revalidate(&self, parts: request::Parts, stale: Stale, counter: &Counter) -> Answer {
+        let revalidation = stale.revalidation.clone();
+        let mode = stale.entry.meta.mode;
+        let sent = self.send(&revalidation, body::empty()).await;
+        let now = SystemTime::now();
+        let res = match sent {
+            Ok(res) => res,
+            Err(err) => {
+                bump(counter, |c| &c.origin_errors);
+                return match self.cache.stale_if_error(stale, now).await {
+                    Ok(Some(hit)) => {
+                        bump(counter, |c| &c.hits);
+                        let reason = format!("origin failed ({err}); serving stale");
+                        self.serve_hit(&parts, hit, "stale-if-error", reason).await
+                    }
+                    _ => error_answer(err, "stale"),
+                };
+            }
+        };
+        let (rparts, rbody) = res.into_parts();
+        if rparts.status == StatusCode::NOT_MODIFIED {
+            return match self.cache.revalidated(stale, &rparts, now).await {
+                Ok(Revalidation::NotModified(hit)) => {
+                    bump(counter, |c| &c.revalidations);
+                    let reason = "origin answered 304".to_owned();
+                    self.serve_hit(&parts, *hit, "revalidated", reason).await
+                }
+                Ok(Revalidation::Modified) => {
+                    // A 304 that does not fit the stored entry: fetch afresh.
+                    bump(counter, |c| &c.misses);
+                    let upstream = self.cache.policy().lookup_request(&parts, mode);
+                    match self.send(&upstream, body::empty()).await {
+                        Ok(res) => {
+                            let (rparts, rbody) = res.into_parts();
+                            let reason = "304 did not match the stored entry".to_owned();
+                            self.store_and_stream(
+                                &parts, &upstream, rparts, rbody, None, reason, counter,
+                            )
+                            .await
+                        }
+                        Err(err) => {
+                            bump(counter, |c| &c.origin_errors);
+                            error_answer(err, "miss")
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot refresh a cache entry");
+                    let reason = format!("cache update failed: {err}");
+                    self.forward(parts, body::empty(), "bypass", reason, counter)
+                        .await
+                }
+            };
+        }
+        if rparts.status.is_server_error() {
+            bump(counter, |c| &c.origin_errors);
+            if let Ok(Some(hit)) = self.cache.stale_if_error(stale, now).await {
+                bump(counter, |c| &c.hits);
+                let reason = format!("origin answered {}; serving stale", rparts.status.as_u16());
+                return self.serve_hit(&parts, hit, "stale-if-error", reason).await;
+            }
+        }
+        bump(counter, |c| &c.misses);
+        let reason = "origin sent a new version".to_owned();
+        self.store_and_stream(&parts, &revalidation, rparts, rbody, None, reason, counter)
+            .await
+    }
+
+    /// Nothing stored: fetch once (single-flight), store and stream.
+    async fn miss(&self, parts: request::Parts, miss: Miss, counter: &Counter) -> Answer {
+        if parts.headers.contains_key(RANGE) {
+            bump(counter, |c| &c.misses);
+            let reason = format!("{}; range request forwarded, not stored", miss.reason);
+            return self
+                .forward(parts, body::empty(), "miss", reason, counter)
+                .await;
+        }
+        let store = self.cache.store();
+        match store.lock(&miss.key) {
+            Flight::Leader(guard) => {
+                if let Ok(Some(_)) = store.get(&miss.key).await {
+                    guard.finish(true);
+                    return self.after_wait(parts, counter).await;
+                }
+                bump(counter, |c| &c.misses);
+                match self.send(&miss.upstream, body::empty()).await {
+                    Ok(res) => {
+                        let (rparts, rbody) = res.into_parts();
+                        let reason = miss.reason.to_string();
+                        self.store_and_stream(
+                            &parts,
+                            &miss.upstream,
+                            rparts,
+                            rbody,
+                            Some(guard),
+                            reason,
+                            counter,
+                        )
+                        .await
+                    }
+                    Err(err) => {
+                        drop(guard);
+                        bump(counter, |c| &c.origin_errors);
+                        error_answer(err, "miss")
+                    }
+                }
+            }
+            Flight::Follower(waiter) => match waiter.wait().await {
+                WaitOutcome::Committed => self.after_wait(parts, counter).await,
+                outcome => {
+                    bump(counter, |c| &c.misses);
+                    let reason = format!("{}; {outcome}, forwarded without storing", miss.reason);
+                    self.forward(parts, body::empty(), "miss", reason, counter)
+                        .await
+                }
+            },
+        }
+    }
+
+    /// After another request stored the entry: serve it.
+    async fn after_wait(&self, parts: request::Parts, counter: &Counter) -> Answer {
+        let reason = "stored by a concurrent request".to_owned();
+        match self.cache.lookup(&parts, SystemTime::now()).await {
+            Ok(Lookup::Hit(hit)) => {
+                bump(counter, |c| &c.hits);
+                self.serve_hit(&parts, *hit, "hit", reason).await
+            }
+            Ok(Lookup::Stale(stale)) => {
+                let age = SystemTime::now()
+                    .duration_since(stale.entry.meta.stored_at())
+                    .unwrap_or_default();
+                if age > JUST_STORED {
+                    return self.revalidate(parts, *stale, counter).await;
+                }
+                // An always-revalidate entry the leader fetched a moment
+                // ago: asking the origin again would only cost a round trip.
+                match self.cache.store().body(&stale.entry).await {
+                    Ok(body) => {
+                        bump(counter, |c| &c.hits);
+                        let mut head = Response::new(()).into_parts().0;
+                        head.status = stale.entry.meta.status;
+                        head.headers = stale.entry.meta.headers.clone();
+                        let hit = Hit {
+                            entry: stale.entry,
+                            response: head,
+                            body,
+                        };
+                        self.serve_hit(&parts, hit, "hit", reason).await
+                    }
+                    Err(_) => self.revalidate(parts, *stale, counter).await,
+                }
+            }
+            _ => {
+                bump(counter, |c| &c.misses);
+                let reason = "concurrent fetch stored another variant; forwarded".to_owned();
+                self.forward(parts, body::empty(), "miss", reason, counter)
+                    .await
+            }
+        }
+    }
+
+    /// Streams an origin response to the client, teeing it into the cache
+    /// when the cache wants it. `guard` is the single-flight lead, released
+    /// when the write is committed or given up.
+    #[allow(clippy::too_many_arguments)]
+    async fn store_and_stream(
+        &self,
+        client: &request::Parts,
+        upstream: &request::Parts,
+        mut rparts: response::Parts,
+        rbody: Incoming,
+        guard: Option<FlightGuard>,
+        reason: String,
+        counter: &Counter,
+    ) -> Answer {
+        strip_hop_by_hop(&mut rparts.headers);
+        let start = self
+            .cache
+            .store_response(upstream, &rparts, SystemTime::now())
+            .await;
+        let writer = match start {
+            Ok(StoreStart::Store(writer)) => writer,
+            Ok(StoreStart::NoStore(why)) => {
+                drop(guard);
+                let reason = format!("{reason}; not stored: {why}");
+                return self.stream_through(client, rparts, rbody, "miss", reason, counter);
+            }
+            Err(err) => {
+                drop(guard);
+                tracing::warn!(error = %err, "cannot start a cache write; serving from origin");
+                let reason = format!("{reason}; not stored: {err}");
+                return self.stream_through(client, rparts, rbody, "miss", reason, counter);
+            }
+        };
+        let len = content_length(&rparts.headers);
+        let (tx, channel) = ChannelBody::new(len);
+        self.tasks
+            .spawn(tee(rbody, *writer, guard, tx, counter.clone()));
+        rparts
+            .headers
+            .insert(X_CACHE, HeaderValue::from_static("miss"));
+        rparts.version = Version::HTTP_11;
+        if evaluate_conditionals(&client.headers, &rparts.headers) == Conditional::NotModified {
+            rparts.status = StatusCode::NOT_MODIFIED;
+            rparts.headers.remove(CONTENT_LENGTH);
+            return Answer {
+                response: Response::from_parts(rparts, body::empty()),
+                state: "miss",
+                reason: format!("{reason}; storing; client copy is current"),
+                source: Source::Proxy,
+            };
+        }
+        let body = if client.method == Method::HEAD {
+            body::empty()
+        } else {
+            channel.boxed_unsync()
+        };
+        Answer {
+            response: Response::from_parts(rparts, body),
+            state: "miss",
+            reason: format!("{reason}; storing"),
+            source: Source::Origin,
+        }
+    }
+
+    fn stream_through(
+        &self,
+        client: &request::Parts,
+        mut rparts: response::Parts,
+        rbody: Incoming,
+        state: &'static str,
+        reason: String,
+        counter: &Counter,
+    ) -> Answer {
+        rparts.version = Version::HTTP_11;
+        rparts
+            .headers
+            .insert(X_CACHE, HeaderValue::from_static(state));
+        let body = if client.method == Method::HEAD {
+            body::empty()
+        } else {
+            origin_body(rbody, counter.clone())
+        };
+        Answer {
+            response: Response::from_parts(rparts, body),
+            state,
+            reason,
+            source: Source::Origin,
+        }
+    }
+
+    /// Forwards a request as it came, without the cache.
+    async fn forward(
+        &self,
+        parts: request::Parts,
+        body: ProxyBody,
+        state: &'static str,
+        reason: String,
+        counter: &Counter,
+    ) -> Answer {
+        match self.send(&parts, body).await {
+            Ok(res) => {
+                let (mut rparts, rbody) = res.into_parts();
+                strip_hop_by_hop(&mut rparts.headers);
+                self.stream_through(&parts, rparts, rbody, state, reason, counter)
+            }
+            Err(err) => {
+                bump(counter, |c| &c.origin_errors);
+                error_answer(err, state)
+            }
+        }
+    }
+
+    /// Sends a request to its origin.
+    async fn send(
+        &self,
+        parts: &request::Parts,
+        body: ProxyBody,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let mut req = Request::new(body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = parts.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = parts.headers.clone();
+        strip_hop_by_hop(req.headers_mut());
+        let host = parts.uri.host().unwrap_or_default().to_owned();
+        self.origin
+            .request(req)
+            .await
+            .map_err(|err| ProxyError::Origin {
+                host,
+                source: Box::new(err),
+            })
+    }
+}
+
+/// Reads the origin body, sends it to the client and writes it to the
+/// cache; commits only a complete body, then ends the client's body.
+async fn tee(
+    mut origin: Incoming,
+    writer: Writer,
+    guard: Option<FlightGuard>,
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>,
+    counter: Counter,
+) {
+    let mut writer = Some(writer);
+    let mut client = Some(tx);
+    loop {
+        let data = match tokio::time::timeout(ORIGIN_IDLE_TIMEOUT, origin.frame()).await {
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers
+            },
+            Ok(Some(Err(err))) => {
+                return tee_failed(format!("origin body failed: {err}"), client, &counter).await
+            }
+            Err(_) => return tee_failed("origin body stalled".into(), client, &counter).await,
+        };
+        if let Some(tx) = &client {
+            if tx.send(Ok(data.clone())).await.is_err() {
+                client = None;
+            }
+        }
+        if let Some(w) = writer.as_mut() {
+            if let Err(err) = w.write(&data).await {
+                tracing::warn!(error = %err, "cache write failed; serving from origin only");
+                writer = None;
+            }
+        }
+        if client.is_none() && writer.is_none() {
+            return;
+        }
+    }
+    let committed = match writer.take() {
+        Some(w) => match w.commit().await {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::warn!(error = %err, "cache commit failed; the response was served from origin");
+                false
+            }
+        },
+        None => false,
+    };
+    if let Some(guard) = guard {
+        guard.finish(committed);
+    }
+    drop(client);
+}
+
+/// An origin body that failed: the caller's writer and flight guard are
+/// dropped on return (write aborted, followers go to the origin); the
+/// client's transfer fails.
+async fn tee_failed(
+    message: String,
+    client: Option<tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>>,
+    counter: &Counter,
+) {
+    bump(counter, |c| &c.origin_errors);
+    tracing::warn!(error = %message, "origin transfer failed; not cached");
+    if let Some(tx) = client {
+        let _ = tx.send(Err(message.into())).await;
+    }
+}
+
+fn cache_body(body: cistern_cache::Body) -> ProxyBody {
+    match body {
+        cistern_cache::Body::Full(bytes) => body::full(bytes),
+        cistern_cache::Body::Stream(reader) => StreamBody::new(
+            reader
+                .into_stream()
+                .map(|r| r.map(Frame::data).map_err(BoxError::from)),
+        )
+        .boxed_unsync(),
+    }
+}
+
+fn origin_body(body: Incoming, counter: Counter) -> ProxyBody {
+    body.map_err(move |err| {
+        bump(&counter, |c| &c.origin_errors);
+        BoxError::from(err)
+    })
+    .boxed_unsync()
+}
+
+fn stream_body(body: Incoming) -> ProxyBody {
+    body.map_err(BoxError::from).boxed_unsync()
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn set_content_range(headers: &mut HeaderMap, decision: RangeDecision, size: u64) {
+    if let Some(value) =
+        cistern_cache::content_range(decision, size).and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        headers.insert(CONTENT_RANGE, value);
+    }
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named by
+/// `Connection`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+    headers.remove(TRANSFER_ENCODING);
+}
+
+fn plain(
+    status: StatusCode,
+    text: &'static str,
+    state: &'static str,
+    reason: impl std::fmt::Display,
+) -> Answer {
+    let mut response = Response::new(body::full(format!("{text}\n")));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Answer {
+        response,
+        state,
+        reason: reason.to_string(),
+        source: Source::Proxy,
+    }
+}
+
+fn error_answer(err: ProxyError, state: &'static str) -> Answer {
+    if matches!(err, ProxyError::Origin { .. }) {
+        tracing::warn!(error = %err, "origin request failed");
+    }
+    let status = err.status();
+    let mut response = Response::new(body::full(format!("cistern: {err}\n")));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Answer {
+        response,
+        state,
+        reason: err.to_string(),
+        source: Source::Proxy,
+    }
+}
