@@ -140,32 +140,44 @@ impl DockerProxy {
             .path_and_query()
             .map_or("/", |pq| pq.as_str())
             .to_string();
-        let route = route::classify(req.method(), &target)
-            .map_err(|err| DockerError::client(err.status(), err.to_string()))?;
-        let refused = |refusal: Refusal| refuse(conn, record, &route, refusal);
-        policy
-            .inspect_headers(req.headers())
-            .map_err(|refusal| refuse_always(conn, record, &route, refusal))?;
-        let need = match policy.authorize(&route) {
-            Ok(need) => need,
-            Err(refusal) => {
-                refused(refusal)?;
-                // Audit mode: forward, still reading bodies that need it.
-                match policy::body_schema(&route.endpoint) {
-                    Some(_) => BodyNeed::Inspect {
-                        cap: policy.max_body_size,
-                    },
-                    None => BodyNeed::None,
+        // The stages before the body. A refusal here drains the unread body first.
+        let checked = (|| -> Result<(Route, BodyNeed, Option<String>), DockerError> {
+            let route = route::classify(req.method(), &target)
+                .map_err(|err| DockerError::client(err.status(), err.to_string()))?;
+            let refused = |refusal: Refusal| refuse(conn, record, &route, refusal);
+            policy
+                .inspect_headers(req.headers())
+                .map_err(|refusal| refuse_always(conn, record, &route, refusal))?;
+            let need = match policy.authorize(&route) {
+                Ok(need) => need,
+                Err(refusal) => {
+                    refused(refusal)?;
+                    // Audit mode: forward, still reading bodies that need it.
+                    match policy::body_schema(&route.endpoint) {
+                        Some(_) => BodyNeed::Inspect {
+                            cap: policy.max_body_size,
+                        },
+                        None => BodyNeed::None,
+                    }
                 }
+            };
+            let query = match policy.inspect_query(&route) {
+                Ok(query) => query,
+                Err(refusal) => {
+                    refused(refusal)?;
+                    None
+                }
+            };
+            Ok((route, need, query))
+        })();
+        let (route, need, query) = match checked {
+            Ok(checked) => checked,
+            Err(err) => {
+                drain(req.into_body()).await;
+                return Err(err);
             }
         };
-        let query = match policy.inspect_query(&route) {
-            Ok(query) => query,
-            Err(refusal) => {
-                refused(refusal)?;
-                None
-            }
-        };
+        let refused = |refusal: Refusal| refuse(conn, record, &route, refusal);
 
         let upgrade = headers::wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -345,6 +357,29 @@ fn log_refusal(
         "{}",
         if audit { "would refuse (audit mode: forwarded)" } else { "refused" }
     );
+}
+
+/// At most this much of a refused request's body is read and discarded, for at
+/// most [`DRAIN_TIMEOUT`].
+const DRAIN_LIMIT: usize = 16 << 20;
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and discards the body of a request refused before its body was read.
+/// Answering and closing while the client is still sending (the build context
+/// of a refused `docker build --network host`) makes the client's write fail,
+/// and the docker CLI then reports a broken pipe instead of cistern's message.
+/// dockerd's Go server likewise reads an unread body before closing.
+async fn drain(mut body: Incoming) {
+    let discard = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, discard).await;
 }
 
 /// Reads a whole request body, at most `cap` bytes: beyond it, 413.

@@ -643,7 +643,10 @@ impl RouteError {
 /// percent-encoded), e.g. `/v1.41/containers/abc/json?size=1`.
 pub fn classify(method: &http::Method, path_and_query: &str) -> Result<Route, RouteError> {
     // Go's ParseRequestURI does not strip a fragment: `#` stays part of the path, while
-    // other HTTP stacks drop it. Refuse rather than guess.
+    // other HTTP stacks drop it. Refuse rather than guess. (Behind hyper this never
+    // fires: the `http` crate already dropped the fragment from the target, and the
+    // driver forwards that same fragment-less target, so the daemon still reads the
+    // path classified here. `tests/policy_adversarial.rs` checks this end to end.)
     if !path_and_query.starts_with('/')
         || path_and_query.contains('#')
         || !path_and_query.bytes().all(|b| b.is_ascii_graphic())

@@ -2,11 +2,12 @@
 //! the json-file/local log size, each capped (`max`) or forced (`force`).
 //!
 //! The daemon reads "unlimited" in several spellings, and each counts as over the
-//! cap: `Memory: 0`, `MemorySwap: -1`, `PidsLimit: 0`/`-1`, `NanoCpus: 0` with no
-//! `CpuQuota` (or `CpuQuota: -1`), a ulimit of `-1`, a json-file log without
-//! `max-size`. On container create an absent (or unlimited-by-default) value is set
-//! to the cap, since absent means unlimited to the daemon; `ShmSize` absent keeps the
-//! daemon's 64 MiB default. On container update an absent value means "unchanged"
+//! cap: `Memory: 0`, `MemorySwap: -1`, `PidsLimit: -1` (and `0` on update; on
+//! create the docker CLI sends `0` by default, which gets the cap), `NanoCpus: 0`
+//! with no `CpuQuota` (or `CpuQuota: -1`), a ulimit of `-1`, a json-file log
+//! without `max-size`. On container create an absent (or unlimited-by-default)
+//! value is set to the cap, since absent means unlimited to the daemon; `ShmSize`
+//! absent keeps the daemon's 64 MiB default. On container update an absent value means "unchanged"
 //! and is left alone, but an explicit value is checked the same way.
 //!
 //! CPUs may be given as `NanoCpus` or as `CpuQuota`/`CpuPeriod` (CPUs = quota /
@@ -178,6 +179,11 @@ pub fn resources(ctx: &mut Ctx<'_>, res: &mut Json, prefix: &str) -> Result<(), 
     if let Some(l) = &limits.pids {
         let val = match int(res, "PidsLimit") {
             None => Val::Absent,
+            // The docker CLI sends `PidsLimit: 0` on every create that does not
+            // say `--pids-limit`: there it is the default, set to the cap like an
+            // absent value. On update the CLI sends it only when asked, so an
+            // explicit 0 is a request for "unlimited".
+            Some(0) if !ctx.update => Val::Absent,
             Some(n) if n <= 0 => Val::Unlimited,
             Some(n) => Val::Set(n),
         };
@@ -460,6 +466,24 @@ mod tests {
         assert_eq!(int(hc(&v), "Memory"), Some(1 << 30));
     }
 
+    /// The docker CLI sends `PidsLimit: 0` (and zeros elsewhere) on every create
+    /// without `--pids-limit`: a plain `docker run` must get the cap, not a refusal.
+    #[test]
+    fn docker_cli_default_pids_limit_zero_gets_the_cap() {
+        let p = policy_yaml(CAPS);
+        let v = create(
+            &p,
+            r#"{"Image":"x","HostConfig":{"Memory":0,"MemorySwap":0,"NanoCpus":0,"CpuQuota":0,"CpuPeriod":0,"PidsLimit":0,"Ulimits":[],"ShmSize":0,"LogConfig":{"Type":"","Config":{}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(int(hc(&v), "PidsLimit"), Some(100));
+        // An explicit "unlimited" is still over the cap.
+        assert_eq!(
+            refused(&p, r#"{"Image":"x","HostConfig":{"PidsLimit":-1}}"#).rule,
+            "limit_pids"
+        );
+    }
+
     #[test]
     fn values_within_the_cap_pass_unchanged() {
         let p = policy_yaml(CAPS);
@@ -491,7 +515,6 @@ mod tests {
             (r#"{"CpuQuota":400000}"#, "limit_cpus"),
             (r#"{"CpuQuota":50000,"CpuPeriod":10000}"#, "limit_cpus"),
             (r#"{"PidsLimit":-1}"#, "limit_pids"),
-            (r#"{"PidsLimit":0}"#, "limit_pids"),
             (r#"{"PidsLimit":101}"#, "limit_pids"),
             (r#"{"ShmSize":1073741824}"#, "limit_shm_size"),
             (
