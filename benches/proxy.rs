@@ -227,6 +227,25 @@ async fn lifecycle(side: &Side, n: usize) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0 / n as f64
 }
 
+/// Median time of `POST /containers/create` alone (removal not timed).
+async fn create_only(side: &Side, n: usize) -> f64 {
+    let mut sender = connect(&side.sock).await;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let id = create(
+            &mut sender,
+            &["true"],
+            serde_json::json!({"HostConfig": {"Privileged": false, "CapAdd": null, "Binds": []}}),
+        )
+        .await;
+        times.push(t.elapsed());
+        remove(&mut sender, &id).await;
+    }
+    times.sort();
+    percentile(&times, 0.5).as_secs_f64() * 1000.0
+}
+
 async fn list_latency(side: &Side, n: usize) -> f64 {
     let mut sender = connect(&side.sock).await;
     let mut times = Vec::new();
@@ -454,6 +473,16 @@ async fn main() {
     for id in &listed {
         remove(&mut admin, id).await;
     }
+
+    let creates = (50.0 * scale).max(10.0) as usize;
+    let (dcr, ccr) = med(&mut |i| block(Box::pin(create_only(&sides[i], creates))));
+    report(
+        "container create (conservative policy) p50",
+        dcr,
+        ccr,
+        "ms",
+        false,
+    );
 
     let cycles = (20.0 * scale).max(3.0) as usize;
     let (dc, cc) = med(&mut |i| block(Box::pin(lifecycle(&sides[i], cycles))));
