@@ -240,6 +240,14 @@ impl Proxy {
     /// The cache state machine for a routed request.
     async fn cached(&self, req: Request<Incoming>, uri: Uri, counter: &Counter) -> Answer {
         let (mut parts, body) = req.into_parts();
+        // One Host for HTTP/1.1 and HTTP/2 (`:authority`) clients alike: the
+        // stored policy compares it on every lookup.
+        if let Some(authority) = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, authority);
+        }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);

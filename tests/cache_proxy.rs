@@ -1,0 +1,672 @@
+//! The caching proxy as a client sees it: the real cistern binary with a
+//! `caching:` section on loopback ports, local origins (HTTP, and HTTPS with
+//! a test CA passed as an extra root) pointed at by `upstream.overrides`,
+//! and a host-side hyper/rustls client that trusts cistern's CA (read with
+//! `cistern ca show`) and connects to the proxy with the right SNI and Host.
+
+#[path = "support/origin.rs"]
+mod origin;
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, Uri};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use origin::{random_bytes, Behaviour, File, Origin, TestCa};
+use tokio::net::TcpStream;
+
+const DEB: &str = "deb.example.test";
+const PYPI: &str = "pypi.example.test";
+const NPM: &str = "npm.example.test";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Origins, cistern, and the directories that outlive a cistern restart.
+struct Setup {
+    https_origin: Origin,
+    http_origin: Origin,
+    dirs: tempfile::TempDir,
+    cistern: Option<support::Cistern>,
+    http: SocketAddr,
+    https: SocketAddr,
+    admin: SocketAddr,
+    extra: String,
+    ca_pem: String,
+}
+
+impl Setup {
+    async fn start(extra: &str) -> Setup {
+        let test_ca = TestCa::new(&[DEB, NPM]);
+        let https_origin = Origin::start(Some(test_ca.server.clone())).await;
+        let http_origin = Origin::start(None).await;
+        let dirs = tempfile::tempdir().unwrap();
+        std::fs::write(dirs.path().join("origin-ca.pem"), &test_ca.ca_pem).unwrap();
+        let mut setup = Setup {
+            https_origin,
+            http_origin,
+            dirs,
+            cistern: None,
+            http: "127.0.0.1:0".parse().unwrap(),
+            https: "127.0.0.1:0".parse().unwrap(),
+            admin: "127.0.0.1:0".parse().unwrap(),
+            extra: extra.to_owned(),
+            ca_pem: String::new(),
+        };
+        setup.restart();
+        setup
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dirs.path().join("cistern.yaml")
+    }
+
+    /// (Re)starts cistern on fresh ports with the same cache and state.
+    fn restart(&mut self) {
+        if let Some(mut old) = self.cistern.take() {
+            old.signal(nix::sys::signal::Signal::SIGTERM);
+            old.wait_exit(Duration::from_secs(20));
+        }
+        self.http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        self.https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        self.admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let d = self.dirs.path();
+        let config = format!(
+            "listeners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{DEB}, {PYPI}, {NPM}]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n  admin: {admin}\n  upstream:\n    extra_roots: [{root}]\n    overrides:\n      {DEB}: {o1}\n      {NPM}: {o1}\n      {PYPI}: {o2}\n{extra}",
+            sock = d.join("unused.sock").display(),
+            state = d.join("state").display(),
+            cache = d.join("cache").display(),
+            http = self.http,
+            https = self.https,
+            admin = self.admin,
+            root = d.join("origin-ca.pem").display(),
+            o1 = self.https_origin.addr,
+            o2 = self.http_origin.addr,
+            extra = self.extra,
+        );
+        std::fs::write(self.config_path(), &config).unwrap();
+        let run = tempfile::tempdir().unwrap();
+        let socket = run.path().join("docker.sock");
+        let config = config.replace(
+            &d.join("unused.sock").display().to_string(),
+            &socket.display().to_string(),
+        );
+        let cistern = tokio::task::block_in_place(|| {
+            support::Cistern::start_with_config(run, socket, &config)
+        });
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(self.admin).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "proxy did not listen:\n{}",
+                cistern.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.cistern = Some(cistern);
+        self.ca_pem = self.cistern_cmd(&["ca", "show"]);
+    }
+
+    fn cistern_cmd(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_cistern"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cistern {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn logs(&self) -> String {
+        self.cistern.as_ref().map(|c| c.logs()).unwrap_or_default()
+    }
+
+    /// A client trusting only cistern's CA.
+    fn client(&self) -> Client {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut self.ca_pem.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        Client::new(roots, self.http, self.https)
+    }
+}
+
+struct Client {
+    roots: Arc<rustls::RootCertStore>,
+    http: SocketAddr,
+    https: SocketAddr,
+}
+
+#[derive(Debug)]
+struct Got {
+    status: u16,
+    headers: http::HeaderMap,
+    /// Err when the transfer broke off.
+    body: Result<Bytes, String>,
+}
+
+impl Got {
+    fn bytes(&self) -> &Bytes {
+        self.body.as_ref().expect("complete body")
+    }
+}
+
+impl Client {
+    fn new(roots: rustls::RootCertStore, http: SocketAddr, https: SocketAddr) -> Client {
+        Client {
+            roots: Arc::new(roots),
+            http,
+            https,
+        }
+    }
+
+    async fn get(&self, url: &str) -> Got {
+        self.send("GET", url, &[], None, false).await.unwrap()
+    }
+
+    /// Sends one request on a new connection. `sni` overrides the TLS name
+    /// (default: the URL's host); `h2` offers only HTTP/2 by ALPN.
+    async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        sni: Option<&str>,
+        h2: bool,
+    ) -> Result<Got, String> {
+        let uri: Uri = url.parse().unwrap();
+        let host = uri.host().unwrap().to_owned();
+        let https = uri.scheme_str() == Some("https");
+        let tcp = TcpStream::connect(if https { self.https } else { self.http })
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut req = Request::builder().method(method);
+        req = if h2 {
+            req.uri(uri.clone())
+        } else {
+            req.uri(uri.path_and_query().unwrap().as_str())
+                .header("host", &host)
+        };
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Empty::<Bytes>::new()).unwrap();
+        if https {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(self.roots.clone())
+                .with_no_client_auth();
+            config.alpn_protocols = if h2 {
+                vec![b"h2".to_vec()]
+            } else {
+                vec![b"http/1.1".to_vec()]
+            };
+            let name =
+                rustls::pki_types::ServerName::try_from(sni.unwrap_or(&host).to_owned()).unwrap();
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            exchange(TokioIo::new(tls), req, h2).await
+        } else {
+            exchange(TokioIo::new(tcp), req, h2).await
+        }
+    }
+}
+
+async fn exchange<IO>(io: IO, req: Request<Empty<Bytes>>, h2: bool) -> Result<Got, String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let res = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        send.send_request(req).await.map_err(|e| e.to_string())?
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        send.send_request(req).await.map_err(|e| e.to_string())?
+    };
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| e.to_string());
+    Ok(Got {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Puts repository-shaped trees on the origins; returns (url, origin
+/// path, is_index) for every file.
+fn repositories(s: &Setup) -> Vec<(String, String, bool)> {
+    let mut files = Vec::new();
+    let mut put =
+        |origin: &Origin, scheme: &str, host: &str, path: &str, file: File, index: bool| {
+            origin.put(path, file);
+            files.push((format!("{scheme}://{host}{path}"), path.to_owned(), index));
+        };
+    // apt over HTTPS.
+    let deb = "/debian/pool/main/h/hello/hello_2.10-3_amd64.deb";
+    put(
+        &s.https_origin,
+        "https",
+        DEB,
+        "/debian/dists/stable/Release",
+        File::new("Origin: Example\nSuite: stable\n"),
+        true,
+    );
+    put(
+        &s.https_origin,
+        "https",
+        DEB,
+        "/debian/dists/stable/main/binary-amd64/Packages",
+        File::new(format!("Package: hello\nFilename: {deb}\n")),
+        true,
+    );
+    put(
+        &s.https_origin,
+        "https",
+        DEB,
+        deb,
+        File::new(random_bytes(300_000, 1)),
+        false,
+    );
+    // A Python simple index with a wheel, over plain HTTP.
+    let whl = "/packages/ab/cd/demo-1.0-py3-none-any.whl";
+    put(
+        &s.http_origin,
+        "http",
+        PYPI,
+        "/simple/demo/",
+        File::new(format!("<a href=\"{whl}\">demo-1.0</a>")),
+        true,
+    );
+    put(
+        &s.http_origin,
+        "http",
+        PYPI,
+        whl,
+        File::new(random_bytes(200_000, 2)),
+        false,
+    );
+    // An npm packument with a tarball, over HTTPS.
+    put(
+        &s.https_origin,
+        "https",
+        NPM,
+        "/demo",
+        File::new("{\"name\":\"demo\",\"versions\":{\"1.0.0\":{}}}"),
+        true,
+    );
+    put(
+        &s.https_origin,
+        "https",
+        NPM,
+        "/demo/-/demo-1.0.0.tgz",
+        File::new(random_bytes(150_000, 3)),
+        false,
+    );
+    files
+}
+
+fn origin_of<'a>(s: &'a Setup, url: &str) -> &'a Origin {
+    if url.starts_with("http://") {
+        &s.http_origin
+    } else {
+        &s.https_origin
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_downloads_come_from_the_cache_and_index_files_are_revalidated() {
+    let s = Setup::start("").await;
+    let client = s.client();
+    for (url, path, index) in repositories(&s) {
+        let origin = origin_of(&s, &url);
+        let first = client.get(&url).await;
+        assert_eq!(first.status, 200, "{url}: {first:?}\n{}", s.logs());
+        assert_eq!(origin.counts(&path).requests, 1, "{url}");
+        let second = client.get(&url).await;
+        assert_eq!(second.status, 200, "{url}");
+        assert_eq!(second.bytes(), first.bytes(), "{url}: same bytes");
+        let counts = origin.counts(&path);
+        if index {
+            // Asked again, conditionally, and the origin said 304.
+            assert_eq!(counts.requests, 2, "{url}");
+            assert_eq!(counts.conditional, 1, "{url}");
+            assert_eq!(counts.not_modified, 1, "{url}");
+            assert_eq!(second.headers["x-cistern-cache"], "revalidated", "{url}");
+        } else {
+            assert_eq!(counts.requests, 1, "{url}: served from cache");
+            assert_eq!(second.headers["x-cistern-cache"], "hit", "{url}");
+        }
+    }
+    // The npm tarball again over HTTP/2, negotiated by ALPN.
+    let got = client
+        .send(
+            "GET",
+            &format!("https://{NPM}/demo/-/demo-1.0.0.tgz"),
+            &[],
+            None,
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(got.bytes(), &random_bytes(150_000, 3));
+    assert_eq!(s.https_origin.counts("/demo/-/demo-1.0.0.tgz").requests, 1);
+
+    // HEAD and client conditionals are answered from the cache.
+    let url = format!("https://{DEB}/debian/pool/main/h/hello/hello_2.10-3_amd64.deb");
+    let head = client.send("HEAD", &url, &[], None, false).await.unwrap();
+    assert_eq!(head.status, 200);
+    assert_eq!(head.headers["content-length"], "300000");
+    let etag = head.headers["etag"].to_str().unwrap().to_owned();
+    let cond = client
+        .send("GET", &url, &[("if-none-match", &etag)], None, false)
+        .await
+        .unwrap();
+    assert_eq!(cond.status, 304);
+    assert_eq!(
+        s.https_origin
+            .counts("/debian/pool/main/h/hello/hello_2.10-3_amd64.deb")
+            .requests,
+        1
+    );
+
+    // Counters per domain on the admin listener.
+    let metrics = Client::new(rustls::RootCertStore::empty(), s.admin, s.admin)
+        .send("GET", "http://localhost/metrics", &[], None, false)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(metrics.bytes()).into_owned();
+    let metric = |name: &str, domain: &str| -> u64 {
+        let prefix = format!("{name}{{domain=\"{domain}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("{prefix} missing:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    // deb: the .deb twice, then HEAD; the two index files revalidated.
+    assert_eq!(metric("cistern_cache_hits_total", DEB), 3);
+    assert_eq!(metric("cistern_cache_revalidations_total", DEB), 2);
+    assert_eq!(metric("cistern_cache_misses_total", PYPI), 2);
+    assert_eq!(metric("cistern_cache_origin_errors_total", NPM), 0);
+    // Two tarball hits (HTTP/1.1 and HTTP/2) plus the revalidated packument.
+    assert!(metric("cistern_cache_bytes_from_cache_total", NPM) >= 300_000);
+    assert!(metric("cistern_cache_bytes_from_origin_total", NPM) >= 150_000);
+    // One log event per request with the cache state.
+    assert!(s.logs().contains("state=\"revalidated\""), "{}", s.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_requests_for_one_uncached_file_make_one_origin_request() {
+    let s = Setup::start("").await;
+    let path = "/debian/pool/main/b/big/big_1.0_amd64.deb";
+    let mut file = File::new(random_bytes(2_000_000, 7));
+    file.behaviour = Behaviour::Slow(Duration::from_millis(700));
+    s.https_origin.put(path, file);
+    let client = Arc::new(s.client());
+    let url = format!("https://{DEB}{path}");
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let client = client.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move { client.get(&url).await }));
+    }
+    let expected = random_bytes(2_000_000, 7);
+    for task in tasks {
+        let got = task.await.unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(got.bytes(), &expected);
+    }
+    assert_eq!(s.https_origin.counts(path).requests, 1, "{}", s.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_short_origin_response_is_not_cached_and_the_client_sees_an_error() {
+    let s = Setup::start("").await;
+    let path = "/debian/pool/main/c/cut/cut_1.0_amd64.deb";
+    let mut file = File::new(random_bytes(1_000_000, 9));
+    file.behaviour = Behaviour::CutShort;
+    s.https_origin.put(path, file);
+    let client = s.client();
+    let url = format!("https://{DEB}{path}");
+    let got = client.get(&url).await;
+    assert!(
+        got.body.is_err(),
+        "the client must see a broken transfer: {got:?}"
+    );
+    // Not cached: the next request goes to the origin again, and once the
+    // origin behaves, the file is whole.
+    s.https_origin.set_behaviour(path, Behaviour::Normal);
+    let got = client.get(&url).await;
+    assert_eq!(got.bytes(), &random_bytes(1_000_000, 9));
+    assert_eq!(s.https_origin.counts(path).requests, 2);
+    let got = client.get(&url).await;
+    assert_eq!(got.bytes(), &random_bytes(1_000_000, 9));
+    assert_eq!(s.https_origin.counts(path).requests, 2);
+    // A failing origin is a 5xx for the client, never a cached body.
+    let failing = "/debian/pool/main/f/fail/fail_1.0_amd64.deb";
+    let mut file = File::new(random_bytes(1000, 10));
+    file.behaviour = Behaviour::Fail(503);
+    s.https_origin.put(failing, file);
+    assert_eq!(
+        client.get(&format!("https://{DEB}{failing}")).await.status,
+        503
+    );
+    s.https_origin.set_behaviour(failing, Behaviour::Normal);
+    assert_eq!(
+        client.get(&format!("https://{DEB}{failing}")).await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_20mb_ranged_download_resumes_from_the_cache() {
+    let s = Setup::start("").await;
+    let path = "/debian/pool/main/l/large/large_1.0_amd64.deb";
+    let body = random_bytes(20 * 1024 * 1024, 11);
+    s.https_origin.put(path, File::new(body.clone()));
+    let client = s.client();
+    let url = format!("https://{DEB}{path}");
+    // A first download that stopped half-way (forwarded, not stored) ...
+    let half = 10 * 1024 * 1024;
+    let first = client
+        .send(
+            "GET",
+            &url,
+            &[("range", &format!("bytes=0-{}", half - 1))],
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.status, 206);
+    assert_eq!(first.bytes(), &body.slice(..half));
+    // ... a full download, then the resume is served from the cache.
+    assert_eq!(client.get(&url).await.bytes(), &body);
+    let rest = client
+        .send(
+            "GET",
+            &url,
+            &[("range", &format!("bytes={half}-"))],
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.status, 206);
+    assert_eq!(
+        rest.headers["content-range"],
+        format!("bytes {half}-{}/{}", body.len() - 1, body.len()).as_str()
+    );
+    assert_eq!(rest.bytes(), &body.slice(half..));
+    assert_eq!(s.https_origin.counts(path).requests, 2);
+    assert_eq!(s.https_origin.counts(path).ranged, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eviction_keeps_the_cache_under_its_size_limit() {
+    let s = Setup::start("  cache:\n    max_size: 3MB\n").await;
+    let client = s.client();
+    for i in 0..8u64 {
+        let path = format!("/debian/pool/main/e/evict/evict_{i}_amd64.deb");
+        s.https_origin
+            .put(&path, File::new(random_bytes(1_000_000, 100 + i)));
+        let got = client.get(&format!("https://{DEB}{path}")).await;
+        assert_eq!(got.bytes(), &random_bytes(1_000_000, 100 + i));
+    }
+    let stats = s.cistern_cmd(&["cache", "stats"]);
+    let bytes: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("bytes: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(bytes <= 3_000_000, "{stats}");
+    assert!(bytes >= 1_000_000, "the newest files stay: {stats}");
+    let on_disk = dir_size(&s.dirs.path().join("cache/content-v2"));
+    assert!(on_disk <= 3_000_000, "{on_disk} bytes of content on disk");
+    // The most recent file is still a hit.
+    let path = "/debian/pool/main/e/evict/evict_7_amd64.deb";
+    client.get(&format!("https://{DEB}{path}")).await;
+    assert_eq!(s.https_origin.counts(path).requests, 1);
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hits_still_hit_after_a_restart() {
+    let mut s = Setup::start("").await;
+    let files = repositories(&s);
+    let client = s.client();
+    for (url, _, _) in &files {
+        assert_eq!(client.get(url).await.status, 200);
+    }
+    let pem_before = s.ca_pem.clone();
+    s.restart();
+    assert_eq!(s.ca_pem, pem_before, "the CA survives the restart");
+    let client = s.client();
+    for (url, path, index) in &files {
+        let got = client.get(url).await;
+        assert_eq!(got.status, 200);
+        let counts = origin_of(&s, url).counts(path);
+        if *index {
+            assert_eq!(counts.not_modified, 1, "{url} revalidated after restart");
+        } else {
+            assert_eq!(counts.requests, 1, "{url} still a hit after restart");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_configured_domains_are_served_and_sni_must_match_host() {
+    let s = Setup::start("").await;
+    repositories(&s);
+    let client = s.client();
+    // Plain HTTP with a foreign Host: refused, never proxied.
+    let got = client.get("http://evil.test/anything").await;
+    assert_eq!(got.status, 403);
+    let got = client.get("http://example.test.evil.test/").await;
+    assert_eq!(got.status, 403);
+    // TLS to a foreign SNI: no certificate, handshake fails.
+    let err = client
+        .send("GET", "https://evil.test/", &[], None, false)
+        .await
+        .unwrap_err();
+    assert!(err.starts_with("TLS"), "{err}");
+    // SNI for one cached domain, Host of another: 421.
+    let got = client
+        .send("GET", &format!("https://{NPM}/demo"), &[], Some(DEB), false)
+        .await
+        .unwrap();
+    assert_eq!(got.status, 421);
+    // Same over HTTP/2 (:authority instead of Host).
+    let got = client
+        .send("GET", &format!("https://{NPM}/demo"), &[], Some(DEB), true)
+        .await
+        .unwrap();
+    assert_eq!(got.status, 421);
+    // A subdomain of a cached domain is served (the origin has no such file).
+    let got = client.get(&format!("https://mirror.{DEB}/nothing")).await;
+    assert_eq!(
+        got.status, 502,
+        "forwarded to an origin that does not resolve"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leaf_verifies_against_cisterns_ca_and_not_against_the_system_store() {
+    let s = Setup::start("").await;
+    repositories(&s);
+    assert!(s.ca_pem.contains("# sha256: "), "{}", s.ca_pem);
+    assert!(s.ca_pem.contains("# expires: "), "{}", s.ca_pem);
+    assert!(!s.ca_pem.contains("PRIVATE KEY"));
+    // Trusting only cistern's CA: verified (webpki checks chain and name).
+    let got = s
+        .client()
+        .get(&format!("https://{DEB}/debian/dists/stable/Release"))
+        .await;
+    assert_eq!(got.status, 200);
+    // Trusting only the system store: refused.
+    let mut system = rustls::RootCertStore::empty();
+    system.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let err = Client::new(system, s.http, s.https)
+        .send(
+            "GET",
+            &format!("https://{DEB}/debian/dists/stable/Release"),
+            &[],
+            None,
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("invalid peer certificate"),
+        "{err}"
+    );
+}
