@@ -365,29 +365,25 @@ impl Policy {
         };
         // In audit mode unknown fields are dropped from the forwarded body and the
         // would-be refusal is recorded.
-        let mut canonical = match json::canonicalise(
-            value.clone(),
-            obj,
-            json::Canon { unknown },
-            &mut ctx.notes,
-        ) {
-            Ok(v) => v,
-            Err(r) if r.kind == RefusalKind::Policy && self.audit => {
-                ctx.refusals.push(r);
-                match json::canonicalise(
-                    value,
-                    obj,
-                    json::Canon {
-                        unknown: UnknownFields::Drop,
-                    },
-                    &mut Vec::new(),
-                ) {
-                    Ok(v) => v,
-                    Err(r) => return refuse(r),
+        let mut canonical =
+            match json::canonicalise(value.clone(), obj, json::Canon { unknown }, &mut ctx.notes) {
+                Ok(v) => v,
+                Err(r) if r.kind == RefusalKind::Policy && self.audit => {
+                    ctx.refusals.push(r);
+                    match json::canonicalise(
+                        value,
+                        obj,
+                        json::Canon {
+                            unknown: UnknownFields::Drop,
+                        },
+                        &mut Vec::new(),
+                    ) {
+                        Ok(v) => v,
+                        Err(r) => return refuse(r),
+                    }
                 }
-            }
-            Err(r) => return refuse(r),
-        };
+                Err(r) => return refuse(r),
+            };
         // A body that must be empty (`start`): `{}` is fine and forwarded empty.
         if std::ptr::eq(obj, &schema::EMPTY) {
             return Verdict::Allow(Inspected {
