@@ -1,0 +1,898 @@
+//! Injection of cache routing and trust into containers, against the real
+//! daemon: extra hosts, environment, the CA in the trust stores of Debian-,
+//! RHEL-layout and bundle-less images, the image left untouched, failures
+//! (read-only root filesystem) under `skip` and `refuse`, the switches, builds,
+//! no key material in containers, and a TLS-verifying curl inside a container
+//! across CA rotations and a cistern restart.
+//!
+//! The TLS origin here stands in for the caching proxy: it listens on the
+//! docker bridge gateway and signs, for every handshake, a leaf for the SNI
+//! name with the **oldest CA still valid** in cistern's state directory (what
+//! the caching proxy does), so these tests do not depend on the proxy.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use support::*;
+
+/// Cached domains (placeholders only).
+const PKGS: &str = "pkgs.example";
+const REPO: &str = "repo.example.test";
+const DEBIAN_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+const RHEL_LINK: &str = "/etc/pki/tls/certs/ca-bundle.crt";
+const RHEL_BUNDLE: &str = "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem";
+const CA_PEM: &str = "/etc/cistern/ca.pem";
+
+const DEBIAN_IMAGE: &str = "cistern-test/inject-debian:latest";
+const RHEL_IMAGE: &str = "cistern-test/inject-rhel:latest";
+const CURL_IMAGE: &str = "cistern-test/inject-curl:latest";
+
+// ---------------------------------------------------------------------------
+// cistern with a `caching:` section
+
+/// A cistern with caching configured; the state directory outlives restarts.
+struct Caching {
+    cistern: Option<Cistern>,
+    /// Holds the state dir, the socket and the config.
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    config: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Caching {
+    /// `inject` and `ca` are YAML flow mappings for `caching.inject` and
+    /// `caching.ca`; `listeners` are extra listener entries (YAML lines).
+    fn start(inject: &str, ca: &str, extra_listeners: &str) -> Caching {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let state = dir.path().join("state");
+        let mut config = format!(
+            "upstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix:\n      path: {sock}\n      mode: \"0600\"\n{extra_listeners}\
+             caching:\n  domains: [{PKGS}, {REPO}]\n  state_dir: {state}\n  cache_dir: {cache}\n  \
+             proxy: {{http: \"127.0.0.1:{http}\", https: \"127.0.0.1:{https}\"}}\n  inject: {inject}\n  ca: {ca}\n",
+            daemon = daemon().display(),
+            sock = socket.display(),
+            state = state.display(),
+            cache = dir.path().join("cache").display(),
+            http = free_port(),
+            https = free_port(),
+        );
+        // The caching proxy's admin listener, where this build knows it: each
+        // cistern of these parallel tests needs its own port.
+        let with_admin = format!("{config}  admin: \"127.0.0.1:{}\"\n", free_port());
+        let check = dir.path().join("check.yaml");
+        std::fs::write(&check, &with_admin).unwrap();
+        let checked = run(Command::new(env!("CARGO_BIN_EXE_cistern"))
+            .arg("check-config")
+            .arg(&check));
+        if checked.status.success() {
+            config = with_admin;
+        }
+        let mut caching = Caching {
+            cistern: None,
+            dir,
+            socket,
+            config,
+        };
+        caching.restart();
+        caching
+    }
+
+    /// Starts cistern (again) on the same configuration and state directory.
+    fn restart(&mut self) {
+        self.cistern = None; // kills the previous process
+        let run_dir = tempfile::tempdir().unwrap();
+        self.cistern = Some(Cistern::start_with_config(
+            run_dir,
+            self.socket.clone(),
+            &self.config,
+        ));
+    }
+
+    fn cistern(&self) -> &Cistern {
+        self.cistern.as_ref().unwrap()
+    }
+
+    fn docker(&self) -> Command {
+        self.cistern().docker()
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("state").join("ca")
+    }
+
+    fn logs(&self) -> String {
+        self.cistern().logs()
+    }
+}
+
+/// The `Config.Labels`, `Config.Env` and `HostConfig.ExtraHosts` of a
+/// container, through `docker inspect`.
+fn inspect(docker: Command, name: &str) -> serde_json::Value {
+    let mut docker = docker;
+    let out = run_ok(docker.args(["inspect", name]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The CA PEMs of the ids in a container's `cistern.ca` label, from the state dir.
+fn label_pems(state: &Path, container: &serde_json::Value) -> Vec<String> {
+    let label = container["Config"]["Labels"]["cistern.ca"]
+        .as_str()
+        .expect("cistern.ca label")
+        .to_string();
+    label
+        .split(',')
+        .map(|id| std::fs::read_to_string(state.join(format!("{id}.crt.pem"))).unwrap())
+        .collect()
+}
+
+fn gateway() -> IpAddr {
+    let out = run_ok(docker_direct().args([
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+    ]));
+    out.trim().parse().expect("bridge gateway address")
+}
+
+// ---------------------------------------------------------------------------
+// Test images, built locally on the daemon
+
+/// A self-signed certificate standing for the image's own trust content.
+fn original_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    PEM.get_or_init(|| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["original.example".into()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    })
+}
+
+fn build_image(tag: &str, dockerfile: &str, files: &[(&str, &[u8])]) {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    for (path, content) in files {
+        let p = ctx.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    run_ok(
+        docker_direct()
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", tag])
+            .arg(ctx.path()),
+    );
+}
+
+/// Debian layout: `/etc/ssl/certs/ca-certificates.crt` holding one PEM.
+fn debian_image() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        build_image(
+            DEBIAN_IMAGE,
+            &format!(
+                "FROM {}\nCOPY bundle.crt {DEBIAN_BUNDLE}\nRUN chmod 0644 {DEBIAN_BUNDLE}\n",
+                busybox()
+            ),
+            &[("bundle.crt", original_pem().as_bytes())],
+        );
+    });
+    DEBIAN_IMAGE
+}
+
+/// RHEL layout: the bundle under `/etc/pki/ca-trust/extracted`, reached by
+/// the `/etc/pki/tls/certs/ca-bundle.crt` link (relative here, to make the
+/// daemon resolve it) and a `/etc/ssl/certs` directory link.
+fn rhel_image() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        build_image(
+            RHEL_IMAGE,
+            &format!(
+                "FROM {}\nCOPY bundle.crt {RHEL_BUNDLE}\n\
+                 RUN chmod 0444 {RHEL_BUNDLE} && mkdir -p /etc/pki/tls/certs /etc/ssl \
+                 && ln -s ../../ca-trust/extracted/pem/tls-ca-bundle.pem {RHEL_LINK} \
+                 && ln -s ../pki/tls/certs /etc/ssl/certs\n",
+                busybox()
+            ),
+            &[("bundle.crt", original_pem().as_bytes())],
+        );
+    });
+    RHEL_IMAGE
+}
+
+/// The Debian-layout image plus the host's curl, its libraries and the
+/// dynamic loader at their paths, and `hosts: files dns`.
+fn curl_image() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let ldd = run_ok(Command::new("ldd").arg("/usr/bin/curl"));
+        let mut paths = vec!["/usr/bin/curl".to_string()];
+        for line in ldd.lines() {
+            let path = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next().unwrap_or(""),
+                None => line.split_whitespace().next().unwrap_or(""),
+            };
+            if path.starts_with('/') {
+                paths.push(path.to_string());
+            }
+        }
+        let contents: Vec<(String, Vec<u8>)> = paths
+            .iter()
+            .map(|p| (format!("root{p}"), std::fs::read(p).unwrap()))
+            .collect();
+        let mut files: Vec<(&str, &[u8])> = contents
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_slice()))
+            .collect();
+        files.push(("root/etc/nsswitch.conf", b"hosts: files dns\n"));
+        build_image(
+            CURL_IMAGE,
+            &format!("FROM {}\nCOPY root/ /\n", debian_image()),
+            &files,
+        );
+    });
+    CURL_IMAGE
+}
+
+// ---------------------------------------------------------------------------
+// A TLS origin signing with the oldest valid CA of cistern's state directory
+
+/// A CA generation read from the state directory.
+struct StoredCa {
+    id: String,
+    cert_pem: String,
+    key_pem: String,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+}
+
+fn stored_cas(state: &Path) -> Vec<StoredCa> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir(state) else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".crt.pem") else {
+            continue;
+        };
+        let (Ok(cert_pem), Ok(key_pem)) = (
+            std::fs::read_to_string(entry.path()),
+            std::fs::read_to_string(state.join(format!("{id}.key.pem"))),
+        ) else {
+            continue; // being rotated or removed right now
+        };
+        let Ok(params) = CertificateParams::from_ca_cert_pem(&cert_pem) else {
+            continue;
+        };
+        out.push(StoredCa {
+            id: id.to_string(),
+            not_before: params.not_before,
+            not_after: params.not_after,
+            cert_pem,
+            key_pem,
+        });
+    }
+    out.sort_by_key(|c| c.not_after);
+    out
+}
+
+/// The oldest CA valid now and for at least another second (so it does not
+/// expire between this handshake and the client's check); else the oldest
+/// valid one.
+fn oldest_valid(state: &Path) -> Option<StoredCa> {
+    let now = time::OffsetDateTime::now_utc();
+    let valid: Vec<StoredCa> = stored_cas(state)
+        .into_iter()
+        .filter(|c| c.not_before <= now && now < c.not_after)
+        .collect();
+    let margin = now + time::Duration::seconds(1);
+    let pick = valid.iter().position(|c| c.not_after > margin).unwrap_or(0);
+    valid.into_iter().nth(pick)
+}
+
+/// A leaf for `host` signed by hand with the CA's key (as `ca/tests/verify.rs`
+/// does), so names outside the constraints can be signed too.
+fn hand_made_leaf(ca: &StoredCa, host: &str) -> CertifiedKey {
+    let ca_key = KeyPair::from_pem(&ca.key_pem).unwrap();
+    let issuer = CertificateParams::from_ca_cert_pem(&ca.cert_pem)
+        .unwrap()
+        .self_signed(&ca_key)
+        .unwrap();
+    let mut params = CertificateParams::new(vec![host.to_owned()]).unwrap();
+    params.not_before = ca.not_before;
+    params.not_after = ca.not_after;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = params.signed_by(&leaf_key, &issuer, &ca_key).unwrap();
+    let ca_der: CertificateDer<'static> = rustls_pemfile::certs(&mut ca.cert_pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    let key = rustls::crypto::ring::sign::any_supported_type(&PrivateKeyDer::Pkcs8(
+        PrivatePkcs8KeyDer::from(leaf_key.serialize_der()),
+    ))
+    .unwrap();
+    CertifiedKey::new(vec![leaf.der().clone(), ca_der], key)
+}
+
+#[derive(Debug)]
+struct OldestValidCa {
+    state: PathBuf,
+    /// CA ids signed with, in order.
+    used: Arc<Mutex<Vec<String>>>,
+}
+
+impl ResolvesServerCert for OldestValidCa {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let host = hello.server_name()?.to_string();
+        let ca = oldest_valid(&self.state)?;
+        self.used.lock().unwrap().push(ca.id.clone());
+        Some(Arc::new(hand_made_leaf(&ca, &host)))
+    }
+}
+
+/// An HTTPS origin answering `ok <sni>` to any request.
+struct Origin {
+    addr: SocketAddr,
+    used: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Origin {
+    fn start(ip: IpAddr, state: PathBuf) -> Origin {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let used = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(OldestValidCa {
+                    state,
+                    used: used.clone(),
+                })),
+        );
+        let stop_flag = stop.clone();
+        std::thread::spawn(move || {
+            while !stop_flag.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let config = config.clone();
+                        std::thread::spawn(move || serve_one(config, stream));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Origin { addr, used, stop }
+    }
+
+    fn used(&self) -> Vec<String> {
+        self.used.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_one(config: Arc<rustls::ServerConfig>, stream: std::net::TcpStream) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = rustls::StreamOwned::new(conn, stream);
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let sni = tls.conn.server_name().unwrap_or("").to_string();
+    let body = format!("ok {sni}\n");
+    let _ = write!(
+        tls,
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tls.flush();
+    tls.conn.send_close_notify();
+    let _ = tls.conn.complete_io(&mut tls.sock);
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn debian_layout_gets_hosts_env_label_and_the_ca_appended_to_its_bundle() {
+    let image = debian_image();
+    let c = Caching::start("{}", "{}", "");
+    let name = unique("inject-debian");
+    let _cleanup = Cleanup::container(&name);
+    run_ok(c.docker().args([
+        "create",
+        "--name",
+        &name,
+        "--add-host",
+        &format!("{PKGS}:10.9.9.9"),
+        "--add-host",
+        "other.example:10.8.8.8",
+        image,
+        "sleep",
+        "60",
+    ]));
+
+    let v = inspect(c.docker(), &name);
+    let hosts = strings(&v["HostConfig"]["ExtraHosts"]);
+    assert!(hosts.contains(&format!("{PKGS}:10.9.9.9")), "{hosts:?}");
+    assert!(
+        hosts.contains(&"other.example:10.8.8.8".to_string()),
+        "{hosts:?}"
+    );
+    assert!(hosts.contains(&format!("{REPO}:host-gateway")), "{hosts:?}");
+    assert!(
+        !hosts.contains(&format!("{PKGS}:host-gateway")),
+        "the client's entry for a cached name wins: {hosts:?}"
+    );
+    let env = strings(&v["Config"]["Env"]);
+    assert!(
+        env.contains(&format!("NODE_EXTRA_CA_CERTS={CA_PEM}")),
+        "{env:?}"
+    );
+    let pems = label_pems(&c.state(), &v);
+    assert!(!pems.is_empty());
+
+    run_ok(c.docker().args(["start", &name]));
+    let exec = |cmd: &[&str]| run_ok(c.docker().args(["exec", &name]).args(cmd));
+    let bundle = exec(&["cat", DEBIAN_BUNDLE]);
+    assert!(
+        bundle.starts_with(original_pem()),
+        "original content first:\n{bundle}"
+    );
+    assert!(
+        bundle.trim_end().ends_with(pems.last().unwrap().trim_end()),
+        "ends with the CA PEMs:\n{bundle}"
+    );
+    for pem in &pems {
+        assert!(bundle.contains(pem.trim()), "{bundle}");
+    }
+    let standalone = exec(&["cat", CA_PEM]);
+    for pem in &pems {
+        assert!(standalone.contains(pem.trim()), "{standalone}");
+    }
+    let etc_hosts = exec(&["cat", "/etc/hosts"]);
+    let gw = gateway().to_string();
+    assert!(
+        etc_hosts
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [gw.as_str(), REPO]),
+        "host-gateway resolved to {gw}:\n{etc_hosts}"
+    );
+    assert!(
+        etc_hosts
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["10.9.9.9", PKGS]),
+        "{etc_hosts}"
+    );
+    assert!(exec(&["env"]).contains(&format!("NODE_EXTRA_CA_CERTS={CA_PEM}")));
+
+    // The image itself is unchanged: a container made on the daemon directly
+    // sees the original bundle and no standalone PEM.
+    let direct = run_ok(docker_direct().args([
+        "run",
+        "--rm",
+        image,
+        "sh",
+        "-c",
+        &format!("cat {DEBIAN_BUNDLE}; test -e {CA_PEM} && echo PRESENT; true"),
+    ]));
+    assert_eq!(direct, original_pem());
+    assert!(c.logs().contains("cache CA installed in container"));
+}
+
+#[test]
+fn rhel_layout_gets_the_ca_appended_to_the_link_target_and_the_link_kept() {
+    let image = rhel_image();
+    let c = Caching::start("{}", "{}", "");
+    let name = unique("inject-rhel");
+    let _cleanup = Cleanup::container(&name);
+    run_ok(
+        c.docker()
+            .args(["create", "--name", &name, image, "sleep", "60"]),
+    );
+    let v = inspect(c.docker(), &name);
+    let pems = label_pems(&c.state(), &v);
+    run_ok(c.docker().args(["start", &name]));
+    let exec = |cmd: &str| run_ok(c.docker().args(["exec", &name, "sh", "-c", cmd]));
+
+    assert_eq!(
+        exec(&format!("readlink {RHEL_LINK}")).trim(),
+        "../../ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "the link is still a link"
+    );
+    let bundle = exec(&format!("cat {RHEL_BUNDLE}"));
+    assert!(bundle.starts_with(original_pem()), "{bundle}");
+    assert!(bundle.trim_end().ends_with(pems.last().unwrap().trim_end()));
+    assert_eq!(
+        bundle.matches("BEGIN CERTIFICATE").count(),
+        1 + pems.len(),
+        "appended once, though two bundle paths lead to it:\n{bundle}"
+    );
+    assert_eq!(exec(&format!("cat {RHEL_LINK}")), bundle);
+    // Permissions of the bundle are kept.
+    assert!(exec(&format!("ls -l {RHEL_BUNDLE}")).starts_with("-r--r--r--"));
+    assert!(exec(&format!("cat {CA_PEM}")).contains(pems[0].trim()));
+    // No Debian bundle appeared through the /etc/ssl/certs link.
+    assert_eq!(
+        exec(&format!("test -e {DEBIAN_BUNDLE} && echo yes || echo no")).trim(),
+        "no"
+    );
+    let direct = run_ok(docker_direct().args(["run", "--rm", image, "cat", RHEL_LINK]));
+    assert_eq!(direct, original_pem(), "the image is unchanged");
+}
+
+#[test]
+fn image_without_a_bundle_gets_only_the_standalone_pem_and_env() {
+    let image = busybox();
+    let c = Caching::start("{}", "{}", "");
+    let out = run_ok(c.docker().args([
+        "run",
+        "--rm",
+        image,
+        "sh",
+        "-c",
+        &format!(
+            "echo env=$NODE_EXTRA_CA_CERTS; grep -c 'BEGIN CERTIFICATE' {CA_PEM}; \
+             for f in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt /etc/ssl/cert.pem /etc/ssl/ca-bundle.pem; do test -e $f && echo UNEXPECTED $f; done; true"
+        ),
+    ]));
+    assert!(out.contains(&format!("env={CA_PEM}")), "{out}");
+    assert!(out.lines().any(|l| l.trim() == "1"), "one CA: {out}");
+    assert!(!out.contains("UNEXPECTED"), "{out}");
+}
+
+#[test]
+fn read_only_rootfs_under_skip_is_created_again_without_any_injection() {
+    let image = debian_image();
+    let c = Caching::start("{on_failure: skip}", "{}", "");
+    let name = unique("inject-ro-skip");
+    let tag = unique("ro-skip");
+    let _cleanup = Cleanup::container(&name);
+    let out = run_ok(c.docker().args([
+        "run",
+        "--name",
+        &name,
+        "--label",
+        &format!("{TEST_LABEL}={tag}"),
+        "--read-only",
+        image,
+        "sh",
+        "-c",
+        &format!("env; cat /etc/hosts; test -e {CA_PEM} && echo PEM-PRESENT; cat {DEBIAN_BUNDLE}"),
+    ]));
+    assert!(!out.contains("NODE_EXTRA_CA_CERTS"), "{out}");
+    assert!(!out.contains(REPO) && !out.contains(PKGS), "{out}");
+    assert!(!out.contains("PEM-PRESENT"), "{out}");
+    assert!(out.trim_end().ends_with(original_pem().trim_end()), "{out}");
+    let v = inspect(c.docker(), &name);
+    assert!(v["Config"]["Labels"]["cistern.ca"].is_null(), "{v}");
+    assert!(strings(&v["HostConfig"]["ExtraHosts"]).is_empty());
+    // Exactly one container: the first, injected one was removed.
+    let ids = run_ok(docker_direct().args([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label={TEST_LABEL}={tag}"),
+    ]));
+    assert_eq!(ids.lines().count(), 1, "{ids}");
+    assert!(
+        c.logs().contains("created again without caching injection"),
+        "{}",
+        c.logs()
+    );
+}
+
+#[test]
+fn read_only_rootfs_under_refuse_is_refused_and_leaves_nothing() {
+    let image = debian_image();
+    let c = Caching::start("{on_failure: refuse}", "{}", "");
+    let name = unique("inject-ro-refuse");
+    let tag = unique("ro-refuse");
+    let _cleanup = Cleanup::container(&name);
+    let out = run(c.docker().args([
+        "create",
+        "--name",
+        &name,
+        "--label",
+        &format!("{TEST_LABEL}={tag}"),
+        "--read-only",
+        image,
+        "true",
+    ]));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cistern: could not install the cache CA into the container"),
+        "{stderr}"
+    );
+    let ids = run_ok(docker_direct().args([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label={TEST_LABEL}={tag}"),
+    ]));
+    assert_eq!(ids.trim(), "", "nothing left on the daemon");
+    // The name is free again.
+    run_ok(c.docker().args(["create", "--name", &name, image, "true"]));
+}
+
+#[test]
+fn listener_and_image_switches_turn_injection_off() {
+    let debian = debian_image();
+    let plain = busybox();
+    let dir = tempfile::tempdir().unwrap();
+    let off_socket = dir.path().join("off.sock");
+    let c = Caching::start(
+        "{skip_images: [\"cistern-test/busy*\"]}",
+        "{}",
+        &format!(
+            "  - name: off\n    caching_inject: false\n    unix:\n      path: {}\n      mode: \"0600\"\n",
+            off_socket.display()
+        ),
+    );
+    let probe = format!("echo env=$NODE_EXTRA_CA_CERTS; test -e {CA_PEM} && echo PEM; true");
+    let on = run_ok(c.docker().args(["run", "--rm", debian, "sh", "-c", &probe]));
+    assert!(
+        on.contains(&format!("env={CA_PEM}")) && on.contains("PEM"),
+        "{on}"
+    );
+    let skipped = run_ok(c.docker().args(["run", "--rm", plain, "sh", "-c", &probe]));
+    assert_eq!(skipped.trim(), "env=", "image pattern: {skipped}");
+    let off = run_ok(docker_at(&off_socket).args(["run", "--rm", debian, "sh", "-c", &probe]));
+    assert_eq!(off.trim(), "env=", "listener switch: {off}");
+}
+
+#[test]
+fn build_containers_get_extra_hosts_and_the_client_entry_wins() {
+    let c = Caching::start("{}", "{}", "");
+    let tag = format!("cistern-test/{}:latest", unique("inject-build"));
+    let _cleanup = Cleanup::image(&tag);
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}\nRUN cat /etc/hosts > /hosts.txt\n", busybox()),
+    )
+    .unwrap();
+    run_ok(
+        c.docker()
+            .env("DOCKER_BUILDKIT", "0")
+            .args([
+                "build",
+                "-q",
+                "--add-host",
+                &format!("{PKGS}:10.9.9.9"),
+                "-t",
+                &tag,
+            ])
+            .arg(ctx.path()),
+    );
+    let hosts = run_ok(docker_direct().args(["run", "--rm", &tag, "cat", "/hosts.txt"]));
+    let gw = gateway().to_string();
+    let lines: Vec<Vec<&str>> = hosts
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(lines.contains(&vec!["10.9.9.9", PKGS]), "{hosts}");
+    assert!(lines.contains(&vec![gw.as_str(), REPO]), "{hosts}");
+    assert!(!lines.contains(&vec![gw.as_str(), PKGS]), "{hosts}");
+}
+
+#[test]
+fn no_private_key_enters_a_container_and_key_files_are_0600() {
+    let image = rhel_image();
+    let c = Caching::start("{}", "{}", "");
+    let name = unique("inject-keys");
+    let _cleanup = Cleanup::container(&name);
+    run_ok(c.docker().args(["create", "--name", &name, image, "true"]));
+    // The whole filesystem of the container, as `docker export` streams it.
+    let mut export = docker_direct()
+        .args(["export", &name])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut archive = tar::Archive::new(export.stdout.take().unwrap());
+    let mut files = 0;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().display().to_string();
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).unwrap();
+        files += 1;
+        assert!(
+            !content.windows(11).any(|w| w == b"PRIVATE KEY"),
+            "key material in the container at {path}"
+        );
+    }
+    assert!(export.wait().unwrap().success());
+    assert!(files > 10, "exported {files} entries");
+
+    let state = c.state();
+    let mut keys = 0;
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let entry = entry.unwrap();
+        let mode = entry.metadata().unwrap().permissions().mode() & 0o777;
+        if entry.file_name().to_string_lossy().ends_with(".key.pem") {
+            keys += 1;
+            assert_eq!(mode, 0o600, "{:?}", entry.path());
+        }
+    }
+    assert!(keys >= 1);
+    let dir_mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dir_mode, 0o700);
+}
+
+/// `curl` in a container, exit code and output.
+fn curl_in(docker: &mut Command, image: &str, args: &[&str], url: &str) -> (bool, String) {
+    let out = run(docker.args(["run", "--rm"]).args(args).args([
+        image,
+        "/usr/bin/curl",
+        "-sS",
+        "--max-time",
+        "10",
+        url,
+    ]));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn curl_in_a_container_verifies_the_cached_domain_and_refuses_names_outside_the_constraints() {
+    let image = curl_image();
+    let c = Caching::start("{}", "{}", "");
+    let gw = gateway();
+    let origin = Origin::start(gw, c.state());
+    let port = origin.addr.port();
+
+    // Through cistern: the extra host routes the name, the injected CA verifies.
+    let url = format!("https://{REPO}:{port}/");
+    let (ok, out) = curl_in(&mut c.docker(), image, &[], &url);
+    assert!(ok, "verified fetch failed: {out}");
+    assert_eq!(out.trim(), format!("ok {REPO}"));
+
+    // A leaf for a name outside the CA's name constraints, signed by the same
+    // CA key: the same client refuses it.
+    let evil = format!("evil.test:{gw}");
+    let (ok, out) = curl_in(
+        &mut c.docker(),
+        image,
+        &["--add-host", &evil],
+        &format!("https://evil.test:{port}/"),
+    );
+    assert!(!ok, "a leaf outside the constraints was accepted: {out}");
+    assert!(out.contains("permitted subtree violation"), "{out}");
+
+    // Control: without cistern the same image does not trust the origin.
+    let direct_host = format!("{REPO}:{gw}");
+    let (ok, out) = curl_in(
+        &mut docker_direct(),
+        image,
+        &["--add-host", &direct_host],
+        &url,
+    );
+    assert!(!ok, "trusted without injection: {out}");
+    assert!(out.contains("certificate"), "{out}");
+}
+
+#[test]
+fn a_container_keeps_fetching_across_rotations_and_a_cistern_restart() {
+    // Each CA lives 12 s, jobs at most 8 s (margin 1.2 s): a new CA every
+    // ~2.8 s, the oldest valid one changing as often.
+    let image = curl_image();
+    let mut c = Caching::start("{}", "{lifetime: 12s, max_job_duration: 8s}", "");
+    let state = c.state();
+    let first: BTreeSet<String> = stored_cas(&state).into_iter().map(|ca| ca.id).collect();
+    let gw = gateway();
+    let origin = Origin::start(gw, state.clone());
+    let port = origin.addr.port();
+
+    // Let the first CA expire, so the container is handed several.
+    std::thread::sleep(Duration::from_secs(13));
+    let name = unique("inject-rotation");
+    let _cleanup = Cleanup::container(&name);
+    let url = format!("https://{REPO}:{port}/");
+    let script = format!(
+        "i=0; while [ $i -lt 12 ]; do /usr/bin/curl -sS --max-time 3 {url} >/dev/null && echo FETCH-OK || echo FETCH-FAIL; i=$((i+1)); sleep 0.5; done"
+    );
+    run_ok(
+        c.docker()
+            .args(["run", "-d", "--name", &name, image, "sh", "-c", &script]),
+    );
+    let v = inspect(c.docker(), &name);
+    let given = v["Config"]["Labels"]["cistern.ca"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        given.split(',').count() >= 2,
+        "several CAs handed out: {given}"
+    );
+
+    // Expired keys are gone from disk.
+    let now: BTreeSet<String> = stored_cas(&state).into_iter().map(|ca| ca.id).collect();
+    for id in &first {
+        assert!(!now.contains(id), "expired CA {id} still on disk");
+        assert!(!state.join(format!("{id}.key.pem")).exists());
+    }
+
+    // Restart cistern mid-job.
+    std::thread::sleep(Duration::from_secs(2));
+    c.restart();
+    let code = run_ok(c.docker().args(["wait", &name]));
+    assert_eq!(code.trim(), "0");
+    let logs = run_ok(c.docker().args(["logs", &name]));
+    assert_eq!(logs.matches("FETCH-OK").count(), 12, "{logs}");
+    assert!(!logs.contains("FETCH-FAIL"), "{logs}");
+
+    // The origin signed with more than one CA during the job, each one the
+    // container was given.
+    let used: BTreeSet<String> = origin.used().into_iter().collect();
+    assert!(used.len() >= 2, "signers: {used:?}");
+    for id in &used {
+        assert!(given.split(',').any(|g| g == id), "{id} not in {given}");
+    }
+
+    // A container created after the restart works too.
+    let (ok, out) = curl_in(&mut c.docker(), image, &[], &url);
+    assert!(ok, "{out}");
+}
