@@ -44,6 +44,8 @@ struct Setup {
     admin: SocketAddr,
     extra: String,
     ca_pem: String,
+    /// Where the HTTPS listener binds instead of a loopback port.
+    https_bind: Option<String>,
 }
 
 impl Setup {
@@ -63,6 +65,7 @@ impl Setup {
             admin: "127.0.0.1:0".parse().unwrap(),
             extra: extra.to_owned(),
             ca_pem: String::new(),
+            https_bind: None,
         };
         setup.restart();
         setup
@@ -79,11 +82,15 @@ impl Setup {
             old.wait_exit(Duration::from_secs(20));
         }
         self.http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        self.https = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        self.https = match &self.https_bind {
+            Some(bind) => bind.parse().unwrap(),
+            None => SocketAddr::from(([127, 0, 0, 1], free_port())),
+        };
         self.admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let d = self.dirs.path();
         let config = format!(
-            "listeners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{DEB}, {PYPI}, {NPM}]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n  admin: {admin}\n  upstream:\n    extra_roots: [{root}]\n    overrides:\n      {DEB}: {o1}\n      {NPM}: {o1}\n      {PYPI}: {o2}\n{extra}",
+            "upstream:\n  unix: {daemon}\nlisteners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{DEB}, {PYPI}, {NPM}]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n  admin: {admin}\n  upstream:\n    extra_roots: [{root}]\n    overrides:\n      {DEB}: {o1}\n      {NPM}: {o1}\n      {PYPI}: {o2}\n{extra}",
+            daemon = support::daemon_socket().display(),
             sock = d.join("unused.sock").display(),
             state = d.join("state").display(),
             cache = d.join("cache").display(),
@@ -669,4 +676,102 @@ async fn the_leaf_verifies_against_cisterns_ca_and_not_against_the_system_store(
         err.contains("UnknownIssuer") || err.contains("invalid peer certificate"),
         "{err}"
     );
+}
+
+/// A busybox-based image with the host's curl, its libraries (found with
+/// `ldd`) and a Debian-layout CA bundle for the injection to append to.
+fn curl_image() -> &'static str {
+    const TAG: &str = "cistern-test/cache-curl:latest";
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let ctx = tempfile::tempdir().unwrap();
+        let root = ctx.path().join("root");
+        let ldd = support::run_ok(Command::new("ldd").arg("/usr/bin/curl"));
+        let mut paths = vec!["/usr/bin/curl".to_owned()];
+        for line in ldd.lines() {
+            let field = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(path) = field.filter(|p| p.starts_with('/')) {
+                paths.push(path.to_owned());
+            }
+        }
+        for path in &paths {
+            let target = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(path, &target).unwrap();
+        }
+        let bundle = root.join("etc/ssl/certs/ca-certificates.crt");
+        std::fs::create_dir_all(bundle.parent().unwrap()).unwrap();
+        std::fs::write(&bundle, "").unwrap();
+        std::fs::write(root.join("etc/nsswitch.conf"), "hosts: files dns\n").unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM {}\nCOPY root/ /\n", support::busybox()),
+        )
+        .unwrap();
+        support::run_ok(
+            support::docker_direct()
+                .env("DOCKER_BUILDKIT", "0")
+                .args(["build", "-q", "-t", TAG])
+                .arg(ctx.path()),
+        );
+    });
+    TAG
+}
+
+fn bridge_gateway() -> String {
+    support::run_ok(support::docker_direct().args([
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+    ]))
+    .trim()
+    .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_container_downloads_through_the_injected_hosts_and_ca_and_hits_the_second_time() {
+    let image = tokio::task::block_in_place(curl_image);
+    let gateway = bridge_gateway();
+    // The proxy listens where containers reach the host; the extra hosts
+    // cistern injects point the cached domains there.
+    let port = free_port();
+    let mut s = Setup::start("").await;
+    s.https_bind = Some(format!("{gateway}:{port}"));
+    s.restart();
+    let path = "/debian/pool/main/h/hello/hello_2.10-3_amd64.deb";
+    let body = random_bytes(500_000, 21);
+    s.https_origin.put(path, File::new(body.clone()));
+    let sock = s.cistern.as_ref().unwrap().socket.clone();
+    let url = format!("https://{DEB}:{port}{path}");
+    let digest = {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(&body))
+    };
+    for round in 1..=2 {
+        let out = tokio::task::block_in_place(|| {
+            support::run(support::docker_at(&sock).args([
+                "run",
+                "--rm",
+                image,
+                "/bin/sh",
+                "-c",
+                &format!(
+                    "/usr/bin/curl -sS --fail --max-time 30 -o /tmp/f {url} && sha256sum /tmp/f"
+                ),
+            ]))
+        });
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "round {round}: {text}\n{}", s.logs());
+        assert!(text.starts_with(&digest), "round {round}: {text}");
+        assert_eq!(s.https_origin.counts(path).requests, 1, "round {round}");
+    }
 }

@@ -17,7 +17,7 @@
 //! *Store + tee*: a task reads the origin body, sends each chunk to the
 //! client and writes it to the cache. Only a body that ended cleanly (hyper
 //! checks `Content-Length` and chunked framing; the cache checks the length
-//! again) is committed, and the client's body ends only after the commit,
+//! again) is committed, and the last chunk reaches the client only after the commit,
 //! so its next request hits. An origin error mid-body aborts the cache
 //! write and fails the client's transfer. A cache write error (full disk)
 //! drops the write and keeps streaming from the origin.
@@ -673,6 +673,9 @@ async fn tee(
 ) {
     let mut writer = Some(writer);
     let mut client = Some(tx);
+    // The newest chunk is held back until the body is committed, so a
+    // client that has its last byte finds the entry stored.
+    let mut held: Option<Bytes> = None;
     loop {
         let data = match tokio::time::timeout(ORIGIN_IDLE_TIMEOUT, origin.frame()).await {
             Ok(None) => break,
@@ -685,17 +688,18 @@ async fn tee(
             }
             Err(_) => return tee_failed("origin body stalled".into(), client, &counter).await,
         };
-        if let Some(tx) = &client {
-            if tx.send(Ok(data.clone())).await.is_err() {
-                client = None;
-            }
-        }
         if let Some(w) = writer.as_mut() {
             if let Err(err) = w.write(&data).await {
                 tracing::warn!(error = %err, "cache write failed; serving from origin only");
                 writer = None;
             }
         }
+        if let (Some(tx), Some(previous)) = (&client, held.take()) {
+            if tx.send(Ok(previous)).await.is_err() {
+                client = None;
+            }
+        }
+        held = Some(data);
         if client.is_none() && writer.is_none() {
             return;
         }
@@ -713,7 +717,9 @@ async fn tee(
     if let Some(guard) = guard {
         guard.finish(committed);
     }
-    drop(client);
+    if let (Some(tx), Some(last)) = (client, held) {
+        let _ = tx.send(Ok(last)).await;
+    }
 }
 
 /// An origin body that failed: the caller's writer and flight guard are
