@@ -426,3 +426,51 @@ async fn install(daemon: &Daemon<'_>, cas: &[CaPem]) -> Result<Vec<String>, Inje
     }
     Ok(targets)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+    use crate::mitm::config::InjectFailure;
+
+    const BASE: &str = "listeners:\n  - name: on\n    unix: {path: /run/a.sock}\n  - name: off\n    caching_inject: false\n    unix: {path: /run/b.sock}\ncaching:\n  domains: [pkgs.example]\n";
+
+    #[test]
+    fn inject_keys_default_and_parse() {
+        let cfg = parse("f.yaml", BASE).unwrap();
+        assert!(cfg.listeners[0].caching_inject);
+        assert!(!cfg.listeners[1].caching_inject);
+        let caching = cfg.caching.unwrap();
+        assert_eq!(caching.inject_address, "host-gateway");
+        assert_eq!(
+            caching.inject_env,
+            ["NODE_EXTRA_CA_CERTS=/etc/cistern/ca.pem"]
+        );
+        assert!(caching.inject_skip_images.is_empty());
+        assert_eq!(caching.inject_on_failure, InjectFailure::Skip);
+
+        let text = format!(
+            "{BASE}  inject: {{address: 10.0.0.1, env: [A=1, B=], skip_images: ['x/*'], on_failure: refuse}}\n"
+        );
+        let caching = parse("f.yaml", &text).unwrap().caching.unwrap();
+        assert_eq!(caching.inject_address, "10.0.0.1");
+        assert_eq!(caching.inject_env, ["A=1", "B="]);
+        assert_eq!(caching.inject_skip_images, ["x/*"]);
+        assert_eq!(caching.inject_on_failure, InjectFailure::Refuse);
+    }
+
+    #[test]
+    fn bad_inject_values_are_refused_with_their_key() {
+        for (inject, wanted) in [
+            ("{env: [NOEQUALS]}", "inject.env[0]"),
+            ("{env: ['=x']}", "inject.env[0]"),
+            ("{skip_images: ['']}", "inject.skip_images[0]"),
+            ("{on_failure: maybe}", "on_failure"),
+            ("{address: somewhere}", "inject.address"),
+        ] {
+            let err = parse("f.yaml", &format!("{BASE}  inject: {inject}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(wanted), "{inject}: {err}");
+        }
+    }
+}
