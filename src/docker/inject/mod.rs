@@ -353,32 +353,49 @@ fn refusal(err: InjectError) -> DockerError {
     }
 }
 
+/// A bundle path as it exists in the container: itself, or for a link its
+/// target (resolved by the daemon within the container's root); `None` when
+/// absent or dangling.
+async fn resolve_bundle(
+    daemon: &Daemon<'_>,
+    path: &'static str,
+) -> Result<Option<(String, trust::PathStat)>, InjectError> {
+    let Some(stat) = daemon.stat(path).await? else {
+        return Ok(None);
+    };
+    if !stat.is_symlink() {
+        return Ok(Some((path.to_string(), stat)));
+    }
+    if !stat.link_target.starts_with('/') {
+        tracing::debug!(path, "bundle link does not resolve in the container");
+        return Ok(None);
+    }
+    match daemon.stat(&stat.link_target).await? {
+        Some(target_stat) => Ok(Some((stat.link_target, target_stat))),
+        None => {
+            tracing::debug!(path, target = %stat.link_target, "bundle link is dangling");
+            Ok(None)
+        }
+    }
+}
+
 /// Writes the standalone PEM and appends the CAs to every system bundle the
 /// container has; returns the bundle files written (link targets resolved).
 async fn install(daemon: &Daemon<'_>, cas: &[CaPem]) -> Result<Vec<String>, InjectError> {
-    let mounts = daemon.mount_points().await?;
+    // One round trip's worth of latency: the inspect and every bundle's stat
+    // run concurrently (the container is not started, nothing changes).
+    let (mounts, found) = tokio::try_join!(
+        daemon.mount_points(),
+        futures_util::future::try_join_all(
+            trust::BUNDLES
+                .iter()
+                .map(|path| resolve_bundle(daemon, path))
+        ),
+    )?;
     let on_mount = |path: &str| mounts.iter().find(|m| trust::is_under(path, m)).cloned();
 
     let mut targets: Vec<String> = Vec::new();
-    for path in trust::BUNDLES {
-        let Some(stat) = daemon.stat(path).await? else {
-            continue;
-        };
-        let (target, stat) = if stat.is_symlink() {
-            if !stat.link_target.starts_with('/') {
-                tracing::debug!(path, "bundle link does not resolve in the container");
-                continue;
-            }
-            match daemon.stat(&stat.link_target).await? {
-                Some(target_stat) => (stat.link_target.clone(), target_stat),
-                None => {
-                    tracing::debug!(path, target = %stat.link_target, "bundle link is dangling");
-                    continue;
-                }
-            }
-        } else {
-            (path.to_string(), stat)
-        };
+    for (target, stat) in found.into_iter().flatten() {
         if !stat.is_regular() || targets.contains(&target) {
             continue;
         }
