@@ -896,3 +896,34 @@ fn a_container_keeps_fetching_across_rotations_and_a_cistern_restart() {
     let (ok, out) = curl_in(&mut c.docker(), image, &[], &url);
     assert!(ok, "{out}");
 }
+
+#[test]
+fn a_bundle_on_a_volume_is_left_alone() {
+    let image = debian_image();
+    let c = Caching::start("{}", "{}", "");
+    let volume = unique("inject-vol");
+    let mut cleanup = Cleanup::default();
+    cleanup.volumes.push(volume.clone());
+    // A new named volume is filled from the image, so the bundle is there, but
+    // on the volume: a write would not land in the container's own layer.
+    let out = run_ok(c.docker().args([
+        "run",
+        "--rm",
+        "-v",
+        &format!("{volume}:/etc/ssl/certs"),
+        image,
+        "sh",
+        "-c",
+        &format!("cat {DEBIAN_BUNDLE}; test -e {CA_PEM} && echo PEM-PRESENT; true"),
+    ]));
+    assert_eq!(
+        out,
+        format!("{}PEM-PRESENT\n", original_pem()),
+        "volume bundle untouched, standalone PEM written"
+    );
+    assert!(
+        c.logs().contains("trust bundle is on a mount: left alone"),
+        "{}",
+        c.logs()
+    );
+}
