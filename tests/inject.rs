@@ -701,7 +701,7 @@ fn listener_and_image_switches_turn_injection_off() {
 
 #[test]
 fn build_containers_get_extra_hosts_and_the_client_entry_wins() {
-    let c = Caching::start("{}", "{}", "");
+    let c = Caching::start("{builds: true}", "{}", "");
     let tag = format!("cistern-test/{}:latest", unique("inject-build"));
     let _cleanup = Cleanup::image(&tag);
     let ctx = tempfile::tempdir().unwrap();
@@ -732,6 +732,30 @@ fn build_containers_get_extra_hosts_and_the_client_entry_wins() {
     assert!(lines.contains(&vec!["10.9.9.9", PKGS]), "{hosts}");
     assert!(lines.contains(&vec![gw.as_str(), REPO]), "{hosts}");
     assert!(!lines.contains(&vec![gw.as_str(), PKGS]), "{hosts}");
+}
+
+#[test]
+fn builds_get_no_cache_routing_unless_switched_on() {
+    // Build containers cannot be given the CA: routing them to the proxy by
+    // default would break HTTPS downloads in Dockerfiles.
+    let c = Caching::start("{}", "{}", "");
+    let tag = format!("cistern-test/{}:latest", unique("inject-nobuild"));
+    let _cleanup = Cleanup::image(&tag);
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {}\nRUN cat /etc/hosts > /hosts.txt\n", busybox()),
+    )
+    .unwrap();
+    run_ok(
+        c.docker()
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", &tag])
+            .arg(ctx.path()),
+    );
+    let hosts = run_ok(docker_direct().args(["run", "--rm", &tag, "cat", "/hosts.txt"]));
+    assert!(!hosts.contains(REPO), "{hosts}");
+    assert!(!hosts.contains(PKGS), "{hosts}");
 }
 
 #[test]

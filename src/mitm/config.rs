@@ -185,6 +185,13 @@ pub struct RawInject {
     /// What to do when the CA cannot be installed in a container. Default `skip`.
     #[serde(default)]
     pub on_failure: Option<InjectFailure>,
+    /// Also point the cached domains at the proxy in image builds (the
+    /// `extrahosts` of `POST /build`). Off by default: the build's own
+    /// containers cannot be given the CA, so HTTPS downloads from cached
+    /// domains in a Dockerfile would fail verification. Turn it on when builds
+    /// fetch cached domains over plain HTTP only.
+    #[serde(default)]
+    pub builds: bool,
 }
 
 /// `caching.inject.on_failure`: what happens to a container whose trust stores
@@ -219,6 +226,8 @@ pub struct CachingConfig {
     pub inject_skip_images: Vec<String>,
     /// What happens when the CA cannot be installed in a container.
     pub inject_on_failure: InjectFailure,
+    /// Whether builds get the extra hosts too (`caching.inject.builds`).
+    pub inject_builds: bool,
     /// Admin listener (`/metrics`).
     pub admin: SocketAddr,
     /// Cache content size limit in bytes.
@@ -271,6 +280,7 @@ impl RawCaching {
         }
         let config = CachingConfig {
             inject_env,
+            inject_builds: self.inject.builds,
             inject_skip_images: self.inject.skip_images,
             inject_on_failure: self.inject.on_failure.unwrap_or_default(),
             domains: self.domains,

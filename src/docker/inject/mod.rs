@@ -143,7 +143,10 @@ impl Injector {
     /// Stage 1: the request target of a `POST /build` with `extrahosts` for the
     /// cached domains added (other requests and switched-off listeners: as is).
     pub fn build_target(&self, listener: &str, route: &Route, target: String) -> String {
-        if route.endpoint != Endpoint::Build || !self.on_listener(listener) {
+        if route.endpoint != Endpoint::Build
+            || !self.caching.config.inject_builds
+            || !self.on_listener(listener)
+        {
             return target;
         }
         let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
