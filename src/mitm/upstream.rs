@@ -6,7 +6,9 @@
 //!
 //! The origin is contacted with the scheme and port the client used:
 //! `https://name/...` goes to `name:443` over TLS (the port from the URL if
-//! it had one); an override replaces the address, never the TLS name.
+//! it had one); an override replaces the address, never the TLS name. An
+//! override keyed `name:port` (e.g. `deb.example.test:443`) wins over one
+//! keyed `name`, so one name can have different HTTP and HTTPS origins.
 //! Upstream connections speak HTTP/1.1 and are kept alive in a pool.
 
 use std::collections::BTreeMap;
@@ -138,7 +140,11 @@ impl Connector {
             _ => return Err(invalid("origin URL scheme is neither http nor https")),
         };
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let addrs: Vec<SocketAddr> = match self.overrides.get(&host) {
+        let addrs: Vec<SocketAddr> = match self
+            .overrides
+            .get(&format!("{host}:{port}"))
+            .or_else(|| self.overrides.get(&host))
+        {
             Some(addr) => vec![*addr],
             None => tokio::net::lookup_host((host.as_str(), port))
                 .await?
