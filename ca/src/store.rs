@@ -22,12 +22,15 @@
 //!   the containers that were given them, until their `not_after`. Then
 //!   [`CaStore::tick`] forgets them, drops their cached leaves and deletes their key and
 //!   certificate files.
-//! - **Choosing the signer.** cistern records the id of the CA it handed out per container
-//!   (a label set at create time) and the caching proxy maps a connection's source address
-//!   back to it. [`CaStore::leaf_for_client`] / [`CaStore::signer`] use that CA while it is
-//!   valid and otherwise fall back to the newest CA valid now. When the client's trust is a
-//!   set of CAs (e.g. a bundle from [`CaStore::ca_pems_valid_at`]),
-//!   [`CaStore::pick_trusted`] picks the newest valid one of them.
+//! - **Choosing the signer.** A container is given *every* generation valid at its
+//!   creation (cistern records their ids on it as a label), and the caching proxy signs
+//!   with the **oldest generation still valid** ([`CaStore::cas_valid_at`], last). That
+//!   generation is one every container still within `max_job_duration` holds: the
+//!   container's current CA is valid until at least `t + max_job_duration + margin`, so
+//!   the oldest valid one at any moment of the job started no later than it, hence no
+//!   later than `t`, and was therefore valid at `t`. No per-connection lookup of which
+//!   container is calling is needed. [`CaStore::leaf_for_client`], [`CaStore::signer`]
+//!   and [`CaStore::pick_trusted`] serve callers that do know the client's CA.
 //! - **Restarts.** Generations are stored in the state directory (see `persist.rs`) and
 //!   reloaded by [`CaStore::open`], so containers created before a restart keep working;
 //!   expired, unreadable or half-written generations are removed on load.
