@@ -1,7 +1,9 @@
 //! Glob patterns for rules and `purge`.
 //!
-//! Small on purpose: `**` matches any run of characters including `/`, `*`
-//! matches a run without `/`, `?` matches one character other than `/`.
+//! Small on purpose: `**/` matches zero or more whole path segments (so
+//! `**/pool/**/*.deb` matches `/pool/x.deb` as well as `/pool/a/b/x.deb`),
+//! any other `**` matches any run of characters including `/`, `*` matches a
+//! run without `/`, `?` matches one character other than `/`.
 //! Everything else matches itself. Matching is by byte, so it works on
 //! percent-encoded paths as they arrive.
 
@@ -38,6 +40,14 @@ impl Glob {
 fn matches_at(pat: &[u8], text: &[u8]) -> bool {
     match pat {
         [] => text.is_empty(),
+        // Zero segments, or any number of them each ending in `/`.
+        [b'*', b'*', b'/', rest @ ..] => {
+            matches_at(rest, text)
+                || text
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &c)| c == b'/' && matches_at(rest, &text[i + 1..]))
+        }
         [b'*', b'*', rest @ ..] => (0..=text.len()).any(|i| matches_at(rest, &text[i..])),
         [b'*', rest @ ..] => {
             let limit = text.iter().position(|&c| c == b'/').unwrap_or(text.len());
@@ -65,6 +75,17 @@ mod tests {
         assert!(g.matches("/debian/pool/main/h/hello/hello_1.0_amd64.deb"));
         assert!(!g.matches("/debian/dists/stable/Release"));
         assert!(Glob::new("**/Release").matches("/Release"));
+    }
+
+    #[test]
+    fn double_star_slash_matches_zero_segments() {
+        let g = Glob::new("**/pool/**/*.deb");
+        assert!(g.matches("/debian/pool/x.deb"));
+        assert!(g.matches("/pool/x.deb"));
+        assert!(!g.matches("/debian/pool.deb"));
+        assert!(!g.matches("/debian/xpool/x.deb"));
+        assert!(Glob::new("/a/**/b").matches("/a/b"));
+        assert!(!Glob::new("/a/**/b").matches("/ab"));
     }
 
     #[test]

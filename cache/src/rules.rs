@@ -276,6 +276,12 @@ mod tests {
     }
 
     #[test]
+    fn a_file_directly_under_pool_is_immutable() {
+        assert_eq!(mode("/debian/pool/x.deb"), Mode::Immutable);
+        assert_eq!(mode("/pool/x_1.0_amd64.deb"), Mode::Immutable);
+    }
+
+    #[test]
     fn apt_indexes_revalidate() {
         assert_eq!(mode("/debian/dists/stable/Release"), Mode::Revalidate);
         assert_eq!(mode("/debian/dists/stable/InRelease"), Mode::Revalidate);
