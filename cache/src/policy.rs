@@ -29,8 +29,8 @@ use std::time::{Duration, SystemTime};
 
 use http::header::{
     HeaderName, AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
-    EXPIRES, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, PRAGMA,
-    RANGE, TRANSFER_ENCODING, VARY,
+    ETAG, EXPIRES, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
+    LAST_MODIFIED, PRAGMA, RANGE, TRANSFER_ENCODING, VARY,
 };
 use http::{request, response, HeaderMap, HeaderValue, Method, StatusCode};
 use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
@@ -274,7 +274,20 @@ impl Policy {
         if res.status != StatusCode::NOT_MODIFIED {
             return Revalidated::Modified;
         }
-        let view = self.freshness_view(meta.mode, res);
+        let mut view = self.freshness_view(meta.mode, res);
+        // A 304 answers the conditional request we sent for this very entry.
+        // Some origins (Python's http.server among them) send it without
+        // the validators; http-cache-semantics then cannot tie it to the
+        // stored response (RFC 9111 §4.3.4 selects by validator) and calls
+        // it modified, which would download the body again. A 304 that
+        // carries no validator of its own refreshes the entry it answers.
+        if !view.headers.contains_key(ETAG) && !view.headers.contains_key(LAST_MODIFIED) {
+            for name in [ETAG, LAST_MODIFIED] {
+                if let Some(value) = meta.headers.get(&name) {
+                    view.headers.insert(name, value.clone());
+                }
+            }
+        }
         match meta.policy.after_response(revalidation, &view, now) {
             AfterResponse::NotModified(policy, response) => {
                 let mut headers = meta.headers.clone();
@@ -499,6 +512,53 @@ mod tests {
         assert!(matches!(
             p.freshness(&r, &fresh, after),
             Freshness::Fresh(_)
+        ));
+    }
+
+    #[test]
+    fn not_modified_without_last_modified_still_refreshes() {
+        let p = Policy::default();
+        let now = SystemTime::UNIX_EPOCH + T0;
+        let r = req("https://files.example.test/assets/file.txt");
+        let lm = "Tue, 14 Nov 2023 22:13:20 GMT";
+        let s = res(&[("cache-control", "max-age=60"), ("last-modified", lm)]);
+        let meta = store(&p, &r, &s, now);
+        let later = now + Duration::from_secs(120);
+        let Freshness::Stale(reval) = p.freshness(&r, &meta, later) else {
+            panic!("should be stale");
+        };
+        assert_eq!(reval.headers.get(IF_MODIFIED_SINCE).unwrap(), lm);
+        // What Python's http.server sends: a bare 304 with a Date.
+        let mut not_modified = res(&[("date", "Tue, 14 Nov 2023 22:15:20 GMT")]);
+        not_modified.status = StatusCode::NOT_MODIFIED;
+        let Revalidated::NotModified { meta: fresh, .. } =
+            p.on_revalidated(&reval, &meta, &not_modified, later)
+        else {
+            panic!("a 304 without validators should refresh the entry");
+        };
+        assert_eq!(fresh.headers.get(LAST_MODIFIED).unwrap(), lm);
+        assert!(matches!(
+            p.freshness(&r, &fresh, later + Duration::from_secs(30)),
+            Freshness::Fresh(_)
+        ));
+    }
+
+    #[test]
+    fn not_modified_with_another_strong_etag_is_modified() {
+        let p = Policy::default();
+        let now = SystemTime::UNIX_EPOCH + T0;
+        let r = req("https://files.example.test/assets/file.txt");
+        let s = res(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")]);
+        let meta = store(&p, &r, &s, now);
+        let later = now + Duration::from_secs(120);
+        let Freshness::Stale(reval) = p.freshness(&r, &meta, later) else {
+            panic!("should be stale");
+        };
+        let mut not_modified = res(&[("etag", "\"v2\"")]);
+        not_modified.status = StatusCode::NOT_MODIFIED;
+        assert!(matches!(
+            p.on_revalidated(&reval, &meta, &not_modified, later),
+            Revalidated::Modified
         ));
     }
 
