@@ -198,18 +198,7 @@ impl Store {
     pub async fn reload(&self) -> Result<()> {
         let dir = self.inner.dir.clone();
         let (entries, access) = tokio::task::spawn_blocking(move || {
-            let mut entries = Vec::new();
-            for item in cacache::index::ls(&dir) {
-                match item {
-                    Ok(m) => entries.push((
-                        m.key,
-                        m.integrity.to_string(),
-                        m.size as u64,
-                        u64::try_from(m.time).unwrap_or(u64::MAX),
-                    )),
-                    Err(e) => tracing::warn!(error = %e, "skipping unreadable cache index bucket"),
-                }
-            }
+            let (entries, _skipped) = read_index(&dir);
             let access: HashMap<String, u64> = std::fs::read(dir.join(LRU_FILE))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
@@ -533,6 +522,37 @@ impl Store {
     }
 }
 
+/// An index entry as [`Store::reload`] loads it: key, integrity, size, time.
+type IndexRow = (String, String, u64, u64);
+
+/// Reads every index bucket; returns the entries and how many buckets could
+/// not be read (each logged). A cache directory without an index yet (a
+/// fresh one) has no entries and nothing to warn about, and a bucket removed
+/// while the walk runs is not an error either.
+fn read_index(dir: &Path) -> (Vec<IndexRow>, usize) {
+    let mut entries = Vec::new();
+    let mut skipped = 0;
+    if !dir.join("index-v5").is_dir() {
+        return (entries, skipped);
+    }
+    for item in cacache::index::ls(dir) {
+        match item {
+            Ok(m) => entries.push((
+                m.key,
+                m.integrity.to_string(),
+                m.size as u64,
+                u64::try_from(m.time).unwrap_or(u64::MAX),
+            )),
+            Err(cacache::Error::IoError(e, _)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                skipped += 1;
+                tracing::warn!(error = %e, "skipping unreadable cache index bucket");
+            }
+        }
+    }
+    (entries, skipped)
+}
+
 /// cacache 13 stores content at
 /// `content-v2/<algorithm>/<hex[0..2]>/<hex[2..4]>/<hex[4..]>`. Its helper is
 /// private, and ranged reads need the file itself to seek; a test pins this
@@ -549,6 +569,18 @@ pub(crate) fn content_path(dir: &Path, integrity: &Integrity) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_fresh_cache_directory_reads_no_bucket_and_skips_none() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_index(dir.path()), (Vec::new(), 0));
+        let store = Store::open(dir.path(), StoreConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(store.stats().entries, 0);
+        let (_, skipped) = read_index(dir.path());
+        assert_eq!(skipped, 0);
+    }
 
     #[tokio::test]
     async fn content_path_matches_cacache_layout() {
