@@ -37,6 +37,13 @@ pub struct Meta {
     /// Subresource-integrity hash of the body (`sha256-…`); empty until
     /// the write is committed.
     pub integrity: String,
+    /// Fast checksum of the body (`xxh3-128:<hex>`), computed as it was
+    /// written and checked on every read; the SHA-256 `integrity` stays the
+    /// content address (so dedup cannot be fooled by a crafted collision).
+    /// Entries stored before it existed have none and are checked against
+    /// `integrity` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
 }
 
 impl Meta {
@@ -123,6 +130,7 @@ mod tests {
             stored_at_ms: 1_700_000_000_000,
             size: 5,
             integrity: "sha256-abc".into(),
+            check: None,
         };
         let json = serde_json::to_value(&meta).unwrap();
         let back: Meta = serde_json::from_value(json).unwrap();

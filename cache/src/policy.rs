@@ -256,6 +256,7 @@ impl Policy {
             stored_at_ms: unix_ms(now),
             size: 0,
             integrity: String::new(),
+            check: None,
         }))
     }
 

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use cacache::Integrity;
 use http::header::CONTENT_LENGTH;
 
@@ -268,18 +267,7 @@ impl Store {
     /// fails or the content is missing.
     pub async fn body(&self, entry: &Entry) -> Result<Body> {
         if entry.size() <= self.inner.config.verify_before_serve {
-            let read = cacache::read_hash(&self.inner.dir, &entry.integrity).await;
-            match read {
-                Ok(bytes) => {
-                    self.mark_verified(&entry.integrity, true);
-                    Ok(Body::Full(Bytes::from(bytes)))
-                }
-                Err(cacache::Error::IntegrityError(_)) => Err(self.drop_corrupt(&entry.key).await),
-                Err(cacache::Error::IoError(e, _)) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Err(self.drop_corrupt(&entry.key).await)
-                }
-                Err(e) => Err(Error::cacache("reading a body", e)),
-            }
+            Ok(Body::Full(crate::read::read_whole(self, entry).await?))
         } else {
             Ok(Body::Stream(Box::new(self.reader(entry).await?)))
         }
@@ -312,6 +300,7 @@ impl Store {
         let meta = Meta {
             size: entry.meta.size,
             integrity: entry.meta.integrity.clone(),
+            check: entry.meta.check.clone(),
             ..meta
         };
         self.index_insert(&entry.key, &entry.integrity, &meta)

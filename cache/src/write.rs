@@ -28,6 +28,7 @@ pub struct Writer {
     expected: Option<u64>,
     written: u64,
     inner: Option<cacache::Writer>,
+    check: Box<xxhash_rust::xxh3::Xxh3>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -60,6 +61,7 @@ impl Writer {
             expected,
             written: 0,
             inner: Some(inner),
+            check: Box::default(),
         })
     }
 
@@ -79,6 +81,7 @@ impl Writer {
             self.abort();
             return Err(Error::io("writing a body", e));
         }
+        self.check.update(chunk);
         self.written += chunk.len() as u64;
         Ok(())
     }
@@ -109,6 +112,7 @@ impl Writer {
         let mut meta = self.meta.clone();
         meta.size = self.written;
         meta.integrity = integrity.to_string();
+        meta.check = Some(crate::read::xxh3_check(self.check.digest128()));
         if let Err(e) = self.store.index_insert(&self.key, &integrity, &meta).await {
             self.count_abort();
             self.store
