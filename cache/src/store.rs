@@ -151,7 +151,22 @@ pub(crate) struct Inner {
     /// Integrities whose content was hashed whole by this process (written,
     /// read to the end, or verified); ranged reads of these seek directly.
     pub(crate) verified: Mutex<HashSet<String>>,
+    /// Parsed index entries by key, each with the stamp of the bucket file
+    /// it was read from (see [`Store::get`]).
+    memo: Mutex<HashMap<String, Memo>>,
 }
+
+/// A parsed index entry and the bucket file's (length, mtime) when read.
+#[derive(Debug)]
+struct Memo {
+    stamp: BucketStamp,
+    entry: Entry,
+}
+
+type BucketStamp = (u64, Option<SystemTime>);
+
+/// Most parsed entries kept in memory; past it the memo starts over.
+const MEMO_LIMIT: usize = 16 * 1024;
 
 impl Store {
     /// Opens (or creates) the cache in `dir`, loading the index.
@@ -169,6 +184,7 @@ impl Store {
                 counters: Counters::default(),
                 evicting: tokio::sync::Mutex::new(()),
                 verified: Mutex::new(HashSet::new()),
+                memo: Mutex::new(HashMap::new()),
             }),
         };
         store.reload().await?;
@@ -212,14 +228,85 @@ impl Store {
             fresh.insert(&key, &integrity, size, last);
         }
         *self.table() = fresh;
+        self.memo().clear();
         Ok(())
+    }
+
+    fn memo(&self) -> MutexGuard<'_, HashMap<String, Memo>> {
+        self.inner
+            .memo
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Looks up the committed entry for a key, marking it used.
     ///
     /// An entry whose metadata cannot be decoded is dropped and reported as
     /// absent.
+    ///
+    /// Parsing a bucket (every line checksummed, the metadata JSON decoded)
+    /// cost more than serving a small body, so parsed entries are kept in
+    /// memory and reused while the bucket file keeps the same length and
+    /// mtime. cacache only ever appends to a bucket (a removal too), so any
+    /// write, by this process or another (`cistern cache purge`), changes
+    /// the stamp and the bucket is read again. The stamp is one `stat` of a
+    /// small, hot file, done in place.
     pub async fn get(&self, key: &CacheKey) -> Result<Option<Entry>> {
+        let Some(stamp) = bucket_stamp(&self.inner.dir, key.as_str()) else {
+            self.memo().remove(key.as_str());
+            return Ok(None);
+        };
+        let memoised = self
+            .memo()
+            .get(key.as_str())
+            .filter(|m| m.stamp == stamp)
+            .map(|m| m.entry.clone());
+        if let Some(entry) = memoised {
+            self.touch(key, &entry);
+            return Ok(Some(entry));
+        }
+        let Some(entry) = self.read_entry(key).await? else {
+            self.memo().remove(key.as_str());
+            return Ok(None);
+        };
+        {
+            let mut memo = self.memo();
+            if memo.len() >= MEMO_LIMIT {
+                memo.clear();
+            }
+            // Stamped before the read: a write in between leaves a stale
+            // stamp, so the next lookup reads the bucket again.
+            memo.insert(
+                key.as_str().to_owned(),
+                Memo {
+                    stamp,
+                    entry: entry.clone(),
+                },
+            );
+        }
+        self.touch(key, &entry);
+        Ok(Some(entry))
+    }
+
+    /// Marks an entry used in the LRU table.
+    fn touch(&self, key: &CacheKey, entry: &Entry) {
+        let now_ms = unix_ms(SystemTime::now());
+        let mut table = self.table();
+        if table.contains(key.as_str()) {
+            table.touch(key.as_str(), now_ms);
+        } else {
+            // Written by another process since we loaded the index.
+            table.insert(
+                key.as_str(),
+                &entry.integrity.to_string(),
+                entry.size(),
+                now_ms,
+            );
+        }
+    }
+
+    /// Reads and decodes a key's bucket.
+    async fn read_entry(&self, key: &CacheKey) -> Result<Option<Entry>> {
         let found = cacache::index::find_async(&self.inner.dir, key.as_str())
             .await
             .map_err(|e| Error::cacache("reading the index", e))?;
@@ -238,21 +325,6 @@ impl Store {
                 return Ok(None);
             }
         };
-        let now_ms = unix_ms(SystemTime::now());
-        {
-            let mut table = self.table();
-            if table.contains(key.as_str()) {
-                table.touch(key.as_str(), now_ms);
-            } else {
-                // Written by another process since we loaded the index.
-                table.insert(
-                    key.as_str(),
-                    &found.integrity.to_string(),
-                    found.size as u64,
-                    now_ms,
-                );
-            }
-        }
         Ok(Some(Entry {
             key: key.clone(),
             meta,
@@ -328,6 +400,7 @@ impl Store {
             .size(size)
             .time(u128::from(meta.stored_at_ms))
             .metadata(value);
+        self.memo().remove(key.as_str());
         cacache::index::insert_async(&self.inner.dir, key.as_str(), opts)
             .await
             .map_err(|e| Error::cacache("writing the index", e))?;
@@ -349,6 +422,7 @@ impl Store {
     }
 
     pub(crate) async fn remove_key(&self, key: &str) -> Result<()> {
+        self.memo().remove(key);
         cacache::index::delete_async(&self.inner.dir, key)
             .await
             .map_err(|e| Error::cacache("removing an index entry", e))?;
@@ -511,6 +585,24 @@ impl Store {
     }
 }
 
+/// cacache 13 keeps a key's index entries in
+/// `index-v5/<sha1(key)[0..2]>/<[2..4]>/<[4..]>` (private helper); a test
+/// pins the layout.
+fn bucket_path(dir: &Path, key: &str) -> PathBuf {
+    use sha1::Digest;
+    let hex = format!("{:x}", sha1::Sha1::digest(key.as_bytes()));
+    dir.join("index-v5")
+        .join(&hex[0..2])
+        .join(&hex[2..4])
+        .join(&hex[4..])
+}
+
+/// The bucket file's length and mtime; `None` when there is no bucket.
+fn bucket_stamp(dir: &Path, key: &str) -> Option<BucketStamp> {
+    let meta = std::fs::metadata(bucket_path(dir, key)).ok()?;
+    Some((meta.len(), meta.modified().ok()))
+}
+
 /// An index entry as [`Store::reload`] loads it: key, integrity, size, time.
 type IndexRow = (String, String, u64, u64);
 
@@ -569,6 +661,16 @@ mod tests {
         assert_eq!(store.stats().entries, 0);
         let (_, skipped) = read_index(dir.path());
         assert_eq!(skipped, 0);
+    }
+
+    #[tokio::test]
+    async fn bucket_path_matches_cacache_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        cacache::index::insert(dir.path(), "GET https://a.example.test/x", {
+            cacache::WriteOpts::new().integrity("sha256-abc".parse().unwrap())
+        })
+        .unwrap();
+        assert!(bucket_path(dir.path(), "GET https://a.example.test/x").is_file());
     }
 
     #[tokio::test]

@@ -226,3 +226,36 @@ async fn concurrent_writers_do_not_corrupt_the_store() {
     assert!(report.dropped.is_empty(), "{report:?}");
     assert_eq!(report.checked, 31, "30 distinct keys plus the shared one");
 }
+
+#[tokio::test]
+async fn a_lookup_sees_what_another_process_stored_or_removed_since() {
+    let dir = tempfile::tempdir().unwrap();
+    let serving = cache_in(dir.path()).await;
+    let other = cache_in(dir.path()).await;
+    origin_answer(&serving, &get(DEB_A), &ok(&[]), &body_of(4_000, 1), t(0))
+        .await
+        .unwrap();
+    let Lookup::Hit(hit) = serving.lookup(&get(DEB_A), t(1)).await.unwrap() else {
+        panic!("should hit");
+    };
+    assert_eq!(hit.body.bytes().await.unwrap(), body_of(4_000, 1));
+
+    // Another process stores a new version under the same key...
+    origin_answer(&other, &get(DEB_A), &ok(&[]), &body_of(4_000, 2), t(2))
+        .await
+        .unwrap();
+    let Lookup::Hit(hit) = serving.lookup(&get(DEB_A), t(3)).await.unwrap() else {
+        panic!("should hit");
+    };
+    assert_eq!(hit.body.bytes().await.unwrap(), body_of(4_000, 2));
+
+    // ...and then removes it.
+    let Lookup::Hit(hit) = other.lookup(&get(DEB_A), t(4)).await.unwrap() else {
+        panic!("should hit");
+    };
+    other.store().remove(&hit.entry.key).await.unwrap();
+    let Lookup::Miss(miss) = serving.lookup(&get(DEB_A), t(5)).await.unwrap() else {
+        panic!("a removed entry is a miss");
+    };
+    assert_eq!(miss.reason, MissReason::NotCached);
+}
