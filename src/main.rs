@@ -46,6 +46,22 @@ enum Command {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
+    /// List tenants and what they own (daemon labels and the image state file).
+    Tenants {
+        /// Configuration file (YAML). Default: the embedded configuration.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Remove everything one tenant owns: containers (forced), networks,
+    /// volumes, images it built, tags it created.
+    Cleanup {
+        /// The tenant, e.g. `uid-1000` or a configured name.
+        #[arg(long)]
+        tenant: String,
+        /// Configuration file (YAML). Default: the embedded configuration.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Look at or rotate the caching proxy's CA.
     Ca {
         #[command(subcommand)]
@@ -136,6 +152,14 @@ fn main() -> ExitCode {
             CaAction::Show { all } => cistern::mitm::commands::ca_show(caching, all),
             CaAction::Rotate => cistern::mitm::commands::ca_rotate(caching),
         }),
+        Command::Tenants { config } => ownership_command(config, |cfg| {
+            Box::pin(cistern::docker::ownership::cleanup::tenants_command(cfg))
+        }),
+        Command::Cleanup { tenant, config } => ownership_command(config, move |cfg| {
+            Box::pin(async move {
+                cistern::docker::ownership::cleanup::cleanup_command(cfg, &tenant).await
+            })
+        }),
         Command::Serve { config, log_format } => {
             let cfg = match config {
                 Some(path) => match config::load(&path) {
@@ -186,6 +210,43 @@ fn caching_command(
         return ExitCode::FAILURE;
     };
     match command(&caching) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the configuration (or the embedded one), runs an ownership command
+/// against its daemon and prints the result.
+fn ownership_command(
+    path: Option<PathBuf>,
+    command: impl for<'a> FnOnce(
+        &'a config::Config,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<String, String>> + 'a>,
+    >,
+) -> ExitCode {
+    let cfg = match path {
+        Some(path) => match config::load(&path) {
+            Ok(cfg) => cfg,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => config::embedded_default(),
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| runtime.block_on(command(&cfg)));
+    match result {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS

@@ -39,6 +39,9 @@ pub enum ServeError {
     CachingProxy(#[source] crate::mitm::StartError),
 }
 
+/// How long removing `cleanup: true` tenants' resources may take on shutdown.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Serves until `shutdown` is cancelled, then drains for at most the
 /// configured grace period.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
@@ -106,6 +109,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
             cut = tasks.len(),
             "grace period over: closing connections still in use"
         );
+    }
+    // Listeners marked `cleanup: true`: their tenants' resources go too.
+    if tokio::time::timeout(CLEANUP_TIMEOUT, proxy.cleanup_on_shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("cleanup on shutdown did not finish in time");
     }
     Ok(())
 }

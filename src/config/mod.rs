@@ -29,6 +29,11 @@ pub struct Config {
     /// Transparent caching of package downloads; off when the file has no
     /// `caching:` section.
     pub caching: Option<crate::mitm::CachingConfig>,
+    /// This cistern's name in the `io.cistern.instance` label (default
+    /// `default`).
+    pub instance: String,
+    /// State that survives restarts: `images.json` (default `/var/lib/cistern`).
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,6 +83,10 @@ pub struct Listener {
     /// Whether containers created through this listener get cache routing and
     /// trust injected (only when `caching:` is configured). Default true.
     pub caching_inject: bool,
+    /// How clients are identified: their tenant.
+    pub identity: crate::docker::ownership::identity::Identity,
+    /// Remove the resources of this listener's tenants on shutdown.
+    pub cleanup: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -265,6 +274,51 @@ mod tests {
             error_of(text),
             "f.yaml: listeners[1].unix.path: `/run/a.sock` is used twice"
         );
+    }
+
+    #[test]
+    fn identities_default_by_listener_kind_and_parse_every_form() {
+        use crate::docker::ownership::identity::Identity;
+        let cfg = parse(
+            "f.yaml",
+            "instance: ci\nstate_dir: /tmp/st\nlisteners:\n  - name: u\n    unix: {path: /run/u.sock}\n    cleanup: true\n  - name: t\n    tcp: {address: 127.0.0.1:2375}\n  - name: f\n    unix: {path: /run/f.sock}\n    identity: {fixed: alice}\n  - name: k\n    unix: {path: /run/k.sock}\n    identity:\n      tokens:\n        - {tenant: bob, bearer_sha256: 0000000000000000000000000000000000000000000000000000000000000000}\n        - {tenant: carol, user: carol, password_sha256: 0000000000000000000000000000000000000000000000000000000000000000}\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.instance, "ci");
+        assert_eq!(cfg.state_dir, PathBuf::from("/tmp/st"));
+        let ids: Vec<String> = cfg
+            .listeners
+            .iter()
+            .map(|l| format!("{:?} {}", l.identity, l.cleanup))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "Peer true",
+                "Fixed(tcp-t) false",
+                "Fixed(alice) false",
+                "Tokens(2 entries) false"
+            ]
+        );
+        assert!(matches!(
+            parse("f.yaml", "").unwrap().listeners[0].identity,
+            Identity::Peer
+        ));
+        assert!(
+            error_of("listeners:\n  - tcp: {address: 127.0.0.1:1}\n    identity: peer\n")
+                .contains("listeners[0].identity: `peer` needs a unix listener")
+        );
+        assert!(error_of("listeners:\n  - unix: {path: /x}\n    identity: {tokens: [{tenant: a, bearer_sha256: xyz}]}\n")
+            .contains("listeners[0].identity.tokens[0].bearer_sha256: must be 64 hex digits"));
+        assert!(
+            error_of("listeners:\n  - unix: {path: /x}\n    identity: {fixed: 'a b'}\n")
+                .contains("listeners[0].identity.fixed")
+        );
+        assert!(
+            error_of("listeners:\n  - unix: {path: /x}\n    identity: somebody\n")
+                .contains("unknown identity `somebody`")
+        );
+        assert!(error_of("instance: 'x=y'\n").contains("instance"));
     }
 
     #[test]

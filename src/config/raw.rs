@@ -26,6 +26,12 @@ pub struct RawConfig {
     pub listeners: Option<Vec<RawListener>>,
     #[serde(default)]
     pub caching: Option<crate::mitm::RawCaching>,
+    /// Name of this cistern instance, in the `io.cistern.instance` label.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// Where cistern keeps state that must survive restarts (image ownership).
+    #[serde(default)]
+    pub state_dir: Option<AbsolutePath>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -99,6 +105,8 @@ pub struct RawListener {
     pub tcp: Option<RawTcp>,
     pub policy: Option<PolicyConfig>,
     pub caching_inject: Option<bool>,
+    pub identity: Option<RawIdentity>,
+    pub cleanup: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +124,12 @@ pub struct RawListenerFields {
     /// routing or trust (when `caching:` is configured). Default true.
     #[serde(default)]
     caching_inject: Option<bool>,
+    /// How clients are identified (tenant): `peer`, `fixed: NAME` or `tokens:`.
+    #[serde(default)]
+    identity: Option<RawIdentity>,
+    /// Remove the resources of this listener's tenants on shutdown.
+    #[serde(default)]
+    cleanup: Option<bool>,
 }
 
 impl TryFrom<RawListenerFields> for RawListener {
@@ -136,9 +150,81 @@ impl TryFrom<RawListenerFields> for RawListener {
                     tcp: raw.tcp,
                     policy: raw.policy,
                     caching_inject: raw.caching_inject,
+                    identity: raw.identity,
+                    cleanup: raw.cleanup,
                 })
             }
         }
+    }
+}
+
+/// A listener's `identity:` as written: `peer`, `{fixed: NAME}` or
+/// `{tokens: [...]}`.
+#[derive(Debug)]
+pub enum RawIdentity {
+    Peer,
+    Fixed(String),
+    Tokens(Vec<RawToken>),
+}
+
+/// One `tokens:` entry: `{tenant, bearer_sha256}` or
+/// `{tenant, user, password_sha256}` (SHA-256 as 64 hex digits).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawToken {
+    pub tenant: String,
+    #[serde(default)]
+    pub bearer_sha256: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password_sha256: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentityMap {
+    #[serde(default)]
+    fixed: Option<String>,
+    #[serde(default)]
+    tokens: Option<Vec<RawToken>>,
+}
+
+impl<'de> Deserialize<'de> for RawIdentity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawIdentity;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`peer`, `fixed: NAME` or `tokens: [...]`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawIdentity, E> {
+                match v {
+                    "peer" => Ok(RawIdentity::Peer),
+                    other => Err(E::custom(format!(
+                        "unknown identity `{other}`: use `peer`, `fixed: NAME` or `tokens: [...]`"
+                    ))),
+                }
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawIdentity, A::Error> {
+                let m =
+                    RawIdentityMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                match (m.fixed, m.tokens) {
+                    (Some(f), None) => Ok(RawIdentity::Fixed(f)),
+                    (None, Some(t)) => Ok(RawIdentity::Tokens(t)),
+                    _ => Err(serde::de::Error::custom(
+                        "set exactly one of `fixed` or `tokens`",
+                    )),
+                }
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -6,17 +6,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawLogFormat, UserOrId};
+use super::raw::{RawConfig, RawIdentity, RawLogFormat, UserOrId};
 use super::{
     Config, ConfigError, Listener, ListenerKind, LogConfig, LogFormat, TcpListener, UnixListener,
     Upstream, UpstreamEndpoint,
 };
+use crate::docker::ownership::identity::{self, Credential, Identity, Tenant, Token};
 use crate::docker::policy::Policy;
 
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_DAEMON_SOCKET: &str = "/var/run/docker.sock";
 const DEFAULT_LISTEN_SOCKET: &str = "/run/cistern/docker.sock";
+const DEFAULT_INSTANCE: &str = "default";
+const DEFAULT_STATE_DIR: &str = "/var/lib/cistern";
 
 pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError> {
     let invalid = |path: String, message: String| ConfigError::Invalid {
@@ -96,11 +99,15 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
                 .map_err(|err| invalid(at("policy"), err.to_string()))?,
             None => Policy::default(),
         };
+        let identity = listener_identity(raw.identity, &name, &kind)
+            .map_err(|(key, message)| invalid(at(&key), message))?;
         listeners.push(Listener {
             name,
             kind,
             policy: Arc::new(policy),
             caching_inject: raw.caching_inject.unwrap_or(true),
+            identity,
+            cleanup: raw.cleanup.unwrap_or(false),
         });
     }
     if listeners.is_empty() {
@@ -114,6 +121,8 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
             }),
             policy: Arc::new(Policy::default()),
             caching_inject: true,
+            identity: Identity::Peer,
+            cleanup: false,
         });
     }
 
@@ -126,13 +135,82 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
         None => None,
     };
 
+    let instance = raw.instance.unwrap_or_else(|| DEFAULT_INSTANCE.into());
+    identity::check_name(&instance).map_err(|m| invalid("instance".into(), m))?;
+
     Ok(Config {
+        instance,
+        state_dir: raw
+            .state_dir
+            .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), |p| p.0),
         caching,
         log,
         shutdown_grace: raw.shutdown_grace.map_or(DEFAULT_GRACE, |d| d.0),
         upstream,
         listeners,
     })
+}
+
+/// A listener's identity: as configured, or `peer` for unix and
+/// `fixed: tcp-<name>` for TCP. Errors name the key under the listener.
+fn listener_identity(
+    raw: Option<RawIdentity>,
+    name: &str,
+    kind: &ListenerKind,
+) -> Result<Identity, (String, String)> {
+    let key = |k: &str| k.to_string();
+    match raw {
+        None => match kind {
+            ListenerKind::Unix(_) => Ok(Identity::Peer),
+            ListenerKind::Tcp(_) => Tenant::new(format!("tcp-{name}"))
+                .map(Identity::Fixed)
+                .map_err(|m| {
+                    (
+                        key("identity"),
+                        format!("the default tenant: {m}; set `identity`"),
+                    )
+                }),
+        },
+        Some(RawIdentity::Peer) => match kind {
+            ListenerKind::Unix(_) => Ok(Identity::Peer),
+            ListenerKind::Tcp(_) => Err((
+                key("identity"),
+                "`peer` needs a unix listener (TCP has no peer credentials)".into(),
+            )),
+        },
+        Some(RawIdentity::Fixed(t)) => Tenant::new(t)
+            .map(Identity::Fixed)
+            .map_err(|m| (key("identity.fixed"), m)),
+        Some(RawIdentity::Tokens(tokens)) => {
+            if tokens.is_empty() {
+                return Err((key("identity.tokens"), "needs at least one entry".into()));
+            }
+            let mut out = Vec::with_capacity(tokens.len());
+            for (i, t) in tokens.into_iter().enumerate() {
+                let at = |k: &str| format!("identity.tokens[{i}].{k}");
+                let tenant = Tenant::new(t.tenant).map_err(|m| (at("tenant"), m))?;
+                let credential = match (t.bearer_sha256, t.user, t.password_sha256) {
+                    (Some(b), None, None) => Credential::Bearer {
+                        sha256: identity::parse_sha256(&b).map_err(|m| (at("bearer_sha256"), m))?,
+                    },
+                    (None, Some(user), Some(p)) if !user.is_empty() && !user.contains(':') => {
+                        Credential::Basic {
+                            user,
+                            sha256: identity::parse_sha256(&p)
+                                .map_err(|m| (at("password_sha256"), m))?,
+                        }
+                    }
+                    _ => return Err((
+                        format!("identity.tokens[{i}]"),
+                        "set either `bearer_sha256`, or `user` (without `:`) and `password_sha256`"
+                            .into(),
+                    )),
+                };
+                out.push(Token { tenant, credential });
+            }
+            Ok(Identity::Tokens(out))
+        }
+    }
 }
 
 enum Kind {

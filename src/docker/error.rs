@@ -17,6 +17,10 @@ pub enum Side {
     Upstream,
     /// cistern itself failed.
     Internal,
+    /// An answer in the daemon's own words, without the `cistern:` prefix:
+    /// a resource another tenant owns is answered as dockerd answers for a
+    /// missing one (`No such container: x`).
+    AsDaemon,
 }
 
 /// An error answered to a Docker client.
@@ -55,8 +59,29 @@ impl DockerError {
 
     /// The response dockerd would send for this error.
     pub fn into_response(self) -> Response<ProxyBody> {
+        if self.side == Side::AsDaemon {
+            return verbatim_error(self.status, &self.message);
+        }
         json_error(self.status, &self.message)
     }
+}
+
+/// Builds `{"message": "..."}` exactly as given, as dockerd words it.
+pub fn verbatim_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let mut body = serde_json::to_vec(&serde_json::json!({ "message": message }))
+        .unwrap_or_else(|_| b"{\"message\":\"error\"}".to_vec());
+    body.push(b'\n');
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// Builds `{"message": "cistern: ..."}` with the given status.

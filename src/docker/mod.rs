@@ -21,6 +21,7 @@ pub mod error;
 pub mod headers;
 pub mod hijack;
 pub mod inject;
+pub mod ownership;
 pub mod policy;
 pub mod route;
 pub mod upstream;
@@ -72,6 +73,8 @@ pub struct DockerProxy {
     caching: Option<Arc<Caching>>,
     /// Cache routing and trust put into containers (with `caching:` only).
     inject: Option<inject::Injector>,
+    /// Who owns what: identities, labels, resolution, filters, image state.
+    ownership: Arc<ownership::Ownership>,
 }
 
 impl DockerProxy {
@@ -84,6 +87,26 @@ impl DockerProxy {
                 .as_ref()
                 .map(|c| inject::Injector::new(c.clone(), &config.listeners)),
             caching,
+            ownership: Arc::new(ownership::Ownership::new(config)),
+        }
+    }
+
+    /// Ownership: identities, the image state file, cleanup.
+    pub fn ownership(&self) -> &Arc<ownership::Ownership> {
+        &self.ownership
+    }
+
+    /// Removes the resources of the tenants of `cleanup: true` listeners.
+    pub async fn cleanup_on_shutdown(&self) {
+        let daemon = ownership::daemon::Daemon {
+            client: &self.client,
+        };
+        for owner in self.ownership.cleanup_tenants() {
+            if let Err(err) =
+                ownership::cleanup::remove_tenant(daemon, self.ownership.store(), &owner).await
+            {
+                tracing::error!(target: "cistern::ownership", tenant = %owner.tenant, error = %err.message, "cleanup on shutdown failed");
+            }
         }
     }
 
@@ -109,14 +132,22 @@ impl DockerProxy {
             Ok(response) => response,
             Err(err) => {
                 match err.side {
-                    error::Side::Client => {
+                    error::Side::Client | error::Side::AsDaemon => {
                         tracing::info!(listener = %conn.listener, path = %record.path, error = %err.message, "request refused")
                     }
                     _ => {
                         tracing::warn!(listener = %conn.listener, path = %record.path, error = %err.message, "request failed")
                     }
                 }
-                err.into_response()
+                let unauthorized = err.status == StatusCode::UNAUTHORIZED;
+                let mut response = err.into_response();
+                if unauthorized {
+                    response.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static(self.ownership.challenge(&conn.listener)),
+                    );
+                }
+                response
             }
         };
         record.set_status(response.status().as_u16());
@@ -134,6 +165,17 @@ impl DockerProxy {
         conn: &ConnInfo,
         record: &Arc<RequestRecord>,
     ) -> Result<Response<ProxyBody>, DockerError> {
+        // own, step 1: who is asking (before anything else is looked at).
+        let owner = match self
+            .ownership
+            .identify(&conn.listener, &conn.peer, req.headers())
+        {
+            Ok(owner) => owner,
+            Err(err) => {
+                drain(req.into_body()).await;
+                return Err(err);
+            }
+        };
         let policy = &conn.policy;
         let target = req
             .uri()
@@ -198,7 +240,19 @@ impl DockerProxy {
             Some(inject) => inject.build_target(&conn.listener, &route, target),
             None => target,
         };
-        parts.uri = daemon_uri(&target)?;
+        // own, step 2: what the path and query name must be the tenant's.
+        let owned = match self
+            .ownership
+            .resolve(&self.client, &owner, &route, target)
+            .await
+        {
+            Ok(owned) => owned,
+            Err(err) => {
+                drain(body).await;
+                return Err(err);
+            }
+        };
+        parts.uri = daemon_uri(&owned.target)?;
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         let body = Counted::new(body, record.clone(), Direction::In);
         let mut injected = None;
@@ -227,6 +281,8 @@ impl DockerProxy {
                         _ => return Err(refuse_always(conn, record, &route, refusal)),
                     },
                 };
+                // own, step 3: labels on creates, references inside bodies.
+                let forwarded = owned.body(&self.client, &route, forwarded).await?;
                 let (forwarded, prepared) = inject::prepare(
                     self.inject.as_ref(),
                     &conn.listener,
@@ -297,10 +353,12 @@ impl DockerProxy {
 
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
-        Ok(Response::from_parts(
-            parts,
-            body.map_err(BoxError::from).boxed_unsync(),
-        ))
+        owned
+            .finish(Response::from_parts(
+                parts,
+                body.map_err(BoxError::from).boxed_unsync(),
+            ))
+            .await
     }
 }
 

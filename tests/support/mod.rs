@@ -314,6 +314,12 @@ impl Cleanup {
         c.images.push(name.to_string());
         c
     }
+
+    pub fn volume_named(name: &str) -> Self {
+        let mut c = Self::default();
+        c.volumes.push(name.to_string());
+        c
+    }
 }
 
 impl Drop for Cleanup {

@@ -1,0 +1,280 @@
+//! Filters: listings, prunes and event streams that show only the tenant's own.
+//!
+//! * **Query side** ([`merge_label_filter`]): `GET /containers/json`,
+//!   `/volumes`, `/networks`, `/events` and `POST /containers/prune`,
+//!   `/volumes/prune`, `/networks/prune` get `label=io.cistern.tenant=<t>` and
+//!   `label=io.cistern.instance=<i>` merged into the client's `filters` JSON.
+//!   dockerd ANDs every `label` value (`filters.Args.MatchKVList`) and ANDs
+//!   filter keys, so nothing a client adds can widen the result. Both formats
+//!   Go's `filters.FromJSON` reads are kept as they came: `{"label":{"a":true}}`
+//!   and the old `{"label":["a"]}`. Go's `Form.Get` reads the first `filters`
+//!   parameter; the rewritten query has exactly one.
+//! * **Response side**: `GET /images/json` ([`filter_images`]) and
+//!   `GET /system/df` ([`filter_df`]) are filtered after the daemon answered:
+//!   containers and volumes by their labels, images by the state file (base
+//!   images and the tenant's own).
+//!
+//! Event streams carry labels only for container events (dockerd puts the
+//! container's labels in the event attributes); volume, network and image
+//! events have none, so a tenant's event stream shows container events only.
+//!
+//! I/O-free.
+
+use http::StatusCode;
+use serde_json::{Map, Value};
+
+use crate::docker::error::DockerError;
+use crate::docker::policy::query::Query;
+use crate::docker::route::Endpoint;
+
+use super::labels::{self, Owner};
+
+/// Whether the daemon's answer to this endpoint is narrowed by a label filter.
+pub fn label_filtered(endpoint: &Endpoint) -> bool {
+    matches!(
+        endpoint,
+        Endpoint::ContainerList
+            | Endpoint::VolumeList
+            | Endpoint::NetworkList
+            | Endpoint::Events
+            | Endpoint::ContainerPrune
+            | Endpoint::VolumePrune
+            | Endpoint::NetworkPrune
+    )
+}
+
+fn invalid(what: impl std::fmt::Display) -> DockerError {
+    DockerError::client(
+        StatusCode::BAD_REQUEST,
+        format!("cistern: invalid filters: {what}"),
+    )
+}
+
+/// The `filters` JSON with the label values added.
+pub fn merge_filters_json(filters: &str, values: &[String]) -> Result<String, DockerError> {
+    let mut map: Map<String, Value> = if filters.trim().is_empty() {
+        Map::new()
+    } else {
+        match serde_json::from_str(filters).map_err(invalid)? {
+            Value::Object(m) => m,
+            _ => return Err(invalid("not a JSON object")),
+        }
+    };
+    // Go tries `map[string]map[string]bool` first, then the old
+    // `map[string][]string`; one format for the whole object.
+    let new_format = map.values().all(|v| {
+        v.as_object()
+            .is_some_and(|o| o.values().all(Value::is_boolean))
+    });
+    let old_format = map
+        .values()
+        .all(|v| v.as_array().is_some_and(|a| a.iter().all(Value::is_string)));
+    if map.is_empty() || new_format {
+        let label = map
+            .entry("label")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(o) = label {
+            for v in values {
+                o.insert(v.clone(), Value::Bool(true));
+            }
+        }
+    } else if old_format {
+        let label = map
+            .entry("label")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(a) = label {
+            for v in values {
+                a.push(Value::String(v.clone()));
+            }
+        }
+    } else {
+        return Err(invalid(
+            "values must be lists of strings or maps of booleans",
+        ));
+    }
+    Ok(Value::Object(map).to_string())
+}
+
+/// The request target with the owner's label filter merged into `filters`.
+pub fn merge_label_filter(target: &str, owner: &Owner) -> Result<String, DockerError> {
+    let (path, raw) = target.split_once('?').unwrap_or((target, ""));
+    let q = Query::parse(raw).map_err(|r| DockerError::client(r.status, r.message))?;
+    let first = q.values("filters").next().unwrap_or("").to_string();
+    let merged = merge_filters_json(&first, &owner.filter_values())?;
+    Ok(format!("{path}?{}", q.with("filters", &merged).encode()))
+}
+
+/// Whether a listed object's labels (at `key`) say this owner.
+fn owned_entry(entry: &Value, owner: &Owner) -> bool {
+    owner.owns(&labels::from_value(entry.get("Labels")))
+}
+
+/// `GET /images/json`: keeps images `visible` says the tenant may see and
+/// drops the tags `tag_visible` hides.
+pub fn filter_images(
+    body: &[u8],
+    visible: impl Fn(&str) -> bool,
+    tag_visible: impl Fn(&str) -> bool,
+) -> Result<Vec<u8>, DockerError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|err| DockerError::upstream(format!("unreadable image list: {err}")))?;
+    let Value::Array(images) = v else {
+        return Err(DockerError::upstream("the image list is not a JSON array"));
+    };
+    let kept: Vec<Value> = images
+        .into_iter()
+        .filter(|i| visible(i.get("Id").and_then(Value::as_str).unwrap_or("")))
+        .map(|mut i| {
+            strip_tags(&mut i, &tag_visible);
+            i
+        })
+        .collect();
+    serde_json::to_vec(&kept).map_err(|err| DockerError::internal(err.to_string()))
+}
+
+fn strip_tags(image: &mut Value, tag_visible: &impl Fn(&str) -> bool) {
+    if let Some(Value::Array(tags)) = image.get_mut("RepoTags") {
+        tags.retain(|t| t.as_str().map_or(true, tag_visible));
+    }
+}
+
+/// `GET /system/df`: containers and volumes by label, images by `visible`.
+pub fn filter_df(
+    body: &[u8],
+    owner: &Owner,
+    visible: impl Fn(&str) -> bool,
+    tag_visible: impl Fn(&str) -> bool,
+) -> Result<Vec<u8>, DockerError> {
+    let mut v: Value = serde_json::from_slice(body)
+        .map_err(|err| DockerError::upstream(format!("unreadable disk usage: {err}")))?;
+    for key in ["Containers", "Volumes"] {
+        if let Some(Value::Array(items)) = v.get_mut(key) {
+            items.retain(|i| owned_entry(i, owner));
+        }
+    }
+    if let Some(Value::Array(items)) = v.get_mut("Images") {
+        items.retain(|i| visible(i.get("Id").and_then(Value::as_str).unwrap_or("")));
+        for i in items.iter_mut() {
+            strip_tags(i, &tag_visible);
+        }
+    }
+    serde_json::to_vec(&v).map_err(|err| DockerError::internal(err.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::ownership::identity::Tenant;
+
+    fn alice() -> Owner {
+        Owner {
+            tenant: Tenant::new("alice").unwrap(),
+            instance: "default".into(),
+        }
+    }
+
+    fn decoded_filters(target: &str) -> Value {
+        let q = Query::parse(target.split_once('?').unwrap().1).unwrap();
+        serde_json::from_str(q.get("filters").unwrap().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn label_filter_is_added_in_both_formats() {
+        let t = merge_label_filter("/v1.41/containers/json?all=1", &alice()).unwrap();
+        assert!(t.starts_with("/v1.41/containers/json?all=1&filters="));
+        assert_eq!(
+            decoded_filters(&t),
+            serde_json::json!({"label":{"io.cistern.tenant=alice":true,"io.cistern.instance=default":true}})
+        );
+        let new = r#"{"label":{"app=web":true},"status":{"running":true}}"#;
+        let t = merge_label_filter(
+            &format!(
+                "/containers/json?filters={}",
+                crate::docker::policy::query::escape(new)
+            ),
+            &alice(),
+        )
+        .unwrap();
+        assert_eq!(
+            decoded_filters(&t),
+            serde_json::json!({"label":{"app=web":true,"io.cistern.tenant=alice":true,"io.cistern.instance=default":true},"status":{"running":true}})
+        );
+        let old = r#"{"label":["app=web"],"dangling":["true"]}"#;
+        let t = merge_label_filter(
+            &format!(
+                "/volumes?filters={}",
+                crate::docker::policy::query::escape(old)
+            ),
+            &alice(),
+        )
+        .unwrap();
+        assert_eq!(
+            decoded_filters(&t),
+            serde_json::json!({"label":["app=web","io.cistern.tenant=alice","io.cistern.instance=default"],"dangling":["true"]})
+        );
+    }
+
+    #[test]
+    fn a_second_filters_parameter_cannot_slip_past() {
+        // Go reads the first; cistern forwards exactly one, merged from it.
+        let t = merge_label_filter(
+            "/events?filters=%7B%7D&filters=%7B%22label%22%3A%5B%5D%7D",
+            &alice(),
+        )
+        .unwrap();
+        assert_eq!(t.matches("filters=").count(), 1);
+        assert_eq!(
+            decoded_filters(&t),
+            serde_json::json!({"label":{"io.cistern.tenant=alice":true,"io.cistern.instance=default":true}})
+        );
+    }
+
+    #[test]
+    fn unreadable_filters_are_refused() {
+        for bad in [
+            "[]",
+            "{",
+            r#"{"label":"x"}"#,
+            r#"{"label":["a"],"x":{"b":true}}"#,
+        ] {
+            assert!(merge_filters_json(bad, &["l".into()]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn disk_usage_shows_only_the_tenants_own() {
+        let df = br#"{"LayersSize":1,"Images":[{"Id":"sha256:base","RepoTags":["busybox:latest","bob/x:1"]},{"Id":"sha256:bobs"}],
+            "Containers":[{"Id":"a","Labels":{"io.cistern.tenant":"alice","io.cistern.instance":"default"}},{"Id":"b","Labels":{"io.cistern.tenant":"bob","io.cistern.instance":"default"}},{"Id":"c","Labels":null}],
+            "Volumes":[{"Name":"v","Labels":{"io.cistern.tenant":"alice","io.cistern.instance":"default"}},{"Name":"w","Labels":null}],"BuildCache":[]}"#;
+        let out = filter_df(
+            df,
+            &alice(),
+            |id| id != "sha256:bobs",
+            |t| !t.starts_with("bob/"),
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["Containers"].as_array().unwrap().len(), 1);
+        assert_eq!(v["Containers"][0]["Id"], "a");
+        assert_eq!(v["Volumes"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            v["Images"],
+            serde_json::json!([{"Id":"sha256:base","RepoTags":["busybox:latest"]}])
+        );
+        assert_eq!(v["LayersSize"], 1);
+    }
+
+    #[test]
+    fn image_list_keeps_base_and_own() {
+        let list = br#"[{"Id":"sha256:base","RepoTags":["busybox:latest"]},{"Id":"sha256:bobs","RepoTags":["bob/app:latest"]},{"Id":"sha256:mine","RepoTags":null}]"#;
+        let out = filter_images(list, |id| id != "sha256:bobs", |_| true).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let ids: Vec<_> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["Id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["sha256:base", "sha256:mine"]);
+    }
+}

@@ -1,0 +1,847 @@
+//! Ownership: a CI job sees and touches only what it created.
+//!
+//! The `own` stage of the Docker request pipeline. It runs for every request,
+//! in three steps the driver ([`crate::docker`]) calls:
+//!
+//! 1. **identify** ([`Ownership::identify`], first, before routing and the
+//!    policy): the listener's [`identity::Identity`] names the tenant; a
+//!    missing or wrong credential is a `401` with `WWW-Authenticate`.
+//! 2. **resolve** ([`Ownership::resolve`], after the policy's query checks,
+//!    before the body is read): every container, exec, volume or network the
+//!    path (or `POST /commit`'s `container` query) names is looked up on the
+//!    daemon and must carry the tenant's labels ([`resolve`]); the path is
+//!    rewritten with the full ID. Listings, prunes and events get the tenant's
+//!    label filter ([`filters`]). Image requests are checked against the state
+//!    file ([`images`]).
+//! 3. **body** ([`Owned::body`], after the policy judged the body): creates
+//!    get the tenant's labels ([`labels`]); references inside bodies are
+//!    resolved: network connect/disconnect `Container` (replaced by the full
+//!    ID), container create `Image`, `HostConfig.NetworkMode`,
+//!    `NetworkingConfig.EndpointsConfig` keys (the tenant's networks, or the
+//!    predefined `bridge`/`default`/`none`), `HostConfig.Links`, and named
+//!    volumes in `Binds`/`Mounts`, which must be the tenant's; one that does not
+//!    exist yet is created first by cistern with the tenant's labels (the daemon
+//!    would otherwise create it unlabelled). Then, after the daemon answered,
+//!    [`Owned::finish`] filters `images/json` and `system/df` and records
+//!    builds, commits, tags and image deletions in the state file.
+//!
+//! Anything another tenant owns is answered the way dockerd answers for a
+//! missing resource. The policy still refuses `container:` namespace modes and
+//! `VolumesFrom` outright: with ownership they could be allowed for the
+//! tenant's own containers, which is left for later.
+//!
+//! [`cleanup`] removes a tenant's resources: on shutdown for listeners marked
+//! `cleanup: true`, and from `cistern cleanup --tenant NAME`.
+//!
+//! Not here yet: name namespaces (two tenants cannot both have a volume `db`),
+//! per-job sockets, TLS client-certificate identities.
+
+pub mod cleanup;
+pub mod daemon;
+pub mod filters;
+pub mod identity;
+pub mod images;
+pub mod labels;
+pub mod resolve;
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+
+use self::daemon::Daemon;
+use self::identity::{AuthError, Identity, Tenant};
+use self::images::{AuxScanner, Change, Rules, Store};
+use self::labels::Owner;
+use self::resolve::{Found, Kind};
+use super::error::DockerError;
+use super::policy::{json, query::Query, Json};
+use super::route::{Endpoint, Route};
+use super::upstream::UpstreamClient;
+use super::{BoxError, ProxyBody};
+use crate::config::Config;
+use crate::listen::Peer;
+
+/// A listener's ownership settings.
+#[derive(Debug, Clone)]
+struct ListenerOwnership {
+    identity: Identity,
+    cleanup: bool,
+}
+
+/// Ownership as configured: built once from the config.
+#[derive(Debug)]
+pub struct Ownership {
+    instance: String,
+    listeners: HashMap<String, ListenerOwnership>,
+    store: Store,
+    /// Tenants seen on `cleanup: true` listeners during this run.
+    seen: Mutex<BTreeSet<Tenant>>,
+}
+
+impl Ownership {
+    pub fn new(config: &Config) -> Ownership {
+        Ownership {
+            instance: config.instance.clone(),
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l| {
+                    (
+                        l.name.clone(),
+                        ListenerOwnership {
+                            identity: l.identity.clone(),
+                            cleanup: l.cleanup,
+                        },
+                    )
+                })
+                .collect(),
+            store: Store::new(&config.state_dir),
+            seen: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The state file.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Step 1: who is asking. Errors are `401`s.
+    pub fn identify(
+        &self,
+        listener: &str,
+        peer: &Peer,
+        headers: &HeaderMap,
+    ) -> Result<Owner, DockerError> {
+        let Some(l) = self.listeners.get(listener) else {
+            return Err(DockerError::internal(format!(
+                "cistern: no ownership settings for listener {listener}"
+            )));
+        };
+        let tenant = l
+            .identity
+            .identify(peer, headers)
+            .map_err(|err: AuthError| {
+                DockerError::client(StatusCode::UNAUTHORIZED, err.to_string())
+            })?;
+        if l.cleanup {
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.insert(tenant.clone());
+            }
+        }
+        Ok(Owner {
+            tenant,
+            instance: self.instance.clone(),
+        })
+    }
+
+    /// The `WWW-Authenticate` value for a `401` on this listener.
+    pub fn challenge(&self, listener: &str) -> &'static str {
+        self.listeners
+            .get(listener)
+            .map_or("Bearer realm=\"cistern\"", |l| l.identity.challenge())
+    }
+
+    /// Tenants whose resources go when cistern shuts down: those of listeners
+    /// marked `cleanup: true` (fixed and token tenants, and peer tenants seen).
+    pub fn cleanup_tenants(&self) -> Vec<Owner> {
+        let mut tenants: BTreeSet<Tenant> = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
+        for l in self.listeners.values().filter(|l| l.cleanup) {
+            match &l.identity {
+                Identity::Fixed(t) => {
+                    tenants.insert(t.clone());
+                }
+                Identity::Tokens(tokens) => tenants.extend(tokens.iter().map(|t| t.tenant.clone())),
+                Identity::Peer => {}
+            }
+        }
+        tenants
+            .into_iter()
+            .map(|tenant| Owner {
+                tenant,
+                instance: self.instance.clone(),
+            })
+            .collect()
+    }
+
+    /// Step 2: resolves what the path and query name; the target to forward.
+    pub async fn resolve(
+        &self,
+        client: &UpstreamClient,
+        owner: &Owner,
+        route: &Route,
+        target: String,
+    ) -> Result<Owned, DockerError> {
+        let daemon = Daemon { client };
+        let mut owned = Owned {
+            target,
+            owner: owner.clone(),
+            store: self.store.clone(),
+            after: After::Nothing,
+            client: client.clone(),
+        };
+        if let Some(p) = resolve::path_ref(&route.endpoint) {
+            let id = lookup(daemon, owner, p.kind, &p.name).await?;
+            owned.target = p.rewrite(route, &owned.target, &id);
+        }
+        if let Some(name) = resolve::query_ref(route)? {
+            let id = lookup(daemon, owner, Kind::Container, &name).await?;
+            owned.target = resolve::rewrite_query(&owned.target, "container", &id)?;
+        }
+        if filters::label_filtered(&route.endpoint) {
+            owned.target = filters::merge_label_filter(&owned.target, owner)?;
+        }
+        let q = || Query::parse(&route.query).map_err(|r| DockerError::client(r.status, r.message));
+        match &route.endpoint {
+            Endpoint::ImageList => owned.after = After::ImageList,
+            Endpoint::SystemDf => owned.after = After::SystemDf,
+            Endpoint::ImagePrune => {
+                return Err(DockerError::client(
+                    StatusCode::FORBIDDEN,
+                    "cistern: image prune is not available through cistern: images are shared; remove your own images by name",
+                ))
+            }
+            Endpoint::ImageInspect { name }
+            | Endpoint::ImageHistory { name }
+            | Endpoint::ImageGet { name } => {
+                let (id, name) = image_ref(daemon, name).await?;
+                Rules {
+                    state: &load_state(&self.store).await?,
+                    owner,
+                }
+                .check_use(&name, id.as_deref())?;
+            }
+            Endpoint::ImageGetAll => {
+                for name in q()?.values("names") {
+                    let (id, name) = image_ref(daemon, name).await?;
+                    let name = name.as_str();
+                    Rules {
+                    state: &load_state(&self.store).await?,
+                    owner,
+                }
+                .check_use(name, id.as_deref())?;
+                }
+            }
+            Endpoint::ImageDelete { name } => {
+                let (id, name) = image_ref(daemon, name).await?;
+                Rules {
+                    state: &load_state(&self.store).await?,
+                    owner,
+                }
+                .check_delete(&name, id.as_deref())?;
+                owned.after = After::ImageDelete;
+            }
+            Endpoint::ImageTag { name } => {
+                let q = q()?;
+                let repo = q.values("repo").next().unwrap_or("");
+                let tag = q.values("tag").next().unwrap_or("");
+                let (source, name) = image_ref(daemon, name).await?;
+                Rules {
+                    state: &load_state(&self.store).await?,
+                    owner,
+                }
+                .check_use(&name, source.as_deref())?;
+                if let (Some(source), false) = (source, repo.is_empty()) {
+                    let reference = images::join(repo, tag);
+                    let (current, reference) = image_ref(daemon, &reference).await?;
+                    Rules {
+                    state: &load_state(&self.store).await?,
+                    owner,
+                }
+                .check_new_tag(&reference, current.as_deref())?;
+                    owned.after = After::Tag {
+                        reference,
+                        image: source,
+                    };
+                }
+            }
+            Endpoint::ImagePush { name } => {
+                let q = q()?;
+                let tag = q.values("tag").next().unwrap_or("");
+                if tag.is_empty() {
+                    return Err(DockerError::client(
+                        StatusCode::FORBIDDEN,
+                        "cistern: push one tag at a time (name:tag)",
+                    ));
+                }
+                let reference = images::join(name, tag);
+                let (id, reference) = image_ref(daemon, &reference).await?;
+                Rules {
+                    state: &load_state(&self.store).await?,
+                    owner,
+                }
+                .check_use(&reference, id.as_deref())?;
+            }
+            Endpoint::Build => {
+                let q = q()?;
+                let tags: Vec<String> = q.values("t").map(str::to_string).collect();
+                let quiet = q.values("q").next().is_some_and(AuxScanner::quiet_value);
+                for t in &tags {
+                    let (current, t) = image_ref(daemon, t).await?;
+                    let t = t.as_str();
+                    Rules {
+                    state: &load_state(&self.store).await?,
+                    owner,
+                }
+                .check_new_tag(t, current.as_deref())?;
+                }
+                owned.after = After::Build { tags, quiet };
+            }
+            Endpoint::ContainerCommit => {
+                let q = q()?;
+                let repo = q.values("repo").next().unwrap_or("");
+                let tag = q.values("tag").next().unwrap_or("");
+                let mut tags = Vec::new();
+                if !repo.is_empty() {
+                    let reference = images::join(repo, tag);
+                    let (current, reference) = image_ref(daemon, &reference).await?;
+                    Rules {
+                    state: &load_state(&self.store).await?,
+                    owner,
+                }
+                .check_new_tag(&reference, current.as_deref())?;
+                    tags.push(reference);
+                }
+                owned.after = After::Image {
+                    how: "commit",
+                    tags,
+                };
+            }
+            _ => {}
+        }
+        Ok(owned)
+    }
+}
+
+async fn load_state(store: &Store) -> Result<images::State, DockerError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.load())
+        .await
+        .map_err(|err| DockerError::internal(format!("state file task: {err}")))?
+        .map_err(DockerError::from)
+}
+
+async fn update_state(store: &Store, owner: &Owner, change: Change) {
+    let store = store.clone();
+    let owner = owner.clone();
+    let done = tokio::task::spawn_blocking(move || store.update(|s| change.apply(s, &owner))).await;
+    match done {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => {
+            tracing::error!(target: "cistern::ownership", error = %err, "cannot record image ownership")
+        }
+        Err(err) => {
+            tracing::error!(target: "cistern::ownership", error = %err, "cannot record image ownership")
+        }
+    }
+}
+
+/// Looks a name up on the daemon and decides; the full ID if owned.
+async fn lookup(
+    daemon: Daemon<'_>,
+    owner: &Owner,
+    kind: Kind,
+    name: &str,
+) -> Result<String, DockerError> {
+    let found = find(daemon, kind, name).await?;
+    let found = match (kind, found) {
+        // An exec is its container's: decide on the container's labels.
+        (
+            Kind::Exec,
+            Found::Exists {
+                id,
+                container: Some(container),
+                ..
+            },
+        ) => match find(daemon, Kind::Container, &container).await? {
+            Found::Exists { labels, .. } => Found::Exists {
+                id,
+                labels,
+                container: Some(container),
+            },
+            Found::Missing => Found::Missing,
+        },
+        (_, found) => found,
+    };
+    let decided = resolve::decide(kind, name, &found, owner);
+    if decided.is_err() {
+        tracing::info!(target: "cistern::ownership", tenant = %owner.tenant, kind = ?kind, exists = found != Found::Missing, "not the tenant's: answered as missing");
+    }
+    decided
+}
+
+async fn find(daemon: Daemon<'_>, kind: Kind, name: &str) -> Result<Found, DockerError> {
+    if name.is_empty() {
+        return Ok(Found::Missing);
+    }
+    let answer = daemon.get(&kind.inspect_path(name)).await?;
+    Found::from_answer(kind, answer.status, &answer.body)
+}
+
+/// An image as the daemon resolves `name`: its ID (`None` when missing) and
+/// the name in the daemon's familiar form (one of its `RepoTags`), which is
+/// how the state file records tags: clients send `docker tag` targets fully
+/// qualified and `rmi` names as typed.
+async fn image_ref(
+    daemon: Daemon<'_>,
+    name: &str,
+) -> Result<(Option<String>, String), DockerError> {
+    if name.is_empty() {
+        return Ok((None, String::new()));
+    }
+    let answer = daemon
+        .get(&format!(
+            "/images/{}/json",
+            super::policy::query::escape(name)
+        ))
+        .await?;
+    if answer.status.is_server_error() {
+        return Err(DockerError::upstream(format!(
+            "the Docker daemon failed to look up an image: {}",
+            answer.message()
+        )));
+    }
+    if answer.status != StatusCode::OK {
+        return Ok((None, images::normalize(name)));
+    }
+    let v = answer.json()?;
+    let tags: Vec<&str> = v
+        .get("RepoTags")
+        .and_then(|t| t.as_array())
+        .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
+        .unwrap_or_default();
+    let id = v.get("Id").and_then(|v| v.as_str()).map(str::to_string);
+    Ok((id, images::familiar(name, &tags)))
+}
+
+/// What to do with the daemon's answer.
+#[derive(Debug)]
+enum After {
+    Nothing,
+    ImageList,
+    SystemDf,
+    /// Record the built image and its tags.
+    Build {
+        tags: Vec<String>,
+        quiet: bool,
+    },
+    /// Record the committed image and its tags.
+    Image {
+        how: &'static str,
+        tags: Vec<String>,
+    },
+    Tag {
+        reference: String,
+        image: String,
+    },
+    ImageDelete,
+}
+
+/// A request resolved for its tenant.
+#[derive(Debug)]
+pub struct Owned {
+    /// The target to forward (full IDs, merged filters).
+    pub target: String,
+    owner: Owner,
+    store: Store,
+    after: After,
+    client: UpstreamClient,
+}
+
+/// Predefined networks every tenant may use.
+const SHARED_NETWORKS: [&str; 3] = ["bridge", "default", "none"];
+
+impl Owned {
+    /// Step 3: the body to forward, labelled, with its references resolved.
+    pub async fn body(
+        &self,
+        client: &UpstreamClient,
+        route: &Route,
+        body: Bytes,
+    ) -> Result<Bytes, DockerError> {
+        let daemon = Daemon { client };
+        let owner = &self.owner;
+        let needs = labels::labels_create(&route.endpoint)
+            || matches!(
+                route.endpoint,
+                Endpoint::NetworkConnect { .. } | Endpoint::NetworkDisconnect { .. }
+            );
+        if !needs {
+            return Ok(body);
+        }
+        let mut value = if body.is_empty() {
+            Json::Object(Vec::new())
+        } else {
+            json::parse(&body).map_err(|r| DockerError::client(r.status, r.message))?
+        };
+        match route.endpoint {
+            Endpoint::ContainerCreate => self.container_create(daemon, &mut value).await?,
+            Endpoint::VolumeCreate => {
+                if let Some(name) = value.get("Name").and_then(Json::as_str) {
+                    if let Found::Exists { labels, .. } = find(daemon, Kind::Volume, name).await? {
+                        if !owner.owns(&labels) {
+                            return Err(volume_taken(name));
+                        }
+                    }
+                }
+            }
+            Endpoint::NetworkConnect { .. } | Endpoint::NetworkDisconnect { .. } => {
+                if let Some(name) = value.get("Container").and_then(Json::as_str) {
+                    let name = name.to_string();
+                    let id = lookup(daemon, owner, Kind::Container, &name).await?;
+                    value.set("Container", Json::string(id));
+                }
+            }
+            _ => {}
+        }
+        if labels::labels_create(&route.endpoint) {
+            labels::label_body(&mut value, owner);
+        }
+        Ok(Bytes::from(value.to_vec()))
+    }
+
+    async fn container_create(
+        &self,
+        daemon: Daemon<'_>,
+        value: &mut Json,
+    ) -> Result<(), DockerError> {
+        let owner = &self.owner;
+        if let Some(image) = value.get("Image").and_then(Json::as_str) {
+            let (id, image) = image_ref(daemon, image).await?;
+            let image = image.as_str();
+            let state = load_state(&self.store).await?;
+            Rules {
+                state: &state,
+                owner,
+            }
+            .check_use(image, id.as_deref())?;
+        }
+        let mut networks: Vec<String> = Vec::new();
+        if let Some(mode) = value
+            .at(&["HostConfig", "NetworkMode"])
+            .and_then(Json::as_str)
+        {
+            networks.push(mode.to_string());
+        }
+        if let Some(eps) = value
+            .at(&["NetworkingConfig", "EndpointsConfig"])
+            .and_then(Json::as_object)
+        {
+            networks.extend(eps.iter().map(|(k, _)| k.clone()));
+        }
+        for n in networks {
+            // `host` and `container:` are the policy's to refuse.
+            if n.is_empty()
+                || SHARED_NETWORKS.contains(&n.as_str())
+                || n == "host"
+                || n.starts_with("container:")
+            {
+                continue;
+            }
+            lookup(daemon, owner, Kind::Network, &n).await?;
+        }
+        let links: Vec<String> = value
+            .at(&["HostConfig", "Links"])
+            .map(|l| l.strings().map(str::to_string).collect())
+            .unwrap_or_default();
+        for link in links {
+            let name = link.split(':').next().unwrap_or("").trim_start_matches('/');
+            lookup(daemon, owner, Kind::Container, name).await?;
+        }
+        // Named volumes: `Binds` sources that are not paths, `Mounts` of type volume.
+        let mut volumes: Vec<(String, Option<serde_json::Value>)> = Vec::new();
+        for bind in value
+            .at(&["HostConfig", "Binds"])
+            .map(|b| b.strings().map(str::to_string).collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            let source = bind.split(':').next().unwrap_or("");
+            if !source.is_empty() && !source.starts_with('/') && bind.contains(':') {
+                volumes.push((source.to_string(), None));
+            }
+        }
+        if let Some(mounts) = value.at(&["HostConfig", "Mounts"]).and_then(Json::as_array) {
+            for m in mounts {
+                let ty = m.get("Type").and_then(Json::as_str).unwrap_or("");
+                let source = m.get("Source").and_then(Json::as_str).unwrap_or("");
+                if ty == "volume" && !source.is_empty() {
+                    let options = m
+                        .get("VolumeOptions")
+                        .and_then(|o| serde_json::to_value(o).ok());
+                    volumes.push((source.to_string(), options));
+                }
+            }
+        }
+        for (name, options) in volumes {
+            match find(daemon, Kind::Volume, &name).await? {
+                Found::Exists { labels, .. } if owner.owns(&labels) => {}
+                Found::Exists { .. } => return Err(volume_taken(&name)),
+                Found::Missing => create_volume(daemon, owner, &name, options.as_ref()).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// After the daemon answered: filter listings, record image changes.
+    pub async fn finish(
+        self,
+        response: Response<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, DockerError> {
+        let status = response.status();
+        match self.after {
+            After::Nothing => Ok(response),
+            After::ImageList | After::SystemDf if status == StatusCode::OK => {
+                let (mut parts, body) = response.into_parts();
+                let body = read_whole(body).await?;
+                let state = load_state(&self.store).await?;
+                let rules = Rules {
+                    state: &state,
+                    owner: &self.owner,
+                };
+                let filtered = match self.after {
+                    After::ImageList => filters::filter_images(
+                        &body,
+                        |id| rules.visible(id),
+                        |t| rules.tag_visible(t),
+                    )?,
+                    _ => filters::filter_df(
+                        &body,
+                        &self.owner,
+                        |id| rules.visible(id),
+                        |t| rules.tag_visible(t),
+                    )?,
+                };
+                Ok(replace_body(&mut parts, filtered))
+            }
+            After::Build { tags, quiet } if status == StatusCode::OK => {
+                let (parts, body) = response.into_parts();
+                let watched = BuildWatch {
+                    inner: body,
+                    scanner: AuxScanner::new(quiet),
+                    record: Some((self.store, self.owner, tags)),
+                    pending: None,
+                };
+                Ok(Response::from_parts(parts, watched.boxed_unsync()))
+            }
+            After::Image { how, tags } if status == StatusCode::CREATED => {
+                let (mut parts, body) = response.into_parts();
+                let body = read_whole(body).await?;
+                let id = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("Id").and_then(|i| i.as_str()).map(str::to_string));
+                if let Some(id) = id {
+                    update_state(&self.store, &self.owner, Change::Image { id, how, tags }).await;
+                }
+                Ok(replace_body(&mut parts, body.to_vec()))
+            }
+            After::Tag { reference, image } if status == StatusCode::CREATED => {
+                // The tag exists now: record it as the daemon names it.
+                let daemon = Daemon {
+                    client: &self.client,
+                };
+                let reference = match image_ref(daemon, &reference).await {
+                    Ok((_, familiar)) => familiar,
+                    Err(_) => images::normalize(&reference),
+                };
+                update_state(&self.store, &self.owner, Change::Tag { reference, image }).await;
+                Ok(response)
+            }
+            After::ImageDelete if status == StatusCode::OK => {
+                let (mut parts, body) = response.into_parts();
+                let body = read_whole(body).await?;
+                if let Some(change) = Change::from_delete_answer(&body) {
+                    update_state(&self.store, &self.owner, change).await;
+                }
+                Ok(replace_body(&mut parts, body.to_vec()))
+            }
+            _ => Ok(response),
+        }
+    }
+}
+
+fn volume_taken(name: &str) -> DockerError {
+    DockerError::client(
+        StatusCode::CONFLICT,
+        format!("cistern: the volume name {name} is in use by another tenant"),
+    )
+}
+
+/// Creates a named volume with the owner's labels before a container create
+/// would make it unlabelled; the mount's `VolumeOptions` (labels, driver) go
+/// along, as the daemon would have used them.
+async fn create_volume(
+    daemon: Daemon<'_>,
+    owner: &Owner,
+    name: &str,
+    options: Option<&serde_json::Value>,
+) -> Result<(), DockerError> {
+    let mut labels = options
+        .and_then(|o| o.get("Labels"))
+        .and_then(|l| l.as_object())
+        .cloned()
+        .unwrap_or_default();
+    for v in owner.filter_values() {
+        if let Some((k, v)) = v.split_once('=') {
+            labels.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+        }
+    }
+    let driver = options.and_then(|o| o.get("DriverConfig"));
+    let body = serde_json::json!({
+        "Name": name,
+        "Driver": driver.and_then(|d| d.get("Name")).and_then(|n| n.as_str()).filter(|n| !n.is_empty()).unwrap_or("local"),
+        "DriverOpts": driver.and_then(|d| d.get("Options")).cloned().unwrap_or(serde_json::Value::Null),
+        "Labels": labels,
+    });
+    let answer = daemon
+        .send(
+            Method::POST,
+            "/volumes/create",
+            Some(body.to_string().into_bytes()),
+        )
+        .await?;
+    if answer.status != StatusCode::CREATED && answer.status != StatusCode::OK {
+        return Err(DockerError {
+            status: answer.status,
+            side: super::error::Side::Upstream,
+            message: format!("cistern: cannot create volume {name}: {}", answer.message()),
+        });
+    }
+    // The name may have been taken by someone else in the meantime.
+    match find(daemon, Kind::Volume, name).await? {
+        Found::Exists { labels, .. } if owner.owns(&labels) => Ok(()),
+        _ => Err(volume_taken(name)),
+    }
+}
+
+async fn read_whole(mut body: ProxyBody) -> Result<Bytes, DockerError> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|err| DockerError::upstream(format!("reading the daemon's answer: {err}")))?;
+        if let Some(data) = frame.data_ref() {
+            if out.len() + data.len() > daemon::MAX_ANSWER {
+                return Err(DockerError::upstream("the daemon's answer is too large"));
+            }
+            out.extend_from_slice(data);
+        }
+    }
+    Ok(out.freeze())
+}
+
+fn replace_body(parts: &mut http::response::Parts, body: Vec<u8>) -> Response<ProxyBody> {
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.remove(http::header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, body.len().into());
+    Response::from_parts(
+        parts.clone(),
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    )
+}
+
+/// A build response passed through frame by frame, recording the built image
+/// when its `aux` message goes by. The end of the stream waits for the record
+/// to be written, so a client that saw its build finish can use the image.
+struct BuildWatch {
+    inner: ProxyBody,
+    scanner: AuxScanner,
+    record: Option<(Store, Owner, Vec<String>)>,
+    pending: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl BuildWatch {
+    fn found(&mut self, id: String) {
+        if let Some((store, owner, tags)) = self.record.take() {
+            tracing::info!(target: "cistern::ownership", tenant = %owner.tenant, image = %id, "image built");
+            let change = Change::Image {
+                id,
+                how: "build",
+                tags,
+            };
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                self.pending =
+                    Some(handle.spawn(async move { update_state(&store, &owner, change).await }));
+            }
+        }
+    }
+}
+
+impl Body for BuildWatch {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.inner.is_end_stream() && self.record.is_none() {
+            if let Some(pending) = self.pending.as_mut() {
+                if Pin::new(pending).poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.pending = None;
+            }
+        }
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let data = data.clone();
+                    for id in self.scanner.feed(&data) {
+                        self.found(id);
+                    }
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(id) = self.scanner.finish() {
+                    self.found(id);
+                }
+                if let Some(pending) = self.pending.as_mut() {
+                    if Pin::new(pending).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    self.pending = None;
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream() && self.pending.is_none()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Shared between the proxy and shutdown.
+pub type SharedOwnership = Arc<Ownership>;
+
+/// The driver spawns these futures: they must stay `Send`.
+#[cfg(test)]
+#[allow(dead_code)]
+fn send_check(
+    o: &Ownership,
+    c: &UpstreamClient,
+    owner: &Owner,
+    r: &Route,
+    owned: Owned,
+    resp: Response<ProxyBody>,
+) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(o.resolve(c, owner, r, String::new()));
+    is_send(owned.body(c, r, Bytes::new()));
+    is_send(owned.finish(resp));
+}

@@ -1,0 +1,411 @@
+//! Resolution: which container, exec, volume, network or image a request
+//! names, and whether the tenant owns it.
+//!
+//! cistern does not guess how dockerd resolves a name (full ID, unique ID
+//! prefix, name; for execs the exact ID): it asks the daemon
+//! (`GET /containers/{x}/json`, `/exec/{x}/json`, `/volumes/{x}`,
+//! `/networks/{x}`, `/images/{x}/json`) and reads the labels of what comes
+//! back. Then:
+//!
+//! * owned by this tenant (both [`TENANT`](super::labels::TENANT) and
+//!   [`INSTANCE`](super::labels::INSTANCE) labels match; an exec through its
+//!   container): the request is forwarded **with the full ID in the path** (or
+//!   in the `container` query of `POST /commit`, or in the `Container` of a
+//!   network connect body), so a rename or a new container matching the same
+//!   prefix between the check and the use cannot redirect it;
+//! * anything else, missing or someone else's: the answer dockerd gives for a
+//!   missing one, with its own wording ([`not_found`]), so other tenants'
+//!   resources are invisible.
+//!
+//! This file is the I/O-free half: what to look up ([`path_ref`],
+//! [`query_ref`]), how to read the daemon's answer ([`Found::from_answer`]),
+//! the decision ([`decide`]) and the rewritten path ([`PathRef::rewrite`]).
+//! The driver ([`super::Ownership`]) does the lookups.
+
+use std::collections::BTreeMap;
+
+use http::StatusCode;
+
+use crate::docker::error::{DockerError, Side};
+use crate::docker::policy::query;
+use crate::docker::route::{Endpoint, Route};
+
+use super::labels::{self, Owner};
+
+/// The kinds of resources a request can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Container,
+    Exec,
+    Volume,
+    Network,
+}
+
+impl Kind {
+    /// The daemon path that inspects one (the name percent-encoded).
+    pub fn inspect_path(self, name: &str) -> String {
+        let name = query::escape(name);
+        match self {
+            Kind::Container => format!("/containers/{name}/json"),
+            Kind::Exec => format!("/exec/{name}/json"),
+            Kind::Volume => format!("/volumes/{name}"),
+            Kind::Network => format!("/networks/{name}"),
+        }
+    }
+}
+
+/// dockerd's answer for a missing resource, word for word (moby 20.10:
+/// `errNoSuchContainer`, `errExecNotFound`, the volume service's
+/// `get <name>: no such volume`, libnetwork's `ErrNoSuchNetwork`), status 404.
+pub fn not_found(kind: Kind, name: &str) -> DockerError {
+    let message = match kind {
+        Kind::Container => format!("No such container: {name}"),
+        Kind::Exec => format!("No such exec instance: {name}"),
+        Kind::Volume => format!("get {name}: no such volume"),
+        Kind::Network => format!("network {name} not found"),
+    };
+    hidden(StatusCode::NOT_FOUND, message)
+}
+
+/// An answer in the daemon's own words (no `cistern:` prefix).
+pub fn hidden(status: StatusCode, message: String) -> DockerError {
+    DockerError {
+        status,
+        side: Side::AsDaemon,
+        message,
+    }
+}
+
+/// What the daemon said about a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// Not there (or not uniquely: an ambiguous prefix is "missing" too).
+    Missing,
+    /// There: its full ID (a volume's name) and labels. For an exec, the
+    /// labels are its container's and `container` is set.
+    Exists {
+        id: String,
+        labels: BTreeMap<String, String>,
+        container: Option<String>,
+    },
+}
+
+impl Found {
+    /// Reads an inspect answer. `Err` for answers that are neither found nor
+    /// missing (the daemon failing: 5xx).
+    pub fn from_answer(kind: Kind, status: StatusCode, body: &[u8]) -> Result<Found, DockerError> {
+        if status.is_server_error() {
+            return Err(DockerError::upstream(format!(
+                "the Docker daemon failed to look up a {kind:?} ({status})"
+            )));
+        }
+        if status != StatusCode::OK {
+            return Ok(Found::Missing);
+        }
+        let v: serde_json::Value = serde_json::from_slice(body).map_err(|err| {
+            DockerError::upstream(format!("unreadable {kind:?} inspect answer: {err}"))
+        })?;
+        let s = |key: &str| {
+            v.get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        };
+        let (id, labels, container) = match kind {
+            Kind::Container => (
+                s("Id"),
+                labels::from_value(v.get("Config").and_then(|c| c.get("Labels"))),
+                None,
+            ),
+            Kind::Exec => (s("ID"), BTreeMap::new(), s("ContainerID")),
+            Kind::Volume => (s("Name"), labels::from_value(v.get("Labels")), None),
+            Kind::Network => (s("Id"), labels::from_value(v.get("Labels")), None),
+        };
+        match id {
+            Some(id) if !id.is_empty() => Ok(Found::Exists {
+                id,
+                labels,
+                container,
+            }),
+            _ => Err(DockerError::upstream(format!(
+                "the daemon's {kind:?} inspect answer has no ID"
+            ))),
+        }
+    }
+}
+
+/// The decision: the full ID to use, or the daemon's "missing" answer.
+pub fn decide(kind: Kind, name: &str, found: &Found, owner: &Owner) -> Result<String, DockerError> {
+    match found {
+        Found::Exists { id, labels, .. } if owner.owns(labels) => Ok(id.clone()),
+        _ => Err(not_found(kind, name)),
+    }
+}
+
+/// A resource named in the path, and how to write the path with its ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathRef {
+    pub kind: Kind,
+    /// The name as the client wrote it (percent-decoded).
+    pub name: String,
+    /// The unversioned path before the name, e.g. `/containers/`.
+    prefix: &'static str,
+    /// The unversioned path after the name, e.g. `/json` (already encoded).
+    suffix: String,
+}
+
+impl PathRef {
+    fn new(kind: Kind, name: &str, prefix: &'static str, suffix: &str) -> PathRef {
+        PathRef {
+            kind,
+            name: name.to_string(),
+            prefix,
+            suffix: suffix.to_string(),
+        }
+    }
+
+    /// The request target with `id` in place of the name: version prefix as
+    /// the client sent it, the query of `target` unchanged.
+    pub fn rewrite(&self, route: &Route, target: &str, id: &str) -> String {
+        let version = route.version.map(|v| format!("/v{v}")).unwrap_or_default();
+        let query = target.split_once('?').map(|(_, q)| q);
+        let mut out = format!(
+            "{version}{}{}{}",
+            self.prefix,
+            query::escape(id),
+            self.suffix
+        );
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
+}
+
+/// The resource a request names in its path, if any.
+pub fn path_ref(endpoint: &Endpoint) -> Option<PathRef> {
+    use Endpoint::*;
+    use Kind::*;
+    let c = |id: &str, suffix: &str| Some(PathRef::new(Container, id, "/containers/", suffix));
+    match endpoint {
+        ContainerInspect { id } => c(id, "/json"),
+        ContainerTop { id } => c(id, "/top"),
+        ContainerLogs { id } => c(id, "/logs"),
+        ContainerChanges { id } => c(id, "/changes"),
+        ContainerExport { id } => c(id, "/export"),
+        ContainerStats { id } => c(id, "/stats"),
+        ContainerAttachWs { id } => c(id, "/attach/ws"),
+        ContainerArchiveHead { id } | ContainerArchiveGet { id } | ContainerArchivePut { id } => {
+            c(id, "/archive")
+        }
+        ContainerKill { id } => c(id, "/kill"),
+        ContainerPause { id } => c(id, "/pause"),
+        ContainerUnpause { id } => c(id, "/unpause"),
+        ContainerRestart { id } => c(id, "/restart"),
+        ContainerStart { id } => c(id, "/start"),
+        ContainerStop { id } => c(id, "/stop"),
+        ContainerWait { id } => c(id, "/wait"),
+        ContainerResize { id } => c(id, "/resize"),
+        ContainerAttach { id } => c(id, "/attach"),
+        ContainerCopy { id } => c(id, "/copy"),
+        ContainerRename { id } => c(id, "/rename"),
+        ContainerUpdate { id } => c(id, "/update"),
+        ContainerDelete { id } => c(id, ""),
+        ExecCreate { container } => c(container, "/exec"),
+        CheckpointList { container } | CheckpointCreate { container } => {
+            c(container, "/checkpoints")
+        }
+        CheckpointDelete {
+            container,
+            checkpoint,
+        } => c(
+            container,
+            &format!("/checkpoints/{}", query::escape(checkpoint)),
+        ),
+        ExecInspect { id } => Some(PathRef::new(Exec, id, "/exec/", "/json")),
+        ExecStart { id } => Some(PathRef::new(Exec, id, "/exec/", "/start")),
+        ExecResize { id } => Some(PathRef::new(Exec, id, "/exec/", "/resize")),
+        VolumeInspect { name } | VolumeDelete { name } => {
+            Some(PathRef::new(Volume, name, "/volumes/", ""))
+        }
+        NetworkInspect { id } | NetworkDelete { id } => {
+            Some(PathRef::new(Network, id, "/networks/", ""))
+        }
+        NetworkConnect { id } => Some(PathRef::new(Network, id, "/networks/", "/connect")),
+        NetworkDisconnect { id } => Some(PathRef::new(Network, id, "/networks/", "/disconnect")),
+        _ => None,
+    }
+}
+
+/// A container named in the query (`POST /commit?container=`): its name, or
+/// `Err` for a query cistern cannot read unambiguously.
+pub fn query_ref(route: &Route) -> Result<Option<String>, DockerError> {
+    if route.endpoint != Endpoint::ContainerCommit {
+        return Ok(None);
+    }
+    let q =
+        query::Query::parse(&route.query).map_err(|r| DockerError::client(r.status, r.message))?;
+    // An absent container makes the daemon answer its own error; cistern
+    // resolves the empty name, which is never found.
+    Ok(Some(
+        q.get("container")
+            .map_err(|r| DockerError::client(r.status, r.message))?
+            .unwrap_or("")
+            .to_string(),
+    ))
+}
+
+/// The target with `container=<id>` in place of the client's.
+pub fn rewrite_query(target: &str, key: &str, value: &str) -> Result<String, DockerError> {
+    let (path, q) = target.split_once('?').unwrap_or((target, ""));
+    let q = query::Query::parse(q).map_err(|r| DockerError::client(r.status, r.message))?;
+    Ok(format!("{path}?{}", q.with(key, value).encode()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::ownership::identity::Tenant;
+    use crate::docker::policy::testutil::route;
+
+    fn owner(t: &str) -> Owner {
+        Owner {
+            tenant: Tenant::new(t).unwrap(),
+            instance: "default".into(),
+        }
+    }
+
+    const ALICE_CONTAINER: &str = r#"{"Id":"4f3c2a1b00000000000000000000000000000000000000000000000000000000","Name":"/web","Config":{"Labels":{"io.cistern.tenant":"alice","io.cistern.instance":"default"}}}"#;
+
+    #[test]
+    fn owner_gets_the_full_id_others_get_dockerds_missing_answer() {
+        let found = Found::from_answer(Kind::Container, StatusCode::OK, ALICE_CONTAINER.as_bytes())
+            .unwrap();
+        let id = decide(Kind::Container, "web", &found, &owner("alice")).unwrap();
+        assert!(id.starts_with("4f3c2a1b"));
+        let err = decide(Kind::Container, "4f3c", &found, &owner("bob")).unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (StatusCode::NOT_FOUND, "No such container: 4f3c")
+        );
+        assert_eq!(err.side, Side::AsDaemon);
+        let missing = Found::from_answer(
+            Kind::Container,
+            StatusCode::NOT_FOUND,
+            br#"{"message":"No such container: x"}"#,
+        )
+        .unwrap();
+        assert_eq!(missing, Found::Missing);
+        // An ambiguous prefix (the daemon's 4xx) hides as missing, too.
+        assert_eq!(
+            Found::from_answer(Kind::Container, StatusCode::BAD_REQUEST, b"{}").unwrap(),
+            Found::Missing
+        );
+        assert!(Found::from_answer(Kind::Container, StatusCode::BAD_GATEWAY, b"").is_err());
+    }
+
+    #[test]
+    fn unlabelled_resources_belong_to_nobody() {
+        let v = br#"{"Name":"data","Driver":"local","Labels":null}"#;
+        let found = Found::from_answer(Kind::Volume, StatusCode::OK, v).unwrap();
+        let err = decide(Kind::Volume, "data", &found, &owner("alice")).unwrap_err();
+        assert_eq!(err.message, "get data: no such volume");
+        let n = br#"{"Name":"bridge","Id":"abc","Labels":{}}"#;
+        let found = Found::from_answer(Kind::Network, StatusCode::OK, n).unwrap();
+        assert_eq!(
+            decide(Kind::Network, "bridge", &found, &owner("alice"))
+                .unwrap_err()
+                .message,
+            "network bridge not found"
+        );
+    }
+
+    #[test]
+    fn execs_carry_their_container() {
+        let v = br#"{"ID":"e1","ContainerID":"c1","Running":false}"#;
+        match Found::from_answer(Kind::Exec, StatusCode::OK, v).unwrap() {
+            Found::Exists { id, container, .. } => {
+                assert_eq!((id.as_str(), container.as_deref()), ("e1", Some("c1")))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            not_found(Kind::Exec, "e1").message,
+            "No such exec instance: e1"
+        );
+    }
+
+    #[test]
+    fn paths_are_rewritten_with_the_full_id() {
+        let id = "4f3c2a1b";
+        for (method, path, want) in [
+            (
+                "GET",
+                "/v1.41/containers/web/json?size=1",
+                "/v1.41/containers/4f3c2a1b/json?size=1",
+            ),
+            (
+                "GET",
+                "/containers/we%62/logs?follow=1",
+                "/containers/4f3c2a1b/logs?follow=1",
+            ),
+            (
+                "POST",
+                "/v1.41/containers/web/attach?stream=1",
+                "/v1.41/containers/4f3c2a1b/attach?stream=1",
+            ),
+            (
+                "DELETE",
+                "/v1.41/containers/web?force=1",
+                "/v1.41/containers/4f3c2a1b?force=1",
+            ),
+            (
+                "PUT",
+                "/v1.41/containers/web/archive?path=/",
+                "/v1.41/containers/4f3c2a1b/archive?path=/",
+            ),
+            (
+                "POST",
+                "/v1.41/containers/web/exec",
+                "/v1.41/containers/4f3c2a1b/exec",
+            ),
+            ("POST", "/v1.41/exec/e/start", "/v1.41/exec/4f3c2a1b/start"),
+            ("GET", "/v1.41/volumes/data", "/v1.41/volumes/4f3c2a1b"),
+            (
+                "POST",
+                "/v1.41/networks/n/connect",
+                "/v1.41/networks/4f3c2a1b/connect",
+            ),
+            (
+                "DELETE",
+                "/v1.41/containers/c/checkpoints/a%20b",
+                "/v1.41/containers/4f3c2a1b/checkpoints/a%20b",
+            ),
+        ] {
+            let r = route(method, path);
+            let p = path_ref(&r.endpoint).unwrap_or_else(|| panic!("{path}"));
+            assert_eq!(p.rewrite(&r, path, id), want, "{path}");
+        }
+        assert_eq!(
+            path_ref(&route("GET", "/v1.41/containers/json").endpoint),
+            None
+        );
+        assert_eq!(path_ref(&route("POST", "/v1.41/build").endpoint), None);
+    }
+
+    #[test]
+    fn commit_names_its_container_in_the_query() {
+        let r = route("POST", "/v1.41/commit?container=web&repo=x");
+        assert_eq!(query_ref(&r).unwrap().as_deref(), Some("web"));
+        assert_eq!(
+            rewrite_query("/v1.41/commit?container=web&repo=x", "container", "abc").unwrap(),
+            "/v1.41/commit?repo=x&container=abc"
+        );
+        let twice = route("POST", "/v1.41/commit?container=a&container=b");
+        assert!(query_ref(&twice).is_err());
+        assert_eq!(
+            query_ref(&route("GET", "/v1.41/containers/json")).unwrap(),
+            None
+        );
+    }
+}
