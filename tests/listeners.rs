@@ -163,7 +163,9 @@ fn a_tcp_upstream_works_including_hijacked_streams() {
     let dir_b = tempfile::tempdir().unwrap();
     let b_sock = dir_b.path().join("b.sock");
     let config_b = format!(
-        "upstream:\n  tcp: 127.0.0.1:{port}\nlisteners:\n  - name: b\n    unix:\n      path: {}\n",
+        // B's tenant is the one A gives its TCP listener: A relabels what B
+        // creates, and B must still own it.
+        "upstream:\n  tcp: 127.0.0.1:{port}\nlisteners:\n  - name: b\n    unix:\n      path: {}\n    identity: {{fixed: tcp-tcp}}\n",
         b_sock.display()
     );
     let b = Cistern::start_with_config(dir_b, b_sock.clone(), &config_b);
