@@ -14,8 +14,9 @@
 //!                                           (leader failed → forward)
 //! ```
 //!
-//! *Store + tee*: a task reads the origin body, sends each chunk to the
-//! client and writes it to the cache. Only a body that ended cleanly (hyper
+//! *Store + tee*: a task reads the origin body and sends each chunk to the
+//! client and, through a bounded queue, to a cache writer task (so disk
+//! writes and hashing do not sit between two chunks to the client). Only a body that ended cleanly (hyper
 //! checks `Content-Length` and chunked framing; the cache checks the length
 //! again) is committed, and the last chunk reaches the client only after the commit,
 //! so its next request hits. An origin error mid-body aborts the cache
@@ -662,8 +663,19 @@ impl Proxy {
     }
 }
 
-/// Reads the origin body, sends it to the client and writes it to the
-/// cache; commits only a complete body, then ends the client's body.
+/// Chunks queued for the cache writer; lets the client's stream run ahead of
+/// the disk (at most this many origin frames) before it waits for it.
+const WRITE_QUEUE: usize = 16;
+/// The cache writer gathers queued chunks into writes of about this size.
+const WRITE_BATCH: usize = 1024 * 1024;
+
+/// Reads the origin body, sends it to the client and hands it to the cache
+/// writer task; once the body ended cleanly and the writer committed it,
+/// ends the client's body.
+///
+/// The writer runs as its own task behind a bounded queue, so the client is
+/// not held up by hashing and disk writes chunk by chunk. A cut-short body
+/// never reaches the writer's end-of-body marker, so it is never committed.
 async fn tee(
     mut origin: Incoming,
     writer: Writer,
@@ -671,7 +683,10 @@ async fn tee(
     tx: tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>,
     counter: Counter,
 ) {
-    let mut writer = Some(writer);
+    let (queue, queued) = tokio::sync::mpsc::channel(WRITE_QUEUE);
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    tokio::spawn(write_cache(writer, queued, done_tx));
+    let mut queue = Some(queue);
     let mut client = Some(tx);
     // The newest chunk is held back until the body is committed, so a
     // client that has its last byte finds the entry stored.
@@ -688,10 +703,9 @@ async fn tee(
             }
             Err(_) => return tee_failed("origin body stalled".into(), client, &counter).await,
         };
-        if let Some(w) = writer.as_mut() {
-            if let Err(err) = w.write(&data).await {
-                tracing::warn!(error = %err, "cache write failed; serving from origin only");
-                writer = None;
+        if let Some(q) = &queue {
+            if q.send(Some(data.clone())).await.is_err() {
+                queue = None; // the writer gave up (logged there)
             }
         }
         if let (Some(tx), Some(previous)) = (&client, held.take()) {
@@ -700,18 +714,12 @@ async fn tee(
             }
         }
         held = Some(data);
-        if client.is_none() && writer.is_none() {
+        if client.is_none() && queue.is_none() {
             return;
         }
     }
-    let committed = match writer.take() {
-        Some(w) => match w.commit().await {
-            Ok(_) => true,
-            Err(err) => {
-                tracing::warn!(error = %err, "cache commit failed; the response was served from origin");
-                false
-            }
-        },
+    let committed = match queue {
+        Some(q) => q.send(None).await.is_ok() && done.await.unwrap_or(false),
         None => false,
     };
     if let Some(guard) = guard {
@@ -719,6 +727,53 @@ async fn tee(
     }
     if let (Some(tx), Some(last)) = (client, held) {
         let _ = tx.send(Ok(last)).await;
+    }
+}
+
+/// The cache side of [`tee`]: writes queued chunks in batches; `None` marks
+/// a body that ended cleanly, and only then is it committed. A closed queue
+/// without it (origin failure, stall) drops the writer, which aborts.
+async fn write_cache(
+    mut writer: Writer,
+    mut queued: tokio::sync::mpsc::Receiver<Option<Bytes>>,
+    done: tokio::sync::oneshot::Sender<bool>,
+) {
+    let mut batch = bytes::BytesMut::new();
+    loop {
+        let Some(first) = queued.recv().await else {
+            return; // cut short: not committed
+        };
+        let mut complete = first.is_none();
+        let mut next = first;
+        while let Some(chunk) = next.take() {
+            batch.extend_from_slice(&chunk);
+            if batch.len() >= WRITE_BATCH {
+                break;
+            }
+            match queued.try_recv() {
+                Ok(Some(more)) => next = Some(more),
+                Ok(None) => complete = true,
+                Err(_) => {}
+            }
+        }
+        if !batch.is_empty() {
+            if let Err(err) = writer.write(&batch).await {
+                tracing::warn!(error = %err, "cache write failed; serving from origin only");
+                return;
+            }
+            batch.clear();
+        }
+        if complete {
+            let committed = match writer.commit().await {
+                Ok(_) => true,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cache commit failed; the response was served from origin");
+                    false
+                }
+            };
+            let _ = done.send(committed);
+            return;
+        }
     }
 }
 
