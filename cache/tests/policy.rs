@@ -285,3 +285,31 @@ async fn head_is_answered_from_the_get_entry_and_never_stored() {
         Lookup::Hit(_)
     ));
 }
+
+#[tokio::test]
+async fn a_bare_304_refreshes_an_entry_stored_with_last_modified() {
+    // Python's http.server: Last-Modified and no ETag on the 200, a 304
+    // with neither on revalidation.
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let lm = "Mon, 01 Jan 2024 00:00:00 GMT";
+    let res = ok(&[("cache-control", "max-age=60"), ("last-modified", lm)]);
+    origin_answer(&cache, &get(FILE), &res, b"body v1", t(0))
+        .await
+        .unwrap();
+
+    let Lookup::Stale(stale) = cache.lookup(&get(FILE), t(100)).await.unwrap() else {
+        panic!("should be stale");
+    };
+    assert_eq!(stale.revalidation.headers["if-modified-since"], lm);
+    let bare = status(StatusCode::NOT_MODIFIED, &[("server", "SimpleHTTP/0.6")]);
+    let Revalidation::NotModified(hit) = cache.revalidated(*stale, &bare, t(100)).await.unwrap()
+    else {
+        panic!("a 304 is a 304: the body must not be downloaded again");
+    };
+    assert_eq!(hit.body.bytes().await.unwrap(), &b"body v1"[..]);
+    let Lookup::Hit(hit) = cache.lookup(&get(FILE), t(150)).await.unwrap() else {
+        panic!("refreshed entry should be fresh");
+    };
+    assert_eq!(hit.entry.meta.headers["last-modified"], lm);
+}
