@@ -148,6 +148,11 @@ pub(crate) struct Inner {
     pub(crate) flights: Flights,
     pub(crate) counters: Counters,
     pub(crate) evicting: tokio::sync::Mutex<()>,
+    /// Serialises index writes with the in-memory table update that follows
+    /// them: without it, two commits for one key can finish their table
+    /// updates in the opposite order of their index lines, and the content of
+    /// the newest line is deleted as the older one's orphan.
+    pub(crate) indexing: tokio::sync::Mutex<()>,
     /// Integrities whose content was hashed whole by this process (written,
     /// read to the end, or verified); ranged reads of these seek directly.
     pub(crate) verified: Mutex<HashSet<String>>,
@@ -183,6 +188,7 @@ impl Store {
                 flights: Flights::default(),
                 counters: Counters::default(),
                 evicting: tokio::sync::Mutex::new(()),
+                indexing: tokio::sync::Mutex::new(()),
                 verified: Mutex::new(HashSet::new()),
                 memo: Mutex::new(HashMap::new()),
             }),
@@ -400,6 +406,7 @@ impl Store {
             .size(size)
             .time(u128::from(meta.stored_at_ms))
             .metadata(value);
+        let _indexing = self.inner.indexing.lock().await;
         self.memo().remove(key.as_str());
         cacache::index::insert_async(&self.inner.dir, key.as_str(), opts)
             .await
@@ -422,6 +429,7 @@ impl Store {
     }
 
     pub(crate) async fn remove_key(&self, key: &str) -> Result<()> {
+        let _indexing = self.inner.indexing.lock().await;
         self.memo().remove(key);
         cacache::index::delete_async(&self.inner.dir, key)
             .await
