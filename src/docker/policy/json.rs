@@ -436,6 +436,10 @@ fn canon(
             Json::Object(members) => canon_object(members, obj, path, opts, notes).map(Some),
             _ => Err(type_error(path, "an object")),
         },
+        Ty::Ignored => {
+            notes.push(format!("dropped {path} (no daemon reads it)"));
+            Ok(None)
+        }
         Ty::Never => Err(Refusal::policy(
             "unsupported_field",
             path.to_string(),

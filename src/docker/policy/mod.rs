@@ -533,6 +533,27 @@ mod tests {
         create(&p, body).unwrap();
     }
 
+    /// docker-py's `exec_create` (and so docker-compose v1's `exec`) sends the
+    /// container in the body too; dockerd ignores it, so cistern drops it.
+    #[test]
+    fn docker_py_exec_create_body_passes_without_its_container_field() {
+        let p = Policy::default();
+        let r = route("POST", "/v1.41/containers/c/exec");
+        let body = br#"{"Container":"other","User":"","Privileged":false,"Tty":false,"AttachStdin":true,"AttachStdout":true,"AttachStderr":true,"Cmd":["cat"],"Env":null}"#;
+        let i = p.inspect_body(&r, body).unwrap();
+        assert_eq!(
+            String::from_utf8(i.body.to_vec()).unwrap(),
+            r#"{"User":"","Privileged":false,"Tty":false,"AttachStdin":true,"AttachStdout":true,"AttachStderr":true,"Cmd":["cat"]}"#
+        );
+        // Any value is dropped, never judged or forwarded; the rest still is.
+        p.inspect_body(&r, br#"{"Cmd":["sh"],"container":{"Privileged":true}}"#)
+            .unwrap();
+        let e = p
+            .inspect_body(&r, br#"{"Container":"c","Privileged":true}"#)
+            .unwrap_err();
+        assert_eq!(e.rule, "privileged_exec");
+    }
+
     #[test]
     fn default_policy_allows_the_ci_groups_and_denies_the_rest() {
         let p = Policy::default();

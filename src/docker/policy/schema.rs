@@ -43,6 +43,9 @@ pub enum Ty {
     Obj(&'static Obj),
     /// A field cistern never forwards (swarm-only); any non-null value is refused.
     Never,
+    /// A field real clients send that no daemon reads: accepted with any value
+    /// and dropped from the forwarded body (so it is never forwarded unchecked).
+    Ignored,
 }
 
 /// A struct field: its exact JSON name, type, and whether a rule reads it.
@@ -404,6 +407,10 @@ pub static EXEC_CREATE: Obj = Obj {
         f("Env", STR_LIST),
         f("WorkingDir", Ty::Str),
         f("Cmd", Ty::StrSlice),
+        // docker-py (and docker-compose v1 through it) sends the container's
+        // name here too; dockerd's `ExecConfig` has no such field and takes the
+        // container from the path only.
+        f("Container", Ty::Ignored),
     ]],
 };
 
