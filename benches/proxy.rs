@@ -457,7 +457,9 @@ async fn main() {
     );
 
     // 50 containers for the listing.
-    let mut admin = connect(&daemon).await;
+    // Created through cistern so that both sides may use them: cistern shows
+    // a client only what its tenant created, the daemon shows everything.
+    let mut admin = connect(&cistern.sock).await;
     let mut listed = Vec::new();
     for _ in 0..50 {
         listed.push(create(&mut admin, &["sleep", "600"], serde_json::json!({})).await);
