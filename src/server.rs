@@ -138,6 +138,9 @@ async fn ca_maintenance(caching: Arc<Caching>, shutdown: CancellationToken) {
                 for id in report.removed {
                     tracing::info!(ca = id.as_str(), "expired CA removed");
                 }
+                for id in report.adopted {
+                    tracing::info!(ca = id.as_str(), "CA from `cistern ca rotate` in use");
+                }
             }
             Err(err) => tracing::error!(error = %err, "CA maintenance failed"),
         }

@@ -178,6 +178,46 @@ pub(crate) fn load_all(dir: &Path, now: OffsetDateTime) -> Result<Vec<Certificat
     Ok(loaded)
 }
 
+/// Loads generations another process (such as `cistern ca rotate`) stored since
+/// this one looked: complete, valid pairs whose ids are not in `known`. Removes
+/// nothing: a pair still being written (key first, then certificate) is simply
+/// not complete yet and is picked up next time.
+pub(crate) fn load_new(
+    dir: &Path,
+    known: &[CaId],
+    now: OffsetDateTime,
+) -> Result<Vec<CertificateAuthority>> {
+    let entries = fs::read_dir(dir).map_err(|e| Error::io("listing", dir, e))?;
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("listing", dir, e))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some(id) = name
+            .strip_suffix(CERT_SUFFIX)
+            .and_then(|id| CaId::parse(id).ok())
+        else {
+            continue;
+        };
+        if known.contains(&id) {
+            continue;
+        }
+        let key_file = key_path(dir, &id);
+        if !key_file.exists() {
+            continue;
+        }
+        match load_pair(&id, &cert_path(dir, &id), &key_file) {
+            Ok(ca) if ca.is_valid_at(now) => found.push(ca),
+            Ok(_) => {}
+            Err(reason) => {
+                tracing::debug!(ca = %id, reason = %reason, "stored CA not loadable yet");
+            }
+        }
+    }
+    Ok(found)
+}
+
 fn load_pair(
     id: &CaId,
     cert_file: &Path,

@@ -58,6 +58,8 @@ pub struct TickReport {
     pub rotated: Option<CaId>,
     /// Expired generations that were dropped and whose files were deleted.
     pub removed: Vec<CaId>,
+    /// Generations another process stored (e.g. `cistern ca rotate`), now in use.
+    pub adopted: Vec<CaId>,
 }
 
 /// The CA generations of one cistern instance. Cheap to share (`Arc<CaStore>`); all methods
@@ -196,6 +198,18 @@ impl CaStore {
     /// the hand-out rule.
     pub fn tick(&self, now: OffsetDateTime) -> Result<TickReport> {
         let mut report = TickReport::default();
+        // Generations stored by another process (`cistern ca rotate`) join in.
+        let known: Vec<CaId> = self.read().iter().map(|ca| ca.id().clone()).collect();
+        let adopted = persist::load_new(&self.config.state_dir, &known, now)?;
+        if !adopted.is_empty() {
+            let mut generations = self.write();
+            for ca in adopted {
+                tracing::info!(ca = %ca.id(), "adopted CA generation stored by another process");
+                report.adopted.push(ca.id().clone());
+                generations.push(Arc::new(ca));
+            }
+            generations.sort_by_key(|ca| ca.not_before());
+        }
         let expired: Vec<CaId> = self
             .read()
             .iter()

@@ -55,6 +55,35 @@ fn reopening_the_state_dir_gives_the_same_cas() {
 }
 
 #[test]
+fn a_generation_stored_by_another_process_is_adopted_at_the_next_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = CaStore::open(config(dir.path()), t0()).unwrap();
+    let before = running.current_for_new_container(t0()).unwrap();
+    // `cistern ca rotate` opens the same directory in its own process.
+    let forced = CaStore::open(config(dir.path()), t0() + minutes(5))
+        .unwrap()
+        .rotate(t0() + minutes(5))
+        .unwrap();
+    assert_eq!(
+        running
+            .current_for_new_container(t0() + minutes(6))
+            .unwrap(),
+        before
+    );
+    let report = running.tick(t0() + minutes(6)).unwrap();
+    assert_eq!(report.adopted, vec![forced.id.clone()]);
+    assert_eq!(
+        running
+            .current_for_new_container(t0() + minutes(6))
+            .unwrap(),
+        forced
+    );
+    // The older generation still signs for the containers that hold it.
+    assert!(running.get(&before.id).is_some());
+    assert!(running.tick(t0() + minutes(7)).unwrap().adopted.is_empty());
+}
+
+#[test]
 fn expired_generations_are_removed_when_opening() {
     let dir = tempfile::tempdir().unwrap();
     let store = CaStore::open(config(dir.path()), t0()).unwrap();

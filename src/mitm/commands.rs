@@ -114,7 +114,7 @@ pub fn ca_show(config: &CachingConfig, all: bool) -> Result<String, CommandError
 }
 
 /// `cistern ca rotate`: creates a new generation now. A running cistern
-/// picks it up when it next rotates or restarts; older generations stay
+/// adopts it at its next maintenance tick (within a minute); older generations stay
 /// valid until they expire.
 pub fn ca_rotate(config: &CachingConfig) -> Result<String, CommandError> {
     let caching = Caching::open(config.clone()).map_err(|e| e.to_string())?;
