@@ -10,14 +10,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::ProxyBody;
+use super::{BoxError, ProxyBody};
 use crate::config::{Upstream, UpstreamEndpoint};
 
 /// The pooled client cistern forwards requests with.
@@ -37,6 +39,87 @@ pub fn client(upstream: &Upstream) -> UpstreamClient {
 /// The authority used in URIs sent to the daemon; dockerd ignores it, as it
 /// does for the CLI's own `http://docker` / `http://api.moby.localhost`.
 pub const AUTHORITY: &str = "docker";
+
+/// An answer to one of cistern's own calls to the daemon, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The daemon's `{"message": ...}`, or the status.
+    pub fn message(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| {
+                v.get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| self.status.to_string())
+    }
+}
+
+/// Why one of cistern's own calls to the daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// cistern built a request it cannot send (a bug, or an unusable name).
+    #[error("bad daemon request: {0}")]
+    Request(String),
+    /// The daemon could not be reached or broke the exchange.
+    #[error("the Docker daemon did not answer: {0}")]
+    Unreachable(String),
+    /// The answer could not be read, or was larger than the cap.
+    #[error("reading the daemon's answer: {0}")]
+    Read(String),
+}
+
+/// Makes one call of cistern's own (an inspect, an archive read, a cleanup
+/// removal, ...) on the pooled client and reads the answer whole, at most
+/// `cap` bytes.
+pub async fn call(
+    client: &UpstreamClient,
+    method: Method,
+    path_and_query: &str,
+    headers: HeaderMap,
+    body: Bytes,
+    cap: usize,
+) -> Result<Answer, CallError> {
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(AUTHORITY)
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|err| CallError::Request(err.to_string()))?;
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(h) = req.headers_mut() {
+        *h = headers;
+    }
+    let req = req
+        .body(
+            Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
+        .map_err(|err| CallError::Request(err.to_string()))?;
+    let response = client
+        .request(req)
+        .await
+        .map_err(|err| CallError::Unreachable(err.to_string()))?;
+    let (parts, body) = response.into_parts();
+    let body = Limited::new(body, cap)
+        .collect()
+        .await
+        .map_err(|err: BoxError| CallError::Read(err.to_string()))?
+        .to_bytes();
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
 
 /// Opens connections to the daemon, whatever the request URI says.
 #[derive(Debug, Clone)]

@@ -3,38 +3,17 @@
 //! remove and (re-)create. Answers are small and read whole, with a cap.
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderMap, Method, StatusCode};
 
 use super::error::InjectError;
 use super::trust::PathStat;
 use crate::docker::policy::query::escape;
-use crate::docker::upstream::{UpstreamClient, AUTHORITY};
-use crate::docker::BoxError;
+use crate::docker::upstream::{self, CallError, UpstreamClient};
 
 /// Largest answer read back from the daemon (bundles are capped lower).
 const MAX_ANSWER: usize = 16 << 20;
 
-/// An answer read whole.
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Answer {
-    /// The daemon's `{"message": ...}`, or the status.
-    pub fn message(&self) -> String {
-        serde_json::from_slice::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| {
-                v.get("message")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| self.status.to_string())
-    }
-}
+pub use crate::docker::upstream::Answer;
 
 /// A container on the daemon, reached with cistern's client.
 pub struct Daemon<'a> {
@@ -43,51 +22,20 @@ pub struct Daemon<'a> {
     pub id: &'a str,
 }
 
-pub fn uri(path_and_query: &str) -> Result<Uri, InjectError> {
-    Uri::builder()
-        .scheme("http")
-        .authority(AUTHORITY)
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|err| InjectError::Internal(format!("bad daemon URI: {err}")))
-}
-
 /// Sends one request and reads the whole answer.
 pub async fn send(
     client: &UpstreamClient,
     method: Method,
-    uri: Uri,
+    path_and_query: &str,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Answer, InjectError> {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(h) = req.headers_mut() {
-        *h = headers;
-    }
-    let req = req
-        .body(
-            Full::new(body)
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
-        .map_err(|err| InjectError::Internal(format!("bad daemon request: {err}")))?;
-    let response = client
-        .request(req)
+    upstream::call(client, method, path_and_query, headers, body, MAX_ANSWER)
         .await
-        .map_err(|err| InjectError::Daemon(format!("the Docker daemon did not answer: {err}")))?;
-    let (parts, body) = response.into_parts();
-    let body = Limited::new(body, MAX_ANSWER)
-        .collect()
-        .await
-        .map_err(|err: BoxError| {
-            InjectError::Daemon(format!("reading the daemon's answer: {err}"))
-        })?
-        .to_bytes();
-    Ok(Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    })
+        .map_err(|err| match err {
+            CallError::Request(_) => InjectError::Internal(err.to_string()),
+            _ => InjectError::Daemon(err.to_string()),
+        })
 }
 
 impl Daemon<'_> {
@@ -108,7 +56,7 @@ impl Daemon<'_> {
         if !body.is_empty() {
             headers.insert(http::header::CONTENT_LENGTH, body.len().into());
         }
-        send(self.client, method, uri(path_and_query)?, headers, body).await
+        send(self.client, method, path_and_query, headers, body).await
     }
 
     fn archive(&self, path: &str) -> String {

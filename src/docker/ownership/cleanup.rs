@@ -173,7 +173,7 @@ fn ok_json(answer: super::daemon::Answer) -> Result<serde_json::Value, DockerErr
             answer.message()
         )));
     }
-    answer.json()
+    super::daemon::json(&answer)
 }
 
 /// Removes everything `owner` owns.

@@ -410,7 +410,7 @@ async fn image_ref(
     if answer.status != StatusCode::OK {
         return Ok((None, images::normalize(name)));
     }
-    let v = answer.json()?;
+    let v = daemon::json(&answer)?;
     let tags: Vec<&str> = v
         .get("RepoTags")
         .and_then(|t| t.as_array())
