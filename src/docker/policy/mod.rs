@@ -355,35 +355,33 @@ impl Policy {
             Ok(v) => v,
             Err(r) => return refuse(r),
         };
-        // Exec start bodies (`Detach`, `Tty`, `ConsoleSize`) cannot ask for
-        // anything: clients add their own fields there (bollard sends
-        // `OutputCapacity`), so unknown ones are dropped, as the daemon would
-        // ignore them, rather than refused.
-        let unknown = match route.endpoint {
-            Endpoint::ExecStart { .. } => UnknownFields::Drop,
-            _ => self.unknown_fields,
-        };
         // In audit mode unknown fields are dropped from the forwarded body and the
         // would-be refusal is recorded.
-        let mut canonical =
-            match json::canonicalise(value.clone(), obj, json::Canon { unknown }, &mut ctx.notes) {
-                Ok(v) => v,
-                Err(r) if r.kind == RefusalKind::Policy && self.audit => {
-                    ctx.refusals.push(r);
-                    match json::canonicalise(
-                        value,
-                        obj,
-                        json::Canon {
-                            unknown: UnknownFields::Drop,
-                        },
-                        &mut Vec::new(),
-                    ) {
-                        Ok(v) => v,
-                        Err(r) => return refuse(r),
-                    }
+        let mut canonical = match json::canonicalise(
+            value.clone(),
+            obj,
+            json::Canon {
+                unknown: self.unknown_fields,
+            },
+            &mut ctx.notes,
+        ) {
+            Ok(v) => v,
+            Err(r) if r.kind == RefusalKind::Policy && self.audit => {
+                ctx.refusals.push(r);
+                match json::canonicalise(
+                    value,
+                    obj,
+                    json::Canon {
+                        unknown: UnknownFields::Drop,
+                    },
+                    &mut Vec::new(),
+                ) {
+                    Ok(v) => v,
+                    Err(r) => return refuse(r),
                 }
-                Err(r) => return refuse(r),
-            };
+            }
+            Err(r) => return refuse(r),
+        };
         // A body that must be empty (`start`): `{}` is fine and forwarded empty.
         if std::ptr::eq(obj, &schema::EMPTY) {
             return Verdict::Allow(Inspected {
@@ -552,6 +550,21 @@ mod tests {
             .inspect_body(&r, br#"{"Container":"c","Privileged":true}"#)
             .unwrap_err();
         assert_eq!(e.rule, "privileged_exec");
+    }
+
+    #[test]
+    fn bollard_exec_start_body_passes_without_its_output_capacity() {
+        let p = Policy::default();
+        let r = route("POST", "/v1.41/exec/e/start");
+        let i = p
+            .inspect_body(&r, br#"{"Detach":false,"Tty":false,"OutputCapacity":8192}"#)
+            .unwrap();
+        assert_eq!(&i.body[..], br#"{"Detach":false,"Tty":false}"#);
+        // Other unknown fields follow the policy like everywhere else.
+        let e = p
+            .inspect_body(&r, br#"{"Detach":false,"Bogus":1}"#)
+            .unwrap_err();
+        assert_eq!(e.rule, "unknown_field");
     }
 
     #[test]

@@ -421,6 +421,9 @@ pub static EXEC_START: Obj = Obj {
         f("Detach", Ty::Bool),
         f("Tty", Ty::Bool),
         f("ConsoleSize", Ty::List(&Ty::U64)),
+        // bollard's `StartExecOptions` serialises its own read-buffer size;
+        // dockerd has no such field and ignores it.
+        f("OutputCapacity", Ty::Ignored),
     ]],
 };
 
