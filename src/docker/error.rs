@@ -86,23 +86,9 @@ pub fn verbatim_error(status: StatusCode, message: &str) -> Response<ProxyBody> 
 
 /// Builds `{"message": "cistern: ..."}` with the given status.
 pub fn json_error(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let text = if message.starts_with("cistern: ") {
-        message.to_string()
+    if message.starts_with("cistern: ") {
+        verbatim_error(status, message)
     } else {
-        format!("cistern: {message}")
-    };
-    let mut body = serde_json::to_vec(&serde_json::json!({ "message": text }))
-        .unwrap_or_else(|_| b"{\"message\":\"cistern: error\"}".to_vec());
-    body.push(b'\n');
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
-    response
+        verbatim_error(status, &format!("cistern: {message}"))
+    }
 }

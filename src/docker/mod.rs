@@ -69,8 +69,6 @@ pub struct DockerProxy {
     upstream_name: String,
     /// Hijacked streams run as tasks here so shutdown can wait for them.
     tasks: TaskTracker,
-    /// Transparent caching, when configured: what containers get injected.
-    caching: Option<Arc<Caching>>,
     /// Cache routing and trust put into containers (with `caching:` only).
     inject: Option<inject::Injector>,
     /// Who owns what: identities, labels, resolution, filters, image state.
@@ -83,17 +81,9 @@ impl DockerProxy {
             client: upstream::client(&config.upstream),
             upstream_name: config.upstream.endpoint.to_string(),
             tasks,
-            inject: caching
-                .as_ref()
-                .map(|c| inject::Injector::new(c.clone(), &config.listeners)),
-            caching,
+            inject: caching.map(|c| inject::Injector::new(c, &config.listeners)),
             ownership: Arc::new(ownership::Ownership::new(config)),
         }
-    }
-
-    /// Ownership: identities, the image state file, cleanup.
-    pub fn ownership(&self) -> &Arc<ownership::Ownership> {
-        &self.ownership
     }
 
     /// Removes the resources of the tenants of `cleanup: true` listeners.
@@ -108,11 +98,6 @@ impl DockerProxy {
                 tracing::error!(target: "cistern::ownership", tenant = %owner.tenant, error = %err.message, "cleanup on shutdown failed");
             }
         }
-    }
-
-    /// Transparent caching, when configured.
-    pub fn caching(&self) -> Option<&Arc<Caching>> {
-        self.caching.as_ref()
     }
 
     /// Handles one request. Never fails: every error becomes a Docker-shaped
