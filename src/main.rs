@@ -161,15 +161,9 @@ fn main() -> ExitCode {
             })
         }),
         Command::Serve { config, log_format } => {
-            let cfg = match config {
-                Some(path) => match config::load(&path) {
-                    Ok(cfg) => cfg,
-                    Err(err) => {
-                        eprintln!("error: {err}");
-                        return ExitCode::FAILURE;
-                    }
-                },
-                None => config::embedded_default(),
+            let cfg = match load_config(config) {
+                Ok(cfg) => cfg,
+                Err(code) => return code,
             };
             let format = match log_format {
                 Some(LogFormatArg::Json) => LogFormat::Json,
@@ -189,21 +183,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads the configuration file, or the embedded default without one; an
+/// error is printed and becomes the exit code.
+fn load_config(path: Option<PathBuf>) -> Result<config::Config, ExitCode> {
+    match path {
+        Some(path) => config::load(&path).map_err(|err| {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }),
+        None => Ok(config::embedded_default()),
+    }
+}
+
 /// Loads the configuration (or the embedded one), requires its `caching:`
 /// section, runs `command` on it and prints the result.
 fn caching_command(
     path: Option<PathBuf>,
     command: impl FnOnce(&cistern::mitm::CachingConfig) -> Result<String, String>,
 ) -> ExitCode {
-    let cfg = match path {
-        Some(path) => match config::load(&path) {
-            Ok(cfg) => cfg,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => config::embedded_default(),
+    let cfg = match load_config(path) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
     };
     let Some(caching) = cfg.caching else {
         eprintln!("error: the configuration has no `caching:` section");
@@ -231,15 +231,9 @@ fn ownership_command(
         Box<dyn std::future::Future<Output = Result<String, String>> + 'a>,
     >,
 ) -> ExitCode {
-    let cfg = match path {
-        Some(path) => match config::load(&path) {
-            Ok(cfg) => cfg,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => config::embedded_default(),
+    let cfg = match load_config(path) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
     };
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()

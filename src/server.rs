@@ -160,30 +160,27 @@ async fn accept_loop(
             _ = shutdown.cancelled() => break,
             accepted = accept(&socket) => accepted,
         };
+        let conn = |peer| {
+            Arc::new(ConnInfo {
+                listener: name.clone(),
+                peer,
+                policy: policy.clone(),
+            })
+        };
         match accepted {
             Ok(Accepted::Unix(stream, peer)) => {
-                let conn = Arc::new(ConnInfo {
-                    listener: name.clone(),
-                    peer,
-                    policy: policy.clone(),
-                });
                 tasks.spawn(serve_connection(
                     stream,
-                    conn,
+                    conn(peer),
                     proxy.clone(),
                     shutdown.clone(),
                 ));
             }
             Ok(Accepted::Tcp(stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let conn = Arc::new(ConnInfo {
-                    listener: name.clone(),
-                    peer,
-                    policy: policy.clone(),
-                });
                 tasks.spawn(serve_connection(
                     stream,
-                    conn,
+                    conn(peer),
                     proxy.clone(),
                     shutdown.clone(),
                 ));
