@@ -356,9 +356,15 @@ impl Policy {
             Err(r) => return refuse(r),
         };
         // In audit mode unknown fields are dropped from the forwarded body and the
-        // would-be refusal is recorded.
+        // would-be refusal is recorded; only then is a second pass (and the copy
+        // it reads) needed.
+        let (value, audit_copy) = if self.audit {
+            (value.clone(), Some(value))
+        } else {
+            (value, None)
+        };
         let mut canonical = match json::canonicalise(
-            value.clone(),
+            value,
             obj,
             json::Canon {
                 unknown: self.unknown_fields,
@@ -366,21 +372,23 @@ impl Policy {
             &mut ctx.notes,
         ) {
             Ok(v) => v,
-            Err(r) if r.kind == RefusalKind::Policy && self.audit => {
-                ctx.refusals.push(r);
-                match json::canonicalise(
-                    value,
-                    obj,
-                    json::Canon {
-                        unknown: UnknownFields::Drop,
-                    },
-                    &mut Vec::new(),
-                ) {
-                    Ok(v) => v,
-                    Err(r) => return refuse(r),
+            Err(r) => match audit_copy {
+                Some(value) if r.kind == RefusalKind::Policy => {
+                    ctx.refusals.push(r);
+                    match json::canonicalise(
+                        value,
+                        obj,
+                        json::Canon {
+                            unknown: UnknownFields::Drop,
+                        },
+                        &mut Vec::new(),
+                    ) {
+                        Ok(v) => v,
+                        Err(r) => return refuse(r),
+                    }
                 }
-            }
-            Err(r) => return refuse(r),
+                _ => return refuse(r),
+            },
         };
         // A body that must be empty (`start`): `{}` is fine and forwarded empty.
         if std::ptr::eq(obj, &schema::EMPTY) {
