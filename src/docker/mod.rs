@@ -239,6 +239,9 @@ impl DockerProxy {
         };
         parts.uri = daemon_uri(&owned.target)?;
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        // A client's `Authorization` is its credential for cistern (the
+        // listener's identity); the daemon never sees it.
+        parts.headers.remove(http::header::AUTHORIZATION);
         let body = Counted::new(body, record.clone(), Direction::In);
         let mut injected = None;
         let body = match need {
