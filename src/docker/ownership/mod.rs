@@ -197,6 +197,16 @@ impl Ownership {
         if filters::label_filtered(&route.endpoint) {
             owned.target = filters::merge_label_filter(&owned.target, owner)?;
         }
+        // The image rules read the state file once per request.
+        let state = if uses_image_rules(&route.endpoint) {
+            load_state(&self.store).await?
+        } else {
+            images::State::default()
+        };
+        let rules = Rules {
+            state: &state,
+            owner,
+        };
         let q = || Query::parse(&route.query).map_err(|r| DockerError::client(r.status, r.message));
         match &route.endpoint {
             Endpoint::ImageList => owned.after = After::ImageList,
@@ -211,29 +221,20 @@ impl Ownership {
             | Endpoint::ImageHistory { name }
             | Endpoint::ImageGet { name } => {
                 let (id, name) = image_ref(daemon, name).await?;
-                Rules {
-                    state: &load_state(&self.store).await?,
-                    owner,
-                }
+                rules
                 .check_use(&name, id.as_deref())?;
             }
             Endpoint::ImageGetAll => {
                 for name in q()?.values("names") {
                     let (id, name) = image_ref(daemon, name).await?;
                     let name = name.as_str();
-                    Rules {
-                    state: &load_state(&self.store).await?,
-                    owner,
-                }
+                    rules
                 .check_use(name, id.as_deref())?;
                 }
             }
             Endpoint::ImageDelete { name } => {
                 let (id, name) = image_ref(daemon, name).await?;
-                Rules {
-                    state: &load_state(&self.store).await?,
-                    owner,
-                }
+                rules
                 .check_delete(&name, id.as_deref())?;
                 owned.after = After::ImageDelete;
             }
@@ -242,18 +243,12 @@ impl Ownership {
                 let repo = q.values("repo").next().unwrap_or("");
                 let tag = q.values("tag").next().unwrap_or("");
                 let (source, name) = image_ref(daemon, name).await?;
-                Rules {
-                    state: &load_state(&self.store).await?,
-                    owner,
-                }
+                rules
                 .check_use(&name, source.as_deref())?;
                 if let (Some(source), false) = (source, repo.is_empty()) {
                     let reference = images::join(repo, tag);
                     let (current, reference) = image_ref(daemon, &reference).await?;
-                    Rules {
-                    state: &load_state(&self.store).await?,
-                    owner,
-                }
+                    rules
                 .check_new_tag(&reference, current.as_deref())?;
                     owned.after = After::Tag {
                         reference,
@@ -272,10 +267,7 @@ impl Ownership {
                 }
                 let reference = images::join(name, tag);
                 let (id, reference) = image_ref(daemon, &reference).await?;
-                Rules {
-                    state: &load_state(&self.store).await?,
-                    owner,
-                }
+                rules
                 .check_use(&reference, id.as_deref())?;
             }
             Endpoint::Build => {
@@ -285,10 +277,7 @@ impl Ownership {
                 for t in &tags {
                     let (current, t) = image_ref(daemon, t).await?;
                     let t = t.as_str();
-                    Rules {
-                    state: &load_state(&self.store).await?,
-                    owner,
-                }
+                    rules
                 .check_new_tag(t, current.as_deref())?;
                 }
                 owned.after = After::Build { tags, quiet };
@@ -301,10 +290,7 @@ impl Ownership {
                 if !repo.is_empty() {
                     let reference = images::join(repo, tag);
                     let (current, reference) = image_ref(daemon, &reference).await?;
-                    Rules {
-                    state: &load_state(&self.store).await?,
-                    owner,
-                }
+                    rules
                 .check_new_tag(&reference, current.as_deref())?;
                     tags.push(reference);
                 }
@@ -317,6 +303,22 @@ impl Ownership {
         }
         Ok(owned)
     }
+}
+
+/// Endpoints whose checks read the image ownership state.
+fn uses_image_rules(endpoint: &Endpoint) -> bool {
+    matches!(
+        endpoint,
+        Endpoint::ImageInspect { .. }
+            | Endpoint::ImageHistory { .. }
+            | Endpoint::ImageGet { .. }
+            | Endpoint::ImageGetAll
+            | Endpoint::ImageDelete { .. }
+            | Endpoint::ImageTag { .. }
+            | Endpoint::ImagePush { .. }
+            | Endpoint::Build
+            | Endpoint::ContainerCommit
+    )
 }
 
 async fn load_state(store: &Store) -> Result<images::State, DockerError> {
