@@ -142,6 +142,45 @@ pub fn busybox() -> &'static str {
     BUSYBOX
 }
 
+/// The name of the test image with a docker CLI inside.
+pub const DOCKER_CLI: &str = "cistern-test/docker-cli";
+
+/// A local image (busybox plus a statically linked docker CLI at
+/// `/bin/docker`) for jobs that talk to a docker socket from inside a
+/// container. Built once per daemon from the static CLI on the host
+/// (`$CISTERN_TEST_STATIC_DOCKER`, else `/usr/local/bin/docker`).
+#[allow(dead_code)]
+pub fn docker_cli_image() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let sock = daemon();
+        let base = busybox();
+        if run(docker_at(&sock).args(["image", "inspect", DOCKER_CLI]))
+            .status
+            .success()
+        {
+            return;
+        }
+        let cli = std::env::var_os("CISTERN_TEST_STATIC_DOCKER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/local/bin/docker"));
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::copy(&cli, ctx.path().join("docker")).unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM {base}\nCOPY docker /bin/docker\n"),
+        )
+        .unwrap();
+        run_ok(
+            docker_at(&sock)
+                .env("DOCKER_BUILDKIT", "0")
+                .args(["build", "-q", "-t", DOCKER_CLI])
+                .arg(ctx.path()),
+        );
+    });
+    DOCKER_CLI
+}
+
 /// A unique name for resources a test creates.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
