@@ -234,29 +234,8 @@ fn host_and_container_namespaces_are_refused() {
             &format!("HostConfig.{key}"),
         );
     }
-    // Another container's namespaces (by name here; IDs and prefixes are in the
-    // adversarial suite). The CLI offers `container:` for these three.
-    let other = unique("policy-other");
-    for (flag, what, key) in [
-        ("--pid", "PID", "PidMode"),
-        ("--ipc", "IPC", "IpcMode"),
-        ("--network", "network", "NetworkMode"),
-    ] {
-        assert_create_refused(
-            &cistern,
-            &[flag, &format!("container:{other}")],
-            &format!("joining the {what} namespace of container \"{other}\" is not allowed"),
-            "namespace_container",
-            &format!("HostConfig.{key}"),
-        );
-    }
-    assert_create_refused(
-        &cistern,
-        &["--volumes-from", &other],
-        "mounting another container's volumes is not allowed",
-        "volumes_from",
-        "HostConfig.VolumesFrom",
-    );
+    // `container:` modes and `--volumes-from` are for the tenant's own
+    // containers: tests/policy_adversarial.rs and tests/namespaces.rs.
 }
 
 #[test]

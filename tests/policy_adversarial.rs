@@ -593,16 +593,12 @@ fn host_paths_through_mounts_binds_and_volume_options_are_refused() {
 }
 
 #[test]
-fn joining_an_existing_containers_namespaces_is_refused_by_name_id_or_prefix() {
+fn joining_another_tenants_namespaces_is_refused_by_name_id_or_prefix() {
     let cistern = Cistern::start("");
+    // Created on the daemon directly: not this tenant's.
     let victim = unique("adv-victim");
     let _victim = Cleanup::container(&victim);
-    let id =
-        run_ok(
-            cistern
-                .docker()
-                .args(["run", "-d", "--name", &victim, image(), "sleep", "60"]),
-        )
+    let id = run_ok(docker_direct().args(["run", "-d", "--name", &victim, image(), "sleep", "60"]))
         .trim()
         .to_string();
     let img = image();
@@ -612,36 +608,25 @@ fn joining_an_existing_containers_namespaces_is_refused_by_name_id_or_prefix() {
         id[..12].to_string(),
         id[..4].to_string(),
     ] {
-        for (key, what) in [
-            ("PidMode", "PID"),
-            ("IpcMode", "IPC"),
-            ("NetworkMode", "network"),
-        ] {
+        for key in ["PidMode", "IpcMode", "NetworkMode", "Cgroup"] {
             for prefix in ["container:", "CONTAINER:", "Container:"] {
                 assert_create_refused(
                     &cistern,
                     "/v1.41/containers/create",
-                    format!(r#"{{"Image":"{img}","HostConfig":{{"{key}":"{prefix}{target}"}}}}"#).as_bytes(),
-                    403,
-                    &format!("cistern: joining the {what} namespace of container \"{target}\" is not allowed"),
+                    format!(r#"{{"Image":"{img}","HostConfig":{{"{key}":"{prefix}{target}"}}}}"#)
+                        .as_bytes(),
+                    404,
+                    &format!("No such container: {target}"),
                 );
             }
         }
         assert_create_refused(
             &cistern,
             "/v1.41/containers/create",
-            format!(r#"{{"Image":"{img}","HostConfig":{{"Cgroup":"container:{target}"}}}}"#)
-                .as_bytes(),
-            403,
-            "cistern: joining the cgroup namespace of container",
-        );
-        assert_create_refused(
-            &cistern,
-            "/v1.41/containers/create",
             format!(r#"{{"Image":"{img}","HostConfig":{{"VolumesFrom":["{target}:ro"]}}}}"#)
                 .as_bytes(),
-            403,
-            "cistern: mounting another container's volumes is not allowed",
+            404,
+            &format!("No such container: {target}"),
         );
         for key in ["UTSMode", "UsernsMode", "CgroupnsMode"] {
             assert_create_refused(
@@ -653,6 +638,43 @@ fn joining_an_existing_containers_namespaces_is_refused_by_name_id_or_prefix() {
                 &format!("cistern: {key} \"container:{target}\" is not allowed"),
             );
         }
+    }
+    // Malformed targets never reach a lookup.
+    for target in ["", "../x", "a b"] {
+        assert_create_refused(
+            &cistern,
+            "/v1.41/containers/create",
+            format!(r#"{{"Image":"{img}","HostConfig":{{"PidMode":"container:{target}"}}}}"#)
+                .as_bytes(),
+            403,
+            "cistern: ",
+        );
+    }
+    // The tenant's own container: by name, ID and prefix, joined for real.
+    let own = unique("adv-own");
+    let _own = Cleanup::container(&own);
+    let own_id =
+        run_ok(
+            cistern
+                .docker()
+                .args(["run", "-d", "--name", &own, image(), "sleep", "60"]),
+        )
+        .trim()
+        .to_string();
+    for target in [own.clone(), own_id.clone(), own_id[..12].to_string()] {
+        let joined = run_ok(cistern.docker().args([
+            "run",
+            "--rm",
+            "--pid",
+            &format!("container:{target}"),
+            "--volumes-from",
+            &format!("{target}:ro"),
+            image(),
+            "sh",
+            "-c",
+            "ps -o comm | grep -c sleep",
+        ]));
+        assert_eq!(joined.trim(), "1", "joined {target}");
     }
     // Host spellings the daemon compares exactly are refused whatever the case.
     for (key, value) in [

@@ -87,6 +87,9 @@ pub struct Listener {
     pub identity: crate::docker::ownership::identity::Identity,
     /// Remove the resources of this listener's tenants on shutdown.
     pub cleanup: bool,
+    /// Names the tenants choose are prefixed with the tenant on the daemon
+    /// (and mapped back): two tenants may both have a container `db`.
+    pub namespaces: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -107,6 +107,7 @@ pub struct RawListener {
     pub caching_inject: Option<bool>,
     pub identity: Option<RawIdentity>,
     pub cleanup: Option<bool>,
+    pub namespaces: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,6 +131,9 @@ pub struct RawListenerFields {
     /// Remove the resources of this listener's tenants on shutdown.
     #[serde(default)]
     cleanup: Option<bool>,
+    /// Prefix the names this listener's tenants choose with the tenant.
+    #[serde(default)]
+    namespaces: Option<bool>,
 }
 
 impl TryFrom<RawListenerFields> for RawListener {
@@ -152,6 +156,7 @@ impl TryFrom<RawListenerFields> for RawListener {
                     caching_inject: raw.caching_inject,
                     identity: raw.identity,
                     cleanup: raw.cleanup,
+                    namespaces: raw.namespaces,
                 })
             }
         }

@@ -108,6 +108,7 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
             caching_inject: raw.caching_inject.unwrap_or(true),
             identity,
             cleanup: raw.cleanup.unwrap_or(false),
+            namespaces: raw.namespaces.unwrap_or(false),
         });
     }
     if listeners.is_empty() {
@@ -123,6 +124,7 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
             caching_inject: true,
             identity: Identity::Peer,
             cleanup: false,
+            namespaces: false,
         });
     }
 

@@ -314,7 +314,10 @@ impl DockerProxy {
         })?;
 
         if let (Some(inject), Some(prepared)) = (&self.inject, injected) {
-            return inject.finish_create(&self.client, prepared, response).await;
+            let response = inject
+                .finish_create(&self.client, prepared, response)
+                .await?;
+            return owned.finish(response).await;
         }
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {

@@ -471,3 +471,38 @@ impl Drop for PrivateDaemon {
         self.stop();
     }
 }
+
+/// Removes, on the daemon directly, every container, network and volume
+/// labelled with this cistern instance, when dropped: for tests whose
+/// resources are named by cistern (namespaces, jobs).
+#[allow(dead_code)]
+pub struct InstanceCleanup(pub String);
+
+impl Drop for InstanceCleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=io.cistern.instance={}", self.0);
+        let list = |args: &[&str]| -> Vec<String> {
+            let out = run(docker_direct().args(args).args(["--filter", &filter]));
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .filter(|l| !l.is_empty())
+                .collect()
+        };
+        let quiet = |cmd: &mut Command| {
+            let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        };
+        let containers = list(&["ps", "-aq"]);
+        if !containers.is_empty() {
+            quiet(docker_direct().args(["rm", "-f", "-v"]).args(&containers));
+        }
+        let networks = list(&["network", "ls", "-q"]);
+        if !networks.is_empty() {
+            quiet(docker_direct().args(["network", "rm"]).args(&networks));
+        }
+        let volumes = list(&["volume", "ls", "-q"]);
+        if !volumes.is_empty() {
+            quiet(docker_direct().args(["volume", "rm", "-f"]).args(&volumes));
+        }
+    }
+}

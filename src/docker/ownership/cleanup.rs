@@ -356,10 +356,7 @@ pub async fn cleanup_command(
     let client = crate::docker::upstream::client(&config.upstream);
     let daemon = Daemon { client: &client };
     let store = Store::new(&config.state_dir);
-    let owner = Owner {
-        tenant,
-        instance: config.instance.clone(),
-    };
+    let owner = Owner::new(tenant, config.instance.clone());
     let removed = remove_tenant(daemon, &store, &owner)
         .await
         .map_err(|e| e.message)?;

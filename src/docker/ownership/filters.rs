@@ -28,6 +28,7 @@ use crate::docker::policy::query::Query;
 use crate::docker::route::Endpoint;
 
 use super::labels::{self, Owner};
+use super::names::Namespace;
 
 /// Whether the daemon's answer to this endpoint is narrowed by a label filter.
 pub fn label_filtered(endpoint: &Endpoint) -> bool {
@@ -100,8 +101,34 @@ pub fn merge_label_filter(target: &str, owner: &Owner) -> Result<String, DockerE
     let (path, raw) = target.split_once('?').unwrap_or((target, ""));
     let q = Query::parse(raw).map_err(|r| DockerError::client(r.status, r.message))?;
     let first = q.values("filters").next().unwrap_or("").to_string();
-    let merged = merge_filters_json(&first, &owner.filter_values())?;
+    let mut merged = merge_filters_json(&first, &owner.filter_values())?;
+    if let Some(ns) = &owner.namespace {
+        merged = namespace_name_filter(&merged, ns)?;
+    }
     Ok(format!("{path}?{}", q.with("filters", &merged).encode()))
+}
+
+/// `name` filter values in the tenant's namespace (see
+/// [`Namespace::name_filter`]), in either filters format.
+fn namespace_name_filter(filters: &str, ns: &Namespace) -> Result<String, DockerError> {
+    let mut v: Value = serde_json::from_str(filters).map_err(invalid)?;
+    match v.get_mut("name") {
+        Some(Value::Object(names)) => {
+            let old = std::mem::take(names);
+            for (k, val) in old {
+                names.insert(ns.name_filter(&k), val);
+            }
+        }
+        Some(Value::Array(names)) => {
+            for n in names.iter_mut() {
+                if let Value::String(s) = n {
+                    *s = ns.name_filter(s);
+                }
+            }
+        }
+        _ => return Ok(filters.to_string()),
+    }
+    Ok(v.to_string())
 }
 
 /// Whether a listed object's labels (at `key`) say this owner.
@@ -167,15 +194,31 @@ mod tests {
     use crate::docker::ownership::identity::Tenant;
 
     fn alice() -> Owner {
-        Owner {
-            tenant: Tenant::new("alice").unwrap(),
-            instance: "default".into(),
-        }
+        Owner::new(Tenant::new("alice").unwrap(), "default")
     }
 
     fn decoded_filters(target: &str) -> Value {
         let q = Query::parse(target.split_once('?').unwrap().1).unwrap();
         serde_json::from_str(q.get("filters").unwrap().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn anchored_name_filters_get_the_namespace() {
+        let mut owner = alice();
+        owner.namespace = Some(Namespace::of("alice"));
+        let f = crate::docker::policy::query::escape(r#"{"name":{"^/db$":true,"web":true}}"#);
+        let t = merge_label_filter(&format!("/containers/json?filters={f}"), &owner).unwrap();
+        let v = decoded_filters(&t);
+        assert_eq!(
+            v["name"],
+            serde_json::json!({"^/alice-db$": true, "web": true})
+        );
+        let f = crate::docker::policy::query::escape(r#"{"name":["^cache"]}"#);
+        let t = merge_label_filter(&format!("/volumes?filters={f}"), &owner).unwrap();
+        assert_eq!(
+            decoded_filters(&t)["name"],
+            serde_json::json!(["^alice-cache"])
+        );
     }
 
     #[test]

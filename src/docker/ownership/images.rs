@@ -412,10 +412,7 @@ mod tests {
     use crate::docker::ownership::identity::Tenant;
 
     fn owner(t: &str) -> Owner {
-        Owner {
-            tenant: Tenant::new(t).unwrap(),
-            instance: "default".into(),
-        }
+        Owner::new(Tenant::new(t).unwrap(), "default")
     }
 
     fn state() -> State {

@@ -15,6 +15,7 @@ use crate::docker::policy::Json;
 use crate::docker::route::Endpoint;
 
 use super::identity::Tenant;
+use super::names::Namespace;
 
 /// The label naming the owning tenant.
 pub const TENANT: &str = "io.cistern.tenant";
@@ -26,9 +27,20 @@ pub const INSTANCE: &str = "io.cistern.instance";
 pub struct Owner {
     pub tenant: Tenant,
     pub instance: String,
+    /// The tenant's name namespace, when its listener has `namespaces: true`.
+    pub namespace: Option<Namespace>,
 }
 
 impl Owner {
+    /// An owner without a name namespace.
+    pub fn new(tenant: Tenant, instance: impl Into<String>) -> Owner {
+        Owner {
+            tenant,
+            instance: instance.into(),
+            namespace: None,
+        }
+    }
+
     /// Whether labels (as the daemon reports them) say this owner.
     pub fn owns(&self, labels: &BTreeMap<String, String>) -> bool {
         labels.get(TENANT).map(String::as_str) == Some(self.tenant.as_str())
@@ -82,10 +94,7 @@ mod tests {
     use crate::docker::policy::json;
 
     fn owner() -> Owner {
-        Owner {
-            tenant: Tenant::new("alice").unwrap(),
-            instance: "default".into(),
-        }
+        Owner::new(Tenant::new("alice").unwrap(), "default")
     }
 
     #[test]

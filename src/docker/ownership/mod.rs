@@ -42,6 +42,7 @@ pub mod filters;
 pub mod identity;
 pub mod images;
 pub mod labels;
+pub mod names;
 pub mod resolve;
 
 use std::collections::{BTreeSet, HashMap};
@@ -59,6 +60,7 @@ use self::daemon::Daemon;
 use self::identity::{AuthError, Identity, Tenant};
 use self::images::{AuxScanner, Change, Rules, Store};
 use self::labels::Owner;
+use self::names::Namespace;
 use self::resolve::{Found, Kind};
 use super::error::DockerError;
 use super::policy::{json, query::Query, Json};
@@ -73,6 +75,7 @@ use crate::listen::Peer;
 struct ListenerOwnership {
     identity: Identity,
     cleanup: bool,
+    namespaces: bool,
 }
 
 /// Ownership as configured: built once from the config.
@@ -98,6 +101,7 @@ impl Ownership {
                         ListenerOwnership {
                             identity: l.identity.clone(),
                             cleanup: l.cleanup,
+                            namespaces: l.namespaces,
                         },
                     )
                 })
@@ -136,6 +140,7 @@ impl Ownership {
             }
         }
         Ok(Owner {
+            namespace: l.namespaces.then(|| Namespace::of(tenant.as_str())),
             tenant,
             instance: self.instance.clone(),
         })
@@ -163,10 +168,7 @@ impl Ownership {
         }
         tenants
             .into_iter()
-            .map(|tenant| Owner {
-                tenant,
-                instance: self.instance.clone(),
-            })
+            .map(|tenant| Owner::new(tenant, self.instance.clone()))
             .collect()
     }
 
@@ -185,6 +187,7 @@ impl Ownership {
             store: self.store.clone(),
             after: After::Nothing,
             client: client.clone(),
+            names: None,
         };
         if let Some(p) = resolve::path_ref(&route.endpoint) {
             let id = lookup(daemon, owner, p.kind, &p.name).await?;
@@ -196,6 +199,21 @@ impl Ownership {
         }
         if filters::label_filtered(&route.endpoint) {
             owned.target = filters::merge_label_filter(&owned.target, owner)?;
+        }
+        if let Some(ns) = &owner.namespace {
+            if matches!(
+                route.endpoint,
+                Endpoint::ContainerCreate | Endpoint::ContainerRename { .. }
+            ) {
+                let q = Query::parse(&route.query)
+                    .map_err(|r| DockerError::client(r.status, r.message))?;
+                let name = q.values("name").next().map(str::to_string);
+                if let Some(name) = name.filter(|n| !n.is_empty()) {
+                    owned.target =
+                        resolve::rewrite_query(&owned.target, "name", &ns.to_daemon(&name))?;
+                }
+            }
+            owned.names = Some((ns.clone(), route.endpoint.clone()));
         }
         // The image rules read the state file once per request.
         let state = if uses_image_rules(&route.endpoint) {
@@ -351,6 +369,40 @@ async fn lookup(
     kind: Kind,
     name: &str,
 ) -> Result<String, DockerError> {
+    Ok(lookup_ref(daemon, owner, kind, name).await?.id)
+}
+
+/// A name resolved to one of the tenant's resources.
+struct Resolved {
+    /// The full ID (a volume's name).
+    id: String,
+    /// The daemon's (prefixed) name when it was found through the tenant's
+    /// namespace; `None` when found as written (an ID, an ID prefix, an
+    /// anonymous volume, a name from before namespaces).
+    namespaced: Option<String>,
+}
+
+/// [`lookup`], trying the tenant's namespace first: `db` is `<tenant>-db`
+/// on the daemon, then as written.
+async fn lookup_ref(
+    daemon: Daemon<'_>,
+    owner: &Owner,
+    kind: Kind,
+    name: &str,
+) -> Result<Resolved, DockerError> {
+    if let (Some(ns), Kind::Container | Kind::Volume | Kind::Network) = (&owner.namespace, kind) {
+        if !name.is_empty() {
+            let prefixed = ns.to_daemon(name);
+            if let Found::Exists { id, labels, .. } = find(daemon, kind, &prefixed).await? {
+                if owner.owns(&labels) {
+                    return Ok(Resolved {
+                        id,
+                        namespaced: Some(prefixed),
+                    });
+                }
+            }
+        }
+    }
     let found = find(daemon, kind, name).await?;
     let found = match (kind, found) {
         // An exec is its container's: decide on the container's labels.
@@ -375,7 +427,10 @@ async fn lookup(
     if decided.is_err() {
         tracing::info!(target: "cistern::ownership", tenant = %owner.tenant, kind = ?kind, exists = found != Found::Missing, "not the tenant's: answered as missing");
     }
-    decided
+    decided.map(|id| Resolved {
+        id,
+        namespaced: None,
+    })
 }
 
 async fn find(daemon: Daemon<'_>, kind: Kind, name: &str) -> Result<Found, DockerError> {
@@ -454,10 +509,24 @@ pub struct Owned {
     store: Store,
     after: After,
     client: UpstreamClient,
+    /// The tenant's namespace and the endpoint: answers are mapped back
+    /// (names in listings, inspects and events; error messages always).
+    names: Option<(Namespace, Endpoint)>,
 }
 
 /// Predefined networks every tenant may use.
 const SHARED_NETWORKS: [&str; 3] = ["bridge", "default", "none"];
+
+/// A network reference that names a user-defined network: not a predefined
+/// one, `host` (the policy's to refuse) or `container:`.
+fn is_user_network(name: &str) -> bool {
+    !(name.is_empty()
+        || SHARED_NETWORKS.contains(&name)
+        || name == "host"
+        || name
+            .split_once(':')
+            .is_some_and(|(k, _)| k.eq_ignore_ascii_case("container")))
+}
 
 impl Owned {
     /// Step 3: the body to forward, labelled, with its references resolved.
@@ -483,14 +552,22 @@ impl Owned {
             json::parse(&body).map_err(|r| DockerError::client(r.status, r.message))?
         };
         match route.endpoint {
-            Endpoint::ContainerCreate => self.container_create(daemon, &mut value).await?,
+            Endpoint::ContainerCreate => self.container_create(daemon, route, &mut value).await?,
             Endpoint::VolumeCreate => {
+                if let Some(ns) = &owner.namespace {
+                    ns.create_body(&mut value);
+                }
                 if let Some(name) = value.get("Name").and_then(Json::as_str) {
                     if let Found::Exists { labels, .. } = find(daemon, Kind::Volume, name).await? {
                         if !owner.owns(&labels) {
                             return Err(volume_taken(name));
                         }
                     }
+                }
+            }
+            Endpoint::NetworkCreate => {
+                if let Some(ns) = &owner.namespace {
+                    ns.create_body(&mut value);
                 }
             }
             Endpoint::NetworkConnect { .. } | Endpoint::NetworkDisconnect { .. } => {
@@ -508,9 +585,13 @@ impl Owned {
         Ok(Bytes::from(value.to_vec()))
     }
 
+    /// Container create: the image may be used; every container, network and
+    /// volume the body names is the tenant's (and, with a namespace, written
+    /// as the daemon knows it); missing named volumes are created labelled.
     async fn container_create(
         &self,
         daemon: Daemon<'_>,
+        route: &Route,
         value: &mut Json,
     ) -> Result<(), DockerError> {
         let owner = &self.owner;
@@ -524,74 +605,209 @@ impl Owned {
             }
             .check_use(image, id.as_deref())?;
         }
-        let mut networks: Vec<String> = Vec::new();
+        // Networks: `NetworkMode` and the `EndpointsConfig` keys.
+        let mut user_networks: Vec<String> = Vec::new();
         if let Some(mode) = value
             .at(&["HostConfig", "NetworkMode"])
             .and_then(Json::as_str)
+            .map(str::to_string)
         {
-            networks.push(mode.to_string());
-        }
-        if let Some(eps) = value
-            .at(&["NetworkingConfig", "EndpointsConfig"])
-            .and_then(Json::as_object)
-        {
-            networks.extend(eps.iter().map(|(k, _)| k.clone()));
-        }
-        for n in networks {
-            // `host` and `container:` are the policy's to refuse.
-            if n.is_empty()
-                || SHARED_NETWORKS.contains(&n.as_str())
-                || n == "host"
-                || n.starts_with("container:")
-            {
-                continue;
+            if is_user_network(&mode) {
+                let net = self.network_ref(daemon, &mode).await?;
+                value
+                    .object_mut("HostConfig")
+                    .set("NetworkMode", Json::string(net.clone()));
+                user_networks.push(net);
             }
-            lookup(daemon, owner, Kind::Network, &n).await?;
+        }
+        if let Some(Json::Object(eps)) = value
+            .get_mut("NetworkingConfig")
+            .and_then(|n| n.get_mut("EndpointsConfig"))
+        {
+            for (key, _) in eps.iter_mut() {
+                if is_user_network(key) {
+                    *key = self.network_ref(daemon, key).await?;
+                    if !user_networks.contains(key) {
+                        user_networks.push(key.clone());
+                    }
+                }
+            }
+        }
+        // Other containers: `container:` modes, `VolumesFrom`, `Links`.
+        for key in ["NetworkMode", "PidMode", "IpcMode", "Cgroup"] {
+            let target = value
+                .at(&["HostConfig", key])
+                .and_then(Json::as_str)
+                .and_then(|m| {
+                    let (k, rest) = m.split_once(':')?;
+                    k.eq_ignore_ascii_case("container")
+                        .then(|| rest.to_string())
+                });
+            if let Some(target) = target {
+                let id = lookup(daemon, owner, Kind::Container, &target).await?;
+                value
+                    .object_mut("HostConfig")
+                    .set(key, Json::string(format!("container:{id}")));
+            }
+        }
+        let from: Vec<String> = value
+            .at(&["HostConfig", "VolumesFrom"])
+            .map(|v| v.strings().map(str::to_string).collect())
+            .unwrap_or_default();
+        if !from.is_empty() {
+            let mut resolved = Vec::with_capacity(from.len());
+            for entry in from {
+                let (name, mode) = match entry.split_once(':') {
+                    Some((name, mode)) => (name, Some(mode)),
+                    None => (entry.as_str(), None),
+                };
+                let id = lookup(daemon, owner, Kind::Container, name).await?;
+                resolved.push(match mode {
+                    Some(mode) => format!("{id}:{mode}"),
+                    None => id,
+                });
+            }
+            value
+                .object_mut("HostConfig")
+                .set("VolumesFrom", Json::string_array(resolved));
         }
         let links: Vec<String> = value
             .at(&["HostConfig", "Links"])
             .map(|l| l.strings().map(str::to_string).collect())
             .unwrap_or_default();
-        for link in links {
-            let name = link.split(':').next().unwrap_or("").trim_start_matches('/');
-            lookup(daemon, owner, Kind::Container, name).await?;
+        if !links.is_empty() {
+            let mut resolved = Vec::with_capacity(links.len());
+            for link in links {
+                let (name, alias) = match link.split_once(':') {
+                    Some((name, alias)) => (name, alias),
+                    None => (link.as_str(), link.as_str()),
+                };
+                let name = name.trim_start_matches('/');
+                let found = lookup_ref(daemon, owner, Kind::Container, name).await?;
+                resolved.push(match found.namespaced {
+                    // The alias stays the name the client gave.
+                    Some(daemon_name) => format!("{daemon_name}:{}", alias.trim_start_matches('/')),
+                    None => link.clone(),
+                });
+            }
+            value
+                .object_mut("HostConfig")
+                .set("Links", Json::string_array(resolved));
         }
         // Named volumes: `Binds` sources that are not paths, `Mounts` of type volume.
-        let mut volumes: Vec<(String, Option<serde_json::Value>)> = Vec::new();
-        for bind in value
+        let binds: Vec<String> = value
             .at(&["HostConfig", "Binds"])
-            .map(|b| b.strings().map(str::to_string).collect::<Vec<_>>())
-            .unwrap_or_default()
-        {
-            let source = bind.split(':').next().unwrap_or("");
-            if !source.is_empty() && !source.starts_with('/') && bind.contains(':') {
-                volumes.push((source.to_string(), None));
+            .map(|b| b.strings().map(str::to_string).collect())
+            .unwrap_or_default();
+        if !binds.is_empty() {
+            let mut rewritten = Vec::with_capacity(binds.len());
+            for bind in binds {
+                let (source, rest) = bind.split_once(':').unwrap_or((bind.as_str(), ""));
+                if source.is_empty() || source.starts_with('/') || !bind.contains(':') {
+                    rewritten.push(bind.clone());
+                    continue;
+                }
+                let name = self.volume_ref(daemon, source, None).await?;
+                rewritten.push(format!("{name}:{rest}"));
             }
+            value
+                .object_mut("HostConfig")
+                .set("Binds", Json::string_array(rewritten));
         }
-        if let Some(mounts) = value.at(&["HostConfig", "Mounts"]).and_then(Json::as_array) {
-            for m in mounts {
+        let mut mounts: Vec<(usize, String, Option<serde_json::Value>)> = Vec::new();
+        if let Some(list) = value.at(&["HostConfig", "Mounts"]).and_then(Json::as_array) {
+            for (i, m) in list.iter().enumerate() {
                 let ty = m.get("Type").and_then(Json::as_str).unwrap_or("");
                 let source = m.get("Source").and_then(Json::as_str).unwrap_or("");
                 if ty == "volume" && !source.is_empty() {
                     let options = m
                         .get("VolumeOptions")
                         .and_then(|o| serde_json::to_value(o).ok());
-                    volumes.push((source.to_string(), options));
+                    mounts.push((i, source.to_string(), options));
                 }
             }
         }
-        for (name, options) in volumes {
-            match find(daemon, Kind::Volume, &name).await? {
-                Found::Exists { labels, .. } if owner.owns(&labels) => {}
-                Found::Exists { .. } => return Err(volume_taken(&name)),
-                Found::Missing => create_volume(daemon, owner, &name, options.as_ref()).await?,
+        for (i, source, options) in mounts {
+            let name = self.volume_ref(daemon, &source, options.as_ref()).await?;
+            if let Some(Json::Array(list)) = value
+                .get_mut("HostConfig")
+                .and_then(|h| h.get_mut("Mounts"))
+            {
+                if let Some(m) = list.get_mut(i) {
+                    m.set("Source", Json::string(name));
+                }
+            }
+        }
+        // The name the client chose stays reachable on its networks.
+        if let Some(ns) = &owner.namespace {
+            let q =
+                Query::parse(&route.query).map_err(|r| DockerError::client(r.status, r.message))?;
+            let name = q.values("name").next().map(str::to_string);
+            if let Some(name) = name.filter(|n| !n.is_empty()) {
+                ns.alias_networks(value, &name, &user_networks);
             }
         }
         Ok(())
     }
 
-    /// After the daemon answered: filter listings, record image changes.
+    /// A user-defined network the body names: the tenant's, as the daemon
+    /// knows it (the prefixed name when found through the namespace).
+    async fn network_ref(&self, daemon: Daemon<'_>, name: &str) -> Result<String, DockerError> {
+        let found = lookup_ref(daemon, &self.owner, Kind::Network, name).await?;
+        Ok(found.namespaced.unwrap_or_else(|| name.to_string()))
+    }
+
+    /// A named volume the body mounts: the tenant's existing one (as the
+    /// daemon names it), or a new one created with the tenant's labels (and
+    /// name prefix) before the daemon would create it unlabelled.
+    async fn volume_ref(
+        &self,
+        daemon: Daemon<'_>,
+        name: &str,
+        options: Option<&serde_json::Value>,
+    ) -> Result<String, DockerError> {
+        let owner = &self.owner;
+        if let Some(ns) = &owner.namespace {
+            let prefixed = ns.to_daemon(name);
+            match find(daemon, Kind::Volume, &prefixed).await? {
+                Found::Exists { labels, .. } if owner.owns(&labels) => return Ok(prefixed),
+                Found::Exists { .. } => return Err(volume_taken(name)),
+                Found::Missing => {}
+            }
+            // An anonymous volume (or one from before namespaces) by its name.
+            if let Found::Exists { labels, .. } = find(daemon, Kind::Volume, name).await? {
+                if owner.owns(&labels) {
+                    return Ok(name.to_string());
+                }
+            }
+            create_volume(daemon, owner, &prefixed, options).await?;
+            return Ok(prefixed);
+        }
+        match find(daemon, Kind::Volume, name).await? {
+            Found::Exists { labels, .. } if owner.owns(&labels) => Ok(name.to_string()),
+            Found::Exists { .. } => Err(volume_taken(name)),
+            Found::Missing => {
+                create_volume(daemon, owner, name, options).await?;
+                Ok(name.to_string())
+            }
+        }
+    }
+
+    /// After the daemon answered: filter listings, record image changes,
+    /// map names back to the tenant's.
     pub async fn finish(
+        mut self,
+        response: Response<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, DockerError> {
+        let names = self.names.take();
+        let response = self.finish_owned(response).await?;
+        match names {
+            Some((ns, endpoint)) => map_names(&ns, &endpoint, response).await,
+            None => Ok(response),
+        }
+    }
+
+    async fn finish_owned(
         self,
         response: Response<ProxyBody>,
     ) -> Result<Response<ProxyBody>, DockerError> {
@@ -665,6 +881,59 @@ impl Owned {
             _ => Ok(response),
         }
     }
+}
+
+/// Maps the names in an answer back to the tenant's: JSON errors for every
+/// endpoint, listings and inspects whole, event streams line by line.
+async fn map_names(
+    ns: &Namespace,
+    endpoint: &Endpoint,
+    response: Response<ProxyBody>,
+) -> Result<Response<ProxyBody>, DockerError> {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.is_client_error() || status.is_server_error() {
+        if !is_json {
+            return Ok(response);
+        }
+        let (mut parts, body) = response.into_parts();
+        let body = read_whole(body).await?;
+        let mapped = match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(mut v) => {
+                if let Some(serde_json::Value::String(m)) = v.get_mut("message") {
+                    *m = ns.message(m);
+                }
+                serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
+            }
+            Err(_) => body.to_vec(),
+        };
+        return Ok(replace_body(&mut parts, mapped));
+    }
+    if !status.is_success() {
+        return Ok(response);
+    }
+    if *endpoint == Endpoint::Events {
+        let (parts, body) = response.into_parts();
+        let mapped = names::EventNames::new(body, ns.clone());
+        return Ok(Response::from_parts(parts, mapped.boxed_unsync()));
+    }
+    if !Namespace::maps_answer(endpoint) {
+        return Ok(response);
+    }
+    let (mut parts, body) = response.into_parts();
+    let body = read_whole(body).await?;
+    let mut v: serde_json::Value = serde_json::from_slice(&body).map_err(|err| {
+        DockerError::upstream(format!("unreadable answer from the daemon: {err}"))
+    })?;
+    ns.answer(endpoint, &mut v);
+    let mut mapped =
+        serde_json::to_vec(&v).map_err(|err| DockerError::internal(err.to_string()))?;
+    mapped.push(b'\n');
+    Ok(replace_body(&mut parts, mapped))
 }
 
 fn volume_taken(name: &str) -> DockerError {

@@ -269,10 +269,7 @@ mod tests {
     use crate::docker::policy::testutil::route;
 
     fn owner(t: &str) -> Owner {
-        Owner {
-            tenant: Tenant::new(t).unwrap(),
-            instance: "default".into(),
-        }
+        Owner::new(Tenant::new(t).unwrap(), "default")
     }
 
     const ALICE_CONTAINER: &str = r#"{"Id":"4f3c2a1b00000000000000000000000000000000000000000000000000000000","Name":"/web","Config":{"Labels":{"io.cistern.tenant":"alice","io.cistern.instance":"default"}}}"#;

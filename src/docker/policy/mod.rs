@@ -33,9 +33,9 @@
 //!
 //! One rule concern per file: [`privilege`], [`namespaces`], [`mounts`],
 //! [`devices`], [`security_opt`], [`runtime`], [`limits`], [`network`], [`build`],
-//! [`inject`]. `container:` namespace modes and `VolumesFrom` are refused with their
-//! own rule names ([`RULE_NAMESPACE_CONTAINER`], [`RULE_VOLUMES_FROM`]) so that an
-//! ownership layer can later allow them for a tenant's own containers.
+//! [`inject`]. `container:` namespace modes and `VolumesFrom` are checked for form
+//! only (rules [`RULE_NAMESPACE_CONTAINER`], [`RULE_VOLUMES_FROM`]): the ownership
+//! stage that runs next resolves them to the tenant's own containers.
 
 pub mod build;
 pub mod config;
@@ -262,6 +262,18 @@ impl Policy {
     pub fn authorize(&self, route: &Route) -> Result<BodyNeed, Refusal> {
         let group = route.group();
         if !self.allowed_groups.contains(&group) {
+            if let Endpoint::PluginInspect { name } = &route.endpoint {
+                // The docker CLI's untyped `docker inspect x` asks for a
+                // plugin last and stops at any error but "not found": without
+                // the plugins group there are none, said the daemon's way.
+                let mut refusal = Refusal::policy(
+                    "endpoint_group",
+                    group.as_str().into(),
+                    format!("plugin {name:?} not found"),
+                );
+                refusal.status = StatusCode::NOT_FOUND;
+                return Err(refusal);
+            }
             return Err(Refusal::policy(
                 "endpoint_group",
                 group.as_str().into(),
@@ -790,8 +802,8 @@ mod tests {
             (r#"{"Image":"x","HostConfig":{"Binds":["/:/host"]}}"#, "bind_mount"),
             (r#"{"Image":"x","HostConfig":{"Mounts":[{"Type":"bind","Source":"/","Target":"/h"}]}}"#, "bind_mount"),
             (r#"{"Image":"x","HostConfig":{"Mounts":[{"Type":"volume","Source":"v","Target":"/h","VolumeOptions":{"DriverConfig":{"Options":{"type":"none","o":"bind","device":"/"}}}}]}}"#, "volume_driver_opts"),
-            (r#"{"Image":"x","HostConfig":{"PidMode":"container:web"}}"#, "namespace_container"),
-            (r#"{"Image":"x","HostConfig":{"NetworkMode":"container:4f3c2a1b"}}"#, "namespace_container"),
+            (r#"{"Image":"x","HostConfig":{"PidMode":"container:we b"}}"#, "namespace_container"),
+            (r#"{"Image":"x","HostConfig":{"NetworkMode":"container:"}}"#, "namespace_container"),
         ];
         for (body, rule) in cases {
             assert_eq!(refused(&p, body).rule, *rule, "{body}");

@@ -10,8 +10,10 @@
 //!   are refused.
 //! * `POST /volumes/create` with a driver other than `local` or bind-making options.
 //! * `HostConfig.VolumeDriver` (the driver for named volumes in `Binds`).
-//! * `HostConfig.VolumesFrom` (another container's mounts): rule
-//!   [`RULE_VOLUMES_FROM`], refused for now, to be allowed by an ownership layer.
+//! * `HostConfig.VolumesFrom` (another container's mounts, `name[:ro|rw]`): a
+//!   well-formed entry passes to the ownership stage, which resolves it to one of
+//!   the tenant's own containers; a malformed one is refused (rule
+//!   [`RULE_VOLUMES_FROM`]).
 //!
 //! Host paths are compared to the allowlist on lexically cleaned absolute paths,
 //! component by component: `/data/../etc` is `/etc`, `/data-evil` is not under
@@ -225,16 +227,20 @@ pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
     if let Some(d) = hc.get("VolumeDriver").and_then(Json::as_str) {
         check_driver(ctx, "HostConfig.VolumeDriver", d)?;
     }
-    if hc
+    for entry in hc
         .get("VolumesFrom")
-        .and_then(Json::as_array)
-        .is_some_and(|a| !a.is_empty())
+        .map(Json::strings)
+        .into_iter()
+        .flatten()
     {
-        ctx.deny(
-            RULE_VOLUMES_FROM,
-            "HostConfig.VolumesFrom",
-            "mounting another container's volumes is not allowed",
-        )?;
+        let (name, mode) = entry.split_once(':').unwrap_or((entry, "rw"));
+        if !super::namespaces::is_container_ref(name) || !matches!(mode, "ro" | "rw") {
+            ctx.deny(
+                RULE_VOLUMES_FROM,
+                "HostConfig.VolumesFrom",
+                format_args!("{entry:?} is not a container name or ID with an optional :ro or :rw"),
+            )?;
+        }
     }
     Ok(())
 }
@@ -447,11 +453,16 @@ mod tests {
         assert_eq!(
             refused(
                 &p,
-                r#"{"Image":"x","HostConfig":{"VolumesFrom":["other:ro"]}}"#
+                r#"{"Image":"x","HostConfig":{"VolumesFrom":["other:rx"]}}"#
             )
             .rule,
             RULE_VOLUMES_FROM
         );
+        create(
+            &p,
+            r#"{"Image":"x","HostConfig":{"VolumesFrom":["other:ro","4f3c2a"]}}"#,
+        )
+        .unwrap();
         create(&p, r#"{"Image":"x","Volumes":{"/v":{}},"HostConfig":{"VolumeDriver":"local","VolumesFrom":[],"Tmpfs":{"/run":"rw,noexec"}}}"#).unwrap();
     }
 

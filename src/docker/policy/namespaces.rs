@@ -2,10 +2,11 @@
 //! `CgroupnsMode` and `Cgroup`.
 //!
 //! `host` shares the host's namespace (rule `namespace_host`). `container:<name|id>`
-//! joins another container's namespace (rule [`RULE_NAMESPACE_CONTAINER`]): an
-//! ownership layer will later allow it for the tenant's own containers, so it has a
-//! rule of its own; for now it is refused. Anything the daemon would not accept as a
-//! mode is refused too (rule `namespace_mode`). The daemon compares modes
+//! joins another container's namespace: allowed here when the target is a
+//! well-formed name or ID, because the ownership stage runs next and resolves it to
+//! one of the tenant's own containers (anything else answers "No such container");
+//! a malformed target is refused (rule [`RULE_NAMESPACE_CONTAINER`]). Anything the
+//! daemon would not accept as a mode is refused too (rule `namespace_mode`). The daemon compares modes
 //! case-sensitively (`n == "host"`); cistern compares case-insensitively, which can
 //! only refuse more.
 
@@ -75,6 +76,11 @@ fn is_network_name(s: &str) -> bool {
         && b.all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
 }
 
+/// A container name or ID as the daemon accepts one (an optional leading `/`).
+pub fn is_container_ref(s: &str) -> bool {
+    is_network_name(s.strip_prefix('/').unwrap_or(s))
+}
+
 fn container_target(v: &str) -> Option<&str> {
     let (k, rest) = v.split_once(':')?;
     k.eq_ignore_ascii_case("container").then_some(rest)
@@ -91,13 +97,13 @@ pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
                 "the host network namespace is not allowed",
             )?;
         } else if let Some(target) = container_target(v) {
-            ctx.deny(
-                RULE_NAMESPACE_CONTAINER,
-                field,
-                format_args!(
-                    "joining the network namespace of container {target:?} is not allowed"
-                ),
-            )?;
+            if !is_container_ref(target) {
+                ctx.deny(
+                    RULE_NAMESPACE_CONTAINER,
+                    field,
+                    format_args!("{target:?} is not a container name or ID"),
+                )?;
+            }
         } else if !(v.is_empty() || is_network_name(v)) {
             ctx.deny(
                 "namespace_mode",
@@ -121,14 +127,13 @@ pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
                 format_args!("the host {} namespace is not allowed", m.what),
             )?;
         } else if let Some(target) = container_target(v).filter(|_| m.container) {
-            ctx.deny(
-                RULE_NAMESPACE_CONTAINER,
-                field,
-                format_args!(
-                    "joining the {} namespace of container {target:?} is not allowed",
-                    m.what
-                ),
-            )?;
+            if !is_container_ref(target) {
+                ctx.deny(
+                    RULE_NAMESPACE_CONTAINER,
+                    field,
+                    format_args!("{target:?} is not a container name or ID"),
+                )?;
+            }
         } else {
             ctx.deny(
                 "namespace_mode",
@@ -168,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn container_namespaces_have_their_own_rule() {
+    fn container_namespaces_pass_to_ownership_when_well_formed() {
         let p = Policy::default();
         for (k, v) in [
             ("NetworkMode", "container:web"),
@@ -176,7 +181,14 @@ mod tests {
             ("PidMode", "container:web"),
             ("IpcMode", "container:4f3c2a1b9d8e"),
             ("Cgroup", "container:web"),
-            ("PidMode", "Container:web"),
+        ] {
+            let body = format!(r#"{{"Image":"x","HostConfig":{{"{k}":"{v}"}}}}"#);
+            create(&p, &body).unwrap_or_else(|r| panic!("{k}={v}: {r:?}"));
+        }
+        for (k, v) in [
+            ("NetworkMode", "container:a b"),
+            ("PidMode", "container:../x"),
+            ("IpcMode", "container:"),
         ] {
             let body = format!(r#"{{"Image":"x","HostConfig":{{"{k}":"{v}"}}}}"#);
             assert_eq!(

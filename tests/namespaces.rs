@@ -1,0 +1,340 @@
+//! Name namespaces against the real daemon: two tenants on two listeners with
+//! `namespaces: true` use the same container, volume and network names at
+//! once; every answer shows the names they chose, the daemon the prefixed ones.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use support::*;
+
+/// One cistern with namespaced listeners `alice` and `bob`.
+struct Two {
+    cistern: Cistern,
+    alice: String,
+    bob: String,
+    _cleanup: InstanceCleanup,
+}
+
+impl Two {
+    fn start() -> Two {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let id = unique("ns");
+        let alice = format!("alice-{id}");
+        let bob = format!("bob-{id}");
+        let instance = format!("test-{id}");
+        let config = format!(
+            "instance: {instance}\nstate_dir: {d}/state\nupstream:\n  unix: {daemon}\nlisteners:\n  - name: alice\n    unix: {{path: {d}/alice.sock, mode: \"0600\"}}\n    identity: {{fixed: {alice}}}\n    namespaces: true\n  - name: bob\n    unix: {{path: {d}/bob.sock, mode: \"0600\"}}\n    identity: {{fixed: {bob}}}\n    namespaces: true\n",
+            daemon = daemon().display(),
+            d = d.display(),
+        );
+        let cistern = Cistern::start_with_config(dir, d.join("bob.sock"), &config);
+        Two {
+            cistern,
+            alice,
+            bob,
+            _cleanup: InstanceCleanup(instance),
+        }
+    }
+
+    fn sock(&self, who: &str) -> PathBuf {
+        self.cistern.dir.path().join(format!("{who}.sock"))
+    }
+
+    fn alice(&self) -> Command {
+        docker_at(&self.sock("alice"))
+    }
+
+    fn bob(&self) -> Command {
+        docker_at(&self.sock("bob"))
+    }
+}
+
+fn lines(out: String) -> Vec<String> {
+    let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+fn daemon_format(kind: &str, name: &str, format: &str) -> String {
+    run_ok(docker_direct().args([kind, "inspect", "--format", format, name]))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn two_tenants_use_the_same_names_at_once() {
+    let t = Two::start();
+    for (cmd, tenant) in [
+        (Two::alice as fn(&Two) -> Command, &t.alice),
+        (Two::bob, &t.bob),
+    ] {
+        run_ok(cmd(&t).args(["volume", "create", "cache"]));
+        run_ok(cmd(&t).args(["network", "create", "net"]));
+        run_ok(cmd(&t).args([
+            "run",
+            "-d",
+            "--name",
+            "db",
+            "--network",
+            "net",
+            "-v",
+            "cache:/data",
+            busybox(),
+            "sh",
+            "-c",
+            &format!("echo {tenant} > /data/owner; sleep 300"),
+        ]));
+    }
+    // Each tenant sees its own, under the names it chose.
+    for (cmd, tenant) in [
+        (Two::alice as fn(&Two) -> Command, &t.alice),
+        (Two::bob, &t.bob),
+    ] {
+        assert_eq!(
+            lines(run_ok(cmd(&t).args(["ps", "--format", "{{.Names}}"]))),
+            ["db"]
+        );
+        assert_eq!(
+            lines(run_ok(cmd(&t).args([
+                "volume",
+                "ls",
+                "--format",
+                "{{.Name}}"
+            ]))),
+            ["cache"]
+        );
+        let nets = lines(run_ok(cmd(&t).args([
+            "network",
+            "ls",
+            "--format",
+            "{{.Name}}",
+        ])));
+        assert!(nets.contains(&"net".to_string()), "{nets:?}");
+        assert!(
+            !nets.iter().any(|n| n.contains(tenant.as_str())),
+            "{nets:?}"
+        );
+        let inspect = run_ok(cmd(&t).args([
+            "inspect",
+            "--format",
+            "{{.Name}} {{.HostConfig.NetworkMode}} {{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}} {{range .Mounts}}{{.Name}}{{end}}",
+            "db",
+        ]));
+        assert_eq!(inspect.trim(), "/db net net cache");
+        // The volume is the tenant's own: it holds what its container wrote.
+        let owner = run_ok(cmd(&t).args([
+            "run",
+            "--rm",
+            "-v",
+            "cache:/data",
+            busybox(),
+            "cat",
+            "/data/owner",
+        ]));
+        assert_eq!(owner.trim(), tenant.as_str());
+        // On the daemon: the tenant's prefix and labels.
+        let daemon_name = format!("{tenant}-db");
+        assert_eq!(
+            daemon_format(
+                "container",
+                &daemon_name,
+                "{{index .Config.Labels \"io.cistern.tenant\"}}"
+            ),
+            tenant.as_str()
+        );
+        assert_eq!(
+            daemon_format("volume", &format!("{tenant}-cache"), "{{.Name}}"),
+            format!("{tenant}-cache")
+        );
+        assert_eq!(
+            daemon_format("network", &format!("{tenant}-net"), "{{.Name}}"),
+            format!("{tenant}-net")
+        );
+    }
+    // Removing by name removes the tenant's own only.
+    run_ok(t.alice().args(["rm", "-f", "db"]));
+    assert!(
+        !run(docker_direct().args(["inspect", &format!("{}-db", t.alice)]))
+            .status
+            .success()
+    );
+    assert_eq!(
+        daemon_format("container", &format!("{}-db", t.bob), "{{.State.Running}}"),
+        "true"
+    );
+    run_ok(t.alice().args(["volume", "rm", "cache"]));
+    run_ok(t.alice().args(["network", "rm", "net"]));
+    assert_eq!(
+        lines(run_ok(t.bob().args([
+            "volume",
+            "ls",
+            "--format",
+            "{{.Name}}"
+        ]))),
+        ["cache"]
+    );
+}
+
+#[test]
+fn names_resolve_on_networks_links_and_namespaces_and_errors_name_them_as_chosen() {
+    let t = Two::start();
+    run_ok(t.alice().args(["network", "create", "net"]));
+    run_ok(t.alice().args([
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--network",
+        "net",
+        busybox(),
+        "sleep",
+        "300",
+    ]));
+    // Neighbours reach it by the name the client gave.
+    run_ok(t.alice().args([
+        "run",
+        "--rm",
+        "--network",
+        "net",
+        busybox(),
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "5",
+        "db",
+    ]));
+    // A link names the container as the client knows it.
+    run_ok(t.alice().args([
+        "run",
+        "--rm",
+        "--network",
+        "net",
+        "--link",
+        "db:dblink",
+        busybox(),
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "5",
+        "dblink",
+    ]));
+    // Joining its own container's namespaces, and mounting its volumes.
+    run_ok(t.alice().args([
+        "run",
+        "--rm",
+        "--network",
+        "container:db",
+        busybox(),
+        "true",
+    ]));
+    run_ok(
+        t.alice()
+            .args(["run", "--rm", "--pid", "container:db", busybox(), "true"]),
+    );
+    run_ok(
+        t.alice()
+            .args(["run", "--rm", "--volumes-from", "db:ro", busybox(), "true"]),
+    );
+    // Bob has no `db`: alice's is invisible to him under any name.
+    let alices_id = run_ok(t.alice().args(["inspect", "--format", "{{.Id}}", "db"]))
+        .trim()
+        .to_string();
+    for target in [
+        "db".to_string(),
+        alices_id.clone(),
+        format!("{}-db", t.alice),
+    ] {
+        let img = busybox();
+        for body in [
+            format!(r#"{{"Image":"{img}","HostConfig":{{"NetworkMode":"container:{target}"}}}}"#),
+            format!(r#"{{"Image":"{img}","HostConfig":{{"PidMode":"container:{target}"}}}}"#),
+            format!(r#"{{"Image":"{img}","HostConfig":{{"VolumesFrom":["{target}:ro"]}}}}"#),
+        ] {
+            let (status, text) = raw_request(
+                &t.sock("bob"),
+                &format!(
+                    "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                ),
+            )
+            .unwrap();
+            assert_eq!(status, 404, "bob {body}: {text}");
+            assert!(
+                text.contains(&format!("No such container: {target}")),
+                "{text}"
+            );
+        }
+        let out = run(t.bob().args(["inspect", &target]));
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("No such object"));
+    }
+    let bobs = run_ok(t.bob().args(["ps", "-aq"]));
+    assert_eq!(bobs.trim(), "", "bob's creates left containers behind");
+    // The daemon's conflict message names the container as the client did.
+    let out = run(t
+        .alice()
+        .args(["create", "--name", "db", busybox(), "true"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("The container name \"/db\" is already in use"),
+        "{err}"
+    );
+    assert!(!err.contains(&t.alice), "{err}");
+    // Anchored name filters see the tenant's names.
+    assert_eq!(
+        run_ok(
+            t.alice()
+                .args(["ps", "--filter", "name=^/db$", "--format", "{{.Names}}"])
+        )
+        .trim(),
+        "db"
+    );
+    // Rename works within the namespace.
+    run_ok(t.alice().args(["rename", "db", "db2"]));
+    assert_eq!(
+        run_ok(t.alice().args(["inspect", "--format", "{{.Name}}", "db2"])).trim(),
+        "/db2"
+    );
+    assert!(
+        run(docker_direct().args(["inspect", &format!("{}-db2", t.alice)]))
+            .status
+            .success()
+    );
+}
+
+#[test]
+fn events_show_the_names_the_tenant_chose() {
+    let t = Two::start();
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    run_ok(
+        t.alice()
+            .args(["run", "--rm", "--name", "ev", busybox(), "true"]),
+    );
+    let events = run_ok(
+        t.alice().args([
+            "events",
+            "--since",
+            &start.to_string(),
+            "--until",
+            &(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                + 1)
+            .to_string(),
+            "--filter",
+            "event=start",
+            "--format",
+            "{{.Actor.Attributes.name}}",
+        ]),
+    );
+    assert_eq!(events.trim(), "ev");
+}
