@@ -20,20 +20,15 @@
 //!   moved through cistern: `rmi busybox`, `tag mine busybox:latest` and
 //!   `build -t busybox:latest` are refused (403).
 //!
-//! The file is written atomically (temporary file, fsync, rename, fsync of the
-//! directory) under an exclusive `flock` on `images.lock`, read-modify-write,
-//! so `cistern cleanup` and several cistern processes sharing a state
-//! directory never lose an update, and a `kill -9` leaves the old or the new
-//! file, never half of one. It is re-read on every image decision: it is small
-//! and image requests are rare.
+//! The file is a [`StateFile`] (atomic writes under a lock, read-modify-write).
+//! It is re-read once per image request: it is small and image requests are
+//! rare.
 //!
 //! Not covered yet: `docker load` and `docker import` can also create or move
 //! tags; pulls are shared (a pulled image is a base image).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -42,6 +37,7 @@ use crate::docker::error::DockerError;
 
 use super::labels::Owner;
 use super::resolve::hidden;
+pub use super::state_file::{StateFile, StoreError};
 
 /// The state file's content.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,116 +289,12 @@ impl Change {
     }
 }
 
-/// The state file of one state directory.
-#[derive(Debug, Clone)]
-pub struct Store {
-    dir: PathBuf,
-}
-
-/// Errors reading or writing the state file.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path}: unreadable state: {source}")]
-    Parse {
-        path: String,
-        #[source]
-        source: serde_json::Error,
-    },
-}
-
-impl From<StoreError> for DockerError {
-    fn from(err: StoreError) -> DockerError {
-        DockerError::internal(format!("cistern: image ownership state: {err}"))
-    }
-}
+/// The image state file of one state directory (`images.json`).
+pub type Store = StateFile<State>;
 
 impl Store {
     pub fn new(state_dir: &Path) -> Store {
-        Store {
-            dir: state_dir.to_path_buf(),
-        }
-    }
-
-    /// `<state_dir>/images.json`.
-    pub fn path(&self) -> PathBuf {
-        self.dir.join("images.json")
-    }
-
-    fn io(&self, path: &Path, source: io::Error) -> StoreError {
-        StoreError::Io {
-            path: path.display().to_string(),
-            source,
-        }
-    }
-
-    fn lock(&self, exclusive: bool) -> Result<Option<nix::fcntl::Flock<File>>, StoreError> {
-        let path = self.dir.join("images.lock");
-        if !exclusive && !self.dir.exists() {
-            return Ok(None);
-        }
-        fs::create_dir_all(&self.dir).map_err(|e| self.io(&self.dir, e))?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| self.io(&path, e))?;
-        let arg = if exclusive {
-            nix::fcntl::FlockArg::LockExclusive
-        } else {
-            nix::fcntl::FlockArg::LockShared
-        };
-        nix::fcntl::Flock::lock(file, arg)
-            .map(Some)
-            .map_err(|(_, errno)| self.io(&path, io::Error::from(errno)))
-    }
-
-    fn read(&self) -> Result<State, StoreError> {
-        let path = self.path();
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Parse {
-                path: path.display().to_string(),
-                source,
-            }),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(State::default()),
-            Err(err) => Err(self.io(&path, err)),
-        }
-    }
-
-    /// The current state (empty when there is no file yet).
-    pub fn load(&self) -> Result<State, StoreError> {
-        let _lock = self.lock(false)?;
-        self.read()
-    }
-
-    /// Read, change, write atomically, under the exclusive lock.
-    pub fn update(&self, change: impl FnOnce(&mut State)) -> Result<State, StoreError> {
-        let _lock = self.lock(true)?;
-        let mut state = self.read()?;
-        change(&mut state);
-        let path = self.path();
-        let tmp = self
-            .dir
-            .join(format!(".images.json.{}.tmp", std::process::id()));
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(&state).map_err(io::Error::other)?)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            self.io(&path, e)
-        })?;
-        Ok(state)
+        StateFile::open(state_dir, "images")
     }
 }
 

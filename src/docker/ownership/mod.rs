@@ -44,6 +44,7 @@ pub mod images;
 pub mod labels;
 pub mod names;
 pub mod resolve;
+pub mod state_file;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
