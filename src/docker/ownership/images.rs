@@ -459,7 +459,7 @@ mod tests {
             .unwrap();
         let again = Store::new(&dir.path().join("state")).load().unwrap();
         assert_eq!(again.images["sha256:x"].tenant, "alice");
-        let leftovers: Vec<_> = fs::read_dir(dir.path().join("state"))
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("state"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .filter(|n| n.ends_with(".tmp"))
