@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod docker;
+pub mod jobs;
 pub mod listen;
 pub mod mitm;
 pub mod server;

@@ -19,11 +19,12 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, ListenerKind};
 use crate::docker::policy::Policy;
 use crate::docker::{ConnInfo, DockerProxy};
+use crate::jobs::JobConn;
 use crate::listen::{self, ListenError, Peer, UnixSocket};
 use crate::mitm::Caching;
 
 /// A bound listener, ready to accept.
-enum Bound {
+pub(crate) enum Bound {
     Unix(UnixSocket),
     Tcp(tokio::net::TcpListener),
 }
@@ -68,7 +69,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     };
 
     let tasks = TaskTracker::new();
-    let proxy = Arc::new(DockerProxy::new(&config, tasks.clone(), caching.clone()));
+    let proxy = Arc::new(DockerProxy::new(
+        &config,
+        tasks.clone(),
+        caching.clone(),
+        shutdown.clone(),
+    ));
+    // Job containers: ended jobs cleaned up, live ones served again.
+    tokio::spawn(proxy.clone().watch_jobs());
     if let Some(caching) = &caching {
         crate::mitm::proxy::start(caching.clone(), tasks.clone(), shutdown.clone())
             .await
@@ -87,6 +95,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
         accept_loops.spawn(accept_loop(
             name,
             policy,
+            None,
             socket,
             proxy.clone(),
             tasks.clone(),
@@ -147,9 +156,12 @@ async fn ca_maintenance(caching: Arc<Caching>, shutdown: CancellationToken) {
     }
 }
 
-async fn accept_loop(
+/// Accepts connections until `shutdown` fires; each is served as `name`'s,
+/// with `policy`, and as the job's tenant on a job socket.
+pub(crate) async fn accept_loop(
     name: Arc<str>,
     policy: Arc<Policy>,
+    job: Option<Arc<JobConn>>,
     socket: Bound,
     proxy: Arc<DockerProxy>,
     tasks: TaskTracker,
@@ -165,6 +177,7 @@ async fn accept_loop(
                 listener: name.clone(),
                 peer,
                 policy: policy.clone(),
+                job: job.clone(),
             })
         };
         match accepted {

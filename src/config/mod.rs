@@ -32,8 +32,11 @@ pub struct Config {
     /// This cistern's name in the `io.cistern.instance` label (default
     /// `default`).
     pub instance: String,
-    /// State that survives restarts: `images.json` (default `/var/lib/cistern`).
+    /// State that survives restarts: `images.json`, `jobs.json` (default
+    /// `/var/lib/cistern`).
     pub state_dir: PathBuf,
+    /// Per-job sockets: which new containers get a docker socket of their own.
+    pub jobs: crate::jobs::JobsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -32,6 +32,9 @@ pub struct RawConfig {
     /// Where cistern keeps state that must survive restarts (image ownership).
     #[serde(default)]
     pub state_dir: Option<AbsolutePath>,
+    /// Containers that get a docker socket of their own.
+    #[serde(default)]
+    pub jobs: Option<crate::jobs::RawJobs>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -140,11 +140,24 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
     let instance = raw.instance.unwrap_or_else(|| DEFAULT_INSTANCE.into());
     identity::check_name(&instance).map_err(|m| invalid("instance".into(), m))?;
 
+    let state_dir = raw
+        .state_dir
+        .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), |p| p.0);
+    let listener_names: Vec<&str> = listeners.iter().map(|l| l.name.as_str()).collect();
+    let jobs = match raw.jobs {
+        Some(jobs) => jobs
+            .validate(&state_dir, &listener_names)
+            .map_err(|message| invalid("jobs".into(), message))?,
+        None => crate::jobs::JobsConfig {
+            socket_dir: state_dir.join("jobs"),
+            rules: Vec::new(),
+        },
+    };
+
     Ok(Config {
         instance,
-        state_dir: raw
-            .state_dir
-            .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), |p| p.0),
+        state_dir,
+        jobs,
         caching,
         log,
         shutdown_grace: raw.shutdown_grace.map_or(DEFAULT_GRACE, |d| d.0),

@@ -36,6 +36,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use http_body_util::Full;
 use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::access_log::{Counted, Direction, RequestRecord};
@@ -44,6 +45,7 @@ use self::policy::{BodyNeed, Policy, Refusal, RefusalKind, Verdict};
 use self::route::Route;
 use self::upstream::UpstreamClient;
 use crate::config::Config;
+use crate::jobs::{JobConn, Jobs};
 use crate::listen::Peer;
 use crate::mitm::Caching;
 
@@ -60,6 +62,8 @@ pub struct ConnInfo {
     pub peer: Peer,
     /// The policy of the listener the connection came in on.
     pub policy: Arc<Policy>,
+    /// Set on a job's socket: every client is the job's tenant.
+    pub job: Option<Arc<JobConn>>,
 }
 
 /// The Docker API proxy shared by every listener.
@@ -73,17 +77,62 @@ pub struct DockerProxy {
     inject: Option<inject::Injector>,
     /// Who owns what: identities, labels, resolution, filters, image state.
     ownership: Arc<ownership::Ownership>,
+    /// Per-job sockets.
+    jobs: Arc<Jobs>,
+    /// Each listener's policy (job sockets served again after a restart).
+    policies: std::collections::HashMap<String, Arc<Policy>>,
+    /// Fires on shutdown; job sockets close with it.
+    shutdown: CancellationToken,
 }
 
 impl DockerProxy {
-    pub fn new(config: &Config, tasks: TaskTracker, caching: Option<Arc<Caching>>) -> Self {
+    pub fn new(
+        config: &Config,
+        tasks: TaskTracker,
+        caching: Option<Arc<Caching>>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             client: upstream::client(&config.upstream),
             upstream_name: config.upstream.endpoint.to_string(),
             tasks,
             inject: caching.map(|c| inject::Injector::new(c, &config.listeners)),
             ownership: Arc::new(ownership::Ownership::new(config)),
+            jobs: Arc::new(Jobs::new(config)),
+            policies: config
+                .listeners
+                .iter()
+                .map(|l| (l.name.clone(), l.policy.clone()))
+                .collect(),
+            shutdown,
         }
+    }
+
+    /// Serves a job's socket until the job ends or cistern shuts down.
+    pub fn serve_job(self: &Arc<Self>, serve: crate::jobs::Serve) {
+        self.tasks.spawn(crate::server::accept_loop(
+            Arc::from(serve.listener.as_str()),
+            serve.policy,
+            Some(serve.conn),
+            crate::server::Bound::Unix(serve.socket),
+            self.clone(),
+            self.tasks.clone(),
+            serve.token,
+        ));
+    }
+
+    /// Follows job containers: ends jobs whose container died or was removed
+    /// and, after a restart, serves the sockets of jobs still running.
+    pub async fn watch_jobs(self: Arc<Self>) {
+        let proxy = self.clone();
+        crate::jobs::watch(
+            self.jobs.clone(),
+            self.client.clone(),
+            |listener| self.policies.get(listener).cloned(),
+            move |serve| proxy.serve_job(serve),
+            self.shutdown.clone(),
+        )
+        .await;
     }
 
     /// Removes the resources of the tenants of `cleanup: true` listeners.
@@ -145,16 +194,19 @@ impl DockerProxy {
     }
 
     async fn forward(
-        &self,
+        self: &Arc<Self>,
         mut req: Request<Incoming>,
         conn: &ConnInfo,
         record: &Arc<RequestRecord>,
     ) -> Result<Response<ProxyBody>, DockerError> {
         // own, step 1: who is asking (before anything else is looked at).
-        let owner = match self
-            .ownership
-            .identify(&conn.listener, &conn.peer, req.headers())
-        {
+        let identified = match &conn.job {
+            Some(job) => Ok(job.owner.clone()),
+            None => self
+                .ownership
+                .identify(&conn.listener, &conn.peer, req.headers()),
+        };
+        let owner = match identified {
             Ok(owner) => owner,
             Err(err) => {
                 drain(req.into_body()).await;
@@ -244,6 +296,7 @@ impl DockerProxy {
         parts.headers.remove(http::header::AUTHORIZATION);
         let body = Counted::new(body, record.clone(), Direction::In);
         let mut injected = None;
+        let mut job_started = None;
         let body = match need {
             BodyNeed::None => body.map_err(BoxError::from).boxed_unsync(),
             BodyNeed::Inspect { cap } => {
@@ -279,6 +332,14 @@ impl DockerProxy {
                     time::OffsetDateTime::now_utc(),
                 )?;
                 injected = prepared;
+                // A job container: its own socket, mounted.
+                let forwarded = match self.start_job(&route, conn, &owner, &forwarded)? {
+                    Some((job, body)) => {
+                        job_started = Some(job);
+                        body
+                    }
+                    None => forwarded,
+                };
                 // The daemon reads exactly what cistern validated: fresh framing.
                 parts.headers.remove(http::header::CONTENT_LENGTH);
                 parts.headers.remove(http::header::TRANSFER_ENCODING);
@@ -301,7 +362,7 @@ impl DockerProxy {
         }
         let outgoing = Request::from_parts(parts, body);
 
-        let mut response = self.client.request(outgoing).await.map_err(|err| {
+        let answered = self.client.request(outgoing).await.map_err(|err| {
             let detail = error_chain(&err);
             if err.is_connect() {
                 DockerError::upstream(format!(
@@ -311,7 +372,18 @@ impl DockerProxy {
             } else {
                 DockerError::upstream(format!("the Docker daemon did not answer: {detail}"))
             }
-        })?;
+        });
+        if let Some(job) = job_started {
+            // The container exists now, or the job ends here.
+            if answered.as_ref().is_ok_and(|r| r.status().is_success()) {
+                self.jobs.created(&self.client, &job.id).await;
+            } else {
+                self.jobs
+                    .finish(&self.client, &job.id, "its container create failed")
+                    .await;
+            }
+        }
+        let mut response = answered?;
 
         if let (Some(inject), Some(prepared)) = (&self.inject, injected) {
             let response = inject
@@ -350,6 +422,51 @@ impl DockerProxy {
                 body.map_err(BoxError::from).boxed_unsync(),
             ))
             .await
+    }
+}
+
+impl DockerProxy {
+    /// For a container create a job rule matches (not through a job socket:
+    /// jobs do not nest): starts the job, serves its socket, and returns it
+    /// with the body that mounts the socket.
+    fn start_job(
+        self: &Arc<Self>,
+        route: &Route,
+        conn: &ConnInfo,
+        owner: &ownership::labels::Owner,
+        body: &Bytes,
+    ) -> Result<Option<(crate::jobs::Started, Bytes)>, DockerError> {
+        if route.endpoint != route::Endpoint::ContainerCreate
+            || conn.job.is_some()
+            || self.jobs.config.rules.is_empty()
+        {
+            return Ok(None);
+        }
+        let value = policy::json::parse(body).map_err(|r| DockerError::internal(r.message))?;
+        let Some((index, rule)) = self
+            .jobs
+            .config
+            .rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| self.jobs.config.matches(r, &conn.listener, &value))
+        else {
+            return Ok(None);
+        };
+        let (job, serve) =
+            self.jobs
+                .start(index, &conn.listener, owner, &conn.policy, &self.shutdown)?;
+        self.serve_job(serve);
+        match self.jobs.mount(body, &job, rule) {
+            Ok(body) => Ok(Some((job, body))),
+            Err(err) => {
+                let jobs = self.jobs.clone();
+                let client = self.client.clone();
+                let id = job.id.clone();
+                tokio::spawn(async move { jobs.finish(&client, &id, "its create failed").await });
+                Err(err)
+            }
+        }
     }
 }
 

@@ -87,25 +87,8 @@ pub async fn call(
     body: Bytes,
     cap: usize,
 ) -> Result<Answer, CallError> {
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(AUTHORITY)
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|err| CallError::Request(err.to_string()))?;
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(h) = req.headers_mut() {
-        *h = headers;
-    }
-    let req = req
-        .body(
-            Full::new(body)
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
-        .map_err(|err| CallError::Request(err.to_string()))?;
     let response = client
-        .request(req)
+        .request(request(method, path_and_query, headers, body)?)
         .await
         .map_err(|err| CallError::Unreachable(err.to_string()))?;
     let (parts, body) = response.into_parts();
@@ -236,4 +219,48 @@ impl AsyncWrite for DaemonStream {
             DaemonStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
+}
+
+/// One request of cistern's own to the daemon.
+fn request(
+    method: Method,
+    path_and_query: &str,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Request<ProxyBody>, CallError> {
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(AUTHORITY)
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|err| CallError::Request(err.to_string()))?;
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(h) = req.headers_mut() {
+        *h = headers;
+    }
+    req.body(
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    )
+    .map_err(|err| CallError::Request(err.to_string()))
+}
+
+/// A `GET` whose answer is read as it streams (the event stream): the
+/// status and the body.
+pub async fn stream(
+    client: &UpstreamClient,
+    path_and_query: &str,
+) -> Result<(http::StatusCode, hyper::body::Incoming), CallError> {
+    let response = client
+        .request(request(
+            Method::GET,
+            path_and_query,
+            HeaderMap::new(),
+            Bytes::new(),
+        )?)
+        .await
+        .map_err(|err| CallError::Unreachable(err.to_string()))?;
+    let (parts, body) = response.into_parts();
+    Ok((parts.status, body))
 }

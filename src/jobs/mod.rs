@@ -1,0 +1,581 @@
+//! Per-job sockets: a CI job container gets a docker socket of its own, bound
+//! to a tenant of its own, and everything that tenant creates goes when the
+//! job ends.
+//!
+//! A rule in `jobs.rules` ([`config`]) says which container creates make a
+//! job: a label (`com.gitlab.gitlab-runner.type=build`), optionally only on
+//! some listeners. For a matching create (not itself made through a job
+//! socket: jobs do not nest), cistern:
+//!
+//! 1. makes a job ID and its tenant `job-<id>` (always with a name
+//!    namespace, so two jobs running the same compose file never collide);
+//! 2. binds a fresh unix socket `<socket_dir>/<id>/docker.sock` (directory
+//!    0700, socket 0666: only the container sees it), served like any
+//!    listener with the rule's policy (default: the listener's), every client
+//!    on it being the job's tenant;
+//! 3. records the job in `<state_dir>/jobs.json` (a
+//!    [`StateFile`]) before the container exists, so a crash at any point
+//!    leaves a record to reconcile;
+//! 4. adds the bind `<socket>:<mount>` (default `/var/run/docker.sock`) and
+//!    the label [`JOB_LABEL`]`=<id>` to the create body the policy accepted;
+//! 5. forwards the create; if the daemon refuses it, the job is closed at once.
+//!
+//! The job ends when its container dies or is removed: [`watch`] follows the
+//! daemon's `die`/`destroy` events for containers with [`JOB_LABEL`], and on
+//! every (re)connection to the daemon, and at start, [`reconcile`]s the
+//! registry with the containers that exist. Ending a job closes its socket
+//! (connections still open are asked to finish), removes everything its
+//! tenant owns (containers forced, networks, volumes, built images and tags),
+//! and deletes the socket directory and the record.
+//!
+//! After a restart of cistern, jobs whose containers still run get their
+//! socket bound again at the same path. A container's bind mount holds the
+//! socket file it was created with, so a job that outlives a cistern restart
+//! keeps its ownership and its cleanup, but its processes must reconnect
+//! through a fresh mount to use Docker again (see README).
+
+pub mod config;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use http_body_util::BodyExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+pub use self::config::{JobRule, JobsConfig, RawJobs};
+use crate::docker::error::DockerError;
+use crate::docker::ownership::daemon::{self, Daemon};
+use crate::docker::ownership::identity::Tenant;
+use crate::docker::ownership::labels::Owner;
+use crate::docker::ownership::names::Namespace;
+use crate::docker::ownership::state_file::StateFile;
+use crate::docker::ownership::{cleanup, images};
+use crate::docker::policy::{json, Json, Policy};
+use crate::docker::upstream::{self, UpstreamClient};
+
+/// The label naming a job container's job.
+pub const JOB_LABEL: &str = "io.cistern.job";
+
+/// How long a job may have no container before reconciliation ends it (its
+/// create is still in flight until then).
+const CREATE_GRACE: Duration = Duration::from_secs(60);
+
+/// A job as `jobs.json` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job's tenant, `job-<id>`.
+    pub tenant: String,
+    /// The tenant that created the job container.
+    pub parent: String,
+    /// The listener the job container was created through.
+    pub listener: String,
+    /// Index of the rule in `jobs.rules` (for its policy after a restart).
+    pub rule: usize,
+    pub socket: PathBuf,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    /// The job container's ID, once the daemon created it.
+    #[serde(default)]
+    pub container: Option<String>,
+}
+
+/// `jobs.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Registry {
+    #[serde(default)]
+    pub jobs: BTreeMap<String, JobRecord>,
+}
+
+/// What a connection on a job socket acts as.
+#[derive(Debug)]
+pub struct JobConn {
+    pub id: String,
+    pub owner: Owner,
+}
+
+/// A job whose container create is being forwarded.
+#[derive(Debug)]
+pub struct Started {
+    pub id: String,
+}
+
+/// A socket to serve for a job: handed to the server's accept loop.
+pub struct Serve {
+    pub socket: crate::listen::UnixSocket,
+    pub conn: Arc<JobConn>,
+    pub listener: String,
+    pub policy: Arc<Policy>,
+    pub token: CancellationToken,
+}
+
+/// The jobs of this cistern.
+#[derive(Debug)]
+pub struct Jobs {
+    pub config: JobsConfig,
+    instance: String,
+    registry: StateFile<Registry>,
+    images: images::Store,
+    /// Live job sockets: cancelling closes one.
+    live: Mutex<HashMap<String, CancellationToken>>,
+}
+
+impl Jobs {
+    pub fn new(config: &crate::config::Config) -> Jobs {
+        Jobs {
+            config: config.jobs.clone(),
+            instance: config.instance.clone(),
+            registry: StateFile::open(&config.state_dir, "jobs"),
+            images: images::Store::new(&config.state_dir),
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The registry as written.
+    pub fn registry(&self) -> Result<Registry, DockerError> {
+        Ok(self.registry.load()?)
+    }
+
+    fn owner(&self, tenant: Tenant) -> Owner {
+        Owner {
+            namespace: Some(Namespace::of(tenant.as_str())),
+            tenant,
+            instance: self.instance.clone(),
+        }
+    }
+
+    /// Starts a job for a create matching rule `rule` on `listener`: binds
+    /// its socket and records it. The caller serves the socket and adds the
+    /// mount ([`Jobs::mount`]).
+    pub fn start(
+        &self,
+        rule: usize,
+        listener: &str,
+        parent: &Owner,
+        listener_policy: &Arc<Policy>,
+        shutdown: &CancellationToken,
+    ) -> Result<(Started, Serve), DockerError> {
+        let id = new_id().map_err(|err| DockerError::internal(format!("job ID: {err}")))?;
+        let tenant = Tenant::new(format!("job-{id}")).map_err(DockerError::internal)?;
+        let socket = self.config.socket_dir.join(&id).join("docker.sock");
+        let record = JobRecord {
+            tenant: tenant.to_string(),
+            parent: parent.tenant.to_string(),
+            listener: listener.to_string(),
+            rule,
+            socket: socket.clone(),
+            created: now(),
+            container: None,
+        };
+        self.registry.update(|r| {
+            r.jobs.insert(id.clone(), record.clone());
+        })?;
+        let serve = match self.bind(&id, &record, listener_policy, shutdown) {
+            Ok(serve) => serve,
+            Err(err) => {
+                let _ = self.registry.update(|r| r.jobs.remove(&id));
+                return Err(err);
+            }
+        };
+        tracing::info!(target: "cistern::jobs", job = %id, tenant = %tenant, parent = %parent.tenant, socket = %socket.display(), "job started");
+        Ok((Started { id }, serve))
+    }
+
+    /// Binds a job's socket (fresh, or again after a restart).
+    fn bind(
+        &self,
+        id: &str,
+        record: &JobRecord,
+        listener_policy: &Arc<Policy>,
+        shutdown: &CancellationToken,
+    ) -> Result<Serve, DockerError> {
+        let dir = record
+            .socket
+            .parent()
+            .ok_or_else(|| DockerError::internal("job socket without a directory"))?;
+        create_private_dir(dir).map_err(|err| {
+            DockerError::internal(format!("cannot create {}: {err}", dir.display()))
+        })?;
+        let socket = crate::listen::bind_unix(
+            &format!("job-{id}"),
+            &crate::config::UnixListener {
+                path: record.socket.clone(),
+                mode: 0o666,
+                owner: None,
+                group: None,
+            },
+        )
+        .map_err(|err| DockerError::internal(format!("job socket: {err}")))?;
+        let tenant = Tenant::new(record.tenant.clone()).map_err(DockerError::internal)?;
+        let policy = self
+            .config
+            .rules
+            .get(record.rule)
+            .and_then(|r| r.policy.clone())
+            .unwrap_or_else(|| listener_policy.clone());
+        let token = shutdown.child_token();
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(id.to_string(), token.clone());
+        }
+        Ok(Serve {
+            socket,
+            conn: Arc::new(JobConn {
+                id: id.to_string(),
+                owner: self.owner(tenant),
+            }),
+            listener: record.listener.clone(),
+            policy,
+            token,
+        })
+    }
+
+    /// The create body with the job's socket mounted and its label set.
+    pub fn mount(&self, body: &Bytes, job: &Started, rule: &JobRule) -> Result<Bytes, DockerError> {
+        let socket = self
+            .registry()?
+            .jobs
+            .get(&job.id)
+            .map(|r| r.socket.clone())
+            .ok_or_else(|| DockerError::internal("job record missing"))?;
+        let mut value = json::parse(body).map_err(|r| DockerError::internal(r.message))?;
+        let host = value.object_mut("HostConfig");
+        // Whatever the client mounted at the same place gives way.
+        let target = rule.mount.to_string_lossy();
+        let mut binds: Vec<String> = host
+            .get("Binds")
+            .map(|b| {
+                b.strings()
+                    .filter(|bind| bind.split(':').nth(1) != Some(&*target))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        binds.push(format!("{}:{}", socket.display(), rule.mount.display()));
+        host.set("Binds", Json::string_array(binds));
+        if let Some(Json::Array(mounts)) = host.get_mut("Mounts") {
+            mounts.retain(|m| m.get("Target").and_then(Json::as_str) != Some(&*target));
+        }
+        value
+            .object_mut("Labels")
+            .set(JOB_LABEL, Json::string(job.id.clone()));
+        Ok(Bytes::from(value.to_vec()))
+    }
+
+    /// Records the job's container once the daemon created it: from then on,
+    /// a missing container means the job is over.
+    pub async fn created(&self, client: &UpstreamClient, id: &str) {
+        let container = match job_container(client, id).await {
+            Ok(Some((container, _))) => container,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(target: "cistern::jobs", job = %id, error = %err.message, "cannot find the job's container");
+                return;
+            }
+        };
+        let recorded = self.registry.update(|r| {
+            if let Some(job) = r.jobs.get_mut(id) {
+                job.container = Some(container);
+            }
+        });
+        if let Err(err) = recorded {
+            tracing::error!(target: "cistern::jobs", job = %id, error = %err, "cannot update the job registry");
+        }
+    }
+
+    /// Ends a job: closes its socket, removes what its tenant owns, deletes
+    /// its directory and record. Idempotent.
+    pub async fn finish(&self, client: &UpstreamClient, id: &str, why: &str) {
+        if let Some(token) = self.live.lock().ok().and_then(|mut l| l.remove(id)) {
+            token.cancel();
+        }
+        let record = match self.registry() {
+            Ok(r) => r.jobs.get(id).cloned(),
+            Err(err) => {
+                tracing::error!(target: "cistern::jobs", job = %id, error = %err.message, "cannot read the job registry");
+                return;
+            }
+        };
+        let Some(record) = record else { return };
+        let Ok(tenant) = Tenant::new(record.tenant.clone()) else {
+            return;
+        };
+        let owner = self.owner(tenant);
+        let daemon = Daemon { client };
+        match cleanup::remove_tenant(daemon, &self.images, &owner).await {
+            Ok(removed) if removed.errors.is_empty() => {
+                tracing::info!(target: "cistern::jobs", job = %id, tenant = %owner.tenant, why, removed = %removed, "job ended: its resources are removed")
+            }
+            Ok(removed) => {
+                // Keep the record: the next reconciliation tries again.
+                tracing::error!(target: "cistern::jobs", job = %id, tenant = %owner.tenant, why, removed = %removed, errors = ?removed.errors, "job ended but some of its resources could not be removed");
+                return;
+            }
+            Err(err) => {
+                // Keep the record: the next reconciliation tries again.
+                tracing::error!(target: "cistern::jobs", job = %id, error = %err.message, "job ended but its resources could not all be removed");
+                return;
+            }
+        }
+        if let Some(dir) = record.socket.parent() {
+            let _ = std::fs::remove_file(&record.socket);
+            let _ = std::fs::remove_dir(dir);
+        }
+        if let Err(err) = self.registry.update(|r| r.jobs.remove(id)) {
+            tracing::error!(target: "cistern::jobs", job = %id, error = %err, "cannot update the job registry");
+        }
+    }
+
+    /// Whether a job's socket is served by this process.
+    fn is_live(&self, id: &str) -> bool {
+        self.live.lock().is_ok_and(|l| l.contains_key(id))
+    }
+}
+
+/// What reconciliation found for one job.
+enum JobState {
+    /// Its container exists and has not stopped.
+    Alive,
+    /// Its container stopped or is gone.
+    Over(&'static str),
+    /// No container yet, created recently: its create may be in flight.
+    Pending,
+}
+
+/// A job's container, found by its label: ID and state.
+async fn job_container(
+    client: &UpstreamClient,
+    id: &str,
+) -> Result<Option<(String, String)>, DockerError> {
+    let filters = serde_json::json!({ "label": [format!("{JOB_LABEL}={id}")] }).to_string();
+    let path = format!(
+        "/containers/json?all=1&filters={}",
+        crate::docker::policy::query::escape(&filters)
+    );
+    let answer = Daemon { client }.get(&path).await?;
+    if answer.status != StatusCode::OK {
+        return Err(DockerError::upstream(format!(
+            "listing job containers: {}",
+            answer.message()
+        )));
+    }
+    let list = daemon::json(&answer)?;
+    let first = list.as_array().and_then(|a| a.first());
+    Ok(first.map(|c| {
+        let s = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        (s("Id"), s("State"))
+    }))
+}
+
+/// Where a job stands, from its container.
+async fn job_state(
+    client: &UpstreamClient,
+    id: &str,
+    record: &JobRecord,
+) -> Result<JobState, DockerError> {
+    Ok(match job_container(client, id).await? {
+        None if record.container.is_none()
+            && now().saturating_sub(record.created) < CREATE_GRACE.as_secs() =>
+        {
+            JobState::Pending
+        }
+        None => JobState::Over("its container is gone"),
+        Some((_, state)) if state == "exited" || state == "dead" => {
+            JobState::Over("its container stopped")
+        }
+        Some(_) => JobState::Alive,
+    })
+}
+
+/// Ends the jobs whose containers stopped or are gone; serves again the
+/// sockets of live jobs not served by this process (after a restart).
+pub async fn reconcile(
+    jobs: &Jobs,
+    client: &UpstreamClient,
+    listener_policy: impl Fn(&str) -> Option<Arc<Policy>>,
+    shutdown: &CancellationToken,
+) -> Vec<Serve> {
+    let registry = match jobs.registry() {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::error!(target: "cistern::jobs", error = %err.message, "cannot read the job registry");
+            return Vec::new();
+        }
+    };
+    let mut serve = Vec::new();
+    for (id, record) in registry.jobs {
+        match job_state(client, &id, &record).await {
+            Ok(JobState::Over(why)) => jobs.finish(client, &id, why).await,
+            Ok(JobState::Alive) if !jobs.is_live(&id) => {
+                let Some(policy) = listener_policy(&record.listener) else {
+                    tracing::warn!(target: "cistern::jobs", job = %id, listener = %record.listener, "the job's listener is no longer configured: job ended");
+                    jobs.finish(client, &id, "its listener is gone").await;
+                    continue;
+                };
+                let _ = std::fs::remove_file(&record.socket);
+                match jobs.bind(&id, &record, &policy, shutdown) {
+                    Ok(s) => {
+                        tracing::info!(target: "cistern::jobs", job = %id, socket = %record.socket.display(), "job adopted after a restart");
+                        serve.push(s);
+                    }
+                    Err(err) => {
+                        tracing::error!(target: "cistern::jobs", job = %id, error = %err.message, "cannot serve the job's socket again")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(target: "cistern::jobs", job = %id, error = %err.message, "cannot check the job's container")
+            }
+        }
+    }
+    serve
+}
+
+/// Follows the daemon's events for job containers and ends jobs whose
+/// container died or was removed; reconnects (and reconciles) after any
+/// error. `serve` hands sockets to serve again to the server.
+pub async fn watch(
+    jobs: Arc<Jobs>,
+    client: UpstreamClient,
+    listener_policy: impl Fn(&str) -> Option<Arc<Policy>>,
+    serve: impl Fn(Serve),
+    shutdown: CancellationToken,
+) {
+    let filters = serde_json::json!({
+        "type": ["container"],
+        "event": ["die", "destroy"],
+        "label": [JOB_LABEL],
+    })
+    .to_string();
+    let path = format!(
+        "/events?filters={}",
+        crate::docker::policy::query::escape(&filters)
+    );
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = upstream::stream(&client, &path) => s,
+        };
+        match stream {
+            Ok((StatusCode::OK, body)) => {
+                // Subscribed: whatever ended before now is found here.
+                for s in reconcile(&jobs, &client, &listener_policy, &shutdown).await {
+                    serve(s);
+                }
+                let ended = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    e = follow(&jobs, &client, body) => e,
+                };
+                tracing::warn!(target: "cistern::jobs", reason = %ended, "the daemon's event stream ended: reconnecting");
+            }
+            Ok((status, _)) => {
+                tracing::warn!(target: "cistern::jobs", %status, "the daemon refused the event stream")
+            }
+            Err(err) => {
+                tracing::warn!(target: "cistern::jobs", error = %err, "cannot reach the daemon for events")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Reads events until the stream ends; the reason it ended.
+async fn follow(jobs: &Jobs, client: &UpstreamClient, mut body: hyper::body::Incoming) -> String {
+    let mut pending = BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return "closed".into(),
+            Some(Err(err)) => return err.to_string(),
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    pending.extend_from_slice(data);
+                }
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    let line = pending.split_to(end + 1);
+                    if let Some((id, action)) = job_event(&line) {
+                        let why = if action == "die" {
+                            "its container stopped"
+                        } else {
+                            "its container was removed"
+                        };
+                        jobs.finish(client, &id, why).await;
+                    }
+                }
+                if pending.len() > 1 << 20 {
+                    pending.clear();
+                }
+            }
+        }
+    }
+}
+
+/// The job ID and action of a `die`/`destroy` event line.
+fn job_event(line: &[u8]) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let action = v.get("Action").and_then(|a| a.as_str())?.to_string();
+    let id = v
+        .pointer("/Actor/Attributes")?
+        .get(JOB_LABEL)?
+        .as_str()?
+        .to_string();
+    Some((id, action))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// 12 random hex digits.
+fn new_id() -> std::io::Result<String> {
+    let mut bytes = [0u8; 6];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_events_name_their_job() {
+        let line = br#"{"status":"die","id":"abc","Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"io.cistern.job":"0a1b2c3d4e5f","name":"job"}}}"#;
+        assert_eq!(job_event(line), Some(("0a1b2c3d4e5f".into(), "die".into())));
+        assert_eq!(
+            job_event(br#"{"Action":"die","Actor":{"Attributes":{}}}"#),
+            None
+        );
+        assert_eq!(job_event(b"not json"), None);
+    }
+
+    #[test]
+    fn ids_are_twelve_hex_digits() {
+        let a = new_id().unwrap();
+        assert_eq!(a.len(), 12);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, new_id().unwrap());
+    }
+}

@@ -1,0 +1,241 @@
+//! Per-job sockets against the real daemon: a CI runner (tenant `runner-*`)
+//! creates a job container with the rule's label; the container gets its own
+//! docker socket, a docker CLI inside it works through that socket as the
+//! job's tenant, and when the job container stops everything the job created
+//! is gone within seconds.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+struct Runner {
+    cistern: Cistern,
+    dir: PathBuf,
+    _cleanup: InstanceCleanup,
+}
+
+const RULE: &str = "ci.job.type=build";
+
+fn config(d: &Path, runner: &str, instance: &str) -> String {
+    format!(
+        "instance: {instance}\nstate_dir: {d}/state\nupstream:\n  unix: {daemon}\nlisteners:\n  - name: runner\n    unix: {{path: {d}/runner.sock, mode: \"0600\"}}\n    identity: {{fixed: {runner}}}\n    policy:\n      groups: {{exec: true}}\njobs:\n  rules:\n    - label: {RULE}\n      listeners: [runner]\n",
+        daemon = daemon().display(),
+        d = d.display(),
+    )
+}
+
+impl Runner {
+    fn start() -> Runner {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let id = unique("job");
+        let runner = format!("runner-{id}");
+        let instance = format!("test-{id}");
+        let cistern =
+            Cistern::start_with_config(dir, d.join("runner.sock"), &config(&d, &runner, &instance));
+        Runner {
+            cistern,
+            dir: d,
+            _cleanup: InstanceCleanup(instance),
+        }
+    }
+
+    fn docker(&self) -> Command {
+        docker_at(&self.dir.join("runner.sock"))
+    }
+
+    /// Starts a job container (the docker CLI image, idle) named `name`.
+    fn job(&self, name: &str) -> String {
+        let image = docker_cli_image();
+        run_ok(
+            self.docker()
+                .args(["run", "-d", "--name", name, "--label", RULE, "-e"])
+                .arg(format!("BASE={}", busybox()))
+                .args([image, "sleep", "600"]),
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// Runs a shell command inside the job container (its docker CLI talks
+    /// to the job's socket at /var/run/docker.sock).
+    fn in_job(&self, job: &str, script: &str) -> String {
+        run_ok(self.docker().args(["exec", job, "sh", "-c", script]))
+    }
+
+    fn jobs_json(&self) -> serde_json::Value {
+        std::fs::read(self.dir.join("state/jobs.json"))
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap_or(serde_json::json!({"jobs": {}}))
+    }
+}
+
+/// Everything on the daemon labelled with this tenant: containers, volumes,
+/// networks (`kind ls` with a label filter), as names.
+fn owned_by(tenant: &str) -> Vec<String> {
+    let filter = format!("label=io.cistern.tenant={tenant}");
+    let mut all = Vec::new();
+    for args in [
+        vec!["ps", "-a", "--format", "container {{.Names}}"],
+        vec!["volume", "ls", "--format", "volume {{.Name}}"],
+        vec!["network", "ls", "--format", "network {{.Name}}"],
+    ] {
+        let out = run_ok(docker_direct().args(&args).args(["--filter", &filter]));
+        all.extend(out.lines().map(str::to_string));
+    }
+    all
+}
+
+fn job_tenant(container: &str) -> String {
+    let id = run_ok(docker_direct().args([
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"io.cistern.job\"}}",
+        container,
+    ]));
+    format!("job-{}", id.trim())
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if done() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not within {timeout:?}");
+}
+
+#[test]
+fn a_job_uses_its_own_socket_and_everything_it_made_goes_when_it_stops() {
+    let r = Runner::start();
+    let job = unique("job-c");
+    let job_id = r.job(&job);
+    let tenant = job_tenant(&job);
+    assert!(tenant.len() == "job-".len() + 12, "{tenant}");
+
+    // Inside the job: the socket is cistern's, as the job's own tenant.
+    r.in_job(&job, "docker run -d --name db $BASE sleep 600");
+    r.in_job(
+        &job,
+        "docker volume create cache && docker network create net",
+    );
+    r.in_job(
+        &job,
+        "printf 'FROM %s\\nRUN echo built > /built\\n' $BASE | DOCKER_BUILDKIT=0 docker build -q -t job-image -",
+    );
+    let ps = r.in_job(&job, "docker ps -a --format '{{.Names}}'");
+    assert_eq!(ps.trim(), "db", "the job sees its own containers only");
+    let images = r.in_job(&job, "docker images --format '{{.Repository}}'");
+    assert!(images.lines().any(|l| l == "job-image"), "{images}");
+    // The runner does not see the job's things, nor the job the runner's.
+    let runner_ps = run_ok(r.docker().args(["ps", "-a", "--format", "{{.Names}}"]));
+    assert_eq!(runner_ps.trim(), job);
+    assert!(
+        !run(r.docker().args(["inspect", &format!("{tenant}-db")]))
+            .status
+            .success(),
+        "the runner can see the job's container"
+    );
+    // On the daemon: the job's tenant, namespaced names.
+    let mut owned = owned_by(&tenant);
+    owned.sort();
+    assert_eq!(
+        owned,
+        [
+            format!("container {tenant}-db"),
+            format!("network {tenant}-net"),
+            format!("volume {tenant}-cache"),
+        ]
+    );
+    let socket = PathBuf::from(
+        r.jobs_json()["jobs"][&tenant["job-".len()..]]["socket"]
+            .as_str()
+            .unwrap(),
+    );
+    assert!(socket.exists());
+
+    // The job container stops: all of it goes, within 5 seconds.
+    run_ok(docker_direct().args(["stop", "-t", "0", &job_id]));
+    let took = wait_until("job cleanup", Duration::from_secs(5), || {
+        owned_by(&tenant).is_empty()
+            && !run(docker_direct().args(["image", "inspect", "job-image"]))
+                .status
+                .success()
+            && !socket.exists()
+    });
+    println!("job cleaned up {took:?} after its container stopped");
+    assert_eq!(r.jobs_json()["jobs"], serde_json::json!({}));
+    // The job container itself is the runner's, and stays for it to remove.
+    run_ok(r.docker().args(["rm", &job]));
+}
+
+#[test]
+fn two_jobs_use_the_same_names_and_a_removed_job_container_ends_its_job() {
+    let r = Runner::start();
+    let (a, b) = (unique("job-a"), unique("job-b"));
+    r.job(&a);
+    r.job(&b);
+    for job in [&a, &b] {
+        r.in_job(job, "docker network create app_default && docker run -d --name web --network app_default $BASE sleep 600");
+        assert_eq!(
+            r.in_job(job, "docker ps --format '{{.Names}}'").trim(),
+            "web"
+        );
+    }
+    let ta = job_tenant(&a);
+    let tb = job_tenant(&b);
+    assert_ne!(ta, tb);
+    // Removing (not just stopping) a job container ends its job too.
+    run_ok(r.docker().args(["rm", "-f", &a]));
+    wait_until("job a cleanup", Duration::from_secs(5), || {
+        owned_by(&ta).is_empty()
+    });
+    assert_eq!(owned_by(&tb).len(), 2, "job b lost its things");
+    assert_eq!(
+        r.in_job(&b, "docker ps --format '{{.Names}}'").trim(),
+        "web"
+    );
+}
+
+#[test]
+fn a_job_outlives_a_kill_9_of_cistern_and_is_cleaned_up_after_the_restart() {
+    let mut r = Runner::start();
+    let (live, gone) = (unique("job-live"), unique("job-gone"));
+    r.job(&live);
+    r.job(&gone);
+    r.in_job(&live, "docker run -d --name db $BASE sleep 600");
+    r.in_job(&gone, "docker run -d --name db $BASE sleep 600");
+    let (t_live, t_gone) = (job_tenant(&live), job_tenant(&gone));
+
+    r.cistern.signal(nix::sys::signal::Signal::SIGKILL);
+    r.cistern.wait_exit(Duration::from_secs(5)).unwrap();
+    // While cistern is down, one job container goes away.
+    run_ok(docker_direct().args(["rm", "-f", &gone]));
+    // Restart on the same state directory.
+    let config = std::fs::read_to_string(r.dir.join("cistern.yaml")).unwrap();
+    let _ = std::fs::remove_file(r.dir.join("runner.sock"));
+    let dir = tempfile::tempdir().unwrap();
+    let restarted = Cistern::start_with_config(dir, r.dir.join("runner.sock"), &config);
+    // The orphaned job is reaped; the live one keeps what it owns.
+    wait_until("orphaned job reaped", Duration::from_secs(10), || {
+        owned_by(&t_gone).is_empty()
+    });
+    assert_eq!(owned_by(&t_live), [format!("container {t_live}-db")]);
+    // The runner still owns its job container.
+    let ps = run_ok(r.docker().args(["ps", "--format", "{{.Names}}"]));
+    assert_eq!(ps.trim(), live);
+    // The live job ends normally after the restart.
+    run_ok(r.docker().args(["rm", "-f", &live]));
+    wait_until(
+        "live job cleanup after restart",
+        Duration::from_secs(5),
+        || owned_by(&t_live).is_empty(),
+    );
+    drop(restarted);
+}
