@@ -338,3 +338,87 @@ fn events_show_the_names_the_tenant_chose() {
     );
     assert_eq!(events.trim(), "ev");
 }
+
+/// docker-compose v1 in the compose test directory, against `sock`.
+fn compose(sock: &std::path::Path, project: &str) -> Command {
+    let mut cmd = Command::new("docker-compose");
+    cmd.current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/compose"))
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .env_remove("DOCKER_CONTEXT")
+        .env("COMPOSE_PROJECT_NAME", project)
+        .env("COMPOSE_INTERACTIVE_NO_CLI", "1")
+        .env("CISTERN_TEST_IMAGE", busybox());
+    cmd
+}
+
+#[test]
+fn two_tenants_run_the_same_compose_project_at_once() {
+    let t = Two::start();
+    let project = "shared";
+    let who = ["alice", "bob"];
+    // Both `up -d` at the same time.
+    let ups: Vec<_> = who
+        .iter()
+        .map(|w| {
+            compose(&t.sock(w), project)
+                .args(["up", "-d"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (w, up) in who.iter().zip(ups) {
+        let out = up.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{w}: docker-compose up failed:\n{}\ncistern log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            t.cistern.logs()
+        );
+    }
+    for (w, tenant) in who.iter().zip([&t.alice, &t.bob]) {
+        // Each project works on its own network, under its own names.
+        let page = run_ok(compose(&t.sock(w), project).args([
+            "exec",
+            "-T",
+            "client",
+            "wget",
+            "-q",
+            "-O-",
+            "http://web:8080/",
+        ]));
+        assert_eq!(page.trim(), "hello-from-web", "{w}");
+        let ps = run_ok(docker_at(&t.sock(w)).args(["ps", "--format", "{{.Names}}"]));
+        assert_eq!(lines(ps), ["shared_client_1", "shared_web_1"], "{w}");
+        for (kind, name) in [
+            ("container", "shared_web_1"),
+            ("network", "shared_backend"),
+            ("volume", "shared_data"),
+        ] {
+            assert_eq!(
+                daemon_format(kind, &format!("{tenant}-{name}"), "{{.Name}}")
+                    .trim_start_matches('/'),
+                format!("{tenant}-{name}")
+            );
+        }
+    }
+    for w in who {
+        run_ok(compose(&t.sock(w), project).args(["down", "-v", "-t", "1"]));
+        assert_eq!(
+            run_ok(docker_at(&t.sock(w)).args(["ps", "-aq"])).trim(),
+            "",
+            "{w}"
+        );
+    }
+    for tenant in [&t.alice, &t.bob] {
+        let left = run_ok(docker_direct().args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=io.cistern.tenant={tenant}"),
+        ]));
+        assert_eq!(left.trim(), "", "{tenant}: volumes left");
+    }
+}
