@@ -75,6 +75,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
         caching.clone(),
         shutdown.clone(),
     ));
+    // A crashed run's `cleanup: true` tenants: reaped before anyone connects,
+    // or adopted.
+    proxy
+        .reconcile_orphans(config.orphans == crate::config::Orphans::Reap)
+        .await;
     // Job containers: ended jobs cleaned up, live ones served again.
     tokio::spawn(proxy.clone().watch_jobs());
     if let Some(caching) = &caching {

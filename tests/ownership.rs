@@ -616,6 +616,55 @@ fn ownership_survives_kill_9_and_restart() {
 }
 
 #[test]
+fn orphans_of_a_killed_run_are_adopted_or_reaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().to_path_buf();
+    let id = unique("own");
+    let mut t = Tenants::start_in(dir, true, &id);
+    let config = std::fs::read_to_string(&t.config).unwrap();
+    let kill = |c: &mut Cistern| {
+        c.signal(nix::sys::signal::Signal::SIGKILL);
+        c.wait_exit(Duration::from_secs(10))
+            .expect("cistern exited");
+    };
+    let restart = |config: &str| {
+        Cistern::start_with_config(tempfile::tempdir().unwrap(), keep.join("peer.sock"), config)
+    };
+
+    // adopt (the default): a killed run's things stay, owned, and go at the
+    // next run's shutdown.
+    let a = alices_things(&t);
+    kill(&mut t.cistern);
+    let mut again = restart(&config);
+    run_ok(t.alice().args(["container", "inspect", &a.container]));
+    again.signal(nix::sys::signal::Signal::SIGTERM);
+    again
+        .wait_exit(Duration::from_secs(60))
+        .expect("cistern exited");
+    assert!(!exists_on_daemon("container", &a.id));
+    assert!(!exists_on_daemon("volume", &a.volume));
+    assert!(!exists_on_daemon("network", &a.network));
+
+    // reap: removed at start.
+    let mut again = restart(&config);
+    let b = alices_things(&t);
+    kill(&mut again);
+    let _reaper = restart(&format!("orphans: reap\n{config}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let left = || {
+        exists_on_daemon("container", &b.id)
+            || exists_on_daemon("volume", &b.volume)
+            || exists_on_daemon("network", &b.network)
+    };
+    while left() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!exists_on_daemon("container", &b.id), "orphan not reaped");
+    assert!(!exists_on_daemon("volume", &b.volume));
+    assert!(!exists_on_daemon("network", &b.network));
+}
+
+#[test]
 fn cleanup_on_shutdown_removes_the_tenants_resources() {
     let mut t = Tenants::start(true);
     let a = alices_things(&t);

@@ -37,6 +37,20 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Per-job sockets: which new containers get a docker socket of their own.
     pub jobs: crate::jobs::JobsConfig,
+    /// Resources of `cleanup: true` tenants that a crashed run left behind.
+    pub orphans: Orphans,
+}
+
+/// What happens at start to the resources of `cleanup: true` tenants an
+/// earlier run did not clean up (it crashed or was killed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Orphans {
+    /// Kept, still owned, and removed at this run's shutdown.
+    #[default]
+    Adopt,
+    /// Removed at start, before any client connects.
+    Reap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

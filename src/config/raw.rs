@@ -35,6 +35,10 @@ pub struct RawConfig {
     /// Containers that get a docker socket of their own.
     #[serde(default)]
     pub jobs: Option<crate::jobs::RawJobs>,
+    /// What to do at start with the resources of `cleanup: true` tenants a
+    /// crashed run left.
+    #[serde(default)]
+    pub orphans: Option<super::Orphans>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -158,6 +158,7 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
         instance,
         state_dir,
         jobs,
+        orphans: raw.orphans.unwrap_or_default(),
         caching,
         log,
         shutdown_grace: raw.shutdown_grace.map_or(DEFAULT_GRACE, |d| d.0),

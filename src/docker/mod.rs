@@ -137,16 +137,47 @@ impl DockerProxy {
 
     /// Removes the resources of the tenants of `cleanup: true` listeners.
     pub async fn cleanup_on_shutdown(&self) {
+        self.remove_tenants(self.ownership.cleanup_tenants(), "shutdown")
+            .await;
+    }
+
+    /// At start: tenants of `cleanup: true` listeners that a crashed run did
+    /// not clean up are reaped now (`orphans: reap`) or adopted, to go at
+    /// this run's shutdown (`orphans: adopt`, the default).
+    pub async fn reconcile_orphans(&self, reap: bool) {
+        let orphans = self.ownership.orphans();
+        if orphans.is_empty() {
+            return;
+        }
+        if reap {
+            self.remove_tenants(orphans, "orphans of an earlier run")
+                .await;
+        } else {
+            let names: Vec<String> = orphans.iter().map(|o| o.tenant.to_string()).collect();
+            tracing::info!(target: "cistern::ownership", tenants = ?names, "orphans of an earlier run adopted: removed at shutdown");
+        }
+    }
+
+    async fn remove_tenants(&self, owners: Vec<ownership::labels::Owner>, when: &str) {
         let daemon = ownership::daemon::Daemon {
             client: &self.client,
         };
-        for owner in self.ownership.cleanup_tenants() {
-            if let Err(err) =
-                ownership::cleanup::remove_tenant(daemon, self.ownership.store(), &owner).await
-            {
-                tracing::error!(target: "cistern::ownership", tenant = %owner.tenant, error = %err.message, "cleanup on shutdown failed");
+        let mut done = Vec::new();
+        for owner in owners {
+            match ownership::cleanup::remove_tenant(daemon, self.ownership.store(), &owner).await {
+                Ok(removed) if removed.errors.is_empty() => {
+                    tracing::info!(target: "cistern::ownership", tenant = %owner.tenant, %removed, when, "tenant's resources removed");
+                    done.push(owner.tenant);
+                }
+                Ok(removed) => {
+                    tracing::error!(target: "cistern::ownership", tenant = %owner.tenant, %removed, errors = ?removed.errors, when, "some of the tenant's resources could not be removed");
+                }
+                Err(err) => {
+                    tracing::error!(target: "cistern::ownership", tenant = %owner.tenant, error = %err.message, when, "cleanup failed");
+                }
             }
         }
+        self.ownership.cleaned(&done);
     }
 
     /// Handles one request. Never fails: every error becomes a Docker-shaped

@@ -63,6 +63,7 @@ use self::images::{AuxScanner, Change, Rules, Store};
 use self::labels::Owner;
 use self::names::Namespace;
 use self::resolve::{Found, Kind};
+use self::state_file::StateFile;
 use super::error::DockerError;
 use super::policy::{json, query::Query, Json};
 use super::route::{Endpoint, Route};
@@ -85,8 +86,11 @@ pub struct Ownership {
     instance: String,
     listeners: HashMap<String, ListenerOwnership>,
     store: Store,
-    /// Tenants seen on `cleanup: true` listeners during this run.
+    /// Tenants seen on `cleanup: true` listeners, in this run or in one that
+    /// ended without its cleanup (a crash): their resources go at shutdown.
     seen: Mutex<BTreeSet<Tenant>>,
+    /// `seen`, kept in `<state_dir>/cleanup.json` so a crash does not forget.
+    pending: StateFile<BTreeSet<String>>,
 }
 
 impl Ownership {
@@ -109,6 +113,44 @@ impl Ownership {
                 .collect(),
             store: Store::new(&config.state_dir),
             seen: Mutex::new(BTreeSet::new()),
+            pending: StateFile::open(&config.state_dir, "cleanup"),
+        }
+    }
+
+    /// Tenants of `cleanup: true` listeners left by an earlier run that did
+    /// not clean up (a crash): adopted, so this run's shutdown removes their
+    /// resources; or returned, to be reaped now.
+    pub fn orphans(&self) -> Vec<Owner> {
+        let left = match self.pending.load() {
+            Ok(left) => left,
+            Err(err) => {
+                tracing::error!(target: "cistern::ownership", error = %err, "cannot read the cleanup state");
+                return Vec::new();
+            }
+        };
+        let tenants: Vec<Tenant> = left
+            .into_iter()
+            .filter_map(|t| Tenant::new(t).ok())
+            .collect();
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.extend(tenants.iter().cloned());
+        }
+        tenants
+            .into_iter()
+            .map(|t| Owner::new(t, self.instance.clone()))
+            .collect()
+    }
+
+    /// Forgets tenants whose resources were removed.
+    pub fn cleaned(&self, tenants: &[Tenant]) {
+        if let Ok(mut seen) = self.seen.lock() {
+            for t in tenants {
+                seen.remove(t);
+            }
+        }
+        let done: BTreeSet<String> = tenants.iter().map(|t| t.to_string()).collect();
+        if let Err(err) = self.pending.update(|p| p.retain(|t| !done.contains(t))) {
+            tracing::error!(target: "cistern::ownership", error = %err, "cannot update the cleanup state");
         }
     }
 
@@ -136,8 +178,20 @@ impl Ownership {
                 DockerError::client(StatusCode::UNAUTHORIZED, err.to_string())
             })?;
         if l.cleanup {
-            if let Ok(mut seen) = self.seen.lock() {
-                seen.insert(tenant.clone());
+            let new = self
+                .seen
+                .lock()
+                .map(|mut seen| seen.insert(tenant.clone()))
+                .unwrap_or(false);
+            if new {
+                // Remembered across a crash (rare: once per tenant and run).
+                let pending = self.pending.clone();
+                let name = tenant.to_string();
+                tokio::task::spawn_blocking(move || {
+                    if let Err(err) = pending.update(|p| p.insert(name)) {
+                        tracing::error!(target: "cistern::ownership", error = %err, "cannot record a tenant for cleanup");
+                    }
+                });
             }
         }
         Ok(Owner {
