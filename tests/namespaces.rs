@@ -422,3 +422,106 @@ fn two_tenants_run_the_same_compose_project_at_once() {
         assert_eq!(left.trim(), "", "{tenant}: volumes left");
     }
 }
+
+/// Builds `tag` through `cmd` from a Dockerfile that writes `who`.
+fn build(cmd: &mut Command, tag: &str, who: &str) {
+    let dockerfile = format!("FROM {}\nRUN echo {who} > /who\n", busybox());
+    let mut child = cmd
+        .env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "-t", tag, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dockerfile.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "build {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn image_tags_are_namespaced_and_pushed_under_the_name_given() {
+    let t = Two::start();
+    let tag = "localhost:5999/app:v1";
+    let mut images = Cleanup::default();
+    for tenant in [&t.alice, &t.bob] {
+        for v in ["v1", "v2"] {
+            images
+                .images
+                .push(format!("cistern-ns/{tenant}/localhost__5999/app:{v}"));
+        }
+    }
+    images.images.push(tag.to_string());
+    for (cmd, who) in [
+        (Two::alice as fn(&Two) -> Command, "alice"),
+        (Two::bob, "bob"),
+    ] {
+        build(&mut cmd(&t), tag, who);
+    }
+    for (cmd, who, tenant) in [
+        (Two::alice as fn(&Two) -> Command, "alice", &t.alice),
+        (Two::bob, "bob", &t.bob),
+    ] {
+        // Each runs its own image under the same name.
+        let got = run_ok(cmd(&t).args(["run", "--rm", tag, "cat", "/who"]));
+        assert_eq!(got.trim(), who);
+        let listed = run_ok(cmd(&t).args(["images", "--format", "{{.Repository}}:{{.Tag}}"]));
+        assert!(listed.lines().any(|l| l == tag), "{who}: {listed}");
+        assert!(!listed.contains("cistern-ns"), "{who}: {listed}");
+        let inspect = run_ok(cmd(&t).args(["image", "inspect", "--format", "{{.RepoTags}}", tag]));
+        assert_eq!(inspect.trim(), format!("[{tag}]"));
+        // On the daemon: under the tenant's image namespace.
+        run_ok(docker_direct().args([
+            "image",
+            "inspect",
+            &format!("cistern-ns/{tenant}/localhost__5999/app:v1"),
+        ]));
+        // Retag and untag within the namespace.
+        run_ok(cmd(&t).args(["tag", tag, "localhost:5999/app:v2"]));
+        run_ok(cmd(&t).args(["rmi", "localhost:5999/app:v2"]));
+    }
+    assert!(
+        !run(docker_direct().args(["image", "inspect", tag]))
+            .status
+            .success(),
+        "the name the clients gave is not a tag on the daemon"
+    );
+    // A push sends the name the client gave (no registry listens there: the
+    // push fails, after naming the repository), and the name is gone again.
+    let out = run(t.alice().args(["push", tag]));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("The push refers to repository [localhost:5999/app]"),
+        "{text}"
+    );
+    assert!(!text.contains("cistern-ns"), "{text}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while run(docker_direct().args(["image", "inspect", tag]))
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the push's temporary tag stayed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Each removes its own.
+    for cmd in [Two::alice as fn(&Two) -> Command, Two::bob] {
+        run_ok(cmd(&t).args(["rmi", tag]));
+    }
+}

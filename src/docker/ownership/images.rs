@@ -99,6 +99,16 @@ pub fn familiar(name: &str, repo_tags: &[&str]) -> String {
     }
 }
 
+/// A `name:tag` reference split into repository and tag (`latest` when
+/// none is given).
+pub fn split(reference: &str) -> (&str, &str) {
+    let last = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[last..].rfind(':') {
+        Some(i) => (&reference[..last + i], &reference[last + i + 1..]),
+        None => (reference, "latest"),
+    }
+}
+
 /// `repo` and `tag` query values as one reference.
 pub fn join(repo: &str, tag: &str) -> String {
     if tag.is_empty() {

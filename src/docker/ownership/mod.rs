@@ -91,6 +91,9 @@ pub struct Ownership {
     seen: Mutex<BTreeSet<Tenant>>,
     /// `seen`, kept in `<state_dir>/cleanup.json` so a crash does not forget.
     pending: StateFile<BTreeSet<String>>,
+    /// One push per image name at a time (pushes of namespaced tags tag the
+    /// name they push for the duration).
+    push_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Ownership {
@@ -114,6 +117,7 @@ impl Ownership {
             store: Store::new(&config.state_dir),
             seen: Mutex::new(BTreeSet::new()),
             pending: StateFile::open(&config.state_dir, "cleanup"),
+            push_locks: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -281,6 +285,7 @@ impl Ownership {
             owner,
         };
         let q = || Query::parse(&route.query).map_err(|r| DockerError::client(r.status, r.message));
+        let ns = owner.namespace.as_ref().filter(|n| n.images());
         match &route.endpoint {
             Endpoint::ImageList => owned.after = After::ImageList,
             Endpoint::SystemDf => owned.after = After::SystemDf,
@@ -293,40 +298,51 @@ impl Ownership {
             Endpoint::ImageInspect { name }
             | Endpoint::ImageHistory { name }
             | Endpoint::ImageGet { name } => {
-                let (id, name) = image_ref(daemon, name).await?;
-                rules
-                .check_use(&name, id.as_deref())?;
-            }
-            Endpoint::ImageGetAll => {
-                for name in q()?.values("names") {
-                    let (id, name) = image_ref(daemon, name).await?;
-                    let name = name.as_str();
-                    rules
-                .check_use(name, id.as_deref())?;
+                let found = own_image(daemon, ns, name).await?;
+                rules.check_use(&found.name, found.id.as_deref())?;
+                if found.namespaced {
+                    owned.target = resolve::rewrite_image_path(route, &owned.target, &found.name);
                 }
             }
+            Endpoint::ImageGetAll => {
+                let q = q()?;
+                let mut names = Vec::new();
+                for name in q.values("names") {
+                    let found = own_image(daemon, ns, name).await?;
+                    rules.check_use(&found.name, found.id.as_deref())?;
+                    names.push(if found.namespaced {
+                        found.name
+                    } else {
+                        name.to_string()
+                    });
+                }
+                let path = owned.target.split('?').next().unwrap_or("").to_string();
+                owned.target = format!("{path}?{}", q.with_all("names", &names).encode());
+            }
             Endpoint::ImageDelete { name } => {
-                let (id, name) = image_ref(daemon, name).await?;
-                rules
-                .check_delete(&name, id.as_deref())?;
+                let found = own_image(daemon, ns, name).await?;
+                rules.check_delete(&found.name, found.id.as_deref())?;
+                if found.namespaced {
+                    owned.target = resolve::rewrite_image_path(route, &owned.target, &found.name);
+                }
                 owned.after = After::ImageDelete;
             }
             Endpoint::ImageTag { name } => {
                 let q = q()?;
-                let repo = q.values("repo").next().unwrap_or("");
-                let tag = q.values("tag").next().unwrap_or("");
-                let (source, name) = image_ref(daemon, name).await?;
-                rules
-                .check_use(&name, source.as_deref())?;
-                if let (Some(source), false) = (source, repo.is_empty()) {
-                    let reference = images::join(repo, tag);
-                    let (current, reference) = image_ref(daemon, &reference).await?;
-                    rules
-                .check_new_tag(&reference, current.as_deref())?;
-                    owned.after = After::Tag {
-                        reference,
-                        image: source,
-                    };
+                let repo = q.values("repo").next().unwrap_or("").to_string();
+                let tag = q.values("tag").next().unwrap_or("").to_string();
+                let source = own_image(daemon, ns, name).await?;
+                rules.check_use(&source.name, source.id.as_deref())?;
+                if source.namespaced {
+                    owned.target = resolve::rewrite_image_path(route, &owned.target, &source.name);
+                }
+                if let (Some(image), false) = (source.id, repo.is_empty()) {
+                    let repo = new_repo(ns, &repo);
+                    owned.target = resolve::rewrite_query(&owned.target, "repo", &repo)?;
+                    let (current, reference) =
+                        image_ref(daemon, &images::join(&repo, &tag)).await?;
+                    rules.check_new_tag(&reference, current.as_deref())?;
+                    owned.after = After::Tag { reference, image };
                 }
             }
             Endpoint::ImagePush { name } => {
@@ -339,32 +355,38 @@ impl Ownership {
                     ));
                 }
                 let reference = images::join(name, tag);
-                let (id, reference) = image_ref(daemon, &reference).await?;
-                rules
-                .check_use(&reference, id.as_deref())?;
+                let found = own_image(daemon, ns, &reference).await?;
+                rules.check_use(&found.name, found.id.as_deref())?;
+                if found.namespaced {
+                    owned.after = self
+                        .push_as_named(daemon, &reference, &found)
+                        .await?;
+                }
             }
             Endpoint::Build => {
                 let q = q()?;
-                let tags: Vec<String> = q.values("t").map(str::to_string).collect();
+                let tags: Vec<String> = q.values("t").map(|t| new_repo(ns, t)).collect();
                 let quiet = q.values("q").next().is_some_and(AuxScanner::quiet_value);
                 for t in &tags {
                     let (current, t) = image_ref(daemon, t).await?;
-                    let t = t.as_str();
-                    rules
-                .check_new_tag(t, current.as_deref())?;
+                    rules.check_new_tag(&t, current.as_deref())?;
+                }
+                if ns.is_some() && !tags.is_empty() {
+                    let path = owned.target.split('?').next().unwrap_or("").to_string();
+                    owned.target = format!("{path}?{}", q.with_all("t", &tags).encode());
                 }
                 owned.after = After::Build { tags, quiet };
             }
             Endpoint::ContainerCommit => {
                 let q = q()?;
-                let repo = q.values("repo").next().unwrap_or("");
+                let repo = q.values("repo").next().unwrap_or("").to_string();
                 let tag = q.values("tag").next().unwrap_or("");
                 let mut tags = Vec::new();
                 if !repo.is_empty() {
-                    let reference = images::join(repo, tag);
-                    let (current, reference) = image_ref(daemon, &reference).await?;
-                    rules
-                .check_new_tag(&reference, current.as_deref())?;
+                    let repo = new_repo(ns, &repo);
+                    owned.target = resolve::rewrite_query(&owned.target, "repo", &repo)?;
+                    let (current, reference) = image_ref(daemon, &images::join(&repo, tag)).await?;
+                    rules.check_new_tag(&reference, current.as_deref())?;
                     tags.push(reference);
                 }
                 owned.after = After::Image {
@@ -375,6 +397,124 @@ impl Ownership {
             _ => {}
         }
         Ok(owned)
+    }
+}
+
+impl Ownership {
+    /// A push of a tenant's namespaced tag: the daemon pushes the name the
+    /// client gave, so that name is tagged on the image for the push and
+    /// untagged after it ([`TempTag`]); one push per name at a time. A name
+    /// taken on the daemon by another image is refused.
+    async fn push_as_named(
+        &self,
+        daemon: Daemon<'_>,
+        reference: &str,
+        found: &OwnImage,
+    ) -> Result<After, DockerError> {
+        let lock = {
+            let mut locks = self.push_locks.lock().await;
+            locks
+                .entry(reference.to_string())
+                .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+                .clone()
+        };
+        let guard = lock.lock_owned().await;
+        let (existing, _) = image_ref(daemon, reference).await?;
+        let mut temp = TempTag {
+            client: daemon.client.clone(),
+            reference: None,
+            guard: Some(guard),
+        };
+        match existing {
+            Some(id) if Some(&id) == found.id.as_ref() => {}
+            Some(_) => {
+                return Err(DockerError::client(
+                    StatusCode::CONFLICT,
+                    format!(
+                    "cistern: cannot push {reference}: another image has that name on this daemon"
+                ),
+                ))
+            }
+            None => {
+                let (repo, tag) = images::split(reference);
+                let path = format!(
+                    "/images/{}/tag?repo={}&tag={}",
+                    super::policy::query::escape(&found.name),
+                    super::policy::query::escape(repo),
+                    super::policy::query::escape(tag)
+                );
+                let answer = daemon.send(Method::POST, &path, None).await?;
+                if !answer.status.is_success() {
+                    return Err(DockerError::upstream(format!(
+                        "cannot tag {reference} for the push: {}",
+                        answer.message()
+                    )));
+                }
+                temp.reference = Some(reference.to_string());
+            }
+        }
+        Ok(After::Push(Box::new(temp)))
+    }
+}
+
+/// The name a push needed, removed again (and the push lock released) when
+/// the push's answer is over or the request is dropped.
+#[derive(Debug)]
+struct TempTag {
+    client: UpstreamClient,
+    reference: Option<String>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for TempTag {
+    fn drop(&mut self) {
+        let reference = self.reference.take();
+        let guard = self.guard.take();
+        let client = self.client.clone();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        handle.spawn(async move {
+            if let Some(reference) = reference {
+                let path = format!(
+                    "/images/{}?noprune=1",
+                    super::policy::query::escape(&reference)
+                );
+                if let Err(err) = (Daemon { client: &client })
+                    .send(Method::DELETE, &path, None)
+                    .await
+                {
+                    tracing::warn!(target: "cistern::ownership", reference, error = %err.message, "cannot remove the tag made for a push");
+                }
+            }
+            drop(guard);
+        });
+    }
+}
+
+/// A body that keeps something alive until the body is dropped.
+struct Holding<T> {
+    inner: ProxyBody,
+    _held: T,
+}
+
+impl<T: Unpin> Body for Holding<T> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -532,6 +672,49 @@ async fn image_ref(
     Ok((id, images::familiar(name, &tags)))
 }
 
+/// An image a tenant names, as found on the daemon.
+struct OwnImage {
+    /// Its ID; `None` when missing.
+    id: Option<String>,
+    /// The daemon's familiar name for it (see [`image_ref`]).
+    name: String,
+    /// Found in the tenant's image namespace.
+    namespaced: bool,
+}
+
+/// An image reference: the tenant's namespaced tag first, then as written
+/// (base images, IDs, digests).
+async fn own_image(
+    daemon: Daemon<'_>,
+    ns: Option<&Namespace>,
+    name: &str,
+) -> Result<OwnImage, DockerError> {
+    if let Some(ns) = ns {
+        let mapped = ns.image_to_daemon(name);
+        if mapped != name {
+            let (id, familiar) = image_ref(daemon, &mapped).await?;
+            if id.is_some() {
+                return Ok(OwnImage {
+                    id,
+                    name: familiar,
+                    namespaced: true,
+                });
+            }
+        }
+    }
+    let (id, familiar) = image_ref(daemon, name).await?;
+    Ok(OwnImage {
+        id,
+        name: familiar,
+        namespaced: false,
+    })
+}
+
+/// The repository a tenant's new tag goes to (namespaced when on).
+fn new_repo(ns: Option<&Namespace>, repo: &str) -> String {
+    ns.map_or_else(|| repo.to_string(), |ns| ns.image_to_daemon(repo))
+}
+
 /// What to do with the daemon's answer.
 #[derive(Debug)]
 enum After {
@@ -553,6 +736,8 @@ enum After {
         image: String,
     },
     ImageDelete,
+    /// A push under a temporary name.
+    Push(Box<TempTag>),
 }
 
 /// A request resolved for its tenant.
@@ -651,14 +836,17 @@ impl Owned {
     ) -> Result<(), DockerError> {
         let owner = &self.owner;
         if let Some(image) = value.get("Image").and_then(Json::as_str) {
-            let (id, image) = image_ref(daemon, image).await?;
-            let image = image.as_str();
+            let ns = owner.namespace.as_ref().filter(|n| n.images());
+            let found = own_image(daemon, ns, image).await?;
             let state = load_state(&self.store).await?;
             Rules {
                 state: &state,
                 owner,
             }
-            .check_use(image, id.as_deref())?;
+            .check_use(&found.name, found.id.as_deref())?;
+            if found.namespaced {
+                value.set("Image", Json::string(found.name));
+            }
         }
         // Networks: `NetworkMode` and the `EndpointsConfig` keys.
         let mut user_networks: Vec<String> = Vec::new();
@@ -925,6 +1113,14 @@ impl Owned {
                 update_state(&self.store, &self.owner, Change::Tag { reference, image }).await;
                 Ok(response)
             }
+            After::Push(temp) => {
+                let (parts, body) = response.into_parts();
+                let held = Holding {
+                    inner: body,
+                    _held: temp,
+                };
+                Ok(Response::from_parts(parts, held.boxed_unsync()))
+            }
             After::ImageDelete if status == StatusCode::OK => {
                 let (mut parts, body) = response.into_parts();
                 let body = read_whole(body).await?;
@@ -971,9 +1167,16 @@ async fn map_names(
     if !status.is_success() {
         return Ok(response);
     }
-    if *endpoint == Endpoint::Events {
+    let lines = match endpoint {
+        Endpoint::Events => Some(names::Lines::Events),
+        Endpoint::Build | Endpoint::ImageCreate | Endpoint::ImagePush { .. } => {
+            Some(names::Lines::Progress)
+        }
+        _ => None,
+    };
+    if let Some(lines) = lines {
         let (parts, body) = response.into_parts();
-        let mapped = names::EventNames::new(body, ns.clone());
+        let mapped = names::MappedLines::new(body, ns.clone(), lines);
         return Ok(Response::from_parts(parts, mapped.boxed_unsync()));
     }
     if !Namespace::maps_answer(endpoint) {

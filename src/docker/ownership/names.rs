@@ -37,18 +37,105 @@ use crate::docker::policy::Json;
 use crate::docker::route::Endpoint;
 use crate::docker::{BoxError, ProxyBody};
 
+/// The repository path under which namespaced tenants' image tags live.
+pub const IMAGE_ROOT: &str = "cistern-ns";
+
 /// A tenant's name prefix on the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
     prefix: String,
+    /// `cistern-ns/<tenant, lowercase>/`, when that is a valid repository
+    /// path (image names are lowercase); `None` leaves images unnamespaced.
+    image_prefix: Option<String>,
 }
 
 impl Namespace {
     /// The namespace of a tenant (a valid tenant name: no `/`).
     pub fn of(tenant: &str) -> Namespace {
+        let lower = tenant.to_ascii_lowercase();
         Namespace {
             prefix: format!("{tenant}-"),
+            image_prefix: is_path_component(&lower).then(|| format!("{IMAGE_ROOT}/{lower}/")),
         }
+    }
+
+    /// Whether image tags are namespaced too.
+    pub fn images(&self) -> bool {
+        self.image_prefix.is_some()
+    }
+
+    /// The daemon's reference for an image reference the client chose
+    /// (`app:1` → `cistern-ns/<tenant>/app:1`; a registry host moves into the
+    /// path, its port written `__`: `reg.example:5000/app` →
+    /// `cistern-ns/<tenant>/reg.example__5000/app`). Digests are global: a
+    /// reference with one is left alone, as is one cistern cannot place in
+    /// the namespace, and everything without an image namespace.
+    pub fn image_to_daemon(&self, reference: &str) -> String {
+        let Some(p) = &self.image_prefix else {
+            return reference.to_string();
+        };
+        if reference.is_empty() || reference.contains('@') {
+            return reference.to_string();
+        }
+        let (domain, rest) = match reference.split_once('/') {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (Some(first), rest)
+            }
+            _ => (None, reference),
+        };
+        match domain {
+            None => format!("{p}{reference}"),
+            Some("docker.io" | "index.docker.io") => {
+                format!("{p}{}", rest.strip_prefix("library/").unwrap_or(rest))
+            }
+            Some(domain) => {
+                let encoded = domain.to_ascii_lowercase().replace(':', "__");
+                if is_path_component(&encoded) {
+                    format!("{p}{encoded}/{rest}")
+                } else {
+                    reference.to_string()
+                }
+            }
+        }
+    }
+
+    /// The client's reference for a daemon reference.
+    pub fn image_to_client(&self, reference: &str) -> String {
+        let Some(rest) = self
+            .image_prefix
+            .as_deref()
+            .and_then(|p| reference.strip_prefix(p))
+        else {
+            return reference.to_string();
+        };
+        match rest.split_once('/') {
+            Some((first, tail)) if first.contains('.') || first.contains("__") => {
+                format!("{}/{tail}", first.replace("__", ":"))
+            }
+            _ => rest.to_string(),
+        }
+    }
+
+    /// Free text (a build's output, an error) with image references mapped.
+    pub fn image_text(&self, text: &str) -> String {
+        let Some(p) = &self.image_prefix else {
+            return text.to_string();
+        };
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find(p.as_str()) {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | ',' | ']' | ')'))
+                .unwrap_or(tail.len());
+            out.push_str(&self.image_to_client(&tail[..end]));
+            rest = &tail[end..];
+        }
+        out.push_str(rest);
+        out
     }
 
     /// `<tenant>-`.
@@ -134,6 +221,9 @@ impl Namespace {
             endpoint,
             Endpoint::ContainerList
                 | Endpoint::ContainerInspect { .. }
+                | Endpoint::ImageList
+                | Endpoint::ImageInspect { .. }
+                | Endpoint::ImageDelete { .. }
                 | Endpoint::VolumeList
                 | Endpoint::VolumeInspect { .. }
                 | Endpoint::VolumeCreate
@@ -156,9 +246,19 @@ impl Namespace {
             Endpoint::VolumeInspect { .. } | Endpoint::VolumeCreate => self.field(v, "Name"),
             Endpoint::NetworkList => each(v, |n| self.network(n)),
             Endpoint::NetworkInspect { .. } => self.network(v),
+            Endpoint::ImageList => each(v, |i| self.image(i)),
+            Endpoint::ImageInspect { .. } => self.image(v),
+            Endpoint::ImageDelete { .. } => each(v, |d| {
+                if let Some(Value::String(s)) = d.get_mut("Untagged") {
+                    *s = self.image_to_client(s);
+                }
+            }),
             Endpoint::SystemDf => {
                 if let Some(cs) = v.get_mut("Containers") {
                     each(cs, |c| self.container(c));
+                }
+                if let Some(is) = v.get_mut("Images") {
+                    each(is, |i| self.image(i));
                 }
                 if let Some(vols) = v.get_mut("Volumes") {
                     each(vols, |vol| self.field(vol, "Name"));
@@ -168,18 +268,38 @@ impl Namespace {
         }
     }
 
-    /// A container event: its name attribute.
+    /// A container event: its name and image attributes.
     pub fn event(&self, v: &mut Value) {
         if let Some(attrs) = v.pointer_mut("/Actor/Attributes") {
             self.field(attrs, "name");
+            if let Some(Value::String(s)) = attrs.get_mut("image") {
+                *s = self.image_to_client(s);
+            }
+        }
+        if let Some(Value::String(s)) = v.get_mut("from") {
+            *s = self.image_to_client(s);
+        }
+    }
+
+    /// A build's (or pull's) progress message: image references in its
+    /// text.
+    pub fn progress(&self, v: &mut Value) {
+        for key in ["stream", "error", "status"] {
+            if let Some(Value::String(s)) = v.get_mut(key) {
+                *s = self.image_text(s);
+            }
+        }
+        if let Some(Value::String(s)) = v.pointer_mut("/errorDetail/message") {
+            *s = self.image_text(s);
         }
     }
 
     /// A daemon error message: prefixed names where a name can start
     /// (after a quote, `/`, a space or at the start) lose the prefix.
     pub fn message(&self, message: &str) -> String {
+        let message = self.image_text(message);
         let mut out = String::with_capacity(message.len());
-        let mut rest = message;
+        let mut rest = message.as_str();
         let mut boundary = true;
         while !rest.is_empty() {
             if boundary && rest.starts_with(self.prefix.as_str()) {
@@ -211,7 +331,25 @@ impl Namespace {
         }
     }
 
+    fn image(&self, i: &mut Value) {
+        for key in ["RepoTags", "RepoDigests"] {
+            if let Some(Value::Array(refs)) = i.get_mut(key) {
+                for r in refs {
+                    if let Value::String(s) = r {
+                        *s = self.image_to_client(s);
+                    }
+                }
+            }
+        }
+    }
+
     fn container(&self, c: &mut Value) {
+        if let Some(Value::String(image)) = c.get_mut("Image") {
+            *image = self.image_to_client(image);
+        }
+        if let Some(Value::String(image)) = c.pointer_mut("/Config/Image") {
+            *image = self.image_to_client(image);
+        }
         if let Some(Value::String(name)) = c.get_mut("Name") {
             *name = self.to_client_path(name);
         }
@@ -269,22 +407,33 @@ impl Namespace {
     }
 }
 
-/// An event stream (one JSON object per line, as dockerd writes them) with
-/// container names mapped back, line by line as frames arrive. A line longer
-/// than [`EventNames::MAX_LINE`] passes through unmapped.
-pub struct EventNames {
+/// What a stream of JSON lines carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    /// `GET /events`: [`Namespace::event`].
+    Events,
+    /// Build (and similar) progress: [`Namespace::progress`].
+    Progress,
+}
+
+/// A stream of JSON objects, one per line (events, build progress), with
+/// names mapped back line by line as frames arrive. A line longer than
+/// [`MappedLines::MAX_LINE`] passes through unmapped.
+pub struct MappedLines {
     inner: ProxyBody,
     ns: Namespace,
+    lines: Lines,
     pending: BytesMut,
 }
 
-impl EventNames {
+impl MappedLines {
     pub const MAX_LINE: usize = 1 << 20;
 
-    pub fn new(inner: ProxyBody, ns: Namespace) -> EventNames {
-        EventNames {
+    pub fn new(inner: ProxyBody, ns: Namespace, lines: Lines) -> MappedLines {
+        MappedLines {
             inner,
             ns,
+            lines,
             pending: BytesMut::new(),
         }
     }
@@ -305,7 +454,10 @@ impl EventNames {
     fn map_line(&self, line: &[u8]) -> Vec<u8> {
         match serde_json::from_slice::<Value>(line) {
             Ok(mut v) => {
-                self.ns.event(&mut v);
+                match self.lines {
+                    Lines::Events => self.ns.event(&mut v),
+                    Lines::Progress => self.ns.progress(&mut v),
+                }
                 let mut out = serde_json::to_vec(&v).unwrap_or_else(|_| line.to_vec());
                 out.push(b'\n');
                 out
@@ -315,7 +467,7 @@ impl EventNames {
     }
 }
 
-impl Body for EventNames {
+impl Body for MappedLines {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -344,6 +496,33 @@ impl Body for EventNames {
             }
         }
     }
+}
+
+/// A repository path component (`[a-z0-9]+` joined by `.`, `_`, `__` or
+/// runs of `-`).
+fn is_path_component(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() || !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !(b[i].is_ascii_lowercase() || b[i].is_ascii_digit()) {
+            i += 1;
+        }
+        let sep = &s[start..i];
+        let dashes = sep.bytes().all(|c| c == b'-');
+        if !(sep == "." || sep == "_" || sep == "__" || dashes) {
+            return false;
+        }
+    }
+    true
 }
 
 fn each(v: &mut Value, mut f: impl FnMut(&mut Value)) {
@@ -432,6 +611,44 @@ mod tests {
         );
         // Not at a name boundary: left alone.
         assert_eq!(ns().message("bob-alice-x"), "bob-alice-x");
+    }
+
+    #[test]
+    fn image_references_map_both_ways() {
+        let ns = ns();
+        for (client, daemon) in [
+            ("app", "cistern-ns/alice/app"),
+            ("app:1", "cistern-ns/alice/app:1"),
+            ("team/app:1", "cistern-ns/alice/team/app:1"),
+            (
+                "localhost:5999/app:v1",
+                "cistern-ns/alice/localhost__5999/app:v1",
+            ),
+            ("Reg.Example/t/app", "cistern-ns/alice/reg.example/t/app"),
+        ] {
+            assert_eq!(ns.image_to_daemon(client), daemon, "{client}");
+            assert_eq!(
+                ns.image_to_client(daemon).to_ascii_lowercase(),
+                client.to_ascii_lowercase(),
+                "{daemon}"
+            );
+        }
+        assert_eq!(
+            ns.image_to_daemon("docker.io/library/app:1"),
+            "cistern-ns/alice/app:1"
+        );
+        assert_eq!(ns.image_to_daemon("app@sha256:00"), "app@sha256:00");
+        assert_eq!(ns.image_to_client("busybox:latest"), "busybox:latest");
+        assert_eq!(
+            ns.image_text("Successfully tagged cistern-ns/alice/localhost__5999/app:v1\n"),
+            "Successfully tagged localhost:5999/app:v1\n"
+        );
+        // Upper-case tenants are lower-cased; impossible ones get no image namespace.
+        assert_eq!(
+            Namespace::of("Bob").image_to_daemon("x"),
+            "cistern-ns/bob/x"
+        );
+        assert_eq!(Namespace::of("a..b").image_to_daemon("x"), "x");
     }
 
     #[test]

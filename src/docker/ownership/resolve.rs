@@ -166,20 +166,34 @@ impl PathRef {
     /// The request target with `id` in place of the name: version prefix as
     /// the client sent it, the query of `target` unchanged.
     pub fn rewrite(&self, route: &Route, target: &str, id: &str) -> String {
-        let version = route.version.map(|v| format!("/v{v}")).unwrap_or_default();
-        let query = target.split_once('?').map(|(_, q)| q);
-        let mut out = format!(
-            "{version}{}{}{}",
-            self.prefix,
-            query::escape(id),
-            self.suffix
-        );
-        if let Some(q) = query {
-            out.push('?');
-            out.push_str(q);
-        }
-        out
+        rewrite_path(route, target, self.prefix, id, &self.suffix)
     }
+}
+
+fn rewrite_path(route: &Route, target: &str, prefix: &str, name: &str, suffix: &str) -> String {
+    let version = route.version.map(|v| format!("/v{v}")).unwrap_or_default();
+    let query = target.split_once('?').map(|(_, q)| q);
+    let mut out = format!("{version}{prefix}{}{suffix}", query::escape(name));
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// An image endpoint's target with the daemon's name for the image in the
+/// path (a namespaced tag); other targets unchanged.
+pub fn rewrite_image_path(route: &Route, target: &str, name: &str) -> String {
+    let suffix = match &route.endpoint {
+        Endpoint::ImageInspect { .. } => "/json",
+        Endpoint::ImageHistory { .. } => "/history",
+        Endpoint::ImageGet { .. } => "/get",
+        Endpoint::ImageTag { .. } => "/tag",
+        Endpoint::ImagePush { .. } => "/push",
+        Endpoint::ImageDelete { .. } => "",
+        _ => return target.to_string(),
+    };
+    rewrite_path(route, target, "/images/", name, suffix)
 }
 
 /// The resource a request names in its path, if any.

@@ -110,6 +110,24 @@ impl Query {
         Query { pairs }
     }
 
+    /// The query with every `key` replaced by `values`, in order.
+    pub fn with_all(&self, key: &str, values: &[String]) -> Query {
+        let mut pairs: Vec<_> = self
+            .pairs
+            .iter()
+            .filter(|(k, _, _)| k != key)
+            .cloned()
+            .collect();
+        for value in values {
+            pairs.push((
+                key.to_string(),
+                value.clone(),
+                format!("{}={}", escape(key), escape(value)),
+            ));
+        }
+        Query { pairs }
+    }
+
     /// The raw query string.
     pub fn encode(&self) -> String {
         self.pairs
