@@ -17,7 +17,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -31,11 +31,16 @@ struct Tenant {
 
 impl Tenant {
     fn start(id: &str) -> Tenant {
+        Self::start_with(id, "")
+    }
+
+    /// With extra YAML for the listener (indented under `listeners: - `).
+    fn start_with(id: &str, listener_yaml: &str) -> Tenant {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
         let tenant = format!("client-{id}");
         let config = format!(
-            "instance: test-{id}\nstate_dir: {state}\nupstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix: {{path: {sock}, mode: \"0600\"}}\n    identity: {{fixed: {tenant}}}\n",
+            "instance: test-{id}\nstate_dir: {state}\nupstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix: {{path: {sock}, mode: \"0600\"}}\n    identity: {{fixed: {tenant}}}\n{listener_yaml}",
             state = d.join("state").display(),
             daemon = daemon().display(),
             sock = d.join("docker.sock").display(),
@@ -306,4 +311,238 @@ fn docker_compose_up_exec_run_down_work_through_cistern() {
         None
     );
     assert!(listed_on_daemon("container", &format!("io.cistern.tenant={}", t.tenant)).is_empty());
+}
+
+/// The docker CLI inside a container that bind-mounts the Docker socket as
+/// its client knows it (a reaper, a docker-in-docker style job).
+fn job_with_socket(t: &Tenant, name: &str, image: &str, extra: &[&str], script: &str) -> Output {
+    run(t
+        .cistern
+        .docker()
+        .args(["run", "--rm", "--name", name])
+        .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
+        .args(["-e", &format!("IMAGE={}", busybox())])
+        .args(extra)
+        .args([image, "sh", "-c", script]))
+}
+
+#[test]
+fn a_docker_socket_bind_gives_the_container_its_own_tenant_through_cistern() {
+    let a = Tenant::start(&unique("sock-a"));
+    let b = Tenant::start(&unique("sock-b"));
+    let mine = unique("sock-mine");
+    let theirs = unique("sock-theirs");
+    let job = unique("sock-job");
+    let inner = unique("sock-inner");
+    let mut cleanup = Cleanup::default();
+    cleanup.containers = vec![mine.clone(), theirs.clone(), job.clone(), inner.clone()];
+    docker_cli_image();
+    run_ok(
+        a.cistern
+            .docker()
+            .args(["create", "--name", &mine, busybox(), "true"]),
+    );
+    run_ok(
+        b.cistern
+            .docker()
+            .args(["create", "--name", &theirs, busybox(), "true"]),
+    );
+
+    // Inside: list everything, start a container, show its bind as the daemon has it.
+    let script = format!(
+        "docker ps -a --format 'seen {{{{.Names}}}}' && docker run -d --name {inner} $IMAGE sleep 300 >/dev/null && echo started"
+    );
+    let out = job_with_socket(&a, &job, docker_cli_image(), &[], &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "job failed ({}):\n{stdout}\n{}\ncistern log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        a.cistern.logs()
+    );
+    let seen: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("seen "))
+        .collect();
+    assert!(seen.contains(&mine.as_str()), "{stdout}");
+    assert!(seen.contains(&job.as_str()), "{stdout}");
+    assert!(
+        !seen.contains(&theirs.as_str()),
+        "another tenant's container is visible:\n{stdout}"
+    );
+    assert!(
+        seen.iter().all(|n| *n == mine || *n == job),
+        "containers of others listed: {seen:?}"
+    );
+    assert!(stdout.contains("started"), "{stdout}");
+    // What the job created is the tenant's, on the daemon.
+    assert_tenant_owns(&a, "container", &inner);
+    // And through the other tenant's cistern it does not exist.
+    let out = run(b.cistern.docker().args(["container", "inspect", &inner]));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such container"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_docker_socket_bind_is_mapped_to_the_cistern_socket_on_the_daemon() {
+    let t = Tenant::start(&unique("sock-map"));
+    let name = unique("sock-map");
+    let _cleanup = Cleanup::container(&name);
+    for (bind, mode) in [
+        ("/var/run/docker.sock:/var/run/docker.sock:ro", ":ro"),
+        ("/run/docker.sock:/docker.sock", ""),
+    ] {
+        run_ok(
+            t.cistern
+                .docker()
+                .args(["create", "--name", &name, "-v", bind, busybox(), "true"]),
+        );
+        let binds = run_ok(docker_direct().args([
+            "inspect",
+            "--format",
+            "{{json .HostConfig.Binds}}",
+            &name,
+        ]));
+        let target = bind.split(':').nth(1).unwrap();
+        let expected = format!("[\"{}:{target}{mode}\"]", t.cistern.socket.display());
+        assert_eq!(binds.trim(), expected, "{bind}");
+        run_ok(t.cistern.docker().args(["rm", &name]));
+    }
+    // The same through --mount (a Mounts entry of type bind).
+    run_ok(t.cistern.docker().args([
+        "create",
+        "--name",
+        &name,
+        "--mount",
+        "type=bind,source=/var/run/docker.sock,target=/s,readonly",
+        busybox(),
+        "true",
+    ]));
+    let mounts = run_ok(docker_direct().args([
+        "inspect",
+        "--format",
+        "{{range .HostConfig.Mounts}}{{.Source}} {{.Target}} {{.ReadOnly}}{{end}}",
+        &name,
+    ]));
+    assert_eq!(
+        mounts.trim(),
+        format!("{} /s true", t.cistern.socket.display())
+    );
+}
+
+#[test]
+fn a_docker_socket_bind_through_tcp_is_refused() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cistern = Cistern::start(&format!(
+        "  - name: tcp\n    tcp:\n      address: 127.0.0.1:{port}\n"
+    ));
+    let name = unique("sock-tcp");
+    let _cleanup = Cleanup::container(&name);
+    let out = run(Command::new("docker")
+        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
+        .env_remove("DOCKER_CONTEXT")
+        .args([
+            "create",
+            "--name",
+            &name,
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            busybox(),
+            "true",
+        ]));
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "Error response from daemon: cistern: a bind of the Docker socket \"/var/run/docker.sock\" needs a connection through a cistern unix socket to map it to, and this one has none (TCP) (policy conservative, HostConfig.Binds[0])",
+        "cistern log:\n{}",
+        cistern.logs()
+    );
+    let gone = run(docker_direct().args(["inspect", &name]));
+    assert!(!gone.status.success(), "the container was created");
+}
+
+#[test]
+fn a_listed_reaper_image_asking_privileged_runs_unprivileged() {
+    let reaper = "cistern-test/reaper";
+    let tag = format!("{reaper}:{}", unique("r"));
+    let _image = Cleanup::image(&tag);
+    run_ok(docker_direct().args(["tag", docker_cli_image(), &tag]));
+    let with_rule = Tenant::start_with(
+        &unique("reaper"),
+        &format!("    policy: {{unprivileged_images: [{reaper}]}}\n"),
+    );
+    let without = Tenant::start(&unique("noreaper"));
+    let name = unique("reaper");
+    let _cleanup = Cleanup::container(&name);
+
+    let out = run(without.cistern.docker().args([
+        "run",
+        "-d",
+        "--privileged",
+        "--name",
+        &name,
+        &tag,
+        "sleep",
+        "60",
+    ]));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "cistern: privileged containers are not allowed (policy conservative, HostConfig.Privileged)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!run(docker_direct().args(["inspect", &name]))
+        .status
+        .success());
+
+    // A reaper: privileged, with the socket, listing what it would reap.
+    let out = job_with_socket(
+        &with_rule,
+        &name,
+        &tag,
+        &["--privileged"],
+        "docker ps -a --format '{{.Names}}' && cat /proc/self/status | grep CapEff",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "reaper failed ({}):\n{stdout}\n{}\ncistern log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        with_rule.cistern.logs()
+    );
+    assert!(stdout.lines().any(|l| l == name), "{stdout}");
+    // Not privileged: the default capability set, not all of them.
+    assert!(stdout.contains("CapEff:\t00000000a80425fb"), "{stdout}");
+    assert!(
+        with_rule
+            .cistern
+            .logs()
+            .contains("privileged create of a listed image: running it unprivileged"),
+        "{}",
+        with_rule.cistern.logs()
+    );
+    // The same create, detached, inspected on the daemon.
+    run_ok(with_rule.cistern.docker().args([
+        "create",
+        "--privileged",
+        "--name",
+        &name,
+        &tag,
+        "true",
+    ]));
+    let privileged =
+        run_ok(docker_direct().args(["inspect", "--format", "{{.HostConfig.Privileged}}", &name]));
+    assert_eq!(privileged.trim(), "false");
 }

@@ -178,7 +178,9 @@ pub enum PolicyError {
     CgroupParent,
     #[error("socket_binds entry {0:?} must be an absolute path other than `/`")]
     SocketBind(String),
-    #[error("unprivileged_images entry {0:?} must be an image name (with an optional tag, no digest)")]
+    #[error(
+        "unprivileged_images entry {0:?} must be an image name (with an optional tag, no digest)"
+    )]
     Image(String),
 }
 

@@ -103,10 +103,7 @@ fn is_docker_socket(ctx: &Ctx<'_>, source: &str) -> bool {
     let cleaned = clean_components(source);
     let same = |path: &str| clean_components(path) == cleaned;
     ctx.policy.socket_binds.iter().any(|p| same(p))
-        || ctx
-            .socket
-            .and_then(|s| s.to_str())
-            .is_some_and(|s| same(s))
+        || ctx.socket.and_then(|s| s.to_str()).is_some_and(|s| same(s))
 }
 
 /// The host path to bind instead, or the refusal when there is none.
@@ -132,8 +129,9 @@ fn target(ctx: &mut Ctx<'_>, field: &str, source: &str) -> Result<Option<String>
 
 fn note(ctx: &mut Ctx<'_>, field: &str, source: &str, socket: &str) {
     tracing::info!(target: "cistern::policy", field, source, socket, "Docker socket bind mapped to the client's cistern socket");
-    ctx.notes
-        .push(format!("{field}: Docker socket {source} mapped to {socket}"));
+    ctx.notes.push(format!(
+        "{field}: Docker socket {source} mapped to {socket}"
+    ));
 }
 
 #[cfg(test)]
@@ -165,9 +163,18 @@ mod tests {
                 "/var/run/docker.sock:/var/run/docker.sock",
                 "/run/cistern/job-7.sock:/var/run/docker.sock",
             ),
-            ("/run/docker.sock:/d.sock:ro", "/run/cistern/job-7.sock:/d.sock:ro"),
-            ("/var/run/../run/docker.sock:/s", "/run/cistern/job-7.sock:/s"),
-            ("//var/run/docker.sock:/s:rw,z", "/run/cistern/job-7.sock:/s:rw,z"),
+            (
+                "/run/docker.sock:/d.sock:ro",
+                "/run/cistern/job-7.sock:/d.sock:ro",
+            ),
+            (
+                "/var/run/../run/docker.sock:/s",
+                "/run/cistern/job-7.sock:/s",
+            ),
+            (
+                "//var/run/docker.sock:/s:rw,z",
+                "/run/cistern/job-7.sock:/s:rw,z",
+            ),
             // The connection's own socket maps to itself (a fixed point).
             ("/run/cistern/job-7.sock:/s", "/run/cistern/job-7.sock:/s"),
         ] {

@@ -74,7 +74,12 @@ pub fn container_create(ctx: &mut Ctx<'_>, body: &mut Json) {
     let Some(image) = body.get("Image").and_then(Json::as_str) else {
         return;
     };
-    if !ctx.policy.unprivileged_images.iter().any(|n| n.matches(image)) {
+    if !ctx
+        .policy
+        .unprivileged_images
+        .iter()
+        .any(|n| n.matches(image))
+    {
         return;
     }
     let image = image.to_string();
