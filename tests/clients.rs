@@ -117,6 +117,85 @@ fn assert_tenant_owns(t: &Tenant, kind: &str, id: &str) {
     );
 }
 
+/// A client's flows script (see `tests/clients/`) running through cistern:
+/// it printed `ready <json>` and now waits for a line on stdin to clean up.
+struct Flows {
+    label: &'static str,
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    ready: serde_json::Value,
+}
+
+impl Flows {
+    /// Runs `cmd` until it prints `ready <json>`; panics with its output and
+    /// cistern's log if it fails first.
+    fn spawn(t: &Tenant, label: &'static str, mut cmd: Command) -> Flows {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {label} ({e}); scripts/test installs it"));
+        let stdin = child.stdin.take().unwrap();
+        let mut transcript = Vec::new();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            println!("{label}: {line}");
+            transcript.push(line.clone());
+            if let Some(json) = line.strip_prefix("ready ") {
+                let ready = serde_json::from_str(json).unwrap();
+                return Flows {
+                    label,
+                    child,
+                    stdin,
+                    lines,
+                    ready,
+                };
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "{label} flows failed through cistern ({}):\n{}\n{}\ncistern log:\n{}",
+            out.status,
+            transcript.join("\n"),
+            String::from_utf8_lossy(&out.stderr),
+            t.cistern.logs()
+        );
+    }
+
+    /// The container IDs the script holds.
+    fn containers(&self) -> Vec<String> {
+        self.ready["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Lets the script clean up after itself; panics unless it says `done`.
+    fn finish(mut self, t: &Tenant) {
+        self.stdin.write_all(b"go\n").unwrap();
+        drop(self.stdin);
+        let rest: Vec<String> = self.lines.map(Result::unwrap).collect();
+        for line in &rest {
+            println!("{}: {line}", self.label);
+        }
+        let out = self.child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && rest.last().map(String::as_str) == Some("done"),
+            "{} cleanup failed ({}):\n{}\n{}\ncistern log:\n{}",
+            self.label,
+            out.status,
+            rest.join("\n"),
+            String::from_utf8_lossy(&out.stderr),
+            t.cistern.logs()
+        );
+    }
+}
+
 #[test]
 fn docker_py_flows_work_through_cistern_and_leave_nothing_behind() {
     let id = unique("py");
@@ -129,46 +208,13 @@ fn docker_py_flows_work_through_cistern_and_leave_nothing_behind() {
     }
 
     let script = clients_dir().join("docker_py_flows.py");
-    let mut child = client("python3", &t.docker_host())
-        .arg(&script)
-        .env("CISTERN_TEST_NAME", &name)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3 (scripts/test installs docker-py)");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut transcript = Vec::new();
-    let mut ready = None;
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        println!("docker-py: {line}");
-        transcript.push(line.clone());
-        if let Some(json) = line.strip_prefix("ready ") {
-            ready = Some(serde_json::from_str::<serde_json::Value>(json).unwrap());
-            break;
-        }
-    }
-    let Some(ready) = ready else {
-        let out = child.wait_with_output().unwrap();
-        panic!(
-            "docker-py flows failed through cistern ({}):\n{}\n{}\ncistern log:\n{}",
-            out.status,
-            transcript.join("\n"),
-            String::from_utf8_lossy(&out.stderr),
-            t.cistern.logs()
-        );
-    };
+    let mut cmd = client("python3", &t.docker_host());
+    cmd.arg(&script).env("CISTERN_TEST_NAME", &name);
+    let flows = Flows::spawn(&t, "docker-py", cmd);
 
     // While the client holds them: everything it created is the tenant's.
-    let containers: Vec<String> = ready["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(containers.len(), 4, "{ready}");
+    let containers = flows.containers();
+    assert_eq!(containers.len(), 4, "{}", flows.ready);
     for c in &containers {
         assert_tenant_owns(&t, "container", c);
     }
@@ -182,21 +228,7 @@ fn docker_py_flows_work_through_cistern_and_leave_nothing_behind() {
     );
 
     // Let the client clean up after itself; then the daemon holds nothing.
-    stdin.write_all(b"go\n").unwrap();
-    drop(stdin);
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    for line in &rest {
-        println!("docker-py: {line}");
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && rest.last().map(String::as_str) == Some("done"),
-        "docker-py cleanup failed ({}):\n{}\n{}\ncistern log:\n{}",
-        out.status,
-        rest.join("\n"),
-        String::from_utf8_lossy(&out.stderr),
-        t.cistern.logs()
-    );
+    flows.finish(&t);
     for c in &containers {
         assert_eq!(label_on_daemon("container", c, "io.cistern.tenant"), None);
     }
@@ -545,4 +577,59 @@ fn a_listed_reaper_image_asking_privileged_runs_unprivileged() {
     let privileged =
         run_ok(docker_direct().args(["inspect", "--format", "{{.HostConfig.Privileged}}", &name]));
     assert_eq!(privileged.trim(), "false");
+}
+
+/// Runs a testcontainers flows script (two containers: a log-line wait and a
+/// port wait, exec, copy in and out) and checks the daemon while it holds
+/// them and after its own cleanup.
+fn testcontainers_flows(label: &'static str, mut cmd: Command, name: &str, t: &Tenant) {
+    let mut cleanup = Cleanup::default();
+    cleanup.containers = vec![format!("{name}-logs"), format!("{name}-web")];
+    // The Ryuk image cannot be pulled here (no registry): no reaper.
+    cmd.env("CISTERN_TEST_NAME", name)
+        .env("TESTCONTAINERS_RYUK_DISABLED", "true");
+    let flows = Flows::spawn(t, label, cmd);
+    let containers = flows.containers();
+    assert_eq!(containers.len(), 2, "{}", flows.ready);
+    for c in &containers {
+        assert_tenant_owns(t, "container", c);
+        // The client's own labels are kept next to cistern's.
+        assert_eq!(
+            label_on_daemon("container", c, "org.testcontainers").as_deref(),
+            Some("true")
+        );
+    }
+    let owned = listed_on_daemon("container", &format!("io.cistern.tenant={}", t.tenant));
+    assert_eq!(owned.len(), 2, "{owned:?}");
+    flows.finish(t);
+    for c in &containers {
+        assert_eq!(label_on_daemon("container", c, "io.cistern.tenant"), None);
+    }
+    assert!(listed_on_daemon("container", &format!("io.cistern.tenant={}", t.tenant)).is_empty());
+    assert!(listed_on_daemon("volume", &format!("io.cistern.tenant={}", t.tenant)).is_empty());
+    assert!(listed_on_daemon("network", &format!("io.cistern.tenant={}", t.tenant)).is_empty());
+}
+
+#[test]
+fn testcontainers_python_flows_work_through_cistern_and_leave_nothing_behind() {
+    let id = unique("tcpy");
+    let t = Tenant::start(&id);
+    let mut cmd = client("python3", &t.docker_host());
+    cmd.arg(clients_dir().join("testcontainers_flows.py"));
+    testcontainers_flows("testcontainers-python", cmd, &format!("cistern-{id}"), &t);
+}
+
+#[test]
+fn testcontainers_node_flows_work_through_cistern_and_leave_nothing_behind() {
+    let dir = clients_dir().join("node");
+    assert!(
+        dir.join("node_modules/testcontainers").is_dir(),
+        "testcontainers-node is not installed: run `npm ci` in {} (scripts/test does)",
+        dir.display()
+    );
+    let id = unique("tcnode");
+    let t = Tenant::start(&id);
+    let mut cmd = client("node", &t.docker_host());
+    cmd.arg("flows.js").current_dir(&dir);
+    testcontainers_flows("testcontainers-node", cmd, &format!("cistern-{id}"), &t);
 }

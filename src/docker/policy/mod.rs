@@ -606,12 +606,35 @@ mod tests {
         assert_eq!(e.rule, "privileged_exec");
     }
 
+    /// dockerode repeats the create's query parameters in the body.
+    #[test]
+    fn dockerode_create_body_passes_without_its_name_and_platform() {
+        let p = Policy::default();
+        let v = create(
+            &p,
+            r#"{"Image":"x","name":"web","platform":"linux/amd64","HostConfig":{"AutoRemove":false}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(v.to_vec()).unwrap(),
+            r#"{"Image":"x","HostConfig":{"AutoRemove":false}}"#
+        );
+    }
+
     #[test]
     fn bollard_exec_start_body_passes_without_its_output_capacity() {
         let p = Policy::default();
         let r = route("POST", "/v1.41/exec/e/start");
         let i = p
             .inspect_body(&r, br#"{"Detach":false,"Tty":false,"OutputCapacity":8192}"#)
+            .unwrap();
+        assert_eq!(&i.body[..], br#"{"Detach":false,"Tty":false}"#);
+        // dockerode's client-side `stdin` and `hijack` options too.
+        let i = p
+            .inspect_body(
+                &r,
+                br#"{"stdin":true,"hijack":true,"Detach":false,"Tty":false}"#,
+            )
             .unwrap();
         assert_eq!(&i.body[..], br#"{"Detach":false,"Tty":false}"#);
         // Other unknown fields follow the policy like everywhere else.
