@@ -633,3 +633,153 @@ fn testcontainers_node_flows_work_through_cistern_and_leave_nothing_behind() {
     cmd.arg("flows.js").current_dir(&dir);
     testcontainers_flows("testcontainers-node", cmd, &format!("cistern-{id}"), &t);
 }
+
+/// The docker CLI at `program`, at `host`, optionally pinned to an API version.
+fn cli(program: &str, host: &str, api: Option<&str>) -> Command {
+    let mut cmd = client(program, host);
+    cmd.env("DOCKER_CLI_HINTS", "false")
+        .env("DOCKER_BUILDKIT", "0");
+    if let Some(v) = api {
+        cmd.env("DOCKER_API_VERSION", v);
+    }
+    cmd
+}
+
+/// version, run -d, ps, exec, logs, cp both ways, build (classic builder),
+/// inspect, rm and rmi with one docker CLI through one tenant's cistern.
+fn cli_core_flows(t: &Tenant, program: &str, api: Option<&str>) {
+    let host = t.docker_host();
+    let label = format!("{program} (API {})", api.unwrap_or("negotiated"));
+    let docker = || cli(program, &host, api);
+    let ok = |cmd: &mut Command| -> String {
+        let out = run(cmd);
+        assert!(
+            out.status.success(),
+            "{label}: {cmd:?} failed through cistern ({}):\nstdout: {}\nstderr: {}\ncistern log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            t.cistern.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let version = ok(docker().args([
+        "version",
+        "--format",
+        "{{.Client.Version}} {{.Client.APIVersion}} {{.Server.APIVersion}}",
+    ]));
+    println!(
+        "{label}: client, client API, server API: {}",
+        version.trim()
+    );
+    let fields: Vec<&str> = version.split_whitespace().collect();
+    assert_eq!(
+        fields[1..],
+        [api.unwrap_or("1.41"), "1.41"],
+        "{label}: {version}"
+    );
+
+    let name = unique("cli");
+    let tag = format!("cistern-test/{name}:latest");
+    let mut cleanup = Cleanup::container(&name);
+    cleanup.images.push(tag.clone());
+    ok(docker().args([
+        "run",
+        "-d",
+        "--name",
+        &name,
+        busybox(),
+        "sh",
+        "-c",
+        "echo hello-log; exec sleep 300",
+    ]));
+    assert_tenant_owns(t, "container", &name);
+    let listed = ok(docker().args([
+        "ps",
+        "--filter",
+        &format!("name={name}"),
+        "--format",
+        "{{.Names}}",
+    ]));
+    assert_eq!(listed.trim(), name, "{label}");
+    assert_eq!(
+        ok(docker().args(["exec", &name, "echo", "exec-ok"])).trim(),
+        "exec-ok"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok(docker().args(["logs", &name])).contains("hello-log") {
+        assert!(Instant::now() < deadline, "{label}: no log line");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, format!("copied in by {label}\n")).unwrap();
+    ok(docker()
+        .arg("cp")
+        .arg(&input)
+        .arg(format!("{name}:/tmp/in.txt")));
+    assert_eq!(
+        ok(docker().args(["exec", &name, "cat", "/tmp/in.txt"])),
+        format!("copied in by {label}\n")
+    );
+    let output = dir.path().join("out.txt");
+    ok(docker()
+        .arg("cp")
+        .arg(format!("{name}:/tmp/in.txt"))
+        .arg(&output));
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        format!("copied in by {label}\n")
+    );
+
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}\nRUN echo built-by-cli > /built\n", busybox()),
+    )
+    .unwrap();
+    ok(docker().args(["build", "-q", "-t", &tag]).arg(&ctx));
+    assert_eq!(
+        ok(docker().args(["run", "--rm", &tag, "cat", "/built"])).trim(),
+        "built-by-cli"
+    );
+
+    let state = ok(docker().args(["inspect", "--format", "{{.State.Running}} {{.Name}}", &name]));
+    assert_eq!(state.trim(), format!("true /{name}"));
+    ok(docker().args(["rm", "-f", &name]));
+    ok(docker().args(["rmi", &tag]));
+    assert!(!run(docker_direct().args(["container", "inspect", &name]))
+        .status
+        .success());
+    assert!(!run(docker_direct().args(["image", "inspect", &tag]))
+        .status
+        .success());
+    if let Some(v) = api {
+        // The pinned client spoke the old API: its requests carried the prefix.
+        assert!(
+            t.cistern
+                .logs()
+                .contains(&format!("path=/v{v}/containers/create")),
+            "{label}: no /v{v}/ request in the log"
+        );
+    }
+}
+
+#[test]
+fn old_and_new_docker_clis_run_the_core_flows_through_cistern() {
+    let t = Tenant::start(&unique("clis"));
+    for (program, api) in [
+        ("/usr/local/bin/docker", None),
+        ("/usr/bin/docker", None),
+        ("/usr/bin/docker", Some("1.30")),
+    ] {
+        assert!(
+            Path::new(program).exists(),
+            "{program} is missing (scripts/test installs docker.io)"
+        );
+        cli_core_flows(&t, program, api);
+    }
+    assert!(listed_on_daemon("container", &format!("io.cistern.tenant={}", t.tenant)).is_empty());
+}
