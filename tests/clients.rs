@@ -10,8 +10,17 @@
 //! - docker-compose v1 (`tests/clients/compose/docker-compose.yml`): `up -d`
 //!   with a network, a named volume, `depends_on` a healthcheck, `logs`,
 //!   `exec -T`, `run --rm`, `down -v`.
+//! - testcontainers-python (`tests/clients/testcontainers_flows.py`) and
+//!   testcontainers-node (`tests/clients/node/flows.js`): a generic container
+//!   from the local image, log-line and port wait strategies, exec, copy in
+//!   and out; Ryuk disabled (its image cannot be pulled here).
+//! - The docker CLI 28 and Debian's 20.10 (negotiated, and pinned to API
+//!   1.30): version, run, ps, exec, logs, cp, build, inspect, rm.
+//! - The docker CLI inside a container that binds the Docker socket (a reaper
+//!   or docker-in-docker style job): mapped to the tenant's cistern socket; a
+//!   listed reaper image started privileged runs unprivileged.
 //!
-//! `scripts/test` installs both clients when they are missing.
+//! `scripts/test` installs the clients when they are missing.
 
 mod support;
 
@@ -538,13 +547,33 @@ fn a_listed_reaper_image_asking_privileged_runs_unprivileged() {
         .status
         .success());
 
-    // A reaper: privileged, with the socket, listing what it would reap.
+    // A reaper: privileged, with the socket, reaping the tenant's leftovers
+    // and unable to touch another tenant's.
+    let leftover = unique("reaper-leftover");
+    let theirs = unique("reaper-theirs");
+    let mut containers = Cleanup::default();
+    containers.containers = vec![leftover.clone(), theirs.clone()];
+    run_ok(
+        with_rule
+            .cistern
+            .docker()
+            .args(["create", "--name", &leftover, busybox(), "true"]),
+    );
+    run_ok(
+        without
+            .cistern
+            .docker()
+            .args(["create", "--name", &theirs, busybox(), "true"]),
+    );
     let out = job_with_socket(
         &with_rule,
         &name,
         &tag,
         &["--privileged"],
-        "docker ps -a --format '{{.Names}}' && cat /proc/self/status | grep CapEff",
+        &format!(
+            "docker ps -a --format '{{{{.Names}}}}' && docker rm -f {leftover} && \
+             if docker rm {theirs}; then echo reaped-theirs; fi; grep CapEff /proc/self/status"
+        ),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -555,6 +584,17 @@ fn a_listed_reaper_image_asking_privileged_runs_unprivileged() {
         with_rule.cistern.logs()
     );
     assert!(stdout.lines().any(|l| l == name), "{stdout}");
+    assert!(stdout.lines().any(|l| l == leftover), "{stdout}");
+    assert!(!stdout.contains(&theirs), "{stdout}");
+    assert!(!stdout.contains("reaped-theirs"), "{stdout}");
+    assert!(
+        !run(docker_direct().args(["container", "inspect", &leftover]))
+            .status
+            .success()
+    );
+    assert!(run(docker_direct().args(["container", "inspect", &theirs]))
+        .status
+        .success());
     // Not privileged: the default capability set, not all of them.
     assert!(stdout.contains("CapEff:\t00000000a80425fb"), "{stdout}");
     assert!(
