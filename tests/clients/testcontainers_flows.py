@@ -24,6 +24,8 @@ import tempfile
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.wait_strategies import LogMessageWaitStrategy, PortWaitStrategy
 
+from flows import expect, say
+
 IMAGE = os.environ["CISTERN_TEST_IMAGE"]
 NAME = os.environ["CISTERN_TEST_NAME"]
 
@@ -32,16 +34,6 @@ SERVE = (
     "mkdir -p /www && echo hello-from-testcontainers > /www/index.html"
     " && echo serving-now && exec httpd -f -p 8080 -h /www"
 )
-
-
-def say(*words):
-    print(*words, flush=True)
-
-
-def expect(what, got, want):
-    if got != want:
-        raise AssertionError(f"{what}: got {got!r}, want {want!r}")
-    say("ok", what)
 
 
 def main():
