@@ -103,7 +103,7 @@ fn is_docker_socket(ctx: &Ctx<'_>, source: &str) -> bool {
     let cleaned = clean_components(source);
     let same = |path: &str| clean_components(path) == cleaned;
     ctx.policy.socket_binds.iter().any(|p| same(p))
-        || ctx.socket.and_then(|s| s.to_str()).is_some_and(|s| same(s))
+        || ctx.socket.and_then(|s| s.to_str()).is_some_and(same)
 }
 
 /// The host path to bind instead, or the refusal when there is none.

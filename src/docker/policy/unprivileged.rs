@@ -52,7 +52,7 @@ impl ImageName {
     fn matches(&self, reference: &str) -> bool {
         let reference = reference.split_once('@').map_or(reference, |(r, _)| r);
         let (repository, tag) = split_reference(reference);
-        repository == self.repository && self.tag.as_deref().is_none_or(|t| Some(t) == tag)
+        repository == self.repository && self.tag.as_deref().map_or(true, |t| Some(t) == tag)
     }
 }
 
