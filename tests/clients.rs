@@ -429,6 +429,46 @@ fn a_docker_socket_bind_gives_the_container_its_own_tenant_through_cistern() {
     );
 }
 
+/// With name namespaces, the job inside the container uses the names its
+/// tenant chose (two tenants' jobs can both run a container named `db`).
+#[test]
+fn a_docker_socket_bind_under_name_namespaces_uses_the_tenants_names() {
+    let a = Tenant::start_with(&unique("sock-ns-a"), "    namespaces: true\n");
+    let b = Tenant::start_with(&unique("sock-ns-b"), "    namespaces: true\n");
+    let mut cleanup = Cleanup::default();
+    for t in [&a, &b] {
+        for n in ["db", "job", "inner"] {
+            cleanup.containers.push(format!("{}-{n}", t.tenant));
+        }
+    }
+    docker_cli_image();
+    for t in [&a, &b] {
+        run_ok(
+            t.cistern
+                .docker()
+                .args(["create", "--name", "db", busybox(), "true"]),
+        );
+        let out = job_with_socket(
+            t,
+            "job",
+            docker_cli_image(),
+            &[],
+            "docker ps -a --format 'seen {{.Names}}' | sort && docker run -d --name inner $IMAGE sleep 300 >/dev/null && docker inspect --format '{{.Name}}' inner",
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "job failed ({}):\n{stdout}\n{}\ncistern log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            t.cistern.logs()
+        );
+        assert_eq!(stdout, "seen db\nseen job\n/inner\n", "{}", t.tenant);
+        let inner = format!("{}-inner", t.tenant);
+        assert_tenant_owns(t, "container", &inner);
+    }
+}
+
 #[test]
 fn the_docker_socket_bind_is_mapped_to_the_cistern_socket_on_the_daemon() {
     let t = Tenant::start(&unique("sock-map"));
