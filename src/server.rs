@@ -172,6 +172,10 @@ pub(crate) async fn accept_loop(
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    let path: Option<Arc<std::path::Path>> = match &socket {
+        Bound::Unix(s) => Some(Arc::from(s.path())),
+        Bound::Tcp(_) => None,
+    };
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -183,6 +187,7 @@ pub(crate) async fn accept_loop(
                 peer,
                 policy: policy.clone(),
                 job: job.clone(),
+                socket: path.clone(),
             })
         };
         match accepted {

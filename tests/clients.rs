@@ -10,14 +10,23 @@
 //! - docker-compose v1 (`tests/clients/compose/docker-compose.yml`): `up -d`
 //!   with a network, a named volume, `depends_on` a healthcheck, `logs`,
 //!   `exec -T`, `run --rm`, `down -v`.
+//! - testcontainers-python (`tests/clients/testcontainers_flows.py`) and
+//!   testcontainers-node (`tests/clients/node/flows.js`): a generic container
+//!   from the local image, log-line and port wait strategies, exec, copy in
+//!   and out; Ryuk disabled (its image cannot be pulled here).
+//! - The docker CLI 28 and Debian's 20.10 (negotiated, and pinned to API
+//!   1.30): version, run, ps, exec, logs, cp, build, inspect, rm.
+//! - The docker CLI inside a container that binds the Docker socket (a reaper
+//!   or docker-in-docker style job): mapped to the tenant's cistern socket; a
+//!   listed reaper image started privileged runs unprivileged.
 //!
-//! `scripts/test` installs both clients when they are missing.
+//! `scripts/test` installs the clients when they are missing.
 
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -31,11 +40,16 @@ struct Tenant {
 
 impl Tenant {
     fn start(id: &str) -> Tenant {
+        Self::start_with(id, "")
+    }
+
+    /// With extra YAML for the listener (indented under `listeners: - `).
+    fn start_with(id: &str, listener_yaml: &str) -> Tenant {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
         let tenant = format!("client-{id}");
         let config = format!(
-            "instance: test-{id}\nstate_dir: {state}\nupstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix: {{path: {sock}, mode: \"0600\"}}\n    identity: {{fixed: {tenant}}}\n",
+            "instance: test-{id}\nstate_dir: {state}\nupstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix: {{path: {sock}, mode: \"0600\"}}\n    identity: {{fixed: {tenant}}}\n{listener_yaml}",
             state = d.join("state").display(),
             daemon = daemon().display(),
             sock = d.join("docker.sock").display(),
@@ -112,6 +126,85 @@ fn assert_tenant_owns(t: &Tenant, kind: &str, id: &str) {
     );
 }
 
+/// A client's flows script (see `tests/clients/`) running through cistern:
+/// it printed `ready <json>` and now waits for a line on stdin to clean up.
+struct Flows {
+    label: &'static str,
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    ready: serde_json::Value,
+}
+
+impl Flows {
+    /// Runs `cmd` until it prints `ready <json>`; panics with its output and
+    /// cistern's log if it fails first.
+    fn spawn(t: &Tenant, label: &'static str, mut cmd: Command) -> Flows {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {label} ({e}); scripts/test installs it"));
+        let stdin = child.stdin.take().unwrap();
+        let mut transcript = Vec::new();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            println!("{label}: {line}");
+            transcript.push(line.clone());
+            if let Some(json) = line.strip_prefix("ready ") {
+                let ready = serde_json::from_str(json).unwrap();
+                return Flows {
+                    label,
+                    child,
+                    stdin,
+                    lines,
+                    ready,
+                };
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "{label} flows failed through cistern ({}):\n{}\n{}\ncistern log:\n{}",
+            out.status,
+            transcript.join("\n"),
+            String::from_utf8_lossy(&out.stderr),
+            t.cistern.logs()
+        );
+    }
+
+    /// The container IDs the script holds.
+    fn containers(&self) -> Vec<String> {
+        self.ready["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// Lets the script clean up after itself; panics unless it says `done`.
+    fn finish(mut self, t: &Tenant) {
+        self.stdin.write_all(b"go\n").unwrap();
+        drop(self.stdin);
+        let rest: Vec<String> = self.lines.map(Result::unwrap).collect();
+        for line in &rest {
+            println!("{}: {line}", self.label);
+        }
+        let out = self.child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && rest.last().map(String::as_str) == Some("done"),
+            "{} cleanup failed ({}):\n{}\n{}\ncistern log:\n{}",
+            self.label,
+            out.status,
+            rest.join("\n"),
+            String::from_utf8_lossy(&out.stderr),
+            t.cistern.logs()
+        );
+    }
+}
+
 #[test]
 fn docker_py_flows_work_through_cistern_and_leave_nothing_behind() {
     let id = unique("py");
@@ -124,46 +217,13 @@ fn docker_py_flows_work_through_cistern_and_leave_nothing_behind() {
     }
 
     let script = clients_dir().join("docker_py_flows.py");
-    let mut child = client("python3", &t.docker_host())
-        .arg(&script)
-        .env("CISTERN_TEST_NAME", &name)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3 (scripts/test installs docker-py)");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut transcript = Vec::new();
-    let mut ready = None;
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        println!("docker-py: {line}");
-        transcript.push(line.clone());
-        if let Some(json) = line.strip_prefix("ready ") {
-            ready = Some(serde_json::from_str::<serde_json::Value>(json).unwrap());
-            break;
-        }
-    }
-    let Some(ready) = ready else {
-        let out = child.wait_with_output().unwrap();
-        panic!(
-            "docker-py flows failed through cistern ({}):\n{}\n{}\ncistern log:\n{}",
-            out.status,
-            transcript.join("\n"),
-            String::from_utf8_lossy(&out.stderr),
-            t.cistern.logs()
-        );
-    };
+    let mut cmd = client("python3", &t.docker_host());
+    cmd.arg(&script).env("CISTERN_TEST_NAME", &name);
+    let flows = Flows::spawn(&t, "docker-py", cmd);
 
     // While the client holds them: everything it created is the tenant's.
-    let containers: Vec<String> = ready["containers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(containers.len(), 4, "{ready}");
+    let containers = flows.containers();
+    assert_eq!(containers.len(), 4, "{}", flows.ready);
     for c in &containers {
         assert_tenant_owns(&t, "container", c);
     }
@@ -177,21 +237,7 @@ fn docker_py_flows_work_through_cistern_and_leave_nothing_behind() {
     );
 
     // Let the client clean up after itself; then the daemon holds nothing.
-    stdin.write_all(b"go\n").unwrap();
-    drop(stdin);
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    for line in &rest {
-        println!("docker-py: {line}");
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && rest.last().map(String::as_str) == Some("done"),
-        "docker-py cleanup failed ({}):\n{}\n{}\ncistern log:\n{}",
-        out.status,
-        rest.join("\n"),
-        String::from_utf8_lossy(&out.stderr),
-        t.cistern.logs()
-    );
+    flows.finish(&t);
     for c in &containers {
         assert_eq!(label_on_daemon("container", c, "io.cistern.tenant"), None);
     }
@@ -305,5 +351,515 @@ fn docker_compose_up_exec_run_down_work_through_cistern() {
         label_on_daemon("volume", &format!("{project}_data"), "io.cistern.tenant"),
         None
     );
+    assert!(listed_on_daemon("container", &format!("io.cistern.tenant={}", t.tenant)).is_empty());
+}
+
+/// The docker CLI inside a container that bind-mounts the Docker socket as
+/// its client knows it (a reaper, a docker-in-docker style job).
+fn job_with_socket(t: &Tenant, name: &str, image: &str, extra: &[&str], script: &str) -> Output {
+    run(t
+        .cistern
+        .docker()
+        .args(["run", "--rm", "--name", name])
+        .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
+        .args(["-e", &format!("IMAGE={}", busybox())])
+        .args(extra)
+        .args([image, "sh", "-c", script]))
+}
+
+#[test]
+fn a_docker_socket_bind_gives_the_container_its_own_tenant_through_cistern() {
+    let a = Tenant::start(&unique("sock-a"));
+    let b = Tenant::start(&unique("sock-b"));
+    let mine = unique("sock-mine");
+    let theirs = unique("sock-theirs");
+    let job = unique("sock-job");
+    let inner = unique("sock-inner");
+    let mut cleanup = Cleanup::default();
+    cleanup.containers = vec![mine.clone(), theirs.clone(), job.clone(), inner.clone()];
+    docker_cli_image();
+    run_ok(
+        a.cistern
+            .docker()
+            .args(["create", "--name", &mine, busybox(), "true"]),
+    );
+    run_ok(
+        b.cistern
+            .docker()
+            .args(["create", "--name", &theirs, busybox(), "true"]),
+    );
+
+    // Inside: list everything, start a container, show its bind as the daemon has it.
+    let script = format!(
+        "docker ps -a --format 'seen {{{{.Names}}}}' && docker run -d --name {inner} $IMAGE sleep 300 >/dev/null && echo started"
+    );
+    let out = job_with_socket(&a, &job, docker_cli_image(), &[], &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "job failed ({}):\n{stdout}\n{}\ncistern log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        a.cistern.logs()
+    );
+    let seen: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("seen "))
+        .collect();
+    assert!(seen.contains(&mine.as_str()), "{stdout}");
+    assert!(seen.contains(&job.as_str()), "{stdout}");
+    assert!(
+        !seen.contains(&theirs.as_str()),
+        "another tenant's container is visible:\n{stdout}"
+    );
+    assert!(
+        seen.iter().all(|n| *n == mine || *n == job),
+        "containers of others listed: {seen:?}"
+    );
+    assert!(stdout.contains("started"), "{stdout}");
+    // What the job created is the tenant's, on the daemon.
+    assert_tenant_owns(&a, "container", &inner);
+    // And through the other tenant's cistern it does not exist.
+    let out = run(b.cistern.docker().args(["container", "inspect", &inner]));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("No such container"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// With name namespaces, the job inside the container uses the names its
+/// tenant chose (two tenants' jobs can both run a container named `db`).
+#[test]
+fn a_docker_socket_bind_under_name_namespaces_uses_the_tenants_names() {
+    let a = Tenant::start_with(&unique("sock-ns-a"), "    namespaces: true\n");
+    let b = Tenant::start_with(&unique("sock-ns-b"), "    namespaces: true\n");
+    let mut cleanup = Cleanup::default();
+    for t in [&a, &b] {
+        for n in ["db", "job", "inner"] {
+            cleanup.containers.push(format!("{}-{n}", t.tenant));
+        }
+    }
+    docker_cli_image();
+    for t in [&a, &b] {
+        run_ok(
+            t.cistern
+                .docker()
+                .args(["create", "--name", "db", busybox(), "true"]),
+        );
+        let out = job_with_socket(
+            t,
+            "job",
+            docker_cli_image(),
+            &[],
+            "docker ps -a --format 'seen {{.Names}}' | sort && docker run -d --name inner $IMAGE sleep 300 >/dev/null && docker inspect --format '{{.Name}}' inner",
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "job failed ({}):\n{stdout}\n{}\ncistern log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            t.cistern.logs()
+        );
+        assert_eq!(stdout, "seen db\nseen job\n/inner\n", "{}", t.tenant);
+        let inner = format!("{}-inner", t.tenant);
+        assert_tenant_owns(t, "container", &inner);
+    }
+}
+
+#[test]
+fn the_docker_socket_bind_is_mapped_to_the_cistern_socket_on_the_daemon() {
+    let t = Tenant::start(&unique("sock-map"));
+    let name = unique("sock-map");
+    let _cleanup = Cleanup::container(&name);
+    for (bind, mode) in [
+        ("/var/run/docker.sock:/var/run/docker.sock:ro", ":ro"),
+        ("/run/docker.sock:/docker.sock", ""),
+    ] {
+        run_ok(
+            t.cistern
+                .docker()
+                .args(["create", "--name", &name, "-v", bind, busybox(), "true"]),
+        );
+        let binds = run_ok(docker_direct().args([
+            "inspect",
+            "--format",
+            "{{json .HostConfig.Binds}}",
+            &name,
+        ]));
+        let target = bind.split(':').nth(1).unwrap();
+        let expected = format!("[\"{}:{target}{mode}\"]", t.cistern.socket.display());
+        assert_eq!(binds.trim(), expected, "{bind}");
+        run_ok(t.cistern.docker().args(["rm", &name]));
+    }
+    // The same through --mount (a Mounts entry of type bind).
+    run_ok(t.cistern.docker().args([
+        "create",
+        "--name",
+        &name,
+        "--mount",
+        "type=bind,source=/var/run/docker.sock,target=/s,readonly",
+        busybox(),
+        "true",
+    ]));
+    let mounts = run_ok(docker_direct().args([
+        "inspect",
+        "--format",
+        "{{range .HostConfig.Mounts}}{{.Source}} {{.Target}} {{.ReadOnly}}{{end}}",
+        &name,
+    ]));
+    assert_eq!(
+        mounts.trim(),
+        format!("{} /s true", t.cistern.socket.display())
+    );
+}
+
+#[test]
+fn a_docker_socket_bind_through_tcp_is_refused() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cistern = Cistern::start(&format!(
+        "  - name: tcp\n    tcp:\n      address: 127.0.0.1:{port}\n"
+    ));
+    let name = unique("sock-tcp");
+    let _cleanup = Cleanup::container(&name);
+    let out = run(Command::new("docker")
+        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
+        .env_remove("DOCKER_CONTEXT")
+        .args([
+            "create",
+            "--name",
+            &name,
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            busybox(),
+            "true",
+        ]));
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "Error response from daemon: cistern: a bind of the Docker socket \"/var/run/docker.sock\" needs a connection through a cistern unix socket to map it to, and this one has none (TCP) (policy conservative, HostConfig.Binds[0])",
+        "cistern log:\n{}",
+        cistern.logs()
+    );
+    let gone = run(docker_direct().args(["inspect", &name]));
+    assert!(!gone.status.success(), "the container was created");
+}
+
+#[test]
+fn a_listed_reaper_image_asking_privileged_runs_unprivileged() {
+    let reaper = "cistern-test/reaper";
+    let tag = format!("{reaper}:{}", unique("r"));
+    let _image = Cleanup::image(&tag);
+    run_ok(docker_direct().args(["tag", docker_cli_image(), &tag]));
+    let with_rule = Tenant::start_with(
+        &unique("reaper"),
+        &format!("    policy: {{unprivileged_images: [{reaper}]}}\n"),
+    );
+    let without = Tenant::start(&unique("noreaper"));
+    let name = unique("reaper");
+    let _cleanup = Cleanup::container(&name);
+
+    let out = run(without.cistern.docker().args([
+        "run",
+        "-d",
+        "--privileged",
+        "--name",
+        &name,
+        &tag,
+        "sleep",
+        "60",
+    ]));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "cistern: privileged containers are not allowed (policy conservative, HostConfig.Privileged)"
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!run(docker_direct().args(["inspect", &name]))
+        .status
+        .success());
+
+    // A reaper: privileged, with the socket, reaping the tenant's leftovers
+    // and unable to touch another tenant's.
+    let leftover = unique("reaper-leftover");
+    let theirs = unique("reaper-theirs");
+    let mut containers = Cleanup::default();
+    containers.containers = vec![leftover.clone(), theirs.clone()];
+    run_ok(
+        with_rule
+            .cistern
+            .docker()
+            .args(["create", "--name", &leftover, busybox(), "true"]),
+    );
+    run_ok(
+        without
+            .cistern
+            .docker()
+            .args(["create", "--name", &theirs, busybox(), "true"]),
+    );
+    let out = job_with_socket(
+        &with_rule,
+        &name,
+        &tag,
+        &["--privileged"],
+        &format!(
+            "docker ps -a --format '{{{{.Names}}}}' && docker rm -f {leftover} && \
+             if docker rm {theirs}; then echo reaped-theirs; fi; grep CapEff /proc/self/status"
+        ),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "reaper failed ({}):\n{stdout}\n{}\ncistern log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        with_rule.cistern.logs()
+    );
+    assert!(stdout.lines().any(|l| l == name), "{stdout}");
+    assert!(stdout.lines().any(|l| l == leftover), "{stdout}");
+    assert!(!stdout.contains(&theirs), "{stdout}");
+    assert!(!stdout.contains("reaped-theirs"), "{stdout}");
+    assert!(
+        !run(docker_direct().args(["container", "inspect", &leftover]))
+            .status
+            .success()
+    );
+    assert!(run(docker_direct().args(["container", "inspect", &theirs]))
+        .status
+        .success());
+    // Not privileged: the default capability set, not all of them.
+    assert!(stdout.contains("CapEff:\t00000000a80425fb"), "{stdout}");
+    assert!(
+        with_rule
+            .cistern
+            .logs()
+            .contains("privileged create of a listed image: running it unprivileged"),
+        "{}",
+        with_rule.cistern.logs()
+    );
+    // The same create, detached, inspected on the daemon.
+    run_ok(with_rule.cistern.docker().args([
+        "create",
+        "--privileged",
+        "--name",
+        &name,
+        &tag,
+        "true",
+    ]));
+    let privileged =
+        run_ok(docker_direct().args(["inspect", "--format", "{{.HostConfig.Privileged}}", &name]));
+    assert_eq!(privileged.trim(), "false");
+}
+
+/// Runs a testcontainers flows script (two containers: a log-line wait and a
+/// port wait, exec, copy in and out) and checks the daemon while it holds
+/// them and after its own cleanup.
+fn testcontainers_flows(label: &'static str, mut cmd: Command, name: &str, t: &Tenant) {
+    let mut cleanup = Cleanup::default();
+    cleanup.containers = vec![format!("{name}-logs"), format!("{name}-web")];
+    // The Ryuk image cannot be pulled here (no registry): no reaper.
+    cmd.env("CISTERN_TEST_NAME", name)
+        .env("TESTCONTAINERS_RYUK_DISABLED", "true");
+    let flows = Flows::spawn(t, label, cmd);
+    let containers = flows.containers();
+    assert_eq!(containers.len(), 2, "{}", flows.ready);
+    for c in &containers {
+        assert_tenant_owns(t, "container", c);
+        // The client's own labels are kept next to cistern's.
+        assert_eq!(
+            label_on_daemon("container", c, "org.testcontainers").as_deref(),
+            Some("true")
+        );
+    }
+    let owned = listed_on_daemon("container", &format!("io.cistern.tenant={}", t.tenant));
+    assert_eq!(owned.len(), 2, "{owned:?}");
+    flows.finish(t);
+    for c in &containers {
+        assert_eq!(label_on_daemon("container", c, "io.cistern.tenant"), None);
+    }
+    assert!(listed_on_daemon("container", &format!("io.cistern.tenant={}", t.tenant)).is_empty());
+    assert!(listed_on_daemon("volume", &format!("io.cistern.tenant={}", t.tenant)).is_empty());
+    assert!(listed_on_daemon("network", &format!("io.cistern.tenant={}", t.tenant)).is_empty());
+}
+
+#[test]
+fn testcontainers_python_flows_work_through_cistern_and_leave_nothing_behind() {
+    let id = unique("tcpy");
+    let t = Tenant::start(&id);
+    let mut cmd = client("python3", &t.docker_host());
+    cmd.arg(clients_dir().join("testcontainers_flows.py"));
+    testcontainers_flows("testcontainers-python", cmd, &format!("cistern-{id}"), &t);
+}
+
+#[test]
+fn testcontainers_node_flows_work_through_cistern_and_leave_nothing_behind() {
+    let dir = clients_dir().join("node");
+    assert!(
+        dir.join("node_modules/testcontainers").is_dir(),
+        "testcontainers-node is not installed: run `npm ci` in {} (scripts/test does)",
+        dir.display()
+    );
+    let id = unique("tcnode");
+    let t = Tenant::start(&id);
+    let mut cmd = client("node", &t.docker_host());
+    cmd.arg("flows.js").current_dir(&dir);
+    testcontainers_flows("testcontainers-node", cmd, &format!("cistern-{id}"), &t);
+}
+
+/// The docker CLI at `program`, at `host`, optionally pinned to an API version.
+fn cli(program: &str, host: &str, api: Option<&str>) -> Command {
+    let mut cmd = client(program, host);
+    cmd.env("DOCKER_CLI_HINTS", "false")
+        .env("DOCKER_BUILDKIT", "0");
+    if let Some(v) = api {
+        cmd.env("DOCKER_API_VERSION", v);
+    }
+    cmd
+}
+
+/// version, run -d, ps, exec, logs, cp both ways, build (classic builder),
+/// inspect, rm and rmi with one docker CLI through one tenant's cistern.
+fn cli_core_flows(t: &Tenant, program: &str, api: Option<&str>) {
+    let host = t.docker_host();
+    let label = format!("{program} (API {})", api.unwrap_or("negotiated"));
+    let docker = || cli(program, &host, api);
+    let ok = |cmd: &mut Command| -> String {
+        let out = run(cmd);
+        assert!(
+            out.status.success(),
+            "{label}: {cmd:?} failed through cistern ({}):\nstdout: {}\nstderr: {}\ncistern log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            t.cistern.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let version = ok(docker().args([
+        "version",
+        "--format",
+        "{{.Client.Version}} {{.Client.APIVersion}} {{.Server.APIVersion}}",
+    ]));
+    println!(
+        "{label}: client, client API, server API: {}",
+        version.trim()
+    );
+    let fields: Vec<&str> = version.split_whitespace().collect();
+    assert_eq!(
+        fields[1..],
+        [api.unwrap_or("1.41"), "1.41"],
+        "{label}: {version}"
+    );
+
+    let name = unique("cli");
+    let tag = format!("cistern-test/{name}:latest");
+    let mut cleanup = Cleanup::container(&name);
+    cleanup.images.push(tag.clone());
+    ok(docker().args([
+        "run",
+        "-d",
+        "--name",
+        &name,
+        busybox(),
+        "sh",
+        "-c",
+        "echo hello-log; exec sleep 300",
+    ]));
+    assert_tenant_owns(t, "container", &name);
+    let listed = ok(docker().args([
+        "ps",
+        "--filter",
+        &format!("name={name}"),
+        "--format",
+        "{{.Names}}",
+    ]));
+    assert_eq!(listed.trim(), name, "{label}");
+    assert_eq!(
+        ok(docker().args(["exec", &name, "echo", "exec-ok"])).trim(),
+        "exec-ok"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok(docker().args(["logs", &name])).contains("hello-log") {
+        assert!(Instant::now() < deadline, "{label}: no log line");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, format!("copied in by {label}\n")).unwrap();
+    ok(docker()
+        .arg("cp")
+        .arg(&input)
+        .arg(format!("{name}:/tmp/in.txt")));
+    assert_eq!(
+        ok(docker().args(["exec", &name, "cat", "/tmp/in.txt"])),
+        format!("copied in by {label}\n")
+    );
+    let output = dir.path().join("out.txt");
+    ok(docker()
+        .arg("cp")
+        .arg(format!("{name}:/tmp/in.txt"))
+        .arg(&output));
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        format!("copied in by {label}\n")
+    );
+
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}\nRUN echo built-by-cli > /built\n", busybox()),
+    )
+    .unwrap();
+    ok(docker().args(["build", "-q", "-t", &tag]).arg(&ctx));
+    assert_eq!(
+        ok(docker().args(["run", "--rm", &tag, "cat", "/built"])).trim(),
+        "built-by-cli"
+    );
+
+    let state = ok(docker().args(["inspect", "--format", "{{.State.Running}} {{.Name}}", &name]));
+    assert_eq!(state.trim(), format!("true /{name}"));
+    ok(docker().args(["rm", "-f", &name]));
+    ok(docker().args(["rmi", &tag]));
+    assert!(!run(docker_direct().args(["container", "inspect", &name]))
+        .status
+        .success());
+    assert!(!run(docker_direct().args(["image", "inspect", &tag]))
+        .status
+        .success());
+    if let Some(v) = api {
+        // The pinned client spoke the old API: its requests carried the prefix.
+        assert!(
+            t.cistern
+                .logs()
+                .contains(&format!("path=/v{v}/containers/create")),
+            "{label}: no /v{v}/ request in the log"
+        );
+    }
+}
+
+#[test]
+fn old_and_new_docker_clis_run_the_core_flows_through_cistern() {
+    let t = Tenant::start(&unique("clis"));
+    for (program, api) in [
+        ("/usr/local/bin/docker", None),
+        ("/usr/bin/docker", None),
+        ("/usr/bin/docker", Some("1.30")),
+    ] {
+        assert!(
+            Path::new(program).exists(),
+            "{program} is missing (scripts/test installs docker.io)"
+        );
+        cli_core_flows(&t, program, api);
+    }
     assert!(listed_on_daemon("container", &format!("io.cistern.tenant={}", t.tenant)).is_empty());
 }

@@ -239,3 +239,45 @@ fn a_job_outlives_a_kill_9_of_cistern_and_is_cleaned_up_after_the_restart() {
     );
     drop(restarted);
 }
+
+/// A reaper (or docker-in-docker style step) inside a job binds the Docker
+/// socket as the job knows it: it gets the job's own socket, so it sees and
+/// reaps only the job's containers.
+#[test]
+fn a_docker_socket_bind_inside_a_job_gets_the_jobs_socket() {
+    let r = Runner::start();
+    let job = unique("job-sock");
+    r.job(&job);
+    let tenant = job_tenant(&job);
+    let socket = r.jobs_json()["jobs"][&tenant["job-".len()..]]["socket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    r.in_job(&job, "docker create --name leftover $BASE true");
+    r.in_job(
+        &job,
+        &format!(
+            "docker run -d --name reaper -v /var/run/docker.sock:/var/run/docker.sock {} sleep 600",
+            docker_cli_image()
+        ),
+    );
+    let binds = run_ok(docker_direct().args([
+        "inspect",
+        "--format",
+        "{{json .HostConfig.Binds}}",
+        &format!("{tenant}-reaper"),
+    ]));
+    assert_eq!(binds.trim(), format!("[\"{socket}:/var/run/docker.sock\"]"));
+    // The reaper lists the job's containers (not the job container, which is
+    // the runner's) and removes one.
+    let seen = r.in_job(
+        &job,
+        "docker exec reaper sh -c \"docker ps -a --format '{{.Names}}' | sort && docker rm leftover\"",
+    );
+    assert_eq!(seen, "leftover\nreaper\nleftover\n");
+    assert_eq!(owned_by(&tenant), [format!("container {tenant}-reaper")]);
+    run_ok(r.docker().args(["rm", "-f", &job]));
+    wait_until("job cleanup", Duration::from_secs(5), || {
+        owned_by(&tenant).is_empty()
+    });
+}

@@ -722,3 +722,50 @@ fn tenants_command_lists_and_cleanup_command_removes_one_tenant() {
     assert!(!exists_on_daemon("network", &a.network));
     assert!(exists_on_daemon("volume", &bobv));
 }
+
+/// testcontainers-node (in a container) reads the bridge gateway to find the
+/// Docker host: the predefined networks can be read by all, without the
+/// containers attached to them, and still changed by no one.
+#[test]
+fn predefined_networks_can_be_inspected_without_their_containers() {
+    let t = Tenants::start(false);
+    let name = unique("own-bridge");
+    let _cleanup = Cleanup::container(&name);
+    run_ok(
+        t.bob()
+            .args(["run", "-d", "--name", &name, busybox(), "sleep", "60"]),
+    );
+    let direct = run_ok(docker_direct().args([
+        "network",
+        "inspect",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}} {{len .Containers}}",
+        "bridge",
+    ]));
+    let (gateway, attached) = direct.trim().split_once(' ').unwrap();
+    assert!(attached.parse::<usize>().unwrap() >= 1, "{direct}");
+    for network in ["bridge", "host", "none"] {
+        let seen = run_ok(t.alice().args([
+            "network",
+            "inspect",
+            "--format",
+            "{{.Name}} {{range .IPAM.Config}}{{.Gateway}}{{end}} {{len .Containers}}",
+            network,
+        ]));
+        let expected = if network == "bridge" {
+            format!("bridge {gateway} 0")
+        } else {
+            format!("{network}  0")
+        };
+        assert_eq!(seen.trim(), expected);
+    }
+    let (ok, err) = stderr(t.alice().args(["network", "rm", "bridge"]));
+    assert!(!ok);
+    assert!(err.contains("network bridge not found"), "{err}");
+    let (ok, err) = stderr(t.alice().args(["network", "disconnect", "bridge", &name]));
+    assert!(!ok);
+    assert!(
+        err.contains("not found") || err.contains("No such container"),
+        "{err}"
+    );
+}

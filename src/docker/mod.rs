@@ -64,6 +64,10 @@ pub struct ConnInfo {
     pub policy: Arc<Policy>,
     /// Set on a job's socket: every client is the job's tenant.
     pub job: Option<Arc<JobConn>>,
+    /// The host path of the unix socket the connection came in on (`None` for
+    /// TCP): binds of the Docker socket are mapped to it
+    /// ([`policy::socket_bind`]).
+    pub socket: Option<Arc<std::path::Path>>,
 }
 
 /// The Docker API proxy shared by every listener.
@@ -332,7 +336,7 @@ impl DockerProxy {
             BodyNeed::None => body.map_err(BoxError::from).boxed_unsync(),
             BodyNeed::Inspect { cap } => {
                 let raw = read_capped(body, cap).await?;
-                let forwarded = match policy.judge_body(&route, &raw) {
+                let forwarded = match policy.judge_body_on(&route, &raw, conn.socket.as_deref()) {
                     Verdict::Allow(inspected) => {
                         if !inspected.notes.is_empty() {
                             tracing::debug!(path = %record.path, notes = ?inspected.notes, "body rewritten");

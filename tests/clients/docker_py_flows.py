@@ -20,18 +20,10 @@ import time
 import docker
 from docker.utils.socket import frames_iter
 
+from flows import expect, say
+
 IMAGE = os.environ["CISTERN_TEST_IMAGE"]
 NAME = os.environ["CISTERN_TEST_NAME"]
-
-
-def say(*words):
-    print(*words, flush=True)
-
-
-def expect(what, got, want):
-    if got != want:
-        raise AssertionError(f"{what}: got {got!r}, want {want!r}")
-    say("ok", what)
 
 
 def send_and_close(sock, data):

@@ -9,8 +9,9 @@
 //!   Go's `filters.FromJSON` reads are kept as they came: `{"label":{"a":true}}`
 //!   and the old `{"label":["a"]}`. Go's `Form.Get` reads the first `filters`
 //!   parameter; the rewritten query has exactly one.
-//! * **Response side**: `GET /images/json` ([`filter_images`]) and
-//!   `GET /system/df` ([`filter_df`]) are filtered after the daemon answered:
+//! * **Response side**: `GET /images/json` ([`filter_images`]),
+//!   `GET /system/df` ([`filter_df`]) and the predefined networks
+//!   ([`filter_shared_network`]) are filtered after the daemon answered:
 //!   containers and volumes by their labels, images by the state file (base
 //!   images and the tenant's own).
 //!
@@ -165,6 +166,17 @@ fn strip_tags(image: &mut Value, tag_visible: &impl Fn(&str) -> bool) {
     }
 }
 
+/// `GET /networks/{bridge|host|none}`: the predefined network without the
+/// containers attached to it (they may be anyone's).
+pub fn filter_shared_network(body: &[u8]) -> Result<Vec<u8>, DockerError> {
+    let mut v: Value = serde_json::from_slice(body)
+        .map_err(|err| DockerError::upstream(format!("unreadable network: {err}")))?;
+    if let Some(containers) = v.get_mut("Containers") {
+        *containers = Value::Object(Map::new());
+    }
+    serde_json::to_vec(&v).map_err(|err| DockerError::internal(err.to_string()))
+}
+
 /// `GET /system/df`: containers and volumes by label, images by `visible`.
 pub fn filter_df(
     body: &[u8],
@@ -219,6 +231,15 @@ mod tests {
             decoded_filters(&t)["name"],
             serde_json::json!(["^alice-cache"])
         );
+    }
+
+    #[test]
+    fn shared_networks_are_shown_without_their_containers() {
+        let body = br#"{"Name":"bridge","Id":"n1","IPAM":{"Config":[{"Subnet":"172.17.0.0/16","Gateway":"172.17.0.1"}]},"Containers":{"c1":{"Name":"someone-elses","IPv4Address":"172.17.0.2/16"}},"Labels":{}}"#;
+        let out: Value = serde_json::from_slice(&filter_shared_network(body).unwrap()).unwrap();
+        assert_eq!(out["Containers"], serde_json::json!({}));
+        assert_eq!(out["IPAM"]["Config"][0]["Gateway"], "172.17.0.1");
+        assert_eq!(out["Name"], "bridge");
     }
 
     #[test]

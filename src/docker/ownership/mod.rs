@@ -10,7 +10,9 @@
 //!    before the body is read): every container, exec, volume or network the
 //!    path (or `POST /commit`'s `container` query) names is looked up on the
 //!    daemon and must carry the tenant's labels ([`resolve`]); the path is
-//!    rewritten with the full ID. Listings, prunes and events get the tenant's
+//!    rewritten with the full ID; the predefined networks (`bridge`, `host`,
+//!    `none`) may be inspected by name by all, without their containers.
+//!    Listings, prunes and events get the tenant's
 //!    label filter ([`filters`]). Image requests are checked against the state
 //!    file ([`images`]).
 //! 3. **body** ([`Owned::body`], after the policy judged the body): creates
@@ -248,7 +250,9 @@ impl Ownership {
             client: client.clone(),
             names: None,
         };
-        if let Some(p) = resolve::path_ref(&route.endpoint) {
+        if resolve::shared_network_inspect(&route.endpoint) {
+            owned.after = After::SharedNetwork;
+        } else if let Some(p) = resolve::path_ref(&route.endpoint) {
             let id = lookup(daemon, owner, p.kind, &p.name).await?;
             owned.target = p.rewrite(route, &owned.target, &id);
         }
@@ -738,6 +742,8 @@ enum After {
     ImageDelete,
     /// A push under a temporary name.
     Push(Box<TempTag>),
+    /// A predefined network read by name: hide its containers.
+    SharedNetwork,
 }
 
 /// A request resolved for its tenant.
@@ -1079,6 +1085,14 @@ impl Owned {
                     )?,
                 };
                 Ok(replace_body(&mut parts, filtered))
+            }
+            After::SharedNetwork if status == StatusCode::OK => {
+                let (mut parts, body) = response.into_parts();
+                let body = read_whole(body).await?;
+                Ok(replace_body(
+                    &mut parts,
+                    filters::filter_shared_network(&body)?,
+                ))
             }
             After::Build { tags, quiet } if status == StatusCode::OK => {
                 let (parts, body) = response.into_parts();

@@ -196,6 +196,17 @@ pub fn rewrite_image_path(route: &Route, target: &str, name: &str) -> String {
     rewrite_path(route, target, "/images/", name, suffix)
 }
 
+/// The daemon's predefined networks, which belong to nobody.
+pub const PREDEFINED_NETWORKS: [&str; 3] = ["bridge", "host", "none"];
+
+/// `GET /networks/{bridge|host|none}`: every tenant may read a predefined
+/// network (clients such as testcontainers-node read the bridge gateway to
+/// find the Docker host); the answer lists none of its containers
+/// ([`super::filters::filter_shared_network`]).
+pub fn shared_network_inspect(endpoint: &Endpoint) -> bool {
+    matches!(endpoint, Endpoint::NetworkInspect { id } if PREDEFINED_NETWORKS.contains(&id.as_str()))
+}
+
 /// The resource a request names in its path, if any.
 pub fn path_ref(endpoint: &Endpoint) -> Option<PathRef> {
     use Endpoint::*;

@@ -15,6 +15,8 @@
 //! bind_mounts:                  # host path prefixes a bind may use
 //!   - { path: /srv/ci-cache, read_only: true }
 //! sysctls: [net.ipv4.ip_unprivileged_port_start, "net.ipv4.conf.*"]
+//! socket_binds: [/var/run/docker.sock, /run/docker.sock]  # the default; [] = off
+//! unprivileged_images: [testcontainers/ryuk]  # Privileged dropped, not refused
 //! publish_host_ip: 127.0.0.1    # force published ports onto this address
 //! limits:                       # each { max, force, on_exceed: refuse|clamp }
 //!   memory: { max: 4GiB }
@@ -49,6 +51,7 @@ use serde::Deserialize;
 
 use super::limits::{Limit, Limits, OnExceed};
 use super::mounts::BindAllow;
+use super::unprivileged::ImageName;
 use super::{inject::Inject, privilege, Policy, UnknownFields};
 use crate::docker::route::Group;
 
@@ -69,6 +72,10 @@ pub struct PolicyConfig {
     pub bind_mounts: Vec<BindMountConfig>,
     #[serde(default)]
     pub sysctls: Vec<String>,
+    /// Host paths clients know the Docker socket by; `None`: the defaults.
+    pub socket_binds: Option<Vec<String>>,
+    #[serde(default)]
+    pub unprivileged_images: Vec<String>,
     pub publish_host_ip: Option<IpAddr>,
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -169,7 +176,17 @@ pub enum PolicyError {
     ExtraHost(String),
     #[error("inject.cgroup_parent must not be empty")]
     CgroupParent,
+    #[error("socket_binds entry {0:?} must be an absolute path other than `/`")]
+    SocketBind(String),
+    #[error(
+        "unprivileged_images entry {0:?} must be an image name (with an optional tag, no digest)"
+    )]
+    Image(String),
 }
+
+/// Where clients usually find the Docker socket: what `socket_binds` maps by
+/// default.
+pub const DEFAULT_SOCKET_BINDS: [&str; 2] = ["/var/run/docker.sock", "/run/docker.sock"];
 
 /// The groups a listener allows unless its config says otherwise.
 pub const DEFAULT_GROUPS: [Group; 8] = [
@@ -284,6 +301,20 @@ impl PolicyConfig {
         if i.cgroup_parent.as_deref() == Some("") {
             return Err(PolicyError::CgroupParent);
         }
+        let socket_binds = match &self.socket_binds {
+            Some(paths) => paths.clone(),
+            None => DEFAULT_SOCKET_BINDS.map(str::to_string).to_vec(),
+        };
+        for p in &socket_binds {
+            if !p.starts_with('/') || p.split('/').all(str::is_empty) {
+                return Err(PolicyError::SocketBind(p.clone()));
+            }
+        }
+        let unprivileged_images = self
+            .unprivileged_images
+            .iter()
+            .map(|e| ImageName::parse(e).ok_or_else(|| PolicyError::Image(e.clone())))
+            .collect::<Result<_, _>>()?;
         Ok(Policy {
             name: self.name.clone().unwrap_or_else(|| "conservative".into()),
             allowed_groups,
@@ -302,6 +333,8 @@ impl PolicyConfig {
                 no_new_privileges: i.no_new_privileges,
                 init: i.init,
             },
+            socket_binds,
+            unprivileged_images,
             audit: self.audit,
         })
     }

@@ -33,9 +33,13 @@
 //!
 //! One rule concern per file: [`privilege`], [`namespaces`], [`mounts`],
 //! [`devices`], [`security_opt`], [`runtime`], [`limits`], [`network`], [`build`],
-//! [`inject`]. `container:` namespace modes and `VolumesFrom` are checked for form
-//! only (rules [`RULE_NAMESPACE_CONTAINER`], [`RULE_VOLUMES_FROM`]): the ownership
-//! stage that runs next resolves them to the tenant's own containers.
+//! [`inject`], and two rewrites that run before the rules they concern:
+//! [`socket_bind`] (a bind of the Docker socket becomes a bind of the
+//! connection's own cistern socket) and [`unprivileged`] (listed reaper images
+//! run unprivileged instead of being refused). `container:` namespace modes and
+//! `VolumesFrom` are checked for form only (rules [`RULE_NAMESPACE_CONTAINER`],
+//! [`RULE_VOLUMES_FROM`]): the ownership stage that runs next resolves them to
+//! the tenant's own containers.
 
 pub mod build;
 pub mod config;
@@ -51,8 +55,11 @@ pub mod query;
 pub mod runtime;
 pub mod schema;
 pub mod security_opt;
+pub mod socket_bind;
+pub mod unprivileged;
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -173,6 +180,11 @@ pub struct Policy {
     pub limits: limits::Limits,
     pub publish_host_ip: Option<std::net::IpAddr>,
     pub inject: inject::Inject,
+    /// Host paths a client may know the Docker socket by (cleaned, absolute);
+    /// empty: no mapping ([`socket_bind`]).
+    pub socket_binds: Vec<String>,
+    /// Images whose `Privileged: true` is dropped instead of refused.
+    pub unprivileged_images: Vec<unprivileged::ImageName>,
     pub audit: bool,
 }
 
@@ -198,6 +210,8 @@ fn unreachable_policy() -> Policy {
         limits: limits::Limits::default(),
         publish_host_ip: None,
         inject: inject::Inject::default(),
+        socket_binds: Vec::new(),
+        unprivileged_images: Vec::new(),
         audit: false,
     }
 }
@@ -209,6 +223,11 @@ pub struct Ctx<'a> {
     pub notes: Vec<String>,
     /// True for `POST /containers/{id}/update`, where absent means "unchanged".
     pub update: bool,
+    /// The host path of the cistern unix socket the request came in on.
+    pub socket: Option<&'a Path>,
+    /// Docker socket binds [`socket_bind`] mapped to `socket`: the mounts rule
+    /// lets exactly these through.
+    pub mapped: socket_bind::Mapped,
 }
 
 impl Ctx<'_> {
@@ -304,7 +323,7 @@ impl Policy {
     /// Stage 3: query checks; `Ok(Some(q))` means "forward with query `q` instead".
     pub fn inspect_query(&self, route: &Route) -> Result<Option<String>, Refusal> {
         let q = query::Query::parse(&route.query)?;
-        let mut ctx = self.ctx(false);
+        let mut ctx = self.ctx(false, None);
         let rewritten = match route.endpoint {
             Endpoint::Build => build::build_query(&mut ctx, &q)?,
             Endpoint::ImageCreate => {
@@ -328,8 +347,16 @@ impl Policy {
         }
     }
 
-    /// Stage 4 with audit support.
+    /// Stage 4 with audit support, for a request on a connection without a
+    /// unix socket (see [`Policy::judge_body_on`]).
     pub fn judge_body(&self, route: &Route, body: &[u8]) -> Verdict {
+        self.judge_body_on(route, body, None)
+    }
+
+    /// Stage 4 with audit support; `socket` is the host path of the cistern
+    /// unix socket the request came in on (binds of the Docker socket are
+    /// mapped to it; without one they are refused).
+    pub fn judge_body_on(&self, route: &Route, body: &[u8], socket: Option<&Path>) -> Verdict {
         let refuse = |r: Refusal| Verdict::Refuse {
             all: vec![r.clone()],
             refusal: r,
@@ -362,7 +389,10 @@ impl Policy {
                 notes: Vec::new(),
             });
         }
-        let mut ctx = self.ctx(matches!(route.endpoint, Endpoint::ContainerUpdate { .. }));
+        let mut ctx = self.ctx(
+            matches!(route.endpoint, Endpoint::ContainerUpdate { .. }),
+            socket,
+        );
         let value = match json::parse(body) {
             Ok(v) => v,
             Err(r) => return refuse(r),
@@ -433,12 +463,14 @@ impl Policy {
         })
     }
 
-    fn ctx(&self, update: bool) -> Ctx<'_> {
+    fn ctx<'a>(&'a self, update: bool, socket: Option<&'a Path>) -> Ctx<'a> {
         Ctx {
             policy: self,
             refusals: Vec::new(),
             notes: Vec::new(),
             update,
+            socket,
+            mapped: socket_bind::Mapped::default(),
         }
     }
 
@@ -450,7 +482,9 @@ impl Policy {
     ) -> Result<(), Refusal> {
         match endpoint {
             Endpoint::ContainerCreate => {
+                unprivileged::container_create(ctx, body);
                 let hc = body.object_mut("HostConfig");
+                socket_bind::host_config(ctx, hc)?;
                 privilege::host_config(ctx, hc)?;
                 namespaces::host_config(ctx, hc)?;
                 mounts::host_config(ctx, hc)?;
@@ -572,12 +606,35 @@ mod tests {
         assert_eq!(e.rule, "privileged_exec");
     }
 
+    /// dockerode repeats the create's query parameters in the body.
+    #[test]
+    fn dockerode_create_body_passes_without_its_name_and_platform() {
+        let p = Policy::default();
+        let v = create(
+            &p,
+            r#"{"Image":"x","name":"web","platform":"linux/amd64","HostConfig":{"AutoRemove":false}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(v.to_vec()).unwrap(),
+            r#"{"Image":"x","HostConfig":{"AutoRemove":false}}"#
+        );
+    }
+
     #[test]
     fn bollard_exec_start_body_passes_without_its_output_capacity() {
         let p = Policy::default();
         let r = route("POST", "/v1.41/exec/e/start");
         let i = p
             .inspect_body(&r, br#"{"Detach":false,"Tty":false,"OutputCapacity":8192}"#)
+            .unwrap();
+        assert_eq!(&i.body[..], br#"{"Detach":false,"Tty":false}"#);
+        // dockerode's client-side `stdin` and `hijack` options too.
+        let i = p
+            .inspect_body(
+                &r,
+                br#"{"stdin":true,"hijack":true,"Detach":false,"Tty":false}"#,
+            )
             .unwrap();
         assert_eq!(&i.body[..], br#"{"Detach":false,"Tty":false}"#);
         // Other unknown fields follow the policy like everywhere else.

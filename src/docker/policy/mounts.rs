@@ -65,8 +65,26 @@ impl BindAllow {
     }
 }
 
+/// Splits a `Binds` entry like the daemon's `splitRawSpec` (at most two colons,
+/// non-empty first part): the source when there is one (absolute: a host path,
+/// otherwise a volume name) and the mode; `None` when the daemon would refuse it.
+pub(super) fn split_bind(spec: &str) -> Option<(Option<&str>, &str)> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, mode) = match parts.as_slice() {
+        [_target] => (None, ""),
+        [_, mode] if valid_mode(mode) => (None, *mode),
+        [src, _dst] => (Some(*src), ""),
+        [src, _dst, mode] => (Some(*src), *mode),
+        _ => return None,
+    };
+    if parts.first().is_some_and(|p| p.is_empty()) || !valid_mode(mode) {
+        return None;
+    }
+    Some((source, mode))
+}
+
 /// Lexically cleans an absolute path into components (Go's `filepath.Clean`).
-fn clean_components(path: &str) -> Vec<&str> {
+pub(super) fn clean_components(path: &str) -> Vec<&str> {
     let mut out: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {
@@ -144,28 +162,21 @@ pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
         .unwrap_or_default();
     for (i, spec) in binds.iter().enumerate() {
         let field = format!("HostConfig.Binds[{i}]");
-        // splitRawSpec: at most two colons, non-empty first part.
-        let parts: Vec<&str> = spec.split(':').collect();
-        let (source, mode) = match parts.as_slice() {
-            [_target] => (None, ""),
-            [a, b] if valid_mode(b) => {
-                let _ = a;
-                (None, *b)
-            }
-            [src, _dst] => (Some(*src), ""),
-            [src, _dst, mode] => (Some(*src), *mode),
-            _ => (None, "\u{0}"),
-        };
-        if parts.first().is_some_and(|p| p.is_empty()) || !valid_mode(mode) {
+        let Some((source, mode)) = split_bind(spec) else {
             ctx.deny(
                 "bind_mount",
                 &field,
                 format_args!("bind spec {spec:?} is not valid"),
             )?;
             continue;
-        }
+        };
         for m in mode.split(',') {
             check_propagation(ctx, &field, m)?;
+        }
+        // A Docker socket bind mapped to the connection's own socket passed
+        // its own stage ([`super::socket_bind`]).
+        if ctx.mapped.binds.contains(&i) {
+            continue;
         }
         if let Some(src) = source.filter(|s| s.starts_with('/')) {
             let ro = mode.split(',').any(|m| m == "ro");
@@ -190,7 +201,9 @@ pub fn host_config(ctx: &mut Ctx<'_>, hc: &Json) -> Result<(), Refusal> {
                     && m.at(&["BindOptions", "ReadOnlyNonRecursive"])
                         .and_then(Json::as_bool)
                         != Some(true);
-                check_host_path(ctx, &format!("{field}.Source"), source, ro)?;
+                if !ctx.mapped.mounts.contains(&i) {
+                    check_host_path(ctx, &format!("{field}.Source"), source, ro)?;
+                }
             }
             "volume" => {
                 if source.starts_with('/') {

@@ -152,6 +152,11 @@ pub static CONTAINER_CREATE: Obj = Obj {
         &[
             s("HostConfig", Ty::Obj(&HOST_CONFIG)),
             s("NetworkingConfig", Ty::Obj(&NETWORKING_CONFIG)),
+            // dockerode (and testcontainers-node through it) sends its options
+            // both as the query and as the body; dockerd reads `name` and
+            // `platform` from the query only and ignores them here.
+            f("name", Ty::Ignored),
+            f("platform", Ty::Ignored),
         ],
     ],
 };
@@ -424,6 +429,10 @@ pub static EXEC_START: Obj = Obj {
         // bollard's `StartExecOptions` serialises its own read-buffer size;
         // dockerd has no such field and ignores it.
         f("OutputCapacity", Ty::Ignored),
+        // dockerode (testcontainers-node) sends its own client-side options
+        // `stdin` and `hijack` in the body; dockerd ignores them.
+        f("stdin", Ty::Ignored),
+        f("hijack", Ty::Ignored),
     ]],
 };
 
