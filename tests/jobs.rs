@@ -153,6 +153,9 @@ fn a_job_uses_its_own_socket_and_everything_it_made_goes_when_it_stops() {
             format!("volume {tenant}-cache"),
         ]
     );
+    // The job's image, under its tenant's image namespace on the daemon.
+    let daemon_image = format!("cistern-ns/{tenant}/job-image");
+    run_ok(docker_direct().args(["image", "inspect", &daemon_image]));
     let socket = PathBuf::from(
         r.jobs_json()["jobs"][&tenant["job-".len()..]]["socket"]
             .as_str()
@@ -164,7 +167,7 @@ fn a_job_uses_its_own_socket_and_everything_it_made_goes_when_it_stops() {
     run_ok(docker_direct().args(["stop", "-t", "0", &job_id]));
     let took = wait_until("job cleanup", Duration::from_secs(5), || {
         owned_by(&tenant).is_empty()
-            && !run(docker_direct().args(["image", "inspect", "job-image"]))
+            && !run(docker_direct().args(["image", "inspect", &daemon_image]))
                 .status
                 .success()
             && !socket.exists()
