@@ -131,6 +131,16 @@ pub struct TcpListener {
     /// Set only when the operator explicitly accepted plain TCP on a
     /// non-loopback address.
     pub insecure: bool,
+    /// TLS, with the files already read and checked.
+    pub tls: Option<TlsListener>,
+}
+
+/// A TLS listener's files and the rustls configuration built from them when
+/// the configuration was loaded.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub files: crate::listen::TlsFiles,
+    pub server_config: std::sync::Arc<rustls::ServerConfig>,
 }
 
 /// A configuration error, with where it is and what is wrong.
