@@ -433,6 +433,100 @@ mod tests {
         );
     }
 
+    fn tls_peer(cn: Option<&str>, dns: &[&str]) -> Peer {
+        Peer::Tls {
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            client: Some(std::sync::Arc::new(ClientCert {
+                common_name: cn.map(str::to_string),
+                dns_names: dns.iter().map(|s| s.to_string()).collect(),
+            })),
+        }
+    }
+
+    fn cert_identity(from: CertName, map: &[(&str, &str)], unmapped: Unmapped) -> Identity {
+        Identity::Certificate(CertificateIdentity {
+            from,
+            map: map
+                .iter()
+                .map(|(k, v)| (k.to_string(), Tenant::new(*v).unwrap()))
+                .collect(),
+            unmapped,
+        })
+    }
+
+    fn tenant_of(id: &Identity, peer: &Peer) -> Result<String, AuthError> {
+        id.identify(peer, &HeaderMap::new())
+            .map(|t| t.as_str().to_string())
+    }
+
+    #[test]
+    fn certificates_name_the_tenant_by_cn_then_dns_name() {
+        let id = Identity::Certificate(CertificateIdentity::default());
+        assert_eq!(
+            tenant_of(&id, &tls_peer(Some("ci-runner"), &["a.example"])).unwrap(),
+            "ci-runner"
+        );
+        assert_eq!(
+            tenant_of(&id, &tls_peer(None, &["a.example", "b.example"])).unwrap(),
+            "a.example"
+        );
+        assert_eq!(
+            tenant_of(&id, &tls_peer(None, &[])),
+            Err(AuthError::CertificateUnnamed(CertName::CommonNameOrDns))
+        );
+        // A CN that cannot be a tenant is refused; it is not skipped for a SAN.
+        let err = tenant_of(&id, &tls_peer(Some("Jane Doe"), &["jane.example"])).unwrap_err();
+        assert_eq!(err, AuthError::CertificateBadName("Jane Doe".into()));
+        assert!(err.to_string().contains("\"Jane Doe\" is not a valid tenant name"));
+        // No certificate (plain TCP, or TLS without client_ca): refused.
+        let no_cert = Peer::Tls {
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            client: None,
+        };
+        assert_eq!(tenant_of(&id, &no_cert), Err(AuthError::NoCertificate));
+        assert_eq!(
+            tenant_of(&id, &Peer::Tcp("127.0.0.1:5000".parse().unwrap())),
+            Err(AuthError::NoCertificate)
+        );
+    }
+
+    #[test]
+    fn certificate_names_can_be_chosen_and_mapped() {
+        let peer = tls_peer(Some("Jane Doe"), &["jane.example", "runner-1.example"]);
+        let cn_only = cert_identity(CertName::CommonName, &[], Unmapped::Name);
+        assert!(matches!(
+            tenant_of(&cn_only, &tls_peer(None, &["a.example"])),
+            Err(AuthError::CertificateUnnamed(CertName::CommonName))
+        ));
+        let san = cert_identity(CertName::Dns, &[], Unmapped::Name);
+        assert_eq!(tenant_of(&san, &peer).unwrap(), "jane.example");
+        // The first DNS name the map lists wins, whatever its position.
+        let mapped = cert_identity(
+            CertName::Dns,
+            &[("runner-1.example", "ci-runners")],
+            Unmapped::Refuse,
+        );
+        assert_eq!(tenant_of(&mapped, &peer).unwrap(), "ci-runners");
+        assert_eq!(
+            tenant_of(&mapped, &tls_peer(None, &["other.example"])),
+            Err(AuthError::CertificateUnmapped("other.example".into()))
+        );
+        // A mapped CN may be anything, and matches ignoring ASCII case.
+        let by_cn = cert_identity(
+            CertName::CommonNameOrDns,
+            &[("jane doe", "jane")],
+            Unmapped::Name,
+        );
+        assert_eq!(tenant_of(&by_cn, &peer).unwrap(), "jane");
+        assert_eq!(
+            tenant_of(&by_cn, &tls_peer(Some("bob"), &[])).unwrap(),
+            "bob"
+        );
+        let long = "x".repeat(200);
+        let err = tenant_of(&by_cn, &tls_peer(Some(&long), &[])).unwrap_err();
+        assert_eq!(err, AuthError::CertificateBadName(format!("{}...", "x".repeat(80))));
+    }
+
     #[test]
     fn debug_output_shows_no_hashes() {
         assert_eq!(format!("{:?}", tokens()), "Tokens(2 entries)");
