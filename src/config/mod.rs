@@ -367,14 +367,19 @@ mod tests {
         let other_key = write("other-key.pem", &other.key_pair.serialize_pem());
         let ca = write("ca.pem", &other.cert.pem());
         let listener = |tls: &str, identity: &str| {
-            format!("listeners:\n  - tcp:\n      address: 0.0.0.0:2376\n      tls: {tls}\n{identity}")
+            format!(
+                "listeners:\n  - tcp:\n      address: 0.0.0.0:2376\n      tls: {tls}\n{identity}"
+            )
         };
 
         // TLS lifts the loopback rule; with client_ca the certificate names
         // the tenant, without it the default stays `tcp-<name>`.
         let cfg = parse(
             "f.yaml",
-            &listener(&format!("{{cert: {cert}, key: {key}, client_ca: {ca}}}"), ""),
+            &listener(
+                &format!("{{cert: {cert}, key: {key}, client_ca: {ca}}}"),
+                "",
+            ),
         )
         .unwrap();
         assert_eq!(
@@ -405,22 +410,32 @@ mod tests {
             format!("f.yaml: listeners[0].tcp.tls.key: the key in {other_key} does not belong to the certificate in {cert}")
         );
         let missing = dir.path().join("missing.pem").display().to_string();
-        assert!(error_of(&listener(&format!("{{cert: {missing}, key: {key}}}"), ""))
-            .starts_with(&format!("f.yaml: listeners[0].tcp.tls.cert: cannot read {missing}: ")));
-        assert!(error_of(&listener(&format!("{{cert: {cert}, key: {key}, client_ca: {key}}}"), ""))
-            .starts_with("f.yaml: listeners[0].tcp.tls.client_ca: "));
+        assert!(
+            error_of(&listener(&format!("{{cert: {missing}, key: {key}}}"), "")).starts_with(
+                &format!("f.yaml: listeners[0].tcp.tls.cert: cannot read {missing}: ")
+            )
+        );
+        assert!(error_of(&listener(
+            &format!("{{cert: {cert}, key: {key}, client_ca: {key}}}"),
+            ""
+        ))
+        .starts_with("f.yaml: listeners[0].tcp.tls.client_ca: "));
         assert!(error_of(&listener("{cert: cert.pem, key: key.pem}", ""))
             .contains("`cert.pem` must be an absolute path"));
         assert!(error_of(&listener(
             &format!("{{cert: {cert}, key: {key}}}"),
             "    identity: certificate\n"
         ))
-        .contains("listeners[0].identity: `certificate` needs a TCP listener with `tls.client_ca`"));
+        .contains(
+            "listeners[0].identity: `certificate` needs a TCP listener with `tls.client_ca`"
+        ));
         assert!(error_of(&listener(
             &format!("{{cert: {cert}, key: {key}, client_ca: {ca}}}"),
             "    identity: {certificate: {map: {a.example: 'not a tenant'}}}\n"
         ))
-        .contains("listeners[0].identity.certificate.map.a.example: `not a tenant` is not a valid name"));
+        .contains(
+            "listeners[0].identity.certificate.map.a.example: `not a tenant` is not a valid name"
+        ));
         assert!(error_of(&listener(
             &format!("{{cert: {cert}, key: {key}, client_ca: {ca}}}"),
             "    identity: {certificate: {unmapped: refuse}}\n"
@@ -432,8 +447,9 @@ mod tests {
         ))
         .contains("unknown variant `subject`"));
         // Without TLS a non-loopback address still needs `insecure`.
-        assert!(error_of("listeners:\n  - tcp: {address: 0.0.0.0:2375}\n")
-            .contains("configure `tls`"));
+        assert!(
+            error_of("listeners:\n  - tcp: {address: 0.0.0.0:2375}\n").contains("configure `tls`")
+        );
     }
 
     #[test]

@@ -477,7 +477,9 @@ mod tests {
         // A CN that cannot be a tenant is refused; it is not skipped for a SAN.
         let err = tenant_of(&id, &tls_peer(Some("Jane Doe"), &["jane.example"])).unwrap_err();
         assert_eq!(err, AuthError::CertificateBadName("Jane Doe".into()));
-        assert!(err.to_string().contains("\"Jane Doe\" is not a valid tenant name"));
+        assert!(err
+            .to_string()
+            .contains("\"Jane Doe\" is not a valid tenant name"));
         // No certificate (plain TCP, or TLS without client_ca): refused.
         let no_cert = Peer::Tls {
             addr: "127.0.0.1:5000".parse().unwrap(),
@@ -524,7 +526,10 @@ mod tests {
         );
         let long = "x".repeat(200);
         let err = tenant_of(&by_cn, &tls_peer(Some(&long), &[])).unwrap_err();
-        assert_eq!(err, AuthError::CertificateBadName(format!("{}...", "x".repeat(80))));
+        assert_eq!(
+            err,
+            AuthError::CertificateBadName(format!("{}...", "x".repeat(80)))
+        );
     }
 
     #[test]
