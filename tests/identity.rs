@@ -560,7 +560,7 @@ fn check_config_reports_tls_files_it_cannot_use() {
         std::fs::write(
             &file,
             format!(
-                "listeners:\n  - tcp:\n      address: 0.0.0.0:2376\n      tls: {{cert: {}, key: {}}}\n",
+                "listeners:\n  - tcp:\n      address: 127.0.0.1:2376\n      tls: {{cert: {}, key: {}}}\n",
                 cert.display(),
                 key.display()
             ),

@@ -386,9 +386,22 @@ mod tests {
             format!("{:?}", cfg.listeners[0].identity),
             "Certificate(CommonNameOrDns, 0 mapped, unmapped Name)"
         );
+        // Without it the listener must authenticate clients some other way
+        // (or be loopback, or `insecure`): TLS alone only encrypts.
+        assert!(error_of(&listener(&format!("{{cert: {cert}, key: {key}}}"), ""))
+            .contains("listeners[0].tcp: address: `0.0.0.0:2376` is not a loopback address and the listener does not authenticate its clients"));
         let cfg = parse(
             "f.yaml",
-            &listener(&format!("{{cert: {cert}, key: {key}}}"), ""),
+            &listener(&format!("{{cert: {cert}, key: {key}}}"), "    identity: {tokens: [{tenant: a, bearer_sha256: 0000000000000000000000000000000000000000000000000000000000000000}]}\n"),
+        )
+        .unwrap();
+        assert!(matches!(cfg.listeners[0].identity, Identity::Tokens(_)));
+        let cfg = parse(
+            "f.yaml",
+            &listener(
+                &format!("{{cert: {cert}, key: {key}}}\n      insecure: true"),
+                "",
+            ),
         )
         .unwrap();
         assert!(matches!(cfg.listeners[0].identity, Identity::Fixed(_)));

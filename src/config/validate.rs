@@ -123,6 +123,9 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
         };
         let identity = listener_identity(raw.identity, &name, &kind)
             .map_err(|(key, message)| invalid(at(&key), message))?;
+        if let ListenerKind::Tcp(tcp) = &kind {
+            open_to_anyone(tcp, &identity).map_err(|message| invalid(at("tcp"), message))?;
+        }
         listeners.push(Listener {
             name,
             kind,
@@ -264,6 +267,23 @@ fn listener_identity(
             Ok(Identity::Tokens(out))
         }
     }
+}
+
+/// A TCP listener off loopback must know who its clients are: TLS alone
+/// only encrypts, so without client certificates or credentials anyone who
+/// reaches the port would use Docker, which takes `insecure: true`.
+fn open_to_anyone(tcp: &TcpListener, identity: &Identity) -> Result<(), String> {
+    let authenticated = matches!(identity, Identity::Certificate(_) | Identity::Tokens(_));
+    if tcp.address.ip().is_loopback() || tcp.insecure || authenticated {
+        return Ok(());
+    }
+    Err(format!(
+        "address: `{}` is not a loopback address and the listener does not authenticate \
+         its clients: anyone who reaches it controls Docker through cistern. Set \
+         `tls.client_ca` or `identity: {{tokens: ...}}`, or `insecure: true` if the \
+         network is trusted",
+        tcp.address
+    ))
 }
 
 fn certificate_identity(raw: RawCertificate) -> Result<CertificateIdentity, (String, String)> {
