@@ -10,7 +10,6 @@
 mod support;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -20,7 +19,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use sha2::{Digest, Sha256};
-use support::{busybox, daemon, docker_direct, run, run_ok, unique, Cistern, Cleanup};
+use support::{busybox, daemon, docker_direct, free_port, run, run_ok, unique, Cistern, Cleanup};
 
 /// A CA made for one test run.
 struct Ca {
@@ -76,14 +75,6 @@ impl Ca {
         std::fs::write(&path, self.cert.pem()).unwrap();
         path
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn sha256_hex(s: &str) -> String {
