@@ -1,5 +1,6 @@
 //! Runs cistern: binds every listener, serves connections until the shutdown
-//! token fires, then drains.
+//! token fires, then drains. On TLS listeners each connection's task first
+//! completes the handshake, then serves HTTP/1.1 like any other connection.
 //!
 //! Shutdown order: stop accepting and remove socket files at once (a client
 //! never connects to a socket nobody serves), ask every connection to finish
@@ -13,6 +14,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,14 +22,17 @@ use crate::config::{Config, ListenerKind};
 use crate::docker::policy::Policy;
 use crate::docker::{ConnInfo, DockerProxy};
 use crate::jobs::JobConn;
-use crate::listen::{self, ListenError, Peer, UnixSocket};
+use crate::listen::{self, ClientCert, ListenError, Peer, UnixSocket};
 use crate::mitm::Caching;
 
 /// A bound listener, ready to accept.
 pub(crate) enum Bound {
     Unix(UnixSocket),
-    Tcp(tokio::net::TcpListener),
+    Tcp(tokio::net::TcpListener, Option<TlsAcceptor>),
 }
+
+/// How long a client may take to complete its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why cistern could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +55,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     for listener in &config.listeners {
         let socket = match &listener.kind {
             ListenerKind::Unix(cfg) => Bound::Unix(listen::bind_unix(&listener.name, cfg)?),
-            ListenerKind::Tcp(cfg) => Bound::Tcp(listen::bind_tcp(&listener.name, cfg).await?),
+            ListenerKind::Tcp(cfg) => Bound::Tcp(
+                listen::bind_tcp(&listener.name, cfg).await?,
+                cfg.tls
+                    .as_ref()
+                    .map(|tls| TlsAcceptor::from(tls.server_config.clone())),
+            ),
         };
         bound.push((
             Arc::<str>::from(listener.name.as_str()),
@@ -93,8 +103,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
             Bound::Unix(s) => {
                 tracing::info!(listener = %name, path = %s.path().display(), upstream = %config.upstream.endpoint, "listening")
             }
-            Bound::Tcp(s) => {
-                tracing::info!(listener = %name, address = ?s.local_addr().ok(), upstream = %config.upstream.endpoint, "listening")
+            Bound::Tcp(s, tls) => {
+                tracing::info!(listener = %name, address = ?s.local_addr().ok(), tls = tls.is_some(), upstream = %config.upstream.endpoint, "listening")
             }
         }
         accept_loops.spawn(accept_loop(
@@ -174,7 +184,7 @@ pub(crate) async fn accept_loop(
 ) {
     let path: Option<Arc<std::path::Path>> = match &socket {
         Bound::Unix(s) => Some(Arc::from(s.path())),
-        Bound::Tcp(_) => None,
+        Bound::Tcp(..) => None,
     };
     loop {
         let accepted = tokio::select! {
@@ -199,11 +209,24 @@ pub(crate) async fn accept_loop(
                     shutdown.clone(),
                 ));
             }
-            Ok(Accepted::Tcp(stream, peer)) => {
+            Ok(Accepted::Tcp(stream, addr, None)) => {
                 let _ = stream.set_nodelay(true);
                 tasks.spawn(serve_connection(
                     stream,
-                    conn(peer),
+                    conn(Peer::Tcp(addr)),
+                    proxy.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Ok(Accepted::Tcp(stream, addr, Some(acceptor))) => {
+                let _ = stream.set_nodelay(true);
+                // The handshake runs in the connection's task: a slow client
+                // never holds up the accept loop.
+                tasks.spawn(serve_tls(
+                    acceptor,
+                    stream,
+                    addr,
+                    conn(Peer::Tcp(addr)),
                     proxy.clone(),
                     shutdown.clone(),
                 ));
@@ -221,7 +244,12 @@ pub(crate) async fn accept_loop(
 
 enum Accepted {
     Unix(tokio::net::UnixStream, Peer),
-    Tcp(tokio::net::TcpStream, Peer),
+    /// With the acceptor when the listener speaks TLS.
+    Tcp(
+        tokio::net::TcpStream,
+        std::net::SocketAddr,
+        Option<TlsAcceptor>,
+    ),
 }
 
 async fn accept(socket: &Bound) -> std::io::Result<Accepted> {
@@ -238,11 +266,53 @@ async fn accept(socket: &Bound) -> std::io::Result<Accepted> {
             };
             Ok(Accepted::Unix(stream, peer))
         }
-        Bound::Tcp(l) => {
+        Bound::Tcp(l, tls) => {
             let (stream, addr) = l.accept().await?;
-            Ok(Accepted::Tcp(stream, Peer::Tcp(addr)))
+            Ok(Accepted::Tcp(stream, addr, tls.clone()))
         }
     }
+}
+
+/// Completes a TLS handshake (at most [`HANDSHAKE_TIMEOUT`], abandoned on
+/// shutdown), then serves the connection as `conn`'s, with the client
+/// certificate rustls verified, if any, in its [`Peer`]. A failed handshake
+/// is logged and the connection dropped: nothing reaches the Docker proxy.
+async fn serve_tls(
+    acceptor: TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+    conn: Arc<ConnInfo>,
+    proxy: Arc<DockerProxy>,
+    shutdown: CancellationToken,
+) {
+    let handshake = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        done = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => done,
+    };
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            tracing::info!(listener = %conn.listener, peer = %addr, error = %err, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(listener = %conn.listener, peer = %addr, "TLS handshake timed out");
+            return;
+        }
+    };
+    // rustls verified the chain; the first certificate is the client's own.
+    let client = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|der| ClientCert::from_der(der))
+        .map(Arc::new);
+    let conn = Arc::new(ConnInfo {
+        peer: Peer::Tls { addr, client },
+        ..(*conn).clone()
+    });
+    serve_connection(stream, conn, proxy, shutdown).await;
 }
 
 async fn serve_connection<IO>(

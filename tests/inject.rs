@@ -52,14 +52,6 @@ struct Caching {
     config: String,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Caching {
     /// `inject` and `ca` are YAML flow mappings for `caching.inject` and
     /// `caching.ca`; `listeners` are extra listener entries (YAML lines).

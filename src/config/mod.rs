@@ -131,6 +131,16 @@ pub struct TcpListener {
     /// Set only when the operator explicitly accepted plain TCP on a
     /// non-loopback address.
     pub insecure: bool,
+    /// TLS, with the files already read and checked.
+    pub tls: Option<TlsListener>,
+}
+
+/// A TLS listener's files and the rustls configuration built from them when
+/// the configuration was loaded.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub files: crate::listen::TlsFiles,
+    pub server_config: std::sync::Arc<rustls::ServerConfig>,
 }
 
 /// A configuration error, with where it is and what is wrong.
@@ -339,6 +349,120 @@ mod tests {
                 .contains("unknown identity `somebody`")
         );
         assert!(error_of("instance: 'x=y'\n").contains("instance"));
+    }
+
+    #[test]
+    fn tls_listeners_read_their_files_at_load_and_default_to_certificate_identity() {
+        use crate::docker::ownership::identity::Identity;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let server = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["other".to_string()]).unwrap();
+        let cert = write("cert.pem", &server.cert.pem());
+        let key = write("key.pem", &server.key_pair.serialize_pem());
+        let other_key = write("other-key.pem", &other.key_pair.serialize_pem());
+        let ca = write("ca.pem", &other.cert.pem());
+        let listener = |tls: &str, identity: &str| {
+            format!(
+                "listeners:\n  - tcp:\n      address: 0.0.0.0:2376\n      tls: {tls}\n{identity}"
+            )
+        };
+
+        // TLS lifts the loopback rule; with client_ca the certificate names
+        // the tenant, without it the default stays `tcp-<name>`.
+        let cfg = parse(
+            "f.yaml",
+            &listener(
+                &format!("{{cert: {cert}, key: {key}, client_ca: {ca}}}"),
+                "",
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{:?}", cfg.listeners[0].identity),
+            "Certificate(CommonNameOrDns, 0 mapped, unmapped Name)"
+        );
+        // Without it the listener must authenticate clients some other way
+        // (or be loopback, or `insecure`): TLS alone only encrypts.
+        assert!(error_of(&listener(&format!("{{cert: {cert}, key: {key}}}"), ""))
+            .contains("listeners[0].tcp: address: `0.0.0.0:2376` is not a loopback address and the listener does not authenticate its clients"));
+        let cfg = parse(
+            "f.yaml",
+            &listener(&format!("{{cert: {cert}, key: {key}}}"), "    identity: {tokens: [{tenant: a, bearer_sha256: 0000000000000000000000000000000000000000000000000000000000000000}]}\n"),
+        )
+        .unwrap();
+        assert!(matches!(cfg.listeners[0].identity, Identity::Tokens(_)));
+        let cfg = parse(
+            "f.yaml",
+            &listener(
+                &format!("{{cert: {cert}, key: {key}}}\n      insecure: true"),
+                "",
+            ),
+        )
+        .unwrap();
+        assert!(matches!(cfg.listeners[0].identity, Identity::Fixed(_)));
+        let cfg = parse(
+            "f.yaml",
+            &listener(
+                &format!("{{cert: {cert}, key: {key}, client_ca: {ca}}}"),
+                "    identity:\n      certificate:\n        from: san\n        map: {Runner-1.example: ci-runners}\n        unmapped: refuse\n",
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{:?}", cfg.listeners[0].identity),
+            "Certificate(Dns, 1 mapped, unmapped Refuse)"
+        );
+
+        assert_eq!(
+            error_of(&listener(&format!("{{cert: {cert}, key: {other_key}}}"), "")),
+            format!("f.yaml: listeners[0].tcp.tls.key: the key in {other_key} does not belong to the certificate in {cert}")
+        );
+        let missing = dir.path().join("missing.pem").display().to_string();
+        assert!(
+            error_of(&listener(&format!("{{cert: {missing}, key: {key}}}"), "")).starts_with(
+                &format!("f.yaml: listeners[0].tcp.tls.cert: cannot read {missing}: ")
+            )
+        );
+        assert!(error_of(&listener(
+            &format!("{{cert: {cert}, key: {key}, client_ca: {key}}}"),
+            ""
+        ))
+        .starts_with("f.yaml: listeners[0].tcp.tls.client_ca: "));
+        assert!(error_of(&listener("{cert: cert.pem, key: key.pem}", ""))
+            .contains("`cert.pem` must be an absolute path"));
+        assert!(error_of(&listener(
+            &format!("{{cert: {cert}, key: {key}}}"),
+            "    identity: certificate\n"
+        ))
+        .contains(
+            "listeners[0].identity: `certificate` needs a TCP listener with `tls.client_ca`"
+        ));
+        assert!(error_of(&listener(
+            &format!("{{cert: {cert}, key: {key}, client_ca: {ca}}}"),
+            "    identity: {certificate: {map: {a.example: 'not a tenant'}}}\n"
+        ))
+        .contains(
+            "listeners[0].identity.certificate.map.a.example: `not a tenant` is not a valid name"
+        ));
+        assert!(error_of(&listener(
+            &format!("{{cert: {cert}, key: {key}, client_ca: {ca}}}"),
+            "    identity: {certificate: {unmapped: refuse}}\n"
+        ))
+        .contains("listeners[0].identity.certificate.unmapped: `refuse` with an empty `map`"));
+        assert!(error_of(&listener(
+            &format!("{{cert: {cert}, key: {key}, client_ca: {ca}}}"),
+            "    identity: {certificate: {from: subject}}\n"
+        ))
+        .contains("unknown variant `subject`"));
+        // Without TLS a non-loopback address still needs `insecure`.
+        assert!(
+            error_of("listeners:\n  - tcp: {address: 0.0.0.0:2375}\n").contains("configure `tls`")
+        );
     }
 
     #[test]

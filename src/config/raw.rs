@@ -132,7 +132,8 @@ pub struct RawListenerFields {
     /// routing or trust (when `caching:` is configured). Default true.
     #[serde(default)]
     caching_inject: Option<bool>,
-    /// How clients are identified (tenant): `peer`, `fixed: NAME` or `tokens:`.
+    /// How clients are identified (tenant): `peer`, `fixed: NAME`, `tokens:`
+    /// or `certificate`.
     #[serde(default)]
     identity: Option<RawIdentity>,
     /// Remove the resources of this listener's tenants on shutdown.
@@ -170,13 +171,44 @@ impl TryFrom<RawListenerFields> for RawListener {
     }
 }
 
-/// A listener's `identity:` as written: `peer`, `{fixed: NAME}` or
-/// `{tokens: [...]}`.
+/// A listener's `identity:` as written: `peer`, `{fixed: NAME}`,
+/// `{tokens: [...]}`, `certificate` or `{certificate: {...}}`.
 #[derive(Debug)]
 pub enum RawIdentity {
     Peer,
     Fixed(String),
     Tokens(Vec<RawToken>),
+    Certificate(RawCertificate),
+}
+
+/// `identity: {certificate: {from, map, unmapped}}`; every key optional.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    #[serde(default)]
+    pub from: Option<RawCertFrom>,
+    /// Certificate name → tenant.
+    #[serde(default)]
+    pub map: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub unmapped: Option<RawUnmapped>,
+}
+
+/// Which names of the client certificate are looked at.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum RawCertFrom {
+    CnOrSan,
+    Cn,
+    San,
+}
+
+/// What a name the map does not list becomes.
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum RawUnmapped {
+    Name,
+    Refuse,
 }
 
 /// One `tokens:` entry: `{tenant, bearer_sha256}` or
@@ -200,6 +232,8 @@ struct RawIdentityMap {
     fixed: Option<String>,
     #[serde(default)]
     tokens: Option<Vec<RawToken>>,
+    #[serde(default)]
+    certificate: Option<RawCertificate>,
 }
 
 impl<'de> Deserialize<'de> for RawIdentity {
@@ -209,14 +243,18 @@ impl<'de> Deserialize<'de> for RawIdentity {
             type Value = RawIdentity;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("`peer`, `fixed: NAME` or `tokens: [...]`")
+                f.write_str(
+                    "`peer`, `certificate`, `fixed: NAME`, `tokens: [...]` or `certificate: {...}`",
+                )
             }
 
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawIdentity, E> {
                 match v {
                     "peer" => Ok(RawIdentity::Peer),
+                    "certificate" => Ok(RawIdentity::Certificate(RawCertificate::default())),
                     other => Err(E::custom(format!(
-                        "unknown identity `{other}`: use `peer`, `fixed: NAME` or `tokens: [...]`"
+                        "unknown identity `{other}`: use `peer`, `certificate`, `fixed: NAME`, \
+                         `tokens: [...]` or `certificate: {{...}}`"
                     ))),
                 }
             }
@@ -227,11 +265,12 @@ impl<'de> Deserialize<'de> for RawIdentity {
             ) -> Result<RawIdentity, A::Error> {
                 let m =
                     RawIdentityMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                match (m.fixed, m.tokens) {
-                    (Some(f), None) => Ok(RawIdentity::Fixed(f)),
-                    (None, Some(t)) => Ok(RawIdentity::Tokens(t)),
+                match (m.fixed, m.tokens, m.certificate) {
+                    (Some(f), None, None) => Ok(RawIdentity::Fixed(f)),
+                    (None, Some(t), None) => Ok(RawIdentity::Tokens(t)),
+                    (None, None, Some(c)) => Ok(RawIdentity::Certificate(c)),
                     _ => Err(serde::de::Error::custom(
-                        "set exactly one of `fixed` or `tokens`",
+                        "set exactly one of `fixed`, `tokens` or `certificate`",
                     )),
                 }
             }
@@ -257,6 +296,7 @@ pub struct RawUnix {
 pub struct RawTcp {
     pub address: SocketAddr,
     pub insecure: bool,
+    pub tls: Option<RawTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +305,19 @@ pub struct RawTcpFields {
     address: String,
     #[serde(default)]
     insecure: bool,
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+/// `tls:` of a TCP listener: PEM files. The files are read when the
+/// configuration is validated.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: AbsolutePath,
+    pub key: AbsolutePath,
+    #[serde(default)]
+    pub client_ca: Option<AbsolutePath>,
 }
 
 impl TryFrom<RawTcpFields> for RawTcp {
@@ -275,16 +328,17 @@ impl TryFrom<RawTcpFields> for RawTcp {
             .address
             .parse()
             .map_err(|_| format!("address: `{}` is not IP:PORT", raw.address))?;
-        if !address.ip().is_loopback() && !raw.insecure {
+        if !address.ip().is_loopback() && !raw.insecure && raw.tls.is_none() {
             return Err(format!(
                 "address: `{address}` is not a loopback address; anyone who reaches it \
-                 controls Docker through cistern. Bind 127.0.0.1, or set `insecure: true` \
-                 if the network is trusted"
+                 controls Docker through cistern. Bind 127.0.0.1, configure `tls` (with \
+                 `client_ca` or credentials), or set `insecure: true` if the network is trusted"
             ));
         }
         Ok(RawTcp {
             address,
             insecure: raw.insecure,
+            tls: raw.tls,
         })
     }
 }

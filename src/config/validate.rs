@@ -6,13 +6,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawIdentity, RawLogFormat, UserOrId};
-use super::{
-    Config, ConfigError, Listener, ListenerKind, LogConfig, LogFormat, TcpListener, UnixListener,
-    Upstream, UpstreamEndpoint,
+use super::raw::{
+    RawCertFrom, RawCertificate, RawConfig, RawIdentity, RawLogFormat, RawUnmapped, UserOrId,
 };
-use crate::docker::ownership::identity::{self, Credential, Identity, Tenant, Token};
+use super::{
+    Config, ConfigError, Listener, ListenerKind, LogConfig, LogFormat, TcpListener, TlsListener,
+    UnixListener, Upstream, UpstreamEndpoint,
+};
+use crate::docker::ownership::identity::{
+    self, CertName, CertificateIdentity, Credential, Identity, Tenant, Token, Unmapped,
+};
 use crate::docker::policy::Policy;
+use crate::listen::TlsFiles;
 
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -86,9 +91,26 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
                     .map_err(|m| invalid(at("unix.group"), m))?,
             })
         } else if let Some(tcp) = raw.tcp {
+            let tls = match tcp.tls {
+                Some(tls) => {
+                    let files = TlsFiles {
+                        cert: tls.cert.0,
+                        key: tls.key.0,
+                        client_ca: tls.client_ca.map(|p| p.0),
+                    };
+                    let server_config = crate::listen::tls::server_config(&files)
+                        .map_err(|e| invalid(at(&format!("tcp.tls.{}", e.field)), e.message))?;
+                    Some(TlsListener {
+                        files,
+                        server_config,
+                    })
+                }
+                None => None,
+            };
             ListenerKind::Tcp(TcpListener {
                 address: tcp.address,
                 insecure: tcp.insecure,
+                tls,
             })
         } else {
             unreachable!("RawListener::try_from guarantees unix or tcp");
@@ -101,6 +123,9 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
         };
         let identity = listener_identity(raw.identity, &name, &kind)
             .map_err(|(key, message)| invalid(at(&key), message))?;
+        if let ListenerKind::Tcp(tcp) = &kind {
+            open_to_anyone(tcp, &identity).map_err(|message| invalid(at("tcp"), message))?;
+        }
         listeners.push(Listener {
             name,
             kind,
@@ -167,15 +192,21 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
     })
 }
 
-/// A listener's identity: as configured, or `peer` for unix and
-/// `fixed: tcp-<name>` for TCP. Errors name the key under the listener.
+/// A listener's identity: as configured, or `peer` for unix, `certificate`
+/// for TLS with `client_ca` and `fixed: tcp-<name>` for other TCP. Errors
+/// name the key under the listener.
 fn listener_identity(
     raw: Option<RawIdentity>,
     name: &str,
     kind: &ListenerKind,
 ) -> Result<Identity, (String, String)> {
     let key = |k: &str| k.to_string();
+    let verifies_clients = matches!(
+        kind,
+        ListenerKind::Tcp(TcpListener { tls: Some(tls), .. }) if tls.files.client_ca.is_some()
+    );
     match raw {
+        None if verifies_clients => Ok(Identity::Certificate(CertificateIdentity::default())),
         None => match kind {
             ListenerKind::Unix(_) => Ok(Identity::Peer),
             ListenerKind::Tcp(_) => Tenant::new(format!("tcp-{name}"))
@@ -194,6 +225,15 @@ fn listener_identity(
                 "`peer` needs a unix listener (TCP has no peer credentials)".into(),
             )),
         },
+        Some(RawIdentity::Certificate(_)) if !verifies_clients => Err((
+            key("identity"),
+            "`certificate` needs a TCP listener with `tls.client_ca`: only a client \
+             certificate cistern verified can name a tenant"
+                .into(),
+        )),
+        Some(RawIdentity::Certificate(raw)) => certificate_identity(raw)
+            .map(Identity::Certificate)
+            .map_err(|(k, m)| (format!("identity.certificate.{k}"), m)),
         Some(RawIdentity::Fixed(t)) => Tenant::new(t)
             .map(Identity::Fixed)
             .map_err(|m| (key("identity.fixed"), m)),
@@ -227,6 +267,56 @@ fn listener_identity(
             Ok(Identity::Tokens(out))
         }
     }
+}
+
+/// A TCP listener off loopback must know who its clients are: TLS alone
+/// only encrypts, so without client certificates or credentials anyone who
+/// reaches the port would use Docker, which takes `insecure: true`.
+fn open_to_anyone(tcp: &TcpListener, identity: &Identity) -> Result<(), String> {
+    let authenticated = matches!(identity, Identity::Certificate(_) | Identity::Tokens(_));
+    if tcp.address.ip().is_loopback() || tcp.insecure || authenticated {
+        return Ok(());
+    }
+    Err(format!(
+        "address: `{}` is not a loopback address and the listener does not authenticate \
+         its clients: anyone who reaches it controls Docker through cistern. Set \
+         `tls.client_ca` or `identity: {{tokens: ...}}`, or `insecure: true` if the \
+         network is trusted",
+        tcp.address
+    ))
+}
+
+fn certificate_identity(raw: RawCertificate) -> Result<CertificateIdentity, (String, String)> {
+    let mut map = std::collections::BTreeMap::new();
+    for (name, tenant) in raw.map.unwrap_or_default() {
+        let at = format!("map.{name}");
+        if name.is_empty() {
+            return Err((at, "a certificate name cannot be empty".into()));
+        }
+        let tenant = Tenant::new(tenant).map_err(|m| (at.clone(), m))?;
+        // Names are compared without regard to ASCII case.
+        if map.insert(name.to_ascii_lowercase(), tenant).is_some() {
+            return Err((at, "listed twice (names are compared ignoring case)".into()));
+        }
+    }
+    if map.is_empty() && matches!(raw.unmapped, Some(RawUnmapped::Refuse)) {
+        return Err((
+            "unmapped".into(),
+            "`refuse` with an empty `map` refuses every client".into(),
+        ));
+    }
+    Ok(CertificateIdentity {
+        from: match raw.from {
+            None | Some(RawCertFrom::CnOrSan) => CertName::CommonNameOrDns,
+            Some(RawCertFrom::Cn) => CertName::CommonName,
+            Some(RawCertFrom::San) => CertName::Dns,
+        },
+        map,
+        unmapped: match raw.unmapped {
+            None | Some(RawUnmapped::Name) => Unmapped::Name,
+            Some(RawUnmapped::Refuse) => Unmapped::Refuse,
+        },
+    })
 }
 
 enum Kind {

@@ -1,16 +1,20 @@
-//! Listening sockets Docker clients connect to: unix sockets and TCP.
+//! Listening sockets Docker clients connect to: unix sockets and TCP, plain
+//! or with TLS.
 //!
 //! Binding is done once at start so that every problem (a socket another
 //! process is serving, a port in use) stops cistern before it serves anything.
 
 mod tcp;
+pub mod tls;
 mod unix;
 
 pub use tcp::bind_tcp;
+pub use tls::{ClientCert, TlsFiles};
 pub use unix::{bind_unix, UnixSocket};
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Who is at the other end of a connection, as far as the socket tells.
 #[derive(Debug, Clone)]
@@ -21,7 +25,14 @@ pub enum Peer {
         gid: u32,
         pid: Option<i32>,
     },
+    /// Plain TCP.
     Tcp(SocketAddr),
+    /// TCP with TLS, after the handshake: the client certificate rustls
+    /// verified, on listeners that ask for one.
+    Tls {
+        addr: SocketAddr,
+        client: Option<Arc<ClientCert>>,
+    },
     Unknown,
 }
 
@@ -36,6 +47,15 @@ impl fmt::Display for Peer {
                 Ok(())
             }
             Peer::Tcp(addr) => write!(f, "{addr}"),
+            Peer::Tls { addr, client } => {
+                write!(f, "{addr} tls")?;
+                match client.as_deref().map(ClientCert::display_name) {
+                    // Debug-quoted: a certificate name may hold anything.
+                    Some(Some(name)) => write!(f, " client={name:?}"),
+                    Some(None) => f.write_str(" client=(unnamed)"),
+                    None => Ok(()),
+                }
+            }
             Peer::Unknown => f.write_str("unknown"),
         }
     }

@@ -192,6 +192,16 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A loopback TCP port nothing listens on right now (for a config that must
+/// name one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Sends raw bytes to a unix socket and reads the whole answer (the request
 /// should say `Connection: close`). Returns the status code and the text.
 pub fn raw_request(sock: &Path, request: &str) -> std::io::Result<(u16, String)> {

@@ -13,19 +13,23 @@
 //!   `Authorization: Basic`. Every entry is compared, in constant time, so the
 //!   answer time does not tell which part matched. A missing or wrong
 //!   credential is a `401` with a `WWW-Authenticate` challenge.
+//! * `certificate` (the default for TLS listeners with `client_ca`): the
+//!   client certificate rustls verified during the handshake names the
+//!   tenant ([`CertificateIdentity`]).
 //!
-//! This stage is synchronous and I/O-free. Credentials are never logged: the
+//! This stage is synchronous and I/O-free: the handshake and the parsing of
+//! the certificate happened in the listener ([`crate::listen::tls`]), which
+//! hands over the names in [`Peer::Tls`]. Credentials are never logged: the
 //! errors here say only what kind of credential was missing or wrong.
-//!
-//! Not here: TLS client certificates (no TLS listeners yet).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use crate::listen::Peer;
+use crate::listen::{ClientCert, Peer};
 
 /// A tenant: the owner of containers, volumes, networks and images.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -78,6 +82,91 @@ pub enum Identity {
     Fixed(Tenant),
     /// HTTP credentials, each mapped to a tenant.
     Tokens(Vec<Token>),
+    /// The verified TLS client certificate.
+    Certificate(CertificateIdentity),
+}
+
+/// How a verified client certificate names a tenant.
+///
+/// The *candidates* are the certificate's names that [`CertName`] selects, in
+/// order. The first candidate the `map` lists gives the tenant. When none is
+/// listed, the first candidate is the tenant itself if `unmapped` is
+/// [`Unmapped::Name`] and it is a valid tenant name ([`check_name`]);
+/// otherwise the request is refused with a `401`. A refusal is not a failed
+/// handshake: the certificate is genuine (the CA vouched for it), cistern
+/// just cannot make a tenant of it, and a `401` carries a message the docker
+/// CLI prints where a handshake alert would only say "bad certificate".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CertificateIdentity {
+    pub from: CertName,
+    /// Certificate name (ASCII-lower-cased) → tenant. Names are compared
+    /// without regard to ASCII case.
+    pub map: BTreeMap<String, Tenant>,
+    pub unmapped: Unmapped,
+}
+
+/// Which names of the client certificate are candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CertName {
+    /// The subject Common Name; when the subject has none, the DNS names of
+    /// the subject alternative names (config `cn_or_san`, the default).
+    #[default]
+    CommonNameOrDns,
+    /// The subject Common Name only (config `cn`).
+    CommonName,
+    /// The DNS subject alternative names only, in order (config `san`).
+    Dns,
+}
+
+/// What a candidate the map does not list becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unmapped {
+    /// The name itself is the tenant (when it is a valid tenant name).
+    #[default]
+    Name,
+    /// Refused: only names the map lists get in.
+    Refuse,
+}
+
+impl CertificateIdentity {
+    fn candidates<'c>(&self, cert: &'c ClientCert) -> Vec<&'c str> {
+        let cn = cert.common_name.as_deref();
+        let dns = cert.dns_names.iter().map(String::as_str);
+        match (self.from, cn) {
+            (CertName::CommonNameOrDns | CertName::CommonName, Some(cn)) => vec![cn],
+            (CertName::CommonNameOrDns | CertName::Dns, _) => dns.collect(),
+            (CertName::CommonName, None) => Vec::new(),
+        }
+    }
+
+    /// The tenant a verified client certificate names.
+    pub fn tenant(&self, cert: &ClientCert) -> Result<Tenant, AuthError> {
+        let candidates = self.candidates(cert);
+        let Some(first) = candidates.first() else {
+            return Err(AuthError::CertificateUnnamed(self.from));
+        };
+        if let Some(tenant) = candidates
+            .iter()
+            .find_map(|name| self.map.get(&name.to_ascii_lowercase()))
+        {
+            return Ok(tenant.clone());
+        }
+        match self.unmapped {
+            Unmapped::Refuse => Err(AuthError::CertificateUnmapped(shown(first))),
+            Unmapped::Name => {
+                Tenant::new(*first).map_err(|_| AuthError::CertificateBadName(shown(first)))
+            }
+        }
+    }
+}
+
+/// A certificate name as quoted in an error: at most 80 characters.
+fn shown(name: &str) -> String {
+    let mut out: String = name.chars().take(80).collect();
+    if out.len() < name.len() {
+        out.push_str("...");
+    }
+    out
 }
 
 /// Hashes only, and never printed.
@@ -87,6 +176,13 @@ impl fmt::Debug for Identity {
             Identity::Peer => f.write_str("Peer"),
             Identity::Fixed(t) => write!(f, "Fixed({t})"),
             Identity::Tokens(tokens) => write!(f, "Tokens({} entries)", tokens.len()),
+            Identity::Certificate(c) => write!(
+                f,
+                "Certificate({:?}, {} mapped, unmapped {:?})",
+                c.from,
+                c.map.len(),
+                c.unmapped
+            ),
         }
     }
 }
@@ -132,6 +228,18 @@ pub enum AuthError {
     Wrong,
     #[error("cistern: cannot identify the client: the connection has no peer credentials")]
     NoPeer,
+    #[error("cistern: this listener needs a TLS client certificate")]
+    NoCertificate,
+    #[error("cistern: the client certificate has {}, which this listener takes the tenant from", match .0 {
+        CertName::CommonNameOrDns => "neither a subject common name nor a DNS name",
+        CertName::CommonName => "no subject common name",
+        CertName::Dns => "no DNS subject alternative name",
+    })]
+    CertificateUnnamed(CertName),
+    #[error("cistern: the client certificate's name {0:?} is not a valid tenant name (1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit); map it to one in the listener's identity.certificate.map")]
+    CertificateBadName(String),
+    #[error("cistern: the client certificate's name {0:?} is not in this listener's identity map")]
+    CertificateUnmapped(String),
 }
 
 /// Constant-time equality of two digests.
@@ -153,6 +261,12 @@ impl Identity {
                 _ => Err(AuthError::NoPeer),
             },
             Identity::Tokens(tokens) => identify_token(tokens, headers),
+            Identity::Certificate(c) => match peer {
+                Peer::Tls {
+                    client: Some(cert), ..
+                } => c.tenant(cert),
+                _ => Err(AuthError::NoCertificate),
+            },
         }
     }
 
@@ -316,6 +430,105 @@ mod tests {
         assert_eq!(
             id.challenge(),
             "Bearer realm=\"cistern\", Basic realm=\"cistern\""
+        );
+    }
+
+    fn tls_peer(cn: Option<&str>, dns: &[&str]) -> Peer {
+        Peer::Tls {
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            client: Some(std::sync::Arc::new(ClientCert {
+                common_name: cn.map(str::to_string),
+                dns_names: dns.iter().map(|s| s.to_string()).collect(),
+            })),
+        }
+    }
+
+    fn cert_identity(from: CertName, map: &[(&str, &str)], unmapped: Unmapped) -> Identity {
+        Identity::Certificate(CertificateIdentity {
+            from,
+            map: map
+                .iter()
+                .map(|(k, v)| (k.to_string(), Tenant::new(*v).unwrap()))
+                .collect(),
+            unmapped,
+        })
+    }
+
+    fn tenant_of(id: &Identity, peer: &Peer) -> Result<String, AuthError> {
+        id.identify(peer, &HeaderMap::new())
+            .map(|t| t.as_str().to_string())
+    }
+
+    #[test]
+    fn certificates_name_the_tenant_by_cn_then_dns_name() {
+        let id = Identity::Certificate(CertificateIdentity::default());
+        assert_eq!(
+            tenant_of(&id, &tls_peer(Some("ci-runner"), &["a.example"])).unwrap(),
+            "ci-runner"
+        );
+        assert_eq!(
+            tenant_of(&id, &tls_peer(None, &["a.example", "b.example"])).unwrap(),
+            "a.example"
+        );
+        assert_eq!(
+            tenant_of(&id, &tls_peer(None, &[])),
+            Err(AuthError::CertificateUnnamed(CertName::CommonNameOrDns))
+        );
+        // A CN that cannot be a tenant is refused; it is not skipped for a SAN.
+        let err = tenant_of(&id, &tls_peer(Some("Jane Doe"), &["jane.example"])).unwrap_err();
+        assert_eq!(err, AuthError::CertificateBadName("Jane Doe".into()));
+        assert!(err
+            .to_string()
+            .contains("\"Jane Doe\" is not a valid tenant name"));
+        // No certificate (plain TCP, or TLS without client_ca): refused.
+        let no_cert = Peer::Tls {
+            addr: "127.0.0.1:5000".parse().unwrap(),
+            client: None,
+        };
+        assert_eq!(tenant_of(&id, &no_cert), Err(AuthError::NoCertificate));
+        assert_eq!(
+            tenant_of(&id, &Peer::Tcp("127.0.0.1:5000".parse().unwrap())),
+            Err(AuthError::NoCertificate)
+        );
+    }
+
+    #[test]
+    fn certificate_names_can_be_chosen_and_mapped() {
+        let peer = tls_peer(Some("Jane Doe"), &["jane.example", "runner-1.example"]);
+        let cn_only = cert_identity(CertName::CommonName, &[], Unmapped::Name);
+        assert!(matches!(
+            tenant_of(&cn_only, &tls_peer(None, &["a.example"])),
+            Err(AuthError::CertificateUnnamed(CertName::CommonName))
+        ));
+        let san = cert_identity(CertName::Dns, &[], Unmapped::Name);
+        assert_eq!(tenant_of(&san, &peer).unwrap(), "jane.example");
+        // The first DNS name the map lists wins, whatever its position.
+        let mapped = cert_identity(
+            CertName::Dns,
+            &[("runner-1.example", "ci-runners")],
+            Unmapped::Refuse,
+        );
+        assert_eq!(tenant_of(&mapped, &peer).unwrap(), "ci-runners");
+        assert_eq!(
+            tenant_of(&mapped, &tls_peer(None, &["other.example"])),
+            Err(AuthError::CertificateUnmapped("other.example".into()))
+        );
+        // A mapped CN may be anything, and matches ignoring ASCII case.
+        let by_cn = cert_identity(
+            CertName::CommonNameOrDns,
+            &[("jane doe", "jane")],
+            Unmapped::Name,
+        );
+        assert_eq!(tenant_of(&by_cn, &peer).unwrap(), "jane");
+        assert_eq!(
+            tenant_of(&by_cn, &tls_peer(Some("bob"), &[])).unwrap(),
+            "bob"
+        );
+        let long = "x".repeat(200);
+        let err = tenant_of(&by_cn, &tls_peer(Some(&long), &[])).unwrap_err();
+        assert_eq!(
+            err,
+            AuthError::CertificateBadName(format!("{}...", "x".repeat(80)))
         );
     }
 

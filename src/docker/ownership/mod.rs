@@ -224,6 +224,7 @@ impl Ownership {
                     tenants.insert(t.clone());
                 }
                 Identity::Tokens(tokens) => tenants.extend(tokens.iter().map(|t| t.tenant.clone())),
+                Identity::Certificate(c) => tenants.extend(c.map.values().cloned()),
                 Identity::Peer => {}
             }
         }
