@@ -284,3 +284,33 @@ fn a_docker_socket_bind_inside_a_job_gets_the_jobs_socket() {
         owned_by(&tenant).is_empty()
     });
 }
+
+#[test]
+fn a_spoofed_job_label_neither_sticks_nor_ends_the_job() {
+    let r = Runner::start();
+    let job = unique("job-s");
+    r.job(&job);
+    r.in_job(&job, "docker volume create keep");
+    let tenant = job_tenant(&job);
+    let id = &tenant["job-".len()..];
+    // Another container claiming the job's label, stopped at once.
+    let spoof = unique("job-spoof");
+    run_ok(r.docker().args([
+        "run",
+        "--name",
+        &spoof,
+        "--label",
+        &format!("io.cistern.job={id}"),
+        busybox(),
+        "true",
+    ]));
+    let label = run_ok(docker_direct().args([
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"io.cistern.job\"}}",
+        &spoof,
+    ]));
+    assert_eq!(label.trim(), "", "a client set cistern's job label");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(owned_by(&tenant), [format!("volume {tenant}-keep")]);
+}

@@ -330,6 +330,17 @@ impl Jobs {
         }
     }
 
+    /// Whether `container` is the job's own container (as recorded when the
+    /// daemon created it): another container carrying the label never ends
+    /// a job. Before the record is written, the label is trusted: cistern
+    /// drops `io.cistern.*` labels from clients' creates.
+    fn is_job_container(&self, id: &str, container: &str) -> bool {
+        match self.registry().ok().and_then(|r| r.jobs.get(id).cloned()) {
+            Some(record) => record.container.as_deref().map_or(true, |c| c == container),
+            None => false,
+        }
+    }
+
     /// Whether a job's socket is served by this process.
     fn is_live(&self, id: &str) -> bool {
         self.live.lock().is_ok_and(|l| l.contains_key(id))
@@ -500,13 +511,16 @@ async fn follow(jobs: &Jobs, client: &UpstreamClient, mut body: hyper::body::Inc
                 }
                 while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                     let line = pending.split_to(end + 1);
-                    if let Some((id, action)) = job_event(&line) {
-                        let why = if action == "die" {
+                    if let Some(event) = job_event(&line) {
+                        if !jobs.is_job_container(&event.job, &event.container) {
+                            continue;
+                        }
+                        let why = if event.action == "die" {
                             "its container stopped"
                         } else {
                             "its container was removed"
                         };
-                        jobs.finish(client, &id, why).await;
+                        jobs.finish(client, &event.job, why).await;
                     }
                 }
                 if pending.len() > 1 << 20 {
@@ -517,16 +531,26 @@ async fn follow(jobs: &Jobs, client: &UpstreamClient, mut body: hyper::body::Inc
     }
 }
 
-/// The job ID and action of a `die`/`destroy` event line.
-fn job_event(line: &[u8]) -> Option<(String, String)> {
+/// A `die`/`destroy` event of a job container.
+#[derive(Debug, PartialEq, Eq)]
+struct JobEvent {
+    job: String,
+    container: String,
+    action: String,
+}
+
+fn job_event(line: &[u8]) -> Option<JobEvent> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
-    let action = v.get("Action").and_then(|a| a.as_str())?.to_string();
-    let id = v
-        .pointer("/Actor/Attributes")?
-        .get(JOB_LABEL)?
-        .as_str()?
-        .to_string();
-    Some((id, action))
+    let s = |p: &str| v.pointer(p).and_then(|a| a.as_str()).map(str::to_string);
+    Some(JobEvent {
+        action: s("/Action")?,
+        container: s("/Actor/ID")?,
+        job: v
+            .pointer("/Actor/Attributes")?
+            .get(JOB_LABEL)?
+            .as_str()?
+            .to_string(),
+    })
 }
 
 fn now() -> u64 {
@@ -563,7 +587,14 @@ mod tests {
     #[test]
     fn job_events_name_their_job() {
         let line = br#"{"status":"die","id":"abc","Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"io.cistern.job":"0a1b2c3d4e5f","name":"job"}}}"#;
-        assert_eq!(job_event(line), Some(("0a1b2c3d4e5f".into(), "die".into())));
+        assert_eq!(
+            job_event(line),
+            Some(JobEvent {
+                job: "0a1b2c3d4e5f".into(),
+                container: "abc".into(),
+                action: "die".into()
+            })
+        );
         assert_eq!(
             job_event(br#"{"Action":"die","Actor":{"Attributes":{}}}"#),
             None

@@ -64,14 +64,21 @@ pub fn labels_create(endpoint: &Endpoint) -> bool {
     )
 }
 
+/// Labels under this prefix are cistern's: a client's are dropped.
+pub const RESERVED_PREFIX: &str = "io.cistern.";
+
 /// Adds the owner's labels to a canonical create body (container, volume or
-/// network: all three keep them in a top-level `Labels`). An empty body
+/// network: all three keep them in a top-level `Labels`), after dropping any
+/// `io.cistern.*` label the client set (such as a job's). An empty body
 /// becomes `{"Labels": {...}}`.
 pub fn label_body(body: &mut Json, owner: &Owner) {
     if !matches!(body, Json::Object(_)) {
         *body = Json::Object(Vec::new());
     }
     let labels = body.object_mut("Labels");
+    if let Json::Object(entries) = labels {
+        entries.retain(|(k, _)| !k.starts_with(RESERVED_PREFIX));
+    }
     labels.set(TENANT, Json::string(owner.tenant.as_str()));
     labels.set(INSTANCE, Json::string(owner.instance.clone()));
 }
@@ -95,6 +102,20 @@ mod tests {
 
     fn owner() -> Owner {
         Owner::new(Tenant::new("alice").unwrap(), "default")
+    }
+
+    #[test]
+    fn clients_cannot_set_cisterns_labels() {
+        let mut body = json::parse(
+            br#"{"Image":"x","Labels":{"io.cistern.job":"0a1b2c3d4e5f","io.cistern.x":"1","ci":"1"}}"#,
+        )
+        .unwrap();
+        label_body(&mut body, &owner());
+        let v: serde_json::Value = serde_json::from_slice(&body.to_vec()).unwrap();
+        assert_eq!(
+            v["Labels"],
+            serde_json::json!({"ci":"1","io.cistern.tenant":"alice","io.cistern.instance":"default"})
+        );
     }
 
     #[test]
