@@ -88,11 +88,17 @@ fn two_tenants_use_the_same_names_at_once() {
             &format!("echo {tenant} > /data/owner; sleep 300"),
         ]));
     }
-    // Each tenant sees its own, under the names it chose.
+    // Each tenant sees its own, under the names it chose; `info` counts its own.
     for (cmd, tenant) in [
         (Two::alice as fn(&Two) -> Command, &t.alice),
         (Two::bob, &t.bob),
     ] {
+        let info = run_ok(cmd(&t).args([
+            "info",
+            "--format",
+            "{{.Containers}} {{.ContainersRunning}} {{.ContainersStopped}}",
+        ]));
+        assert_eq!(info.trim(), "1 1 0", "{tenant}");
         assert_eq!(
             lines(run_ok(cmd(&t).args(["ps", "--format", "{{.Names}}"]))),
             ["db"]

@@ -200,6 +200,60 @@ pub fn filter_df(
     serde_json::to_vec(&v).map_err(|err| DockerError::internal(err.to_string()))
 }
 
+/// A tenant's counts for `GET /info`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub containers: u64,
+    pub running: u64,
+    pub paused: u64,
+    pub stopped: u64,
+    pub images: u64,
+}
+
+impl Counts {
+    /// From the tenant's `containers/json?all=1` and its filtered image list.
+    pub fn new(containers: &Value, images: &[u8]) -> Counts {
+        let mut c = Counts::default();
+        for state in containers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c.get("State").and_then(Value::as_str).unwrap_or(""))
+        {
+            c.containers += 1;
+            match state {
+                "running" | "restarting" => c.running += 1,
+                "paused" => c.paused += 1,
+                _ => c.stopped += 1,
+            }
+        }
+        c.images = serde_json::from_slice::<Value>(images)
+            .ok()
+            .and_then(|v| v.as_array().map(|a| a.len() as u64))
+            .unwrap_or(0);
+        c
+    }
+}
+
+/// `GET /info`: the daemon-wide container and image counts replaced by the
+/// tenant's.
+pub fn filter_info(body: &[u8], counts: &Counts) -> Result<Vec<u8>, DockerError> {
+    let mut v: Value = serde_json::from_slice(body)
+        .map_err(|err| DockerError::upstream(format!("unreadable system info: {err}")))?;
+    for (key, n) in [
+        ("Containers", counts.containers),
+        ("ContainersRunning", counts.running),
+        ("ContainersPaused", counts.paused),
+        ("ContainersStopped", counts.stopped),
+        ("Images", counts.images),
+    ] {
+        if let Some(slot) = v.get_mut(key) {
+            *slot = Value::from(n);
+        }
+    }
+    serde_json::to_vec(&v).map_err(|err| DockerError::internal(err.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +266,32 @@ mod tests {
     fn decoded_filters(target: &str) -> Value {
         let q = Query::parse(target.split_once('?').unwrap().1).unwrap();
         serde_json::from_str(q.get("filters").unwrap().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn info_counts_are_the_tenants() {
+        let containers = serde_json::json!([{"State":"running"},{"State":"exited"},{"State":"paused"},{"State":"created"}]);
+        let counts = Counts::new(&containers, br#"[{"Id":"a"},{"Id":"b"}]"#);
+        assert_eq!(
+            counts,
+            Counts {
+                containers: 4,
+                running: 1,
+                paused: 1,
+                stopped: 2,
+                images: 2
+            }
+        );
+        let info = filter_info(
+            br#"{"Containers":57,"ContainersRunning":9,"ContainersPaused":0,"ContainersStopped":48,"Images":120,"Name":"host"}"#,
+            &counts,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&info).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"Containers":4,"ContainersRunning":1,"ContainersPaused":1,"ContainersStopped":2,"Images":2,"Name":"host"})
+        );
     }
 
     #[test]

@@ -294,6 +294,7 @@ impl Ownership {
         match &route.endpoint {
             Endpoint::ImageList => owned.after = After::ImageList,
             Endpoint::SystemDf => owned.after = After::SystemDf,
+            Endpoint::Info => owned.after = After::Info,
             Endpoint::ImagePrune => {
                 return Err(DockerError::client(
                     StatusCode::FORBIDDEN,
@@ -741,6 +742,8 @@ enum After {
         image: String,
     },
     ImageDelete,
+    /// `GET /info`: the tenant's container and image counts.
+    Info,
     /// A push under a temporary name.
     Push(Box<TempTag>),
     /// A predefined network read by name: hide its containers.
@@ -1087,6 +1090,15 @@ impl Owned {
                 };
                 Ok(replace_body(&mut parts, filtered))
             }
+            After::Info if status == StatusCode::OK => {
+                let (mut parts, body) = response.into_parts();
+                let body = read_whole(body).await?;
+                let counts = self.counts().await?;
+                Ok(replace_body(
+                    &mut parts,
+                    filters::filter_info(&body, &counts)?,
+                ))
+            }
             After::SharedNetwork if status == StatusCode::OK => {
                 let (mut parts, body) = response.into_parts();
                 let body = read_whole(body).await?;
@@ -1207,6 +1219,30 @@ async fn map_names(
         serde_json::to_vec(&v).map_err(|err| DockerError::internal(err.to_string()))?;
     mapped.push(b'\n');
     Ok(replace_body(&mut parts, mapped))
+}
+
+impl Owned {
+    /// The tenant's containers by state, and the images it may see.
+    async fn counts(&self) -> Result<filters::Counts, DockerError> {
+        let daemon = Daemon {
+            client: &self.client,
+        };
+        let containers = filters::merge_label_filter("/containers/json?all=1", &self.owner)?;
+        let answer = daemon.get(&containers).await?;
+        let containers = daemon::json(&answer)?;
+        let images = daemon.get("/images/json").await?;
+        let state = load_state(&self.store).await?;
+        let rules = Rules {
+            state: &state,
+            owner: &self.owner,
+        };
+        let images = filters::filter_images(
+            &images.body,
+            |id| rules.visible(id),
+            |t| rules.tag_visible(t),
+        )?;
+        Ok(filters::Counts::new(&containers, &images))
+    }
 }
 
 fn volume_taken(name: &str) -> DockerError {
