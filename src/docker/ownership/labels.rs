@@ -126,7 +126,7 @@ mod tests {
         label_body(&mut body, &owner());
         assert_eq!(
             String::from_utf8(body.to_vec()).unwrap(),
-            r#"{"Image":"x","Labels":{"io.cistern.tenant":"alice","keep":"1","io.cistern.instance":"default"}}"#
+            r#"{"Image":"x","Labels":{"keep":"1","io.cistern.tenant":"alice","io.cistern.instance":"default"}}"#
         );
         let mut null_labels = json::parse(br#"{"Name":"v","Labels":null}"#).unwrap();
         label_body(&mut null_labels, &owner());
