@@ -1,4 +1,5 @@
-//! Starting the caching proxy: bind its HTTP, HTTPS and admin listeners,
+//! Starting the caching proxy: bind its HTTP, HTTPS and admin listeners
+//! (and the forward proxy's, when configured),
 //! open the disk cache, build the origin client, and run the accept loops
 //! until the shutdown token fires. Connections are served with hyper-util's
 //! auto server (HTTP/1.1, and HTTP/2 chosen by ALPN or the h2 preface).
@@ -23,13 +24,14 @@ use tokio_util::task::TaskTracker;
 
 use super::domains::Domains;
 use super::error::StartError;
+use super::forward::{self, ForwardProxy};
 use super::handler::{ConnInfo, Proxy, Scheme};
 use super::metrics::Metrics;
 use super::tls::{server_config, LeafResolver};
 use super::{upstream, Caching, CachingConfig};
 
 /// How long a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often counters are logged (when they changed) and access times saved.
 const LOG_PERIOD: Duration = Duration::from_secs(60);
 
@@ -54,7 +56,10 @@ pub async fn open_cache(config: &CachingConfig) -> Result<Cache, StartError> {
     Ok(Cache::new(store, policy))
 }
 
-async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, StartError> {
+pub(super) async fn bind(
+    what: &'static str,
+    address: SocketAddr,
+) -> Result<TcpListener, StartError> {
     TcpListener::bind(address)
         .await
         .map_err(|source| StartError::Bind {
@@ -74,6 +79,10 @@ pub async fn start(
     let http = bind("http", config.http).await?;
     let https = bind("https", config.https).await?;
     let admin = bind("admin", config.admin).await?;
+    let forward = match &config.forward_proxy {
+        Some(f) => Some(forward::bind(f.listen).await?),
+        None => None,
+    };
     let domains = Domains::new(&config.domains);
     let cache = open_cache(config).await?;
     let origin = upstream::client(
@@ -93,6 +102,18 @@ pub async fn start(
         metrics.clone(),
         tasks.clone(),
     ));
+    if let (Some(listener), Some(f)) = (forward, &config.forward_proxy) {
+        let forward = Arc::new(ForwardProxy::new(
+            proxy.clone(),
+            tls.clone(),
+            upstream::Dialer::new(&config.overrides),
+            f,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+        tracing::info!(listen = %f.listen, others = ?f.others, "forward proxy listening");
+        tasks.spawn(forward.run(listener));
+    }
     tracing::info!(
         http = %config.http,
         https = %config.https,
@@ -189,8 +210,12 @@ async fn accept_loop(
     tracing::debug!(listener = name, "caching proxy listener closed");
 }
 
-async fn serve<IO>(io: IO, conn: Arc<ConnInfo>, proxy: Arc<Proxy>, shutdown: CancellationToken)
-where
+pub(super) async fn serve<IO>(
+    io: IO,
+    conn: Arc<ConnInfo>,
+    proxy: Arc<Proxy>,
+    shutdown: CancellationToken,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| proxy.clone().handle(req, conn.clone()));
