@@ -54,10 +54,15 @@ struct Setup {
 
 impl Setup {
     async fn start(extra: &str) -> Setup {
+        Setup::start_in(extra, tempfile::tempdir().unwrap()).await
+    }
+
+    /// Starts with the cache in `dirs/cache` (which may be prepared, e.g.
+    /// a small filesystem mounted there).
+    async fn start_in(extra: &str, dirs: tempfile::TempDir) -> Setup {
         let test_ca = TestCa::new(&[DEB, NPM, OTHER]);
         let https_origin = Origin::start(Some(test_ca.server.clone())).await;
         let http_origin = Origin::start(None).await;
-        let dirs = tempfile::tempdir().unwrap();
         std::fs::write(dirs.path().join("origin-ca.pem"), &test_ca.ca_pem).unwrap();
         let mut setup = Setup {
             https_origin,
@@ -682,6 +687,119 @@ async fn the_leaf_verifies_against_cisterns_ca_and_not_against_the_system_store(
         err.contains("UnknownIssuer") || err.contains("invalid peer certificate"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_entry_is_served_when_the_origin_fails_or_is_down_with_stale_if_error() {
+    let s = Setup::start("  cache:\n    stale_if_error: 1h\n").await;
+    let path = "/debian/dists/stable/InRelease";
+    let release = File::new("Origin: Example\nSuite: stable\nDate: today\n");
+    s.https_origin.put(path, release.clone());
+    let client = s.client();
+    let url = format!("https://{DEB}{path}");
+    let first = client.get(&url).await;
+    assert_eq!(first.status, 200);
+    // An index file is revalidated on every request; the origin answers 503.
+    s.https_origin.set_behaviour(path, Behaviour::Fail(503));
+    let got = client.get(&url).await;
+    assert_eq!(got.status, 200, "{got:?}\n{}", s.logs());
+    assert_eq!(got.bytes(), &release.body);
+    assert_eq!(got.headers["x-cistern-cache"], "stale-if-error");
+    assert_eq!(
+        s.https_origin.counts(path).requests,
+        2,
+        "the origin was asked"
+    );
+    // The origin recovers: revalidated as usual.
+    s.https_origin.set_behaviour(path, Behaviour::Normal);
+    let got = client.get(&url).await;
+    assert_eq!(got.headers["x-cistern-cache"], "revalidated");
+    // The origin goes down entirely: still served, from the cache.
+    s.https_origin.stop();
+    let got = client.get(&url).await;
+    assert_eq!(got.status, 200, "{got:?}\n{}", s.logs());
+    assert_eq!(got.bytes(), &release.body);
+    assert_eq!(got.headers["x-cistern-cache"], "stale-if-error");
+    assert!(s.logs().contains("serving stale"), "{}", s.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_stale_if_error_a_failing_origin_fails_the_revalidation() {
+    let s = Setup::start("").await;
+    let path = "/debian/dists/stable/InRelease";
+    s.https_origin.put(path, File::new("Suite: stable\n"));
+    let client = s.client();
+    let url = format!("https://{DEB}{path}");
+    assert_eq!(client.get(&url).await.status, 200);
+    s.https_origin.set_behaviour(path, Behaviour::Fail(503));
+    assert_eq!(client.get(&url).await.status, 503);
+    s.https_origin.stop();
+    assert_eq!(client.get(&url).await.status, 502);
+}
+
+/// A 4 MiB tmpfs mounted on a directory, unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test needs to mount a small tmpfs for the cache (run it as root with \
+             mount permitted): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallFs(dir.to_owned())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_cache_disk_serves_whole_files_from_the_origin_and_logs_it() {
+    let dirs = tempfile::tempdir().unwrap();
+    let small_fs = SmallFs::mount(&dirs.path().join("cache"));
+    let s = Setup::start_in("", dirs).await;
+    let client = s.client();
+    // Larger than the whole cache filesystem: the write fails half-way.
+    let big = "/debian/pool/main/b/big/big_1.0_amd64.deb";
+    let body = random_bytes(6 * 1024 * 1024, 31);
+    s.https_origin.put(big, File::new(body.clone()));
+    let url = format!("https://{DEB}{big}");
+    for round in 1..=2 {
+        let got = client.get(&url).await;
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!(got.bytes().len(), body.len(), "round {round}: whole file");
+        assert!(got.bytes() == &body, "round {round}: correct bytes");
+        assert_eq!(s.https_origin.counts(big).requests, round, "from origin");
+    }
+    let logs = s.logs();
+    // The write fails when the disk fills up, or at the latest at commit.
+    assert!(
+        logs.contains("cache disk is full") && logs.contains("served from origin"),
+        "{logs}"
+    );
+    // The failed writes left their space free: a file that fits is cached.
+    let small = "/debian/pool/main/s/small/small_1.0_amd64.deb";
+    s.https_origin
+        .put(small, File::new(random_bytes(200_000, 32)));
+    let url = format!("https://{DEB}{small}");
+    assert_eq!(client.get(&url).await.status, 200);
+    let again = client.get(&url).await;
+    assert_eq!(again.bytes(), &random_bytes(200_000, 32));
+    assert_eq!(again.headers["x-cistern-cache"], "hit");
+    assert_eq!(s.https_origin.counts(small).requests, 1);
+    drop(s);
+    drop(small_fs);
 }
 
 /// What the host's curl saw through the forward proxy.

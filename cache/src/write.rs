@@ -264,7 +264,7 @@ fn run(
     while let Some(msg) = rx.blocking_recv() {
         match msg {
             Msg::Data(chunk, _permit) => {
-                file.write_all(&chunk)?;
+                file.as_file_mut().write_all(&chunk)?;
                 check.update(&chunk);
                 size += chunk.len() as u64;
             }

@@ -574,7 +574,7 @@ impl Proxy {
             }
             Err(err) => {
                 drop(guard);
-                tracing::warn!(error = %err, "cannot start a cache write; serving from origin");
+                tracing::warn!(error = %chain(&err), "cannot start a cache write; serving from origin");
                 let reason = format!("{reason}; not stored: {err}");
                 return self.stream_through(client, rparts, rbody, "miss", reason, counter);
             }
@@ -723,7 +723,7 @@ async fn tee(
         };
         if let Some(w) = writer.as_mut() {
             if let Err(err) = w.write_bytes(data.clone()).await {
-                tracing::warn!(error = %err, "cache write failed; serving from origin only");
+                tracing::warn!(error = %chain(&err), "cache write failed; the response is served from origin only");
                 writer = None;
             }
         }
@@ -743,7 +743,7 @@ async fn tee(
             Some(w) => match w.commit().await {
                 Ok(_) => true,
                 Err(err) => {
-                    tracing::warn!(error = %err, "cache commit failed; the response was served from origin");
+                    tracing::warn!(error = %chain(&err), "cache commit failed; the response was served from origin");
                     false
                 }
             },
@@ -802,6 +802,19 @@ fn metered(answer: Answer, mut log: RequestLog, counter: Option<Counter>) -> Res
         _ => content_length(&parts.headers),
     };
     Response::from_parts(parts, Metered::new(body, log, counter, expected))
+}
+
+/// An error with its causes, for the log (`cache disk is full while
+/// writing a body: No space left on device (os error 28)`).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn cache_body(body: cistern_cache::Body) -> ProxyBody {
