@@ -10,7 +10,8 @@
 //! How the work is split, so that a miss streams to its client at origin
 //! speed:
 //! - while the body arrives, a blocking thread per write appends the chunks
-//!   to a temp file in `tmp/` and feeds the fast `xxh3-128` checksum (the
+//!   (handed over in batches of about 1 MiB, without copying) to a temp file
+//!   in `tmp/` and feeds the fast `xxh3-128` checksum (the
 //!   one reads are verified with, see `read.rs`). Chunks reach it through a
 //!   queue bounded in bytes ([`QUEUE_BYTES`]): a disk slower than the
 //!   network holds the client back only once that much is queued, and
@@ -46,12 +47,15 @@ use crate::store::{content_path, Entry, Store};
 
 /// Bytes of body that may wait for the disk per write.
 pub const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Chunks are handed to the thread in batches of about this many bytes, so
+/// it is woken once per batch rather than once per network read.
+const BATCH_BYTES: usize = 1024 * 1024;
 /// Read size when hashing the finished file.
 const HASH_CHUNK: usize = 1024 * 1024;
 
 /// What the proxy sends to the writing thread.
 enum Msg {
-    Data(Bytes, OwnedSemaphorePermit),
+    Data(Vec<Bytes>, OwnedSemaphorePermit),
     /// The body ended cleanly: hash, move into place, answer.
     End(oneshot::Sender<std::io::Result<Stored>>),
 }
@@ -70,6 +74,9 @@ pub struct Writer {
     expected: Option<u64>,
     written: u64,
     budget: Arc<Semaphore>,
+    /// Chunks not yet handed to the thread, and their size.
+    batch: Vec<Bytes>,
+    batched: usize,
     /// The temp file, removed on abort right away (the thread may still
     /// hold it open for a moment).
     tmp_path: PathBuf,
@@ -116,6 +123,8 @@ impl Writer {
             expected,
             written: 0,
             budget: Arc::new(Semaphore::new(QUEUE_BYTES)),
+            batch: Vec::new(),
+            batched: 0,
             tmp_path,
             tx: Some(tx),
             thread: Some(thread),
@@ -140,19 +149,33 @@ impl Writer {
         if self.tx.is_none() {
             return Err(self.failure().await);
         }
-        let permits = u32::try_from(chunk.len().min(QUEUE_BYTES)).unwrap_or(u32::MAX);
+        self.written += chunk.len() as u64;
+        self.batched += chunk.len();
+        self.batch.push(chunk);
+        if self.batched >= BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the batch to the thread, once the queue has room for it.
+    async fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let permits = u32::try_from(self.batched.min(QUEUE_BYTES)).unwrap_or(u32::MAX);
         let Ok(permit) = self.budget.clone().acquire_many_owned(permits).await else {
             return Err(self.failure().await);
         };
-        let len = chunk.len() as u64;
+        let batch = std::mem::take(&mut self.batch);
+        self.batched = 0;
         let sent = self
             .tx
             .as_ref()
-            .is_some_and(|tx| tx.send(Msg::Data(chunk, permit)).is_ok());
+            .is_some_and(|tx| tx.send(Msg::Data(batch, permit)).is_ok());
         if !sent {
             return Err(self.failure().await);
         }
-        self.written += len;
         Ok(())
     }
 
@@ -167,6 +190,7 @@ impl Writer {
                 });
             }
         }
+        self.flush().await?;
         let (answer, stored) = oneshot::channel();
         let sent = self
             .tx
@@ -263,10 +287,12 @@ fn run(
     let mut size = 0u64;
     while let Some(msg) = rx.blocking_recv() {
         match msg {
-            Msg::Data(chunk, _permit) => {
-                file.as_file_mut().write_all(&chunk)?;
-                check.update(&chunk);
-                size += chunk.len() as u64;
+            Msg::Data(chunks, _permit) => {
+                for chunk in chunks {
+                    file.as_file_mut().write_all(&chunk)?;
+                    check.update(&chunk);
+                    size += chunk.len() as u64;
+                }
             }
             Msg::End(answer) => {
                 let want = check.digest128();

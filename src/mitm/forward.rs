@@ -123,7 +123,7 @@ impl ForwardProxy {
         let cached = req
             .uri()
             .host()
-            .is_none_or(|host| self.proxy.domains().matching(host).is_some());
+            .map_or(true, |host| self.proxy.domains().matching(host).is_some());
         if cached || self.others == Others::Refuse {
             // Cached, or refused (403) by the caching proxy's routing.
             self.proxy.clone().handle(req, conn).await
