@@ -849,7 +849,7 @@ impl Setup {
             .filter_map(|l| l.split_once(':'))
             .filter(|(k, _)| k.eq_ignore_ascii_case("x-cistern-cache"))
             .map(|(_, v)| v.trim().to_owned())
-            .last();
+            .next_back();
         Curled {
             exit: out.status.code().unwrap_or(-1),
             status: String::from_utf8_lossy(&out.stdout).trim().to_owned(),

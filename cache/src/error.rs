@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn a_wrapped_enospc_is_disk_full_too() {
-        let wrapped = io::Error::new(io::ErrorKind::Other, io::Error::from_raw_os_error(ENOSPC));
+        let wrapped = io::Error::other(io::Error::from_raw_os_error(ENOSPC));
         assert!(Error::io("writing", wrapped).is_disk_full());
     }
 
