@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -92,21 +91,12 @@ impl ForwardProxy {
                     peer,
                 });
                 let shutdown = this.shutdown.clone();
-                let service = service_fn(move |req| this.clone().handle(req, conn.clone()));
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                tokio::pin!(connection);
-                let result = tokio::select! {
-                    result = connection.as_mut() => result,
-                    _ = shutdown.cancelled() => {
-                        connection.as_mut().graceful_shutdown();
-                        connection.await
-                    }
-                };
-                if let Err(err) = result {
-                    tracing::debug!(error = %err, "forward proxy connection ended with an error");
-                }
+                serve(
+                    stream,
+                    move |req| this.clone().handle(req, conn.clone()),
+                    shutdown,
+                )
+                .await;
             });
         }
         tracing::debug!(listener = "forward", "forward proxy listener closed");
@@ -218,7 +208,9 @@ impl ForwardProxy {
             sni: Some(host),
             peer,
         });
-        serve(stream, conn, self.proxy.clone(), self.shutdown.clone()).await;
+        let proxy = self.proxy.clone();
+        let handle = move |req| proxy.clone().handle(req, conn.clone());
+        serve(stream, handle, self.shutdown.clone()).await;
     }
 }
 

@@ -8,11 +8,15 @@
 //! waits for requests (and cache writes) under way, up to its grace period.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cistern_cache::{Cache, Policy, PolicyConfig, Rules, Store, StoreConfig};
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -22,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::body::Metered;
 use super::domains::Domains;
 use super::error::StartError;
 use super::forward::{self, ForwardProxy};
@@ -180,7 +185,12 @@ async fn accept_loop(
                         sni: None,
                         peer,
                     });
-                    serve(stream, conn, proxy, shutdown).await;
+                    serve(
+                        stream,
+                        move |req| proxy.clone().handle(req, conn.clone()),
+                        shutdown,
+                    )
+                    .await;
                 }
                 Some(tls) => {
                     let stream =
@@ -202,7 +212,12 @@ async fn accept_loop(
                         sni,
                         peer,
                     });
-                    serve(stream, conn, proxy, shutdown).await;
+                    serve(
+                        stream,
+                        move |req| proxy.clone().handle(req, conn.clone()),
+                        shutdown,
+                    )
+                    .await;
                 }
             }
         });
@@ -210,17 +225,17 @@ async fn accept_loop(
     tracing::debug!(listener = name, "caching proxy listener closed");
 }
 
-pub(super) async fn serve<IO>(
-    io: IO,
-    conn: Arc<ConnInfo>,
-    proxy: Arc<Proxy>,
-    shutdown: CancellationToken,
-) where
+/// Serves one client connection (HTTP/1.1, with upgrades for the forward
+/// proxy's CONNECT, or HTTP/2) with `handle` until it ends; at shutdown, lets
+/// the requests under way finish.
+pub(super) async fn serve<IO, F, Fut>(io: IO, handle: F, shutdown: CancellationToken)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Response<Metered>, Infallible>> + Send + 'static,
 {
-    let service = service_fn(move |req| proxy.clone().handle(req, conn.clone()));
     let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service_fn(handle));
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
