@@ -13,7 +13,7 @@
 //!   (handed over in batches of about 1 MiB, without copying) to a temp file
 //!   in `tmp/` and feeds the fast `xxh3-128` checksum (the
 //!   one reads are verified with, see `read.rs`). Chunks reach it through a
-//!   queue bounded in bytes ([`QUEUE_BYTES`]): a disk slower than the
+//!   queue bounded in bytes (`QUEUE_BYTES`): a disk slower than the
 //!   network holds the client back only once that much is queued, and
 //!   memory stays bounded;
 //! - at commit the same thread reads the file back (from the page cache) and
@@ -46,7 +46,7 @@ use crate::meta::Meta;
 use crate::store::{content_path, Entry, Store};
 
 /// Bytes of body that may wait for the disk per write.
-pub const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+const QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// Chunks are handed to the thread in batches of about this many bytes, so
 /// it is woken once per batch rather than once per network read.
 const BATCH_BYTES: usize = 1024 * 1024;
@@ -143,7 +143,7 @@ impl Writer {
     }
 
     /// Appends a chunk of the body without copying it. Waits only when
-    /// [`QUEUE_BYTES`] are already waiting for the disk. On error the write
+    /// `QUEUE_BYTES` are already waiting for the disk. On error the write
     /// is aborted.
     pub async fn write_bytes(&mut self, chunk: Bytes) -> Result<()> {
         if self.tx.is_none() {
