@@ -58,6 +58,9 @@ use super::upstream::OriginClient;
 
 /// Longest pause in an origin body before the transfer counts as failed.
 const ORIGIN_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a range request waits for a fetch of the whole file in flight
+/// before it is forwarded to the origin.
+const RANGE_FOLLOW_WAIT: Duration = Duration::from_secs(10);
 /// A follower may serve an entry stored this recently without revalidating.
 const JUST_STORED: Duration = Duration::from_secs(60);
 /// Response header saying what the cache did.
@@ -450,9 +453,11 @@ impl Proxy {
     async fn miss(&self, parts: request::Parts, miss: Miss, counter: &Counter) -> Answer {
         if parts.headers.contains_key(RANGE) {
             // The whole file may be on its way into the cache (e.g. the
-            // client's own download that just ended): wait for it.
+            // client's own download that just ended and is being
+            // committed): wait for it a little, not for a whole download.
             if let Some(waiter) = self.cache.store().follow(&miss.key) {
-                if waiter.wait().await == WaitOutcome::Committed {
+                let waited = tokio::time::timeout(RANGE_FOLLOW_WAIT, waiter.wait()).await;
+                if waited == Ok(WaitOutcome::Committed) {
                     return self.after_wait(parts, counter).await;
                 }
             }
