@@ -24,6 +24,8 @@ use tokio::net::TcpStream;
 const DEB: &str = "deb.example.test";
 const PYPI: &str = "pypi.example.test";
 const NPM: &str = "npm.example.test";
+/// Served by the origins but not a cached domain.
+const OTHER: &str = "other.example.test";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -42,6 +44,8 @@ struct Setup {
     http: SocketAddr,
     https: SocketAddr,
     admin: SocketAddr,
+    /// The forward proxy's address (`FORWARD_ADDR` in the extra config).
+    forward: SocketAddr,
     extra: String,
     ca_pem: String,
     /// Where the HTTPS listener binds instead of a loopback port.
@@ -50,10 +54,15 @@ struct Setup {
 
 impl Setup {
     async fn start(extra: &str) -> Setup {
-        let test_ca = TestCa::new(&[DEB, NPM]);
+        Setup::start_in(extra, tempfile::tempdir().unwrap()).await
+    }
+
+    /// Starts with the cache in `dirs/cache` (which may be prepared, e.g.
+    /// a small filesystem mounted there).
+    async fn start_in(extra: &str, dirs: tempfile::TempDir) -> Setup {
+        let test_ca = TestCa::new(&[DEB, NPM, OTHER]);
         let https_origin = Origin::start(Some(test_ca.server.clone())).await;
         let http_origin = Origin::start(None).await;
-        let dirs = tempfile::tempdir().unwrap();
         std::fs::write(dirs.path().join("origin-ca.pem"), &test_ca.ca_pem).unwrap();
         let mut setup = Setup {
             https_origin,
@@ -63,6 +72,7 @@ impl Setup {
             http: "127.0.0.1:0".parse().unwrap(),
             https: "127.0.0.1:0".parse().unwrap(),
             admin: "127.0.0.1:0".parse().unwrap(),
+            forward: "127.0.0.1:0".parse().unwrap(),
             extra: extra.to_owned(),
             ca_pem: String::new(),
             https_bind: None,
@@ -87,9 +97,10 @@ impl Setup {
             None => SocketAddr::from(([127, 0, 0, 1], free_port())),
         };
         self.admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        self.forward = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let d = self.dirs.path();
         let config = format!(
-            "upstream:\n  unix: {daemon}\nlisteners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{DEB}, {PYPI}, {NPM}]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n  admin: {admin}\n  upstream:\n    extra_roots: [{root}]\n    overrides:\n      {DEB}: {o1}\n      {NPM}: {o1}\n      {PYPI}: {o2}\n{extra}",
+            "upstream:\n  unix: {daemon}\nlisteners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{DEB}, {PYPI}, {NPM}]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n  admin: {admin}\n  upstream:\n    extra_roots: [{root}]\n    overrides:\n      {DEB}: {o1}\n      {NPM}: {o1}\n      {PYPI}: {o2}\n      \"{OTHER}:443\": {o1}\n      \"{OTHER}:80\": {o2}\n{extra}",
             daemon = support::daemon_socket().display(),
             sock = d.join("unused.sock").display(),
             state = d.join("state").display(),
@@ -100,7 +111,7 @@ impl Setup {
             root = d.join("origin-ca.pem").display(),
             o1 = self.https_origin.addr,
             o2 = self.http_origin.addr,
-            extra = self.extra,
+            extra = self.extra.replace("FORWARD_ADDR", &self.forward.to_string()),
         );
         std::fs::write(self.config_path(), &config).unwrap();
         let run = tempfile::tempdir().unwrap();
@@ -676,6 +687,285 @@ async fn the_leaf_verifies_against_cisterns_ca_and_not_against_the_system_store(
         err.contains("UnknownIssuer") || err.contains("invalid peer certificate"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stale_entry_is_served_when_the_origin_fails_or_is_down_with_stale_if_error() {
+    let s = Setup::start("  cache:\n    stale_if_error: 1h\n").await;
+    let path = "/debian/dists/stable/InRelease";
+    let release = File::new("Origin: Example\nSuite: stable\nDate: today\n");
+    s.https_origin.put(path, release.clone());
+    let client = s.client();
+    let url = format!("https://{DEB}{path}");
+    let first = client.get(&url).await;
+    assert_eq!(first.status, 200);
+    // An index file is revalidated on every request; the origin answers 503.
+    s.https_origin.set_behaviour(path, Behaviour::Fail(503));
+    let got = client.get(&url).await;
+    assert_eq!(got.status, 200, "{got:?}\n{}", s.logs());
+    assert_eq!(got.bytes(), &release.body);
+    assert_eq!(got.headers["x-cistern-cache"], "stale-if-error");
+    assert_eq!(
+        s.https_origin.counts(path).requests,
+        2,
+        "the origin was asked"
+    );
+    // The origin recovers: revalidated as usual.
+    s.https_origin.set_behaviour(path, Behaviour::Normal);
+    let got = client.get(&url).await;
+    assert_eq!(got.headers["x-cistern-cache"], "revalidated");
+    // The origin goes down entirely: still served, from the cache.
+    s.https_origin.stop();
+    let got = client.get(&url).await;
+    assert_eq!(got.status, 200, "{got:?}\n{}", s.logs());
+    assert_eq!(got.bytes(), &release.body);
+    assert_eq!(got.headers["x-cistern-cache"], "stale-if-error");
+    assert!(s.logs().contains("serving stale"), "{}", s.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_stale_if_error_a_failing_origin_fails_the_revalidation() {
+    let s = Setup::start("").await;
+    let path = "/debian/dists/stable/InRelease";
+    s.https_origin.put(path, File::new("Suite: stable\n"));
+    let client = s.client();
+    let url = format!("https://{DEB}{path}");
+    assert_eq!(client.get(&url).await.status, 200);
+    s.https_origin.set_behaviour(path, Behaviour::Fail(503));
+    assert_eq!(client.get(&url).await.status, 503);
+    s.https_origin.stop();
+    assert_eq!(client.get(&url).await.status, 502);
+}
+
+/// A 4 MiB tmpfs mounted on a directory, unmounted on drop.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(dir: &Path) -> SmallFs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test needs to mount a small tmpfs for the cache (run it as root with \
+             mount permitted): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallFs(dir.to_owned())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_cache_disk_serves_whole_files_from_the_origin_and_logs_it() {
+    let dirs = tempfile::tempdir().unwrap();
+    let small_fs = SmallFs::mount(&dirs.path().join("cache"));
+    let s = Setup::start_in("", dirs).await;
+    let client = s.client();
+    // Larger than the whole cache filesystem: the write fails half-way.
+    let big = "/debian/pool/main/b/big/big_1.0_amd64.deb";
+    let body = random_bytes(6 * 1024 * 1024, 31);
+    s.https_origin.put(big, File::new(body.clone()));
+    let url = format!("https://{DEB}{big}");
+    for round in 1..=2 {
+        let got = client.get(&url).await;
+        assert_eq!(got.status, 200, "{got:?}");
+        assert_eq!(got.bytes().len(), body.len(), "round {round}: whole file");
+        assert!(got.bytes() == &body, "round {round}: correct bytes");
+        assert_eq!(s.https_origin.counts(big).requests, round, "from origin");
+    }
+    let logs = s.logs();
+    // The write fails when the disk fills up, or at the latest at commit.
+    assert!(
+        logs.contains("cache disk is full") && logs.contains("served from origin"),
+        "{logs}"
+    );
+    // The failed writes left their space free: a file that fits is cached.
+    let small = "/debian/pool/main/s/small/small_1.0_amd64.deb";
+    s.https_origin
+        .put(small, File::new(random_bytes(200_000, 32)));
+    let url = format!("https://{DEB}{small}");
+    assert_eq!(client.get(&url).await.status, 200);
+    let again = client.get(&url).await;
+    assert_eq!(again.bytes(), &random_bytes(200_000, 32));
+    assert_eq!(again.headers["x-cistern-cache"], "hit");
+    assert_eq!(s.https_origin.counts(small).requests, 1);
+    drop(s);
+    drop(small_fs);
+}
+
+/// What the host's curl saw through the forward proxy.
+#[derive(Debug)]
+struct Curled {
+    /// curl's exit code (0: transfer complete).
+    exit: i32,
+    /// The response status (`000` when there was none, e.g. a refused
+    /// CONNECT).
+    status: String,
+    /// `x-cistern-cache` of the final response, if any.
+    cache: Option<String>,
+    body: Vec<u8>,
+    stderr: String,
+}
+
+impl Setup {
+    /// The host's curl with `--proxy` set to the forward proxy, trusting only
+    /// `cacert` for HTTPS.
+    fn curl_via_proxy(&self, url: &str, cacert: &Path) -> Curled {
+        let out_dir = tempfile::tempdir().unwrap();
+        let body = out_dir.path().join("body");
+        let headers = out_dir.path().join("headers");
+        let out = tokio::task::block_in_place(|| {
+            Command::new("curl")
+                .args(["-sS", "--max-time", "30", "--noproxy", ""])
+                .arg("--proxy")
+                .arg(format!("http://{}", self.forward))
+                .arg("--cacert")
+                .arg(cacert)
+                .arg("-o")
+                .arg(&body)
+                .arg("-D")
+                .arg(&headers)
+                .args(["-w", "%{http_code}", url])
+                .env_remove("http_proxy")
+                .env_remove("https_proxy")
+                .env_remove("HTTPS_PROXY")
+                .env_remove("ALL_PROXY")
+                .output()
+                .expect("curl runs")
+        });
+        let headers = std::fs::read_to_string(&headers).unwrap_or_default();
+        // The last response's headers (after a CONNECT's own 200).
+        let cache = headers
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| k.eq_ignore_ascii_case("x-cistern-cache"))
+            .map(|(_, v)| v.trim().to_owned())
+            .next_back();
+        Curled {
+            exit: out.status.code().unwrap_or(-1),
+            status: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            cache,
+            body: std::fs::read(&body).unwrap_or_default(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn cistern_ca_file(&self) -> PathBuf {
+        let path = self.dirs.path().join("cistern-ca.pem");
+        std::fs::write(&path, &self.ca_pem).unwrap();
+        path
+    }
+
+    fn origin_ca_file(&self) -> PathBuf {
+        self.dirs.path().join("origin-ca.pem")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_forward_proxy_caches_cached_domains_and_refuses_other_hosts() {
+    let s = Setup::start("  forward_proxy:\n    listen: FORWARD_ADDR\n").await;
+    repositories(&s);
+    let other = File::new(random_bytes(50_000, 21));
+    s.https_origin.put("/other.bin", other.clone());
+    s.http_origin.put("/other.bin", other.clone());
+    let ca = s.cistern_ca_file();
+
+    // CONNECT to a cached domain: TLS from cistern's CA, then the cache.
+    let deb = "/debian/pool/main/h/hello/hello_2.10-3_amd64.deb";
+    let url = format!("https://{DEB}{deb}");
+    let first = s.curl_via_proxy(&url, &ca);
+    assert_eq!(
+        (first.exit, first.status.as_str()),
+        (0, "200"),
+        "{first:?}\n{}",
+        s.logs()
+    );
+    assert_eq!(first.body, random_bytes(300_000, 1));
+    assert_eq!(first.cache.as_deref(), Some("miss"));
+    let second = s.curl_via_proxy(&url, &ca);
+    assert_eq!(
+        (second.exit, second.status.as_str()),
+        (0, "200"),
+        "{second:?}"
+    );
+    assert_eq!(second.body, first.body);
+    assert_eq!(second.cache.as_deref(), Some("hit"));
+    assert_eq!(
+        s.https_origin.counts(deb).requests,
+        1,
+        "second one from cache"
+    );
+
+    // An absolute-form plain-HTTP request to a cached domain: the cache too.
+    let whl = "/packages/ab/cd/demo-1.0-py3-none-any.whl";
+    for _ in 0..2 {
+        let got = s.curl_via_proxy(&format!("http://{PYPI}{whl}"), &ca);
+        assert_eq!((got.exit, got.status.as_str()), (0, "200"), "{got:?}");
+        assert_eq!(got.body, random_bytes(200_000, 2));
+    }
+    assert_eq!(s.http_origin.counts(whl).requests, 1);
+
+    // Anything else is refused: never an open proxy.
+    let refused = s.curl_via_proxy(&format!("https://{OTHER}/other.bin"), &s.origin_ca_file());
+    assert_ne!(refused.exit, 0, "{refused:?}");
+    assert!(refused.stderr.contains("403"), "{refused:?}");
+    let refused = s.curl_via_proxy(&format!("http://{OTHER}/other.bin"), &ca);
+    assert_eq!(refused.status, "403", "{refused:?}");
+    assert_eq!(s.https_origin.counts("/other.bin").requests, 0);
+    assert_eq!(s.http_origin.counts("/other.bin").requests, 0);
+    assert!(s.logs().contains("listener=\"forward\""), "{}", s.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_others_tunnel_the_forward_proxy_relays_other_hosts_uncached() {
+    let s = Setup::start("  forward_proxy:\n    listen: FORWARD_ADDR\n    others: tunnel\n").await;
+    repositories(&s);
+    let other = File::new(random_bytes(50_000, 22));
+    s.https_origin.put("/other.bin", other.clone());
+    s.http_origin.put("/other.bin", other.clone());
+
+    // CONNECT to another host is a byte tunnel: the client verifies the
+    // origin's own certificate (cistern's CA could not sign for it).
+    for _ in 0..2 {
+        let got = s.curl_via_proxy(&format!("https://{OTHER}/other.bin"), &s.origin_ca_file());
+        assert_eq!(
+            (got.exit, got.status.as_str()),
+            (0, "200"),
+            "{got:?}\n{}",
+            s.logs()
+        );
+        assert_eq!(got.body, other.body);
+        assert_eq!(got.cache, None, "not through the cache");
+    }
+    assert_eq!(s.https_origin.counts("/other.bin").requests, 2);
+    // Plain HTTP to another host is forwarded, not stored.
+    for _ in 0..2 {
+        let got = s.curl_via_proxy(&format!("http://{OTHER}/other.bin"), &s.origin_ca_file());
+        assert_eq!((got.exit, got.status.as_str()), (0, "200"), "{got:?}");
+        assert_eq!(got.body, other.body);
+    }
+    assert_eq!(s.http_origin.counts("/other.bin").requests, 2);
+
+    // Cached domains are still intercepted and cached.
+    let ca = s.cistern_ca_file();
+    let tgz = "/demo/-/demo-1.0.0.tgz";
+    for _ in 0..2 {
+        let got = s.curl_via_proxy(&format!("https://{NPM}{tgz}"), &ca);
+        assert_eq!((got.exit, got.status.as_str()), (0, "200"), "{got:?}");
+    }
+    assert_eq!(s.https_origin.counts(tgz).requests, 1);
+    // ... so a client trusting only the origin's CA cannot use them.
+    let got = s.curl_via_proxy(&format!("https://{NPM}{tgz}"), &s.origin_ca_file());
+    assert_ne!(got.exit, 0, "{got:?}");
 }
 
 /// A busybox-based image with the host's curl, its libraries (found with

@@ -141,9 +141,18 @@ impl Error {
     }
 }
 
-/// Whether an I/O error means "no space left": `ENOSPC` or `EDQUOT`.
+/// Whether an I/O error means "no space left": `ENOSPC` or `EDQUOT`, also
+/// when wrapped in another I/O error (as `tempfile` adds the path).
 pub(crate) fn is_disk_full(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(ENOSPC | EDQUOT))
+    let full = |e: &io::Error| matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT));
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = err.get_ref().map(|e| e as _);
+    while let Some(e) = cause {
+        if e.downcast_ref::<io::Error>().is_some_and(full) {
+            return true;
+        }
+        cause = e.source();
+    }
+    full(err)
 }
 
 #[cfg(test)]
@@ -155,6 +164,12 @@ mod tests {
         let err = Error::io("writing", io::Error::from_raw_os_error(ENOSPC));
         assert!(err.is_disk_full());
         assert_eq!(err.to_string(), "cache disk is full while writing");
+    }
+
+    #[test]
+    fn a_wrapped_enospc_is_disk_full_too() {
+        let wrapped = io::Error::other(io::Error::from_raw_os_error(ENOSPC));
+        assert!(Error::io("writing", wrapped).is_disk_full());
     }
 
     #[test]

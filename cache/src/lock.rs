@@ -96,6 +96,18 @@ impl Flights {
         })
     }
 
+    /// A waiter on the running fetch for `key`, if there is one; never
+    /// becomes the leader (for requests that would not store anyway).
+    pub(crate) fn follow(&self, key: &str, timeout: Duration) -> Option<FlightWaiter> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(key)
+            .filter(|rx| *rx.borrow() == FlightState::Running)
+            .map(|rx| FlightWaiter {
+                rx: rx.clone(),
+                timeout,
+            })
+    }
+
     /// Number of fetches in flight.
     pub(crate) fn len(&self) -> usize {
         self.map
@@ -205,6 +217,19 @@ mod tests {
         drop(leader);
         assert_eq!(waiter.wait().await, WaitOutcome::Failed);
         assert!(matches!(flights.acquire("k", SECOND), Flight::Leader(_)));
+    }
+
+    #[tokio::test]
+    async fn following_without_a_fetch_in_flight_does_not_lead() {
+        let flights = Flights::default();
+        assert!(flights.follow("k", SECOND).is_none());
+        assert_eq!(flights.len(), 0);
+        let Flight::Leader(guard) = flights.acquire("k", SECOND) else {
+            panic!("first caller leads");
+        };
+        let waiter = flights.follow("k", SECOND).expect("a fetch is in flight");
+        guard.finish(true);
+        assert_eq!(waiter.wait().await, WaitOutcome::Committed);
     }
 
     #[tokio::test(start_paused = true)]

@@ -31,7 +31,7 @@ use http::header::CONTENT_LENGTH;
 use crate::error::{Error, Result};
 use crate::evict::LruTable;
 use crate::key::CacheKey;
-use crate::lock::{Flight, Flights, WaitOutcome};
+use crate::lock::{Flight, FlightWaiter, Flights, WaitOutcome};
 use crate::meta::{unix_ms, Meta};
 use crate::read::{Body, BodyReader, RangeReader};
 use crate::write::Writer;
@@ -489,6 +489,14 @@ impl Store {
         self.inner
             .flights
             .acquire(key.as_str(), self.inner.config.lock_timeout)
+    }
+
+    /// Waits on the fetch in flight for a key, if any, without leading one
+    /// (e.g. for a range request, which is forwarded rather than stored).
+    pub fn follow(&self, key: &CacheKey) -> Option<FlightWaiter> {
+        self.inner
+            .flights
+            .follow(key.as_str(), self.inner.config.lock_timeout)
     }
 
     /// Single-flight around `fetch`, which should fetch from origin and

@@ -1,24 +1,70 @@
 //! Streaming writes of origin bodies into the store.
 //!
 //! The proxy tees the origin body: each chunk goes to the client and to
-//! [`Writer::write`]. Only [`Writer::commit`] makes the entry visible, after
-//! checking the length against `Content-Length` (when the origin sent one)
-//! and after cacache has hashed the bytes and moved them into place. A writer
-//! dropped without commit — origin error, client gone, cut-short body — is
-//! aborted: cacache deletes its temp file and the index never hears of it.
+//! [`Writer::write_bytes`]. Only [`Writer::commit`] makes the entry visible,
+//! after checking the length against `Content-Length` (when the origin sent
+//! one), hashing the stored bytes and moving them into place. A writer
+//! dropped without commit — origin error, stall, cut-short body — is aborted:
+//! its temp file is deleted and the index never hears of it.
+//!
+//! How the work is split, so that a miss streams to its client at origin
+//! speed:
+//! - while the body arrives, a blocking thread per write appends the chunks
+//!   (handed over in batches of about 1 MiB, without copying) to a temp file
+//!   in `tmp/` and feeds the fast `xxh3-128` checksum (the
+//!   one reads are verified with, see `read.rs`). Chunks reach it through a
+//!   queue bounded in bytes (`QUEUE_BYTES`): a disk slower than the
+//!   network holds the client back only once that much is queued, and
+//!   memory stays bounded;
+//! - at commit the same thread reads the file back (from the page cache) and
+//!   computes the SHA-256 content address, checking on the way that the
+//!   bytes on disk still have the checksum of the bytes received. SHA-256
+//!   costs about as much CPU as the rest of the miss together; done after
+//!   the body, it delays only the commit (single-flight followers wait for
+//!   it), not the client's transfer. The file is then renamed into
+//!   cacache's `content-v2` layout, exactly as cacache's own writer does.
 //!
 //! Any I/O error (including a full disk, [`Error::DiskFull`]) aborts the
-//! write on the spot; later calls return [`Error::WriteAborted`]. The proxy
-//! keeps streaming to the client from origin and logs; reads are unaffected.
+//! write on the spot; later calls return it or [`Error::WriteAborted`]. The
+//! proxy keeps streaming to the client from origin and logs; reads are
+//! unaffected.
 
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
+use bytes::Bytes;
+use cacache::Integrity;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{Error, Result};
 use crate::key::CacheKey;
 use crate::meta::Meta;
-use crate::store::{Entry, Store};
+use crate::store::{content_path, Entry, Store};
+
+/// Bytes of body that may wait for the disk per write.
+const QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Chunks are handed to the thread in batches of about this many bytes, so
+/// it is woken once per batch rather than once per network read.
+const BATCH_BYTES: usize = 1024 * 1024;
+/// Read size when hashing the finished file.
+const HASH_CHUNK: usize = 1024 * 1024;
+
+/// What the proxy sends to the writing thread.
+enum Msg {
+    Data(Vec<Bytes>, OwnedSemaphorePermit),
+    /// The body ended cleanly: hash, move into place, answer.
+    End(oneshot::Sender<std::io::Result<Stored>>),
+}
+
+/// A body on disk under its content address.
+struct Stored {
+    integrity: Integrity,
+    check: u128,
+}
 
 /// An open body write. See the module docs.
 pub struct Writer {
@@ -27,8 +73,15 @@ pub struct Writer {
     meta: Meta,
     expected: Option<u64>,
     written: u64,
-    inner: Option<cacache::Writer>,
-    check: Box<xxhash_rust::xxh3::Xxh3>,
+    budget: Arc<Semaphore>,
+    /// Chunks not yet handed to the thread, and their size.
+    batch: Vec<Bytes>,
+    batched: usize,
+    /// The temp file, removed on abort right away (the thread may still
+    /// hold it open for a moment).
+    tmp_path: PathBuf,
+    tx: Option<mpsc::UnboundedSender<Msg>>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -37,7 +90,7 @@ impl std::fmt::Debug for Writer {
             .field("key", &self.key)
             .field("written", &self.written)
             .field("expected", &self.expected)
-            .field("open", &self.inner.is_some())
+            .field("open", &self.tx.is_some())
             .finish()
     }
 }
@@ -49,19 +102,32 @@ impl Writer {
         meta: Meta,
         expected: Option<u64>,
     ) -> Result<Self> {
-        let inner = cacache::WriteOpts::new()
-            .algorithm(cacache::Algorithm::Sha256)
-            .open_hash(store.dir())
-            .await
-            .map_err(|e| Error::cacache("starting a body write", e))?;
+        let dir = store.dir().to_path_buf();
+        let file = tokio::task::spawn_blocking(move || {
+            let tmp = dir.join("tmp");
+            std::fs::create_dir_all(&tmp)?;
+            tempfile::NamedTempFile::new_in(tmp)
+        })
+        .await
+        .map_err(|e| Error::io("starting a body write", std::io::Error::other(e)))?
+        .map_err(|e| Error::io("starting a body write", e))?;
+        let tmp_path = file.path().to_path_buf();
+        // Unbounded in messages, bounded in bytes by `budget`.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let dir = store.dir().to_path_buf();
+        let thread = tokio::task::spawn_blocking(move || run(file, rx, dir));
         Ok(Writer {
             store,
             key,
             meta,
             expected,
             written: 0,
-            inner: Some(inner),
-            check: Box::default(),
+            budget: Arc::new(Semaphore::new(QUEUE_BYTES)),
+            batch: Vec::new(),
+            batched: 0,
+            tmp_path,
+            tx: Some(tx),
+            thread: Some(thread),
         })
     }
 
@@ -70,49 +136,83 @@ impl Writer {
         self.written
     }
 
-    /// Appends a chunk of the body. On error the write is aborted.
+    /// Appends a chunk of the body (copying it). On error the write is
+    /// aborted.
     pub async fn write(&mut self, chunk: &[u8]) -> Result<()> {
-        let Some(inner) = self.inner.as_mut() else {
-            return Err(Error::WriteAborted {
-                key: self.key.to_string(),
-            });
-        };
-        if let Err(e) = inner.write_all(chunk).await {
-            self.abort();
-            return Err(Error::io("writing a body", e));
+        self.write_bytes(Bytes::copy_from_slice(chunk)).await
+    }
+
+    /// Appends a chunk of the body without copying it. Waits only when
+    /// `QUEUE_BYTES` are already waiting for the disk. On error the write
+    /// is aborted.
+    pub async fn write_bytes(&mut self, chunk: Bytes) -> Result<()> {
+        if self.tx.is_none() {
+            return Err(self.failure().await);
         }
-        self.check.update(chunk);
         self.written += chunk.len() as u64;
+        self.batched += chunk.len();
+        self.batch.push(chunk);
+        if self.batched >= BATCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the batch to the thread, once the queue has room for it.
+    async fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let permits = u32::try_from(self.batched.min(QUEUE_BYTES)).unwrap_or(u32::MAX);
+        let Ok(permit) = self.budget.clone().acquire_many_owned(permits).await else {
+            return Err(self.failure().await);
+        };
+        let batch = std::mem::take(&mut self.batch);
+        self.batched = 0;
+        let sent = self
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(Msg::Data(batch, permit)).is_ok());
+        if !sent {
+            return Err(self.failure().await);
+        }
         Ok(())
     }
 
     /// Makes the entry visible, replacing any previous entry for the key.
     pub async fn commit(mut self) -> Result<Entry> {
-        let Some(inner) = self.inner.take() else {
-            return Err(Error::WriteAborted {
-                key: self.key.to_string(),
-            });
-        };
         if let Some(expected) = self.expected {
             if expected != self.written {
-                self.count_abort();
+                self.abort();
                 return Err(Error::LengthMismatch {
                     expected,
                     actual: self.written,
                 });
             }
         }
-        let integrity = match inner.commit().await {
-            Ok(sri) => sri,
-            Err(e) => {
+        self.flush().await?;
+        let (answer, stored) = oneshot::channel();
+        let sent = self
+            .tx
+            .take()
+            .is_some_and(|tx| tx.send(Msg::End(answer)).is_ok());
+        if !sent {
+            return Err(self.failure().await);
+        }
+        let stored = match stored.await {
+            Ok(Ok(stored)) => stored,
+            Ok(Err(e)) => {
                 self.count_abort();
-                return Err(Error::cacache("committing a body", e));
+                return Err(Error::io("committing a body", e));
             }
+            Err(_) => return Err(self.failure().await),
         };
+        self.thread = None;
+        let integrity = stored.integrity;
         let mut meta = self.meta.clone();
         meta.size = self.written;
         meta.integrity = integrity.to_string();
-        meta.check = Some(crate::read::xxh3_check(self.check.digest128()));
+        meta.check = Some(crate::read::xxh3_check(stored.check));
         if let Err(e) = self.store.index_insert(&self.key, &integrity, &meta).await {
             self.count_abort();
             self.store
@@ -133,10 +233,31 @@ impl Writer {
         })
     }
 
+    /// The error that stopped the writing thread (the write is aborted).
+    async fn failure(&mut self) -> Error {
+        self.tx = None;
+        let thread = self.thread.take();
+        let aborted = || Error::WriteAborted {
+            key: self.key.to_string(),
+        };
+        let Some(thread) = thread else {
+            return aborted();
+        };
+        self.count_abort();
+        match thread.await {
+            Ok(Err(e)) => Error::io("writing a body", e),
+            Ok(Ok(())) => aborted(),
+            Err(e) => Error::io("writing a body", std::io::Error::other(e)),
+        }
+    }
+
     fn abort(&mut self) {
-        if self.inner.take().is_some() {
+        // Closing the queue without `End` stops the thread.
+        if self.tx.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp_path);
             self.count_abort();
         }
+        self.thread = None;
     }
 
     fn count_abort(&self) {
@@ -150,8 +271,79 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        // Dropping cacache's writer deletes its temp file; nothing was
-        // indexed.
         self.abort();
     }
+}
+
+/// The writing thread: appends chunks until `End` (then hashes and moves the
+/// file into place) or until the queue closes (abort: the temp file is
+/// deleted on return). A write error ends it early with that error.
+fn run(
+    mut file: tempfile::NamedTempFile,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    dir: PathBuf,
+) -> std::io::Result<()> {
+    let mut check = Box::<Xxh3>::default();
+    let mut size = 0u64;
+    while let Some(msg) = rx.blocking_recv() {
+        match msg {
+            Msg::Data(chunks, _permit) => {
+                for chunk in chunks {
+                    file.as_file_mut().write_all(&chunk)?;
+                    check.update(&chunk);
+                    size += chunk.len() as u64;
+                }
+            }
+            Msg::End(answer) => {
+                let want = check.digest128();
+                let _ = answer.send(persist(file, want, size, &dir));
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Hashes the finished file, checks it against what was received, and
+/// renames it to its content path (an existing file there has the same
+/// content: identical bodies are stored once).
+fn persist(
+    mut file: tempfile::NamedTempFile,
+    want: u128,
+    size: u64,
+    dir: &std::path::Path,
+) -> std::io::Result<Stored> {
+    file.as_file_mut().seek(SeekFrom::Start(0))?;
+    let mut sha = ssri::IntegrityOpts::new().algorithm(ssri::Algorithm::Sha256);
+    let mut check = Box::<Xxh3>::default();
+    let mut read = 0u64;
+    let mut buf = vec![0u8; HASH_CHUNK];
+    loop {
+        let n = file.as_file_mut().read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.input(&buf[..n]);
+        check.update(&buf[..n]);
+        read += n as u64;
+    }
+    if read != size || check.digest128() != want {
+        return Err(std::io::Error::other(
+            "the body on disk differs from the body received",
+        ));
+    }
+    let integrity = sha.result();
+    let path = content_path(dir, &integrity);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if let Err(e) = file.persist(&path) {
+        if !path.exists() {
+            return Err(e.error);
+        }
+    }
+    Ok(Stored {
+        integrity,
+        check: want,
+    })
 }

@@ -128,6 +128,23 @@ pub struct RequestLog {
 }
 
 impl RequestLog {
+    /// The log of a request just received; the handler fills in the rest.
+    pub fn new(method: &http::Method, path: &str, conn: &super::handler::ConnInfo) -> Self {
+        RequestLog {
+            listener: conn.listener,
+            peer: conn.peer,
+            method: method.clone(),
+            host: String::new(),
+            domain: None,
+            path: path.to_owned(),
+            state: "refused",
+            reason: String::new(),
+            status: 0,
+            source: Source::Proxy,
+            started: Instant::now(),
+        }
+    }
+
     fn emit(&self, bytes: u64, complete: bool) {
         tracing::info!(
             target: "cistern::cache::access",

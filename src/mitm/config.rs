@@ -46,6 +46,42 @@ pub struct RawCaching {
     /// Admin listener serving `/metrics`. Default 127.0.0.1:9477.
     #[serde(default)]
     pub admin: Option<SocketAddr>,
+    /// An explicit forward proxy for clients that set `http_proxy` /
+    /// `https_proxy`. Default: off.
+    #[serde(default)]
+    pub forward_proxy: Option<RawForwardProxy>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardProxy {
+    /// Where it listens. Default 127.0.0.1:3128.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// What happens to requests and CONNECTs for hosts that are not cached
+    /// domains. Default `refuse`.
+    #[serde(default)]
+    pub others: Option<Others>,
+}
+
+/// `caching.forward_proxy.others`: the forward proxy's answer to hosts
+/// outside the cached domains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Others {
+    /// 403: never a proxy for anything but the cached domains.
+    #[default]
+    Refuse,
+    /// CONNECT is tunnelled as bytes; plain-HTTP requests are forwarded
+    /// uncached.
+    Tunnel,
+}
+
+/// The validated `caching.forward_proxy`.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardProxyConfig {
+    pub listen: SocketAddr,
+    pub others: Others,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -246,6 +282,8 @@ pub struct CachingConfig {
     pub overrides: BTreeMap<String, SocketAddr>,
     /// Origin connect timeout (TCP and TLS).
     pub connect_timeout: Duration,
+    /// The explicit forward proxy; `None`: off.
+    pub forward_proxy: Option<ForwardProxyConfig>,
 }
 
 impl RawCaching {
@@ -333,6 +371,12 @@ impl RawCaching {
                 .upstream
                 .connect_timeout
                 .map_or(Duration::from_secs(10), |d| d.0),
+            forward_proxy: self.forward_proxy.map(|f| ForwardProxyConfig {
+                listen: f
+                    .listen
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 3128))),
+                others: f.others.unwrap_or_default(),
+            }),
         };
         if let Err(err) = cistern_cache::Rules::new(&config.rules) {
             return Err(format!("cache.rules: {err}"));

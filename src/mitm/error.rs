@@ -12,7 +12,7 @@ pub enum StartError {
     /// A listen address could not be bound.
     #[error("cannot listen on {address} ({what}): {source}")]
     Bind {
-        /// `http`, `https` or `admin`.
+        /// `http`, `https`, `admin` or `forward proxy`.
         what: &'static str,
         /// The address.
         address: SocketAddr,

@@ -15,11 +15,14 @@
 //! ```
 //!
 //! *Store + tee*: a task reads the origin body and sends each chunk to the
-//! client and, through a bounded queue, to a cache writer task (so disk
-//! writes and hashing do not sit between two chunks to the client). Only a body that ended cleanly (hyper
-//! checks `Content-Length` and chunked framing; the cache checks the length
-//! again) is committed, and the last chunk reaches the client only after the commit,
-//! so its next request hits. An origin error mid-body aborts the cache
+//! client and to the cache writer, which appends on its own thread behind a
+//! queue bounded in bytes and computes the content address at commit (so
+//! disk writes and hashing do not sit between two chunks to the client).
+//! Only a body that ended cleanly (hyper checks `Content-Length` and chunked
+//! framing; the cache checks the length again) is committed; its last chunk
+//! reaches the client only once the origin body ended cleanly. The
+//! single-flight lead is held until the commit, so the client's next request
+//! waits for the entry and hits. An origin error mid-body aborts the cache
 //! write and fails the client's transfer. A cache write error (full disk)
 //! drops the write and keeps streaming from the origin.
 //!
@@ -29,7 +32,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use cistern_cache::{
@@ -55,6 +58,9 @@ use super::upstream::OriginClient;
 
 /// Longest pause in an origin body before the transfer counts as failed.
 const ORIGIN_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a range request waits for a fetch of the whole file in flight
+/// before it is forwarded to the origin.
+const RANGE_FOLLOW_WAIT: Duration = Duration::from_secs(10);
 /// A follower may serve an entry stored this recently without revalidating.
 const JUST_STORED: Duration = Duration::from_secs(60);
 /// Response header saying what the cache did.
@@ -144,25 +150,18 @@ impl Proxy {
         &self.cache
     }
 
+    /// The cached domains.
+    pub fn domains(&self) -> &Domains {
+        &self.domains
+    }
+
     /// Serves one request.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: Arc<ConnInfo>,
     ) -> Result<Response<Metered>, Infallible> {
-        let mut log = RequestLog {
-            listener: conn.listener,
-            peer: conn.peer,
-            method: req.method().clone(),
-            host: String::new(),
-            domain: None,
-            path: req.uri().path().to_owned(),
-            state: "refused",
-            reason: String::new(),
-            status: 0,
-            source: Source::Proxy,
-            started: Instant::now(),
-        };
+        let mut log = RequestLog::new(req.method(), req.uri().path(), &conn);
         let (answer, counter) = match self.route(&req, &conn) {
             Err(err) => (error_answer(err, "refused"), None),
             Ok(target) => {
@@ -173,19 +172,34 @@ impl Proxy {
                 (self.cached(req, target.uri, &counter).await, Some(counter))
             }
         };
-        log.state = answer.state;
-        log.reason = answer.reason;
-        log.source = answer.source;
-        log.status = answer.response.status().as_u16();
-        let (parts, body) = answer.response.into_parts();
-        let expected = match log.method {
-            Method::HEAD => Some(0),
-            _ => content_length(&parts.headers),
+        Ok(metered(answer, log, counter))
+    }
+
+    /// Forwards an absolute-form request for a host outside the cached
+    /// domains as it came, without the cache (the forward proxy with
+    /// `others: tunnel`).
+    pub async fn pass_through(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Result<Response<Metered>, Infallible> {
+        let mut log = RequestLog::new(req.method(), req.uri().path(), &conn);
+        log.host = req.uri().host().map(normalise).unwrap_or_default();
+        let (mut parts, body) = req.into_parts();
+        let answer = if parts.uri.scheme_str() == Some("http") && parts.uri.host().is_some() {
+            strip_hop_by_hop(&mut parts.headers);
+            let reason = "not a cached domain; forwarded uncached".to_owned();
+            let unused = Counter::default();
+            self.forward(parts, stream_body(body), "tunnel", reason, &unused)
+                .await
+        } else {
+            let err = ProxyError::Client {
+                status: StatusCode::BAD_REQUEST,
+                message: "a forward proxy request needs an absolute http:// URL".into(),
+            };
+            error_answer(err, "refused")
         };
-        Ok(Response::from_parts(
-            parts,
-            Metered::new(body, log, counter, expected),
-        ))
+        Ok(metered(answer, log, None))
     }
 
     /// Checks the host against the cached domains and the SNI, and builds
@@ -438,6 +452,15 @@ impl Proxy {
     /// Nothing stored: fetch once (single-flight), store and stream.
     async fn miss(&self, parts: request::Parts, miss: Miss, counter: &Counter) -> Answer {
         if parts.headers.contains_key(RANGE) {
+            // The whole file may be on its way into the cache (e.g. the
+            // client's own download that just ended and is being
+            // committed): wait for it a little, not for a whole download.
+            if let Some(waiter) = self.cache.store().follow(&miss.key) {
+                let waited = tokio::time::timeout(RANGE_FOLLOW_WAIT, waiter.wait()).await;
+                if waited == Ok(WaitOutcome::Committed) {
+                    return self.after_wait(parts, counter).await;
+                }
+            }
             bump(counter, |c| &c.misses);
             let reason = format!("{}; range request forwarded, not stored", miss.reason);
             return self
@@ -556,7 +579,7 @@ impl Proxy {
             }
             Err(err) => {
                 drop(guard);
-                tracing::warn!(error = %err, "cannot start a cache write; serving from origin");
+                tracing::warn!(error = %chain(&err), "cannot start a cache write; serving from origin");
                 let reason = format!("{reason}; not stored: {err}");
                 return self.stream_through(client, rparts, rbody, "miss", reason, counter);
             }
@@ -663,19 +686,24 @@ impl Proxy {
     }
 }
 
-/// Chunks queued for the cache writer; lets the client's stream run ahead of
-/// the disk (at most this many origin frames) before it waits for it.
-const WRITE_QUEUE: usize = 16;
-/// The cache writer gathers queued chunks into writes of about this size.
-const WRITE_BATCH: usize = 1024 * 1024;
+/// Bodies up to this size are committed before their last chunk reaches the
+/// client (hashing them takes a few milliseconds); larger ones reach the
+/// client first, and requests arriving during their commit wait for it.
+const COMMIT_BEFORE_LAST: u64 = 8 * 1024 * 1024;
 
-/// Reads the origin body, sends it to the client and hands it to the cache
-/// writer task; once the body ended cleanly and the writer committed it,
-/// ends the client's body.
+/// Reads the origin body, hands each chunk to the cache writer and sends it
+/// to the client; once the body ended cleanly, ends the client's body and
+/// commits the write.
 ///
-/// The writer runs as its own task behind a bounded queue, so the client is
-/// not held up by hashing and disk writes chunk by chunk. A cut-short body
-/// never reaches the writer's end-of-body marker, so it is never committed.
+/// The writer appends on its own thread behind a queue bounded in bytes, and
+/// hashes the content address at commit (see `cistern_cache::Writer`), so the
+/// client streams at origin speed. The newest chunk is held back until the
+/// origin body ended cleanly: a cut-short body fails the client's transfer
+/// before its last bytes and never reaches the commit. The flight guard is
+/// released after the commit, so a request for the same URL arriving in
+/// between waits for the entry instead of fetching again. Small bodies, and
+/// replacements of stale entries (no flight to wait on), commit before the
+/// last chunk is sent.
 async fn tee(
     mut origin: Incoming,
     writer: Writer,
@@ -683,13 +711,8 @@ async fn tee(
     tx: tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>,
     counter: Counter,
 ) {
-    let (queue, queued) = tokio::sync::mpsc::channel(WRITE_QUEUE);
-    let (done_tx, done) = tokio::sync::oneshot::channel();
-    tokio::spawn(write_cache(writer, queued, done_tx));
-    let mut queue = Some(queue);
+    let mut writer = Some(writer);
     let mut client = Some(tx);
-    // The newest chunk is held back until the body is committed, so a
-    // client that has its last byte finds the entry stored.
     let mut held: Option<Bytes> = None;
     loop {
         let data = match tokio::time::timeout(ORIGIN_IDLE_TIMEOUT, origin.frame()).await {
@@ -703,9 +726,10 @@ async fn tee(
             }
             Err(_) => return tee_failed("origin body stalled".into(), client, &counter).await,
         };
-        if let Some(q) = &queue {
-            if q.send(Some(data.clone())).await.is_err() {
-                queue = None; // the writer gave up (logged there)
+        if let Some(w) = writer.as_mut() {
+            if let Err(err) = w.write_bytes(data.clone()).await {
+                tracing::warn!(error = %chain(&err), "cache write failed; the response is served from origin only");
+                writer = None;
             }
         }
         if let (Some(tx), Some(previous)) = (&client, held.take()) {
@@ -714,65 +738,43 @@ async fn tee(
             }
         }
         held = Some(data);
-        if client.is_none() && queue.is_none() {
+        if client.is_none() && writer.is_none() {
             return;
         }
     }
-    let committed = match queue {
-        Some(q) => q.send(None).await.is_ok() && done.await.unwrap_or(false),
-        None => false,
-    };
-    if let Some(guard) = guard {
-        guard.finish(committed);
-    }
-    if let (Some(tx), Some(last)) = (client, held) {
-        let _ = tx.send(Ok(last)).await;
-    }
-}
-
-/// The cache side of [`tee`]: writes queued chunks in batches; `None` marks
-/// a body that ended cleanly, and only then is it committed. A closed queue
-/// without it (origin failure, stall) drops the writer, which aborts.
-async fn write_cache(
-    mut writer: Writer,
-    mut queued: tokio::sync::mpsc::Receiver<Option<Bytes>>,
-    done: tokio::sync::oneshot::Sender<bool>,
-) {
-    let mut batch = bytes::BytesMut::new();
-    loop {
-        let Some(first) = queued.recv().await else {
-            return; // cut short: not committed
-        };
-        let mut complete = first.is_none();
-        let mut next = first;
-        while let Some(chunk) = next.take() {
-            batch.extend_from_slice(&chunk);
-            if batch.len() >= WRITE_BATCH {
-                break;
-            }
-            match queued.try_recv() {
-                Ok(Some(more)) => next = Some(more),
-                Ok(None) => complete = true,
-                Err(_) => {}
-            }
-        }
-        if !batch.is_empty() {
-            if let Err(err) = writer.write(&batch).await {
-                tracing::warn!(error = %err, "cache write failed; serving from origin only");
-                return;
-            }
-            batch.clear();
-        }
-        if complete {
-            let committed = match writer.commit().await {
+    let writer_size = writer.as_ref().map_or(0, Writer::written);
+    let commit = async {
+        match writer {
+            Some(w) => match w.commit().await {
                 Ok(_) => true,
                 Err(err) => {
-                    tracing::warn!(error = %err, "cache commit failed; the response was served from origin");
+                    tracing::warn!(error = %chain(&err), "cache commit failed; the response was served from origin");
                     false
                 }
-            };
-            let _ = done.send(committed);
-            return;
+            },
+            None => false,
+        }
+    };
+    let last = async {
+        if let (Some(tx), Some(last)) = (client, held) {
+            let _ = tx.send(Ok(last)).await;
+        }
+    };
+    let small = writer_size <= COMMIT_BEFORE_LAST;
+    match guard {
+        Some(guard) if !small => {
+            last.await;
+            guard.finish(commit.await);
+        }
+        // Small bodies commit in a moment, and a replacement for a stale
+        // entry has no flight for the next lookup to wait on: the client's
+        // last bytes wait for the commit, so its next request finds it.
+        guard => {
+            let committed = commit.await;
+            last.await;
+            if let Some(guard) = guard {
+                guard.finish(committed);
+            }
         }
     }
 }
@@ -790,6 +792,34 @@ async fn tee_failed(
     if let Some(tx) = client {
         let _ = tx.send(Err(message.into())).await;
     }
+}
+
+/// The response with its body counted and its log event written when the
+/// body ends.
+fn metered(answer: Answer, mut log: RequestLog, counter: Option<Counter>) -> Response<Metered> {
+    log.state = answer.state;
+    log.reason = answer.reason;
+    log.source = answer.source;
+    log.status = answer.response.status().as_u16();
+    let (parts, body) = answer.response.into_parts();
+    let expected = match log.method {
+        Method::HEAD => Some(0),
+        _ => content_length(&parts.headers),
+    };
+    Response::from_parts(parts, Metered::new(body, log, counter, expected))
+}
+
+/// An error with its causes, for the log (`cache disk is full while
+/// writing a body: No space left on device (os error 28)`).
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn cache_body(body: cistern_cache::Body) -> ProxyBody {

@@ -5,6 +5,8 @@
 //! The proxy, one concept per module:
 //! - [`proxy`]: binds the HTTP/HTTPS/admin listeners and runs them;
 //! - [`tls`]: TLS termination, leaf per SNI, *which CA signs* (read its doc);
+//! - [`forward`]: the optional explicit forward proxy (CONNECT, absolute
+//!   URLs) in front of the same handler;
 //! - [`domains`]: which hosts are served (configured domains only);
 //! - [`handler`]: one request through the cache state machine;
 //! - [`upstream`]: the origin client (system resolver + overrides, system
@@ -19,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod domains;
 pub mod error;
+pub mod forward;
 pub mod handler;
 pub mod metrics;
 pub mod proxy;

@@ -1,4 +1,5 @@
-//! Starting the caching proxy: bind its HTTP, HTTPS and admin listeners,
+//! Starting the caching proxy: bind its HTTP, HTTPS and admin listeners
+//! (and the forward proxy's, when configured),
 //! open the disk cache, build the origin client, and run the accept loops
 //! until the shutdown token fires. Connections are served with hyper-util's
 //! auto server (HTTP/1.1, and HTTP/2 chosen by ALPN or the h2 preface).
@@ -7,11 +8,15 @@
 //! waits for requests (and cache writes) under way, up to its grace period.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cistern_cache::{Cache, Policy, PolicyConfig, Rules, Store, StoreConfig};
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -21,15 +26,17 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::body::Metered;
 use super::domains::Domains;
 use super::error::StartError;
+use super::forward::{self, ForwardProxy};
 use super::handler::{ConnInfo, Proxy, Scheme};
 use super::metrics::Metrics;
 use super::tls::{server_config, LeafResolver};
 use super::{upstream, Caching, CachingConfig};
 
 /// How long a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often counters are logged (when they changed) and access times saved.
 const LOG_PERIOD: Duration = Duration::from_secs(60);
 
@@ -54,7 +61,10 @@ pub async fn open_cache(config: &CachingConfig) -> Result<Cache, StartError> {
     Ok(Cache::new(store, policy))
 }
 
-async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, StartError> {
+pub(super) async fn bind(
+    what: &'static str,
+    address: SocketAddr,
+) -> Result<TcpListener, StartError> {
     TcpListener::bind(address)
         .await
         .map_err(|source| StartError::Bind {
@@ -74,6 +84,10 @@ pub async fn start(
     let http = bind("http", config.http).await?;
     let https = bind("https", config.https).await?;
     let admin = bind("admin", config.admin).await?;
+    let forward = match &config.forward_proxy {
+        Some(f) => Some(forward::bind(f.listen).await?),
+        None => None,
+    };
     let domains = Domains::new(&config.domains);
     let cache = open_cache(config).await?;
     let origin = upstream::client(
@@ -93,6 +107,18 @@ pub async fn start(
         metrics.clone(),
         tasks.clone(),
     ));
+    if let (Some(listener), Some(f)) = (forward, &config.forward_proxy) {
+        let forward = Arc::new(ForwardProxy::new(
+            proxy.clone(),
+            tls.clone(),
+            upstream::Dialer::new(&config.overrides),
+            f,
+            tasks.clone(),
+            shutdown.clone(),
+        ));
+        tracing::info!(listen = %f.listen, others = ?f.others, "forward proxy listening");
+        tasks.spawn(forward.run(listener));
+    }
     tracing::info!(
         http = %config.http,
         https = %config.https,
@@ -159,7 +185,12 @@ async fn accept_loop(
                         sni: None,
                         peer,
                     });
-                    serve(stream, conn, proxy, shutdown).await;
+                    serve(
+                        stream,
+                        move |req| proxy.clone().handle(req, conn.clone()),
+                        shutdown,
+                    )
+                    .await;
                 }
                 Some(tls) => {
                     let stream =
@@ -181,7 +212,12 @@ async fn accept_loop(
                         sni,
                         peer,
                     });
-                    serve(stream, conn, proxy, shutdown).await;
+                    serve(
+                        stream,
+                        move |req| proxy.clone().handle(req, conn.clone()),
+                        shutdown,
+                    )
+                    .await;
                 }
             }
         });
@@ -189,13 +225,17 @@ async fn accept_loop(
     tracing::debug!(listener = name, "caching proxy listener closed");
 }
 
-async fn serve<IO>(io: IO, conn: Arc<ConnInfo>, proxy: Arc<Proxy>, shutdown: CancellationToken)
+/// Serves one client connection (HTTP/1.1, with upgrades for the forward
+/// proxy's CONNECT, or HTTP/2) with `handle` until it ends; at shutdown, lets
+/// the requests under way finish.
+pub(super) async fn serve<IO, F, Fut>(io: IO, handle: F, shutdown: CancellationToken)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(Request<Incoming>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Response<Metered>, Infallible>> + Send + 'static,
 {
-    let service = service_fn(move |req| proxy.clone().handle(req, conn.clone()));
     let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service_fn(handle));
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,

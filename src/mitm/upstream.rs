@@ -53,7 +53,7 @@ pub fn client(
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = Connector {
-        overrides: Arc::new(overrides.clone()),
+        dialer: Dialer::new(overrides),
         tls: TlsConnector::from(Arc::new(tls)),
         timeout: connect_timeout,
     };
@@ -97,7 +97,7 @@ fn roots(extra: &[PathBuf]) -> Result<RootCertStore, StartError> {
 /// `https`.
 #[derive(Clone)]
 pub struct Connector {
-    overrides: Arc<BTreeMap<String, SocketAddr>>,
+    dialer: Dialer,
     tls: TlsConnector,
     timeout: Duration,
 }
@@ -126,6 +126,45 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
+/// Opens TCP connections to origins: a static override for `name:port` or
+/// `name`, else the system resolver. Also used for forward-proxy tunnels.
+#[derive(Clone)]
+pub struct Dialer {
+    overrides: Arc<BTreeMap<String, SocketAddr>>,
+}
+
+impl Dialer {
+    /// A dialer with these overrides.
+    pub fn new(overrides: &BTreeMap<String, SocketAddr>) -> Dialer {
+        Dialer {
+            overrides: Arc::new(overrides.clone()),
+        }
+    }
+
+    /// Connects to `host:port` (host lower-case, without a trailing dot).
+    pub async fn dial(&self, host: &str, port: u16) -> io::Result<TcpStream> {
+        let addrs: Vec<SocketAddr> = match self
+            .overrides
+            .get(&format!("{host}:{port}"))
+            .or_else(|| self.overrides.get(host))
+        {
+            Some(addr) => vec![*addr],
+            None => tokio::net::lookup_host((host, port)).await?.collect(),
+        };
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
 impl Connector {
     async fn connect(&self, uri: Uri) -> io::Result<OriginStream> {
         let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_owned());
@@ -140,29 +179,7 @@ impl Connector {
             _ => return Err(invalid("origin URL scheme is neither http nor https")),
         };
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let addrs: Vec<SocketAddr> = match self
-            .overrides
-            .get(&format!("{host}:{port}"))
-            .or_else(|| self.overrides.get(&host))
-        {
-            Some(addr) => vec![*addr],
-            None => tokio::net::lookup_host((host.as_str(), port))
-                .await?
-                .collect(),
-        };
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "name resolved to no address");
-        let mut stream = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = e,
-            }
-        }
-        let stream = stream.ok_or(last)?;
-        let _ = stream.set_nodelay(true);
+        let stream = self.dialer.dial(&host, port).await?;
         if !tls {
             return Ok(OriginStream::Plain(TokioIo::new(stream)));
         }

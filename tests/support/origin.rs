@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,6 +68,9 @@ pub struct Counts {
 
 #[derive(Default)]
 struct State {
+    /// Set by [`Origin::stop`]: every request is answered by closing the
+    /// connection.
+    down: std::sync::atomic::AtomicBool,
     files: Mutex<HashMap<String, File>>,
     counts: Mutex<HashMap<String, Counts>>,
 }
@@ -100,7 +102,12 @@ impl Origin {
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(serve(&state, req).await) }
+                        async move {
+                            if state.down.load(std::sync::atomic::Ordering::SeqCst) {
+                                return Err(std::io::Error::other("origin is down"));
+                            }
+                            Ok(serve(&state, req).await)
+                        }
                     });
                     let builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -136,6 +143,15 @@ impl Origin {
         if let Some(f) = self.state.files.lock().unwrap().get_mut(path) {
             f.behaviour = behaviour;
         }
+    }
+
+    /// Takes the origin down: no new connections, and requests on open ones
+    /// are answered by closing the connection.
+    pub fn stop(&self) {
+        self.state
+            .down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.abort();
     }
 
     /// What the origin saw for `path`.

@@ -1,0 +1,243 @@
+//! The explicit forward proxy (`caching.forward_proxy`), for clients that
+//! are configured with `http_proxy` / `https_proxy` rather than routed by
+//! injected hosts. Off by default.
+//!
+//! ```text
+//! CONNECT host:port ─┬─ cached domain ─► 200, TLS terminated with a leaf for
+//!                    │                    host, then served like the HTTPS
+//!                    │                    listener (cache, SNI = host)
+//!                    ├─ others: tunnel ─► 200, bytes copied to host:port
+//!                    └─ others: refuse ─► 403
+//! GET http://host/… ─┬─ cached domain ─► the cache, like the HTTP listener
+//!                    ├─ others: tunnel ─► forwarded uncached
+//!                    └─ others: refuse ─► 403
+//! ```
+//!
+//! With `others: refuse` (the default) it is never a proxy for anything but
+//! the cached domains. With `tunnel` it relays anything for whoever reaches
+//! its listen address: bind it where only CI jobs can.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::body::{self, Metered, RequestLog, Source};
+use super::config::{ForwardProxyConfig, Others};
+use super::domains::{normalise, split_authority};
+use super::handler::{ConnInfo, Proxy, Scheme};
+use super::proxy::{serve, HANDSHAKE_TIMEOUT};
+use super::upstream::Dialer;
+
+/// The forward proxy's shared state.
+pub struct ForwardProxy {
+    proxy: Arc<Proxy>,
+    tls: TlsAcceptor,
+    dialer: Dialer,
+    others: Others,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl ForwardProxy {
+    /// Builds it over the caching proxy's handler and TLS acceptor.
+    pub fn new(
+        proxy: Arc<Proxy>,
+        tls: TlsAcceptor,
+        dialer: Dialer,
+        config: &ForwardProxyConfig,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        ForwardProxy {
+            proxy,
+            tls,
+            dialer,
+            others: config.others,
+            tasks,
+            shutdown,
+        }
+    }
+
+    /// Accepts connections until shutdown.
+    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(err) => {
+                    tracing::warn!(listener = "forward", error = %err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let this = self.clone();
+            self.tasks.spawn(async move {
+                let conn = Arc::new(ConnInfo {
+                    listener: "forward",
+                    scheme: Scheme::Http,
+                    sni: None,
+                    peer,
+                });
+                let shutdown = this.shutdown.clone();
+                serve(
+                    stream,
+                    move |req| this.clone().handle(req, conn.clone()),
+                    shutdown,
+                )
+                .await;
+            });
+        }
+        tracing::debug!(listener = "forward", "forward proxy listener closed");
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Result<Response<Metered>, Infallible> {
+        if req.method() == Method::CONNECT {
+            return Ok(self.connect(req, &conn).await);
+        }
+        let cached = req
+            .uri()
+            .host()
+            .map_or(true, |host| self.proxy.domains().matching(host).is_some());
+        if cached || self.others == Others::Refuse {
+            // Cached, or refused (403) by the caching proxy's routing.
+            self.proxy.clone().handle(req, conn).await
+        } else {
+            self.proxy.clone().pass_through(req, conn).await
+        }
+    }
+
+    /// Answers a CONNECT and takes over the connection it upgrades.
+    async fn connect(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Response<Metered> {
+        let target = req.uri().authority().map(|a| a.as_str().to_owned());
+        let mut log = RequestLog::new(req.method(), "", conn);
+        let Some((host, port)) = target.as_deref().and_then(split_authority) else {
+            return answer(
+                log,
+                StatusCode::BAD_REQUEST,
+                "refused",
+                "CONNECT needs host:port".into(),
+            );
+        };
+        let port = port.unwrap_or(443);
+        log.host = host.clone();
+        log.path = format!("{host}:{port}");
+        let domain = self.proxy.domains().matching(&host).map(str::to_owned);
+        log.domain = domain.clone();
+        if domain.is_some() {
+            let this = self.clone();
+            let peer = conn.peer;
+            self.tasks.spawn(async move {
+                match hyper::upgrade::on(req).await {
+                    Ok(upgraded) => this.intercept(upgraded, host, peer).await,
+                    Err(err) => tracing::debug!(error = %err, "CONNECT upgrade failed"),
+                }
+            });
+            let reason = "cached domain; TLS terminated by cistern".into();
+            return answer(log, StatusCode::OK, "intercept", reason);
+        }
+        if self.others == Others::Refuse {
+            let reason = format!("{host} is not a cached domain");
+            return answer(log, StatusCode::FORBIDDEN, "refused", reason);
+        }
+        let upstream = match self.dialer.dial(&normalise(&host), port).await {
+            Ok(stream) => stream,
+            Err(err) => {
+                let reason = format!("cannot reach {host}:{port}: {err}");
+                return answer(log, StatusCode::BAD_GATEWAY, "tunnel", reason);
+            }
+        };
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            let Ok(upgraded) = hyper::upgrade::on(req).await else {
+                return;
+            };
+            let mut client = TokioIo::new(upgraded);
+            let mut upstream = upstream;
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+        let reason = "not a cached domain; tunnelled".into();
+        answer(log, StatusCode::OK, "tunnel", reason)
+    }
+
+    /// Terminates TLS on a CONNECT tunnel to a cached domain and serves it
+    /// like the HTTPS listener. The client's SNI must be the CONNECT host.
+    async fn intercept(&self, upgraded: hyper::upgrade::Upgraded, host: String, peer: SocketAddr) {
+        let io = TokioIo::new(upgraded);
+        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.accept(io)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, %host, error = %err, "TLS handshake in CONNECT failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, %host, "TLS handshake in CONNECT timed out");
+                return;
+            }
+        };
+        let sni = stream.get_ref().1.server_name().map(normalise);
+        if sni.as_deref().is_some_and(|sni| sni != host) {
+            tracing::warn!(%peer, %host, sni = ?sni, "TLS server name differs from the CONNECT host; closing");
+            return;
+        }
+        let conn = Arc::new(ConnInfo {
+            listener: "forward",
+            scheme: Scheme::Https,
+            sni: Some(host),
+            peer,
+        });
+        let proxy = self.proxy.clone();
+        let handle = move |req| proxy.clone().handle(req, conn.clone());
+        serve(stream, handle, self.shutdown.clone()).await;
+    }
+}
+
+/// Binds the forward proxy's listener.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, super::StartError> {
+    super::proxy::bind("forward proxy", address).await
+}
+
+fn answer(
+    mut log: RequestLog,
+    status: StatusCode,
+    state: &'static str,
+    reason: String,
+) -> Response<Metered> {
+    if status.is_client_error() || status.is_server_error() {
+        tracing::debug!(status = status.as_u16(), reason = %reason, "forward proxy refused");
+    }
+    let text = if status == StatusCode::OK {
+        body::empty()
+    } else {
+        body::full(format!("cistern: {reason}\n"))
+    };
+    log.state = state;
+    log.status = status.as_u16();
+    log.source = Source::Proxy;
+    log.reason = reason;
+    let mut response = Response::new(Metered::new(text, log, None, None));
+    *response.status_mut() = status;
+    response
+}
