@@ -769,3 +769,171 @@ fn predefined_networks_can_be_inspected_without_their_containers() {
         "{err}"
     );
 }
+
+/// `docker save` of `image` on the daemon directly, with `manifest.json`
+/// saying `tags` and no `repositories` file.
+fn saved_with_tags(image: &str, tags: &[&str]) -> Vec<u8> {
+    let saved = run_ok_bytes(docker_direct().args(["save", image]));
+    let mut out = tar::Builder::new(Vec::new());
+    let mut archive = tar::Archive::new(&saved[..]);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        if path.to_str() == Some("repositories") {
+            continue;
+        }
+        if path.to_str() == Some("manifest.json") {
+            let mut m: serde_json::Value = serde_json::from_slice(&data).unwrap();
+            m[0]["RepoTags"] = serde_json::json!(tags);
+            data = serde_json::to_vec(&m).unwrap();
+        }
+        let mut header = entry.header().clone();
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        out.append_data(&mut header, &path, &data[..]).unwrap();
+    }
+    out.into_inner().unwrap()
+}
+
+fn run_ok_bytes(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `docker load` through `cmd` of `archive`: success and stderr.
+fn load(cmd: &mut Command, archive: &[u8]) -> (bool, String) {
+    use std::io::Write as _;
+    let mut child = cmd
+        .arg("load")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let archive = archive.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&archive);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn image_id(name: &str) -> String {
+    run_ok(docker_direct().args(["image", "inspect", "--format", "{{.Id}}", name]))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn loads_and_imports_cannot_take_over_other_tenants_tags_or_base_images() {
+    let t = Tenants::start(false);
+    let alices = format!("{}:v1", unique("own-load-a"));
+    let bobs = format!("{}:v1", unique("own-load-b"));
+    let imported = format!("{}:v1", unique("own-import-b"));
+    let mut cleanup = Cleanup::default();
+    cleanup.images = vec![alices.clone(), bobs.clone(), imported.clone()];
+    build_image(&mut t.alice(), &alices);
+    let alices_id = image_id(&alices);
+    let base = busybox().to_string();
+    let base_id = image_id(&base);
+
+    // Bob's archive of busybox claiming alice's tag, or the base image's
+    // name for another image: refused, and nothing moved.
+    for (image, tags) in [
+        (base.as_str(), vec![alices.as_str()]),
+        (alices.as_str(), vec![base.as_str()]),
+    ] {
+        let (ok, text) = load(&mut t.bob(), &saved_with_tags(image, &tags));
+        assert!(!ok, "bob loaded {tags:?}: {text}");
+        assert!(
+            text.contains("is in use on this daemon and is not yours"),
+            "{text}"
+        );
+    }
+    assert_eq!(image_id(&alices), alices_id);
+    assert_eq!(image_id(&base), base_id);
+    // A compressed archive cannot be checked: refused.
+    let mut gz = std::process::Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let plain = saved_with_tags(&base, &[&bobs]);
+    let mut stdin = gz.stdin.take().unwrap();
+    std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &plain));
+    let compressed = gz.wait_with_output().unwrap().stdout;
+    let (ok, text) = load(&mut t.bob(), &compressed);
+    assert!(
+        !ok && text.contains("not an uncompressed tar archive"),
+        "{text}"
+    );
+
+    // Re-loading the base image under its own name changes nothing: fine.
+    let (ok, text) = load(&mut t.bob(), &saved_with_tags(&base, &[&base]));
+    assert!(ok, "{text}");
+    // A new name is bob's: listed for him only, and his to remove.
+    let (ok, text) = load(&mut t.bob(), &saved_with_tags(&base, &[&bobs]));
+    assert!(ok, "{text}");
+    let listed = |cmd: &mut Command| {
+        run_ok(cmd.args(["images", "--format", "{{.Repository}}:{{.Tag}}"]))
+            .lines()
+            .any(|l| l == bobs)
+    };
+    assert!(listed(&mut t.bob()));
+    assert!(!listed(&mut t.alice()));
+    let (ok, err) = stderr(t.alice().args(["rmi", &bobs]));
+    assert!(!ok, "alice removed bob's tag: {err}");
+    run_ok(t.bob().args(["rmi", &bobs]));
+
+    // Imports: not onto alice's tag; a new name is bob's.
+    let rootfs = tempfile::tempdir().unwrap();
+    std::fs::write(rootfs.path().join("hello"), "hi").unwrap();
+    let import = |tag: &str| {
+        let mut tar = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(rootfs.path())
+            .args(["-c", "."])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = t
+            .bob()
+            .args(["import", "-", tag])
+            .stdin(tar.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        let _ = tar.wait();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = import(&alices);
+    assert!(
+        !ok && err.contains("is in use on this daemon and is not yours"),
+        "{err}"
+    );
+    assert_eq!(image_id(&alices), alices_id);
+    let (ok, err) = import(&imported);
+    assert!(ok, "{err}");
+    let (ok, err) = stderr(t.alice().args(["image", "inspect", &imported]));
+    assert!(!ok && err.contains("No such image"), "{err}");
+    run_ok(t.bob().args(["rmi", &imported]));
+}

@@ -333,7 +333,7 @@ impl DockerProxy {
         let mut injected = None;
         let mut job_started = None;
         let body = match need {
-            BodyNeed::None => body.map_err(BoxError::from).boxed_unsync(),
+            BodyNeed::None => owned.guard_body(body.map_err(BoxError::from).boxed_unsync()),
             BodyNeed::Inspect { cap } => {
                 let raw = read_capped(body, cap).await?;
                 let forwarded = match policy.judge_body_on(&route, &raw, conn.socket.as_deref()) {
@@ -408,6 +408,10 @@ impl DockerProxy {
                 DockerError::upstream(format!("the Docker daemon did not answer: {detail}"))
             }
         });
+        if let (Err(_), Some(reason)) = (&answered, owned.refused()) {
+            // cistern cut the request body off (a load's archive).
+            return Err(DockerError::client(StatusCode::FORBIDDEN, reason));
+        }
         if let Some(job) = job_started {
             // The container exists now, or the job ends here.
             if answered.as_ref().is_ok_and(|r| r.status().is_success()) {

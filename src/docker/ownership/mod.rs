@@ -42,6 +42,7 @@ pub mod cleanup;
 pub mod daemon;
 pub mod filters;
 pub mod identity;
+pub mod image_load;
 pub mod images;
 pub mod labels;
 pub mod names;
@@ -250,6 +251,7 @@ impl Ownership {
             after: After::Nothing,
             client: client.clone(),
             names: None,
+            load: None,
         };
         if resolve::shared_network_inspect(&route.endpoint) {
             owned.after = After::SharedNetwork;
@@ -382,6 +384,37 @@ impl Ownership {
                     owned.target = format!("{path}?{}", q.with_all("t", &tags).encode());
                 }
                 owned.after = After::Build { tags, quiet };
+            }
+            Endpoint::ImageLoad => {
+                let protected = Arc::new(protected(daemon, &rules, ns).await?);
+                owned.load = Some((protected.clone(), Arc::new(Mutex::new(None))));
+                owned.after = After::Load(protected);
+            }
+            Endpoint::ImageCreate => {
+                let q = q()?;
+                let protected = protected(daemon, &rules, ns).await?;
+                let refuse = |m: String| DockerError::client(StatusCode::FORBIDDEN, m);
+                if q.values("fromSrc").next().is_some() {
+                    // `docker import`: content from the client, a new image.
+                    let repo = q.values("repo").next().unwrap_or("").to_string();
+                    let tag = q.values("tag").next().unwrap_or("");
+                    let mut reference = None;
+                    if !repo.is_empty() {
+                        let repo = new_repo(ns, &repo);
+                        owned.target = resolve::rewrite_query(&owned.target, "repo", &repo)?;
+                        let r = images::join(&repo, tag);
+                        protected.check(&r, None).map_err(refuse)?;
+                        reference = Some(r);
+                    }
+                    owned.after = After::Import { reference };
+                } else if let Some(image) = q.values("fromImage").next() {
+                    let tag = q.values("tag").next().unwrap_or("");
+                    if !(image.contains('@') || tag.contains(':')) {
+                        protected
+                            .check_pull(&images::join(image, tag))
+                            .map_err(refuse)?;
+                    }
+                }
             }
             Endpoint::ContainerCommit => {
                 let q = q()?;
@@ -537,6 +570,8 @@ fn uses_image_rules(endpoint: &Endpoint) -> bool {
             | Endpoint::ImagePush { .. }
             | Endpoint::Build
             | Endpoint::ContainerCommit
+            | Endpoint::ImageLoad
+            | Endpoint::ImageCreate
     )
 }
 
@@ -716,6 +751,22 @@ async fn own_image(
     })
 }
 
+/// What a load, import or pull may not replace (see [`image_load`]).
+async fn protected(
+    daemon: Daemon<'_>,
+    rules: &Rules<'_>,
+    ns: Option<&Namespace>,
+) -> Result<image_load::Protected, DockerError> {
+    let answer = daemon.get("/images/json").await?;
+    if answer.status != StatusCode::OK {
+        return Err(DockerError::upstream(format!(
+            "the Docker daemon failed to list images: {}",
+            answer.message()
+        )));
+    }
+    Ok(image_load::Protected::new(&answer.body, rules, ns))
+}
+
 /// The repository a tenant's new tag goes to (namespaced when on).
 fn new_repo(ns: Option<&Namespace>, repo: &str) -> String {
     ns.map_or_else(|| repo.to_string(), |ns| ns.image_to_daemon(repo))
@@ -744,6 +795,12 @@ enum After {
     ImageDelete,
     /// `GET /info`: the tenant's container and image counts.
     Info,
+    /// Record the tags (and new images) a load brought.
+    Load(Arc<image_load::Protected>),
+    /// Record an imported image and its tag.
+    Import {
+        reference: Option<String>,
+    },
     /// A push under a temporary name.
     Push(Box<TempTag>),
     /// A predefined network read by name: hide its containers.
@@ -762,6 +819,9 @@ pub struct Owned {
     /// The tenant's namespace and the endpoint: answers are mapped back
     /// (names in listings, inspects and events; error messages always).
     names: Option<(Namespace, Endpoint)>,
+    /// `docker load`: what the archive's tags may not replace, and why the
+    /// body was cut off, if it was.
+    load: Option<(Arc<image_load::Protected>, image_load::Refusal)>,
 }
 
 /// Predefined networks every tenant may use.
@@ -779,6 +839,24 @@ fn is_user_network(name: &str) -> bool {
 }
 
 impl Owned {
+    /// The request body to forward: a load's archive is checked as it
+    /// streams ([`image_load::LoadGuard`]).
+    pub fn guard_body(&self, body: ProxyBody) -> ProxyBody {
+        match &self.load {
+            Some((protected, refused)) => {
+                image_load::LoadGuard::new(body, protected.clone(), refused.clone()).boxed_unsync()
+            }
+            None => body,
+        }
+    }
+
+    /// Why the request body was cut off, if cistern cut it.
+    pub fn refused(&self) -> Option<String> {
+        self.load
+            .as_ref()
+            .and_then(|(_, r)| r.lock().ok().and_then(|r| r.clone()))
+    }
+
     /// Step 3: the body to forward, labelled, with its references resolved.
     pub async fn body(
         &self,
@@ -1089,6 +1167,66 @@ impl Owned {
                     )?,
                 };
                 Ok(replace_body(&mut parts, filtered))
+            }
+            After::Load(protected) if status == StatusCode::OK => {
+                let (mut parts, body) = response.into_parts();
+                let body = read_whole(body).await?;
+                let (tags, ids) = image_load::loaded(&body);
+                let daemon = Daemon {
+                    client: &self.client,
+                };
+                let mut new_images = ids;
+                for tag in tags {
+                    if let Ok((Some(id), familiar)) = image_ref(daemon, &tag).await {
+                        if !protected.existed(&id) {
+                            new_images.push(id.clone());
+                        }
+                        update_state(
+                            &self.store,
+                            &self.owner,
+                            Change::Tag {
+                                reference: familiar,
+                                image: id,
+                            },
+                        )
+                        .await;
+                    }
+                }
+                for id in new_images.into_iter().filter(|id| !protected.existed(id)) {
+                    update_state(
+                        &self.store,
+                        &self.owner,
+                        Change::Image {
+                            id,
+                            how: "load",
+                            tags: Vec::new(),
+                        },
+                    )
+                    .await;
+                }
+                Ok(replace_body(&mut parts, body.to_vec()))
+            }
+            After::Import { reference } if status == StatusCode::OK => {
+                let (mut parts, body) = response.into_parts();
+                let body = read_whole(body).await?;
+                let id = body
+                    .split(|b| *b == b'\n')
+                    .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+                    .filter_map(|v| v.get("status").and_then(|s| s.as_str()).map(str::to_string))
+                    .find(|s| s.starts_with("sha256:"));
+                if let Some(id) = id {
+                    update_state(
+                        &self.store,
+                        &self.owner,
+                        Change::Image {
+                            id,
+                            how: "import",
+                            tags: reference.into_iter().collect(),
+                        },
+                    )
+                    .await;
+                }
+                Ok(replace_body(&mut parts, body.to_vec()))
             }
             After::Info if status == StatusCode::OK => {
                 let (mut parts, body) = response.into_parts();

@@ -1,0 +1,665 @@
+//! Image tags that arrive with content: `docker load`, `docker import`,
+//! `docker pull`.
+//!
+//! These endpoints create or move tags that no query of cistern's can
+//! name beforehand: a `docker save` archive carries its tags inside
+//! (`manifest.json`, or the older `repositories`), an import names its tag in
+//! the query, a pull names a registry's. Without checks, one tenant could
+//! point another tenant's tag, a shared base image or a name in another
+//! tenant's image namespace at an image of its own choosing. The rules
+//! ([`Protected::check`]), for a reference `R` that tenant `T` creates:
+//!
+//! * `R` under `cistern-ns/` must be `T`'s own image namespace;
+//! * an `R` that exists on the daemon must be one of `T`'s tags, or keep
+//!   pointing at the same image (re-loading an archive of an image already
+//!   there is fine);
+//! * a pull may refresh a shared base image (its content comes from the
+//!   registry), but not another tenant's tag.
+//!
+//! A load is checked **while it streams** ([`TarScan`]): the archive is read
+//! entry by entry as it passes (tar headers parsed by the `tar` crate, paths
+//! cleaned the way the daemon's untar cleans them, PAX and GNU long names
+//! honoured), and `manifest.json` and `repositories` are read whole. The
+//! daemon applies tags only after it has the whole archive, so a refused
+//! archive is cut off before its manifest's last byte reaches the daemon and
+//! nothing is tagged. Archives cistern cannot read (compressed ones, a
+//! manifest that is a link) are refused.
+//!
+//! I/O-free.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::images::{normalize, Rules};
+use super::names::{Namespace, IMAGE_ROOT};
+
+/// A reference in the form the checks compare: `name:tag`, without
+/// `docker.io/` or `docker.io/library/`.
+pub fn key(reference: &str) -> String {
+    let r = reference
+        .strip_prefix("docker.io/library/")
+        .or_else(|| reference.strip_prefix("docker.io/"))
+        .or_else(|| reference.strip_prefix("index.docker.io/library/"))
+        .unwrap_or(reference);
+    normalize(r)
+}
+
+/// What a tenant may not overwrite, from the daemon's image list before the
+/// request.
+#[derive(Debug, Default)]
+pub struct Protected {
+    /// Every tag on the daemon → its image ID.
+    existing: HashMap<String, String>,
+    /// Tags recorded as the tenant's own.
+    own: HashSet<String>,
+    /// Tags recorded as other tenants'.
+    others: HashSet<String>,
+    /// Every image ID on the daemon.
+    ids: HashSet<String>,
+    /// `cistern-ns/<tenant>/`, the tenant's own image namespace.
+    own_namespace: Option<String>,
+}
+
+impl Protected {
+    /// From `GET /images/json` and the state file's rules for the tenant.
+    pub fn new(images_json: &[u8], rules: &Rules<'_>, ns: Option<&Namespace>) -> Protected {
+        let mut p = Protected {
+            own_namespace: ns
+                .filter(|n| n.images())
+                .map(|n| n.image_to_daemon("x").trim_end_matches('x').to_string()),
+            ..Protected::default()
+        };
+        let list: Value = serde_json::from_slice(images_json).unwrap_or(Value::Null);
+        for image in list.as_array().into_iter().flatten() {
+            let Some(id) = image.get("Id").and_then(Value::as_str) else {
+                continue;
+            };
+            p.ids.insert(id.to_string());
+            for tag in image
+                .get("RepoTags")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|t| *t != "<none>:<none>")
+            {
+                p.existing.insert(key(tag), id.to_string());
+            }
+        }
+        for (reference, record) in &rules.state.tags {
+            if record.tenant == rules.owner.tenant.as_str()
+                && record.instance == rules.owner.instance
+            {
+                p.own.insert(key(reference));
+            } else {
+                p.others.insert(key(reference));
+            }
+        }
+        p
+    }
+
+    /// Whether `id` was on the daemon before the request.
+    pub fn existed(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// May the tenant make `reference` point at `new_id` (`None`: not known
+    /// yet)?
+    pub fn check(&self, reference: &str, new_id: Option<&str>) -> Result<(), String> {
+        let k = key(reference);
+        self.check_namespace(&k)?;
+        match self.existing.get(&k) {
+            None => Ok(()),
+            Some(_) if self.own.contains(&k) => Ok(()),
+            Some(current) if Some(current.as_str()) == new_id => Ok(()),
+            Some(_) => Err(format!(
+                "cistern: {k} is in use on this daemon and is not yours: it cannot be replaced"
+            )),
+        }
+    }
+
+    /// A pull may refresh shared images, not another tenant's tag.
+    pub fn check_pull(&self, reference: &str) -> Result<(), String> {
+        let k = key(reference);
+        self.check_namespace(&k)?;
+        if self.others.contains(&k) {
+            return Err(format!(
+                "cistern: {k} is another tenant's tag: it cannot be pulled over"
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_namespace(&self, k: &str) -> Result<(), String> {
+        if k.starts_with(&format!("{IMAGE_ROOT}/"))
+            && !self
+                .own_namespace
+                .as_deref()
+                .is_some_and(|p| k.starts_with(p))
+        {
+            return Err(format!(
+                "cistern: {k} is in another tenant's image namespace"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which metadata file an archive entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meta {
+    Manifest,
+    Repositories,
+}
+
+/// What the archive is being read at.
+#[derive(Debug)]
+enum At {
+    /// Collecting a 512-byte header block.
+    Header,
+    /// Inside an entry's data.
+    Data { left: u64, padding: u64, keep: Keep },
+    /// Skipping padding after an entry.
+    Padding(u64),
+}
+
+/// What to do with an entry's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Skip,
+    Meta(Meta),
+    /// A PAX extended header for the next entry.
+    Pax,
+    /// A GNU long name for the next entry.
+    LongName,
+}
+
+/// Tags an archive's metadata assigns: `(image ID if known, tags)`.
+pub type Assigned = Vec<(Option<String>, Vec<String>)>;
+
+/// Largest metadata entry read (a manifest of a few thousand images).
+const MAX_META: u64 = 16 << 20;
+
+/// Reads a `docker save` archive as it streams past.
+#[derive(Debug)]
+pub struct TarScan {
+    at: At,
+    block: Vec<u8>,
+    data: Vec<u8>,
+    next_path: Option<String>,
+    headers: u64,
+}
+
+impl Default for TarScan {
+    fn default() -> Self {
+        TarScan {
+            at: At::Header,
+            block: Vec::with_capacity(512),
+            data: Vec::new(),
+            next_path: None,
+            headers: 0,
+        }
+    }
+}
+
+impl TarScan {
+    /// Feeds the next bytes; the tags of every metadata file completed in
+    /// them. `Err` for an archive cistern cannot read.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Assigned, String> {
+        let mut found = Vec::new();
+        while !bytes.is_empty() {
+            match &mut self.at {
+                At::Header => {
+                    let want = 512 - self.block.len();
+                    let n = want.min(bytes.len());
+                    self.block.extend_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    if self.block.len() == 512 {
+                        let block = std::mem::take(&mut self.block);
+                        self.header(&block)?;
+                    }
+                }
+                At::Data {
+                    left,
+                    padding,
+                    keep,
+                } => {
+                    let n = (*left).min(bytes.len() as u64) as usize;
+                    if *keep != Keep::Skip {
+                        self.data.extend_from_slice(&bytes[..n]);
+                    }
+                    bytes = &bytes[n..];
+                    *left -= n as u64;
+                    if *left == 0 {
+                        let (keep, padding) = (*keep, *padding);
+                        self.at = At::Padding(padding);
+                        let data = std::mem::take(&mut self.data);
+                        match keep {
+                            Keep::Meta(meta) => found.extend(assigned(meta, &data)?),
+                            Keep::Pax => self.next_path = pax_path(&data),
+                            Keep::LongName => {
+                                let name = data.split(|b| *b == 0).next().unwrap_or(&[]);
+                                self.next_path = Some(String::from_utf8_lossy(name).into_owned());
+                            }
+                            Keep::Skip => {}
+                        }
+                    }
+                }
+                At::Padding(left) => {
+                    let n = (*left).min(bytes.len() as u64);
+                    bytes = &bytes[n as usize..];
+                    *left -= n;
+                    if *left == 0 {
+                        self.at = At::Header;
+                    }
+                }
+            }
+            if matches!(self.at, At::Padding(0)) {
+                self.at = At::Header;
+            }
+        }
+        Ok(found)
+    }
+
+    fn header(&mut self, block: &[u8]) -> Result<(), String> {
+        if block.iter().all(|b| *b == 0) {
+            // End-of-archive blocks.
+            return Ok(());
+        }
+        let header = tar::Header::from_byte_slice(block);
+        let stored = header.cksum().map_err(|_| unreadable(self.headers))?;
+        let computed: u32 = block
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                if (148..156).contains(&i) {
+                    32
+                } else {
+                    u32::from(*b)
+                }
+            })
+            .sum();
+        if stored != computed {
+            return Err(unreadable(self.headers));
+        }
+        self.headers += 1;
+        let size = header.entry_size().map_err(|_| unreadable(self.headers))?;
+        let padding = (512 - size % 512) % 512;
+        let kind = header.entry_type();
+        let raw_path = match self.next_path.take() {
+            Some(p) => p,
+            None => String::from_utf8_lossy(&header.path_bytes()).into_owned(),
+        };
+        let keep = if kind.is_pax_local_extensions() {
+            Keep::Pax
+        } else if kind.is_gnu_longname() {
+            Keep::LongName
+        } else {
+            match meta(&clean(&raw_path)) {
+                Some(m) if kind.is_file() => Keep::Meta(m),
+                Some(_) => {
+                    return Err(format!(
+                        "cistern: the archive's {} is not a regular file",
+                        clean(&raw_path)
+                    ))
+                }
+                None => Keep::Skip,
+            }
+        };
+        if keep != Keep::Skip && size > MAX_META {
+            return Err("cistern: the archive's metadata is too large to check".into());
+        }
+        self.at = if size == 0 {
+            if let Keep::Meta(m) = keep {
+                // An empty manifest assigns nothing, but must still parse.
+                assigned(m, b"")?;
+            }
+            At::Padding(padding)
+        } else {
+            At::Data {
+                left: size,
+                padding,
+                keep,
+            }
+        };
+        Ok(())
+    }
+}
+
+fn unreadable(headers: u64) -> String {
+    if headers == 0 {
+        "cistern: the image archive is not an uncompressed tar archive (cistern checks the tags inside; load a `docker save` archive without compression)".into()
+    } else {
+        "cistern: the image archive is not a valid tar archive".into()
+    }
+}
+
+/// The path the daemon's untar writes an entry to, relative to the archive
+/// root (`./a/../manifest.json` is `manifest.json`).
+fn clean(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+fn meta(path: &str) -> Option<Meta> {
+    match path {
+        "manifest.json" => Some(Meta::Manifest),
+        "repositories" => Some(Meta::Repositories),
+        _ => None,
+    }
+}
+
+/// The `path` of a PAX extended header (`"<len> path=<value>\n"` records).
+fn pax_path(data: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(data);
+    text.lines().find_map(|record| {
+        let (_, kv) = record.split_once(' ')?;
+        kv.strip_prefix("path=").map(str::to_string)
+    })
+}
+
+/// The tags a metadata file assigns.
+fn assigned(meta: Meta, data: &[u8]) -> Result<Assigned, String> {
+    let bad = |what: &str| format!("cistern: the archive's {what} cannot be read");
+    let v: Value = serde_json::from_slice(data).map_err(|_| {
+        bad(match meta {
+            Meta::Manifest => "manifest.json",
+            Meta::Repositories => "repositories file",
+        })
+    })?;
+    Ok(match meta {
+        Meta::Manifest => v
+            .as_array()
+            .ok_or_else(|| bad("manifest.json"))?
+            .iter()
+            .map(|entry| {
+                let id = entry.get("Config").and_then(Value::as_str).map(|c| {
+                    let file = c.rsplit('/').next().unwrap_or(c);
+                    format!("sha256:{}", file.trim_end_matches(".json"))
+                });
+                let tags = entry
+                    .get("RepoTags")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect();
+                (id, tags)
+            })
+            .collect(),
+        Meta::Repositories => v
+            .as_object()
+            .ok_or_else(|| bad("repositories file"))?
+            .iter()
+            .map(|(repo, tags)| {
+                let tags = tags
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(tag, _)| format!("{repo}:{tag}"))
+                    .collect();
+                (None, tags)
+            })
+            .collect(),
+    })
+}
+
+/// A `docker load` request body checked as it streams: each frame is read by
+/// a [`TarScan`] before it is passed on; a refused tag ends the body with an
+/// error (so the daemon never gets the whole archive) and leaves the reason
+/// in `refused` for the client's answer.
+pub struct LoadGuard {
+    inner: crate::docker::ProxyBody,
+    scan: TarScan,
+    protected: std::sync::Arc<Protected>,
+    refused: Refusal,
+    failed: bool,
+}
+
+/// Where a [`LoadGuard`] leaves why it cut a body off.
+pub type Refusal = std::sync::Arc<std::sync::Mutex<Option<String>>>;
+
+impl LoadGuard {
+    pub fn new(
+        inner: crate::docker::ProxyBody,
+        protected: std::sync::Arc<Protected>,
+        refused: Refusal,
+    ) -> LoadGuard {
+        LoadGuard {
+            inner,
+            scan: TarScan::default(),
+            protected,
+            refused,
+            failed: false,
+        }
+    }
+
+    fn check(&mut self, data: &[u8]) -> Result<(), String> {
+        for (id, tags) in self.scan.feed(data)? {
+            for tag in tags {
+                self.protected.check(&tag, id.as_deref())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl http_body::Body for LoadGuard {
+    type Data = bytes::Bytes;
+    type Error = crate::docker::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let data = data.clone();
+                if let Err(reason) = self.check(&data) {
+                    self.failed = true;
+                    tracing::info!(target: "cistern::ownership", reason = %reason, "image load refused");
+                    if let Ok(mut slot) = self.refused.lock() {
+                        *slot = Some(reason.clone());
+                    }
+                    return Poll::Ready(Some(Err(reason.into())));
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The references a load's answer reports (`Loaded image: app:1`) and the
+/// IDs it reports for untagged images (`Loaded image ID: sha256:...`).
+pub fn loaded(answer: &[u8]) -> (Vec<String>, Vec<String>) {
+    let mut tags = Vec::new();
+    let mut ids = Vec::new();
+    for line in answer.split(|b| *b == b'\n') {
+        let Ok(v) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        let Some(text) = v.get("stream").and_then(Value::as_str) else {
+            continue;
+        };
+        if let Some(id) = text.trim().strip_prefix("Loaded image ID: ") {
+            ids.push(id.to_string());
+        } else if let Some(tag) = text.trim().strip_prefix("Loaded image: ") {
+            tags.push(tag.to_string());
+        }
+    }
+    (tags, ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::ownership::identity::Tenant;
+    use crate::docker::ownership::images::{State, TagRecord};
+    use crate::docker::ownership::labels::Owner;
+
+    fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in entries {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, path, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn scan_in_pieces(bytes: &[u8], piece: usize) -> Result<Assigned, String> {
+        let mut s = TarScan::default();
+        let mut all = Vec::new();
+        for chunk in bytes.chunks(piece) {
+            all.extend(s.feed(chunk)?);
+        }
+        Ok(all)
+    }
+
+    const MANIFEST: &[u8] = br#"[{"Config":"0a1b.json","RepoTags":["app:1","busybox:latest"],"Layers":["l/layer.tar"]}]"#;
+
+    #[test]
+    fn tags_are_found_however_the_archive_is_cut() {
+        let tar = archive(&[
+            ("l/layer.tar", &[7u8; 3000]),
+            ("0a1b.json", b"{}"),
+            ("manifest.json", MANIFEST),
+            ("repositories", br#"{"app":{"1":"abc"}}"#),
+        ]);
+        for piece in [1, 7, 512, 1000, tar.len()] {
+            let found = scan_in_pieces(&tar, piece).unwrap();
+            assert_eq!(
+                found,
+                vec![
+                    (
+                        Some("sha256:0a1b".to_string()),
+                        vec!["app:1".to_string(), "busybox:latest".to_string()]
+                    ),
+                    (None, vec!["app:1".to_string()]),
+                ],
+                "pieces of {piece}"
+            );
+        }
+    }
+
+    /// One entry with a raw name (the `tar` builder refuses `..`), padded.
+    fn raw_entry(name: &str, kind: tar::EntryType, data: &[u8]) -> Vec<u8> {
+        let mut h = tar::Header::new_gnu();
+        let n = name.len().min(100);
+        h.as_old_mut().name[..n].copy_from_slice(&name.as_bytes()[..n]);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(kind);
+        h.set_cksum();
+        let mut out = h.as_bytes().to_vec();
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+        out
+    }
+
+    #[test]
+    fn hidden_manifests_and_odd_archives_are_caught() {
+        // A path the daemon cleans to manifest.json.
+        let tar = raw_entry("x/../manifest.json", tar::EntryType::Regular, MANIFEST);
+        assert_eq!(scan_in_pieces(&tar, 100).unwrap().len(), 1);
+        // A link named manifest.json.
+        let link = raw_entry("manifest.json", tar::EntryType::Symlink, b"");
+        assert!(scan_in_pieces(&link, 512)
+            .unwrap_err()
+            .contains("not a regular file"));
+        // Compressed archives cannot be checked.
+        let gz = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3].repeat(60);
+        assert!(scan_in_pieces(&gz, 512)
+            .unwrap_err()
+            .contains("not an uncompressed tar"));
+        // A GNU long name, and a PAX path, that say manifest.json.
+        let long = format!("{}/../manifest.json\0", "d".repeat(120));
+        let mut gnu = raw_entry(
+            "././@LongLink",
+            tar::EntryType::GNULongName,
+            long.as_bytes(),
+        );
+        gnu.extend(raw_entry("ddd", tar::EntryType::Regular, MANIFEST));
+        assert_eq!(scan_in_pieces(&gnu, 64).unwrap().len(), 1);
+        let record = "26 path=./x/../manifest.json\n";
+        let mut pax = raw_entry("PaxHeader", tar::EntryType::XHeader, record.as_bytes());
+        pax.extend(raw_entry(
+            "innocent.json",
+            tar::EntryType::Regular,
+            MANIFEST,
+        ));
+        assert_eq!(scan_in_pieces(&pax, 33).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn rules_protect_others_tags_base_images_and_namespaces() {
+        let alice = Owner::new(Tenant::new("alice").unwrap(), "default");
+        let mut state = State::default();
+        state.tags.insert(
+            "mine:1".into(),
+            TagRecord {
+                tenant: "alice".into(),
+                instance: "default".into(),
+                image: "sha256:m".into(),
+            },
+        );
+        state.tags.insert(
+            "bobs:1".into(),
+            TagRecord {
+                tenant: "bob".into(),
+                instance: "default".into(),
+                image: "sha256:b".into(),
+            },
+        );
+        let rules = Rules {
+            state: &state,
+            owner: &alice,
+        };
+        let images = br#"[{"Id":"sha256:base","RepoTags":["busybox:latest"]},{"Id":"sha256:m","RepoTags":["mine:1"]},{"Id":"sha256:b","RepoTags":["bobs:1"]}]"#;
+        let ns = Namespace::of("alice");
+        let p = Protected::new(images, &rules, Some(&ns));
+        p.check("new:1", Some("sha256:x")).unwrap();
+        p.check("mine:1", Some("sha256:x")).unwrap();
+        p.check("docker.io/library/busybox:latest", Some("sha256:base"))
+            .unwrap();
+        assert!(p
+            .check("busybox", Some("sha256:evil"))
+            .unwrap_err()
+            .contains("not yours"));
+        assert!(p.check("bobs:1", None).is_err());
+        assert!(p
+            .check("cistern-ns/bob/app:1", None)
+            .unwrap_err()
+            .contains("another tenant"));
+        p.check("cistern-ns/alice/app:1", None).unwrap();
+        p.check_pull("busybox:latest").unwrap();
+        assert!(p.check_pull("bobs:1").is_err());
+        assert!(p.existed("sha256:base") && !p.existed("sha256:x"));
+    }
+}
