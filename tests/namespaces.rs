@@ -483,7 +483,15 @@ fn image_tags_are_namespaced_and_pushed_under_the_name_given() {
         assert_eq!(got.trim(), who);
         let listed = run_ok(cmd(&t).args(["images", "--format", "{{.Repository}}:{{.Tag}}"]));
         assert!(listed.lines().any(|l| l == tag), "{who}: {listed}");
-        assert!(!listed.contains("cistern-ns"), "{who}: {listed}");
+        assert!(
+            !listed.contains(&format!("cistern-ns/{tenant}")),
+            "{who}: {listed}"
+        );
+        let other = if who == "alice" { &t.bob } else { &t.alice };
+        assert!(
+            !listed.contains(&format!("cistern-ns/{other}")),
+            "{who}: {listed}"
+        );
         let inspect = run_ok(cmd(&t).args(["image", "inspect", "--format", "{{.RepoTags}}", tag]));
         assert_eq!(inspect.trim(), format!("[{tag}]"));
         // On the daemon: under the tenant's image namespace.
@@ -529,5 +537,44 @@ fn image_tags_are_namespaced_and_pushed_under_the_name_given() {
     // Each removes its own.
     for cmd in [Two::alice as fn(&Two) -> Command, Two::bob] {
         run_ok(cmd(&t).args(["rmi", tag]));
+    }
+}
+
+#[test]
+fn a_build_from_the_tenants_own_image_uses_its_namespace() {
+    let t = Two::start();
+    let mut images = Cleanup::default();
+    for tenant in [&t.alice, &t.bob] {
+        for name in ["base:1", "app:1"] {
+            images.images.push(format!("cistern-ns/{tenant}/{name}"));
+        }
+    }
+    // Each tenant has its own `base:1`; each `app:1` is built FROM it.
+    for (cmd, who) in [
+        (Two::alice as fn(&Two) -> Command, "alice"),
+        (Two::bob, "bob"),
+    ] {
+        build(&mut cmd(&t), "base:1", &format!("{who}-base"));
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile.app"),
+            "FROM base:1 AS b\nRUN cat /who > /from-base\nFROM b\n",
+        )
+        .unwrap();
+        run_ok(
+            cmd(&t)
+                .env("DOCKER_BUILDKIT", "0")
+                .args(["build", "-q", "-f"])
+                .arg(ctx.path().join("Dockerfile.app"))
+                .args(["-t", "app:1"])
+                .arg(ctx.path()),
+        );
+    }
+    for (cmd, who) in [
+        (Two::alice as fn(&Two) -> Command, "alice"),
+        (Two::bob, "bob"),
+    ] {
+        let got = run_ok(cmd(&t).args(["run", "--rm", "app:1", "cat", "/from-base"]));
+        assert_eq!(got.trim(), format!("{who}-base"));
     }
 }

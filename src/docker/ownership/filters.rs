@@ -160,9 +160,22 @@ pub fn filter_images(
     serde_json::to_vec(&kept).map_err(|err| DockerError::internal(err.to_string()))
 }
 
+/// `GET /images/{name}/json`: the tags `tag_visible` hides are dropped.
+pub fn filter_image_inspect(
+    body: &[u8],
+    tag_visible: impl Fn(&str) -> bool,
+) -> Result<Vec<u8>, DockerError> {
+    let mut v: Value = serde_json::from_slice(body)
+        .map_err(|err| DockerError::upstream(format!("unreadable image inspect: {err}")))?;
+    strip_tags(&mut v, &tag_visible);
+    serde_json::to_vec(&v).map_err(|err| DockerError::internal(err.to_string()))
+}
+
 fn strip_tags(image: &mut Value, tag_visible: &impl Fn(&str) -> bool) {
-    if let Some(Value::Array(tags)) = image.get_mut("RepoTags") {
-        tags.retain(|t| t.as_str().map_or(true, tag_visible));
+    for key in ["RepoTags", "RepoDigests"] {
+        if let Some(Value::Array(tags)) = image.get_mut(key) {
+            tags.retain(|t| t.as_str().map_or(true, tag_visible));
+        }
     }
 }
 

@@ -237,11 +237,8 @@ impl TarScan {
                         let data = std::mem::take(&mut self.data);
                         match keep {
                             Keep::Meta(meta) => found.extend(assigned(meta, &data)?),
-                            Keep::Pax => self.next_path = pax_path(&data),
-                            Keep::LongName => {
-                                let name = data.split(|b| *b == 0).next().unwrap_or(&[]);
-                                self.next_path = Some(String::from_utf8_lossy(name).into_owned());
-                            }
+                            Keep::Pax => self.next_path = extended_path(&data, true),
+                            Keep::LongName => self.next_path = extended_path(&data, false),
                             Keep::Skip => {}
                         }
                     }
@@ -268,19 +265,7 @@ impl TarScan {
             return Ok(());
         }
         let header = tar::Header::from_byte_slice(block);
-        let stored = header.cksum().map_err(|_| unreadable(self.headers))?;
-        let computed: u32 = block
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    u32::from(*b)
-                }
-            })
-            .sum();
-        if stored != computed {
+        if !checksum_ok(block) {
             return Err(unreadable(self.headers));
         }
         self.headers += 1;
@@ -337,7 +322,7 @@ fn unreadable(headers: u64) -> String {
 
 /// The path the daemon's untar writes an entry to, relative to the archive
 /// root (`./a/../manifest.json` is `manifest.json`).
-fn clean(path: &str) -> String {
+pub(super) fn clean(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
@@ -351,21 +336,45 @@ fn clean(path: &str) -> String {
     parts.join("/")
 }
 
+/// Whether a 512-byte block is a tar header with a correct checksum.
+pub(super) fn checksum_ok(block: &[u8]) -> bool {
+    let Ok(stored) = tar::Header::from_byte_slice(block).cksum() else {
+        return false;
+    };
+    let computed: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    stored == computed
+}
+
+/// The path an extended header entry gives the entry after it: a PAX
+/// header's `path` record (`"<len> path=<value>\n"`), or a GNU long name.
+pub(super) fn extended_path(data: &[u8], pax: bool) -> Option<String> {
+    if pax {
+        String::from_utf8_lossy(data).lines().find_map(|record| {
+            let (_, kv) = record.split_once(' ')?;
+            kv.strip_prefix("path=").map(str::to_string)
+        })
+    } else {
+        let name = data.split(|b| *b == 0).next()?;
+        Some(String::from_utf8_lossy(name).into_owned())
+    }
+}
+
 fn meta(path: &str) -> Option<Meta> {
     match path {
         "manifest.json" => Some(Meta::Manifest),
         "repositories" => Some(Meta::Repositories),
         _ => None,
     }
-}
-
-/// The `path` of a PAX extended header (`"<len> path=<value>\n"` records).
-fn pax_path(data: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(data);
-    text.lines().find_map(|record| {
-        let (_, kv) = record.split_once(' ')?;
-        kv.strip_prefix("path=").map(str::to_string)
-    })
 }
 
 /// The tags a metadata file assigns.
@@ -424,7 +433,9 @@ pub struct LoadGuard {
     scan: TarScan,
     protected: std::sync::Arc<Protected>,
     refused: Refusal,
-    failed: bool,
+    /// Why the archive was refused; the body then drains the client.
+    failed: Option<String>,
+    done: bool,
 }
 
 /// Where a [`LoadGuard`] leaves why it cut a body off.
@@ -441,7 +452,8 @@ impl LoadGuard {
             scan: TarScan::default(),
             protected,
             refused,
-            failed: false,
+            failed: None,
+            done: false,
         }
     }
 
@@ -464,7 +476,23 @@ impl http_body::Body for LoadGuard {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         use std::task::Poll;
-        if self.failed {
+        if let Some(reason) = self.failed.clone() {
+            // Refused: the rest of the client's archive is read and dropped,
+            // so the client gets the answer rather than a broken pipe; then
+            // the daemon's request ends in an error, before the archive is
+            // whole.
+            loop {
+                match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(_))) => continue,
+                    Poll::Ready(_) => {
+                        self.done = true;
+                        return Poll::Ready(Some(Err(reason.into())));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+        if self.done {
             return Poll::Ready(None);
         }
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
@@ -472,12 +500,13 @@ impl http_body::Body for LoadGuard {
             if let Some(data) = frame.data_ref() {
                 let data = data.clone();
                 if let Err(reason) = self.check(&data) {
-                    self.failed = true;
                     tracing::info!(target: "cistern::ownership", reason = %reason, "image load refused");
                     if let Ok(mut slot) = self.refused.lock() {
                         *slot = Some(reason.clone());
                     }
-                    return Poll::Ready(Some(Err(reason.into())));
+                    self.failed = Some(reason);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
             }
         }
@@ -485,7 +514,7 @@ impl http_body::Body for LoadGuard {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.failed || self.inner.is_end_stream()
+        self.done || (self.failed.is_none() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

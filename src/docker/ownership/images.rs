@@ -39,6 +39,9 @@ use super::labels::Owner;
 use super::resolve::hidden;
 pub use super::state_file::{StateFile, StoreError};
 
+/// Where namespaced tenants' tags live (see [`super::names`]).
+const IMAGE_NAMESPACES: &str = "cistern-ns/";
+
 /// The state file's content.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -147,8 +150,19 @@ impl Rules<'_> {
         self.image_owner(id).is_none() || self.own_image(id)
     }
 
-    /// Tags nobody recorded and the tenant's own.
+    /// Tags nobody recorded and the tenant's own; never a tag in another
+    /// tenant's image namespace (`cistern-ns/<other>/...`, recorded or not).
     pub fn tag_visible(&self, reference: &str) -> bool {
+        if reference.starts_with(IMAGE_NAMESPACES) {
+            let own = self
+                .owner
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| ns.is_own_image(reference));
+            if !own {
+                return false;
+            }
+        }
         match self.state.tags.get(&normalize(reference)) {
             None => true,
             Some(t) => is(self.owner, &t.tenant, &t.instance),
@@ -159,6 +173,9 @@ impl Rules<'_> {
     /// image `name` resolved to `id` (`None`: the daemon does not know it and
     /// answers for itself).
     pub fn check_use(&self, name: &str, id: Option<&str>) -> Result<(), DockerError> {
+        if !self.tag_visible(name) {
+            return Err(no_such_image(name));
+        }
         match id {
             Some(id) if !self.visible(id) && !self.own_tag(name) => Err(no_such_image(name)),
             _ => Ok(()),

@@ -38,6 +38,7 @@
 //! Not here yet: name namespaces (two tenants cannot both have a volume `db`),
 //! per-job sockets, TLS client-certificate identities.
 
+pub mod build_context;
 pub mod cleanup;
 pub mod daemon;
 pub mod filters;
@@ -252,6 +253,7 @@ impl Ownership {
             client: client.clone(),
             names: None,
             load: None,
+            dockerfile: None,
         };
         if resolve::shared_network_inspect(&route.endpoint) {
             owned.after = After::SharedNetwork;
@@ -310,6 +312,9 @@ impl Ownership {
                 rules.check_use(&found.name, found.id.as_deref())?;
                 if found.namespaced {
                     owned.target = resolve::rewrite_image_path(route, &owned.target, &found.name);
+                }
+                if matches!(route.endpoint, Endpoint::ImageInspect { .. }) {
+                    owned.after = After::ImageInspect;
                 }
             }
             Endpoint::ImageGetAll => {
@@ -382,6 +387,24 @@ impl Ownership {
                 if ns.is_some() && !tags.is_empty() {
                     let path = owned.target.split('?').next().unwrap_or("").to_string();
                     owned.target = format!("{path}?{}", q.with_all("t", &tags).encode());
+                }
+                if let Some(ns) = ns {
+                    // `FROM` lines naming the tenant's own images.
+                    let own: HashMap<String, String> = state
+                        .tags
+                        .iter()
+                        .filter(|(_, r)| {
+                            r.tenant == owner.tenant.as_str() && r.instance == owner.instance
+                        })
+                        .filter_map(|(tag, _)| {
+                            let client = ns.image_to_client(tag);
+                            (client != *tag).then(|| (image_load::key(&client), tag.clone()))
+                        })
+                        .collect();
+                    if !own.is_empty() {
+                        let dockerfile = q.values("dockerfile").next().unwrap_or("Dockerfile");
+                        owned.dockerfile = Some((dockerfile.to_string(), own));
+                    }
                 }
                 owned.after = After::Build { tags, quiet };
             }
@@ -777,6 +800,8 @@ fn new_repo(ns: Option<&Namespace>, repo: &str) -> String {
 enum After {
     Nothing,
     ImageList,
+    /// Hide other tenants' tags of a shared image.
+    ImageInspect,
     SystemDf,
     /// Record the built image and its tags.
     Build {
@@ -822,6 +847,9 @@ pub struct Owned {
     /// `docker load`: what the archive's tags may not replace, and why the
     /// body was cut off, if it was.
     load: Option<(Arc<image_load::Protected>, image_load::Refusal)>,
+    /// A namespaced tenant's build: the Dockerfile's name in the context and
+    /// its own images, for [`build_context::ContextRewrite`].
+    dockerfile: Option<(String, HashMap<String, String>)>,
 }
 
 /// Predefined networks every tenant may use.
@@ -840,8 +868,14 @@ fn is_user_network(name: &str) -> bool {
 
 impl Owned {
     /// The request body to forward: a load's archive is checked as it
-    /// streams ([`image_load::LoadGuard`]).
+    /// streams ([`image_load::LoadGuard`]); a namespaced tenant's build
+    /// context gets its Dockerfile's `FROM` lines mapped
+    /// ([`build_context::ContextRewrite`]).
     pub fn guard_body(&self, body: ProxyBody) -> ProxyBody {
+        if let Some((dockerfile, images)) = &self.dockerfile {
+            return build_context::ContextRewrite::new(body, dockerfile, images.clone())
+                .boxed_unsync();
+        }
         match &self.load {
             Some((protected, refused)) => {
                 image_load::LoadGuard::new(body, protected.clone(), refused.clone()).boxed_unsync()
@@ -1227,6 +1261,17 @@ impl Owned {
                     .await;
                 }
                 Ok(replace_body(&mut parts, body.to_vec()))
+            }
+            After::ImageInspect if status == StatusCode::OK => {
+                let (mut parts, body) = response.into_parts();
+                let body = read_whole(body).await?;
+                let state = load_state(&self.store).await?;
+                let rules = Rules {
+                    state: &state,
+                    owner: &self.owner,
+                };
+                let filtered = filters::filter_image_inspect(&body, |t| rules.tag_visible(t))?;
+                Ok(replace_body(&mut parts, filtered))
             }
             After::Info if status == StatusCode::OK => {
                 let (mut parts, body) = response.into_parts();

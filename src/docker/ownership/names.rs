@@ -101,6 +101,13 @@ impl Namespace {
         }
     }
 
+    /// Whether a daemon reference is in this tenant's image namespace.
+    pub fn is_own_image(&self, reference: &str) -> bool {
+        self.image_prefix
+            .as_deref()
+            .is_some_and(|p| reference.starts_with(p))
+    }
+
     /// The client's reference for a daemon reference.
     pub fn image_to_client(&self, reference: &str) -> String {
         let Some(rest) = self

@@ -1,0 +1,442 @@
+//! Build contexts of namespaced tenants: `FROM` lines that name the tenant's
+//! own images.
+//!
+//! A tenant's tags live under `cistern-ns/<tenant>/` on the daemon
+//! ([`super::names`]), but a Dockerfile names them as the tenant does
+//! (`FROM app-base:1`), and the daemon resolves `FROM` itself. So for a
+//! namespaced tenant with tags of its own, the Dockerfile inside the build
+//! context is rewritten as the context streams to the daemon:
+//! [`rewrite_dockerfile`] replaces the image of a `FROM` line, and of a
+//! `COPY --from=`, that names one of the tenant's tags with the daemon's name
+//! for it; build stage names, `ARG`-substituted images (`FROM $BASE`) and
+//! everything else are left alone. The Dockerfile entry (named by the build's
+//! `dockerfile` parameter, default `Dockerfile`, path cleaned as the daemon
+//! cleans it) is held back while it arrives, rewritten and sent on with a
+//! corrected tar header; every other byte passes through as it came
+//! ([`ContextRewrite`]). A context that is not a plain tar (compressed) or a
+//! Dockerfile over 1 MiB passes unchanged.
+//!
+//! I/O-free.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame};
+
+use super::image_load::{checksum_ok, clean, extended_path, key};
+use crate::docker::{BoxError, ProxyBody};
+
+/// Largest Dockerfile rewritten.
+const MAX_DOCKERFILE: u64 = 1 << 20;
+
+/// A Dockerfile with the tenant's images named as the daemon knows them;
+/// `None` when nothing changes. `images` maps [`key`]s of the tenant's
+/// references to daemon references.
+pub fn rewrite_dockerfile(text: &str, images: &HashMap<String, String>) -> Option<String> {
+    let mut stages: HashSet<String> = HashSet::new();
+    let mut changed = false;
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut continued = false;
+    for line in text.split_inclusive('\n') {
+        let was_continued = continued;
+        let body = line.trim_end_matches(['\n', '\r']);
+        continued = body.ends_with('\\');
+        if was_continued || continued {
+            out.push_str(line);
+            continue;
+        }
+        let trimmed = body.trim_start();
+        let indent = &body[..body.len() - trimmed.len()];
+        let mut words: Vec<&str> = trimmed.split_whitespace().collect();
+        let instruction = words.first().map(|w| w.to_ascii_uppercase());
+        let mut replaced: Option<String> = None;
+        match instruction.as_deref() {
+            Some("FROM") => {
+                let image_at = words
+                    .iter()
+                    .skip(1)
+                    .position(|w| !w.starts_with("--"))
+                    .map(|i| i + 1);
+                if let Some(i) = image_at {
+                    let image = words[i];
+                    if let Some(daemon) = lookup(image, &stages, images) {
+                        words[i] = daemon;
+                        replaced = Some(words.join(" "));
+                    }
+                    if let (Some(as_kw), Some(name)) = (words.get(i + 1), words.get(i + 2)) {
+                        if as_kw.eq_ignore_ascii_case("as") {
+                            stages.insert(name.to_ascii_lowercase());
+                        }
+                    }
+                }
+            }
+            Some("COPY") | Some("ADD") => {
+                let mut any = false;
+                let mapped: Vec<String> = words
+                    .iter()
+                    .map(|w| match w.strip_prefix("--from=") {
+                        Some(from) => match lookup(from, &stages, images) {
+                            Some(daemon) => {
+                                any = true;
+                                format!("--from={daemon}")
+                            }
+                            None => w.to_string(),
+                        },
+                        None => w.to_string(),
+                    })
+                    .collect();
+                if any {
+                    replaced = Some(mapped.join(" "));
+                }
+            }
+            _ => {}
+        }
+        match replaced {
+            Some(new) => {
+                changed = true;
+                out.push_str(indent);
+                out.push_str(&new);
+                out.push_str(&line[body.len()..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    changed.then_some(out)
+}
+
+fn lookup<'a>(
+    image: &str,
+    stages: &HashSet<String>,
+    images: &'a HashMap<String, String>,
+) -> Option<&'a str> {
+    if image.contains('$') || stages.contains(&image.to_ascii_lowercase()) {
+        return None;
+    }
+    images.get(&key(image)).map(String::as_str)
+}
+
+/// Where the context stream is.
+enum At {
+    /// Collecting a header block.
+    Header,
+    /// Passing `left` bytes (data and padding) through.
+    Pass(u64),
+    /// Holding the Dockerfile entry back: its header, then data and padding.
+    Hold {
+        header: Box<[u8; 512]>,
+        size: u64,
+        padding: u64,
+    },
+    /// Not a tar archive cistern reads: everything passes.
+    Raw,
+}
+
+/// A build context streaming to the daemon with its Dockerfile rewritten.
+pub struct ContextRewrite {
+    inner: ProxyBody,
+    dockerfile: String,
+    images: HashMap<String, String>,
+    at: At,
+    block: Vec<u8>,
+    /// Extended-header entries (PAX, GNU long names) waiting for the header
+    /// they describe.
+    held: Vec<u8>,
+    next_path: Option<String>,
+    data: Vec<u8>,
+    /// Bytes of an extended-header entry still to hold, with its kind.
+    extended: Option<(u64, bool)>,
+    first: bool,
+}
+
+impl ContextRewrite {
+    pub fn new(inner: ProxyBody, dockerfile: &str, images: HashMap<String, String>) -> Self {
+        ContextRewrite {
+            inner,
+            dockerfile: clean(dockerfile),
+            images,
+            at: At::Header,
+            block: Vec::with_capacity(512),
+            held: Vec::new(),
+            next_path: None,
+            data: Vec::new(),
+            extended: None,
+            first: true,
+        }
+    }
+
+    /// Processes a frame's bytes; what to send on now.
+    fn feed(&mut self, mut bytes: &[u8]) -> Bytes {
+        let mut out = BytesMut::new();
+        while !bytes.is_empty() {
+            if let Some((left, pax)) = self.extended {
+                let n = left.min(bytes.len() as u64) as usize;
+                self.held.extend_from_slice(&bytes[..n]);
+                self.data.extend_from_slice(&bytes[..n]);
+                bytes = &bytes[n..];
+                let left = left - n as u64;
+                self.extended = (left > 0).then_some((left, pax));
+                if left == 0 {
+                    self.next_path = extended_path(&self.data, pax);
+                    self.data.clear();
+                }
+                continue;
+            }
+            match &mut self.at {
+                At::Raw => {
+                    out.extend_from_slice(bytes);
+                    bytes = &[];
+                }
+                At::Pass(left) => {
+                    let n = (*left).min(bytes.len() as u64) as usize;
+                    out.extend_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    *left -= n as u64;
+                    if *left == 0 {
+                        self.at = At::Header;
+                    }
+                }
+                At::Hold {
+                    header,
+                    size,
+                    padding,
+                } => {
+                    let want = (*size + *padding) as usize - self.data.len();
+                    let n = want.min(bytes.len());
+                    self.data.extend_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    if self.data.len() as u64 == *size + *padding {
+                        let header = header.clone();
+                        let size = *size as usize;
+                        out.extend_from_slice(&self.emit(&header, size));
+                        self.at = At::Header;
+                    }
+                }
+                At::Header => {
+                    let want = 512 - self.block.len();
+                    let n = want.min(bytes.len());
+                    self.block.extend_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    if self.block.len() == 512 {
+                        let block = std::mem::take(&mut self.block);
+                        out.extend_from_slice(&self.header(block));
+                    }
+                }
+            }
+        }
+        out.freeze()
+    }
+
+    /// A complete header block: what to send on now.
+    fn header(&mut self, block: Vec<u8>) -> Vec<u8> {
+        let first = std::mem::replace(&mut self.first, false);
+        if block.iter().all(|b| *b == 0) {
+            let mut out = std::mem::take(&mut self.held);
+            out.extend_from_slice(&block);
+            return out;
+        }
+        let header = tar::Header::from_byte_slice(&block);
+        if !checksum_ok(&block) {
+            // Not a tar cistern reads (a compressed context): pass it all.
+            if first {
+                self.at = At::Raw;
+            }
+            let mut out = std::mem::take(&mut self.held);
+            out.extend_from_slice(&block);
+            if !first {
+                self.at = At::Raw;
+            }
+            return out;
+        }
+        let size = header.entry_size().unwrap_or(0);
+        let padding = (512 - size % 512) % 512;
+        let kind = header.entry_type();
+        if kind.is_pax_local_extensions() || kind.is_gnu_longname() {
+            self.held.extend_from_slice(&block);
+            self.data.clear();
+            self.extended = Some((size + padding, kind.is_pax_local_extensions()));
+            self.at = At::Header;
+            return Vec::new();
+        }
+        let path = self
+            .next_path
+            .take()
+            .unwrap_or_else(|| String::from_utf8_lossy(&header.path_bytes()).into_owned());
+        if kind.is_file() && clean(&path) == self.dockerfile && size <= MAX_DOCKERFILE {
+            let mut h = Box::new([0u8; 512]);
+            h.copy_from_slice(&block);
+            self.data.clear();
+            self.at = At::Hold {
+                header: h,
+                size,
+                padding,
+            };
+            return Vec::new();
+        }
+        let mut out = std::mem::take(&mut self.held);
+        out.extend_from_slice(&block);
+        self.at = if size + padding == 0 {
+            At::Header
+        } else {
+            At::Pass(size + padding)
+        };
+        out
+    }
+
+    /// The held Dockerfile entry, rewritten when it names the tenant's images.
+    fn emit(&mut self, header: &[u8; 512], size: usize) -> Vec<u8> {
+        let data = std::mem::take(&mut self.data);
+        let mut out = std::mem::take(&mut self.held);
+        let rewritten = std::str::from_utf8(&data[..size])
+            .ok()
+            .and_then(|text| rewrite_dockerfile(text, &self.images));
+        match rewritten {
+            Some(text) => {
+                let mut h = tar::Header::from_byte_slice(header).clone();
+                h.set_size(text.len() as u64);
+                h.set_cksum();
+                out.extend_from_slice(h.as_bytes());
+                out.extend_from_slice(text.as_bytes());
+                let padding = (512 - text.len() % 512) % 512;
+                out.resize(out.len() + padding, 0);
+                tracing::debug!(target: "cistern::ownership", dockerfile = %self.dockerfile, "FROM lines mapped to the tenant's image namespace");
+            }
+            None => {
+                out.extend_from_slice(header);
+                out.extend_from_slice(&data);
+            }
+        }
+        out
+    }
+}
+
+impl Body for ContextRewrite {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        let out = self.feed(&data);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Poll::Ready(None) => {
+                    // Whatever is still held (a truncated archive) goes as it came.
+                    let mut rest = std::mem::take(&mut self.held);
+                    rest.extend_from_slice(&std::mem::take(&mut self.block));
+                    if let At::Hold { header, .. } = &self.at {
+                        let mut h = header.to_vec();
+                        h.extend_from_slice(&std::mem::take(&mut self.data));
+                        rest.extend_from_slice(&h);
+                        self.at = At::Header;
+                    }
+                    if rest.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(rest)))));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn images() -> HashMap<String, String> {
+        HashMap::from([
+            ("base:1".to_string(), "cistern-ns/alice/base:1".to_string()),
+            (
+                "localhost:5999/tools:latest".to_string(),
+                "cistern-ns/alice/localhost__5999/tools:latest".to_string(),
+            ),
+        ])
+    }
+
+    #[test]
+    fn from_lines_naming_own_images_are_mapped() {
+        let text = "# syntax comment\nFROM --platform=linux/amd64 base:1 AS build\nRUN make\nfrom busybox\nCOPY --from=build /out /out\nCOPY --from=localhost:5999/tools /bin/t /t\nFROM build\nFROM $BASE\nFROM base:1 \\\n  AS x\n";
+        let out = rewrite_dockerfile(text, &images()).unwrap();
+        assert_eq!(
+            out,
+            "# syntax comment\nFROM --platform=linux/amd64 cistern-ns/alice/base:1 AS build\nRUN make\nfrom busybox\nCOPY --from=build /out /out\nCOPY --from=cistern-ns/alice/localhost__5999/tools:latest /bin/t /t\nFROM build\nFROM $BASE\nFROM base:1 \\\n  AS x\n"
+        );
+        assert_eq!(rewrite_dockerfile("FROM busybox\n", &images()), None);
+    }
+
+    fn context(dockerfile_name: &str, dockerfile: &str) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in [
+            ("a.txt", "x".repeat(700)),
+            (dockerfile_name, dockerfile.to_string()),
+            ("z.txt", "tail".to_string()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, path, data.as_bytes()).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    async fn through(bytes: Vec<u8>, dockerfile: &str, piece: usize) -> Vec<u8> {
+        let chunks: Vec<Result<Frame<Bytes>, BoxError>> = bytes
+            .chunks(piece)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let inner =
+            http_body_util::StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync();
+        let body = ContextRewrite::new(inner, dockerfile, images());
+        body.collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    fn entries(bytes: &[u8]) -> Vec<(String, String)> {
+        let mut a = tar::Archive::new(bytes);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let p = e.path().unwrap().display().to_string();
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+                (p, s)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_dockerfile_entry_is_rewritten_in_the_stream() {
+        let ctx = context("sub/Dockerfile.ci", "FROM base:1\nRUN true\n");
+        for piece in [1, 100, 512, 4096] {
+            let out = through(ctx.clone(), "./sub/Dockerfile.ci", piece).await;
+            let e = entries(&out);
+            assert_eq!(e[0], ("a.txt".into(), "x".repeat(700)));
+            assert_eq!(
+                e[1].1, "FROM cistern-ns/alice/base:1\nRUN true\n",
+                "pieces of {piece}"
+            );
+            assert_eq!(e[2], ("z.txt".into(), "tail".into()));
+        }
+        // Another Dockerfile name, or nothing to map: the bytes pass as they came.
+        let out = through(ctx.clone(), "Dockerfile", 300).await;
+        assert_eq!(out, ctx);
+        let plain = context("Dockerfile", "FROM busybox\n");
+        assert_eq!(through(plain.clone(), "Dockerfile", 77).await, plain);
+        // Not a tar (compressed): unchanged.
+        let gz = [0x1f, 0x8b, 8, 0].repeat(300);
+        assert_eq!(through(gz.clone(), "Dockerfile", 100).await, gz);
+    }
+}
