@@ -449,7 +449,9 @@ pub async fn reconcile(
 
 /// Follows the daemon's events for job containers and ends jobs whose
 /// container died or was removed; reconnects (and reconciles) after any
-/// error. `serve` hands sockets to serve again to the server.
+/// error, backing off up to 30 s while the daemon is away. `serve` hands
+/// sockets to serve again to the server. Returns at once when there are
+/// neither rules nor recorded jobs.
 pub async fn watch(
     jobs: Arc<Jobs>,
     client: UpstreamClient,
@@ -467,6 +469,11 @@ pub async fn watch(
         "/events?filters={}",
         crate::docker::policy::query::escape(&filters)
     );
+    // Without rules and without recorded jobs there is nothing to follow.
+    if jobs.config.rules.is_empty() && jobs.registry().is_ok_and(|r| r.jobs.is_empty()) {
+        return;
+    }
+    let mut backoff = Duration::from_secs(1);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -474,6 +481,7 @@ pub async fn watch(
         };
         match stream {
             Ok((StatusCode::OK, body)) => {
+                backoff = Duration::from_secs(1);
                 // Subscribed: whatever ended before now is found here.
                 for s in reconcile(&jobs, &client, &listener_policy, &shutdown).await {
                     serve(s);
@@ -493,8 +501,9 @@ pub async fn watch(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(backoff) => {}
         }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
