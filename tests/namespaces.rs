@@ -578,3 +578,76 @@ fn a_build_from_the_tenants_own_image_uses_its_namespace() {
         assert_eq!(got.trim(), format!("{who}-base"));
     }
 }
+
+/// `docker save` of `image` through `cmd`.
+fn save(cmd: &mut Command, image: &str) -> Vec<u8> {
+    let out = cmd.args(["save", image]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "save {image}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `docker load` of `archive` through `cmd`: its output.
+fn load(cmd: &mut Command, archive: Vec<u8>) -> String {
+    use std::io::Write as _;
+    let mut child = cmd
+        .arg("load")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&archive);
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    assert!(
+        out.status.success(),
+        "load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn saved_archives_name_the_tenants_tags_and_loads_go_to_the_loaders_namespace() {
+    let t = Two::start();
+    let mut images = Cleanup::default();
+    for tenant in [&t.alice, &t.bob] {
+        images.images.push(format!("cistern-ns/{tenant}/shipped:1"));
+    }
+    build(&mut t.alice(), "shipped:1", "alice-shipped");
+    // Alice's archive names the tag as she does.
+    let archive = save(&mut t.alice(), "shipped:1");
+    let mut tar = tar::Archive::new(&archive[..]);
+    let manifest = tar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_str() == Some("manifest.json"))
+        .map(|mut e| {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            s
+        })
+        .unwrap();
+    assert!(manifest.contains(r#""shipped:1""#), "{manifest}");
+    // Bob loads it: the tag is his, in his namespace; alice's is untouched.
+    let out = load(&mut t.bob(), archive);
+    assert!(out.contains("Loaded image: shipped:1"), "{out}");
+    assert!(!out.contains("cistern-ns"), "{out}");
+    let got = run_ok(t.bob().args(["run", "--rm", "shipped:1", "cat", "/who"]));
+    assert_eq!(got.trim(), "alice-shipped");
+    run_ok(docker_direct().args([
+        "image",
+        "inspect",
+        &format!("cistern-ns/{}/shipped:1", t.bob),
+    ]));
+    run_ok(t.bob().args(["rmi", "shipped:1"]));
+    run_ok(t.alice().args(["image", "inspect", "shipped:1"]));
+}

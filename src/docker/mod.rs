@@ -333,7 +333,12 @@ impl DockerProxy {
         let mut injected = None;
         let mut job_started = None;
         let body = match need {
-            BodyNeed::None => owned.guard_body(body.map_err(BoxError::from).boxed_unsync()),
+            BodyNeed::None => {
+                if owned.rewrites_body() {
+                    parts.headers.remove(http::header::CONTENT_LENGTH);
+                }
+                owned.guard_body(body.map_err(BoxError::from).boxed_unsync())
+            }
             BodyNeed::Inspect { cap } => {
                 let raw = read_capped(body, cap).await?;
                 let forwarded = match policy.judge_body_on(&route, &raw, conn.socket.as_deref()) {

@@ -1,5 +1,5 @@
-//! Build contexts of namespaced tenants: `FROM` lines that name the tenant's
-//! own images.
+//! Tar streams of namespaced tenants: build contexts whose `FROM` lines name
+//! the tenant's own images, and load archives whose tags go to its namespace.
 //!
 //! A tenant's tags live under `cistern-ns/<tenant>/` on the daemon
 //! ([`super::names`]), but a Dockerfile names them as the tenant does
@@ -14,7 +14,11 @@
 //! cleans it) is held back while it arrives, rewritten and sent on with a
 //! corrected tar header; every other byte passes through as it came
 //! ([`ContextRewrite`]). A context that is not a plain tar (compressed) or a
-//! Dockerfile over 1 MiB passes unchanged.
+//! Dockerfile over 16 MiB passes unchanged.
+//!
+//! The same stream rewriting gives a `docker load` archive's tags (in
+//! `manifest.json` and `repositories`) the tenant's image namespace
+//! ([`Entry::LoadTags`]), before [`super::image_load`] checks them.
 //!
 //! I/O-free.
 
@@ -26,10 +30,72 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 
 use super::image_load::{checksum_ok, clean, extended_path, key};
+use super::names::Namespace;
 use crate::docker::{BoxError, ProxyBody};
 
-/// Largest Dockerfile rewritten.
-const MAX_DOCKERFILE: u64 = 1 << 20;
+/// Largest entry held back for rewriting (a Dockerfile, a load manifest).
+const MAX_ENTRY: u64 = 16 << 20;
+
+/// Which entry of a tar stream is rewritten, and how.
+pub enum Entry {
+    /// A build context's Dockerfile (its cleaned path): `FROM` lines naming
+    /// the tenant's images ([`rewrite_dockerfile`]).
+    Dockerfile {
+        path: String,
+        images: HashMap<String, String>,
+    },
+    /// A `docker load` archive's `manifest.json` and `repositories`: the
+    /// tags it brings go to the tenant's image namespace.
+    LoadTags(Namespace),
+    /// A `docker save` archive coming back: the tenant's tags as it named
+    /// them.
+    SaveTags(Namespace),
+}
+
+impl Entry {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Entry::Dockerfile { path: p, .. } => path == p,
+            Entry::LoadTags(_) | Entry::SaveTags(_) => {
+                path == "manifest.json" || path == "repositories"
+            }
+        }
+    }
+
+    fn rewrite(&self, path: &str, data: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Entry::Dockerfile { images, .. } => std::str::from_utf8(data)
+                .ok()
+                .and_then(|text| rewrite_dockerfile(text, images))
+                .map(String::into_bytes),
+            Entry::LoadTags(ns) | Entry::SaveTags(ns) => {
+                let map_name = |s: &str| match self {
+                    Entry::SaveTags(_) => ns.image_to_client(s),
+                    _ => ns.image_to_daemon(s),
+                };
+                let mut v: serde_json::Value = serde_json::from_slice(data).ok()?;
+                if path == "manifest.json" {
+                    for image in v.as_array_mut()? {
+                        if let Some(serde_json::Value::Array(tags)) = image.get_mut("RepoTags") {
+                            for t in tags.iter_mut() {
+                                if let serde_json::Value::String(s) = t {
+                                    *s = map_name(s);
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    let repos = std::mem::take(v.as_object_mut()?);
+                    let map = v.as_object_mut()?;
+                    for (repo, tags) in repos {
+                        map.insert(map_name(&repo), tags);
+                    }
+                }
+                serde_json::to_vec(&v).ok()
+            }
+        }
+    }
+}
 
 /// A Dockerfile with the tenant's images named as the daemon knows them;
 /// `None` when nothing changes. `images` maps [`key`]s of the tenant's
@@ -123,9 +189,11 @@ enum At {
     Header,
     /// Passing `left` bytes (data and padding) through.
     Pass(u64),
-    /// Holding the Dockerfile entry back: its header, then data and padding.
+    /// Holding the entry to rewrite back: its header, path, then data and
+    /// padding.
     Hold {
         header: Box<[u8; 512]>,
+        path: String,
         size: u64,
         padding: u64,
     },
@@ -133,11 +201,11 @@ enum At {
     Raw,
 }
 
-/// A build context streaming to the daemon with its Dockerfile rewritten.
+/// A tar stream to the daemon (a build context, a load archive) with one
+/// kind of entry rewritten ([`Entry`]).
 pub struct ContextRewrite {
     inner: ProxyBody,
-    dockerfile: String,
-    images: HashMap<String, String>,
+    entry: Entry,
     at: At,
     block: Vec<u8>,
     /// Extended-header entries (PAX, GNU long names) waiting for the header
@@ -151,11 +219,22 @@ pub struct ContextRewrite {
 }
 
 impl ContextRewrite {
-    pub fn new(inner: ProxyBody, dockerfile: &str, images: HashMap<String, String>) -> Self {
+    /// A build context whose Dockerfile (named by the build's `dockerfile`
+    /// parameter) gets the tenant's images.
+    pub fn build(inner: ProxyBody, dockerfile: &str, images: HashMap<String, String>) -> Self {
+        Self::new(
+            inner,
+            Entry::Dockerfile {
+                path: clean(dockerfile),
+                images,
+            },
+        )
+    }
+
+    pub fn new(inner: ProxyBody, entry: Entry) -> Self {
         ContextRewrite {
             inner,
-            dockerfile: clean(dockerfile),
-            images,
+            entry,
             at: At::Header,
             block: Vec::with_capacity(512),
             held: Vec::new(),
@@ -199,6 +278,7 @@ impl ContextRewrite {
                 }
                 At::Hold {
                     header,
+                    path,
                     size,
                     padding,
                 } => {
@@ -208,8 +288,9 @@ impl ContextRewrite {
                     bytes = &bytes[n..];
                     if self.data.len() as u64 == *size + *padding {
                         let header = header.clone();
+                        let path = std::mem::take(path);
                         let size = *size as usize;
-                        out.extend_from_slice(&self.emit(&header, size));
+                        out.extend_from_slice(&self.emit(&header, &path, size));
                         self.at = At::Header;
                     }
                 }
@@ -263,12 +344,14 @@ impl ContextRewrite {
             .next_path
             .take()
             .unwrap_or_else(|| String::from_utf8_lossy(&header.path_bytes()).into_owned());
-        if kind.is_file() && clean(&path) == self.dockerfile && size <= MAX_DOCKERFILE {
+        let path = clean(&path);
+        if kind.is_file() && self.entry.matches(&path) && size <= MAX_ENTRY {
             let mut h = Box::new([0u8; 512]);
             h.copy_from_slice(&block);
             self.data.clear();
             self.at = At::Hold {
                 header: h,
+                path,
                 size,
                 padding,
             };
@@ -284,23 +367,20 @@ impl ContextRewrite {
         out
     }
 
-    /// The held Dockerfile entry, rewritten when it names the tenant's images.
-    fn emit(&mut self, header: &[u8; 512], size: usize) -> Vec<u8> {
+    /// The held entry, rewritten (or as it came when nothing changes).
+    fn emit(&mut self, header: &[u8; 512], path: &str, size: usize) -> Vec<u8> {
         let data = std::mem::take(&mut self.data);
         let mut out = std::mem::take(&mut self.held);
-        let rewritten = std::str::from_utf8(&data[..size])
-            .ok()
-            .and_then(|text| rewrite_dockerfile(text, &self.images));
-        match rewritten {
-            Some(text) => {
+        match self.entry.rewrite(path, &data[..size]) {
+            Some(new) => {
                 let mut h = tar::Header::from_byte_slice(header).clone();
-                h.set_size(text.len() as u64);
+                h.set_size(new.len() as u64);
                 h.set_cksum();
                 out.extend_from_slice(h.as_bytes());
-                out.extend_from_slice(text.as_bytes());
-                let padding = (512 - text.len() % 512) % 512;
+                out.extend_from_slice(&new);
+                let padding = (512 - new.len() % 512) % 512;
                 out.resize(out.len() + padding, 0);
-                tracing::debug!(target: "cistern::ownership", dockerfile = %self.dockerfile, "FROM lines mapped to the tenant's image namespace");
+                tracing::debug!(target: "cistern::ownership", entry = %path, "image names mapped to the tenant's image namespace");
             }
             None => {
                 out.extend_from_slice(header);
@@ -399,7 +479,7 @@ mod tests {
             .collect();
         let inner =
             http_body_util::StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync();
-        let body = ContextRewrite::new(inner, dockerfile, images());
+        let body = ContextRewrite::build(inner, dockerfile, images());
         body.collect().await.unwrap().to_bytes().to_vec()
     }
 
@@ -415,6 +495,39 @@ mod tests {
                 (p, s)
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn load_archives_get_their_tags_namespaced() {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in [
+            ("0a1b.json", "{}".to_string()),
+            (
+                "manifest.json",
+                r#"[{"Config":"0a1b.json","RepoTags":["app:1"],"Layers":[]}]"#.to_string(),
+            ),
+            ("repositories", r#"{"app":{"1":"abc"}}"#.to_string()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, path, data.as_bytes()).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        let chunks: Vec<Result<Frame<Bytes>, BoxError>> = bytes
+            .chunks(100)
+            .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+            .collect();
+        let inner =
+            http_body_util::StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync();
+        let body = ContextRewrite::new(inner, Entry::LoadTags(Namespace::of("alice")));
+        let out = body.collect().await.unwrap().to_bytes().to_vec();
+        let e = entries(&out);
+        assert_eq!(
+            e[1].1,
+            r#"[{"Config":"0a1b.json","Layers":[],"RepoTags":["cistern-ns/alice/app:1"]}]"#
+        );
+        assert_eq!(e[2].1, r#"{"cistern-ns/alice/app":{"1":"abc"}}"#);
     }
 
     #[tokio::test]

@@ -873,15 +873,32 @@ impl Owned {
     /// ([`build_context::ContextRewrite`]).
     pub fn guard_body(&self, body: ProxyBody) -> ProxyBody {
         if let Some((dockerfile, images)) = &self.dockerfile {
-            return build_context::ContextRewrite::new(body, dockerfile, images.clone())
+            return build_context::ContextRewrite::build(body, dockerfile, images.clone())
                 .boxed_unsync();
         }
         match &self.load {
             Some((protected, refused)) => {
+                // A namespaced tenant's loaded tags go to its namespace, and
+                // are checked as the daemon will see them.
+                let body = match self.owner.namespace.as_ref().filter(|n| n.images()) {
+                    Some(ns) => build_context::ContextRewrite::new(
+                        body,
+                        build_context::Entry::LoadTags(ns.clone()),
+                    )
+                    .boxed_unsync(),
+                    None => body,
+                };
                 image_load::LoadGuard::new(body, protected.clone(), refused.clone()).boxed_unsync()
             }
             None => body,
         }
+    }
+
+    /// Whether [`Owned::guard_body`] may change the body's length (its
+    /// `Content-Length` must then go).
+    pub fn rewrites_body(&self) -> bool {
+        self.dockerfile.is_some()
+            || (self.load.is_some() && self.owner.namespace.as_ref().is_some_and(|n| n.images()))
     }
 
     /// Why the request body was cut off, if cistern cut it.
@@ -1379,14 +1396,26 @@ async fn map_names(
     }
     let lines = match endpoint {
         Endpoint::Events => Some(names::Lines::Events),
-        Endpoint::Build | Endpoint::ImageCreate | Endpoint::ImagePush { .. } => {
-            Some(names::Lines::Progress)
-        }
+        Endpoint::Build
+        | Endpoint::ImageCreate
+        | Endpoint::ImagePush { .. }
+        | Endpoint::ImageLoad => Some(names::Lines::Progress),
         _ => None,
     };
     if let Some(lines) = lines {
-        let (parts, body) = response.into_parts();
+        // Mapped lines change the body's length.
+        let (mut parts, body) = response.into_parts();
+        parts.headers.remove(http::header::CONTENT_LENGTH);
         let mapped = names::MappedLines::new(body, ns.clone(), lines);
+        return Ok(Response::from_parts(parts, mapped.boxed_unsync()));
+    }
+    if matches!(endpoint, Endpoint::ImageGet { .. } | Endpoint::ImageGetAll) {
+        // `docker save`: the archive names the tenant's tags as it does
+        // (its length changes).
+        let (mut parts, body) = response.into_parts();
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+        let mapped =
+            build_context::ContextRewrite::new(body, build_context::Entry::SaveTags(ns.clone()));
         return Ok(Response::from_parts(parts, mapped.boxed_unsync()));
     }
     if !Namespace::maps_answer(endpoint) {
