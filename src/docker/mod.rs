@@ -487,30 +487,15 @@ impl DockerProxy {
             return Ok(None);
         }
         let value = policy::json::parse(body).map_err(|r| DockerError::internal(r.message))?;
-        let Some((index, rule)) = self
-            .jobs
-            .config
-            .rules
-            .iter()
-            .enumerate()
-            .find(|(_, r)| self.jobs.config.matches(r, &conn.listener, &value))
-        else {
+        let Some((index, rule)) = self.jobs.config.rule_for(&conn.listener, &value) else {
             return Ok(None);
         };
         let (job, serve) =
             self.jobs
                 .start(index, &conn.listener, owner, &conn.policy, &self.shutdown)?;
         self.serve_job(serve);
-        match self.jobs.mount(body, &job, rule) {
-            Ok(body) => Ok(Some((job, body))),
-            Err(err) => {
-                let jobs = self.jobs.clone();
-                let client = self.client.clone();
-                let id = job.id.clone();
-                tokio::spawn(async move { jobs.finish(&client, &id, "its create failed").await });
-                Err(err)
-            }
-        }
+        let body = Jobs::mount(value, &job, rule);
+        Ok(Some((job, body)))
     }
 }
 

@@ -109,19 +109,16 @@ impl RawJobs {
 
 impl JobsConfig {
     /// The first rule a container create (its canonical body) on `listener`
-    /// matches.
-    pub fn rule_for(&self, listener: &str, body: &Json) -> Option<&JobRule> {
-        self.rules.iter().find(|r| self.matches(r, listener, body))
-    }
-
-    /// Whether `rule` applies to this create on `listener`.
-    pub fn matches(&self, rule: &JobRule, listener: &str, body: &Json) -> bool {
-        (rule.listeners.is_empty() || rule.listeners.iter().any(|l| l == listener))
-            && body
-                .get("Labels")
-                .and_then(|l| l.get(&rule.label_key))
-                .and_then(Json::as_str)
-                .is_some_and(|v| rule.label_value.as_deref().map_or(true, |want| want == v))
+    /// matches, with its index.
+    pub fn rule_for(&self, listener: &str, body: &Json) -> Option<(usize, &JobRule)> {
+        let labels = body.get("Labels");
+        self.rules.iter().enumerate().find(|(_, r)| {
+            (r.listeners.is_empty() || r.listeners.iter().any(|l| l == listener))
+                && labels
+                    .and_then(|l| l.get(&r.label_key))
+                    .and_then(Json::as_str)
+                    .is_some_and(|v| r.label_value.as_deref().map_or(true, |want| want == v))
+        })
     }
 }
 
@@ -145,12 +142,12 @@ mod tests {
             json::parse(format!(r#"{{"Image":"x","Labels":{labels}}}"#).as_bytes()).unwrap()
         };
         let build = body(r#"{"ci.job":"build"}"#);
-        assert_eq!(j.rule_for("runner", &build).unwrap().label_key, "ci.job");
+        assert_eq!(j.rule_for("runner", &build).unwrap().1.label_key, "ci.job");
         assert!(j.rule_for("other", &build).is_none());
         assert!(j
             .rule_for("runner", &body(r#"{"ci.job":"service"}"#))
             .is_none());
-        let any = j.rule_for("other", &body(r#"{"any.job":""}"#)).unwrap();
+        let (_, any) = j.rule_for("other", &body(r#"{"any.job":""}"#)).unwrap();
         assert_eq!(any.mount, Path::new(DEFAULT_MOUNT));
         assert!(j.rule_for("runner", &body("null")).is_none());
     }

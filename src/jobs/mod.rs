@@ -56,7 +56,8 @@ use crate::docker::ownership::labels::Owner;
 use crate::docker::ownership::names::Namespace;
 use crate::docker::ownership::state_file::StateFile;
 use crate::docker::ownership::{cleanup, images};
-use crate::docker::policy::{json, Json, Policy};
+use crate::docker::policy::mounts::clean_components;
+use crate::docker::policy::{Json, Policy};
 use crate::docker::upstream::{self, UpstreamClient};
 
 /// The label naming a job container's job.
@@ -103,6 +104,8 @@ pub struct JobConn {
 #[derive(Debug)]
 pub struct Started {
     pub id: String,
+    /// Its socket on the host.
+    pub socket: PathBuf,
 }
 
 /// A socket to serve for a job: handed to the server's accept loop.
@@ -183,7 +186,7 @@ impl Jobs {
             }
         };
         tracing::info!(target: "cistern::jobs", job = %id, tenant = %tenant, parent = %parent.tenant, socket = %socket.display(), "job started");
-        Ok((Started { id }, serve))
+        Ok((Started { id, socket }, serve))
     }
 
     /// Binds a job's socket (fresh, or again after a restart).
@@ -235,22 +238,17 @@ impl Jobs {
     }
 
     /// The create body with the job's socket mounted and its label set.
-    pub fn mount(&self, body: &Bytes, job: &Started, rule: &JobRule) -> Result<Bytes, DockerError> {
-        let socket = self
-            .registry()?
-            .jobs
-            .get(&job.id)
-            .map(|r| r.socket.clone())
-            .ok_or_else(|| DockerError::internal("job record missing"))?;
-        let mut value = json::parse(body).map_err(|r| DockerError::internal(r.message))?;
+    pub fn mount(mut value: Json, job: &Started, rule: &JobRule) -> Bytes {
+        let socket = &job.socket;
         let host = value.object_mut("HostConfig");
         // Whatever the client mounted at the same place gives way.
         let target = rule.mount.to_string_lossy();
+        let same = |t: &str| clean_components(t) == clean_components(&target);
         let mut binds: Vec<String> = host
             .get("Binds")
             .map(|b| {
                 b.strings()
-                    .filter(|bind| bind.split(':').nth(1) != Some(&*target))
+                    .filter(|bind| !bind.split(':').nth(1).is_some_and(same))
                     .map(str::to_string)
                     .collect()
             })
@@ -258,12 +256,12 @@ impl Jobs {
         binds.push(format!("{}:{}", socket.display(), rule.mount.display()));
         host.set("Binds", Json::string_array(binds));
         if let Some(Json::Array(mounts)) = host.get_mut("Mounts") {
-            mounts.retain(|m| m.get("Target").and_then(Json::as_str) != Some(&*target));
+            mounts.retain(|m| !m.get("Target").and_then(Json::as_str).is_some_and(same));
         }
         value
             .object_mut("Labels")
             .set(JOB_LABEL, Json::string(job.id.clone()));
-        Ok(Bytes::from(value.to_vec()))
+        Bytes::from(value.to_vec())
     }
 
     /// Records the job's container once the daemon created it: from then on,

@@ -323,17 +323,7 @@ fn unreadable(headers: u64) -> String {
 /// The path the daemon's untar writes an entry to, relative to the archive
 /// root (`./a/../manifest.json` is `manifest.json`).
 pub(super) fn clean(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
+    crate::docker::policy::mounts::clean_components(path).join("/")
 }
 
 /// Whether a 512-byte block is a tar header with a correct checksum.

@@ -852,15 +852,20 @@ pub struct Owned {
     dockerfile: Option<(String, HashMap<String, String>)>,
 }
 
-/// Predefined networks every tenant may use.
-const SHARED_NETWORKS: [&str; 3] = ["bridge", "default", "none"];
+/// The strings at `HostConfig.<key>` of a canonical create body.
+fn host_strings(value: &Json, key: &str) -> Vec<String> {
+    value
+        .at(&["HostConfig", key])
+        .map(|v| v.strings().map(str::to_string).collect())
+        .unwrap_or_default()
+}
 
-/// A network reference that names a user-defined network: not a predefined
-/// one, `host` (the policy's to refuse) or `container:`.
+/// A network reference that names a user-defined network: not `default`, a
+/// predefined one (`host` is the policy's to refuse) or `container:`.
 fn is_user_network(name: &str) -> bool {
     !(name.is_empty()
-        || SHARED_NETWORKS.contains(&name)
-        || name == "host"
+        || name == "default"
+        || resolve::PREDEFINED_NETWORKS.contains(&name)
         || name
             .split_once(':')
             .is_some_and(|(k, _)| k.eq_ignore_ascii_case("container")))
@@ -1032,10 +1037,7 @@ impl Owned {
                     .set(key, Json::string(format!("container:{id}")));
             }
         }
-        let from: Vec<String> = value
-            .at(&["HostConfig", "VolumesFrom"])
-            .map(|v| v.strings().map(str::to_string).collect())
-            .unwrap_or_default();
+        let from = host_strings(value, "VolumesFrom");
         if !from.is_empty() {
             let mut resolved = Vec::with_capacity(from.len());
             for entry in from {
@@ -1053,10 +1055,7 @@ impl Owned {
                 .object_mut("HostConfig")
                 .set("VolumesFrom", Json::string_array(resolved));
         }
-        let links: Vec<String> = value
-            .at(&["HostConfig", "Links"])
-            .map(|l| l.strings().map(str::to_string).collect())
-            .unwrap_or_default();
+        let links = host_strings(value, "Links");
         if !links.is_empty() {
             let mut resolved = Vec::with_capacity(links.len());
             for link in links {
@@ -1077,10 +1076,7 @@ impl Owned {
                 .set("Links", Json::string_array(resolved));
         }
         // Named volumes: `Binds` sources that are not paths, `Mounts` of type volume.
-        let binds: Vec<String> = value
-            .at(&["HostConfig", "Binds"])
-            .map(|b| b.strings().map(str::to_string).collect())
-            .unwrap_or_default();
+        let binds = host_strings(value, "Binds");
         if !binds.is_empty() {
             let mut rewritten = Vec::with_capacity(binds.len());
             for bind in binds {

@@ -84,7 +84,7 @@ pub(super) fn split_bind(spec: &str) -> Option<(Option<&str>, &str)> {
 }
 
 /// Lexically cleans an absolute path into components (Go's `filepath.Clean`).
-pub(super) fn clean_components(path: &str) -> Vec<&str> {
+pub(crate) fn clean_components(path: &str) -> Vec<&str> {
     let mut out: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {
