@@ -621,6 +621,85 @@ async fn hits_still_hit_after_a_restart() {
     }
 }
 
+/// Flips one byte in the middle of every stored body, keeping its length.
+fn corrupt_stored_bodies(cache: &Path) -> usize {
+    let mut flipped = 0;
+    let mut dirs = vec![cache.join("content-v2")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let mut bytes = std::fs::read(&path).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x55;
+            std::fs::write(&path, bytes).unwrap();
+            flipped += 1;
+        }
+    }
+    flipped
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupted_cache_entry_is_never_served_and_is_fetched_again() {
+    let s = Setup::start("").await;
+    // Up to `verify_before_serve` (256 KiB): checked before it is sent.
+    let small_path = "/debian/pool/main/s/small/small_1.0_amd64.deb";
+    let small = random_bytes(100 * 1024, 31);
+    // Larger: streamed while it is checked.
+    let big_path = "/debian/pool/main/b/big/big_1.0_amd64.deb";
+    let big = random_bytes(3 * 1024 * 1024 + 17, 32);
+    s.https_origin.put(small_path, File::new(small.clone()));
+    s.https_origin.put(big_path, File::new(big.clone()));
+    let small_url = format!("https://{DEB}{small_path}");
+    let big_url = format!("https://{DEB}{big_path}");
+    let client = s.client();
+    for url in [&small_url, &big_url] {
+        let got = client.get(url).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.headers["x-cistern-cache"], "miss", "{url}");
+    }
+    assert_eq!(client.get(&big_url).await.headers["x-cistern-cache"], "hit");
+
+    assert_eq!(corrupt_stored_bodies(&s.dirs.path().join("cache")), 2);
+
+    // The small body fails its check before anything is sent: the client
+    // gets the right file, fetched again.
+    let got = client.get(&small_url).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.bytes(), &small, "the corrupt bytes are never served");
+    assert_eq!(got.headers["x-cistern-cache"], "miss");
+    assert_eq!(s.https_origin.counts(small_path).requests, 2);
+
+    // The big one fails its check at its end: the client's transfer breaks
+    // short of its length instead of completing with wrong bytes...
+    let got = client.get(&big_url).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.headers["x-cistern-cache"], "hit");
+    assert!(
+        got.body.is_err(),
+        "a corrupt body must not arrive whole ({} bytes arrived)",
+        got.body.as_ref().map_or(0, Bytes::len)
+    );
+    assert_eq!(s.https_origin.counts(big_path).requests, 1);
+    // ... and the entry is gone: the next request fetches it again.
+    let got = client.get(&big_url).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.bytes(), &big);
+    assert_eq!(got.headers["x-cistern-cache"], "miss");
+    assert_eq!(s.https_origin.counts(big_path).requests, 2);
+    assert!(
+        s.logs().contains("failed its integrity check"),
+        "the corruption is logged:\n{}",
+        s.logs()
+    );
+    let got = client.get(&big_url).await;
+    assert_eq!(got.bytes(), &big);
+    assert_eq!(got.headers["x-cistern-cache"], "hit");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn only_configured_domains_are_served_and_sni_must_match_host() {
     let s = Setup::start("").await;

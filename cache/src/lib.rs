@@ -49,5 +49,5 @@ pub use policy::{Policy, PolicyConfig};
 pub use read::{Body, BodyReader, RangeReader};
 pub use reason::{BypassReason, MissReason, NoStoreReason};
 pub use rules::{Mode, RuleConfig, Rules};
-pub use store::{Entry, SingleFlight, Stats, Store, StoreConfig};
+pub use store::{Entry, SingleFlight, Stats, Store, StoreConfig, DEFAULT_VERIFY_BEFORE_SERVE};
 pub use write::Writer;

@@ -9,14 +9,15 @@
 //!
 //! - [`Body::Full`]: small bodies, read and verified on a blocking thread
 //!   before the hit is reported.
-//! - [`BodyReader`]: a blocking thread reads 1 MiB chunks with plain file
+//! - [`BodyReader`]: a blocking thread reads 256 KiB pieces with plain file
 //!   I/O, hashes each and hands it over through a bounded channel, so disk
 //!   reads and hashing run beside the socket writes and memory stays flat
-//!   (at most [`READ_AHEAD`] chunks per stream). The hash is checked when
-//!   the last byte has been read: on mismatch the entry is dropped and the
-//!   final [`BodyReader::chunk`] returns [`Error::Corrupt`] instead of
-//!   end-of-body, so the proxy aborts the response (the client sees a broken
-//!   transfer, never a complete wrong file) and the next request refetches.
+//!   (at most [`READ_AHEAD`] pieces per stream). The last piece is held
+//!   back until the hash has been checked: on mismatch the entry is dropped
+//!   and the final [`BodyReader::chunk`] returns [`Error::Corrupt`] instead
+//!   of that piece, so the proxy aborts the response short of its length
+//!   (the client sees a broken transfer, never a complete wrong file) and
+//!   the next request refetches.
 //! - [`RangeReader`]: seeks in the content file and reads only the range. A
 //!   range of a content-addressed file cannot be checked against the whole
 //!   file's hash, so the first ranged read of an integrity in a process
@@ -37,11 +38,16 @@ use crate::error::{Error, Result};
 use crate::key::CacheKey;
 use crate::store::{Entry, Store};
 
-/// Read size from disk; large enough that per-read overhead (a syscall, a
-/// channel hand-over, a hyper frame) is amortised.
+/// Read size of ranges from disk; large enough that per-read overhead (a
+/// syscall, a hyper frame) is amortised.
 const CHUNK: usize = 1024 * 1024;
-/// Chunks a streaming reader may read ahead of the client.
-const READ_AHEAD: usize = 4;
+/// Read size of streamed bodies: small enough that the first bytes leave
+/// while the rest is still being read and hashed (a 1 MiB body goes out in
+/// four pieces, its reading and sending overlapped), large enough that the
+/// hand-over per piece is amortised.
+const PIECE: usize = 256 * 1024;
+/// Pieces a streaming reader may read ahead of the client (4 MiB).
+const READ_AHEAD: usize = 16;
 /// Prefix of [`crate::Meta::check`] values.
 const XXH3_PREFIX: &str = "xxh3-128:";
 
@@ -130,29 +136,44 @@ enum Piece {
     Failed(std::io::Error),
 }
 
-/// Reads `file` in chunks, hashing each, until EOF or the receiver is gone.
+/// Reads `file` in pieces, hashing each, until EOF or the receiver is gone.
+///
+/// Each piece is handed over only once the next one was read, and the last
+/// one only with the verdict: a body that fails its check never reaches the
+/// client whole, so the client's transfer breaks (short of its
+/// `Content-Length`) instead of completing with wrong bytes.
 fn produce(mut file: std::fs::File, mut verifier: Verifier, size: u64, tx: mpsc::Sender<Piece>) {
     let mut total = 0u64;
+    let mut held: Option<Bytes> = None;
     loop {
-        let mut buf = Vec::with_capacity(CHUNK);
-        let piece = match (&mut file).take(CHUNK as u64).read_to_end(&mut buf) {
+        let mut buf = Vec::with_capacity(PIECE);
+        match (&mut file).take(PIECE as u64).read_to_end(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 total += n as u64;
                 verifier.update(&buf);
-                Piece::Data(Bytes::from(buf))
+                if let Some(previous) = held.replace(Bytes::from(buf)) {
+                    if tx.blocking_send(Piece::Data(previous)).is_err() {
+                        return;
+                    }
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 let _ = tx.blocking_send(Piece::Failed(e));
                 return;
             }
-        };
-        if tx.blocking_send(piece).is_err() {
-            return;
         }
     }
-    let _ = tx.blocking_send(Piece::End(total == size && verifier.matches()));
+    let matched = total == size && verifier.matches();
+    if matched {
+        if let Some(last) = held {
+            if tx.blocking_send(Piece::Data(last)).is_err() {
+                return;
+            }
+        }
+    }
+    let _ = tx.blocking_send(Piece::End(matched));
 }
 
 /// A body ready to send.

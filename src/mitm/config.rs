@@ -102,6 +102,12 @@ pub struct RawCache {
     /// How long concurrent misses wait for the one fetch in flight. Default 60s.
     #[serde(default)]
     pub lock_timeout: Option<HumanDuration>,
+    /// Stored bodies up to this size are read and checked whole before they
+    /// are served, so a corrupt one is refetched without the client
+    /// noticing. Larger ones stream while they are checked, and a corrupt
+    /// one breaks the client's transfer before its end. Default 256KiB.
+    #[serde(default)]
+    pub verify_before_serve: Option<ByteSize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -276,6 +282,8 @@ pub struct CachingConfig {
     pub stale_if_error: Option<Duration>,
     /// Single-flight wait.
     pub lock_timeout: Duration,
+    /// Bodies up to this size are checked whole before they are served.
+    pub verify_before_serve: u64,
     /// Extra origin trust roots (PEM files).
     pub extra_roots: Vec<PathBuf>,
     /// Static resolution of origin names.
@@ -360,6 +368,10 @@ impl RawCaching {
                 .cache
                 .lock_timeout
                 .map_or(Duration::from_secs(60), |d| d.0),
+            verify_before_serve: self
+                .cache
+                .verify_before_serve
+                .map_or(cistern_cache::DEFAULT_VERIFY_BEFORE_SERVE, |s| s.0),
             extra_roots: self.upstream.extra_roots,
             overrides: self
                 .upstream

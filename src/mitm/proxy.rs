@@ -47,7 +47,7 @@ pub async fn open_cache(config: &CachingConfig) -> Result<Cache, StartError> {
         StoreConfig {
             max_bytes: config.max_size,
             lock_timeout: config.lock_timeout,
-            ..StoreConfig::default()
+            verify_before_serve: config.verify_before_serve,
         },
     )
     .await
