@@ -471,6 +471,47 @@ async fn fifty_concurrent_requests_for_one_uncached_file_make_one_origin_request
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_download_the_client_leaves_early_is_still_stored() {
+    let s = Setup::start("").await;
+    let path = "/simple/pkg/pkg-1.0-py3-none-any.whl";
+    let body = random_bytes(48 * 1024 * 1024, 41);
+    s.http_origin.put(path, File::new(body.clone()));
+    // Read the head and the first bytes, then hang up.
+    let tcp = TcpStream::connect(s.http).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", PYPI)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-cistern-cache"], "miss");
+    let mut res_body = res.into_body();
+    let first = res_body.frame().await.unwrap().unwrap();
+    assert!(first.data_ref().is_some_and(|d| d.len() < body.len()));
+    drop(res_body);
+    drop(send);
+    conn.abort();
+
+    // The rest of the body still went into the cache.
+    let url = format!("http://{PYPI}{path}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        let got = s.client().get(&url).await;
+        if got.headers["x-cistern-cache"] == "hit" || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(got.headers["x-cistern-cache"], "hit", "{}", s.logs());
+    assert_eq!(got.bytes(), &body);
+    assert_eq!(s.http_origin.counts(path).requests, 1, "{}", s.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cut_short_origin_response_is_not_cached_and_the_client_sees_an_error() {
     let s = Setup::start("").await;
     let path = "/debian/pool/main/c/cut/cut_1.0_amd64.deb";

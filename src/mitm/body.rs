@@ -1,10 +1,9 @@
 //! Response bodies of the caching proxy.
 //!
 //! - [`ProxyBody`]: the one boxed body type every response uses.
-//! - [`ChannelBody`]: what a client reads while the origin body is teed into
-//!   the cache by a background task (see `handler.rs`). An `Err` item makes
-//!   the client's transfer fail (a broken chunked stream, a short
-//!   `Content-Length` body, an HTTP/2 reset), never end cleanly.
+//!   An `Err` frame makes the client's transfer fail (a broken chunked
+//!   stream, a short `Content-Length` body, an HTTP/2 reset), never end
+//!   cleanly; a miss being stored is such a body (see `tee.rs`).
 //! - [`Metered`]: wraps the body sent to a client; counts its bytes into the
 //!   per-domain counters as they go and writes the request's one log event
 //!   when the body is finished or dropped.
@@ -19,7 +18,6 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use tokio::sync::mpsc;
 
 use super::error::BoxError;
 use super::metrics::DomainCounters;
@@ -37,53 +35,6 @@ pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()
-}
-
-/// A body fed by a channel; `len` is its announced length, if any.
-pub struct ChannelBody {
-    rx: mpsc::Receiver<Result<Bytes, BoxError>>,
-    remaining: Option<u64>,
-}
-
-impl ChannelBody {
-    /// A body and the sender that feeds it.
-    pub fn new(len: Option<u64>) -> (mpsc::Sender<Result<Bytes, BoxError>>, ChannelBody) {
-        let (tx, rx) = mpsc::channel(8);
-        (tx, ChannelBody { rx, remaining: len })
-    }
-}
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Ok(data))) => {
-                if let Some(r) = self.remaining.as_mut() {
-                    *r = r.saturating_sub(data.len() as u64);
-                }
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == Some(0)
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.remaining {
-            Some(n) => SizeHint::with_exact(n),
-            None => SizeHint::default(),
-        }
-    }
 }
 
 /// Where a response's bytes came from.

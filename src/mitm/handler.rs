@@ -34,10 +34,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use cistern_cache::{
     evaluate_conditionals, evaluate_range, Cache, Conditional, Flight, FlightGuard, Hit, Lookup,
-    Miss, RangeDecision, Revalidation, Stale, StoreStart, WaitOutcome, Writer,
+    Miss, RangeDecision, Revalidation, Stale, StoreStart, WaitOutcome,
 };
 use futures_util::StreamExt;
 use http::header::{
@@ -50,14 +49,13 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
-use super::body::{self, ChannelBody, Metered, ProxyBody, RequestLog, Source};
+use super::body::{self, Metered, ProxyBody, RequestLog, Source};
 use super::domains::{normalise, split_authority, Domains};
 use super::error::{BoxError, ProxyError};
 use super::metrics::{DomainCounters, Metrics};
+use super::tee;
 use super::upstream::OriginClient;
 
-/// Longest pause in an origin body before the transfer counts as failed.
-const ORIGIN_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a range request waits for a fetch of the whole file in flight
 /// before it is forwarded to the origin.
 const RANGE_FOLLOW_WAIT: Duration = Duration::from_secs(10);
@@ -585,14 +583,17 @@ impl Proxy {
             }
         };
         let len = content_length(&rparts.headers);
-        let (tx, channel) = ChannelBody::new(len);
-        self.tasks
-            .spawn(tee(rbody, *writer, guard, tx, counter.clone()));
         rparts
             .headers
             .insert(X_CACHE, HeaderValue::from_static("miss"));
         rparts.version = Version::HTTP_11;
         if evaluate_conditionals(&client.headers, &rparts.headers) == Conditional::NotModified {
+            self.tasks.spawn(tee::drain_into_cache(
+                rbody,
+                *writer,
+                guard,
+                counter.clone(),
+            ));
             rparts.status = StatusCode::NOT_MODIFIED;
             rparts.headers.remove(CONTENT_LENGTH);
             return Answer {
@@ -603,9 +604,22 @@ impl Proxy {
             };
         }
         let body = if client.method == Method::HEAD {
+            self.tasks.spawn(tee::drain_into_cache(
+                rbody,
+                *writer,
+                guard,
+                counter.clone(),
+            ));
             body::empty()
         } else {
-            channel.boxed_unsync()
+            tee::body(
+                rbody,
+                *writer,
+                guard,
+                counter.clone(),
+                self.tasks.clone(),
+                len,
+            )
         };
         Answer {
             response: Response::from_parts(rparts, body),
@@ -686,114 +700,6 @@ impl Proxy {
     }
 }
 
-/// Bodies up to this size are committed before their last chunk reaches the
-/// client (hashing them takes a few milliseconds); larger ones reach the
-/// client first, and requests arriving during their commit wait for it.
-const COMMIT_BEFORE_LAST: u64 = 8 * 1024 * 1024;
-
-/// Reads the origin body, hands each chunk to the cache writer and sends it
-/// to the client; once the body ended cleanly, ends the client's body and
-/// commits the write.
-///
-/// The writer appends on its own thread behind a queue bounded in bytes, and
-/// hashes the content address at commit (see `cistern_cache::Writer`), so the
-/// client streams at origin speed. The newest chunk is held back until the
-/// origin body ended cleanly: a cut-short body fails the client's transfer
-/// before its last bytes and never reaches the commit. The flight guard is
-/// released after the commit, so a request for the same URL arriving in
-/// between waits for the entry instead of fetching again. Small bodies, and
-/// replacements of stale entries (no flight to wait on), commit before the
-/// last chunk is sent.
-async fn tee(
-    mut origin: Incoming,
-    writer: Writer,
-    guard: Option<FlightGuard>,
-    tx: tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>,
-    counter: Counter,
-) {
-    let mut writer = Some(writer);
-    let mut client = Some(tx);
-    let mut held: Option<Bytes> = None;
-    loop {
-        let data = match tokio::time::timeout(ORIGIN_IDLE_TIMEOUT, origin.frame()).await {
-            Ok(None) => break,
-            Ok(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_) => continue, // trailers
-            },
-            Ok(Some(Err(err))) => {
-                return tee_failed(format!("origin body failed: {err}"), client, &counter).await
-            }
-            Err(_) => return tee_failed("origin body stalled".into(), client, &counter).await,
-        };
-        if let Some(w) = writer.as_mut() {
-            if let Err(err) = w.write_bytes(data.clone()).await {
-                tracing::warn!(error = %chain(&err), "cache write failed; the response is served from origin only");
-                writer = None;
-            }
-        }
-        if let (Some(tx), Some(previous)) = (&client, held.take()) {
-            if tx.send(Ok(previous)).await.is_err() {
-                client = None;
-            }
-        }
-        held = Some(data);
-        if client.is_none() && writer.is_none() {
-            return;
-        }
-    }
-    let writer_size = writer.as_ref().map_or(0, Writer::written);
-    let commit = async {
-        match writer {
-            Some(w) => match w.commit().await {
-                Ok(_) => true,
-                Err(err) => {
-                    tracing::warn!(error = %chain(&err), "cache commit failed; the response was served from origin");
-                    false
-                }
-            },
-            None => false,
-        }
-    };
-    let last = async {
-        if let (Some(tx), Some(last)) = (client, held) {
-            let _ = tx.send(Ok(last)).await;
-        }
-    };
-    let small = writer_size <= COMMIT_BEFORE_LAST;
-    match guard {
-        Some(guard) if !small => {
-            last.await;
-            guard.finish(commit.await);
-        }
-        // Small bodies commit in a moment, and a replacement for a stale
-        // entry has no flight for the next lookup to wait on: the client's
-        // last bytes wait for the commit, so its next request finds it.
-        guard => {
-            let committed = commit.await;
-            last.await;
-            if let Some(guard) = guard {
-                guard.finish(committed);
-            }
-        }
-    }
-}
-
-/// An origin body that failed: the caller's writer and flight guard are
-/// dropped on return (write aborted, followers go to the origin); the
-/// client's transfer fails.
-async fn tee_failed(
-    message: String,
-    client: Option<tokio::sync::mpsc::Sender<Result<Bytes, BoxError>>>,
-    counter: &Counter,
-) {
-    bump(counter, |c| &c.origin_errors);
-    tracing::warn!(error = %message, "origin transfer failed; not cached");
-    if let Some(tx) = client {
-        let _ = tx.send(Err(message.into())).await;
-    }
-}
-
 /// The response with its body counted and its log event written when the
 /// body ends.
 fn metered(answer: Answer, mut log: RequestLog, counter: Option<Counter>) -> Response<Metered> {
@@ -811,7 +717,7 @@ fn metered(answer: Answer, mut log: RequestLog, counter: Option<Counter>) -> Res
 
 /// An error with its causes, for the log (`cache disk is full while
 /// writing a body: No space left on device (os error 28)`).
-fn chain(err: &dyn std::error::Error) -> String {
+pub(super) fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

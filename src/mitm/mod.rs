@@ -25,6 +25,7 @@ pub mod forward;
 pub mod handler;
 pub mod metrics;
 pub mod proxy;
+mod tee;
 pub mod tls;
 pub mod upstream;
 
