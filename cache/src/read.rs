@@ -206,6 +206,8 @@ pub struct BodyReader {
     store: Store,
     key: CacheKey,
     integrity: cacache::Integrity,
+    /// The first piece, read before the reader was handed out.
+    first: Option<Piece>,
     rx: Option<mpsc::Receiver<Piece>>,
 }
 
@@ -219,26 +221,36 @@ impl std::fmt::Debug for BodyReader {
 }
 
 impl BodyReader {
+    /// Opens the body on the reading thread and waits for its first piece,
+    /// so that a missing content file is reported here (a clean miss)
+    /// rather than mid-response, at the cost of one thread hand-over.
     pub(crate) async fn open(store: Store, entry: &Entry) -> Result<Self> {
         let path = store.content_path(&entry.integrity);
-        let file =
-            match joined(tokio::task::spawn_blocking(move || std::fs::File::open(path)).await)? {
-                Ok(file) => file,
-                Err(e) if not_found(&e) => return Err(store.drop_corrupt(&entry.key).await),
-                Err(e) => return Err(Error::io("opening a body", e)),
-            };
-        let (tx, rx) = mpsc::channel(READ_AHEAD);
+        let (tx, mut rx) = mpsc::channel(READ_AHEAD);
         let verifier = Verifier::for_entry(entry);
         let size = entry.size();
         // Dropped reader: the channel closes and the thread stops at its
-        // next chunk.
-        drop(tokio::task::spawn_blocking(move || {
-            produce(file, verifier, size, tx)
-        }));
+        // next piece.
+        drop(tokio::task::spawn_blocking(
+            move || match std::fs::File::open(path) {
+                Ok(file) => produce(file, verifier, size, tx),
+                Err(e) => drop(tx.blocking_send(Piece::Failed(e))),
+            },
+        ));
+        let first = match rx.recv().await {
+            Some(Piece::Failed(e)) if not_found(&e) => {
+                return Err(store.drop_corrupt(&entry.key).await)
+            }
+            Some(Piece::Failed(e)) => return Err(Error::io("opening a body", e)),
+            // Failed its check before a byte was handed out.
+            Some(Piece::End(false)) => return Err(store.drop_corrupt(&entry.key).await),
+            first => first,
+        };
         Ok(BodyReader {
             store,
             key: entry.key.clone(),
             integrity: entry.integrity.clone(),
+            first,
             rx: Some(rx),
         })
     }
@@ -249,7 +261,10 @@ impl BodyReader {
         let Some(rx) = self.rx.as_mut() else {
             return Ok(None);
         };
-        let piece = rx.recv().await;
+        let piece = match self.first.take() {
+            Some(first) => Some(first),
+            None => rx.recv().await,
+        };
         if let Some(Piece::Data(data)) = piece {
             return Ok(Some(data));
         }
