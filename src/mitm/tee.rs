@@ -11,10 +11,11 @@
 //! - the newest chunk is held back until the next one arrives, and the last
 //!   one until the origin body ended cleanly: a cut-short or stalled origin
 //!   body fails the client's transfer before its end and is never committed;
-//! - bodies up to [`COMMIT_BEFORE_LAST`] are committed before their last
-//!   chunk is sent, so the client's next request finds them; larger ones get
-//!   their last chunk first and are committed beside it (requests arriving
-//!   meanwhile wait on the flight, which is released after the commit).
+//! - bodies up to [`COMMIT_BEFORE_LAST`], and replacements of stale entries
+//!   (no flight to wait on), are committed before their last chunk is sent,
+//!   so the client's next request finds them; larger ones get their last
+//!   chunk first and are committed beside it (requests arriving meanwhile
+//!   wait on the flight, which is released after the commit).
 //!
 //! A client that goes away does not waste the download: the rest of the
 //! origin body is drained into the cache by a task of its own
@@ -163,8 +164,10 @@ impl Tee {
         let Some(writer) = self.writer.take() else {
             return last.map(Ok);
         };
-        let small = writer.written() <= COMMIT_BEFORE_LAST;
         let guard = self.guard.take();
+        // A replacement for a stale entry has no flight for the next request
+        // to wait on, so it commits first whatever its size.
+        let commit_first = writer.written() <= COMMIT_BEFORE_LAST || guard.is_none();
         // On a task of its own, so that a client leaving now cannot cut the
         // commit short; it releases the flight when done.
         let committing = self.tasks.spawn(async move {
@@ -173,7 +176,7 @@ impl Tee {
                 guard.finish(committed);
             }
         });
-        if small {
+        if commit_first {
             let _ = committing.await;
         }
         last.map(Ok)
