@@ -714,8 +714,9 @@ async fn a_corrupted_cache_entry_is_never_served_and_is_fetched_again() {
     assert_eq!(got.headers["x-cistern-cache"], "miss");
     assert_eq!(s.https_origin.counts(small_path).requests, 2);
 
-    // The big one fails its check at its end: the client's transfer breaks
-    // short of its length instead of completing with wrong bytes...
+    // The big one fails the check of its corrupt block: the client's
+    // transfer breaks short of its length instead of completing with wrong
+    // bytes...
     let got = client.get(&big_url).await;
     assert_eq!(got.status, 200);
     assert_eq!(got.headers["x-cistern-cache"], "hit");

@@ -37,13 +37,19 @@ pub struct Meta {
     /// Subresource-integrity hash of the body (`sha256-…`); empty until
     /// the write is committed.
     pub integrity: String,
-    /// Fast checksum of the body (`xxh3-128:<hex>`), computed as it was
-    /// written and checked on every read; the SHA-256 `integrity` stays the
+    /// Fast checksum of the body (`xxh3-128:<hex>`), computed at commit
+    /// and checked on every whole read; the SHA-256 `integrity` stays the
     /// content address (so dedup cannot be fooled by a crafted collision).
     /// Entries stored before it existed have none and are checked against
     /// `integrity` instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<String>,
+    /// The `xxh3-64` of each 256 KiB block of the body, 16 hex digits each,
+    /// computed at commit: streamed reads check every block before it is
+    /// sent and ranges check the blocks they touch. Entries stored before it
+    /// existed have none and are checked whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<String>,
 }
 
 impl Meta {
@@ -131,6 +137,7 @@ mod tests {
             size: 5,
             integrity: "sha256-abc".into(),
             check: None,
+            blocks: None,
         };
         let json = serde_json::to_value(&meta).unwrap();
         let back: Meta = serde_json::from_value(json).unwrap();

@@ -257,6 +257,7 @@ impl Policy {
             size: 0,
             integrity: String::new(),
             check: None,
+            blocks: None,
         }))
     }
 

@@ -1,30 +1,31 @@
 //! Reading bodies back: whole, streaming, or a byte range.
 //!
-//! Every read is checked against the body's hash: the fast `xxh3-128`
-//! checksum recorded when the body was written ([`Meta::check`]), or, for
-//! entries stored before it existed, the SHA-256 content address. SHA-256 is
-//! kept as the address (content is shared between keys by it), but checking
-//! it on every read cost most of a hit's CPU even with the SHA extensions
-//! (about 2 GB/s per core); xxh3 runs at memory speed.
+//! Every read is checked against hashes recorded at commit: the `xxh3-64`
+//! of each 256 KiB block ([`Meta::blocks`]) and the `xxh3-128` of the whole
+//! body ([`Meta::check`]); entries stored before those existed are checked
+//! against the SHA-256 content address. SHA-256 is kept as the address
+//! (content is shared between keys by it), but checking it on every read
+//! cost most of a hit's CPU even with the SHA extensions (about 2 GB/s per
+//! core); xxh3 runs at memory speed.
 //!
-//! - [`Body::Full`]: small bodies, read and verified on a blocking thread
-//!   before the hit is reported.
-//! - [`BodyReader`]: a blocking thread reads 256 KiB pieces with plain file
-//!   I/O, hashes each and hands it over through a bounded channel, so disk
-//!   reads and hashing run beside the socket writes and memory stays flat
-//!   (at most [`READ_AHEAD`] pieces per stream). The last piece is held
-//!   back until the hash has been checked: on mismatch the entry is dropped
-//!   and the final [`BodyReader::chunk`] returns [`Error::Corrupt`] instead
-//!   of that piece, so the proxy aborts the response short of its length
-//!   (the client sees a broken transfer, never a complete wrong file) and
-//!   the next request refetches.
-//! - [`RangeReader`]: seeks in the content file and reads only the range. A
-//!   range of a content-addressed file cannot be checked against the whole
-//!   file's hash, so the first ranged read of an integrity in a process
-//!   hashes the whole file once (streaming); later ranges of it, and ranges
-//!   of bodies this process wrote or fully read, seek straight away.
+//! - [`Body::Full`]: small bodies, read and checked whole on a blocking
+//!   thread before the hit is reported, so a corrupt one is a clean miss.
+//! - [`BodyReader`]: a blocking thread reads the body block by block with
+//!   plain file I/O, checks each block and hands it over through a bounded
+//!   channel, so disk reads and hashing run beside the socket writes and
+//!   memory stays flat (at most [`READ_AHEAD`] blocks per stream). A block
+//!   that fails its check is never handed over: the entry is dropped and
+//!   [`BodyReader::chunk`] returns [`Error::Corrupt`], so the proxy aborts
+//!   the response short of its length (the client sees a broken transfer)
+//!   and the next request refetches. Without block checksums the last
+//!   piece is held back until the whole body's hash was checked instead.
+//! - [`RangeReader`]: reads only the blocks the range touches, each whole
+//!   and checked before any of its bytes is handed out. Without block
+//!   checksums, the first ranged read of an integrity in a process checks
+//!   the whole file once; later ranges of it seek straight away.
 //!
 //! [`Meta::check`]: crate::Meta::check
+//! [`Meta::blocks`]: crate::Meta::blocks
 
 use std::io::{Read, SeekFrom};
 
@@ -45,7 +46,9 @@ const CHUNK: usize = 1024 * 1024;
 /// while the rest is still being read and hashed (a 1 MiB body goes out in
 /// four pieces, its reading and sending overlapped), large enough that the
 /// hand-over per piece is amortised.
-const PIECE: usize = 256 * 1024;
+const PIECE: usize = BLOCK;
+/// Size of the blocks whose checksums are recorded ([`crate::Meta::blocks`]).
+pub(crate) const BLOCK: usize = 256 * 1024;
 /// Pieces a streaming reader may read ahead of the client (4 MiB).
 const READ_AHEAD: usize = 16;
 /// Prefix of [`crate::Meta::check`] values.
@@ -54,6 +57,37 @@ const XXH3_PREFIX: &str = "xxh3-128:";
 /// The `check` value for a body whose xxh3-128 digest is `digest`.
 pub(crate) fn xxh3_check(digest: u128) -> String {
     format!("{XXH3_PREFIX}{digest:032x}")
+}
+
+/// Builds [`crate::Meta::blocks`] from the body, fed in order in pieces
+/// that are whole blocks except the last.
+#[derive(Debug, Default)]
+pub(crate) struct BlockChecks(String);
+
+impl BlockChecks {
+    pub(crate) fn add(&mut self, data: &[u8]) {
+        use std::fmt::Write;
+        for block in data.chunks(BLOCK) {
+            let _ = write!(self.0, "{:016x}", xxhash_rust::xxh3::xxh3_64(block));
+        }
+    }
+
+    pub(crate) fn finish(self) -> String {
+        self.0
+    }
+}
+
+/// The recorded block checksums of an entry, if it has a well-formed list
+/// for its size.
+fn block_checks(entry: &Entry) -> Option<Vec<u64>> {
+    let text = entry.meta.blocks.as_deref()?;
+    let count = usize::try_from(entry.size().div_ceil(BLOCK as u64)).ok()?;
+    if text.len() != count * 16 {
+        return None;
+    }
+    (0..count)
+        .map(|i| u64::from_str_radix(text.get(i * 16..(i + 1) * 16)?, 16).ok())
+        .collect()
 }
 
 /// Checks bytes against an entry's hash as they are read.
@@ -136,14 +170,24 @@ enum Piece {
     Failed(std::io::Error),
 }
 
-/// Reads `file` in pieces, hashing each, until EOF or the receiver is gone.
+/// Reads `file` in pieces, checking each, until EOF or the receiver is gone.
 ///
-/// Each piece is handed over only once the next one was read, and the last
-/// one only with the verdict: a body that fails its check never reaches the
-/// client whole, so the client's transfer breaks (short of its
-/// `Content-Length`) instead of completing with wrong bytes.
-fn produce(mut file: std::fs::File, mut verifier: Verifier, size: u64, tx: mpsc::Sender<Piece>) {
+/// With block checksums (`blocks`), each piece is one block and is checked
+/// before it is handed over: a corrupt block is never sent, the reader ends
+/// with a failed check instead. Without them, the whole body's hash is
+/// checked at its end, so each piece is handed over only once the next one
+/// was read, and the last one only with the verdict. Either way a body that
+/// fails its check never reaches the client whole: the client's transfer
+/// breaks short of its `Content-Length`.
+fn produce(
+    mut file: std::fs::File,
+    mut verifier: Verifier,
+    blocks: Option<Vec<u64>>,
+    size: u64,
+    tx: mpsc::Sender<Piece>,
+) {
     let mut total = 0u64;
+    let mut index = 0usize;
     let mut held: Option<Bytes> = None;
     loop {
         let mut buf = Vec::with_capacity(PIECE);
@@ -151,9 +195,22 @@ fn produce(mut file: std::fs::File, mut verifier: Verifier, size: u64, tx: mpsc:
             Ok(0) => break,
             Ok(n) => {
                 total += n as u64;
-                verifier.update(&buf);
-                if let Some(previous) = held.replace(Bytes::from(buf)) {
-                    if tx.blocking_send(Piece::Data(previous)).is_err() {
+                let ready = match &blocks {
+                    Some(blocks) => {
+                        if blocks.get(index) != Some(&xxhash_rust::xxh3::xxh3_64(&buf)) {
+                            let _ = tx.blocking_send(Piece::End(false));
+                            return;
+                        }
+                        index += 1;
+                        Some(Bytes::from(buf))
+                    }
+                    None => {
+                        verifier.update(&buf);
+                        held.replace(Bytes::from(buf))
+                    }
+                };
+                if let Some(piece) = ready {
+                    if tx.blocking_send(Piece::Data(piece)).is_err() {
                         return;
                     }
                 }
@@ -165,7 +222,11 @@ fn produce(mut file: std::fs::File, mut verifier: Verifier, size: u64, tx: mpsc:
             }
         }
     }
-    let matched = total == size && verifier.matches();
+    let matched = total == size
+        && match &blocks {
+            Some(blocks) => index == blocks.len(),
+            None => verifier.matches(),
+        };
     if matched {
         if let Some(last) = held {
             if tx.blocking_send(Piece::Data(last)).is_err() {
@@ -228,12 +289,13 @@ impl BodyReader {
         let path = store.content_path(&entry.integrity);
         let (tx, mut rx) = mpsc::channel(READ_AHEAD);
         let verifier = Verifier::for_entry(entry);
+        let blocks = block_checks(entry);
         let size = entry.size();
         // Dropped reader: the channel closes and the thread stops at its
         // next piece.
         drop(tokio::task::spawn_blocking(
             move || match std::fs::File::open(path) {
-                Ok(file) => produce(file, verifier, size, tx),
+                Ok(file) => produce(file, verifier, blocks, size, tx),
                 Err(e) => drop(tx.blocking_send(Piece::Failed(e))),
             },
         ));
@@ -301,6 +363,19 @@ impl BodyReader {
 pub struct RangeReader {
     file: tokio::fs::File,
     remaining: u64,
+    /// With block checksums: the blocks the range touches are read whole
+    /// and checked before any of their bytes is handed out.
+    checked: Option<CheckedRange>,
+}
+
+#[derive(Debug)]
+struct CheckedRange {
+    store: Store,
+    key: CacheKey,
+    blocks: Vec<u64>,
+    size: u64,
+    /// The next byte of the range to hand out.
+    next: u64,
 }
 
 impl RangeReader {
@@ -309,7 +384,8 @@ impl RangeReader {
         if start > end || end >= size {
             return Err(Error::RangeNotSatisfiable { start, end, size });
         }
-        if !store.is_verified(&entry.integrity) {
+        let blocks = block_checks(entry);
+        if blocks.is_none() && !store.is_verified(&entry.integrity) {
             let mut whole = BodyReader::open(store.clone(), entry).await?;
             while whole.chunk().await?.is_some() {}
         }
@@ -321,19 +397,65 @@ impl RangeReader {
             }
             Err(e) => return Err(Error::io("opening a body for a range", e)),
         };
-        file.seek(SeekFrom::Start(start))
+        let from = match blocks {
+            Some(_) => start - start % BLOCK as u64,
+            None => start,
+        };
+        file.seek(SeekFrom::Start(from))
             .await
             .map_err(|e| Error::io("seeking in a body", e))?;
         Ok(RangeReader {
             file,
             remaining: end - start + 1,
+            checked: blocks.map(|blocks| CheckedRange {
+                store,
+                key: entry.key.clone(),
+                blocks,
+                size,
+                next: start,
+            }),
         })
+    }
+
+    /// The next block of a checked range, cut to the range.
+    async fn checked_chunk(&mut self) -> Result<Bytes> {
+        let Some(c) = self.checked.as_mut() else {
+            return Err(Error::io(
+                "reading a range",
+                std::io::Error::other("no block checksums"),
+            ));
+        };
+        let block = c.next / BLOCK as u64;
+        let block_start = block * BLOCK as u64;
+        let block_len = (c.size - block_start).min(BLOCK as u64);
+        let mut buf = vec![0u8; usize::try_from(block_len).unwrap_or(BLOCK)];
+        match self.file.read_exact(&mut buf).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(c.store.drop_corrupt(&c.key).await)
+            }
+            Err(e) => return Err(Error::io("reading a range", e)),
+        }
+        let want = usize::try_from(block).ok().and_then(|i| c.blocks.get(i));
+        if want != Some(&xxhash_rust::xxh3::xxh3_64(&buf)) {
+            return Err(c.store.drop_corrupt(&c.key).await);
+        }
+        let from = c.next - block_start;
+        let to = (from + self.remaining).min(block_len);
+        let out = Bytes::from(buf)
+            .slice(usize::try_from(from).unwrap_or(0)..usize::try_from(to).unwrap_or(BLOCK));
+        c.next += to - from;
+        self.remaining -= to - from;
+        Ok(out)
     }
 
     /// The next chunk of the range; `Ok(None)` at its end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
         if self.remaining == 0 {
             return Ok(None);
+        }
+        if self.checked.is_some() {
+            return self.checked_chunk().await.map(Some);
         }
         let want = usize::try_from(self.remaining).unwrap_or(CHUNK).min(CHUNK);
         let mut buf = BytesMut::with_capacity(want);

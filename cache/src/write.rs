@@ -54,8 +54,8 @@ const QUEUE_BYTES: usize = 2 * 1024 * 1024;
 /// Chunks are handed to the thread in batches of about this many bytes, so
 /// it is woken once per batch rather than once per network read.
 const BATCH_BYTES: usize = 256 * 1024;
-/// Read size when hashing the finished file.
-const HASH_CHUNK: usize = 1024 * 1024;
+/// Read size when hashing the finished file (a multiple of the block size).
+const HASH_CHUNK: usize = 4 * crate::read::BLOCK;
 
 /// What the proxy sends to the writing thread.
 enum Msg {
@@ -68,6 +68,7 @@ enum Msg {
 struct Stored {
     integrity: Integrity,
     check: u128,
+    blocks: String,
 }
 
 /// An open body write. See the module docs.
@@ -217,6 +218,7 @@ impl Writer {
         meta.size = self.written;
         meta.integrity = integrity.to_string();
         meta.check = Some(crate::read::xxh3_check(stored.check));
+        meta.blocks = Some(stored.blocks);
         if let Err(e) = self.store.index_insert(&self.key, &integrity, &meta).await {
             self.count_abort();
             self.store
@@ -316,15 +318,22 @@ fn persist(
     file.as_file_mut().seek(SeekFrom::Start(0))?;
     let mut sha = ssri::IntegrityOpts::new().algorithm(ssri::Algorithm::Sha256);
     let mut check = Box::<Xxh3>::default();
+    let mut blocks = crate::read::BlockChecks::default();
     let mut read = 0u64;
-    let mut buf = vec![0u8; HASH_CHUNK];
+    let mut buf = Vec::with_capacity(HASH_CHUNK);
     loop {
-        let n = file.as_file_mut().read(&mut buf)?;
+        buf.clear();
+        // Whole reads of HASH_CHUNK (a multiple of the block size) keep the
+        // blocks aligned.
+        let n = (&mut *file.as_file_mut())
+            .take(HASH_CHUNK as u64)
+            .read_to_end(&mut buf)?;
         if n == 0 {
             break;
         }
-        sha.input(&buf[..n]);
-        check.update(&buf[..n]);
+        sha.input(&buf);
+        check.update(&buf);
+        blocks.add(&buf);
         read += n as u64;
     }
     if read != size {
@@ -345,5 +354,6 @@ fn persist(
     Ok(Stored {
         integrity,
         check: check.digest128(),
+        blocks: blocks.finish(),
     })
 }

@@ -65,7 +65,7 @@ async fn a_range_of_a_cached_entry_returns_exactly_those_bytes() {
 }
 
 #[tokio::test]
-async fn a_range_after_restart_verifies_the_content_first() {
+async fn a_range_after_restart_checks_the_content_it_touches() {
     let dir = tempfile::tempdir().unwrap();
     {
         let cache = cache_in(dir.path()).await;
@@ -79,7 +79,10 @@ async fn a_range_after_restart_verifies_the_content_first() {
         .unwrap();
     let key = cistern_cache::CacheKey::from_request(&get(TGZ)).unwrap();
     let entry = store.get(&key).await.unwrap().unwrap();
-    let err = store.range(&entry, 0, 9).await.unwrap_err();
+    let err = match store.range(&entry, 0, 9).await {
+        Ok(range) => range.bytes().await.unwrap_err(),
+        Err(e) => e,
+    };
     assert!(err.is_corrupt(), "{err}");
     assert!(store.get(&key).await.unwrap().is_none(), "dropped");
 }
@@ -117,4 +120,84 @@ async fn client_conditionals_are_answered_from_the_entry() {
         evaluate_conditionals(&ims.headers, &hit.response.headers),
         Conditional::NotModified
     );
+}
+
+/// Flips the byte at `offset` of every content file.
+fn corrupt_at(dir: &std::path::Path, offset: usize) {
+    for path in content_files(dir) {
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[offset] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+    }
+}
+
+const BLOCK: usize = 256 * 1024;
+
+#[tokio::test]
+async fn ranges_and_streams_check_each_block_and_never_hand_out_a_corrupt_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let body = body_of(4 * BLOCK + 1000, 9);
+    origin_answer(&cache, &get(TGZ), &ok(&[]), &body, t(0))
+        .await
+        .unwrap();
+    corrupt_at(dir.path(), 3 * BLOCK + 10);
+    let store = Store::open(dir.path(), StoreConfig::default())
+        .await
+        .unwrap();
+    let key = cistern_cache::CacheKey::from_request(&get(TGZ)).unwrap();
+    let entry = store.get(&key).await.unwrap().unwrap();
+
+    // A range within intact blocks is served: those blocks check out.
+    let head = store
+        .range(&entry, 100, BLOCK as u64 + 99)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(head, &body[100..BLOCK + 100]);
+
+    // A stream hands out the blocks before the corrupt one, then fails.
+    let mut reader = store.reader(&entry).await.unwrap();
+    let mut streamed = Vec::new();
+    let err = loop {
+        match reader.chunk().await {
+            Ok(Some(chunk)) => streamed.extend_from_slice(&chunk),
+            Ok(None) => panic!("a corrupt body must not end cleanly"),
+            Err(e) => break e,
+        }
+    };
+    assert!(err.is_corrupt(), "{err}");
+    assert_eq!(
+        streamed,
+        &body[..3 * BLOCK],
+        "only checked blocks were handed out"
+    );
+    assert!(store.get(&key).await.unwrap().is_none(), "dropped");
+}
+
+#[tokio::test]
+async fn a_range_touching_a_corrupt_block_fails_and_drops_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let body = body_of(2 * BLOCK + 5, 10);
+    origin_answer(&cache, &get(TGZ), &ok(&[]), &body, t(0))
+        .await
+        .unwrap();
+    corrupt_at(dir.path(), 2 * BLOCK + 1);
+    let key = cistern_cache::CacheKey::from_request(&get(TGZ)).unwrap();
+    let entry = cache.store().get(&key).await.unwrap().unwrap();
+    let mut range = cache
+        .store()
+        .range(&entry, BLOCK as u64 - 10, 2 * BLOCK as u64 + 2)
+        .await
+        .unwrap();
+    let first = range.chunk().await.unwrap().unwrap();
+    assert_eq!(first, &body[BLOCK - 10..BLOCK]);
+    let second = range.chunk().await.unwrap().unwrap();
+    assert_eq!(second, &body[BLOCK..2 * BLOCK]);
+    let err = range.chunk().await.unwrap_err();
+    assert!(err.is_corrupt(), "{err}");
+    assert!(cache.store().get(&key).await.unwrap().is_none(), "dropped");
 }

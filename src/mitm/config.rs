@@ -104,8 +104,9 @@ pub struct RawCache {
     pub lock_timeout: Option<HumanDuration>,
     /// Stored bodies up to this size are read and checked whole before they
     /// are served, so a corrupt one is refetched without the client
-    /// noticing. Larger ones stream while they are checked, and a corrupt
-    /// one breaks the client's transfer before its end. Default 256KiB.
+    /// noticing. Larger ones stream in blocks, each checked before it is
+    /// sent, and a corrupt block breaks the client's transfer there.
+    /// Default 256KiB.
     #[serde(default)]
     pub verify_before_serve: Option<ByteSize>,
 }
