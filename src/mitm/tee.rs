@@ -66,7 +66,6 @@ pub(super) fn body(
         held: None,
         counter,
         tasks,
-        finished: false,
     };
     let chunks = futures_util::stream::unfold(tee, |mut tee| async move {
         let item = tee.next().await?;
@@ -115,6 +114,8 @@ pub(super) async fn drain_into_cache(
 
 /// The state behind [`body`].
 struct Tee {
+    /// `None` once the origin body ended, cleanly or not: nothing is left
+    /// to send or drain.
     origin: Option<Incoming>,
     /// `None` once the cache write failed (the client is still served).
     writer: Option<Writer>,
@@ -123,16 +124,11 @@ struct Tee {
     held: Option<Bytes>,
     counter: Arc<DomainCounters>,
     tasks: TaskTracker,
-    /// The origin body ended (cleanly or not); nothing is left to drain.
-    finished: bool,
 }
 
 impl Tee {
     /// The next chunk for the client; `None` at the end.
     async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
-        if self.finished {
-            return None;
-        }
         loop {
             let origin = self.origin.as_mut()?;
             let data = match tokio::time::timeout(ORIGIN_IDLE_TIMEOUT, origin.frame()).await {
@@ -158,7 +154,6 @@ impl Tee {
                 return Some(Ok(previous));
             }
         }
-        self.finished = true;
         self.origin = None;
         let last = self.held.take();
         let Some(writer) = self.writer.take() else {
@@ -185,7 +180,6 @@ impl Tee {
     /// The origin body failed: the write is aborted, followers go to the
     /// origin, and the client's transfer fails.
     fn fail(&mut self, message: String) -> BoxError {
-        self.finished = true;
         self.origin = None;
         self.writer = None;
         self.guard = None;
@@ -198,9 +192,6 @@ impl Tee {
 impl Drop for Tee {
     /// The client went away mid-body: the rest goes to the cache anyway.
     fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
         let (Some(origin), Some(writer)) = (self.origin.take(), self.writer.take()) else {
             return;
         };
