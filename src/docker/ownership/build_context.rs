@@ -29,8 +29,9 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 
-use super::image_load::{checksum_ok, clean, extended_path, key};
+use super::image_load::{clean, key};
 use super::names::Namespace;
+use super::tar_stream::{Event, TarStream};
 use crate::docker::{BoxError, ProxyBody};
 
 /// Largest entry held back for rewriting (a Dockerfile, a load manifest).
@@ -183,22 +184,11 @@ fn lookup<'a>(
     images.get(&key(image)).map(String::as_str)
 }
 
-/// Where the context stream is.
-enum At {
-    /// Collecting a header block.
-    Header,
-    /// Passing `left` bytes (data and padding) through.
-    Pass(u64),
-    /// Holding the entry to rewrite back: its header, path, then data and
-    /// padding.
-    Hold {
-        header: Box<[u8; 512]>,
-        path: String,
-        size: u64,
-        padding: u64,
-    },
-    /// Not a tar archive cistern reads: everything passes.
-    Raw,
+/// An entry held back to be rewritten: its header block and data so far.
+struct Held {
+    header: Vec<u8>,
+    path: String,
+    data: Vec<u8>,
 }
 
 /// A tar stream to the daemon (a build context, a load archive) with one
@@ -206,16 +196,14 @@ enum At {
 pub struct ContextRewrite {
     inner: ProxyBody,
     entry: Entry,
-    at: At,
-    block: Vec<u8>,
+    stream: TarStream,
     /// Extended-header entries (PAX, GNU long names) waiting for the header
     /// they describe.
-    held: Vec<u8>,
-    next_path: Option<String>,
-    data: Vec<u8>,
-    /// Bytes of an extended-header entry still to hold, with its kind.
-    extended: Option<(u64, bool)>,
-    first: bool,
+    extended: Vec<u8>,
+    held: Option<Held>,
+    /// The held entry went out rewritten, with padding of its own: the
+    /// original padding is dropped.
+    skip_padding: bool,
 }
 
 impl ContextRewrite {
@@ -235,159 +223,102 @@ impl ContextRewrite {
         ContextRewrite {
             inner,
             entry,
-            at: At::Header,
-            block: Vec::with_capacity(512),
-            held: Vec::new(),
-            next_path: None,
-            data: Vec::new(),
-            extended: None,
-            first: true,
+            stream: TarStream::default(),
+            extended: Vec::new(),
+            held: None,
+            skip_padding: false,
         }
     }
 
     /// Processes a frame's bytes; what to send on now.
-    fn feed(&mut self, mut bytes: &[u8]) -> Bytes {
+    fn feed(&mut self, bytes: &[u8]) -> Bytes {
         let mut out = BytesMut::new();
-        while !bytes.is_empty() {
-            if let Some((left, pax)) = self.extended {
-                let n = left.min(bytes.len() as u64) as usize;
-                self.held.extend_from_slice(&bytes[..n]);
-                self.data.extend_from_slice(&bytes[..n]);
-                bytes = &bytes[n..];
-                let left = left - n as u64;
-                self.extended = (left > 0).then_some((left, pax));
-                if left == 0 {
-                    self.next_path = extended_path(&self.data, pax);
-                    self.data.clear();
-                }
-                continue;
-            }
-            match &mut self.at {
-                At::Raw => {
-                    out.extend_from_slice(bytes);
-                    bytes = &[];
-                }
-                At::Pass(left) => {
-                    let n = (*left).min(bytes.len() as u64) as usize;
-                    out.extend_from_slice(&bytes[..n]);
-                    bytes = &bytes[n..];
-                    *left -= n as u64;
-                    if *left == 0 {
-                        self.at = At::Header;
-                    }
-                }
-                At::Hold {
-                    header,
-                    path,
-                    size,
-                    padding,
-                } => {
-                    let want = (*size + *padding) as usize - self.data.len();
-                    let n = want.min(bytes.len());
-                    self.data.extend_from_slice(&bytes[..n]);
-                    bytes = &bytes[n..];
-                    if self.data.len() as u64 == *size + *padding {
-                        let header = header.clone();
-                        let path = std::mem::take(path);
-                        let size = *size as usize;
-                        out.extend_from_slice(&self.emit(&header, &path, size));
-                        self.at = At::Header;
-                    }
-                }
-                At::Header => {
-                    let want = 512 - self.block.len();
-                    let n = want.min(bytes.len());
-                    self.block.extend_from_slice(&bytes[..n]);
-                    bytes = &bytes[n..];
-                    if self.block.len() == 512 {
-                        let block = std::mem::take(&mut self.block);
-                        out.extend_from_slice(&self.header(block));
-                    }
+        let ContextRewrite {
+            entry,
+            stream,
+            extended,
+            held,
+            skip_padding,
+            ..
+        } = self;
+        stream.feed(bytes, &mut |event| match event {
+            Event::Extended(b) => extended.extend_from_slice(b),
+            Event::Entry {
+                block,
+                path,
+                kind,
+                size,
+                pax_size,
+            } => {
+                *skip_padding = false;
+                // A size from a PAX record would still be there after the
+                // header's is corrected: such an entry passes as it is.
+                if kind.is_file() && !pax_size && size <= MAX_ENTRY && entry.matches(&path) {
+                    *held = Some(Held {
+                        header: block.to_vec(),
+                        path,
+                        data: Vec::new(),
+                    });
+                } else {
+                    out.extend_from_slice(&std::mem::take(extended));
+                    out.extend_from_slice(block);
                 }
             }
-        }
+            Event::Data(b) => match held {
+                Some(h) => h.data.extend_from_slice(b),
+                None => out.extend_from_slice(b),
+            },
+            Event::DataEnd => {
+                if let Some(h) = held.take() {
+                    out.extend_from_slice(&std::mem::take(extended));
+                    *skip_padding = emit(entry, h, &mut out);
+                }
+            }
+            Event::Padding(b) => {
+                if !*skip_padding {
+                    out.extend_from_slice(b);
+                }
+            }
+            Event::Zero(b) | Event::Raw(b) => {
+                out.extend_from_slice(&std::mem::take(extended));
+                out.extend_from_slice(b);
+            }
+        });
         out.freeze()
     }
 
-    /// A complete header block: what to send on now.
-    fn header(&mut self, block: Vec<u8>) -> Vec<u8> {
-        let first = std::mem::replace(&mut self.first, false);
-        if block.iter().all(|b| *b == 0) {
-            let mut out = std::mem::take(&mut self.held);
-            out.extend_from_slice(&block);
-            return out;
+    /// What is still held when the stream ends (a truncated archive), as
+    /// it came.
+    fn rest(&mut self) -> Vec<u8> {
+        let mut rest = std::mem::take(&mut self.extended);
+        if let Some(h) = self.held.take() {
+            rest.extend_from_slice(&h.header);
+            rest.extend_from_slice(&h.data);
         }
-        let header = tar::Header::from_byte_slice(&block);
-        if !checksum_ok(&block) {
-            // Not a tar cistern reads (a compressed context): pass it all.
-            if first {
-                self.at = At::Raw;
-            }
-            let mut out = std::mem::take(&mut self.held);
-            out.extend_from_slice(&block);
-            if !first {
-                self.at = At::Raw;
-            }
-            return out;
-        }
-        let size = header.entry_size().unwrap_or(0);
-        let padding = (512 - size % 512) % 512;
-        let kind = header.entry_type();
-        if kind.is_pax_local_extensions() || kind.is_gnu_longname() {
-            self.held.extend_from_slice(&block);
-            self.data.clear();
-            self.extended = Some((size + padding, kind.is_pax_local_extensions()));
-            self.at = At::Header;
-            return Vec::new();
-        }
-        let path = self
-            .next_path
-            .take()
-            .unwrap_or_else(|| String::from_utf8_lossy(&header.path_bytes()).into_owned());
-        let path = clean(&path);
-        if kind.is_file() && self.entry.matches(&path) && size <= MAX_ENTRY {
-            let mut h = Box::new([0u8; 512]);
-            h.copy_from_slice(&block);
-            self.data.clear();
-            self.at = At::Hold {
-                header: h,
-                path,
-                size,
-                padding,
-            };
-            return Vec::new();
-        }
-        let mut out = std::mem::take(&mut self.held);
-        out.extend_from_slice(&block);
-        self.at = if size + padding == 0 {
-            At::Header
-        } else {
-            At::Pass(size + padding)
-        };
-        out
+        rest
     }
+}
 
-    /// The held entry, rewritten (or as it came when nothing changes).
-    fn emit(&mut self, header: &[u8; 512], path: &str, size: usize) -> Vec<u8> {
-        let data = std::mem::take(&mut self.data);
-        let mut out = std::mem::take(&mut self.held);
-        match self.entry.rewrite(path, &data[..size]) {
-            Some(new) => {
-                let mut h = tar::Header::from_byte_slice(header).clone();
-                h.set_size(new.len() as u64);
-                h.set_cksum();
-                out.extend_from_slice(h.as_bytes());
-                out.extend_from_slice(&new);
-                let padding = (512 - new.len() % 512) % 512;
-                out.resize(out.len() + padding, 0);
-                tracing::debug!(target: "cistern::ownership", entry = %path, "image names mapped to the tenant's image namespace");
-            }
-            None => {
-                out.extend_from_slice(header);
-                out.extend_from_slice(&data);
-            }
+/// Sends a held entry on, rewritten (with its own padding: `true`) or as it
+/// came (its padding follows: `false`).
+fn emit(entry: &Entry, held: Held, out: &mut BytesMut) -> bool {
+    match entry.rewrite(&held.path, &held.data) {
+        Some(new) => {
+            let mut h = tar::Header::from_byte_slice(&held.header).clone();
+            h.set_size(new.len() as u64);
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(&new);
+            let padding = (512 - new.len() % 512) % 512;
+            out.resize(out.len() + padding, 0);
+            tracing::debug!(target: "cistern::ownership", entry = %held.path, "image names mapped to the tenant's image namespace");
+            true
         }
-        out
+        None => {
+            out.extend_from_slice(&held.header);
+            out.extend_from_slice(&held.data);
+            false
+        }
     }
 }
 
@@ -411,15 +342,7 @@ impl Body for ContextRewrite {
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },
                 Poll::Ready(None) => {
-                    // Whatever is still held (a truncated archive) goes as it came.
-                    let mut rest = std::mem::take(&mut self.held);
-                    rest.extend_from_slice(&std::mem::take(&mut self.block));
-                    if let At::Hold { header, .. } = &self.at {
-                        let mut h = header.to_vec();
-                        h.extend_from_slice(&std::mem::take(&mut self.data));
-                        rest.extend_from_slice(&h);
-                        self.at = At::Header;
-                    }
+                    let rest = self.rest();
                     if rest.is_empty() {
                         return Poll::Ready(None);
                     }

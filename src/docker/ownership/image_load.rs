@@ -33,6 +33,7 @@ use serde_json::Value;
 
 use super::images::{normalize, Rules};
 use super::names::{Namespace, IMAGE_ROOT};
+use super::tar_stream::{Event, TarStream};
 
 /// A reference in the form the checks compare: `name:tag`, without
 /// `docker.io/` or `docker.io/library/`.
@@ -153,28 +154,6 @@ enum Meta {
     Repositories,
 }
 
-/// What the archive is being read at.
-#[derive(Debug)]
-enum At {
-    /// Collecting a 512-byte header block.
-    Header,
-    /// Inside an entry's data.
-    Data { left: u64, padding: u64, keep: Keep },
-    /// Skipping padding after an entry.
-    Padding(u64),
-}
-
-/// What to do with an entry's data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keep {
-    Skip,
-    Meta(Meta),
-    /// A PAX extended header for the next entry.
-    Pax,
-    /// A GNU long name for the next entry.
-    LongName,
-}
-
 /// Tags an archive's metadata assigns: `(image ID if known, tags)`.
 pub type Assigned = Vec<(Option<String>, Vec<String>)>;
 
@@ -182,133 +161,72 @@ pub type Assigned = Vec<(Option<String>, Vec<String>)>;
 const MAX_META: u64 = 16 << 20;
 
 /// Reads a `docker save` archive as it streams past.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct TarScan {
-    at: At,
-    block: Vec<u8>,
+    stream: TarStream,
+    /// The metadata entry being read, and its bytes so far.
+    reading: Option<Meta>,
     data: Vec<u8>,
-    next_path: Option<String>,
-    headers: u64,
-}
-
-impl Default for TarScan {
-    fn default() -> Self {
-        TarScan {
-            at: At::Header,
-            block: Vec::with_capacity(512),
-            data: Vec::new(),
-            next_path: None,
-            headers: 0,
-        }
-    }
+    /// Why the archive was refused; every later feed fails with it.
+    failed: Option<String>,
 }
 
 impl TarScan {
     /// Feeds the next bytes; the tags of every metadata file completed in
     /// them. `Err` for an archive cistern cannot read.
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Assigned, String> {
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Assigned, String> {
         let mut found = Vec::new();
-        while !bytes.is_empty() {
-            match &mut self.at {
-                At::Header => {
-                    let want = 512 - self.block.len();
-                    let n = want.min(bytes.len());
-                    self.block.extend_from_slice(&bytes[..n]);
-                    bytes = &bytes[n..];
-                    if self.block.len() == 512 {
-                        let block = std::mem::take(&mut self.block);
-                        self.header(&block)?;
-                    }
-                }
-                At::Data {
-                    left,
-                    padding,
-                    keep,
-                } => {
-                    let n = (*left).min(bytes.len() as u64) as usize;
-                    if *keep != Keep::Skip {
-                        self.data.extend_from_slice(&bytes[..n]);
-                    }
-                    bytes = &bytes[n..];
-                    *left -= n as u64;
-                    if *left == 0 {
-                        let (keep, padding) = (*keep, *padding);
-                        self.at = At::Padding(padding);
-                        let data = std::mem::take(&mut self.data);
-                        match keep {
-                            Keep::Meta(meta) => found.extend(assigned(meta, &data)?),
-                            Keep::Pax => self.next_path = extended_path(&data, true),
-                            Keep::LongName => self.next_path = extended_path(&data, false),
-                            Keep::Skip => {}
-                        }
-                    }
-                }
-                At::Padding(left) => {
-                    let n = (*left).min(bytes.len() as u64);
-                    bytes = &bytes[n as usize..];
-                    *left -= n;
-                    if *left == 0 {
-                        self.at = At::Header;
-                    }
-                }
+        let TarScan {
+            stream,
+            reading,
+            data,
+            failed,
+        } = self;
+        if let Some(why) = failed {
+            return Err(why.clone());
+        }
+        stream.feed(bytes, &mut |event| {
+            if failed.is_some() {
+                return;
             }
-            if matches!(self.at, At::Padding(0)) {
-                self.at = At::Header;
-            }
-        }
-        Ok(found)
-    }
-
-    fn header(&mut self, block: &[u8]) -> Result<(), String> {
-        if block.iter().all(|b| *b == 0) {
-            // End-of-archive blocks.
-            return Ok(());
-        }
-        let header = tar::Header::from_byte_slice(block);
-        if !checksum_ok(block) {
-            return Err(unreadable(self.headers));
-        }
-        self.headers += 1;
-        let size = header.entry_size().map_err(|_| unreadable(self.headers))?;
-        let padding = (512 - size % 512) % 512;
-        let kind = header.entry_type();
-        let raw_path = match self.next_path.take() {
-            Some(p) => p,
-            None => String::from_utf8_lossy(&header.path_bytes()).into_owned(),
-        };
-        let keep = if kind.is_pax_local_extensions() {
-            Keep::Pax
-        } else if kind.is_gnu_longname() {
-            Keep::LongName
-        } else {
-            match meta(&clean(&raw_path)) {
-                Some(m) if kind.is_file() => Keep::Meta(m),
-                Some(_) => {
-                    return Err(format!(
-                        "cistern: the archive's {} is not a regular file",
-                        clean(&raw_path)
-                    ))
+            let result = match event {
+                Event::Entry {
+                    path, kind, size, ..
+                } => match meta(&path) {
+                    Some(_) if !kind.is_file() => Err(format!(
+                        "cistern: the archive's {path} is not a regular file"
+                    )),
+                    Some(_) if size > MAX_META => {
+                        Err("cistern: the archive's metadata is too large to check".into())
+                    }
+                    m => {
+                        *reading = m;
+                        data.clear();
+                        Ok(())
+                    }
+                },
+                Event::Data(bytes) if reading.is_some() => {
+                    data.extend_from_slice(bytes);
+                    Ok(())
                 }
-                None => Keep::Skip,
-            }
-        };
-        if keep != Keep::Skip && size > MAX_META {
-            return Err("cistern: the archive's metadata is too large to check".into());
-        }
-        self.at = if size == 0 {
-            if let Keep::Meta(m) = keep {
                 // An empty manifest assigns nothing, but must still parse.
-                assigned(m, b"")?;
+                Event::DataEnd => match reading.take() {
+                    Some(m) => assigned(m, data).map(|a| found.extend(a)),
+                    None => Ok(()),
+                },
+                _ => Ok(()),
+            };
+            if let Err(why) = result {
+                *failed = Some(why);
             }
-            At::Padding(padding)
-        } else {
-            At::Data {
-                left: size,
-                padding,
-                keep,
-            }
-        };
-        Ok(())
+        });
+        if failed.is_none() && stream.is_raw() {
+            *failed = Some(unreadable(stream.headers()));
+        }
+        match failed {
+            Some(why) => Err(why.clone()),
+            None => Ok(found),
+        }
     }
 }
 
@@ -343,20 +261,6 @@ pub(super) fn checksum_ok(block: &[u8]) -> bool {
         })
         .sum();
     stored == computed
-}
-
-/// The path an extended header entry gives the entry after it: a PAX
-/// header's `path` record (`"<len> path=<value>\n"`), or a GNU long name.
-pub(super) fn extended_path(data: &[u8], pax: bool) -> Option<String> {
-    if pax {
-        String::from_utf8_lossy(data).lines().find_map(|record| {
-            let (_, kv) = record.split_once(' ')?;
-            kv.strip_prefix("path=").map(str::to_string)
-        })
-    } else {
-        let name = data.split(|b| *b == 0).next()?;
-        Some(String::from_utf8_lossy(name).into_owned())
-    }
 }
 
 fn meta(path: &str) -> Option<Meta> {
@@ -626,7 +530,7 @@ mod tests {
         );
         gnu.extend(raw_entry("ddd", tar::EntryType::Regular, MANIFEST));
         assert_eq!(scan_in_pieces(&gnu, 64).unwrap().len(), 1);
-        let record = "26 path=./x/../manifest.json\n";
+        let record = "29 path=./x/../manifest.json\n";
         let mut pax = raw_entry("PaxHeader", tar::EntryType::XHeader, record.as_bytes());
         pax.extend(raw_entry(
             "innocent.json",
@@ -634,6 +538,23 @@ mod tests {
             MANIFEST,
         ));
         assert_eq!(scan_in_pieces(&pax, 33).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_manifest_hidden_by_a_pax_size_record_is_still_found() {
+        // The ustar header says the layer has 1024 bytes, its PAX record
+        // says 0 as the daemon reads it: the "layer data" is the next entry,
+        // a manifest.json.
+        let record = "10 size=0\n";
+        let mut tar = raw_entry("PaxHeader", tar::EntryType::XHeader, record.as_bytes());
+        let mut layer = raw_entry("layer.tar", tar::EntryType::Regular, &[0u8; 1024]);
+        let hidden = raw_entry("manifest.json", tar::EntryType::Regular, MANIFEST);
+        layer.truncate(512);
+        tar.extend(layer);
+        tar.extend(&hidden);
+        tar.resize(tar.len() + 1024, 0);
+        let found = scan_in_pieces(&tar, 100).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
     }
 
     #[test]

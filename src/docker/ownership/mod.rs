@@ -49,6 +49,7 @@ pub mod labels;
 pub mod names;
 pub mod resolve;
 pub mod state_file;
+pub mod tar_stream;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
