@@ -685,7 +685,8 @@ fn corrupt_stored_bodies(cache: &Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_corrupted_cache_entry_is_never_served_and_is_fetched_again() {
-    let s = Setup::start("").await;
+    // Every hit reads the disk: nothing is held in memory.
+    let s = Setup::start("  cache:\n    memory: 0\n").await;
     // Up to `verify_before_serve` (256 KiB): checked before it is sent.
     let small_path = "/debian/pool/main/s/small/small_1.0_amd64.deb";
     let small = random_bytes(100 * 1024, 31);
@@ -740,6 +741,67 @@ async fn a_corrupted_cache_entry_is_never_served_and_is_fetched_again() {
     let got = client.get(&big_url).await;
     assert_eq!(got.bytes(), &big);
     assert_eq!(got.headers["x-cistern-cache"], "hit");
+}
+
+/// One counter or gauge without labels from the admin listener.
+async fn metric(s: &Setup, name: &str) -> u64 {
+    let metrics = Client::new(rustls::RootCertStore::empty(), s.admin, s.admin)
+        .send("GET", "http://localhost/metrics", &[], None, false)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(metrics.bytes()).into_owned();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_served_again_and_again_comes_from_memory_once_verified() {
+    let s = Setup::start("  cache:\n    memory_max_object: 2MiB\n").await;
+    let path = "/debian/pool/main/h/hot/hot_1.0_amd64.deb";
+    let body = random_bytes(1024 * 1024 + 7, 41);
+    s.https_origin.put(path, File::new(body.clone()));
+    let big_path = "/debian/pool/main/c/cold/cold_1.0_amd64.deb";
+    let big = random_bytes(2 * 1024 * 1024 + 1, 42);
+    s.https_origin.put(big_path, File::new(big.clone()));
+    let url = format!("https://{DEB}{path}");
+    let big_url = format!("https://{DEB}{big_path}");
+    let client = s.client();
+    // A miss, then hits read from disk and checked: the one within
+    // `memory_max_object` is kept.
+    for (round, state) in ["miss", "hit"].into_iter().enumerate() {
+        for (url, body) in [(&url, &body), (&big_url, &big)] {
+            let got = client.get(url).await;
+            assert_eq!(got.headers["x-cistern-cache"], state, "{url} round {round}");
+            assert_eq!(got.bytes(), body);
+        }
+    }
+    assert_eq!(
+        metric(&s, "cistern_cache_memory_bytes").await,
+        body.len() as u64
+    );
+    assert_eq!(metric(&s, "cistern_cache_memory_hits_total").await, 0);
+
+    // Its repeats are sent from memory: even a rotted disk copy is not read.
+    assert_eq!(corrupt_stored_bodies(&s.dirs.path().join("cache")), 2);
+    let got = client.get(&url).await;
+    assert_eq!(got.headers["x-cistern-cache"], "hit");
+    assert_eq!(got.bytes(), &body);
+    let range = client
+        .send("GET", &url, &[("range", "bytes=100-199")], None, false)
+        .await
+        .unwrap();
+    assert_eq!(range.status, 206);
+    assert_eq!(range.bytes(), &body[100..200]);
+    assert_eq!(metric(&s, "cistern_cache_memory_hits_total").await, 2);
+    assert_eq!(s.https_origin.counts(path).requests, 1);
+    // The larger file is read from disk, its corruption found.
+    let got = client.get(&big_url).await;
+    assert!(got.body.is_err(), "the corrupt file must not arrive whole");
+    assert_eq!(metric(&s, "cistern_cache_corrupt_total").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

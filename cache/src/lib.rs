@@ -7,7 +7,8 @@
 //! - [`rules`]: per-domain/path modes and the package-repository defaults;
 //! - [`policy`]: I/O-free decisions on top of http-cache-semantics;
 //! - [`reason`]: why a request bypassed, missed or was not stored;
-//! - [`store`]: the cacache-backed, content-addressed store;
+//! - [`store`]: the cacache-backed, content-addressed store, with verified
+//!   hot bodies kept in memory (`hot.rs`);
 //! - [`write`] / [`read`]: streaming writes and verified streaming reads;
 //! - [`lock`]: single-flight for concurrent misses;
 //! - [`conditional`]: client `If-None-Match`/`If-Modified-Since`/`Range`;
@@ -24,6 +25,7 @@ pub mod cache;
 pub mod conditional;
 pub mod error;
 mod evict;
+mod hot;
 pub mod key;
 pub mod lock;
 pub mod maintain;
@@ -49,5 +51,8 @@ pub use policy::{Policy, PolicyConfig};
 pub use read::{Body, BodyReader, RangeReader};
 pub use reason::{BypassReason, MissReason, NoStoreReason};
 pub use rules::{Mode, RuleConfig, Rules};
-pub use store::{Entry, SingleFlight, Stats, Store, StoreConfig, DEFAULT_VERIFY_BEFORE_SERVE};
+pub use store::{
+    Entry, SingleFlight, Stats, Store, StoreConfig, DEFAULT_MEMORY_MAX_OBJECT, DEFAULT_MEMORY_SIZE,
+    DEFAULT_VERIFY_BEFORE_SERVE,
+};
 pub use write::Writer;

@@ -154,7 +154,9 @@ pub(crate) async fn read_whole(store: &Store, entry: &Entry) -> Result<Bytes> {
     match read {
         Ok((data, true)) => {
             store.mark_verified(&entry.integrity, true);
-            Ok(Bytes::from(data))
+            let data = Bytes::from(data);
+            store.keep_hot(&entry.integrity, data.clone());
+            Ok(data)
         }
         Ok((_, false)) => Err(store.drop_corrupt(&entry.key).await),
         Err(e) if not_found(&e) => Err(store.drop_corrupt(&entry.key).await),
@@ -270,6 +272,16 @@ pub struct BodyReader {
     /// The first piece, read before the reader was handed out.
     first: Option<Piece>,
     rx: Option<mpsc::Receiver<Piece>>,
+    /// The pieces handed out so far, when the body is small enough to be
+    /// kept in memory once it has matched its hashes.
+    kept: Option<Vec<Bytes>>,
+    /// Bytes handed out so far, and the body's size. Only checked bytes are
+    /// handed out (blocks one by one, or the last piece after the whole
+    /// body's check), so once `size` bytes went out the body matched: a
+    /// client that stops reading at its `Content-Length`, as hyper does,
+    /// never asks for the end of the stream.
+    sent: u64,
+    size: u64,
 }
 
 impl std::fmt::Debug for BodyReader {
@@ -308,12 +320,16 @@ impl BodyReader {
             Some(Piece::End(false)) => return Err(store.drop_corrupt(&entry.key).await),
             first => first,
         };
+        let kept = store.admits_hot(size).then(Vec::new);
         Ok(BodyReader {
             store,
             key: entry.key.clone(),
             integrity: entry.integrity.clone(),
             first,
             rx: Some(rx),
+            kept,
+            sent: 0,
+            size,
         })
     }
 
@@ -328,12 +344,19 @@ impl BodyReader {
             None => rx.recv().await,
         };
         if let Some(Piece::Data(data)) = piece {
+            self.sent += data.len() as u64;
+            if let Some(kept) = self.kept.as_mut() {
+                kept.push(data.clone());
+            }
+            if self.sent == self.size {
+                self.matched();
+            }
             return Ok(Some(data));
         }
         self.rx = None;
         match piece {
             Some(Piece::End(true)) => {
-                self.store.mark_verified(&self.integrity, true);
+                self.matched();
                 Ok(None)
             }
             Some(Piece::End(false)) => Err(self.store.drop_corrupt(&self.key).await),
@@ -342,6 +365,15 @@ impl BodyReader {
                 "reading a body",
                 std::io::Error::other("the body reader stopped"),
             )),
+        }
+    }
+
+    /// The whole body was handed out, checked.
+    fn matched(&mut self) {
+        self.store.mark_verified(&self.integrity, true);
+        if let Some(kept) = self.kept.take() {
+            self.store
+                .keep_hot(&self.integrity, Bytes::from(kept.concat()));
         }
     }
 
@@ -361,7 +393,11 @@ impl BodyReader {
 /// Streams bytes `start..=end` of a stored body.
 #[derive(Debug)]
 pub struct RangeReader {
-    file: tokio::fs::File,
+    /// The range itself, when the body is held in memory (verified).
+    memory: Option<Bytes>,
+    /// The content file, positioned for the next read; `None` for a range
+    /// from memory.
+    file: Option<tokio::fs::File>,
     remaining: u64,
     /// With block checksums: the blocks the range touches are read whole
     /// and checked before any of their bytes is handed out.
@@ -384,6 +420,16 @@ impl RangeReader {
         if start > end || end >= size {
             return Err(Error::RangeNotSatisfiable { start, end, size });
         }
+        if let Some(body) = store.hot_body(entry) {
+            let range = usize::try_from(start).unwrap_or(usize::MAX)
+                ..usize::try_from(end).map_or(usize::MAX, |end| end.saturating_add(1));
+            return Ok(RangeReader {
+                memory: Some(body.slice(range)),
+                file: None,
+                remaining: end - start + 1,
+                checked: None,
+            });
+        }
         let blocks = block_checks(entry);
         if blocks.is_none() && !store.is_verified(&entry.integrity) {
             let mut whole = BodyReader::open(store.clone(), entry).await?;
@@ -405,7 +451,8 @@ impl RangeReader {
             .await
             .map_err(|e| Error::io("seeking in a body", e))?;
         Ok(RangeReader {
-            file,
+            memory: None,
+            file: Some(file),
             remaining: end - start + 1,
             checked: blocks.map(|blocks| CheckedRange {
                 store,
@@ -419,7 +466,7 @@ impl RangeReader {
 
     /// The next block of a checked range, cut to the range.
     async fn checked_chunk(&mut self) -> Result<Bytes> {
-        let Some(c) = self.checked.as_mut() else {
+        let (Some(c), Some(file)) = (self.checked.as_mut(), self.file.as_mut()) else {
             return Err(Error::io(
                 "reading a range",
                 std::io::Error::other("no block checksums"),
@@ -429,7 +476,7 @@ impl RangeReader {
         let block_start = block * BLOCK as u64;
         let block_len = (c.size - block_start).min(BLOCK as u64);
         let mut buf = vec![0u8; usize::try_from(block_len).unwrap_or(BLOCK)];
-        match self.file.read_exact(&mut buf).await {
+        match file.read_exact(&mut buf).await {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Err(c.store.drop_corrupt(&c.key).await)
@@ -454,12 +501,19 @@ impl RangeReader {
         if self.remaining == 0 {
             return Ok(None);
         }
+        if let Some(range) = self.memory.take() {
+            self.remaining = 0;
+            return Ok(Some(range));
+        }
         if self.checked.is_some() {
             return self.checked_chunk().await.map(Some);
         }
+        let Some(file) = self.file.as_mut() else {
+            return Ok(None);
+        };
         let want = usize::try_from(self.remaining).unwrap_or(CHUNK).min(CHUNK);
         let mut buf = BytesMut::with_capacity(want);
-        let n = (&mut self.file)
+        let n = file
             .take(want as u64)
             .read_buf(&mut buf)
             .await

@@ -25,11 +25,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use cacache::Integrity;
 use http::header::CONTENT_LENGTH;
 
 use crate::error::{Error, Result};
 use crate::evict::LruTable;
+use crate::hot::HotBodies;
 use crate::key::CacheKey;
 use crate::lock::{Flight, FlightWaiter, Flights, WaitOutcome};
 use crate::meta::{unix_ms, Meta};
@@ -52,6 +54,11 @@ pub struct StoreConfig {
     /// block by block, each verified before it is handed out (see
     /// `read.rs`). Default [`DEFAULT_VERIFY_BEFORE_SERVE`].
     pub verify_before_serve: u64,
+    /// Memory for verified hot bodies (see `hot.rs`); 0 keeps none.
+    /// Default [`DEFAULT_MEMORY_SIZE`].
+    pub memory_size: u64,
+    /// Largest body kept in memory. Default [`DEFAULT_MEMORY_MAX_OBJECT`].
+    pub memory_max_object: u64,
 }
 
 /// Bodies up to 256 KiB (one block) are verified before they are served.
@@ -60,12 +67,23 @@ pub struct StoreConfig {
 /// whole first.
 pub const DEFAULT_VERIFY_BEFORE_SERVE: u64 = 256 * 1024;
 
+/// 256 MiB of hot bodies in memory by default (Squid's `cache_mem`
+/// default too): a CI fleet's everyday set of package indexes and packages.
+pub const DEFAULT_MEMORY_SIZE: u64 = 256 * 1024 * 1024;
+
+/// Bodies up to 4 MiB are kept in memory by default: package indexes and
+/// most packages, not the large archives a whole file of memory per
+/// request would be wasted on.
+pub const DEFAULT_MEMORY_MAX_OBJECT: u64 = 4 * 1024 * 1024;
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             max_bytes: None,
             lock_timeout: Duration::from_secs(30),
             verify_before_serve: DEFAULT_VERIFY_BEFORE_SERVE,
+            memory_size: DEFAULT_MEMORY_SIZE,
+            memory_max_object: DEFAULT_MEMORY_MAX_OBJECT,
         }
     }
 }
@@ -98,6 +116,7 @@ pub(crate) struct Counters {
     pub(crate) aborted_writes: AtomicU64,
     pub(crate) evictions: AtomicU64,
     pub(crate) corrupt: AtomicU64,
+    pub(crate) memory_hits: AtomicU64,
 }
 
 /// A snapshot of the store's size and counters.
@@ -127,6 +146,12 @@ pub struct Stats {
     pub corrupt: u64,
     /// Origin fetches in flight under single-flight.
     pub in_flight: u64,
+    /// Bytes of verified bodies held in memory.
+    pub memory_bytes: u64,
+    /// Bodies held in memory.
+    pub memory_entries: u64,
+    /// Hits whose body was sent from memory.
+    pub memory_hits: u64,
 }
 
 /// Result of [`Store::single_flight`].
@@ -166,6 +191,8 @@ pub(crate) struct Inner {
     /// Parsed index entries by key, each with the stamp of the bucket file
     /// it was read from (see [`Store::get`]).
     memo: Mutex<HashMap<String, Memo>>,
+    /// Verified small bodies in memory, by integrity.
+    pub(crate) hot: HotBodies,
 }
 
 /// A parsed index entry and the bucket file's (length, mtime) when read.
@@ -190,7 +217,6 @@ impl Store {
         let store = Store {
             inner: Arc::new(Inner {
                 dir,
-                config,
                 table: Mutex::new(LruTable::default()),
                 flights: Flights::default(),
                 counters: Counters::default(),
@@ -198,6 +224,8 @@ impl Store {
                 indexing: tokio::sync::Mutex::new(()),
                 verified: Mutex::new(HashSet::new()),
                 memo: Mutex::new(HashMap::new()),
+                hot: HotBodies::new(config.memory_size, config.memory_max_object),
+                config,
             }),
         };
         store.reload().await?;
@@ -345,17 +373,48 @@ impl Store {
         }))
     }
 
-    /// Opens an entry's body: read and verified whole when it is at most
+    /// Opens an entry's body: from memory when it is hot (see `hot.rs`),
+    /// else read and verified whole when it is at most
     /// [`StoreConfig::verify_before_serve`] bytes, streaming otherwise.
     ///
     /// Returns [`Error::Corrupt`] (entry dropped) if the small-body check
     /// fails or the content is missing.
     pub async fn body(&self, entry: &Entry) -> Result<Body> {
+        if let Some(body) = self.hot_body(entry) {
+            return Ok(Body::Full(body));
+        }
         if entry.size() <= self.inner.config.verify_before_serve {
             Ok(Body::Full(crate::read::read_whole(self, entry).await?))
         } else {
             Ok(Body::Stream(Box::new(self.reader(entry).await?)))
         }
+    }
+
+    /// The entry's body if it is held in memory.
+    pub(crate) fn hot_body(&self, entry: &Entry) -> Option<Bytes> {
+        if !self.inner.hot.admits(entry.size()) {
+            return None;
+        }
+        let body = self
+            .inner
+            .hot
+            .get(&entry.integrity.to_string())
+            .filter(|body| body.len() as u64 == entry.size())?;
+        self.inner
+            .counters
+            .memory_hits
+            .fetch_add(1, Ordering::Relaxed);
+        Some(body)
+    }
+
+    /// Keeps a body that was just read whole and matched its hashes.
+    pub(crate) fn keep_hot(&self, integrity: &Integrity, body: Bytes) {
+        self.inner.hot.insert(integrity.to_string(), body);
+    }
+
+    /// Whether a body of this size would be kept in memory once read.
+    pub(crate) fn admits_hot(&self, size: u64) -> bool {
+        self.inner.hot.admits(size)
     }
 
     /// A streaming reader of the whole body, verified when it ends.
@@ -454,6 +513,7 @@ impl Store {
         if self.table().references(integrity) {
             return;
         }
+        self.inner.hot.remove(integrity);
         let Ok(sri) = integrity.parse::<Integrity>() else {
             return;
         };
@@ -479,6 +539,7 @@ impl Store {
         // The content is bad for every key that shares it.
         if let Some(sri) = integrity.and_then(|i| i.parse::<Integrity>().ok()) {
             self.mark_verified(&sri, false);
+            self.inner.hot.remove(&sri.to_string());
             let _ = cacache::remove_hash(&self.inner.dir, &sri).await;
         }
         Error::Corrupt {
@@ -562,6 +623,9 @@ impl Store {
             evictions: load(&c.evictions),
             corrupt: load(&c.corrupt),
             in_flight: self.inner.flights.len() as u64,
+            memory_bytes: self.inner.hot.bytes(),
+            memory_entries: self.inner.hot.len() as u64,
+            memory_hits: load(&c.memory_hits),
         }
     }
 

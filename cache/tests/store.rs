@@ -259,3 +259,83 @@ async fn a_lookup_sees_what_another_process_stored_or_removed_since() {
     };
     assert_eq!(miss.reason, MissReason::NotCached);
 }
+
+#[tokio::test]
+async fn a_body_read_from_disk_and_verified_is_then_served_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    // One streamed in blocks (over `verify_before_serve`), one read whole.
+    let big = body_of(1024 * 1024 + 3, 11);
+    let small = body_of(10_000, 12);
+    for (uri, body) in [(DEB_A, &big), (DEB_B, &small)] {
+        origin_answer(&cache, &get(uri), &ok(&[]), body, t(0))
+            .await
+            .unwrap();
+    }
+    let hit_bytes = |uri: &'static str| {
+        let cache = cache.clone();
+        async move {
+            let Lookup::Hit(hit) = cache.lookup(&get(uri), t(1)).await.unwrap() else {
+                panic!("{uri} should hit");
+            };
+            hit.body.bytes().await.unwrap()
+        }
+    };
+    // The first hits read from disk and keep what matched its hashes.
+    assert_eq!(hit_bytes(DEB_A).await, big);
+    assert_eq!(hit_bytes(DEB_B).await, small);
+    let stats = cache.store().stats();
+    assert_eq!(stats.memory_hits, 0);
+    assert_eq!(stats.memory_entries, 2);
+    assert_eq!(stats.memory_bytes, (big.len() + small.len()) as u64);
+
+    // Repeats come from memory: the disk copy is no longer read, so even a
+    // rotted one does not matter until the body leaves memory.
+    corrupt_all_content(dir.path());
+    assert_eq!(hit_bytes(DEB_A).await, big);
+    assert_eq!(hit_bytes(DEB_B).await, small);
+    assert_eq!(cache.store().stats().memory_hits, 2);
+    assert_eq!(cache.store().stats().corrupt, 0);
+
+    // Ranges too.
+    let key = cistern_cache::CacheKey::from_request(&get(DEB_A)).unwrap();
+    let entry = cache.store().get(&key).await.unwrap().unwrap();
+    let range = cache.store().range(&entry, 5, 300_004).await.unwrap();
+    assert_eq!(range.bytes().await.unwrap(), &big[5..300_005]);
+
+    // A body leaves memory with its entry.
+    cache.store().remove(&key).await.unwrap();
+    assert_eq!(cache.store().stats().memory_entries, 1);
+}
+
+#[tokio::test]
+async fn bodies_are_not_kept_in_memory_when_it_is_off_or_they_are_too_big() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_cfg = StoreConfig {
+        memory_max_object: 50_000,
+        ..StoreConfig::default()
+    };
+    let cache = cache_with(dir.path(), store_cfg, Default::default()).await;
+    origin_answer(&cache, &get(DEB_A), &ok(&[]), &body_of(50_001, 1), t(0))
+        .await
+        .unwrap();
+    let off = tempfile::tempdir().unwrap();
+    let store_cfg = StoreConfig {
+        memory_size: 0,
+        ..StoreConfig::default()
+    };
+    let cache_off = cache_with(off.path(), store_cfg, Default::default()).await;
+    origin_answer(&cache_off, &get(DEB_A), &ok(&[]), &body_of(10, 1), t(0))
+        .await
+        .unwrap();
+    for cache in [&cache, &cache_off] {
+        for _ in 0..2 {
+            let Lookup::Hit(hit) = cache.lookup(&get(DEB_A), t(1)).await.unwrap() else {
+                panic!("should hit");
+            };
+            hit.body.bytes().await.unwrap();
+        }
+        let stats = cache.store().stats();
+        assert_eq!((stats.memory_entries, stats.memory_hits), (0, 0));
+    }
+}

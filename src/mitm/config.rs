@@ -109,6 +109,14 @@ pub struct RawCache {
     /// Default 256KiB.
     #[serde(default)]
     pub verify_before_serve: Option<ByteSize>,
+    /// Memory for stored bodies served again and again: once a body up to
+    /// `memory_max_object` was read from disk and matched its hashes, its
+    /// repeats are sent from memory. `0` turns it off. Default 256MiB.
+    #[serde(default)]
+    pub memory: Option<ByteSize>,
+    /// Largest body kept in memory. Default 4MiB.
+    #[serde(default)]
+    pub memory_max_object: Option<ByteSize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -285,6 +293,10 @@ pub struct CachingConfig {
     pub lock_timeout: Duration,
     /// Bodies up to this size are checked whole before they are served.
     pub verify_before_serve: u64,
+    /// Memory for verified hot bodies; 0: none.
+    pub memory: u64,
+    /// Largest body kept in memory.
+    pub memory_max_object: u64,
     /// Extra origin trust roots (PEM files).
     pub extra_roots: Vec<PathBuf>,
     /// Static resolution of origin names.
@@ -373,6 +385,14 @@ impl RawCaching {
                 .cache
                 .verify_before_serve
                 .map_or(cistern_cache::DEFAULT_VERIFY_BEFORE_SERVE, |s| s.0),
+            memory: self
+                .cache
+                .memory
+                .map_or(cistern_cache::DEFAULT_MEMORY_SIZE, |s| s.0),
+            memory_max_object: self
+                .cache
+                .memory_max_object
+                .map_or(cistern_cache::DEFAULT_MEMORY_MAX_OBJECT, |s| s.0),
             extra_roots: self.upstream.extra_roots,
             overrides: self
                 .upstream

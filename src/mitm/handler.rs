@@ -346,6 +346,8 @@ impl Proxy {
                     .insert(CONTENT_LENGTH, HeaderValue::from(end - start + 1));
                 let body = if head_only {
                     body::empty()
+                } else if let Some(part) = full_range(&body, start, end) {
+                    body::full(part)
                 } else {
                     match self.cache.store().range(&entry, start, end).await {
                         Ok(reader) => StreamBody::new(
@@ -726,6 +728,16 @@ pub(super) fn chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Bytes `start..=end` of a body already read and checked whole (a small
+/// one, or one held in memory), without reading it again.
+fn full_range(body: &cistern_cache::Body, start: u64, end: u64) -> Option<bytes::Bytes> {
+    let cistern_cache::Body::Full(whole) = body else {
+        return None;
+    };
+    let (start, end) = (usize::try_from(start).ok()?, usize::try_from(end).ok()?);
+    (start <= end && end < whole.len()).then(|| whole.slice(start..=end))
 }
 
 fn cache_body(body: cistern_cache::Body) -> ProxyBody {

@@ -127,7 +127,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{domain=\"{}\"}} {}", escape(domain), values[i]);
             }
         }
-        let gauges: [(&str, &str, u64); 3] = [
+        let gauges: [(&str, &str, u64); 5] = [
             (
                 "cistern_cache_entries",
                 "Entries in the disk cache.",
@@ -143,6 +143,16 @@ impl Metrics {
                 "Origin fetches in flight under single-flight.",
                 store.in_flight,
             ),
+            (
+                "cistern_cache_memory_bytes",
+                "Bytes of verified bodies held in memory.",
+                store.memory_bytes,
+            ),
+            (
+                "cistern_cache_memory_entries",
+                "Verified bodies held in memory.",
+                store.memory_entries,
+            ),
         ];
         for (name, help, value) in gauges {
             let _ = writeln!(
@@ -156,7 +166,7 @@ impl Metrics {
                 "# HELP cistern_cache_max_size_bytes Configured size limit.\n# TYPE cistern_cache_max_size_bytes gauge\ncistern_cache_max_size_bytes {max}"
             );
         }
-        let totals: [(&str, &str, u64); 3] = [
+        let totals: [(&str, &str, u64); 4] = [
             (
                 "cistern_cache_evictions_total",
                 "Entries evicted for space.",
@@ -171,6 +181,11 @@ impl Metrics {
                 "cistern_cache_corrupt_total",
                 "Entries dropped after failing their integrity check.",
                 store.corrupt,
+            ),
+            (
+                "cistern_cache_memory_hits_total",
+                "Hits whose body was sent from memory.",
+                store.memory_hits,
             ),
         ];
         for (name, help, value) in totals {

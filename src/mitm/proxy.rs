@@ -48,6 +48,8 @@ pub async fn open_cache(config: &CachingConfig) -> Result<Cache, StartError> {
             max_bytes: config.max_size,
             lock_timeout: config.lock_timeout,
             verify_before_serve: config.verify_before_serve,
+            memory_size: config.memory,
+            memory_max_object: config.memory_max_object,
         },
     )
     .await
