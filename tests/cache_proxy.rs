@@ -743,6 +743,38 @@ async fn a_corrupted_cache_entry_is_never_served_and_is_fetched_again() {
     assert_eq!(got.headers["x-cistern-cache"], "hit");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_asking_for_different_variants_each_get_theirs_from_the_cache() {
+    let s = Setup::start("").await;
+    // An npm-style packument in two representations, chosen by `Accept`
+    // (`Vary: Accept`): the full document and the abbreviated one.
+    let path = "/vary-demo";
+    let full = Bytes::from_static(b"{\"name\":\"vary-demo\",\"readme\":\"long\"}");
+    let abbreviated = Bytes::from_static(b"{\"name\":\"vary-demo\"}");
+    let short = "application/vnd.npm.install-v1+json";
+    let mut file = File::new(full.clone());
+    file.by_accept = vec![("application/json", full.clone()), (short, abbreviated.clone())];
+    s.https_origin.put(path, file);
+    let url = format!("https://{NPM}{path}");
+    let client = s.client();
+    // Packuments always revalidate: the second round asks the origin with
+    // each stored variant's own validator, and a 304 serves it.
+    for (round, state) in ["miss", "revalidated"].into_iter().enumerate() {
+        for (accept, body) in [("application/json", &full), (short, &abbreviated)] {
+            let got = client
+                .send("GET", &url, &[("accept", accept)], None, false)
+                .await
+                .unwrap();
+            assert_eq!(got.status, 200);
+            assert_eq!(got.bytes(), body, "{accept}, round {round}");
+            assert_eq!(got.headers["x-cistern-cache"], state, "{accept}, round {round}");
+        }
+    }
+    // One download per representation, each then served from the cache.
+    let counts = s.https_origin.counts(path);
+    assert_eq!((counts.requests, counts.not_modified), (4, 2), "{counts:?}");
+}
+
 /// One counter or gauge without labels from the admin listener.
 async fn metric(s: &Setup, name: &str) -> u64 {
     let metrics = Client::new(rustls::RootCertStore::empty(), s.admin, s.admin)

@@ -144,19 +144,35 @@ impl Cache {
                 return Ok(Lookup::Bypass(reason));
             }
         };
-        let miss = |reason| {
+        let miss = |key: &CacheKey, reason| {
             counters.misses.fetch_add(1, Ordering::Relaxed);
             Ok(Lookup::Miss(Box::new(Miss {
                 upstream: self.policy.lookup_request(req, cacheable.mode),
-                key: cacheable.key.clone(),
+                key: key.clone(),
                 mode: cacheable.mode,
                 reason,
             })))
         };
         let Some(entry) = self.store.get(&cacheable.key).await? else {
-            return miss(MissReason::NotCached);
+            return miss(&cacheable.key, MissReason::NotCached);
         };
-        match self.policy.freshness(req, &entry.meta, now) {
+        let (entry, freshness) = match self.policy.freshness(req, &entry.meta, now) {
+            // Another variant is stored under the plain key: look for this
+            // request's own (see `key.rs`).
+            Freshness::VaryMismatch => {
+                let Some(variant) = self.policy.variant_key(&cacheable.key, &entry.meta, req)
+                else {
+                    return miss(&cacheable.key, MissReason::VaryMismatch);
+                };
+                let Some(entry) = self.store.get(&variant).await? else {
+                    return miss(&variant, MissReason::VaryMismatch);
+                };
+                let freshness = self.policy.freshness(req, &entry.meta, now);
+                (entry, freshness)
+            }
+            freshness => (entry, freshness),
+        };
+        match freshness {
             Freshness::Fresh(response) => match self.store.body(&entry).await {
                 Ok(body) => {
                     counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -166,7 +182,7 @@ impl Cache {
                         body,
                     })))
                 }
-                Err(e) if e.is_corrupt() => miss(MissReason::Corrupt),
+                Err(e) if e.is_corrupt() => miss(&entry.key, MissReason::Corrupt),
                 Err(e) => Err(e),
             },
             Freshness::Stale(revalidation) => {
@@ -176,7 +192,27 @@ impl Cache {
                     revalidation,
                 })))
             }
-            Freshness::VaryMismatch => miss(MissReason::VaryMismatch),
+            Freshness::VaryMismatch => miss(&entry.key, MissReason::VaryMismatch),
+        }
+    }
+
+    /// Where the origin's answer to `req` is stored: under the plain key,
+    /// unless a stored response of another variant holds it (see `key.rs`).
+    async fn store_key(
+        &self,
+        cacheable: &Cacheable,
+        req: &request::Parts,
+        now: SystemTime,
+    ) -> Result<CacheKey> {
+        let Some(stored) = self.store.get(&cacheable.key).await? else {
+            return Ok(cacheable.key.clone());
+        };
+        match self.policy.freshness(req, &stored.meta, now) {
+            Freshness::VaryMismatch => Ok(self
+                .policy
+                .variant_key(&cacheable.key, &stored.meta, req)
+                .unwrap_or_else(|| cacheable.key.clone())),
+            _ => Ok(cacheable.key.clone()),
         }
     }
 
@@ -203,9 +239,12 @@ impl Cache {
         now: SystemTime,
     ) -> Result<StoreStart> {
         match self.policy.on_response(cacheable, req, res, now) {
-            StoreDecision::Store(meta) => Ok(StoreStart::Store(Box::new(
-                self.store.begin_write(&cacheable.key, *meta).await?,
-            ))),
+            StoreDecision::Store(meta) => {
+                let key = self.store_key(cacheable, req, now).await?;
+                Ok(StoreStart::Store(Box::new(
+                    self.store.begin_write(&key, *meta).await?,
+                )))
+            }
             StoreDecision::NoStore(reason) => Ok(StoreStart::NoStore(reason)),
         }
     }

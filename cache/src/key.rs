@@ -3,9 +3,17 @@
 //! A key is the request method plus the normalised absolute URL, e.g.
 //! `GET https://deb.example.test/pool/main/h/hello/hello_1.0_amd64.deb`.
 //! `HEAD` requests map to the `GET` key, because a stored `GET` response
-//! answers a `HEAD` (RFC 9110 §9.3.2). Request headers named by `Vary` are
-//! *not* part of the key: one variant is stored per key and
-//! http-cache-semantics decides whether it matches (see `policy.rs`).
+//! answers a `HEAD` (RFC 9110 §9.3.2).
+//!
+//! Request headers named by `Vary` are not part of the plain key: the first
+//! response stored for a URL sits under it, and http-cache-semantics decides
+//! whether it matches a request (see `policy.rs`). A request it does not
+//! match (another `Accept`, another `Accept-Encoding`) is stored and looked
+//! up under a *variant key*: the plain key plus ` vary:` and a hash of the
+//! request's values of the headers the stored response varies on
+//! ([`CacheKey::variant`]). Several clients with different headers then
+//! each get their own entry instead of replacing each other's. A space never
+//! occurs in a request URL, so the suffix cannot be confused with one.
 //!
 //! Normalisation is deliberately small: lower-case scheme and host, drop the
 //! scheme's default port, an empty path becomes `/`. Percent-encoding and the
@@ -26,7 +34,12 @@ pub struct CacheKey {
     host_start: usize,
     path_start: usize,
     query_start: usize,
+    /// End of the URL: the start of the variant suffix, if any.
+    url_end: usize,
 }
+
+/// What separates a variant key's selector from its URL.
+const VARIANT: &str = " vary:";
 
 impl CacheKey {
     /// Builds the key for a request.
@@ -82,6 +95,7 @@ impl CacheKey {
             key.push_str(query);
         }
         Ok(CacheKey {
+            url_end: key.len(),
             key,
             host_start,
             path_start,
@@ -89,21 +103,39 @@ impl CacheKey {
         })
     }
 
+    /// The key of one variant of this URL: `selector` names the request's
+    /// values of the headers the stored response varies on (see
+    /// `Policy::variant_key`). Only its hash goes into the key.
+    pub fn variant(&self, selector: &str) -> CacheKey {
+        let hash = xxhash_rust::xxh3::xxh3_128(selector.as_bytes());
+        CacheKey {
+            key: format!("{}{VARIANT}{hash:032x}", &self.key[..self.url_end]),
+            ..self.clone()
+        }
+    }
+
+    /// Whether this is a variant key.
+    pub fn is_variant(&self) -> bool {
+        self.url_end < self.key.len()
+    }
+
     /// Rebuilds a key from its string form (as stored in the index).
     pub fn parse(key: &str) -> Option<Self> {
         let (_, url) = key.split_once(' ')?;
-        let (_, rest) = url.split_once("://")?;
-        let host_start = key.len() - rest.len();
+        let url_end = key.len() - url.len() + url.find(VARIANT).unwrap_or(url.len());
+        let (_, rest) = key[..url_end].split_once("://")?;
+        let host_start = url_end - rest.len();
         let host_len = rest.find('/').unwrap_or(rest.len());
         let path_start = host_start + host_len;
-        let query_start = key[path_start..]
+        let query_start = key[path_start..url_end]
             .find('?')
-            .map_or(key.len(), |i| path_start + i);
+            .map_or(url_end, |i| path_start + i);
         Some(CacheKey {
             key: key.to_owned(),
             host_start,
             path_start,
             query_start,
+            url_end,
         })
     }
 
@@ -112,10 +144,10 @@ impl CacheKey {
         &self.key
     }
 
-    /// The normalised URL, without the method.
+    /// The normalised URL, without the method (nor a variant's selector).
     pub fn url(&self) -> &str {
         let method_end = self.key.find(' ').map_or(0, |i| i + 1);
-        &self.key[method_end..]
+        &self.key[method_end..self.url_end]
     }
 
     /// The lower-cased host, with a non-default port if any.
@@ -210,5 +242,28 @@ mod tests {
         let p = CacheKey::parse(k.as_str()).unwrap();
         assert_eq!(p, k);
         assert_eq!(p.url(), "https://npm.example.test/a/-/a-1.tgz?x=y");
+    }
+
+    #[test]
+    fn variants_keep_the_url_and_differ_by_selector() {
+        let k = key(Method::GET, "https://npm.example.test/pkg?x=y", None);
+        let json = k.variant("accept:application/json\n");
+        let abbreviated = k.variant("accept:application/vnd.npm.install-v1+json\n");
+        assert_ne!(json, abbreviated);
+        assert_ne!(json, k);
+        assert_eq!(json, k.variant("accept:application/json\n"));
+        assert!(json.is_variant() && !k.is_variant());
+        // A variant of a variant is a variant of the URL.
+        assert_eq!(json.variant("accept:a\n"), k.variant("accept:a\n"));
+        for v in [&json, &abbreviated] {
+            assert!(v
+                .as_str()
+                .starts_with("GET https://npm.example.test/pkg?x=y vary:"));
+            let p = CacheKey::parse(v.as_str()).unwrap();
+            assert_eq!(&p, v);
+            assert_eq!(p.url(), "https://npm.example.test/pkg?x=y");
+            assert_eq!(p.path(), "/pkg");
+            assert_eq!(p.hostname(), "npm.example.test");
+        }
     }
 }

@@ -210,6 +210,37 @@ impl Policy {
         }
     }
 
+    /// The key of the variant of `key` that `req` selects, given the
+    /// stored response `stored` it did not match: the request's values of
+    /// the headers `stored` varies on, hashed into the key (see `key.rs`).
+    /// `None` when `stored` names no header to vary on (`Vary: *` or none).
+    pub fn variant_key(
+        &self,
+        key: &CacheKey,
+        stored: &Meta,
+        req: &request::Parts,
+    ) -> Option<CacheKey> {
+        let mut names: Vec<String> = comma_values(&stored.headers, &VARY)
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() || names.iter().any(|n| n == "*") {
+            return None;
+        }
+        names.sort();
+        names.dedup();
+        let mut selector = String::new();
+        for name in names {
+            let values: Vec<String> = req
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .collect();
+            selector.push_str(&format!("{name}:{}\n", values.join(", ")));
+        }
+        Some(key.variant(&selector))
+    }
+
     /// Decides whether to store an origin response to `req`, received at
     /// `now`, and prepares its metadata.
     pub fn on_response(

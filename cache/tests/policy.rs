@@ -122,6 +122,32 @@ async fn vary_selects_the_stored_variant_only_for_matching_requests() {
         panic!("other encoding must not get the gzip body");
     };
     assert_eq!(miss.reason, MissReason::VaryMismatch);
+    assert!(miss.key.is_variant(), "{}", miss.key);
+
+    // The other variant is stored beside the first, not instead of it.
+    let res_br = ok(&[
+        ("cache-control", "max-age=60"),
+        ("vary", "Accept-Encoding"),
+        ("content-encoding", "br"),
+    ]);
+    origin_answer(&cache, &br, &res_br, b"brotli", t(2))
+        .await
+        .unwrap();
+    assert_eq!(cache.store().stats().entries, 2);
+    for (req, body) in [(&gzip, &b"gzipped"[..]), (&br, &b"brotli"[..])] {
+        let Lookup::Hit(hit) = cache.lookup(req, t(3)).await.unwrap() else {
+            panic!("each variant hits");
+        };
+        assert_eq!(hit.body.bytes().await.unwrap(), body);
+    }
+    // A third one is a miss of its own variant; purging the URL takes all.
+    let none = get_with(FILE, &[("accept-encoding", "identity")]);
+    let Lookup::Miss(third) = cache.lookup(&none, t(3)).await.unwrap() else {
+        panic!("a third encoding has nothing stored");
+    };
+    assert_ne!(third.key, miss.key);
+    assert_eq!(cache.store().purge(FILE).await.unwrap(), 2);
+    assert_eq!(cache.store().stats().entries, 0);
 }
 
 #[tokio::test]

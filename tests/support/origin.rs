@@ -39,6 +39,9 @@ pub struct File {
     pub etag: String,
     pub content_type: &'static str,
     pub behaviour: Behaviour,
+    /// When set, the body depends on the request's `Accept` (`Vary: Accept`):
+    /// the body paired with its value, else `body`.
+    pub by_accept: Vec<(&'static str, Bytes)>,
 }
 
 impl File {
@@ -49,6 +52,20 @@ impl File {
             body,
             content_type: "application/octet-stream",
             behaviour: Behaviour::Normal,
+            by_accept: Vec::new(),
+        }
+    }
+
+    /// The file as negotiated for a request with this `Accept` value.
+    fn negotiated(self, accept: Option<&str>) -> File {
+        match self.by_accept.iter().find(|(a, _)| Some(*a) == accept) {
+            Some((_, body)) => File {
+                content_type: self.content_type,
+                behaviour: self.behaviour,
+                by_accept: self.by_accept.clone(),
+                ..File::new(body.clone())
+            },
+            None => self,
         }
     }
 }
@@ -187,6 +204,8 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
     let Some(file) = file else {
         return status(StatusCode::NOT_FOUND);
     };
+    let vary = !file.by_accept.is_empty();
+    let file = file.negotiated(req.headers().get("accept").and_then(|v| v.to_str().ok()));
     match file.behaviour {
         Behaviour::Slow(d) => tokio::time::sleep(d).await,
         Behaviour::Fail(code) => return status(StatusCode::from_u16(code).unwrap()),
@@ -218,10 +237,13 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
             )
             .unwrap();
     }
-    let builder = Response::builder()
+    let mut builder = Response::builder()
         .header("etag", &file.etag)
         .header("last-modified", LAST_MODIFIED)
         .header("content-type", file.content_type);
+    if vary {
+        builder = builder.header("vary", "Accept");
+    }
     if req.method() == hyper::Method::HEAD {
         return builder
             .body(
