@@ -1120,6 +1120,23 @@ async fn the_forward_proxy_caches_cached_domains_and_refuses_other_hosts() {
         "second one from cache"
     );
 
+    // An absolute-form `https://` URL sent without CONNECT is still an
+    // HTTPS download (the entry just stored), never fetched in plain HTTP.
+    let (status, head) = tokio::task::block_in_place(|| {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(s.forward).unwrap();
+        write!(conn, "GET {url} HTTP/1.1\r\nHost: {DEB}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let head = answer.split("\r\n\r\n").next().unwrap_or("").to_ascii_lowercase();
+        (head.get(9..12).unwrap_or("").to_owned(), head)
+    });
+    assert_eq!(status, "200", "{head}");
+    assert!(head.contains("x-cistern-cache: hit"), "{head}");
+    assert!(head.contains("content-length: 300000"), "{head}");
+    assert_eq!(s.https_origin.counts(deb).requests, 1);
+
     // An absolute-form plain-HTTP request to a cached domain: the cache too.
     let whl = "/packages/ab/cd/demo-1.0-py3-none-any.whl";
     for _ in 0..2 {

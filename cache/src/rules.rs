@@ -14,7 +14,7 @@
 //! | immutable | `**/packages/**/*.whl`, `*.tar.gz`, `*.zip`, `*.whl.metadata` | Python distribution files are versioned and never re-uploaded |
 //! | immutable | `**/-/*.tgz` | npm tarballs are versioned |
 //! | immutable | `**/blobs/sha256:*` | OCI blobs are content-addressed |
-//! | revalidate | `**/Release`, `**/InRelease`, `**/Release.gpg`, `**/Packages*`, `**/Sources*` | apt indexes change in place |
+//! | revalidate | `**/Release`, `**/InRelease`, `**/Release.gpg`, `**/Packages*`, `**/Sources*`, `**/Contents-*`, `**/Translation-*`, `**/dists/**` | apt indexes change in place (a stale `Translation` or `Contents` beside a fresh `InRelease` is a hash-sum mismatch) |
 //! | revalidate | `**/simple/**` | Python simple index pages change on every upload |
 //! | revalidate | `/*`, `/@*/*` | npm packuments (paths without `/-/`) change on every publish |
 //!
@@ -192,6 +192,12 @@ const BUILTIN_REVALIDATE: &[&str] = &[
     "**/Release.gpg",
     "**/Packages*",
     "**/Sources*",
+    "**/Contents-*",
+    "**/Translation-*",
+    // Everything else apt reads from `dists/` is an index too (i18n,
+    // dep11, cnf, pdiff Index files), all replaced in place; by-hash files
+    // matched the immutable rule first.
+    "**/dists/**",
     "**/simple/**",
     "/*",
     "/@*/*",
@@ -288,6 +294,22 @@ mod tests {
         assert_eq!(
             mode("/debian/dists/stable/main/binary-amd64/Packages.xz"),
             Mode::Revalidate
+        );
+        for index in [
+            "/debian/dists/stable/main/i18n/Translation-en.bz2",
+            "/debian/dists/stable/main/i18n/Index",
+            "/debian/dists/stable/main/Contents-amd64.gz",
+            "/debian/dists/stable/main/dep11/Components-amd64.yml.gz",
+            "/debian/dists/stable/main/cnf/Commands-amd64.xz",
+            "/debian/dists/stable/main/binary-amd64/Packages.diff/Index",
+            "/flat/Translation-en",
+        ] {
+            assert_eq!(mode(index), Mode::Revalidate, "{index}");
+        }
+        // Content-addressed, though under dists/.
+        assert_eq!(
+            mode("/debian/dists/stable/main/binary-amd64/by-hash/SHA256/ab12"),
+            Mode::Immutable
         );
     }
 

@@ -239,8 +239,27 @@ impl Proxy {
             Some(port) => format!("{host}:{port}"),
             None => host.clone(),
         };
+        // An absolute-form `https://` URL over plain HTTP (a forward-proxy
+        // client that does not use CONNECT) is still fetched and stored as
+        // HTTPS: never a silent downgrade to plain HTTP towards the origin.
+        // Over TLS, the connection's scheme stands.
+        let scheme = match (conn.scheme, req.uri().scheme_str()) {
+            (_, None) => conn.scheme,
+            (Scheme::Http, Some(s)) if s.eq_ignore_ascii_case("https") => Scheme::Https,
+            (scheme, Some(s))
+                if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") =>
+            {
+                scheme
+            }
+            (_, Some(s)) => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("scheme {s} is not proxied"),
+                ))
+            }
+        };
         let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let uri = format!("{}://{authority}{path}", conn.scheme.as_str())
+        let uri = format!("{}://{authority}{path}", scheme.as_str())
             .parse::<Uri>()
             .map_err(|_| refuse(StatusCode::BAD_REQUEST, "malformed request target".into()))?;
         Ok(Target {
