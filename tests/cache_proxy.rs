@@ -48,7 +48,9 @@ struct Setup {
     forward: SocketAddr,
     extra: String,
     ca_pem: String,
-    /// Where the HTTPS listener binds instead of a loopback port.
+    /// Where the HTTP and HTTPS listeners bind instead of loopback ports
+    /// (e.g. where containers reach the host).
+    http_bind: Option<String>,
     https_bind: Option<String>,
 }
 
@@ -75,6 +77,7 @@ impl Setup {
             forward: "127.0.0.1:0".parse().unwrap(),
             extra: extra.to_owned(),
             ca_pem: String::new(),
+            http_bind: None,
             https_bind: None,
         };
         setup.restart();
@@ -91,7 +94,10 @@ impl Setup {
             old.signal(nix::sys::signal::Signal::SIGTERM);
             old.wait_exit(Duration::from_secs(20));
         }
-        self.http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        self.http = match &self.http_bind {
+            Some(bind) => bind.parse().unwrap(),
+            None => SocketAddr::from(([127, 0, 0, 1], free_port())),
+        };
         self.https = match &self.https_bind {
             Some(bind) => bind.parse().unwrap(),
             None => SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -753,7 +759,10 @@ async fn clients_asking_for_different_variants_each_get_theirs_from_the_cache() 
     let abbreviated = Bytes::from_static(b"{\"name\":\"vary-demo\"}");
     let short = "application/vnd.npm.install-v1+json";
     let mut file = File::new(full.clone());
-    file.by_accept = vec![("application/json", full.clone()), (short, abbreviated.clone())];
+    file.by_accept = vec![
+        ("application/json", full.clone()),
+        (short, abbreviated.clone()),
+    ];
     s.https_origin.put(path, file);
     let url = format!("https://{NPM}{path}");
     let client = s.client();
@@ -767,7 +776,10 @@ async fn clients_asking_for_different_variants_each_get_theirs_from_the_cache() 
                 .unwrap();
             assert_eq!(got.status, 200);
             assert_eq!(got.bytes(), body, "{accept}, round {round}");
-            assert_eq!(got.headers["x-cistern-cache"], state, "{accept}, round {round}");
+            assert_eq!(
+                got.headers["x-cistern-cache"], state,
+                "{accept}, round {round}"
+            );
         }
     }
     // One download per representation, each then served from the cache.
@@ -1125,11 +1137,19 @@ async fn the_forward_proxy_caches_cached_domains_and_refuses_other_hosts() {
     let (status, head) = tokio::task::block_in_place(|| {
         use std::io::{Read, Write};
         let mut conn = std::net::TcpStream::connect(s.forward).unwrap();
-        write!(conn, "GET {url} HTTP/1.1\r\nHost: {DEB}\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            conn,
+            "GET {url} HTTP/1.1\r\nHost: {DEB}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut answer = Vec::new();
         conn.read_to_end(&mut answer).unwrap();
         let answer = String::from_utf8_lossy(&answer).into_owned();
-        let head = answer.split("\r\n\r\n").next().unwrap_or("").to_ascii_lowercase();
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
         (head.get(9..12).unwrap_or("").to_owned(), head)
     });
     assert_eq!(status, "200", "{head}");
@@ -1296,4 +1316,390 @@ async fn a_container_downloads_through_the_injected_hosts_and_ca_and_hits_the_se
         assert!(text.starts_with(&digest), "round {round}: {text}");
         assert_eq!(s.https_origin.counts(path).requests, 1, "round {round}");
     }
+}
+
+// Through real containers: created through cistern's Docker socket, so the
+// injected extra hosts send the cached domains to the bridge gateway and
+// curl inside verifies TLS against the CA cistern installed.
+
+/// Cistern with both proxy listeners reachable from containers on the
+/// bridge network, and the curl image to run there.
+struct Containers {
+    s: Setup,
+    image: &'static str,
+}
+
+/// One curl download in a container, as its `get` shell function reported
+/// it.
+#[derive(Debug, Clone)]
+struct Fetched {
+    /// curl's exit code (0: transfer complete).
+    exit: i32,
+    /// The HTTP status (`000` when there was none).
+    status: String,
+    /// `x-cistern-cache` of the response (`-` when absent).
+    cache: String,
+    /// sha256 of the output file (`-` when there is none).
+    sha256: String,
+    /// Size of the output file.
+    size: u64,
+}
+
+/// Everything one container run printed, and its downloads by label.
+struct Downloads {
+    output: String,
+    by_label: std::collections::HashMap<String, Fetched>,
+}
+
+impl Downloads {
+    fn get(&self, label: &str) -> &Fetched {
+        self.by_label
+            .get(label)
+            .unwrap_or_else(|| panic!("no download {label}:\n{}", self.output))
+    }
+
+    /// Asserts a `curl -C -` that completed the file (expected digest) with
+    /// a 206 from the cache.
+    fn assert_resumed_from_cache(&self, label: &str, sha256: &str) {
+        let got = self.get(label);
+        assert_eq!(
+            (
+                got.exit,
+                got.status.as_str(),
+                got.cache.as_str(),
+                got.sha256.as_str()
+            ),
+            (0, "206", "hit", sha256),
+            "{label}: {got:?}\n{}",
+            self.output
+        );
+    }
+
+    /// Asserts a complete 200 download with the expected digest.
+    fn assert_whole(&self, label: &str, sha256: &str) -> &Fetched {
+        let got = self.get(label);
+        assert_eq!(
+            (got.exit, got.status.as_str(), got.sha256.as_str()),
+            (0, "200", sha256),
+            "{label}: {got:?}\n{}",
+            self.output
+        );
+        got
+    }
+}
+
+/// A shell function for the container: `get LABEL FILE URL [CURL ARGS]`
+/// downloads URL into FILE and prints one `got` line for [`Downloads`].
+const GET_SH: &str = r#"export PATH=/bin:/usr/bin
+get() {
+  label=$1; file=$2; url=$3; shift 3
+  code=$(curl -sS --max-time 60 -o "$file" -D "/tmp/$label.h" -w '%{http_code}' "$@" "$url" 2>"/tmp/$label.err")
+  rc=$?
+  cache=$(cat "/tmp/$label.h" 2>/dev/null | tr -d '\r' | grep -i '^x-cistern-cache:' | tail -n 1 | cut -d: -f2 | tr -d ' ')
+  sum=$(sha256sum "$file" 2>/dev/null | cut -d' ' -f1)
+  size=$(cat "$file" 2>/dev/null | wc -c)
+  echo "got $label $rc ${code:-000} ${cache:--} ${sum:--} $size"
+  if [ "$rc" != 0 ]; then echo "curl $label: $(cat "/tmp/$label.err")"; fi
+}
+"#;
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(data))
+}
+
+impl Containers {
+    async fn start(extra: &str) -> Containers {
+        let image = tokio::task::block_in_place(curl_image);
+        let gateway = bridge_gateway();
+        let mut s = Setup::start(extra).await;
+        s.http_bind = Some(format!("{gateway}:{}", free_port()));
+        s.https_bind = Some(format!("{gateway}:{}", free_port()));
+        s.restart();
+        Containers { s, image }
+    }
+
+    /// Restarts cistern with the same cache, state and container-facing
+    /// ports.
+    fn restart(&mut self) {
+        self.s.restart();
+    }
+
+    /// `url` as a container asks for it: the port is where cistern listens
+    /// for containers (the injected hosts only change the address).
+    fn url(&self, url: &str) -> String {
+        let uri: Uri = url.parse().unwrap();
+        let (scheme, port) = match uri.scheme_str() {
+            Some("https") => ("https", self.s.https.port()),
+            _ => ("http", self.s.http.port()),
+        };
+        format!(
+            "{scheme}://{}:{port}{}",
+            uri.host().unwrap(),
+            uri.path_and_query().unwrap()
+        )
+    }
+
+    /// The origin's file at `url`'s path, and its sha256.
+    fn expected(&self, url: &str) -> (Bytes, String) {
+        let path = url.parse::<Uri>().unwrap().path().to_owned();
+        let body = origin_of(&self.s, url).file(&path).unwrap().body;
+        let sha = sha256_hex(&body);
+        (body, sha)
+    }
+
+    /// Runs `script` (after [`GET_SH`]) with sh in one new container
+    /// created through cistern.
+    fn run(&self, script: &str) -> Downloads {
+        let sock = self.s.cistern.as_ref().unwrap().socket.clone();
+        let script = format!("{GET_SH}{script}");
+        let out = tokio::task::block_in_place(|| {
+            support::run(
+                support::docker_at(&sock)
+                    .args(["run", "--rm", self.image, "/bin/sh", "-c", &script]),
+            )
+        });
+        let output = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "container: {output}\n{}",
+            self.s.logs()
+        );
+        let mut by_label = std::collections::HashMap::new();
+        for line in output.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let ["got", label, exit, status, cache, sha256, size] = f[..] {
+                let fetched = Fetched {
+                    exit: exit.parse().unwrap(),
+                    status: status.to_owned(),
+                    cache: cache.to_owned(),
+                    sha256: sha256.to_owned(),
+                    size: size.parse().unwrap(),
+                };
+                by_label.insert(label.to_owned(), fetched);
+            }
+        }
+        Downloads { output, by_label }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_container_second_downloads_hit_index_files_revalidate_and_hits_survive_a_restart() {
+    let mut c = Containers::start("").await;
+    let files = repositories(&c.s);
+    assert!(
+        files.iter().any(|(url, _, _)| url.starts_with("http://"))
+            && files.iter().any(|(url, _, _)| url.starts_with("https://")),
+        "both schemes are covered"
+    );
+    // One container downloads every file twice.
+    let mut script = String::new();
+    for (i, (url, _, _)) in files.iter().enumerate() {
+        let url = c.url(url);
+        script += &format!("get a{i} /tmp/a{i} {url}\nget b{i} /tmp/b{i} {url}\n");
+    }
+    let got = c.run(&script);
+    for (i, (url, path, index)) in files.iter().enumerate() {
+        let (_, sha) = c.expected(url);
+        let first = got.assert_whole(&format!("a{i}"), &sha);
+        assert_eq!(first.cache, "miss", "{url}: {first:?}");
+        let second = got.assert_whole(&format!("b{i}"), &sha);
+        let counts = origin_of(&c.s, url).counts(path);
+        if *index {
+            // Asked again, conditionally, and the origin said 304.
+            assert_eq!(second.cache, "revalidated", "{url}: {second:?}");
+            assert_eq!(
+                (counts.requests, counts.conditional, counts.not_modified),
+                (2, 1, 1),
+                "{url}: {counts:?}"
+            );
+        } else {
+            assert_eq!(second.cache, "hit", "{url}: {second:?}");
+            assert_eq!(counts.requests, 1, "{url}: served from cache");
+        }
+    }
+
+    // After a restart, another container: immutable files still hit, index
+    // files are revalidated against what was stored before the restart.
+    c.restart();
+    let mut script = String::new();
+    for (i, (url, _, _)) in files.iter().enumerate() {
+        script += &format!("get r{i} /tmp/r{i} {}\n", c.url(url));
+    }
+    let got = c.run(&script);
+    for (i, (url, path, index)) in files.iter().enumerate() {
+        let (_, sha) = c.expected(url);
+        let again = got.assert_whole(&format!("r{i}"), &sha);
+        let counts = origin_of(&c.s, url).counts(path);
+        if *index {
+            assert_eq!(again.cache, "revalidated", "{url}: {again:?}");
+            assert_eq!(
+                (counts.requests, counts.not_modified),
+                (3, 2),
+                "{url}: {counts:?}"
+            );
+        } else {
+            assert_eq!(again.cache, "hit", "{url} after restart: {again:?}");
+            assert_eq!(counts.requests, 1, "{url}: still a hit after restart");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_downloads_in_a_container_make_one_origin_request() {
+    let c = Containers::start("").await;
+    let path = "/debian/pool/main/b/big/big_1.0_amd64.deb";
+    let mut file = File::new(random_bytes(2_000_000, 51));
+    // Slow enough for all 50 curls to be waiting before the origin answers.
+    file.behaviour = Behaviour::Slow(Duration::from_millis(1500));
+    c.s.https_origin.put(path, file);
+    let url = format!("https://{DEB}{path}");
+    let (_, sha) = c.expected(&url);
+    let got = c.run(&format!(
+        "i=0\nwhile [ $i -lt 50 ]; do get c$i /tmp/c$i {} & i=$((i+1)); done\nwait\n",
+        c.url(&url)
+    ));
+    assert_eq!(got.by_label.len(), 50, "{}", got.output);
+    for i in 0..50 {
+        got.assert_whole(&format!("c{i}"), &sha);
+    }
+    assert_eq!(
+        c.s.https_origin.counts(path).requests,
+        1,
+        "{}\n{}",
+        got.output,
+        c.s.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_container_a_cut_short_origin_response_fails_curl_and_is_not_cached() {
+    let c = Containers::start("").await;
+    let path = "/debian/pool/main/c/cut/cut_1.0_amd64.deb";
+    let mut file = File::new(random_bytes(1_000_000, 52));
+    file.behaviour = Behaviour::CutShort;
+    c.s.https_origin.put(path, file);
+    let url = format!("https://{DEB}{path}");
+    let (body, sha) = c.expected(&url);
+    let container_url = c.url(&url);
+    // curl sees the broken transfer, and trying again goes to the origin
+    // again rather than to a truncated cache entry.
+    let got = c.run(&format!(
+        "get cut1 /tmp/cut1 {container_url}\nget cut2 /tmp/cut2 {container_url}\n"
+    ));
+    for label in ["cut1", "cut2"] {
+        let cut = got.get(label);
+        assert_ne!(cut.exit, 0, "{label}: curl must fail: {}", got.output);
+        assert!(
+            cut.size < body.len() as u64,
+            "{label}: {cut:?}\n{}",
+            got.output
+        );
+        assert_ne!(cut.cache, "hit", "{label}: {cut:?}");
+    }
+    assert_eq!(c.s.https_origin.counts(path).requests, 2, "not cached");
+    // Once the origin behaves, the next container gets the whole file from
+    // it, and then from the cache.
+    c.s.https_origin.set_behaviour(path, Behaviour::Normal);
+    let got = c.run(&format!(
+        "get whole1 /tmp/whole1 {container_url}\nget whole2 /tmp/whole2 {container_url}\n"
+    ));
+    assert_eq!(got.assert_whole("whole1", &sha).cache, "miss");
+    assert_eq!(got.assert_whole("whole2", &sha).cache, "hit");
+    assert_eq!(c.s.https_origin.counts(path).requests, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_container_an_interrupted_20mb_download_resumes_from_the_cache() {
+    let c = Containers::start("").await;
+    let size = 20 * 1024 * 1024;
+    let half = 10 * 1024 * 1024;
+    // Broken off by the client (curl's time limit), then resumed with
+    // `curl -C -`: the download cistern went on storing serves the rest.
+    let broken = "/debian/pool/main/l/large/large_1.0_amd64.deb";
+    c.s.https_origin
+        .put(broken, File::new(random_bytes(size, 53)));
+    // The first half with an explicit range (forwarded, not stored), a whole
+    // download by someone else, then the resume from the cache.
+    let ranged = "/debian/pool/main/l/large/large_2.0_amd64.deb";
+    c.s.https_origin
+        .put(ranged, File::new(random_bytes(size, 54)));
+    let broken_url = format!("https://{DEB}{broken}");
+    let ranged_url = format!("https://{DEB}{ranged}");
+    let (_, broken_sha) = c.expected(&broken_url);
+    let (_, ranged_sha) = c.expected(&ranged_url);
+    let got = c.run(&format!(
+        "get cut /tmp/broken {b} --limit-rate 4M --max-time 1\n\
+         get resumed /tmp/broken {b} -C -\n\
+         get part /tmp/ranged {r} -r 0-{last}\n\
+         get full /tmp/full {r}\n\
+         get rest /tmp/ranged {r} -C -\n",
+        b = c.url(&broken_url),
+        r = c.url(&ranged_url),
+        last = half - 1,
+    ));
+    let cut = got.get("cut");
+    assert_eq!(cut.exit, 28, "stopped by --max-time: {}", got.output);
+    assert!(
+        cut.size > 0 && cut.size < size as u64,
+        "{cut:?}\n{}",
+        got.output
+    );
+    got.assert_resumed_from_cache("resumed", &broken_sha);
+    let counts = c.s.https_origin.counts(broken);
+    assert_eq!(
+        (counts.requests, counts.ranged),
+        (1, 0),
+        "the resume came from the cache"
+    );
+
+    let part = got.get("part");
+    assert_eq!((part.exit, part.status.as_str()), (0, "206"), "{part:?}");
+    assert_eq!(part.size, half as u64);
+    got.assert_whole("full", &ranged_sha);
+    got.assert_resumed_from_cache("rest", &ranged_sha);
+    let counts = c.s.https_origin.counts(ranged);
+    assert_eq!(
+        (counts.requests, counts.ranged),
+        (2, 1),
+        "the first half forwarded, the rest from the cache"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_container_eviction_keeps_the_cache_under_its_size_limit() {
+    let c = Containers::start("  cache:\n    max_size: 3MB\n").await;
+    let mut script = String::new();
+    let mut urls = Vec::new();
+    for i in 0..8u64 {
+        let path = format!("/debian/pool/main/e/evict/evict_{i}_amd64.deb");
+        c.s.https_origin
+            .put(&path, File::new(random_bytes(1_000_000, 200 + i)));
+        let url = format!("https://{DEB}{path}");
+        script += &format!("get e{i} /tmp/e{i} {}\n", c.url(&url));
+        urls.push((url, path));
+    }
+    // The most recent file again.
+    script += &format!("get last /tmp/last {}\n", c.url(&urls[7].0));
+    let got = c.run(&script);
+    for (i, (url, _)) in urls.iter().enumerate() {
+        got.assert_whole(&format!("e{i}"), &c.expected(url).1);
+    }
+    let last = got.assert_whole("last", &c.expected(&urls[7].0).1);
+    assert_eq!(last.cache, "hit", "{last:?}");
+    assert_eq!(c.s.https_origin.counts(&urls[7].1).requests, 1);
+    let stats = c.s.cistern_cmd(&["cache", "stats"]);
+    let bytes: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("bytes: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1_000_000..=3_000_000).contains(&bytes), "{stats}");
+    let on_disk = dir_size(&c.s.dirs.path().join("cache/content-v2"));
+    assert!(on_disk <= 3_000_000, "{on_disk} bytes of content on disk");
 }

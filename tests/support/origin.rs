@@ -360,3 +360,11 @@ impl TestCa {
         }
     }
 }
+
+impl Origin {
+    /// The file served at `path`, if any (e.g. for the digest a client's
+    /// download must have).
+    pub fn file(&self, path: &str) -> Option<File> {
+        self.state.files.lock().unwrap().get(path).cloned()
+    }
+}
