@@ -183,6 +183,8 @@ struct Got {
     headers: http::HeaderMap,
     /// Err when the transfer broke off.
     body: Result<Bytes, String>,
+    /// The protocol agreed by ALPN, over TLS.
+    alpn: Option<Vec<u8>>,
 }
 
 impl Got {
@@ -249,7 +251,9 @@ impl Client {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            exchange(TokioIo::new(tls), req, h2).await
+            let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+            let got = exchange(TokioIo::new(tls), req, h2).await?;
+            Ok(Got { alpn, ..got })
         } else {
             exchange(TokioIo::new(tcp), req, h2).await
         }
@@ -285,6 +289,7 @@ where
         status,
         headers,
         body,
+        alpn: None,
     })
 }
 
@@ -404,9 +409,18 @@ async fn second_downloads_come_from_the_cache_and_index_files_are_revalidated() 
         )
         .await
         .unwrap();
+    assert_eq!(
+        got.alpn.as_deref(),
+        Some(&b"h2"[..]),
+        "cistern agreed on h2"
+    );
     assert_eq!(got.status, 200);
     assert_eq!(got.bytes(), &random_bytes(150_000, 3));
     assert_eq!(s.https_origin.counts("/demo/-/demo-1.0.0.tgz").requests, 1);
+    // A client offering only HTTP/1.1 gets HTTP/1.1.
+    let url = format!("https://{NPM}/demo/-/demo-1.0.0.tgz");
+    let got = client.send("GET", &url, &[], None, false).await.unwrap();
+    assert_eq!(got.alpn.as_deref(), Some(&b"http/1.1"[..]));
 
     // HEAD and client conditionals are answered from the cache.
     let url = format!("https://{DEB}/debian/pool/main/h/hello/hello_2.10-3_amd64.deb");
@@ -545,9 +559,16 @@ async fn a_cut_short_origin_response_is_not_cached_and_the_client_sees_an_error(
     let mut file = File::new(random_bytes(1000, 10));
     file.behaviour = Behaviour::Fail(503);
     s.https_origin.put(failing, file);
+    let errors = format!("cistern_cache_origin_errors_total{{domain=\"{DEB}\"}}");
+    let before = metric(&s, &errors).await;
     assert_eq!(
         client.get(&format!("https://{DEB}{failing}")).await.status,
         503
+    );
+    assert_eq!(
+        metric(&s, &errors).await,
+        before + 1,
+        "a 5xx is an origin error"
     );
     s.https_origin.set_behaviour(failing, Behaviour::Normal);
     assert_eq!(
@@ -787,7 +808,7 @@ async fn clients_asking_for_different_variants_each_get_theirs_from_the_cache() 
     assert_eq!((counts.requests, counts.not_modified), (4, 2), "{counts:?}");
 }
 
-/// One counter or gauge without labels from the admin listener.
+/// One series (its name, with its labels if any) from the admin listener.
 async fn metric(s: &Setup, name: &str) -> u64 {
     let metrics = Client::new(rustls::RootCertStore::empty(), s.admin, s.admin)
         .send("GET", "http://localhost/metrics", &[], None, false)

@@ -356,11 +356,17 @@ impl Policy {
     }
 
     /// The response head for serving a stored entry because the origin
-    /// failed, if stale-if-error is enabled and the entry is young enough.
+    /// failed, if stale-if-error is enabled and the entry went stale at most
+    /// that long ago (RFC 5861: the window runs from the end of freshness,
+    /// so an entry fresh for a day is still served an hour after that day).
     pub fn stale_if_error(&self, meta: &Meta, now: SystemTime) -> Option<response::Parts> {
         let limit = self.config.stale_if_error?;
-        let since_stored = now.duration_since(meta.stored_at()).unwrap_or_default();
-        if since_stored > limit {
+        // The freshness left when it was stored (or last revalidated) ends
+        // where staleness begins; http-cache-semantics keeps the lifetime
+        // itself private.
+        let stored = meta.stored_at();
+        let stale_since = stored + meta.policy.time_to_live(stored);
+        if now.duration_since(stale_since).unwrap_or_default() > limit {
             return None;
         }
         let mut parts = http::Response::new(()).into_parts().0;
@@ -631,6 +637,13 @@ mod tests {
             .stale_if_error(&meta, now + Duration::from_secs(700))
             .is_none());
         assert!(Policy::default().stale_if_error(&meta, now).is_none());
+        // The window starts when freshness ends, not when it was stored.
+        let day = Duration::from_secs(24 * 3600);
+        let meta = store(&p, &r, &res(&[("cache-control", "max-age=86400")]), now);
+        for (after, served) in [(500, true), (700, false)] {
+            let at = now + day + Duration::from_secs(after);
+            assert_eq!(p.stale_if_error(&meta, at).is_some(), served, "{after}s");
+        }
     }
 
     #[test]

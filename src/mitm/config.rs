@@ -96,7 +96,8 @@ pub struct RawCache {
     /// Freshness of `immutable` entries. Default 365 days.
     #[serde(default)]
     pub immutable_ttl: Option<HumanDuration>,
-    /// Serve a stored entry up to this old when the origin fails. Default: off.
+    /// Serve a stored entry that went stale at most this long ago when the
+    /// origin fails. Default: off.
     #[serde(default)]
     pub stale_if_error: Option<HumanDuration>,
     /// How long concurrent misses wait for the one fetch in flight. Default 60s.

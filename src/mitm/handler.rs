@@ -403,12 +403,11 @@ impl Proxy {
     async fn revalidate(&self, parts: request::Parts, stale: Stale, counter: &Counter) -> Answer {
         let revalidation = stale.revalidation.clone();
         let mode = stale.entry.meta.mode;
-        let sent = self.send(&revalidation, body::empty()).await;
+        let sent = self.send(&revalidation, body::empty(), counter).await;
         let now = SystemTime::now();
         let res = match sent {
             Ok(res) => res,
             Err(err) => {
-                bump(counter, |c| &c.origin_errors);
                 return match self.cache.stale_if_error(stale, now).await {
                     Ok(Some(hit)) => {
                         bump(counter, |c| &c.hits);
@@ -431,7 +430,7 @@ impl Proxy {
                     // A 304 that does not fit the stored entry: fetch afresh.
                     bump(counter, |c| &c.misses);
                     let upstream = self.cache.policy().lookup_request(&parts, mode);
-                    match self.send(&upstream, body::empty()).await {
+                    match self.send(&upstream, body::empty(), counter).await {
                         Ok(res) => {
                             let (rparts, rbody) = res.into_parts();
                             let reason = "304 did not match the stored entry".to_owned();
@@ -440,10 +439,7 @@ impl Proxy {
                             )
                             .await
                         }
-                        Err(err) => {
-                            bump(counter, |c| &c.origin_errors);
-                            error_answer(err, "miss")
-                        }
+                        Err(err) => error_answer(err, "miss"),
                     }
                 }
                 Err(err) => {
@@ -455,7 +451,6 @@ impl Proxy {
             };
         }
         if rparts.status.is_server_error() {
-            bump(counter, |c| &c.origin_errors);
             if let Ok(Some(hit)) = self.cache.stale_if_error(stale, now).await {
                 bump(counter, |c| &c.hits);
                 let reason = format!("origin answered {}; serving stale", rparts.status.as_u16());
@@ -494,7 +489,7 @@ impl Proxy {
                     return self.after_wait(parts, counter).await;
                 }
                 bump(counter, |c| &c.misses);
-                match self.send(&miss.upstream, body::empty()).await {
+                match self.send(&miss.upstream, body::empty(), counter).await {
                     Ok(res) => {
                         let (rparts, rbody) = res.into_parts();
                         let reason = miss.reason.to_string();
@@ -511,7 +506,6 @@ impl Proxy {
                     }
                     Err(err) => {
                         drop(guard);
-                        bump(counter, |c| &c.origin_errors);
                         error_answer(err, "miss")
                     }
                 }
@@ -685,24 +679,23 @@ impl Proxy {
         reason: String,
         counter: &Counter,
     ) -> Answer {
-        match self.send(&parts, body).await {
+        match self.send(&parts, body, counter).await {
             Ok(res) => {
                 let (mut rparts, rbody) = res.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
                 self.stream_through(&parts, rparts, rbody, state, reason, counter)
             }
-            Err(err) => {
-                bump(counter, |c| &c.origin_errors);
-                error_answer(err, state)
-            }
+            Err(err) => error_answer(err, state),
         }
     }
 
-    /// Sends a request to its origin.
+    /// Sends a request to its origin; a failure or a 5xx answer counts as
+    /// an origin error.
     async fn send(
         &self,
         parts: &request::Parts,
         body: ProxyBody,
+        counter: &Counter,
     ) -> Result<Response<Incoming>, ProxyError> {
         let mut req = Request::new(body);
         *req.method_mut() = parts.method.clone();
@@ -711,13 +704,17 @@ impl Proxy {
         *req.headers_mut() = parts.headers.clone();
         strip_hop_by_hop(req.headers_mut());
         let host = parts.uri.host().unwrap_or_default().to_owned();
-        self.origin
-            .request(req)
-            .await
-            .map_err(|err| ProxyError::Origin {
-                host,
-                source: Box::new(err),
-            })
+        let sent = self.origin.request(req).await;
+        if sent
+            .as_ref()
+            .map_or(true, |res| res.status().is_server_error())
+        {
+            bump(counter, |c| &c.origin_errors);
+        }
+        sent.map_err(|err| ProxyError::Origin {
+            host,
+            source: Box::new(err),
+        })
     }
 }
 
