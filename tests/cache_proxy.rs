@@ -490,6 +490,75 @@ async fn fifty_concurrent_requests_for_one_uncached_file_make_one_origin_request
     assert_eq!(s.https_origin.counts(path).requests, 1, "{}", s.logs());
 }
 
+/// Twenty requests for one file that the origin sends over about two
+/// seconds, far longer than followers wait for a download to start.
+async fn twenty_at_once(s: &Setup, path: &str, body: &Bytes, cut: bool) -> Vec<Got> {
+    let mut file = File::new(body.clone());
+    file.behaviour = Behaviour::Trickle {
+        pause: Duration::from_millis(250),
+        cut,
+    };
+    s.https_origin.put(path, file);
+    let client = Arc::new(s.client());
+    let url = format!("https://{DEB}{path}");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move { client.get(&url).await }));
+    }
+    let mut got = Vec::new();
+    for task in tasks {
+        got.push(task.await.unwrap());
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_read_along_with_a_long_download() {
+    // Followers wait at most 1s for the download to start; it then takes 2s.
+    let s = Setup::start("  cache:\n    lock_timeout: 1s\n").await;
+    let path = "/debian/pool/main/t/toolchain/toolchain_1.0_amd64.deb";
+    let body = random_bytes(3 * 1024 * 1024 + 5, 61);
+    let got = twenty_at_once(&s, path, &body, false).await;
+    let mut states = std::collections::BTreeMap::<String, usize>::new();
+    for got in &got {
+        assert_eq!(got.status, 200);
+        assert_eq!(got.bytes(), &body);
+        let state = got.headers["x-cistern-cache"].to_str().unwrap().to_owned();
+        *states.entry(state).or_default() += 1;
+    }
+    // One download, which the other nineteen read as it arrived.
+    assert_eq!(s.https_origin.counts(path).requests, 1, "{}", s.logs());
+    let want = std::collections::BTreeMap::from([("hit".to_owned(), 19), ("miss".to_owned(), 1)]);
+    assert_eq!(states, want);
+    assert!(s.logs().contains("read along with the download in flight"));
+    // And it was stored.
+    let again = s.client().get(&format!("https://{DEB}{path}")).await;
+    assert_eq!(again.headers["x-cistern-cache"], "hit");
+    assert_eq!(again.bytes(), &body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_download_cut_short_breaks_every_transfer_reading_along() {
+    let s = Setup::start("  cache:\n    lock_timeout: 1s\n").await;
+    let path = "/debian/pool/main/t/toolchain/toolchain_2.0_amd64.deb";
+    let body = random_bytes(3 * 1024 * 1024 + 5, 62);
+    for got in twenty_at_once(&s, path, &body, true).await {
+        assert_eq!(got.status, 200);
+        assert!(
+            got.body.is_err(),
+            "a cut-short download must not arrive whole anywhere ({} bytes)",
+            got.body.as_ref().map_or(0, Bytes::len)
+        );
+    }
+    assert_eq!(s.https_origin.counts(path).requests, 1);
+    // Nothing was stored: the next request goes to the origin.
+    s.https_origin.set_behaviour(path, Behaviour::Normal);
+    let got = s.client().get(&format!("https://{DEB}{path}")).await;
+    assert_eq!(got.headers["x-cistern-cache"], "miss");
+    assert_eq!(got.bytes(), &body);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_download_the_client_leaves_early_is_still_stored() {
     let s = Setup::start("").await;

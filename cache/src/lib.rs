@@ -10,7 +10,8 @@
 //! - [`store`]: the cacache-backed, content-addressed store, with verified
 //!   hot bodies kept in memory (`hot.rs`);
 //! - [`write`] / [`read`]: streaming writes and verified streaming reads;
-//! - [`lock`]: single-flight for concurrent misses;
+//! - [`lock`]: single-flight for concurrent misses, whose followers read
+//!   the download in flight through [`tail`];
 //! - [`conditional`]: client `If-None-Match`/`If-Modified-Since`/`Range`;
 //! - [`evict`] / [`maintain`]: LRU size limit, verify, gc, purge, stats;
 //! - [`cache`]: the state machine the proxy drives (`Cache::lookup` …).
@@ -36,6 +37,7 @@ pub mod read;
 pub mod reason;
 pub mod rules;
 pub mod store;
+pub mod tail;
 pub mod write;
 
 pub use cache::{Cache, Hit, Lookup, Miss, Revalidation, Stale, StoreStart};
@@ -44,7 +46,7 @@ pub use conditional::{
 };
 pub use error::{Error, Result};
 pub use key::CacheKey;
-pub use lock::{Flight, FlightGuard, FlightWaiter, WaitOutcome};
+pub use lock::{Flight, FlightGuard, FlightWaiter, Following, WaitOutcome};
 pub use maintain::{GcReport, VerifyReport};
 pub use meta::Meta;
 pub use policy::{Policy, PolicyConfig};
@@ -55,4 +57,5 @@ pub use store::{
     Entry, SingleFlight, Stats, Store, StoreConfig, DEFAULT_MEMORY_MAX_OBJECT, DEFAULT_MEMORY_SIZE,
     DEFAULT_VERIFY_BEFORE_SERVE,
 };
+pub use tail::{Tail, TailReader};
 pub use write::Writer;

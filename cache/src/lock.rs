@@ -2,16 +2,18 @@
 //!
 //! When many CI jobs miss on the same file at once, exactly one of them (the
 //! *leader*) fetches it from the origin and writes it to the store; the others
-//! (*followers*) wait for the leader to finish and then read the committed
-//! entry. Followers wait at most the configured timeout, so a stuck origin
-//! cannot hold them forever; on timeout or leader failure they go to the
-//! origin themselves, without storing.
+//! (*followers*) are served from that one download.
 //!
-//! Followers wait for the *commit*, they do not stream from the leader's
-//! in-progress write: cacache only makes content addressable once it is
-//! complete and verified, and a reader of a half-written temp file could not
-//! be told apart from a truncated one. The cost is latency for followers of a
-//! large first download, not correctness.
+//! As soon as the leader has the origin's answer and is writing it, it
+//! publishes the write ([`FlightGuard::publish`]): followers then read the
+//! body behind the writer as it grows ([`FlightWaiter::download`], see
+//! `tail.rs`), so a large first download reaches them all at once instead
+//! of after the whole transfer. Requests that cannot use a plain body
+//! (ranges, conditionals) wait for the commit and read the entry instead
+//! ([`FlightWaiter::wait`]). Followers wait for the download to *start* at
+//! most the configured timeout, so a stuck origin cannot hold them forever;
+//! on timeout or leader failure they go to the origin themselves, without
+//! storing.
 //!
 //! How the proxy uses it, after a lookup missed:
 //!
@@ -38,12 +40,30 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::tail::Tail;
+
 /// State of an in-flight fetch, as seen by followers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum FlightState {
-    Running,
+    /// Fetching; with the write once the origin answered and it is stored.
+    Running(Option<Tail>),
     Committed,
     Failed,
+}
+
+impl FlightState {
+    fn running(&self) -> bool {
+        matches!(self, FlightState::Running(_))
+    }
+}
+
+/// What a follower of a download got.
+#[derive(Debug)]
+pub enum Following {
+    /// The download is being written: read it as it grows.
+    Download(Tail),
+    /// It ended before the follower could read along (or never started).
+    Done(WaitOutcome),
 }
 
 /// What a follower learnt by waiting.
@@ -80,14 +100,14 @@ impl Flights {
     pub(crate) fn acquire(&self, key: &str, timeout: Duration) -> Flight {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(rx) = map.get(key) {
-            if *rx.borrow() == FlightState::Running {
+            if rx.borrow().running() {
                 return Flight::Follower(FlightWaiter {
                     rx: rx.clone(),
                     timeout,
                 });
             }
         }
-        let (tx, rx) = watch::channel(FlightState::Running);
+        let (tx, rx) = watch::channel(FlightState::Running(None));
         map.insert(key.to_owned(), rx);
         Flight::Leader(FlightGuard {
             flights: self.clone(),
@@ -101,7 +121,7 @@ impl Flights {
     pub(crate) fn follow(&self, key: &str, timeout: Duration) -> Option<FlightWaiter> {
         let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(key)
-            .filter(|rx| *rx.borrow() == FlightState::Running)
+            .filter(|rx| rx.borrow().running())
             .map(|rx| FlightWaiter {
                 rx: rx.clone(),
                 timeout,
@@ -136,6 +156,11 @@ pub struct FlightGuard {
 }
 
 impl FlightGuard {
+    /// Lets followers read the body while it is written.
+    pub fn publish(&self, tail: Tail) {
+        self.tx.send_replace(FlightState::Running(Some(tail)));
+    }
+
     /// Releases followers: `committed` says whether an entry is now stored.
     pub fn finish(self, committed: bool) {
         let state = if committed {
@@ -150,7 +175,7 @@ impl FlightGuard {
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        if *self.tx.borrow() == FlightState::Running {
+        if self.tx.borrow().running() {
             self.tx.send_replace(FlightState::Failed);
         }
         let mut map = self
@@ -177,11 +202,28 @@ pub struct FlightWaiter {
 impl FlightWaiter {
     /// Waits until the leader finishes, or the lock timeout passes.
     pub async fn wait(mut self) -> WaitOutcome {
-        let done = self.rx.wait_for(|s| *s != FlightState::Running);
+        let done = self.rx.wait_for(|s| !s.running());
         match tokio::time::timeout(self.timeout, done).await {
-            Ok(Ok(state)) if *state == FlightState::Committed => WaitOutcome::Committed,
+            Ok(Ok(state)) if matches!(*state, FlightState::Committed) => WaitOutcome::Committed,
             Ok(_) => WaitOutcome::Failed,
             Err(_) => WaitOutcome::TimedOut,
+        }
+    }
+
+    /// Waits until the leader is writing the body (then reads along with
+    /// it), or finishes, or the lock timeout passes.
+    pub async fn download(mut self) -> Following {
+        let started = self
+            .rx
+            .wait_for(|s| !matches!(s, FlightState::Running(None)));
+        match tokio::time::timeout(self.timeout, started).await {
+            Ok(Ok(state)) => match &*state {
+                FlightState::Running(Some(tail)) => Following::Download(tail.clone()),
+                FlightState::Committed => Following::Done(WaitOutcome::Committed),
+                _ => Following::Done(WaitOutcome::Failed),
+            },
+            Ok(Err(_)) => Following::Done(WaitOutcome::Failed),
+            Err(_) => Following::Done(WaitOutcome::TimedOut),
         }
     }
 }

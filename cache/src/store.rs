@@ -47,7 +47,8 @@ pub struct StoreConfig {
     /// Evict least-recently-used entries above this many bytes of distinct
     /// content. `None`: no limit.
     pub max_bytes: Option<u64>,
-    /// How long single-flight followers wait for the leader.
+    /// How long single-flight followers wait for the leader (for its
+    /// download to start, when they read along with it).
     pub lock_timeout: Duration,
     /// Bodies up to this size are read and verified whole before a hit is
     /// reported, so a corrupt one becomes a clean miss. Larger ones stream

@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use cacache::Integrity;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use xxhash_rust::xxh3::Xxh3;
 
@@ -45,6 +45,7 @@ use crate::error::{Error, Result};
 use crate::key::CacheKey;
 use crate::meta::Meta;
 use crate::store::{content_path, Entry, Store};
+use crate::tail::{End, Progress, Tail};
 
 /// Bytes of body that may wait for the disk per write. Small on purpose:
 /// the bytes are received, sent and written while they are still in the
@@ -87,6 +88,9 @@ pub struct Writer {
     tmp_path: PathBuf,
     tx: Option<mpsc::UnboundedSender<Msg>>,
     thread: Option<JoinHandle<std::io::Result<()>>>,
+    /// The body as it is written, for requests that follow this download
+    /// (see `tail.rs`).
+    tail: Tail,
 }
 
 impl std::fmt::Debug for Writer {
@@ -108,19 +112,31 @@ impl Writer {
         expected: Option<u64>,
     ) -> Result<Self> {
         let dir = store.dir().to_path_buf();
-        let file = tokio::task::spawn_blocking(move || {
+        let (file, reader) = tokio::task::spawn_blocking(move || {
             let tmp = dir.join("tmp");
             std::fs::create_dir_all(&tmp)?;
-            tempfile::NamedTempFile::new_in(tmp)
+            let file = tempfile::NamedTempFile::new_in(tmp)?;
+            // Its own descriptor: followers read at offsets, while the
+            // thread appends and later seeks through the file to hash it.
+            let reader = std::fs::File::open(file.path())?;
+            Ok::<_, std::io::Error>((file, reader))
         })
         .await
         .map_err(|e| Error::io("starting a body write", std::io::Error::other(e)))?
         .map_err(|e| Error::io("starting a body write", e))?;
         let tmp_path = file.path().to_path_buf();
+        let (progress_tx, progress) = watch::channel(Progress::default());
+        let tail = Tail::new(
+            meta.status,
+            meta.headers.clone(),
+            reader,
+            progress,
+            key.to_string(),
+        );
         // Unbounded in messages, bounded in bytes by `budget`.
         let (tx, rx) = mpsc::unbounded_channel();
         let dir = store.dir().to_path_buf();
-        let thread = tokio::task::spawn_blocking(move || run(file, rx, dir));
+        let thread = tokio::task::spawn_blocking(move || run(file, rx, dir, &progress_tx));
         Ok(Writer {
             store,
             key,
@@ -133,7 +149,14 @@ impl Writer {
             tmp_path,
             tx: Some(tx),
             thread: Some(thread),
+            tail,
         })
+    }
+
+    /// The body as it is being written, for requests that follow this
+    /// download instead of fetching it again.
+    pub fn tail(&self) -> Tail {
+        self.tail.clone()
     }
 
     /// Bytes written so far.
@@ -284,10 +307,13 @@ impl Drop for Writer {
 /// The writing thread: appends chunks until `End` (then hashes and moves the
 /// file into place) or until the queue closes (abort: the temp file is
 /// deleted on return). A write error ends it early with that error.
+/// Followers learn of each batch on disk and of the end through `progress`
+/// (a thread that returns early drops it, which they take for a failure).
 fn run(
     mut file: tempfile::NamedTempFile,
     mut rx: mpsc::UnboundedReceiver<Msg>,
     dir: PathBuf,
+    progress: &watch::Sender<Progress>,
 ) -> std::io::Result<()> {
     let mut size = 0u64;
     while let Some(msg) = rx.blocking_recv() {
@@ -297,13 +323,21 @@ fn run(
                     file.as_file_mut().write_all(&chunk)?;
                     size += chunk.len() as u64;
                 }
+                progress.send_modify(|p| p.written = size);
             }
             Msg::End(answer) => {
-                let _ = answer.send(persist(file, size, &dir));
+                let stored = persist(file, size, &dir);
+                let end = match &stored {
+                    Ok(stored) => End::Stored(stored.check),
+                    Err(_) => End::Failed,
+                };
+                progress.send_modify(|p| p.end = end);
+                let _ = answer.send(stored);
                 return Ok(());
             }
         }
     }
+    progress.send_modify(|p| p.end = End::Failed);
     Ok(())
 }
 

@@ -111,3 +111,66 @@ async fn followers_do_not_wait_forever() {
         SingleFlight::GoToOrigin(WaitOutcome::TimedOut)
     ));
 }
+
+/// A writer for `WHL`, as the single-flight leader opens it.
+async fn writer_for(cache: &cistern_cache::Cache) -> Box<cistern_cache::Writer> {
+    match cache
+        .store_response(&get(WHL), &ok(&[]), t(0))
+        .await
+        .unwrap()
+    {
+        StoreStart::Store(writer) => writer,
+        StoreStart::NoStore(why) => panic!("not stored: {why}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_reads_the_body_while_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let body = body_of(1024 * 1024 + 11, 6);
+    let mut writer = writer_for(&cache).await;
+    let mut reader = writer.tail().reader();
+    // Most of the body is on its way to disk, none of it committed: the
+    // follower already gets the first pieces.
+    writer.write(&body[..900 * 1024]).await.unwrap();
+    let mut got = Vec::new();
+    let first = tokio::time::timeout(Duration::from_secs(10), reader.chunk())
+        .await
+        .expect("bytes before the commit")
+        .unwrap()
+        .unwrap();
+    got.extend_from_slice(&first);
+    assert!(cache.store().stats().entries == 0, "nothing committed yet");
+    writer.write(&body[900 * 1024..]).await.unwrap();
+    let committed = tokio::spawn(async move { writer.commit().await.unwrap() });
+    while let Some(chunk) = reader.chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, body);
+    committed.await.unwrap();
+    assert_eq!(cache.store().stats().entries, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_of_an_aborted_write_gets_an_error_not_a_short_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let body = body_of(700 * 1024, 7);
+    let mut writer = writer_for(&cache).await;
+    let tail = writer.tail();
+    writer.write(&body).await.unwrap();
+    let mut reader = tail.reader();
+    let first = reader.chunk().await.unwrap().unwrap();
+    assert_eq!(first, &body[..first.len()]);
+    drop(writer);
+    let err = loop {
+        match reader.chunk().await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("an aborted download must not end cleanly"),
+            Err(e) => break e,
+        }
+    };
+    assert!(err.to_string().contains("abort"), "{err}");
+    assert_eq!(cache.store().stats().entries, 0);
+}

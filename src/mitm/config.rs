@@ -100,7 +100,8 @@ pub struct RawCache {
     /// origin fails. Default: off.
     #[serde(default)]
     pub stale_if_error: Option<HumanDuration>,
-    /// How long concurrent misses wait for the one fetch in flight. Default 60s.
+    /// How long concurrent misses wait for the one fetch in flight to start
+    /// (then they read along with it). Default 60s.
     #[serde(default)]
     pub lock_timeout: Option<HumanDuration>,
     /// Stored bodies up to this size are read and checked whole before they

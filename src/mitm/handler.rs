@@ -35,13 +35,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cistern_cache::{
-    evaluate_conditionals, evaluate_range, Cache, Conditional, Flight, FlightGuard, Hit, Lookup,
-    Miss, RangeDecision, Revalidation, Stale, StoreStart, WaitOutcome,
+    evaluate_conditionals, evaluate_range, Cache, Conditional, Flight, FlightGuard, Following, Hit,
+    Lookup, Miss, RangeDecision, Revalidation, Stale, StoreStart, Tail, WaitOutcome,
 };
 use futures_util::StreamExt;
 use http::header::{
     HeaderName, HeaderValue, ACCEPT_RANGES, CONNECTION, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, HOST, RANGE, TRANSFER_ENCODING,
+    CONTENT_TYPE, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE, TRANSFER_ENCODING,
 };
 use http::{request, response, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
@@ -510,15 +510,29 @@ impl Proxy {
                     }
                 }
             }
-            Flight::Follower(waiter) => match waiter.wait().await {
-                WaitOutcome::Committed => self.after_wait(parts, counter).await,
-                outcome => {
-                    bump(counter, |c| &c.misses);
-                    let reason = format!("{}; {outcome}, forwarded without storing", miss.reason);
-                    self.forward(parts, body::empty(), "miss", reason, counter)
-                        .await
+            Flight::Follower(waiter) => {
+                let outcome = if reads_along(&parts) {
+                    match waiter.download().await {
+                        Following::Download(tail) => {
+                            bump(counter, |c| &c.hits);
+                            return serve_download(&parts, &tail);
+                        }
+                        Following::Done(outcome) => outcome,
+                    }
+                } else {
+                    waiter.wait().await
+                };
+                match outcome {
+                    WaitOutcome::Committed => self.after_wait(parts, counter).await,
+                    outcome => {
+                        bump(counter, |c| &c.misses);
+                        let reason =
+                            format!("{}; {outcome}, forwarded without storing", miss.reason);
+                        self.forward(parts, body::empty(), "miss", reason, counter)
+                            .await
+                    }
                 }
-            },
+            }
         }
     }
 
@@ -597,6 +611,10 @@ impl Proxy {
                 return self.stream_through(client, rparts, rbody, "miss", reason, counter);
             }
         };
+        if let Some(guard) = &guard {
+            // Concurrent requests for the same file read along from here.
+            guard.publish(writer.tail());
+        }
         let len = content_length(&rparts.headers);
         rparts
             .headers
@@ -744,6 +762,44 @@ pub(super) fn chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Whether a request that follows a download in flight can be answered
+/// with the download as it arrives: a plain `GET` or `HEAD`. Ranges and
+/// conditionals wait for the stored entry instead.
+fn reads_along(req: &request::Parts) -> bool {
+    (req.method == Method::GET || req.method == Method::HEAD)
+        && !req.headers.contains_key(RANGE)
+        && !req.headers.contains_key(IF_NONE_MATCH)
+        && !req.headers.contains_key(IF_MODIFIED_SINCE)
+}
+
+/// Serves a request from the download in flight for the same file (see
+/// `cistern_cache::tail`): the origin's head, then the body as it is
+/// written; the transfer breaks if the download does.
+fn serve_download(req: &request::Parts, tail: &Tail) -> Answer {
+    let mut head = Response::new(()).into_parts().0;
+    head.status = tail.status();
+    head.headers = tail.headers().clone();
+    strip_hop_by_hop(&mut head.headers);
+    head.headers
+        .insert(X_CACHE, HeaderValue::from_static("hit"));
+    let body = if req.method == Method::HEAD {
+        body::empty()
+    } else {
+        StreamBody::new(
+            tail.reader()
+                .into_stream()
+                .map(|r| r.map(Frame::data).map_err(BoxError::from)),
+        )
+        .boxed_unsync()
+    };
+    Answer {
+        response: Response::from_parts(head, body),
+        state: "hit",
+        reason: "read along with the download in flight".to_owned(),
+        source: Source::Cache,
+    }
 }
 
 /// Bytes `start..=end` of a body already read and checked whole (a small

@@ -30,6 +30,9 @@ pub enum Behaviour {
     Fail(u16),
     /// Announcing the full length, then closing after half the body.
     CutShort,
+    /// The body in eight pieces, this long apart; with `cut`, closing after
+    /// the fourth.
+    Trickle { pause: Duration, cut: bool },
 }
 
 /// A file the origin serves.
@@ -283,6 +286,27 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
                 Err(std::io::Error::other("origin cut the response short")),
             ];
             StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync()
+        }
+        Behaviour::Trickle { pause, cut } => {
+            let body = file.body.clone();
+            let piece = body.len().div_ceil(8).max(1);
+            let pieces = if cut { 4 } else { 8 };
+            let stream = futures_util::stream::unfold(0usize, move |i| {
+                let body = body.clone();
+                async move {
+                    if i > pieces || i * piece >= body.len() {
+                        return None;
+                    }
+                    tokio::time::sleep(pause).await;
+                    if i == pieces {
+                        let cut = std::io::Error::other("origin cut the response short");
+                        return Some((Err(cut), usize::MAX));
+                    }
+                    let end = ((i + 1) * piece).min(body.len());
+                    Some((Ok(Frame::data(body.slice(i * piece..end))), i + 1))
+                }
+            });
+            StreamBody::new(stream).boxed_unsync()
         }
         _ => Full::new(file.body.clone())
             .map_err(|e| match e {})

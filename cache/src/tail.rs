@@ -1,0 +1,207 @@
+//! Following a download in flight.
+//!
+//! When many jobs ask for the same uncached file at once, one request (the
+//! single-flight leader, see `lock.rs`) downloads it while it is written to
+//! a temp file. The others should not wait for the whole download before
+//! their first byte (a 1 GB toolchain would keep them silent for the whole
+//! transfer, past clients' read timeouts), nor each fetch it themselves:
+//! they read the temp file behind the writer, as it grows.
+//!
+//! The writing thread publishes how much of the body is on disk
+//! ([`Progress`]) and, at the end, the `xxh3-128` of the file it read back
+//! for the commit. A [`TailReader`] hands out what is on disk, hashing it,
+//! and holds its last piece back until the writer's verdict: a follower
+//! gets the complete body only if it matches what was stored, and a download
+//! that fails or is cut short breaks the follower's transfer too, as it does
+//! the leader's.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::{HeaderMap, StatusCode};
+use tokio::sync::watch;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::error::{Error, Result};
+
+/// Read size from the temp file (as for stored bodies).
+const PIECE: usize = crate::read::BLOCK;
+
+/// How far the writer got.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// Body bytes written to the temp file.
+    pub(crate) written: u64,
+    pub(crate) end: End,
+}
+
+/// How the write ended, if it did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum End {
+    #[default]
+    Running,
+    /// Complete; the `xxh3-128` of the file as it was read back.
+    Stored(u128),
+    /// Aborted, failed, or cut short.
+    Failed,
+}
+
+/// A download being written to the store, as followers see it.
+#[derive(Clone)]
+pub struct Tail {
+    head: Arc<(StatusCode, HeaderMap)>,
+    file: Arc<std::fs::File>,
+    progress: watch::Receiver<Progress>,
+    key: String,
+}
+
+impl std::fmt::Debug for Tail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tail")
+            .field("key", &self.key)
+            .field("progress", &*self.progress.borrow())
+            .finish()
+    }
+}
+
+impl Tail {
+    pub(crate) fn new(
+        status: StatusCode,
+        headers: HeaderMap,
+        file: std::fs::File,
+        progress: watch::Receiver<Progress>,
+        key: String,
+    ) -> Tail {
+        Tail {
+            head: Arc::new((status, headers)),
+            file: Arc::new(file),
+            progress,
+            key,
+        }
+    }
+
+    /// The origin's status.
+    pub fn status(&self) -> StatusCode {
+        self.head.0
+    }
+
+    /// The origin's response headers, as they are stored.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.head.1
+    }
+
+    /// A reader of the body from its first byte.
+    pub fn reader(&self) -> TailReader {
+        TailReader {
+            tail: self.clone(),
+            offset: 0,
+            hasher: Box::default(),
+            held: None,
+            done: false,
+        }
+    }
+}
+
+/// Reads a download in flight, as far as it is written; see the module docs.
+pub struct TailReader {
+    tail: Tail,
+    offset: u64,
+    hasher: Box<Xxh3>,
+    /// The last piece read, handed out once the next one is read or the
+    /// write's check matched.
+    held: Option<Bytes>,
+    done: bool,
+}
+
+impl std::fmt::Debug for TailReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TailReader")
+            .field("tail", &self.tail)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
+impl TailReader {
+    /// The next chunk; `Ok(None)` once the whole body was handed out and
+    /// matched what was stored; an error if the download failed or the
+    /// bytes read do not match.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            let progress = *self.tail.progress.borrow_and_update();
+            if self.offset < progress.written {
+                let data = self.read(progress.written).await?;
+                self.hasher.update(&data);
+                if let Some(previous) = self.held.replace(data) {
+                    return Ok(Some(previous));
+                }
+                continue;
+            }
+            match progress.end {
+                End::Stored(check) if self.hasher.digest128() == check => {
+                    self.done = true;
+                    return Ok(self.held.take());
+                }
+                End::Stored(_) => return Err(self.fail()),
+                End::Failed => return Err(self.aborted()),
+                End::Running => {
+                    if self.tail.progress.changed().await.is_err()
+                        && self.tail.progress.borrow().end == End::Running
+                    {
+                        // The writer is gone without a verdict.
+                        return Err(self.aborted());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the next piece, up to `written`.
+    async fn read(&mut self, written: u64) -> Result<Bytes> {
+        let len = usize::try_from(written - self.offset)
+            .unwrap_or(PIECE)
+            .min(PIECE);
+        let file = self.tail.file.clone();
+        let offset = self.offset;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, offset).map(|()| buf)
+        })
+        .await
+        .map_err(|e| Error::io("following a download", std::io::Error::other(e)))?
+        .map_err(|e| Error::io("following a download", e))?;
+        self.offset += read.len() as u64;
+        Ok(Bytes::from(read))
+    }
+
+    fn fail(&mut self) -> Error {
+        self.done = true;
+        tracing::warn!(key = %self.tail.key, "a download in flight read back differently from what was stored");
+        Error::Corrupt {
+            key: self.tail.key.clone(),
+        }
+    }
+
+    fn aborted(&mut self) -> Error {
+        self.done = true;
+        Error::WriteAborted {
+            key: self.tail.key.clone(),
+        }
+    }
+
+    /// The body as a stream of chunks.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes>> + Send {
+        futures_util::stream::unfold(self, |mut reader| async move {
+            match reader.chunk().await {
+                Ok(Some(chunk)) => Some((Ok(chunk), reader)),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), reader)),
+            }
+        })
+    }
+}
