@@ -877,6 +877,38 @@ async fn clients_asking_for_different_variants_each_get_theirs_from_the_cache() 
     assert_eq!((counts.requests, counts.not_modified), (4, 2), "{counts:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_proxy_accounts_for_a_purge_made_by_the_cache_command() {
+    let s = Setup::start("").await;
+    let client = s.client();
+    let mut urls = Vec::new();
+    for i in 0..2u64 {
+        let path = format!("/debian/pool/main/p/purge/purge_{i}_amd64.deb");
+        s.https_origin
+            .put(&path, File::new(random_bytes(500_000, 70 + i)));
+        let url = format!("https://{DEB}{path}");
+        assert_eq!(client.get(&url).await.headers["x-cistern-cache"], "miss");
+        urls.push(url);
+    }
+    assert_eq!(metric(&s, "cistern_cache_entries").await, 2);
+    assert_eq!(metric(&s, "cistern_cache_size_bytes").await, 1_000_000);
+
+    let out = s.cistern_cmd(&["cache", "purge", &urls[0]]);
+    assert!(out.contains("purged 1 entries"), "{out}");
+    // The server sees it within seconds, without a restart.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(&s, "cistern_cache_entries").await != 1 {
+        assert!(Instant::now() < deadline, "not reloaded:\n{}", s.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(metric(&s, "cistern_cache_size_bytes").await, 500_000);
+    assert_eq!(
+        client.get(&urls[0]).await.headers["x-cistern-cache"],
+        "miss"
+    );
+    assert_eq!(client.get(&urls[1]).await.headers["x-cistern-cache"], "hit");
+}
+
 /// One series (its name, with its labels if any) from the admin listener.
 async fn metric(s: &Setup, name: &str) -> u64 {
     let metrics = Client::new(rustls::RootCertStore::empty(), s.admin, s.admin)

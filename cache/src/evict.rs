@@ -15,7 +15,7 @@
 //! updates the accounting; the store then deletes them without holding the
 //! table lock, so lookups and writes go on during eviction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// One indexed key.
 #[derive(Debug, Clone)]
@@ -32,6 +32,9 @@ pub(crate) struct LruTable {
     entries: HashMap<String, Tracked>,
     /// integrity → (referencing keys, content size)
     content: HashMap<String, (u32, u64)>,
+    /// Keys by (last access, seq), least recent first: eviction takes from
+    /// the front without sorting the table (seq makes each position unique).
+    order: BTreeMap<(u64, u64), String>,
     bytes: u64,
     seq: u64,
 }
@@ -55,6 +58,7 @@ impl LruTable {
     ) -> Option<String> {
         let orphan = self.remove(key);
         self.seq += 1;
+        self.order.insert((now_ms, self.seq), key.to_owned());
         self.entries.insert(
             key.to_owned(),
             Tracked {
@@ -77,6 +81,7 @@ impl LruTable {
     /// Forgets a key. Returns its integrity if no other key references it.
     pub(crate) fn remove(&mut self, key: &str) -> Option<String> {
         let tracked = self.entries.remove(key)?;
+        self.order.remove(&(tracked.last_access_ms, tracked.seq));
         let slot = self.content.get_mut(&tracked.integrity)?;
         slot.0 -= 1;
         if slot.0 == 0 {
@@ -93,8 +98,13 @@ impl LruTable {
         self.seq += 1;
         let seq = self.seq;
         if let Some(t) = self.entries.get_mut(key) {
+            let name = self
+                .order
+                .remove(&(t.last_access_ms, t.seq))
+                .unwrap_or_else(|| key.to_owned());
             t.last_access_ms = t.last_access_ms.max(now_ms);
             t.seq = seq;
+            self.order.insert((t.last_access_ms, seq), name);
         }
     }
 
@@ -142,20 +152,11 @@ impl LruTable {
     /// Removes least-recently-used keys until the distinct content size is
     /// at most `limit`, returning what the caller must delete.
     pub(crate) fn evict_until(&mut self, limit: u64) -> Vec<Victim> {
-        if self.bytes <= limit {
-            return Vec::new();
-        }
-        let mut order: Vec<(u64, u64, String)> = self
-            .entries
-            .iter()
-            .map(|(k, t)| (t.last_access_ms, t.seq, k.clone()))
-            .collect();
-        order.sort_unstable();
         let mut victims = Vec::new();
-        for (_, _, key) in order {
-            if self.bytes <= limit {
+        while self.bytes > limit {
+            let Some((_, key)) = self.order.pop_first() else {
                 break;
-            }
+            };
             let orphaned_integrity = self.remove(&key);
             victims.push(Victim {
                 key,
@@ -205,5 +206,15 @@ mod tests {
         assert_eq!(victims[0].key, "mid");
         assert_eq!(t.bytes(), 20);
         assert!(t.contains("old"));
+        // The order follows every change: replaced and removed keys too.
+        t.insert("mid", "sha256-4", 10, 5);
+        t.remove("new");
+        t.insert("newest", "sha256-5", 10, 6);
+        let order: Vec<&str> = t.order.values().map(String::as_str).collect();
+        assert_eq!(order, ["old", "mid", "newest"]);
+        assert_eq!(t.order.len(), t.len());
+        let victims = t.evict_until(10);
+        let keys: Vec<&str> = victims.iter().map(|v| v.key.as_str()).collect();
+        assert_eq!(keys, ["old", "mid"]);
     }
 }

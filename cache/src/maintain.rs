@@ -61,9 +61,15 @@ impl Store {
         let victims = self.table().evict_until(limit);
         let count = victims.len() as u64;
         for victim in victims {
-            cacache::index::delete_async(self.dir(), &victim.key)
-                .await
-                .map_err(|e| Error::cacache("evicting an index entry", e))?;
+            // Under the index lock, like every index write: a commit of the
+            // same key since it was chosen must not lose its new line.
+            let indexing = self.inner.indexing.lock().await;
+            if !self.table().contains(&victim.key) {
+                cacache::index::delete_async(self.dir(), &victim.key)
+                    .await
+                    .map_err(|e| Error::cacache("evicting an index entry", e))?;
+            }
+            drop(indexing);
             if let Some(integrity) = victim.orphaned_integrity {
                 self.remove_content_if_unreferenced(&integrity).await;
             }
@@ -96,6 +102,9 @@ impl Store {
                 Err(e) if e.is_corrupt() => report.dropped.push(key.to_string()),
                 Err(e) => return Err(e),
             }
+        }
+        if !report.dropped.is_empty() {
+            self.note_change().await;
         }
         Ok(report)
     }
@@ -167,6 +176,9 @@ impl Store {
                 self.remove(&parsed).await?;
                 removed += 1;
             }
+        }
+        if removed > 0 {
+            self.note_change().await;
         }
         Ok(removed)
     }

@@ -40,6 +40,9 @@ use crate::write::Writer;
 
 /// File holding last-access times, beside cacache's directories.
 const LRU_FILE: &str = "cistern-lru.json";
+/// Touched by maintenance that removes entries (`cistern cache purge`,
+/// `verify`), so a server on the same directory reloads its index table.
+const CHANGED_FILE: &str = "cistern-changed";
 
 /// Typed store settings.
 #[derive(Debug, Clone)]
@@ -194,6 +197,8 @@ pub(crate) struct Inner {
     memo: Mutex<HashMap<String, Memo>>,
     /// Verified small bodies in memory, by integrity.
     pub(crate) hot: HotBodies,
+    /// The change marker's mtime when the table was last loaded.
+    changed_seen: Mutex<Option<SystemTime>>,
 }
 
 /// A parsed index entry and the bucket file's (length, mtime) when read.
@@ -215,6 +220,7 @@ impl Store {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| Error::io("creating the cache directory", e))?;
+        let changed = changed_stamp(&dir);
         let store = Store {
             inner: Arc::new(Inner {
                 dir,
@@ -226,6 +232,7 @@ impl Store {
                 verified: Mutex::new(HashSet::new()),
                 memo: Mutex::new(HashMap::new()),
                 hot: HotBodies::new(config.memory_size, config.memory_max_object),
+                changed_seen: Mutex::new(changed),
                 config,
             }),
         };
@@ -272,6 +279,39 @@ impl Store {
         *self.table() = fresh;
         self.memo().clear();
         Ok(())
+    }
+
+    /// Tells other processes on this directory that entries were removed
+    /// behind their backs (see [`Store::reload_if_changed`]).
+    pub(crate) async fn note_change(&self) {
+        let path = self.inner.dir.join(CHANGED_FILE);
+        let now = unix_ms(SystemTime::now()).to_string();
+        if let Err(e) = tokio::fs::write(&path, now).await {
+            tracing::warn!(error = %e, "cannot mark the cache as changed");
+        }
+    }
+
+    /// Reloads the in-memory table (size, LRU order) if another process
+    /// removed entries since it was loaded: a running server then accounts
+    /// for a `cistern cache purge` instead of evicting live entries for
+    /// space that is already free. Saves access times first, so none are
+    /// lost. Returns whether it reloaded.
+    pub async fn reload_if_changed(&self) -> Result<bool> {
+        let stamp = changed_stamp(&self.inner.dir);
+        {
+            let mut seen = self
+                .inner
+                .changed_seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if *seen == stamp {
+                return Ok(false);
+            }
+            *seen = stamp;
+        }
+        self.flush().await?;
+        self.reload().await?;
+        Ok(true)
     }
 
     fn memo(&self) -> MutexGuard<'_, HashMap<String, Memo>> {
@@ -684,6 +724,13 @@ fn bucket_path(dir: &Path, key: &str) -> PathBuf {
         .join(&hex[0..2])
         .join(&hex[2..4])
         .join(&hex[4..])
+}
+
+/// The change marker's mtime, if there is one.
+fn changed_stamp(dir: &Path) -> Option<SystemTime> {
+    std::fs::metadata(dir.join(CHANGED_FILE))
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 /// The bucket file's length and mtime; `None` when there is no bucket.

@@ -39,6 +39,9 @@ use super::{upstream, Caching, CachingConfig};
 pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often counters are logged (when they changed) and access times saved.
 const LOG_PERIOD: Duration = Duration::from_secs(60);
+/// How often the cache directory is checked for changes made by `cistern
+/// cache` commands in another process.
+const CHANGE_CHECK_PERIOD: Duration = Duration::from_secs(2);
 
 /// Opens the cache store described by the configuration.
 pub async fn open_cache(config: &CachingConfig) -> Result<Cache, StartError> {
@@ -298,14 +301,25 @@ async fn admin_loop(
 }
 
 /// Logs counters that changed and saves LRU access times, every minute
-/// and at shutdown.
+/// and at shutdown; picks up what `cistern cache purge`/`verify` changed
+/// in the cache directory within seconds.
 async fn housekeeping(proxy: Arc<Proxy>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     let mut last = BTreeMap::new();
+    let mut next_log = tokio::time::Instant::now() + LOG_PERIOD;
     loop {
         let stop = tokio::select! {
             _ = shutdown.cancelled() => true,
-            _ = tokio::time::sleep(LOG_PERIOD) => false,
+            _ = tokio::time::sleep(CHANGE_CHECK_PERIOD) => false,
         };
+        match proxy.cache().store().reload_if_changed().await {
+            Ok(true) => tracing::info!("cache changed by a cistern cache command; index reloaded"),
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot reload the cache index"),
+        }
+        if !stop && tokio::time::Instant::now() < next_log {
+            continue;
+        }
+        next_log = tokio::time::Instant::now() + LOG_PERIOD;
         last = metrics.log_changes(&last);
         if let Err(err) = proxy.cache().store().flush().await {
             tracing::warn!(error = %err, "cannot save cache access times");
