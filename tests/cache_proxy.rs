@@ -52,6 +52,8 @@ struct Setup {
     /// (e.g. where containers reach the host).
     http_bind: Option<String>,
     https_bind: Option<String>,
+    /// Points the PyPI domain's origin at cistern's own HTTP listener.
+    pypi_loops: bool,
 }
 
 impl Setup {
@@ -79,6 +81,7 @@ impl Setup {
             ca_pem: String::new(),
             http_bind: None,
             https_bind: None,
+            pypi_loops: false,
         };
         setup.restart();
         setup
@@ -106,7 +109,7 @@ impl Setup {
         self.forward = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let d = self.dirs.path();
         let config = format!(
-            "upstream:\n  unix: {daemon}\nlisteners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{DEB}, {PYPI}, {NPM}]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n  admin: {admin}\n  upstream:\n    extra_roots: [{root}]\n    overrides:\n      {DEB}: {o1}\n      {NPM}: {o1}\n      {PYPI}: {o2}\n      \"{OTHER}:443\": {o1}\n      \"{OTHER}:80\": {o2}\n{extra}",
+            "upstream:\n  unix: {daemon}\nlisteners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{DEB}, {PYPI}, {NPM}]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n  admin: {admin}\n  upstream:\n    extra_roots: [{root}]\n    overrides:\n      {DEB}: {o1}\n      {NPM}: {o1}\n      {PYPI}: {pypi}\n      \"{OTHER}:443\": {o1}\n      \"{OTHER}:80\": {o2}\n{extra}",
             daemon = support::daemon_socket().display(),
             sock = d.join("unused.sock").display(),
             state = d.join("state").display(),
@@ -117,6 +120,11 @@ impl Setup {
             root = d.join("origin-ca.pem").display(),
             o1 = self.https_origin.addr,
             o2 = self.http_origin.addr,
+            pypi = if self.pypi_loops {
+                self.http
+            } else {
+                self.http_origin.addr
+            },
             extra = self.extra.replace("FORWARD_ADDR", &self.forward.to_string()),
         );
         std::fs::write(self.config_path(), &config).unwrap();
@@ -155,6 +163,13 @@ impl Setup {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A GET that must be answered within 20 seconds.
+    async fn get_with_timeout(&self, url: &str) -> Got {
+        tokio::time::timeout(Duration::from_secs(20), self.client().get(url))
+            .await
+            .unwrap_or_else(|_| panic!("no answer for {url}:\n{}", self.logs()))
     }
 
     fn logs(&self) -> String {
@@ -907,6 +922,20 @@ async fn a_running_proxy_accounts_for_a_purge_made_by_the_cache_command() {
         "miss"
     );
     assert_eq!(client.get(&urls[1]).await.headers["x-cistern-cache"], "hit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_origin_that_resolves_to_cistern_itself_is_a_loop_not_a_flood() {
+    let mut s = Setup::start("").await;
+    s.pypi_loops = true;
+    s.restart();
+    let got = s
+        .get_with_timeout(&format!("http://{PYPI}/simple/demo/"))
+        .await;
+    // cistern asked itself once, recognised its own Via entry and stopped.
+    assert_eq!(got.status, 508, "{}", s.logs());
+    assert_eq!(s.logs().matches("request loop").count(), 1, "{}", s.logs());
+    assert_eq!(s.http_origin.counts("/simple/demo/").requests, 0);
 }
 
 /// One series (its name, with its labels if any) from the admin listener.

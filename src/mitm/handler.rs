@@ -41,7 +41,7 @@ use cistern_cache::{
 use futures_util::StreamExt;
 use http::header::{
     HeaderName, HeaderValue, ACCEPT_RANGES, CONNECTION, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE, TRANSFER_ENCODING,
+    CONTENT_TYPE, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE, TRANSFER_ENCODING, VIA,
 };
 use http::{request, response, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
@@ -102,6 +102,10 @@ pub struct Proxy {
     origin: OriginClient,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
+    /// This instance's `Via` entry, added to every request it sends on: a
+    /// request that comes back with it went round in a loop (a resolver
+    /// or override that points a cached domain at cistern itself).
+    via: HeaderValue,
 }
 
 /// Where a routed request goes.
@@ -140,6 +144,7 @@ impl Proxy {
             origin,
             metrics,
             tasks,
+            via: via_entry(),
         }
     }
 
@@ -204,6 +209,14 @@ impl Proxy {
     /// the origin URL.
     fn route(&self, req: &Request<Incoming>, conn: &ConnInfo) -> Result<Target, ProxyError> {
         let refuse = |status: StatusCode, message: String| ProxyError::Client { status, message };
+        if self.came_back(req.headers()) {
+            return Err(refuse(
+                StatusCode::LOOP_DETECTED,
+                "request loop: this request already went through this cistern (the origin \
+                 resolves to cistern itself)"
+                    .into(),
+            ));
+        }
         if req.method() == Method::CONNECT {
             return Err(refuse(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -707,6 +720,16 @@ impl Proxy {
         }
     }
 
+    /// Whether the request carries this instance's own `Via` entry.
+    fn came_back(&self, headers: &HeaderMap) -> bool {
+        let own = self.via.as_bytes();
+        headers.get_all(VIA).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|entry| entry.trim_ascii() == own)
+        })
+    }
+
     /// Sends a request to its origin; a failure or a 5xx answer counts as
     /// an origin error.
     async fn send(
@@ -721,6 +744,7 @@ impl Proxy {
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = parts.headers.clone();
         strip_hop_by_hop(req.headers_mut());
+        req.headers_mut().append(VIA, self.via.clone());
         let host = parts.uri.host().unwrap_or_default().to_owned();
         let sent = self.origin.request(req).await;
         if sent
@@ -762,6 +786,16 @@ pub(super) fn chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// `1.1 cistern-XXXXXXXX`: a pseudonym unique to this process, so that two
+/// cisterns in a chain are not taken for a loop.
+fn via_entry() -> HeaderValue {
+    use std::hash::BuildHasher;
+    // RandomState is seeded randomly per process.
+    let tag = std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32;
+    HeaderValue::from_str(&format!("1.1 cistern-{tag:08x}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("1.1 cistern"))
 }
 
 /// Whether a request that follows a download in flight can be answered
