@@ -393,7 +393,8 @@ fn origin_of<'a>(s: &'a Setup, url: &str) -> &'a Origin {
 async fn second_downloads_come_from_the_cache_and_index_files_are_revalidated() {
     let s = Setup::start("").await;
     let client = s.client();
-    for (url, path, index) in repositories(&s) {
+    let files = repositories(&s);
+    for (url, path, index) in files.clone() {
         let origin = origin_of(&s, &url);
         let first = client.get(&url).await;
         assert_eq!(first.status, 200, "{url}: {first:?}\n{}", s.logs());
@@ -412,6 +413,19 @@ async fn second_downloads_come_from_the_cache_and_index_files_are_revalidated() 
             assert_eq!(counts.requests, 1, "{url}: served from cache");
             assert_eq!(second.headers["x-cistern-cache"], "hit", "{url}");
         }
+    }
+    // Origin connections are kept alive and reused.
+    for origin in [&s.https_origin, &s.http_origin] {
+        let requests: u32 = files
+            .iter()
+            .filter(|(url, _, _)| std::ptr::eq(origin_of(&s, url), origin))
+            .map(|(_, path, _)| origin.counts(path).requests)
+            .sum();
+        assert!(
+            origin.connections() * 2 <= requests,
+            "{requests} requests took {} connections",
+            origin.connections()
+        );
     }
     // The npm tarball again over HTTP/2, negotiated by ALPN.
     let got = client

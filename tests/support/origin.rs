@@ -93,6 +93,8 @@ struct State {
     down: std::sync::atomic::AtomicBool,
     files: Mutex<HashMap<String, File>>,
     counts: Mutex<HashMap<String, Counts>>,
+    /// Connections accepted.
+    connections: std::sync::atomic::AtomicU32,
 }
 
 /// A running origin.
@@ -117,6 +119,9 @@ impl Origin {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                shared
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let state = shared.clone();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
@@ -147,6 +152,13 @@ impl Origin {
             }
         });
         Origin { addr, state, task }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u32 {
+        self.state
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Serves `file` at `path`.
