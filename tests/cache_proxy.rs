@@ -652,6 +652,23 @@ async fn a_cut_short_origin_response_is_not_cached_and_the_client_sees_an_error(
     let got = client.get(&url).await;
     assert_eq!(got.bytes(), &random_bytes(1_000_000, 9));
     assert_eq!(s.https_origin.counts(path).requests, 2);
+    // Without a length (chunked), over HTTP/1.1 and HTTP/2 alike: the
+    // missing end breaks the client's transfer, and nothing is stored.
+    let chunked = "/debian/pool/main/c/cut/cut_2.0_amd64.deb";
+    let mut file = File::new(random_bytes(1_000_000, 19));
+    file.behaviour = Behaviour::CutShortChunked;
+    s.https_origin.put(chunked, file);
+    let url = format!("https://{DEB}{chunked}");
+    for h2 in [false, true] {
+        let got = client.send("GET", &url, &[], None, h2).await.unwrap();
+        assert_eq!(got.status, 200);
+        assert!(got.body.is_err(), "h2 {h2}: a broken transfer: {got:?}");
+    }
+    s.https_origin.set_behaviour(chunked, Behaviour::Normal);
+    let got = client.get(&url).await;
+    assert_eq!(got.headers["x-cistern-cache"], "miss");
+    assert_eq!(got.bytes(), &random_bytes(1_000_000, 19));
+    assert_eq!(s.https_origin.counts(chunked).requests, 3);
     // A failing origin is a 5xx for the client, never a cached body.
     let failing = "/debian/pool/main/f/fail/fail_1.0_amd64.deb";
     let mut file = File::new(random_bytes(1000, 10));

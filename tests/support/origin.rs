@@ -30,6 +30,9 @@ pub enum Behaviour {
     Fail(u16),
     /// Announcing the full length, then closing after half the body.
     CutShort,
+    /// Chunked (no length announced), closing after half the body without
+    /// the last chunk.
+    CutShortChunked,
     /// The body in eight pieces, this long apart; with `cut`, closing after
     /// the fourth.
     Trickle { pause: Duration, cut: bool },
@@ -289,9 +292,13 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
             )
             .unwrap();
     }
-    let builder = builder.header("content-length", file.body.len());
+    let builder = if file.behaviour == Behaviour::CutShortChunked {
+        builder
+    } else {
+        builder.header("content-length", file.body.len())
+    };
     let body = match file.behaviour {
-        Behaviour::CutShort => {
+        Behaviour::CutShort | Behaviour::CutShortChunked => {
             let half = file.body.slice(..file.body.len() / 2);
             let chunks: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![
                 Ok(Frame::data(half)),
