@@ -217,6 +217,32 @@ impl Client {
         }
     }
 
+    /// A TLS client connection over `tcp`, trusting `roots`, for server
+    /// name `sni`; `h2` offers only HTTP/2 by ALPN, else only HTTP/1.1.
+    async fn tls(
+        &self,
+        tcp: TcpStream,
+        sni: &str,
+        h2: bool,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(self.roots.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = if h2 {
+            vec![b"h2".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
+        let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))
+    }
+
     async fn get(&self, url: &str) -> Got {
         self.send("GET", url, &[], None, false).await.unwrap()
     }
@@ -249,23 +275,7 @@ impl Client {
         }
         let req = req.body(Empty::<Bytes>::new()).unwrap();
         if https {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(self.roots.clone())
-                .with_no_client_auth();
-            config.alpn_protocols = if h2 {
-                vec![b"h2".to_vec()]
-            } else {
-                vec![b"http/1.1".to_vec()]
-            };
-            let name =
-                rustls::pki_types::ServerName::try_from(sni.unwrap_or(&host).to_owned()).unwrap();
-            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
+            let tls = self.tls(tcp, sni.unwrap_or(&host), h2).await?;
             let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
             let got = exchange(TokioIo::new(tls), req, h2).await?;
             Ok(Got { alpn, ..got })
@@ -1357,6 +1367,62 @@ async fn the_forward_proxy_caches_cached_domains_and_refuses_other_hosts() {
     assert_eq!(s.https_origin.counts("/other.bin").requests, 0);
     assert_eq!(s.http_origin.counts("/other.bin").requests, 0);
     assert!(s.logs().contains("listener=\"forward\""), "{}", s.logs());
+}
+
+/// Through the forward proxy: CONNECT to `connect`, TLS with server name
+/// `sni`, then a GET of `path` with Host `host`.
+async fn via_connect(
+    s: &Setup,
+    connect: &str,
+    sni: &str,
+    host: &str,
+    path: &str,
+) -> Result<Got, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(s.forward).await.unwrap();
+    let hello = format!("CONNECT {connect}:443 HTTP/1.1\r\nHost: {connect}:443\r\n\r\n");
+    tcp.write_all(hello.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        tcp.read_exact(&mut byte).await.map_err(|e| e.to_string())?;
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(head);
+    }
+    let tls = s.client().tls(tcp, sni, false).await?;
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    exchange(TokioIo::new(tls), req, false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connect_tunnel_serves_only_the_host_it_was_opened_for() {
+    let s = Setup::start("  forward_proxy:\n    listen: FORWARD_ADDR\n").await;
+    repositories(&s);
+    let deb = "/debian/pool/main/h/hello/hello_2.10-3_amd64.deb";
+    let tgz = "/demo/-/demo-1.0.0.tgz";
+    // As it should be: CONNECT, SNI and Host agree.
+    let got = via_connect(&s, DEB, DEB, DEB, deb).await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(got.bytes(), &random_bytes(300_000, 1));
+    // Another cached domain's name in the TLS handshake: the tunnel closes.
+    let err = via_connect(&s, DEB, NPM, NPM, tgz).await.unwrap_err();
+    assert!(!err.is_empty());
+    assert!(
+        s.logs()
+            .contains("TLS server name differs from the CONNECT host"),
+        "{}",
+        s.logs()
+    );
+    // Another cached domain's name as Host: 421, nothing fetched.
+    let got = via_connect(&s, DEB, DEB, NPM, tgz).await.unwrap();
+    assert_eq!(got.status, 421);
+    assert_eq!(s.https_origin.counts(tgz).requests, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
