@@ -1207,6 +1207,39 @@ async fn a_full_cache_disk_serves_whole_files_from_the_origin_and_logs_it() {
         logs.contains("cache disk is full") && logs.contains("served from origin"),
         "{logs}"
     );
+    // Requests reading along with a download whose write fails get the
+    // rest from the origin: whole files for all.
+    let shared = "/debian/pool/main/b/big/big_2.0_amd64.deb";
+    let body = random_bytes(6 * 1024 * 1024, 33);
+    let mut file = File::new(body.clone());
+    file.behaviour = Behaviour::Trickle {
+        pause: Duration::from_millis(100),
+        cut: false,
+    };
+    s.https_origin.put(shared, file);
+    let url = format!("https://{DEB}{shared}");
+    let client = Arc::new(client);
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let (client, url) = (client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move { client.get(&url).await }));
+    }
+    for task in tasks {
+        let got = task.await.unwrap();
+        assert_eq!(got.status, 200, "{got:?}");
+        let whole = got.body.as_ref().is_ok_and(|b| b == &body);
+        assert!(
+            whole,
+            "a whole, correct file for every request\n{}",
+            s.logs()
+        );
+    }
+    // One download; the others went on from where the disk stopped, each
+    // with a range request.
+    let counts = s.https_origin.counts(shared);
+    assert_eq!(counts.requests, 1 + counts.ranged, "{counts:?}");
+    assert!(counts.ranged >= 1, "{counts:?}\n{}", s.logs());
+    assert!(s.logs().contains("the rest from the origin"));
     // The failed writes left their space free: a file that fits is cached.
     let small = "/debian/pool/main/s/small/small_1.0_amd64.deb";
     s.https_origin

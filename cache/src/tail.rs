@@ -13,7 +13,10 @@
 //! and holds its last piece back until the writer's verdict: a follower
 //! gets the complete body only if it matches what was stored, and a download
 //! that fails or is cut short breaks the follower's transfer too, as it does
-//! the leader's.
+//! the leader's. When only the *write* fails (a full disk), the bytes on
+//! disk are handed out and [`TailReader::resume_from`] says where the
+//! caller should continue from the origin, so the follower still gets the
+//! whole file (as the leader does, straight from the origin).
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
@@ -44,8 +47,11 @@ pub(crate) enum End {
     Running,
     /// Complete; the `xxh3-128` of the file as it was read back.
     Stored(u128),
-    /// Aborted, failed, or cut short.
+    /// The download failed (the origin's body broke or was cut short).
     Failed,
+    /// The download was fine but writing it failed (a full disk): what is
+    /// on disk is good, the rest must come from elsewhere.
+    WriteFailed,
 }
 
 /// A download being written to the store, as followers see it.
@@ -100,6 +106,7 @@ impl Tail {
             hasher: Box::default(),
             held: None,
             done: false,
+            write_failed: false,
         }
     }
 }
@@ -113,6 +120,8 @@ pub struct TailReader {
     /// write's check matched.
     held: Option<Bytes>,
     done: bool,
+    /// The write failed; the body goes on from the origin at `offset`.
+    write_failed: bool,
 }
 
 impl std::fmt::Debug for TailReader {
@@ -149,6 +158,13 @@ impl TailReader {
                 }
                 End::Stored(_) => return Err(self.fail()),
                 End::Failed => return Err(self.aborted()),
+                End::WriteFailed => {
+                    if let Some(held) = self.held.take() {
+                        return Ok(Some(held));
+                    }
+                    self.write_failed = true;
+                    return Err(self.aborted());
+                }
                 End::Running => {
                     if self.tail.progress.changed().await.is_err()
                         && self.tail.progress.borrow().end == End::Running
@@ -159,6 +175,14 @@ impl TailReader {
                 }
             }
         }
+    }
+
+    /// After [`TailReader::chunk`] failed because the *write* failed (not
+    /// the download): the offset the body must go on from, every byte before
+    /// it having been handed out. Those bytes could not be checked against a
+    /// stored file (there is none); they are what was received and written.
+    pub fn resume_from(&self) -> Option<u64> {
+        self.write_failed.then_some(self.offset)
     }
 
     /// Reads the next piece, up to `written`.

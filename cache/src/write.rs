@@ -320,7 +320,10 @@ fn run(
         match msg {
             Msg::Data(chunks, _permit) => {
                 for chunk in chunks {
-                    file.as_file_mut().write_all(&chunk)?;
+                    if let Err(e) = file.as_file_mut().write_all(&chunk) {
+                        progress.send_modify(|p| p.end = End::WriteFailed);
+                        return Err(e);
+                    }
                     size += chunk.len() as u64;
                 }
                 progress.send_modify(|p| p.written = size);
@@ -329,7 +332,7 @@ fn run(
                 let stored = persist(file, size, &dir);
                 let end = match &stored {
                     Ok(stored) => End::Stored(stored.check),
-                    Err(_) => End::Failed,
+                    Err(_) => End::WriteFailed,
                 };
                 progress.send_modify(|p| p.end = end);
                 let _ = answer.send(stored);

@@ -41,7 +41,8 @@ use cistern_cache::{
 use futures_util::StreamExt;
 use http::header::{
     HeaderName, HeaderValue, ACCEPT_RANGES, CONNECTION, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH, RANGE, TRANSFER_ENCODING, VIA,
+    CONTENT_TYPE, ETAG, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
+    TRANSFER_ENCODING, VIA,
 };
 use http::{request, response, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
@@ -528,7 +529,7 @@ impl Proxy {
                     match waiter.download().await {
                         Following::Download(tail) => {
                             bump(counter, |c| &c.hits);
-                            return serve_download(&parts, &tail);
+                            return self.serve_download(&parts, &tail);
                         }
                         Following::Done(outcome) => outcome,
                     }
@@ -720,6 +721,38 @@ impl Proxy {
         }
     }
 
+    /// Serves a request from the download in flight for the same file (see
+    /// `cistern_cache::tail`): the origin's head, then the body as it is
+    /// written. The transfer breaks if the download does; if only writing
+    /// it fails (a full disk), the rest comes from the origin by a range
+    /// request, so the file still arrives whole.
+    fn serve_download(&self, req: &request::Parts, tail: &Tail) -> Answer {
+        let mut head = Response::new(()).into_parts().0;
+        head.status = tail.status();
+        head.headers = tail.headers().clone();
+        strip_hop_by_hop(&mut head.headers);
+        head.headers
+            .insert(X_CACHE, HeaderValue::from_static("hit"));
+        let body = if req.method == Method::HEAD {
+            body::empty()
+        } else {
+            let resume = Resume {
+                origin: self.origin.clone(),
+                uri: req.uri.clone(),
+                headers: req.headers.clone(),
+                stored: tail.headers().clone(),
+                via: self.via.clone(),
+            };
+            StreamBody::new(read_along(tail.reader(), resume)).boxed_unsync()
+        };
+        Answer {
+            response: Response::from_parts(head, body),
+            state: "hit",
+            reason: "read along with the download in flight".to_owned(),
+            source: Source::Cache,
+        }
+    }
+
     /// Whether the request carries this instance's own `Via` entry.
     fn came_back(&self, headers: &HeaderMap) -> bool {
         let own = self.via.as_bytes();
@@ -808,32 +841,105 @@ fn reads_along(req: &request::Parts) -> bool {
         && !req.headers.contains_key(IF_MODIFIED_SINCE)
 }
 
-/// Serves a request from the download in flight for the same file (see
-/// `cistern_cache::tail`): the origin's head, then the body as it is
-/// written; the transfer breaks if the download does.
-fn serve_download(req: &request::Parts, tail: &Tail) -> Answer {
-    let mut head = Response::new(()).into_parts().0;
-    head.status = tail.status();
-    head.headers = tail.headers().clone();
-    strip_hop_by_hop(&mut head.headers);
-    head.headers
-        .insert(X_CACHE, HeaderValue::from_static("hit"));
-    let body = if req.method == Method::HEAD {
-        body::empty()
-    } else {
-        StreamBody::new(
-            tail.reader()
-                .into_stream()
-                .map(|r| r.map(Frame::data).map_err(BoxError::from)),
-        )
-        .boxed_unsync()
-    };
-    Answer {
-        response: Response::from_parts(head, body),
-        state: "hit",
-        reason: "read along with the download in flight".to_owned(),
-        source: Source::Cache,
+/// What a request reading along with a download needs to fetch the rest of
+/// the body itself when the download's write fails.
+struct Resume {
+    origin: OriginClient,
+    uri: Uri,
+    headers: HeaderMap,
+    /// The download's response headers (length and validators).
+    stored: HeaderMap,
+    via: HeaderValue,
+}
+
+impl Resume {
+    /// The origin's body from `offset` on, for the same version of the file
+    /// (`If-Range`); `None` when nothing is left.
+    async fn from(&self, offset: u64) -> Result<Option<Incoming>, BoxError> {
+        if content_length(&self.stored) == Some(offset) {
+            return Ok(None);
+        }
+        let validator = self
+            .stored
+            .get(ETAG)
+            .filter(|etag| !etag.as_bytes().starts_with(b"W/"))
+            .or_else(|| self.stored.get(LAST_MODIFIED))
+            .ok_or("the file has no validator to resume it with")?;
+        let mut req = Request::new(body::empty());
+        *req.uri_mut() = self.uri.clone();
+        let headers = req.headers_mut();
+        *headers = self.headers.clone();
+        for name in [RANGE, IF_RANGE, IF_NONE_MATCH, IF_MODIFIED_SINCE] {
+            headers.remove(name);
+        }
+        strip_hop_by_hop(headers);
+        let range = HeaderValue::from_str(&format!("bytes={offset}-"))?;
+        headers.insert(RANGE, range);
+        headers.insert(IF_RANGE, validator.clone());
+        headers.append(VIA, self.via.clone());
+        let res = self.origin.request(req).await?;
+        let resumes_here = res
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(&format!("bytes {offset}-")));
+        match res.status() {
+            StatusCode::PARTIAL_CONTENT if resumes_here => Ok(Some(res.into_body())),
+            StatusCode::RANGE_NOT_SATISFIABLE => Ok(None),
+            status => Err(format!("the origin did not resume the file ({status})").into()),
+        }
     }
+}
+
+/// Where a body read along with a download comes from.
+enum Along {
+    Download(Box<(cistern_cache::TailReader, Resume)>),
+    Origin(Incoming),
+    Done,
+}
+
+/// The body of a request reading along with a download (see
+/// [`Proxy::serve_download`]).
+fn read_along(
+    reader: cistern_cache::TailReader,
+    resume: Resume,
+) -> impl futures_util::Stream<Item = Result<Frame<bytes::Bytes>, BoxError>> + Send {
+    let start = Along::Download(Box::new((reader, resume)));
+    futures_util::stream::unfold(start, |mut state| async move {
+        loop {
+            state = match state {
+                Along::Done => return None,
+                Along::Download(mut along) => {
+                    let (reader, resume) = &mut *along;
+                    match reader.chunk().await {
+                        Ok(Some(data)) => {
+                            return Some((Ok(Frame::data(data)), Along::Download(along)))
+                        }
+                        Ok(None) => return None,
+                        Err(err) => {
+                            let Some(offset) = reader.resume_from() else {
+                                return Some((Err(err.into()), Along::Done));
+                            };
+                            tracing::info!(offset, "cache write failed; the rest from the origin");
+                            match resume.from(offset).await {
+                                Ok(Some(body)) => Along::Origin(body),
+                                Ok(None) => return None,
+                                Err(err) => return Some((Err(err), Along::Done)),
+                            }
+                        }
+                    }
+                }
+                Along::Origin(mut body) => match body.frame().await {
+                    Some(Ok(frame)) if frame.is_data() => {
+                        return Some((Ok(frame), Along::Origin(body)))
+                    }
+                    Some(Ok(_trailers)) => Along::Origin(body),
+                    Some(Err(err)) => return Some((Err(err.into()), Along::Done)),
+                    None => return None,
+                },
+            };
+        }
+    })
 }
 
 /// Bytes `start..=end` of a body already read and checked whole (a small
