@@ -24,6 +24,11 @@
 //!   checksums, the first ranged read of an integrity in a process checks
 //!   the whole file once; later ranges of it seek straight away.
 //!
+//!
+//! A body of at most `StoreConfig::memory_max_object` bytes that was read
+//! whole and matched is handed to the memory tier (`hot.rs`), which serves
+//! its repeats without reading or hashing it again.
+//!
 //! [`Meta::check`]: crate::Meta::check
 //! [`Meta::blocks`]: crate::Meta::blocks
 
