@@ -8,7 +8,7 @@
 //! they read the temp file behind the writer, as it grows.
 //!
 //! The writing thread publishes how much of the body is on disk
-//! ([`Progress`]) and, at the end, the `xxh3-128` of the file it read back
+//! (`Progress`) and, at the end, the `xxh3-128` of the file it read back
 //! for the commit. A [`TailReader`] hands out what is on disk, hashing it,
 //! and holds its last piece back until the writer's verdict: a follower
 //! gets the complete body only if it matches what was stored, and a download
