@@ -578,6 +578,53 @@ async fn concurrent_requests_read_along_with_a_long_download() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_reading_along_finish_when_the_first_client_hangs_up() {
+    let s = Setup::start("").await;
+    let path = "/simple/pkg/pkg-2.0-py3-none-any.whl";
+    let body = random_bytes(4 * 1024 * 1024 + 3, 63);
+    let mut file = File::new(body.clone());
+    file.behaviour = Behaviour::Trickle {
+        pause: Duration::from_millis(150),
+        cut: false,
+    };
+    s.http_origin.put(path, file);
+    // The first client gets the head and its first bytes...
+    let tcp = TcpStream::connect(s.http).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", PYPI)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.headers()["x-cistern-cache"], "miss");
+    let mut first_body = res.into_body();
+    first_body.frame().await.unwrap().unwrap();
+    // ... three more join the download in flight ...
+    let client = Arc::new(s.client());
+    let url = format!("http://{PYPI}{path}");
+    let followers: Vec<_> = (0..3)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { client.get(&url).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // ... and the first one hangs up: the download goes on for them.
+    drop(first_body);
+    drop(send);
+    conn.abort();
+    for follower in followers {
+        let got = follower.await.unwrap();
+        assert_eq!(got.headers["x-cistern-cache"], "hit");
+        assert!(got.body.as_ref().is_ok_and(|b| b == &body), "{}", s.logs());
+    }
+    assert_eq!(s.http_origin.counts(path).requests, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_long_download_cut_short_breaks_every_transfer_reading_along() {
     let s = Setup::start("  cache:\n    lock_timeout: 1s\n").await;
     let path = "/debian/pool/main/t/toolchain/toolchain_2.0_amd64.deb";
