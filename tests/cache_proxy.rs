@@ -625,6 +625,54 @@ async fn requests_reading_along_finish_when_the_first_client_hangs_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_reading_along_do_not_hang_with_a_first_client_that_stops_reading() {
+    let s = Setup::start("  cache:\n    lock_timeout: 1s\n").await;
+    // Far more than the socket buffers hold: the download stops when the
+    // first client stops reading.
+    let path = "/simple/pkg/pkg-3.0-py3-none-any.whl";
+    let body = random_bytes(48 * 1024 * 1024, 64);
+    s.http_origin.put(path, File::new(body.clone()));
+    let tcp = TcpStream::connect(s.http).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", PYPI)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    assert_eq!(res.headers()["x-cistern-cache"], "miss");
+    let mut stuck = res.into_body();
+    stuck.frame().await.unwrap().unwrap();
+    // It holds the connection open and reads no more. Others asking for
+    // the file read along as far as the download got, then go on from the
+    // origin themselves.
+    let client = Arc::new(s.client());
+    let url = format!("http://{PYPI}{path}");
+    let followers: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { client.get(&url).await })
+        })
+        .collect();
+    for follower in followers {
+        let got = tokio::time::timeout(Duration::from_secs(30), follower)
+            .await
+            .expect("a follower hung with the stuck download")
+            .unwrap();
+        assert_eq!(got.headers["x-cistern-cache"], "hit");
+        let whole = got.body.as_ref().is_ok_and(|b| b == &body);
+        assert!(whole, "{}", s.logs());
+    }
+    let counts = s.http_origin.counts(path);
+    assert_eq!((counts.requests, counts.ranged), (3, 2), "{counts:?}");
+    assert!(s.logs().contains("download in flight stalled"));
+    drop(stuck);
+    conn.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_long_download_cut_short_breaks_every_transfer_reading_along() {
     let s = Setup::start("  cache:\n    lock_timeout: 1s\n").await;
     let path = "/debian/pool/main/t/toolchain/toolchain_2.0_amd64.deb";

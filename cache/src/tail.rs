@@ -16,10 +16,14 @@
 //! the leader's. When only the *write* fails (a full disk), the bytes on
 //! disk are handed out and [`TailReader::resume_from`] says where the
 //! caller should continue from the origin, so the follower still gets the
-//! whole file (as the leader does, straight from the origin).
+//! whole file (as the leader does, straight from the origin). The same
+//! happens when the download makes no progress for the lock timeout: the
+//! leader's own client may have stopped reading (the download goes at its
+//! pace), and followers must not hang with it.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -61,6 +65,9 @@ pub struct Tail {
     file: Arc<std::fs::File>,
     progress: watch::Receiver<Progress>,
     key: String,
+    /// How long a reader waits for progress before it goes on without the
+    /// download (the store's lock timeout).
+    stall: Duration,
 }
 
 impl std::fmt::Debug for Tail {
@@ -79,12 +86,14 @@ impl Tail {
         file: std::fs::File,
         progress: watch::Receiver<Progress>,
         key: String,
+        stall: Duration,
     ) -> Tail {
         Tail {
             head: Arc::new((status, headers)),
             file: Arc::new(file),
             progress,
             key,
+            stall,
         }
     }
 
@@ -106,7 +115,8 @@ impl Tail {
             hasher: Box::default(),
             held: None,
             done: false,
-            write_failed: false,
+            stalled: false,
+            resumable: false,
         }
     }
 }
@@ -120,8 +130,11 @@ pub struct TailReader {
     /// write's check matched.
     held: Option<Bytes>,
     done: bool,
-    /// The write failed; the body goes on from the origin at `offset`.
-    write_failed: bool,
+    /// The download made no progress for the tail's `stall` time.
+    stalled: bool,
+    /// The write failed or stalled; the body goes on from the origin at
+    /// `offset`.
+    resumable: bool,
 }
 
 impl std::fmt::Debug for TailReader {
@@ -143,6 +156,9 @@ impl TailReader {
         }
         loop {
             let progress = *self.tail.progress.borrow_and_update();
+            if self.stalled {
+                return self.give_up_on_download();
+            }
             if self.offset < progress.written {
                 let data = self.read(progress.written).await?;
                 self.hasher.update(&data);
@@ -158,31 +174,45 @@ impl TailReader {
                 }
                 End::Stored(_) => return Err(self.fail()),
                 End::Failed => return Err(self.aborted()),
-                End::WriteFailed => {
-                    if let Some(held) = self.held.take() {
-                        return Ok(Some(held));
-                    }
-                    self.write_failed = true;
-                    return Err(self.aborted());
-                }
+                End::WriteFailed => return self.give_up_on_download(),
                 End::Running => {
-                    if self.tail.progress.changed().await.is_err()
-                        && self.tail.progress.borrow().end == End::Running
-                    {
-                        // The writer is gone without a verdict.
-                        return Err(self.aborted());
+                    let changed = self.tail.progress.changed();
+                    match tokio::time::timeout(self.tail.stall, changed).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) if self.tail.progress.borrow().end == End::Running => {
+                            // The writer is gone without a verdict.
+                            return Err(self.aborted());
+                        }
+                        Ok(Err(_)) => {}
+                        Err(_) => {
+                            // The client that leads the download stopped
+                            // reading, or the origin stopped sending.
+                            tracing::info!(key = %self.tail.key, offset = self.offset, "download in flight stalled");
+                            self.stalled = true;
+                        }
                     }
                 }
             }
         }
     }
 
+    /// Hands out what was read, then ends with an error that
+    /// [`TailReader::resume_from`] answers.
+    fn give_up_on_download(&mut self) -> Result<Option<Bytes>> {
+        if let Some(held) = self.held.take() {
+            return Ok(Some(held));
+        }
+        self.resumable = true;
+        Err(self.aborted())
+    }
+
     /// After [`TailReader::chunk`] failed because the *write* failed (not
-    /// the download): the offset the body must go on from, every byte before
-    /// it having been handed out. Those bytes could not be checked against a
-    /// stored file (there is none); they are what was received and written.
+    /// the download) or the download stalled: the offset the body must go
+    /// on from, every byte before it having been handed out. Those bytes
+    /// could not be checked against a stored file (there is none yet); they
+    /// are what was received and written.
     pub fn resume_from(&self) -> Option<u64> {
-        self.write_failed.then_some(self.offset)
+        self.resumable.then_some(self.offset)
     }
 
     /// Reads the next piece, up to `written`.

@@ -101,7 +101,8 @@ pub struct RawCache {
     #[serde(default)]
     pub stale_if_error: Option<HumanDuration>,
     /// How long concurrent misses wait for the one fetch in flight to start
-    /// (then they read along with it). Default 60s.
+    /// (then they read along with it), and for it to make progress. Default
+    /// 60s.
     #[serde(default)]
     pub lock_timeout: Option<HumanDuration>,
     /// Stored bodies up to this size are read and checked whole before they

@@ -920,7 +920,7 @@ fn read_along(
                             let Some(offset) = reader.resume_from() else {
                                 return Some((Err(err.into()), Along::Done));
                             };
-                            tracing::info!(offset, "cache write failed; the rest from the origin");
+                            tracing::info!(offset, "the download in flight failed to write or stalled; the rest from the origin");
                             match resume.from(offset).await {
                                 Ok(Some(body)) => Along::Origin(body),
                                 Ok(None) => return None,
