@@ -529,6 +529,47 @@ async fn fifty_concurrent_requests_for_one_uncached_file_make_one_origin_request
     assert_eq!(s.https_origin.counts(path).requests, 1, "{}", s.logs());
 }
 
+/// A client that started the plain-HTTP download of a PyPI `path` (a miss)
+/// and has read its first bytes; it hangs up when dropped.
+struct FirstClient {
+    /// Held, unread: the client neither reads on nor hangs up.
+    _body: hyper::body::Incoming,
+    first: Bytes,
+    _send: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    conn: tokio::task::JoinHandle<hyper::Result<()>>,
+}
+
+impl FirstClient {
+    async fn start(s: &Setup, path: &str) -> FirstClient {
+        let tcp = TcpStream::connect(s.http).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = Request::get(path)
+            .header("host", PYPI)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-cistern-cache"], "miss");
+        let mut body = res.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        FirstClient {
+            _body: body,
+            first,
+            _send: send,
+            conn,
+        }
+    }
+}
+
+impl Drop for FirstClient {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
+}
+
 /// Twenty requests for one file that the origin sends over about two
 /// seconds, far longer than followers wait for a download to start.
 async fn twenty_at_once(s: &Setup, path: &str, body: &Bytes, cut: bool) -> Vec<Got> {
@@ -589,19 +630,7 @@ async fn requests_reading_along_finish_when_the_first_client_hangs_up() {
     };
     s.http_origin.put(path, file);
     // The first client gets the head and its first bytes...
-    let tcp = TcpStream::connect(s.http).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", PYPI)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = send.send_request(req).await.unwrap();
-    assert_eq!(res.headers()["x-cistern-cache"], "miss");
-    let mut first_body = res.into_body();
-    first_body.frame().await.unwrap().unwrap();
+    let first = FirstClient::start(&s, path).await;
     // ... three more join the download in flight ...
     let client = Arc::new(s.client());
     let url = format!("http://{PYPI}{path}");
@@ -613,9 +642,7 @@ async fn requests_reading_along_finish_when_the_first_client_hangs_up() {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // ... and the first one hangs up: the download goes on for them.
-    drop(first_body);
-    drop(send);
-    conn.abort();
+    drop(first);
     for follower in followers {
         let got = follower.await.unwrap();
         assert_eq!(got.headers["x-cistern-cache"], "hit");
@@ -632,19 +659,7 @@ async fn requests_reading_along_do_not_hang_with_a_first_client_that_stops_readi
     let path = "/simple/pkg/pkg-3.0-py3-none-any.whl";
     let body = random_bytes(48 * 1024 * 1024, 64);
     s.http_origin.put(path, File::new(body.clone()));
-    let tcp = TcpStream::connect(s.http).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", PYPI)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = send.send_request(req).await.unwrap();
-    assert_eq!(res.headers()["x-cistern-cache"], "miss");
-    let mut stuck = res.into_body();
-    stuck.frame().await.unwrap().unwrap();
+    let stuck = FirstClient::start(&s, path).await;
     // It holds the connection open and reads no more. Others asking for
     // the file read along as far as the download got, then go on from the
     // origin themselves.
@@ -669,7 +684,6 @@ async fn requests_reading_along_do_not_hang_with_a_first_client_that_stops_readi
     assert_eq!((counts.requests, counts.ranged), (3, 2), "{counts:?}");
     assert!(s.logs().contains("download in flight stalled"));
     drop(stuck);
-    conn.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -700,24 +714,9 @@ async fn a_download_the_client_leaves_early_is_still_stored() {
     let body = random_bytes(48 * 1024 * 1024, 41);
     s.http_origin.put(path, File::new(body.clone()));
     // Read the head and the first bytes, then hang up.
-    let tcp = TcpStream::connect(s.http).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", PYPI)
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = send.send_request(req).await.unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["x-cistern-cache"], "miss");
-    let mut res_body = res.into_body();
-    let first = res_body.frame().await.unwrap().unwrap();
-    assert!(first.data_ref().is_some_and(|d| d.len() < body.len()));
-    drop(res_body);
-    drop(send);
-    conn.abort();
+    let first = FirstClient::start(&s, path).await;
+    assert!(first.first.len() < body.len());
+    drop(first);
 
     // The rest of the body still went into the cache.
     let url = format!("http://{PYPI}{path}");
