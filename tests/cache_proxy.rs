@@ -1073,6 +1073,46 @@ async fn an_origin_that_resolves_to_cistern_itself_is_a_loop_not_a_flood() {
     assert_eq!(s.http_origin.counts("/simple/demo/").requests, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_for_another_variant_does_not_read_along_with_the_download() {
+    let s = Setup::start("").await;
+    let path = "/vary-slow";
+    let full = random_bytes(600_000, 81);
+    let short = random_bytes(300_000, 82);
+    let mut file = File::new(full.clone());
+    file.by_accept = vec![
+        ("application/json", full.clone()),
+        ("text/x-short", short.clone()),
+    ];
+    file.behaviour = Behaviour::Trickle {
+        pause: Duration::from_millis(100),
+        cut: false,
+    };
+    s.https_origin.put(path, file);
+    let url = format!("https://{DEB}{path}");
+    let client = Arc::new(s.client());
+    let get = |accept: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        tokio::spawn(async move {
+            client
+                .send("GET", &url, &[("accept", accept)], None, false)
+                .await
+                .unwrap()
+        })
+    };
+    // The second asks while the first one's representation is on its way.
+    let first = get("application/json");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = get("text/x-short");
+    let (first, second) = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(first.bytes(), &full);
+    assert_eq!(
+        second.bytes(),
+        &short,
+        "its own representation, not the other"
+    );
+}
+
 /// One series (its name, with its labels if any) from the admin listener.
 async fn metric(s: &Setup, name: &str) -> u64 {
     let metrics = Client::new(rustls::RootCertStore::empty(), s.admin, s.admin)

@@ -212,7 +212,9 @@ impl FlightWaiter {
 
     /// Waits until the leader is writing the body (then reads along with
     /// it), or finishes, or the lock timeout passes.
-    pub async fn download(mut self) -> Following {
+    /// A follower that cannot use the download (another `Vary` variant)
+    /// can still [`FlightWaiter::wait`] for the commit afterwards.
+    pub async fn download(&mut self) -> Following {
         let started = self
             .rx
             .wait_for(|s| !matches!(s, FlightState::Running(None)));

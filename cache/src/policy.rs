@@ -210,6 +210,15 @@ impl Policy {
         }
     }
 
+    /// Whether the response stored as `meta` may answer `req` as far as
+    /// `Vary` goes (its freshness aside).
+    pub fn selects(&self, req: &request::Parts, meta: &Meta) -> bool {
+        !matches!(
+            self.freshness(req, meta, SystemTime::now()),
+            Freshness::VaryMismatch
+        )
+    }
+
     /// The key of the variant of `key` that `req` selects, given the
     /// stored response `stored` it did not match: the request's values of
     /// the headers `stored` varies on, hashed into the key (see `key.rs`).

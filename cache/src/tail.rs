@@ -32,6 +32,7 @@ use tokio::sync::watch;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::error::{Error, Result};
+use crate::meta::Meta;
 
 /// Read size from the temp file (as for stored bodies).
 const PIECE: usize = crate::read::BLOCK;
@@ -61,7 +62,8 @@ pub(crate) enum End {
 /// A download being written to the store, as followers see it.
 #[derive(Clone)]
 pub struct Tail {
-    head: Arc<(StatusCode, HeaderMap)>,
+    /// The stored response's head and caching policy.
+    meta: Arc<Meta>,
     file: Arc<std::fs::File>,
     progress: watch::Receiver<Progress>,
     key: String,
@@ -81,15 +83,14 @@ impl std::fmt::Debug for Tail {
 
 impl Tail {
     pub(crate) fn new(
-        status: StatusCode,
-        headers: HeaderMap,
+        meta: Meta,
         file: std::fs::File,
         progress: watch::Receiver<Progress>,
         key: String,
         stall: Duration,
     ) -> Tail {
         Tail {
-            head: Arc::new((status, headers)),
+            meta: Arc::new(meta),
             file: Arc::new(file),
             progress,
             key,
@@ -99,12 +100,18 @@ impl Tail {
 
     /// The origin's status.
     pub fn status(&self) -> StatusCode {
-        self.head.0
+        self.meta.status
     }
 
     /// The origin's response headers, as they are stored.
     pub fn headers(&self) -> &HeaderMap {
-        &self.head.1
+        &self.meta.headers
+    }
+
+    /// What is being stored with the body (the response's caching policy
+    /// tells whether it suits another request: see `Policy::selects`).
+    pub fn meta(&self) -> &Meta {
+        &self.meta
     }
 
     /// A reader of the body from its first byte.

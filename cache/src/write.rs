@@ -127,8 +127,7 @@ impl Writer {
         let tmp_path = file.path().to_path_buf();
         let (progress_tx, progress) = watch::channel(Progress::default());
         let tail = Tail::new(
-            meta.status,
-            meta.headers.clone(),
+            meta.clone(),
             reader,
             progress,
             key.to_string(),

@@ -524,17 +524,26 @@ impl Proxy {
                     }
                 }
             }
-            Flight::Follower(waiter) => {
-                let outcome = if reads_along(&parts) {
+            Flight::Follower(mut waiter) => {
+                let mut outcome = None;
+                if reads_along(&parts) {
                     match waiter.download().await {
-                        Following::Download(tail) => {
+                        // Only if it is the representation this request
+                        // asks for (`Vary`); else wait for it to be stored
+                        // and look up this request's own variant.
+                        Following::Download(tail)
+                            if self.cache.policy().selects(&parts, tail.meta()) =>
+                        {
                             bump(counter, |c| &c.hits);
                             return self.serve_download(&parts, &tail);
                         }
-                        Following::Done(outcome) => outcome,
+                        Following::Download(_) => {}
+                        Following::Done(done) => outcome = Some(done),
                     }
-                } else {
-                    waiter.wait().await
+                }
+                let outcome = match outcome {
+                    Some(outcome) => outcome,
+                    None => waiter.wait().await,
                 };
                 match outcome {
                     WaitOutcome::Committed => self.after_wait(parts, counter).await,
