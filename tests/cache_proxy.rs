@@ -176,6 +176,17 @@ impl Setup {
         self.cistern.as_ref().map(|c| c.logs()).unwrap_or_default()
     }
 
+    /// `n` concurrent GETs of `url`, each on its own connection.
+    fn spawn_gets(&self, url: &str, n: usize) -> Vec<tokio::task::JoinHandle<Got>> {
+        let client = Arc::new(self.client());
+        (0..n)
+            .map(|_| {
+                let (client, url) = (client.clone(), url.to_owned());
+                tokio::spawn(async move { client.get(&url).await })
+            })
+            .collect()
+    }
+
     /// A client trusting only cistern's CA.
     fn client(&self) -> Client {
         let mut roots = rustls::RootCertStore::empty();
@@ -512,14 +523,7 @@ async fn fifty_concurrent_requests_for_one_uncached_file_make_one_origin_request
     let mut file = File::new(random_bytes(2_000_000, 7));
     file.behaviour = Behaviour::Slow(Duration::from_millis(700));
     s.https_origin.put(path, file);
-    let client = Arc::new(s.client());
-    let url = format!("https://{DEB}{path}");
-    let mut tasks = Vec::new();
-    for _ in 0..50 {
-        let client = client.clone();
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move { client.get(&url).await }));
-    }
+    let tasks = s.spawn_gets(&format!("https://{DEB}{path}"), 50);
     let expected = random_bytes(2_000_000, 7);
     for task in tasks {
         let got = task.await.unwrap();
@@ -579,15 +583,8 @@ async fn twenty_at_once(s: &Setup, path: &str, body: &Bytes, cut: bool) -> Vec<G
         cut,
     };
     s.https_origin.put(path, file);
-    let client = Arc::new(s.client());
-    let url = format!("https://{DEB}{path}");
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        let (client, url) = (client.clone(), url.clone());
-        tasks.push(tokio::spawn(async move { client.get(&url).await }));
-    }
     let mut got = Vec::new();
-    for task in tasks {
+    for task in s.spawn_gets(&format!("https://{DEB}{path}"), 20) {
         got.push(task.await.unwrap());
     }
     got
@@ -632,14 +629,7 @@ async fn requests_reading_along_finish_when_the_first_client_hangs_up() {
     // The first client gets the head and its first bytes...
     let first = FirstClient::start(&s, path).await;
     // ... three more join the download in flight ...
-    let client = Arc::new(s.client());
-    let url = format!("http://{PYPI}{path}");
-    let followers: Vec<_> = (0..3)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move { client.get(&url).await })
-        })
-        .collect();
+    let followers = s.spawn_gets(&format!("http://{PYPI}{path}"), 3);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // ... and the first one hangs up: the download goes on for them.
     drop(first);
@@ -663,14 +653,7 @@ async fn requests_reading_along_do_not_hang_with_a_first_client_that_stops_readi
     // It holds the connection open and reads no more. Others asking for
     // the file read along as far as the download got, then go on from the
     // origin themselves.
-    let client = Arc::new(s.client());
-    let url = format!("http://{PYPI}{path}");
-    let followers: Vec<_> = (0..2)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move { client.get(&url).await })
-        })
-        .collect();
+    let followers = s.spawn_gets(&format!("http://{PYPI}{path}"), 2);
     for follower in followers {
         let got = tokio::time::timeout(Duration::from_secs(30), follower)
             .await
@@ -1351,14 +1334,7 @@ async fn a_full_cache_disk_serves_whole_files_from_the_origin_and_logs_it() {
         cut: false,
     };
     s.https_origin.put(shared, file);
-    let url = format!("https://{DEB}{shared}");
-    let client = Arc::new(client);
-    let mut tasks = Vec::new();
-    for _ in 0..5 {
-        let (client, url) = (client.clone(), url.clone());
-        tasks.push(tokio::spawn(async move { client.get(&url).await }));
-    }
-    for task in tasks {
+    for task in s.spawn_gets(&format!("https://{DEB}{shared}"), 5) {
         let got = task.await.unwrap();
         assert_eq!(got.status, 200, "{got:?}");
         let whole = got.body.as_ref().is_ok_and(|b| b == &body);
