@@ -9,6 +9,7 @@ mod origin;
 mod support;
 
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -902,10 +903,17 @@ fn corrupt_stored_bodies(cache: &Path) -> usize {
                 dirs.push(path);
                 continue;
             }
-            let mut bytes = std::fs::read(&path).unwrap();
-            let middle = bytes.len() / 2;
-            bytes[middle] ^= 0x55;
-            std::fs::write(&path, bytes).unwrap();
+            // In place, as bit rot would: a running reader may have the
+            // file mapped.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            let middle = file.metadata().unwrap().len() / 2;
+            let mut byte = [0u8];
+            file.read_exact_at(&mut byte, middle).unwrap();
+            file.write_all_at(&[byte[0] ^ 0x55], middle).unwrap();
             flipped += 1;
         }
     }

@@ -107,7 +107,7 @@ impl CacheKey {
     /// values of the headers the stored response varies on (see
     /// `Policy::variant_key`). Only its hash goes into the key.
     pub fn variant(&self, selector: &str) -> CacheKey {
-        let hash = xxhash_rust::xxh3::xxh3_128(selector.as_bytes());
+        let hash = twox_hash::XxHash3_128::oneshot(selector.as_bytes());
         CacheKey {
             key: format!("{}{VARIANT}{hash:032x}", &self.key[..self.url_end]),
             ..self.clone()

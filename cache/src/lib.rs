@@ -9,17 +9,18 @@
 //! - [`reason`]: why a request bypassed, missed or was not stored;
 //! - [`store`]: the cacache-backed, content-addressed store, with verified
 //!   hot bodies kept in memory (`hot.rs`);
-//! - [`write`] / [`read`]: streaming writes and verified streaming reads;
+//! - [`write`](mod@write) / [`read`]: streaming writes and verified streaming reads
+//!   (large ones from memory maps, `map.rs`: the crate's only `unsafe`);
 //! - [`lock`]: single-flight for concurrent misses, whose followers read
 //!   the download in flight through [`tail`];
 //! - [`conditional`]: client `If-None-Match`/`If-Modified-Since`/`Range`;
-//! - [`evict`] / [`maintain`]: LRU size limit, verify, gc, purge, stats;
+//! - `evict.rs` / [`maintain`]: LRU size limit, verify, gc, purge, stats;
 //! - [`cache`]: the state machine the proxy drives (`Cache::lookup` …).
 //!
 //! It is not an HTTP client or server: the proxy does the network I/O and
 //! calls in here at each step (see [`cache`] for the flow).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cache;
@@ -30,6 +31,7 @@ mod hot;
 pub mod key;
 pub mod lock;
 pub mod maintain;
+mod map;
 pub mod meta;
 pub mod pattern;
 pub mod policy;

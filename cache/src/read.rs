@@ -10,10 +10,11 @@
 //!
 //! - [`Body::Full`]: small bodies, read and checked whole on a blocking
 //!   thread before the hit is reported, so a corrupt one is a clean miss.
-//! - [`BodyReader`]: a blocking thread reads the body block by block with
-//!   plain file I/O, checks each block and hands it over through a bounded
+//! - [`BodyReader`]: a blocking thread maps the file a window at a time
+//!   (`map.rs`; plain reads into buffers where mapping is off or not
+//!   possible), checks each block and hands it over through a bounded
 //!   channel, so disk reads and hashing run beside the socket writes and
-//!   memory stays flat (at most [`READ_AHEAD`] blocks per stream). A block
+//!   memory stays flat (at most `READ_AHEAD` blocks per stream). A block
 //!   that fails its check is never handed over: the entry is dropped and
 //!   [`BodyReader::chunk`] returns [`Error::Corrupt`], so the proxy aborts
 //!   the response short of its length (the client sees a broken transfer)
@@ -38,7 +39,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
-use xxhash_rust::xxh3::Xxh3;
+use twox_hash::XxHash3_128 as Xxh3;
 
 use crate::error::{Error, Result};
 use crate::key::CacheKey;
@@ -73,7 +74,7 @@ impl BlockChecks {
     pub(crate) fn add(&mut self, data: &[u8]) {
         use std::fmt::Write;
         for block in data.chunks(BLOCK) {
-            let _ = write!(self.0, "{:016x}", xxhash_rust::xxh3::xxh3_64(block));
+            let _ = write!(self.0, "{:016x}", twox_hash::XxHash3_64::oneshot(block));
         }
     }
 
@@ -121,14 +122,14 @@ impl Verifier {
 
     fn update(&mut self, data: &[u8]) {
         match self {
-            Verifier::Xxh3 { hasher, .. } => hasher.update(data),
+            Verifier::Xxh3 { hasher, .. } => hasher.write(data),
             Verifier::Sri(checker) => checker.input(data),
         }
     }
 
     fn matches(self) -> bool {
         match self {
-            Verifier::Xxh3 { hasher, want } => hasher.digest128() == want,
+            Verifier::Xxh3 { hasher, want } => hasher.finish_128() == want,
             Verifier::Sri(checker) => checker.result().is_ok(),
         }
     }
@@ -191,8 +192,15 @@ fn produce(
     mut verifier: Verifier,
     blocks: Option<Vec<u64>>,
     size: u64,
+    map_reads: bool,
     tx: mpsc::Sender<Piece>,
 ) {
+    if let (true, Some(blocks)) = (map_reads, &blocks) {
+        match produce_mapped(&file, blocks, size, &tx) {
+            Mapped::Done => return,
+            Mapped::Unsupported => {}
+        }
+    }
     let mut total = 0u64;
     let mut index = 0usize;
     let mut held: Option<Bytes> = None;
@@ -204,7 +212,7 @@ fn produce(
                 total += n as u64;
                 let ready = match &blocks {
                     Some(blocks) => {
-                        if blocks.get(index) != Some(&xxhash_rust::xxh3::xxh3_64(&buf)) {
+                        if blocks.get(index) != Some(&twox_hash::XxHash3_64::oneshot(&buf)) {
                             let _ = tx.blocking_send(Piece::End(false));
                             return;
                         }
@@ -242,6 +250,82 @@ fn produce(
         }
     }
     let _ = tx.blocking_send(Piece::End(matched));
+}
+
+/// Whether [`produce_mapped`] served the body.
+enum Mapped {
+    Done,
+    /// The file cannot be mapped here (found before anything was sent):
+    /// read it instead.
+    Unsupported,
+}
+
+/// Bytes mapped at a time by [`produce_mapped`] (a multiple of the page
+/// size). The next window is mapped, and its reading started, while this
+/// one is checked and sent.
+const WINDOW: usize = 16 * BLOCK;
+
+/// Streams a body with block checksums from memory maps of its file (see
+/// `map.rs`): each block is checked where the page cache holds it and
+/// handed out as a slice of the map, so the socket write is its only copy.
+fn produce_mapped(
+    file: &std::fs::File,
+    blocks: &[u64],
+    size: u64,
+    tx: &mpsc::Sender<Piece>,
+) -> Mapped {
+    let fail = |piece: Piece| {
+        let _ = tx.blocking_send(piece);
+        Mapped::Done
+    };
+    match file.metadata() {
+        Ok(m) if m.len() == size => {}
+        // Cut short or grown: not the body that was stored.
+        Ok(_) => return fail(Piece::End(false)),
+        Err(e) => return fail(Piece::Failed(e)),
+    }
+    let window = |offset: u64| {
+        let len = (size - offset).min(WINDOW as u64) as usize;
+        crate::map::map(file, offset, len)
+    };
+    let mut next = match window(0) {
+        Ok(mapped) => Some(mapped),
+        Err(_) => return Mapped::Unsupported,
+    };
+    let mut offset = 0u64;
+    let mut index = 0usize;
+    while let Some(mapped) = next.take() {
+        let len = (size - offset).min(WINDOW as u64) as usize;
+        let following = offset + len as u64;
+        if following < size {
+            match window(following) {
+                Ok(mapped) => next = Some(mapped),
+                Err(e) => return fail(Piece::Failed(e)),
+            }
+        }
+        let data = match mapped.populate() {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::Unsupported && offset == 0 => {
+                return Mapped::Unsupported
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return fail(Piece::End(false))
+            }
+            Err(e) => return fail(Piece::Failed(e)),
+        };
+        for start in (0..len).step_by(BLOCK) {
+            let piece = data.slice(start..(start + BLOCK).min(len));
+            if blocks.get(index) != Some(&twox_hash::XxHash3_64::oneshot(&piece)) {
+                return fail(Piece::End(false));
+            }
+            index += 1;
+            if tx.blocking_send(Piece::Data(piece)).is_err() {
+                return Mapped::Done;
+            }
+        }
+        offset = following;
+    }
+    fail(Piece::End(index == blocks.len()))
 }
 
 /// A body ready to send.
@@ -308,11 +392,12 @@ impl BodyReader {
         let verifier = Verifier::for_entry(entry);
         let blocks = block_checks(entry);
         let size = entry.size();
+        let map_reads = store.config().map_reads;
         // Dropped reader: the channel closes and the thread stops at its
         // next piece.
         drop(tokio::task::spawn_blocking(
             move || match std::fs::File::open(path) {
-                Ok(file) => produce(file, verifier, blocks, size, tx),
+                Ok(file) => produce(file, verifier, blocks, size, map_reads, tx),
                 Err(e) => drop(tx.blocking_send(Piece::Failed(e))),
             },
         ));
@@ -489,7 +574,7 @@ impl RangeReader {
             Err(e) => return Err(Error::io("reading a range", e)),
         }
         let want = usize::try_from(block).ok().and_then(|i| c.blocks.get(i));
-        if want != Some(&xxhash_rust::xxh3::xxh3_64(&buf)) {
+        if want != Some(&twox_hash::XxHash3_64::oneshot(&buf)) {
             return Err(c.store.drop_corrupt(&c.key).await);
         }
         let from = c.next - block_start;
@@ -573,7 +658,7 @@ mod tests {
     #[test]
     fn the_recorded_checksum_verifies_reads_in_any_chunking() {
         let body = b"the body as it was written";
-        let check = xxh3_check(xxhash_rust::xxh3::xxh3_128(body));
+        let check = xxh3_check(twox_hash::XxHash3_128::oneshot(body));
         assert!(verdict(Some(&check), body, &[&body[..5], &body[5..]]));
         assert!(!verdict(
             Some(&check),

@@ -63,6 +63,9 @@ pub struct StoreConfig {
     pub memory_size: u64,
     /// Largest body kept in memory. Default [`DEFAULT_MEMORY_MAX_OBJECT`].
     pub memory_max_object: u64,
+    /// Stream large bodies from memory maps of their files rather than
+    /// reading them into buffers (see `map.rs`). Default on.
+    pub map_reads: bool,
 }
 
 /// Bodies up to 256 KiB (one block) are verified before they are served.
@@ -88,6 +91,7 @@ impl Default for StoreConfig {
             verify_before_serve: DEFAULT_VERIFY_BEFORE_SERVE,
             memory_size: DEFAULT_MEMORY_SIZE,
             memory_max_object: DEFAULT_MEMORY_MAX_OBJECT,
+            map_reads: true,
         }
     }
 }

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http::{HeaderMap, StatusCode};
 use tokio::sync::watch;
-use xxhash_rust::xxh3::Xxh3;
+use twox_hash::XxHash3_128 as Xxh3;
 
 use crate::error::{Error, Result};
 use crate::meta::Meta;
@@ -168,14 +168,14 @@ impl TailReader {
             }
             if self.offset < progress.written {
                 let data = self.read(progress.written).await?;
-                self.hasher.update(&data);
+                self.hasher.write(&data);
                 if let Some(previous) = self.held.replace(data) {
                     return Ok(Some(previous));
                 }
                 continue;
             }
             match progress.end {
-                End::Stored(check) if self.hasher.digest128() == check => {
+                End::Stored(check) if self.hasher.finish_128() == check => {
                     self.done = true;
                     return Ok(self.held.take());
                 }

@@ -39,7 +39,7 @@ use bytes::Bytes;
 use cacache::Integrity;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
-use xxhash_rust::xxh3::Xxh3;
+use twox_hash::XxHash3_128 as Xxh3;
 
 use crate::error::{Error, Result};
 use crate::key::CacheKey;
@@ -369,7 +369,7 @@ fn persist(
             break;
         }
         sha.input(&buf);
-        check.update(&buf);
+        check.write(&buf);
         blocks.add(&buf);
         read += n as u64;
     }
@@ -390,7 +390,7 @@ fn persist(
     }
     Ok(Stored {
         integrity,
-        check: check.digest128(),
+        check: check.finish_128(),
         blocks: blocks.finish(),
     })
 }

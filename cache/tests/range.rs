@@ -122,12 +122,10 @@ async fn client_conditionals_are_answered_from_the_entry() {
     );
 }
 
-/// Flips the byte at `offset` of every content file.
+/// Flips the byte at `offset` of every content file, in place.
 fn corrupt_at(dir: &std::path::Path, offset: usize) {
     for path in content_files(dir) {
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[offset] ^= 0x01;
-        std::fs::write(&path, bytes).unwrap();
+        flip_byte_in_place(&path, offset as u64, 0x01);
     }
 }
 
@@ -200,4 +198,115 @@ async fn a_range_touching_a_corrupt_block_fails_and_drops_the_entry() {
     let err = range.chunk().await.unwrap_err();
     assert!(err.is_corrupt(), "{err}");
     assert!(cache.store().get(&key).await.unwrap().is_none(), "dropped");
+}
+
+/// Stores `body` under TGZ in a fresh store in `dir` (reads mapped or not),
+/// lets `damage` change its content file, and streams it back: what was
+/// handed out, and how the stream ended.
+async fn stream_back(
+    dir: &std::path::Path,
+    map_reads: bool,
+    body: &[u8],
+    damage: impl Fn(&std::path::Path),
+) -> (Store, Vec<u8>, Result<(), Error>) {
+    let config = StoreConfig {
+        map_reads,
+        memory_size: 0,
+        ..StoreConfig::default()
+    };
+    let cache = cache_with(dir, config.clone(), Default::default()).await;
+    origin_answer(&cache, &get(TGZ), &ok(&[]), body, t(0))
+        .await
+        .unwrap();
+    damage(dir);
+    let store = Store::open(dir, config).await.unwrap();
+    let key = cistern_cache::CacheKey::from_request(&get(TGZ)).unwrap();
+    let entry = store.get(&key).await.unwrap().unwrap();
+    let mut streamed = Vec::new();
+    let end = match store.reader(&entry).await {
+        Err(e) => Err(e),
+        Ok(mut reader) => loop {
+            match reader.chunk().await {
+                Ok(Some(chunk)) => streamed.extend_from_slice(&chunk),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        },
+    };
+    (store, streamed, end)
+}
+
+/// Blocks in one memory-mapped window of a streamed body (`read.rs`).
+const WINDOW_BLOCKS: usize = 16;
+
+#[tokio::test]
+async fn bodies_spanning_several_windows_stream_whole_mapped_or_read() {
+    let body = body_of(2 * WINDOW_BLOCKS * BLOCK + 8 * BLOCK + 777, 11);
+    for map_reads in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, streamed, end) = stream_back(dir.path(), map_reads, &body, |_| {}).await;
+        end.unwrap();
+        assert!(streamed == body, "map_reads {map_reads}: bytes differ");
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_block_in_a_later_window_ends_the_stream_there() {
+    let body = body_of(2 * WINDOW_BLOCKS * BLOCK + 8 * BLOCK + 777, 12);
+    let bad_block = WINDOW_BLOCKS + 3;
+    for map_reads in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, streamed, end) = stream_back(dir.path(), map_reads, &body, |dir| {
+            corrupt_at(dir, bad_block * BLOCK + 5)
+        })
+        .await;
+        let err = end.unwrap_err();
+        assert!(err.is_corrupt(), "map_reads {map_reads}: {err}");
+        assert!(
+            streamed == body[..bad_block * BLOCK],
+            "map_reads {map_reads}: {} bytes handed out, not the {} before the corrupt block",
+            streamed.len(),
+            bad_block * BLOCK
+        );
+        let key = cistern_cache::CacheKey::from_request(&get(TGZ)).unwrap();
+        assert!(store.get(&key).await.unwrap().is_none(), "dropped");
+    }
+}
+
+#[tokio::test]
+async fn a_content_file_cut_short_or_grown_is_a_corrupt_entry() {
+    let body = body_of(WINDOW_BLOCKS * BLOCK + 3 * BLOCK + 10, 13);
+    let cut = |dir: &std::path::Path| {
+        for path in content_files(dir) {
+            let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            file.set_len(2 * BLOCK as u64 + 100).unwrap();
+        }
+    };
+    let grow = |dir: &std::path::Path| {
+        for path in content_files(dir) {
+            let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            std::io::Write::write_all(&mut file, b"appended").unwrap();
+        }
+    };
+    for map_reads in [true, false] {
+        for (what, damage) in [
+            ("cut short", &cut as &dyn Fn(&std::path::Path)),
+            ("grown", &grow),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, streamed, end) = stream_back(dir.path(), map_reads, &body, damage).await;
+            let err = end.unwrap_err();
+            assert!(err.is_corrupt(), "{what}, map_reads {map_reads}: {err}");
+            assert!(
+                streamed.len() < body.len(),
+                "{what}: never handed out whole"
+            );
+            assert!(
+                streamed == body[..streamed.len()],
+                "{what}: only stored bytes"
+            );
+            let key = cistern_cache::CacheKey::from_request(&get(TGZ)).unwrap();
+            assert!(store.get(&key).await.unwrap().is_none(), "{what}: dropped");
+        }
+    }
 }

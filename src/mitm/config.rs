@@ -120,6 +120,11 @@ pub struct RawCache {
     /// Largest body kept in memory. Default 4MiB.
     #[serde(default)]
     pub memory_max_object: Option<ByteSize>,
+    /// Stream large stored bodies from memory maps of their files instead
+    /// of copying them into buffers first. Turn off for a cache directory
+    /// on a network filesystem. Default true.
+    #[serde(default)]
+    pub map_reads: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -300,6 +305,8 @@ pub struct CachingConfig {
     pub memory: u64,
     /// Largest body kept in memory.
     pub memory_max_object: u64,
+    /// Large bodies are streamed from memory maps.
+    pub map_reads: bool,
     /// Extra origin trust roots (PEM files).
     pub extra_roots: Vec<PathBuf>,
     /// Static resolution of origin names.
@@ -396,6 +403,7 @@ impl RawCaching {
                 .cache
                 .memory_max_object
                 .map_or(cistern_cache::DEFAULT_MEMORY_MAX_OBJECT, |s| s.0),
+            map_reads: self.cache.map_reads.unwrap_or(true),
             extra_roots: self.upstream.extra_roots,
             overrides: self
                 .upstream

@@ -53,6 +53,7 @@ pub async fn open_cache(config: &CachingConfig) -> Result<Cache, StartError> {
             verify_before_serve: config.verify_before_serve,
             memory_size: config.memory,
             memory_max_object: config.memory_max_object,
+            map_reads: config.map_reads,
         },
     )
     .await

@@ -92,14 +92,25 @@ pub fn content_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Flips one byte of every content file, as bit rot would.
+/// Flips one byte of every content file in place, as bit rot would.
 pub fn corrupt_all_content(dir: &Path) {
     for path in content_files(dir) {
-        let mut bytes = std::fs::read(&path).unwrap();
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0x01;
-        std::fs::write(&path, bytes).unwrap();
+        flip_byte_in_place(&path, std::fs::metadata(&path).unwrap().len() / 2, 0x01);
     }
+}
+
+/// XORs the byte at `offset` of the file with `mask`, without truncating
+/// the file (a running reader may have it mapped).
+pub fn flip_byte_in_place(path: &Path, offset: u64, mask: u8) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    file.write_all_at(&[byte[0] ^ mask], offset).unwrap();
 }
 
 /// A deterministic body of `len` bytes.
