@@ -537,8 +537,9 @@ async fn fifty_concurrent_requests_for_one_uncached_file_make_one_origin_request
 /// A client that started the plain-HTTP download of a PyPI `path` (a miss)
 /// and has read its first bytes; it hangs up when dropped.
 struct FirstClient {
-    /// Held, unread: the client neither reads on nor hangs up.
-    _body: hyper::body::Incoming,
+    /// Held, unread: the client neither reads on nor hangs up (until
+    /// [`FirstClient::read_rest`]).
+    body: hyper::body::Incoming,
     first: Bytes,
     _send: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
     conn: tokio::task::JoinHandle<hyper::Result<()>>,
@@ -561,11 +562,24 @@ impl FirstClient {
         let mut body = res.into_body();
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         FirstClient {
-            _body: body,
+            body,
             first,
             _send: send,
             conn,
         }
+    }
+}
+
+impl FirstClient {
+    /// Reads the rest of the body at last: everything it got.
+    async fn read_rest(&mut self) -> Vec<u8> {
+        let mut got = self.first.to_vec();
+        while let Some(frame) = self.body.frame().await {
+            if let Ok(data) = frame.expect("the rest of the body").into_data() {
+                got.extend_from_slice(&data);
+            }
+        }
+        got
     }
 }
 
@@ -578,11 +592,7 @@ impl Drop for FirstClient {
 /// Twenty requests for one file that the origin sends over about two
 /// seconds, far longer than followers wait for a download to start.
 async fn twenty_at_once(s: &Setup, path: &str, body: &Bytes, cut: bool) -> Vec<Got> {
-    let mut file = File::new(body.clone());
-    file.behaviour = Behaviour::Trickle {
-        pause: Duration::from_millis(250),
-        cut,
-    };
+    let file = File::trickling(body.clone(), Duration::from_millis(250), cut);
     s.https_origin.put(path, file);
     let mut got = Vec::new();
     for task in s.spawn_gets(&format!("https://{DEB}{path}"), 20) {
@@ -621,11 +631,7 @@ async fn requests_reading_along_finish_when_the_first_client_hangs_up() {
     let s = Setup::start("").await;
     let path = "/simple/pkg/pkg-2.0-py3-none-any.whl";
     let body = random_bytes(4 * 1024 * 1024 + 3, 63);
-    let mut file = File::new(body.clone());
-    file.behaviour = Behaviour::Trickle {
-        pause: Duration::from_millis(150),
-        cut: false,
-    };
+    let file = File::trickling(body.clone(), Duration::from_millis(150), false);
     s.http_origin.put(path, file);
     // The first client gets the head and its first bytes...
     let first = FirstClient::start(&s, path).await;
@@ -643,31 +649,65 @@ async fn requests_reading_along_finish_when_the_first_client_hangs_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn requests_reading_along_do_not_hang_with_a_first_client_that_stops_reading() {
-    let s = Setup::start("  cache:\n    lock_timeout: 1s\n").await;
-    // Far more than the socket buffers hold: the download stops when the
-    // first client stops reading.
+async fn a_first_client_that_stops_reading_does_not_hold_back_requests_reading_along() {
+    // Followers would give up on a download without progress only after
+    // 30s; they must not need to.
+    let s = Setup::start("  cache:\n    lock_timeout: 30s\n").await;
+    // Far more than the socket buffers hold: without a hand-over, the
+    // download would stop when the first client stops reading.
     let path = "/simple/pkg/pkg-3.0-py3-none-any.whl";
     let body = random_bytes(48 * 1024 * 1024, 64);
     s.http_origin.put(path, File::new(body.clone()));
-    let stuck = FirstClient::start(&s, path).await;
+    let mut stuck = FirstClient::start(&s, path).await;
     // It holds the connection open and reads no more. Others asking for
-    // the file read along as far as the download got, then go on from the
-    // origin themselves.
+    // the file read along with the download, which goes on at the origin's
+    // pace without it.
     let followers = s.spawn_gets(&format!("http://{PYPI}{path}"), 2);
     for follower in followers {
-        let got = tokio::time::timeout(Duration::from_secs(30), follower)
+        let got = tokio::time::timeout(Duration::from_secs(20), follower)
             .await
-            .expect("a follower hung with the stuck download")
+            .expect("a follower was held back by the first client")
             .unwrap();
         assert_eq!(got.headers["x-cistern-cache"], "hit");
         let whole = got.body.as_ref().is_ok_and(|b| b == &body);
         assert!(whole, "{}", s.logs());
     }
     let counts = s.http_origin.counts(path);
-    assert_eq!((counts.requests, counts.ranged), (3, 2), "{counts:?}");
+    assert_eq!((counts.requests, counts.ranged), (1, 0), "{counts:?}");
+    assert!(!s.logs().contains("download in flight stalled"));
+    // The first client reads the rest at last, from the stored download.
+    let got = tokio::time::timeout(Duration::from_secs(20), stuck.read_rest())
+        .await
+        .expect("the first client's rest");
+    assert!(got == body, "the first client got {} bytes", got.len());
+    // And the download was stored (files under /simple/ revalidate).
+    let again = s.client().get(&format!("http://{PYPI}{path}")).await;
+    assert_eq!(again.headers["x-cistern-cache"], "revalidated");
+    assert_eq!(again.bytes(), &body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_reading_along_go_on_from_the_origin_when_the_download_stalls() {
+    let s = Setup::start("  cache:\n    lock_timeout: 1s\n").await;
+    let path = "/debian/pool/main/s/stall/stall_1.0_amd64.deb";
+    let body = random_bytes(2 * 1024 * 1024 + 3, 66);
+    // A piece every 1.5s: longer than readers wait for progress.
+    let file = File::trickling(body.clone(), Duration::from_millis(1500), false);
+    s.https_origin.put(path, file);
+    for get in s.spawn_gets(&format!("https://{DEB}{path}"), 3) {
+        let got = tokio::time::timeout(Duration::from_secs(8), get)
+            .await
+            .expect("a request hung with the stalled download")
+            .unwrap();
+        let whole = got.body.as_ref().is_ok_and(|b| b == &body);
+        assert!(whole, "{}", s.logs());
+    }
+    // One download; the two requests reading along, and the first one
+    // (reading along too once the download was handed over), went on
+    // from the origin with range requests.
+    let counts = s.https_origin.counts(path);
+    assert_eq!((counts.requests, counts.ranged), (4, 3), "{counts:?}");
     assert!(s.logs().contains("download in flight stalled"));
-    drop(stuck);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1336,11 +1376,7 @@ async fn a_full_cache_disk_serves_whole_files_from_the_origin_and_logs_it() {
     // rest from the origin: whole files for all.
     let shared = "/debian/pool/main/b/big/big_2.0_amd64.deb";
     let body = random_bytes(6 * 1024 * 1024, 33);
-    let mut file = File::new(body.clone());
-    file.behaviour = Behaviour::Trickle {
-        pause: Duration::from_millis(100),
-        cut: false,
-    };
+    let file = File::trickling(body.clone(), Duration::from_millis(100), false);
     s.https_origin.put(shared, file);
     for task in s.spawn_gets(&format!("https://{DEB}{shared}"), 5) {
         let got = task.await.unwrap();

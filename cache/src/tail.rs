@@ -18,17 +18,24 @@
 //! caller should continue from the origin, so the follower still gets the
 //! whole file (as the leader does, straight from the origin). The same
 //! happens when the download makes no progress for the lock timeout: the
-//! leader's own client may have stopped reading (the download goes at its
-//! pace), and followers must not hang with it.
+//! leader's own client may have stopped reading, and followers must not
+//! hang with it.
+//!
+//! The leader's own client reads the origin's body as it arrives. Once a
+//! follower joins ([`Tail::followed`]), the proxy hands the download over
+//! to a task of its own, so that it goes at the origin's pace rather than
+//! at that client's, and the client reads the rest like a follower
+//! ([`Tail::reader_from`]).
 
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
 use http::{HeaderMap, StatusCode};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use twox_hash::XxHash3_128 as Xxh3;
 
 use crate::error::{Error, Result};
@@ -36,6 +43,8 @@ use crate::meta::Meta;
 
 /// Read size from the temp file (as for stored bodies).
 const PIECE: usize = crate::read::BLOCK;
+/// Read size when hashing the part of the body a reader does not hand out.
+const PREFIX_CHUNK: usize = 4 * PIECE;
 
 /// How far the writer got.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,6 +79,8 @@ pub struct Tail {
     /// How long a reader waits for progress before it goes on without the
     /// download (the store's lock timeout).
     stall: Duration,
+    /// Set, and notified, when a follower's reader is made.
+    followed: Arc<(AtomicBool, Notify)>,
 }
 
 impl std::fmt::Debug for Tail {
@@ -95,6 +106,19 @@ impl Tail {
             progress,
             key,
             stall,
+            followed: Arc::default(),
+        }
+    }
+
+    /// Waits until a follower reads along (returns at once if one did).
+    pub async fn followed(&self) {
+        let (flag, notify) = &*self.followed;
+        loop {
+            let notified = notify.notified();
+            if flag.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -114,11 +138,23 @@ impl Tail {
         &self.meta
     }
 
-    /// A reader of the body from its first byte.
+    /// A follower's reader of the body from its first byte.
     pub fn reader(&self) -> TailReader {
+        let (flag, notify) = &*self.followed;
+        flag.store(true, Ordering::Release);
+        notify.notify_waiters();
+        self.reader_from(0)
+    }
+
+    /// A reader of the body from `offset`, for the client that received
+    /// the bytes before it straight from the origin (the download's leader,
+    /// once the download was handed over). Those bytes are still hashed,
+    /// from the file, so that the check at the end covers the whole body.
+    pub fn reader_from(&self, offset: u64) -> TailReader {
         TailReader {
             tail: self.clone(),
-            offset: 0,
+            offset,
+            hashed: 0,
             hasher: Box::default(),
             held: None,
             done: false,
@@ -132,6 +168,9 @@ impl Tail {
 pub struct TailReader {
     tail: Tail,
     offset: u64,
+    /// Bytes of the file hashed so far: `offset` once the part before the
+    /// reader's start was hashed.
+    hashed: u64,
     hasher: Box<Xxh3>,
     /// The last piece read, handed out once the next one is read or the
     /// write's check matched.
@@ -166,8 +205,14 @@ impl TailReader {
             if self.stalled {
                 return self.give_up_on_download();
             }
-            if self.offset < progress.written {
+            if self.hashed < self.offset {
+                if progress.written >= self.offset {
+                    self.hash_prefix().await?;
+                    continue;
+                }
+            } else if self.offset < progress.written {
                 let data = self.read(progress.written).await?;
+                self.hashed += data.len() as u64;
                 self.hasher.write(&data);
                 if let Some(previous) = self.held.replace(data) {
                     return Ok(Some(previous));
@@ -220,6 +265,32 @@ impl TailReader {
     /// are what was received and written.
     pub fn resume_from(&self) -> Option<u64> {
         self.resumable.then_some(self.offset)
+    }
+
+    /// Hashes the file up to the reader's start.
+    async fn hash_prefix(&mut self) -> Result<()> {
+        let file = self.tail.file.clone();
+        let (from, to) = (self.hashed, self.offset);
+        let mut hasher = std::mem::take(&mut self.hasher);
+        let hasher = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; PREFIX_CHUNK];
+            let mut at = from;
+            while at < to {
+                let len = usize::try_from(to - at)
+                    .unwrap_or(PREFIX_CHUNK)
+                    .min(PREFIX_CHUNK);
+                file.read_exact_at(&mut buf[..len], at)?;
+                hasher.write(&buf[..len]);
+                at += len as u64;
+            }
+            Ok::<_, std::io::Error>(hasher)
+        })
+        .await
+        .map_err(|e| Error::io("following a download", std::io::Error::other(e)))?
+        .map_err(|e| Error::io("following a download", e))?;
+        self.hasher = hasher;
+        self.hashed = to;
+        Ok(())
     }
 
     /// Reads the next piece, up to `written`.

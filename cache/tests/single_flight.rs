@@ -174,3 +174,34 @@ async fn a_follower_of_an_aborted_write_gets_an_error_not_a_short_body() {
     assert!(err.to_string().contains("abort"), "{err}");
     assert_eq!(cache.store().stats().entries, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_can_read_the_rest_of_its_download_from_where_it_got_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let body = body_of(1024 * 1024 + 17, 8);
+    let mut writer = writer_for(&cache).await;
+    let tail = writer.tail();
+    // The leader's own reader does not count as a follower.
+    let mut rest = tail.reader_from(300_000);
+    let followed = tokio::time::timeout(Duration::from_millis(200), tail.followed()).await;
+    assert!(followed.is_err(), "no follower yet");
+    let mut follower = tail.reader();
+    tokio::time::timeout(Duration::from_secs(5), tail.followed())
+        .await
+        .expect("a follower joined");
+
+    writer.write(&body).await.unwrap();
+    let committed = tokio::spawn(async move { writer.commit().await.unwrap() });
+    let mut got = Vec::new();
+    while let Some(chunk) = rest.chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+    }
+    assert!(got == body[300_000..], "the rest: {} bytes", got.len());
+    let mut whole = Vec::new();
+    while let Some(chunk) = follower.chunk().await.unwrap() {
+        whole.extend_from_slice(&chunk);
+    }
+    assert!(whole == body);
+    committed.await.unwrap();
+}

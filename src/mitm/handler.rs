@@ -668,6 +668,14 @@ impl Proxy {
             ));
             body::empty()
         } else {
+            let resume = Resume {
+                origin: self.origin.clone(),
+                uri: client.uri.clone(),
+                headers: client.headers.clone(),
+                stored: writer.tail().headers().clone(),
+                via: self.via.clone(),
+            };
+            let rest: tee::Rest = Box::new(move |reader| Box::pin(read_along(reader, resume)));
             tee::body(
                 rbody,
                 *writer,
@@ -675,6 +683,7 @@ impl Proxy {
                 counter.clone(),
                 self.tasks.clone(),
                 len,
+                rest,
             )
         };
         Answer {

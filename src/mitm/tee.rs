@@ -21,6 +21,14 @@
 //! origin body is drained into the cache by a task of its own
 //! ([`drain_into_cache`]), which also serves responses the client reads no
 //! body of (HEAD, a 304 to its conditional).
+//!
+//! Nor does a client that reads slowly, or stops reading, hold back the
+//! requests reading along with its download: once one joins
+//! (`Tail::followed`), the same task takes the origin body over and drains
+//! it at the origin's pace, and the client reads the rest from the temp
+//! file like the others (`Tail::reader_from`, checked at the end against
+//! the stored file as theirs are). A lone client keeps the direct path,
+//! which costs one copy less.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -29,11 +37,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cistern_cache::{FlightGuard, Writer};
-use futures_util::Stream;
+use cistern_cache::{FlightGuard, Tail, TailReader, Writer};
+use futures_util::{Stream, StreamExt};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 use super::body::ProxyBody;
@@ -49,6 +58,14 @@ const COMMIT_BEFORE_LAST: u64 = 8 * 1024 * 1024;
 /// How long the origin may send nothing before the transfer is given up.
 const ORIGIN_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Frames of a body, boxed.
+pub(super) type Frames = Pin<Box<dyn Stream<Item = Result<Frame<Bytes>, BoxError>> + Send>>;
+
+/// Makes the rest of the client's body from a reader of the download from
+/// where the client got to (the handler's read-along body, which also knows
+/// how to go on from the origin should the download's write fail).
+pub(super) type Rest = Box<dyn FnOnce(TailReader) -> Frames + Send>;
+
 /// The client's body for a miss being stored. `len` is the announced
 /// `Content-Length`, if any.
 pub(super) fn body(
@@ -58,24 +75,111 @@ pub(super) fn body(
     counter: Arc<DomainCounters>,
     tasks: TaskTracker,
     len: Option<u64>,
+    rest: Rest,
 ) -> ProxyBody {
+    let tail = writer.tail();
     let tee = Tee {
         origin: Some(origin),
         writer: Some(writer),
         guard,
         held: None,
-        counter,
-        tasks,
+        counter: counter.clone(),
+        tasks: tasks.clone(),
     };
-    let chunks = futures_util::stream::unfold(tee, |mut tee| async move {
-        let item = tee.next().await?;
-        Some((item, tee))
+    let state = Arc::new(tokio::sync::Mutex::new(State::Teeing(Box::new(tee))));
+    let gone = CancellationToken::new();
+    tasks.spawn(take_over(
+        state.clone(),
+        tail.clone(),
+        gone.clone(),
+        counter,
+    ));
+    let client = ClientSide {
+        state,
+        tail,
+        rest: Some(rest),
+        reading: None,
+    };
+    let chunks = futures_util::stream::unfold(client, |mut client| async move {
+        let item = client.next().await?;
+        Some((item, client))
     });
     TeeBody {
         chunks: Box::pin(chunks),
         remaining: len,
+        _gone: gone.drop_guard(),
     }
     .boxed_unsync()
+}
+
+/// Who reads the origin body of a miss.
+enum State {
+    /// The client's body, as it is polled.
+    Teeing(Box<Tee>),
+    /// [`take_over`]'s task; the client reads the download from this offset.
+    HandedOff(u64),
+}
+
+/// Hands the download over to this task when a request reads along with it
+/// or the client goes away (see the module docs).
+async fn take_over(
+    state: Arc<tokio::sync::Mutex<State>>,
+    tail: Tail,
+    gone: CancellationToken,
+    counter: Arc<DomainCounters>,
+) {
+    tokio::select! {
+        () = tail.followed() => {}
+        () = gone.cancelled() => {}
+    }
+    // Waits for a chunk the client's body is fetching: the client has all
+    // bytes before the held chunk.
+    let mut state = state.lock().await;
+    let State::Teeing(tee) = &mut *state else {
+        return;
+    };
+    // Ended, failed, or no longer written: nothing to take over.
+    let (Some(origin), Some(writer)) = (tee.origin.take(), tee.writer.take()) else {
+        return;
+    };
+    let guard = tee.guard.take();
+    let held = tee.held.take().map_or(0, |h| h.len() as u64);
+    *state = State::HandedOff(writer.written() - held);
+    drop(state);
+    drain_into_cache(origin, writer, guard, counter).await;
+}
+
+/// The client's side of [`body`].
+struct ClientSide {
+    state: Arc<tokio::sync::Mutex<State>>,
+    tail: Tail,
+    rest: Option<Rest>,
+    /// The rest of the body from the download, once it was handed over.
+    reading: Option<Frames>,
+}
+
+impl ClientSide {
+    async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
+        loop {
+            if let Some(reading) = self.reading.as_mut() {
+                return match reading.next().await? {
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) => Some(Ok(data)),
+                        Err(_) => continue,
+                    },
+                    Err(err) => Some(Err(err)),
+                };
+            }
+            let mut state = self.state.lock().await;
+            let offset = match &mut *state {
+                State::Teeing(tee) => return tee.next().await,
+                State::HandedOff(offset) => *offset,
+            };
+            drop(state);
+            let rest = self.rest.take()?;
+            self.reading = Some(rest(self.tail.reader_from(offset)));
+        }
+    }
 }
 
 /// Stores a whole origin body without a client reading it.
@@ -189,20 +293,6 @@ impl Tee {
     }
 }
 
-impl Drop for Tee {
-    /// The client went away mid-body: the rest goes to the cache anyway.
-    fn drop(&mut self) {
-        let (Some(origin), Some(writer)) = (self.origin.take(), self.writer.take()) else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return; // shutting down: the write is aborted
-        };
-        let drain = drain_into_cache(origin, writer, self.guard.take(), self.counter.clone());
-        drop(self.tasks.spawn_on(drain, &runtime));
-    }
-}
-
 /// Commits a finished write; whether it is now in the cache.
 async fn commit(writer: Writer) -> bool {
     match writer.commit().await {
@@ -226,6 +316,9 @@ type Chunks = Pin<Box<dyn Stream<Item = Result<Bytes, BoxError>> + Send>>;
 struct TeeBody {
     chunks: Chunks,
     remaining: Option<u64>,
+    /// Tells [`take_over`] the client went away (dropped after `chunks`,
+    /// which may hold the state's lock).
+    _gone: DropGuard,
 }
 
 impl Body for TeeBody {

@@ -51,6 +51,13 @@ pub struct File {
 }
 
 impl File {
+    /// A file sent in eight pieces `pause` apart (see [`Behaviour::Trickle`]).
+    pub fn trickling(body: impl Into<Bytes>, pause: Duration, cut: bool) -> File {
+        let mut file = File::new(body);
+        file.behaviour = Behaviour::Trickle { pause, cut };
+        file
+    }
+
     pub fn new(body: impl Into<Bytes>) -> File {
         let body = body.into();
         File {
