@@ -93,7 +93,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     // Job containers: ended jobs cleaned up, live ones served again.
     tokio::spawn(proxy.clone().watch_jobs());
     if let Some(caching) = &caching {
-        crate::mitm::proxy::start(caching.clone(), tasks.clone(), shutdown.clone())
+        let daemon = crate::docker::upstream::client(&config.upstream);
+        let addresses = crate::mitm::proxy::listen_addresses(&caching.config, &daemon).await;
+        crate::mitm::proxy::start(caching.clone(), addresses, tasks.clone(), shutdown.clone())
             .await
             .map_err(ServeError::CachingProxy)?;
     }

@@ -943,3 +943,59 @@ fn a_bundle_on_a_volume_is_left_alone() {
         c.logs()
     );
 }
+
+#[test]
+fn by_default_the_caching_proxy_listens_on_the_address_containers_reach_only() {
+    let gateways = run_ok(docker_direct().args([
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+    ]));
+    let gateway: std::net::Ipv4Addr = gateways
+        .split_whitespace()
+        .find_map(|g| g.parse().ok())
+        .expect("the bridge network has an IPv4 gateway");
+    let loopback_80_taken = std::net::TcpStream::connect(("127.0.0.1", 80)).is_ok();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    // No `proxy:` addresses, `inject.address` left at host-gateway.
+    let config = format!(
+        "upstream:\n  unix: {daemon}\nlisteners:\n  - unix: {{path: {sock}}}\n\
+         caching:\n  domains: [{PKGS}]\n  state_dir: {state}\n  cache_dir: {cache}\n  admin: \"127.0.0.1:{admin}\"\n",
+        daemon = daemon().display(),
+        sock = socket.display(),
+        state = dir.path().join("state").display(),
+        cache = dir.path().join("cache").display(),
+        admin = free_port(),
+    );
+    let cistern = Cistern::start_with_config(tempfile::tempdir().unwrap(), socket, &config);
+    for port in [80, 443] {
+        let reached = std::net::TcpStream::connect_timeout(
+            &SocketAddr::from((gateway, port)),
+            Duration::from_secs(5),
+        );
+        assert!(
+            reached.is_ok(),
+            "nothing on {gateway}:{port}: {reached:?}\n{}",
+            cistern.logs()
+        );
+    }
+    // The log says where, once the proxy is up.
+    let said = |logs: &str| {
+        logs.contains(&format!("http={gateway}:80"))
+            && logs.contains(&format!("https={gateway}:443"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !said(&cistern.logs()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(said(&cistern.logs()), "{}", cistern.logs());
+    if !loopback_80_taken {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", 80)).is_err(),
+            "the proxy listens on loopback too"
+        );
+    }
+}

@@ -217,10 +217,12 @@ pub enum RawAlgorithm {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProxy {
-    /// Plain-HTTP listen address. Default 0.0.0.0:80.
+    /// Plain-HTTP listen address. Default: port 80 on the address
+    /// containers reach (see [`CachingConfig::http`]).
     #[serde(default)]
     pub http: Option<SocketAddr>,
-    /// HTTPS listen address. Default 0.0.0.0:443.
+    /// HTTPS listen address. Default: port 443 on the address containers
+    /// reach.
     #[serde(default)]
     pub https: Option<SocketAddr>,
 }
@@ -275,8 +277,12 @@ pub struct CachingConfig {
     pub ca_lifetime: Duration,
     pub max_job_duration: Duration,
     pub algorithm: cistern_ca::KeyAlgorithm,
-    pub http: SocketAddr,
-    pub https: SocketAddr,
+    /// Plain-HTTP listen address; `None`: port 80 on the address containers
+    /// reach, `inject.address` (`host-gateway` is asked of the daemon when
+    /// the proxy starts, see `proxy::listen_addresses`).
+    pub http: Option<SocketAddr>,
+    /// HTTPS listen address; `None`: port 443 on the address containers reach.
+    pub https: Option<SocketAddr>,
     /// The address `ExtraHosts` entries point at (`host-gateway` or an IP).
     pub inject_address: String,
     /// `NAME=VALUE` entries injected into containers' environment.
@@ -368,14 +374,8 @@ impl RawCaching {
                 .max_job_duration
                 .map_or(Duration::from_secs(3 * 3600), |d| d.0),
             algorithm,
-            http: self
-                .proxy
-                .http
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 80))),
-            https: self
-                .proxy
-                .https
-                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 443))),
+            http: self.proxy.http,
+            https: self.proxy.https,
             inject_address,
             admin: self
                 .admin
