@@ -1394,6 +1394,37 @@ async fn a_full_cache_disk_serves_whole_files_from_the_origin_and_logs_it() {
     assert_eq!(counts.requests, 1 + counts.ranged, "{counts:?}");
     assert!(counts.ranged >= 1, "{counts:?}\n{}", s.logs());
     assert!(s.logs().contains("the rest from the origin"));
+    // A request that joins once the write has failed reads along as far as
+    // the disk got and goes on from the origin, while the first client
+    // goes on reading the origin itself: whole files for both.
+    let late = "/debian/pool/main/b/big/big_3.0_amd64.deb";
+    let body = random_bytes(6 * 1024 * 1024, 34);
+    let file = File::trickling(body.clone(), Duration::from_millis(300), false);
+    s.https_origin.put(late, file);
+    let failed_writes = || s.logs().matches("cache write failed").count();
+    let before = failed_writes();
+    let url = format!("https://{DEB}{late}");
+    let first = s.spawn_gets(&url, 1).pop().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while failed_writes() == before {
+        assert!(
+            Instant::now() < deadline,
+            "the write never failed\n{}",
+            s.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let follower = client.get(&url).await;
+    assert!(
+        follower.body.as_ref().is_ok_and(|b| b == &body),
+        "the follower's file"
+    );
+    let first = first.await.unwrap();
+    assert!(
+        first.body.as_ref().is_ok_and(|b| b == &body),
+        "the first client's file\n{}",
+        s.logs()
+    );
     // The failed writes left their space free: a file that fits is cached.
     let small = "/debian/pool/main/s/small/small_1.0_amd64.deb";
     s.https_origin

@@ -138,7 +138,11 @@ async fn take_over(
     let State::Teeing(tee) = &mut *state else {
         return;
     };
-    // Ended, failed, or no longer written: nothing to take over.
+    // Ended, failed, or no longer written (then the client keeps reading
+    // the origin itself): nothing to take over.
+    if tee.origin.is_none() || tee.writer.is_none() {
+        return;
+    }
     let (Some(origin), Some(writer)) = (tee.origin.take(), tee.writer.take()) else {
         return;
     };
