@@ -414,7 +414,7 @@ impl BodyReader {
             first => first,
         };
         let kept = store.admits_hot(size).then(Vec::new);
-        Ok(BodyReader {
+        let mut reader = BodyReader {
             store,
             key: entry.key.clone(),
             integrity: entry.integrity.clone(),
@@ -425,7 +425,21 @@ impl BodyReader {
             size,
             blocks: checks,
             window: None,
-        })
+        };
+        // A mapped body's first block is checked here too, so that a
+        // corrupt one is a clean miss rather than a broken transfer.
+        match reader.first.take() {
+            Some(Piece::Window(data)) => {
+                reader.window = Some((data, 0));
+                match reader.next_block() {
+                    Some(Ok(block)) => reader.first = Some(Piece::Data(block)),
+                    Some(Err(())) => return Err(reader.store.drop_corrupt(&reader.key).await),
+                    None => {}
+                }
+            }
+            other => reader.first = other,
+        }
+        Ok(reader)
     }
 
     /// The next block of the current window, checked; `None` when the
@@ -452,24 +466,27 @@ impl BodyReader {
     /// its hash; [`Error::Corrupt`] if it did not.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>> {
         let piece = loop {
-            match self.next_block() {
-                Some(Ok(block)) => break Some(Piece::Data(block)),
-                Some(Err(())) => break Some(Piece::End(false)),
-                None => {}
-            }
-            let Some(rx) = self.rx.as_mut() else {
-                return Ok(None);
-            };
             let piece = match self.first.take() {
                 Some(first) => Some(first),
-                None => rx.recv().await,
+                None => {
+                    match self.next_block() {
+                        Some(Ok(block)) => break Some(Piece::Data(block)),
+                        Some(Err(())) => break Some(Piece::End(false)),
+                        None => {}
+                    }
+                    let Some(rx) = self.rx.as_mut() else {
+                        return Ok(None);
+                    };
+                    rx.recv().await
+                }
             };
             match piece {
                 Some(Piece::Window(data)) if self.blocks.is_some() => {
                     self.window = Some((data, 0));
                 }
-                // The end of mapped windows: every block was checked.
-                Some(Piece::End(true)) if self.blocks.is_some() && self.sent != self.size => {
+                // The end: every byte must have been handed out (for mapped
+                // windows, this is where their checks are complete).
+                Some(Piece::End(true)) if self.sent != self.size => {
                     break Some(Piece::End(false));
                 }
                 piece => break piece,

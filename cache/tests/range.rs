@@ -246,7 +246,13 @@ async fn bodies_spanning_several_windows_stream_whole_mapped_or_read() {
         let dir = tempfile::tempdir().unwrap();
         let (_, streamed, end) = stream_back(dir.path(), map_reads, &body, |_| {}).await;
         end.unwrap();
-        assert!(streamed == body, "map_reads {map_reads}: bytes differ");
+        let first_diff = streamed.iter().zip(body.iter()).position(|(a, b)| a != b);
+        assert!(
+            streamed == body,
+            "map_reads {map_reads}: bytes differ ({} of {}, first at {first_diff:?})",
+            streamed.len(),
+            body.len()
+        );
     }
 }
 
@@ -308,5 +314,30 @@ async fn a_content_file_cut_short_or_grown_is_a_corrupt_entry() {
             let key = cistern_cache::CacheKey::from_request(&get(TGZ)).unwrap();
             assert!(store.get(&key).await.unwrap().is_none(), "{what}: dropped");
         }
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_body_whose_first_block_is_corrupt_is_a_clean_miss() {
+    let body = body_of(WINDOW_BLOCKS * BLOCK + 5 * BLOCK, 14);
+    for map_reads in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            map_reads,
+            memory_size: 0,
+            verify_before_serve: 0,
+            ..StoreConfig::default()
+        };
+        let cache = cache_with(dir.path(), config.clone(), Default::default()).await;
+        origin_answer(&cache, &get(TGZ), &ok(&[]), &body, t(0))
+            .await
+            .unwrap();
+        corrupt_at(dir.path(), 10);
+        let key = cistern_cache::CacheKey::from_request(&get(TGZ)).unwrap();
+        let entry = cache.store().get(&key).await.unwrap().unwrap();
+        // Reported when the reader opens, before any response is started.
+        let err = cache.store().reader(&entry).await.unwrap_err();
+        assert!(err.is_corrupt(), "map_reads {map_reads}: {err}");
+        assert!(cache.store().get(&key).await.unwrap().is_none(), "dropped");
     }
 }
