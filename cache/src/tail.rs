@@ -17,9 +17,8 @@
 //! disk are handed out and [`TailReader::resume_from`] says where the
 //! caller should continue from the origin, so the follower still gets the
 //! whole file (as the leader does, straight from the origin). The same
-//! happens when the download makes no progress for the lock timeout: the
-//! leader's own client may have stopped reading, and followers must not
-//! hang with it.
+//! happens when the download makes no progress for the lock timeout (the
+//! origin stalled): followers must not hang with it.
 //!
 //! The leader's own client reads the origin's body as it arrives. Once a
 //! follower joins ([`Tail::followed`]), the proxy hands the download over
@@ -237,8 +236,9 @@ impl TailReader {
                         }
                         Ok(Err(_)) => {}
                         Err(_) => {
-                            // The client that leads the download stopped
-                            // reading, or the origin stopped sending.
+                            // The origin stopped sending (or, before the
+                            // download was handed over, its first client
+                            // stopped reading).
                             tracing::info!(key = %self.tail.key, offset = self.offset, "download in flight stalled");
                             self.stalled = true;
                         }
