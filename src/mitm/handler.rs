@@ -668,13 +668,7 @@ impl Proxy {
             ));
             body::empty()
         } else {
-            let resume = Resume {
-                origin: self.origin.clone(),
-                uri: client.uri.clone(),
-                headers: client.headers.clone(),
-                stored: writer.tail().headers().clone(),
-                via: self.via.clone(),
-            };
+            let resume = self.resume(client, &writer.tail());
             let rest: tee::Rest = Box::new(move |reader| Box::pin(read_along(reader, resume)));
             tee::body(
                 rbody,
@@ -754,20 +748,25 @@ impl Proxy {
         let body = if req.method == Method::HEAD {
             body::empty()
         } else {
-            let resume = Resume {
-                origin: self.origin.clone(),
-                uri: req.uri.clone(),
-                headers: req.headers.clone(),
-                stored: tail.headers().clone(),
-                via: self.via.clone(),
-            };
-            StreamBody::new(read_along(tail.reader(), resume)).boxed_unsync()
+            StreamBody::new(read_along(tail.reader(), self.resume(req, tail))).boxed_unsync()
         };
         Answer {
             response: Response::from_parts(head, body),
             state: "hit",
             reason: "read along with the download in flight".to_owned(),
             source: Source::Cache,
+        }
+    }
+
+    /// What a request reading `tail`'s download needs to go on from the
+    /// origin should the download fail to write or stall.
+    fn resume(&self, req: &request::Parts, tail: &Tail) -> Resume {
+        Resume {
+            origin: self.origin.clone(),
+            uri: req.uri.clone(),
+            headers: req.headers.clone(),
+            stored: tail.headers().clone(),
+            via: self.via.clone(),
         }
     }
 
