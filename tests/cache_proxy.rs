@@ -970,19 +970,29 @@ async fn a_corrupted_cache_entry_is_never_served_and_is_fetched_again() {
     // Larger: streamed while it is checked.
     let big_path = "/debian/pool/main/b/big/big_1.0_amd64.deb";
     let big = random_bytes(3 * 1024 * 1024 + 17, 32);
+    // The same over plain HTTP, where checked blocks are sent from the page
+    // cache with `sendfile` (two mapped windows).
+    let wheel_path = "/packages/de/mo/demo-1.0-py3-none-any.whl";
+    let wheel = random_bytes(5 * 1024 * 1024 + 3, 33);
     s.https_origin.put(small_path, File::new(small.clone()));
     s.https_origin.put(big_path, File::new(big.clone()));
+    s.http_origin.put(wheel_path, File::new(wheel.clone()));
     let small_url = format!("https://{DEB}{small_path}");
     let big_url = format!("https://{DEB}{big_path}");
+    let wheel_url = format!("http://{PYPI}{wheel_path}");
     let client = s.client();
-    for url in [&small_url, &big_url] {
+    for url in [&small_url, &big_url, &wheel_url] {
         let got = client.get(url).await;
         assert_eq!(got.status, 200);
         assert_eq!(got.headers["x-cistern-cache"], "miss", "{url}");
     }
-    assert_eq!(client.get(&big_url).await.headers["x-cistern-cache"], "hit");
+    for (url, body) in [(&big_url, &big), (&wheel_url, &wheel)] {
+        let got = client.get(url).await;
+        assert_eq!(got.headers["x-cistern-cache"], "hit");
+        assert!(got.bytes() == body, "{url}: the hit is the stored body");
+    }
 
-    assert_eq!(corrupt_stored_bodies(&s.dirs.path().join("cache")), 2);
+    assert_eq!(corrupt_stored_bodies(&s.dirs.path().join("cache")), 3);
 
     // The small body fails its check before anything is sent: the client
     // gets the right file, fetched again.
@@ -992,32 +1002,37 @@ async fn a_corrupted_cache_entry_is_never_served_and_is_fetched_again() {
     assert_eq!(got.headers["x-cistern-cache"], "miss");
     assert_eq!(s.https_origin.counts(small_path).requests, 2);
 
-    // The big one fails the check of its corrupt block: the client's
+    // The big ones fail the check of their corrupt block: the client's
     // transfer breaks short of its length instead of completing with wrong
     // bytes...
-    let got = client.get(&big_url).await;
-    assert_eq!(got.status, 200);
-    assert_eq!(got.headers["x-cistern-cache"], "hit");
-    assert!(
-        got.body.is_err(),
-        "a corrupt body must not arrive whole ({} bytes arrived)",
-        got.body.as_ref().map_or(0, Bytes::len)
-    );
-    assert_eq!(s.https_origin.counts(big_path).requests, 1);
-    // ... and the entry is gone: the next request fetches it again.
-    let got = client.get(&big_url).await;
-    assert_eq!(got.status, 200);
-    assert_eq!(got.bytes(), &big);
-    assert_eq!(got.headers["x-cistern-cache"], "miss");
-    assert_eq!(s.https_origin.counts(big_path).requests, 2);
+    for (url, body, origin, path) in [
+        (&big_url, &big, &s.https_origin, big_path),
+        (&wheel_url, &wheel, &s.http_origin, wheel_path),
+    ] {
+        let got = client.get(url).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.headers["x-cistern-cache"], "hit");
+        assert!(
+            got.body.is_err(),
+            "{url}: a corrupt body must not arrive whole ({} bytes arrived)",
+            got.body.as_ref().map_or(0, Bytes::len)
+        );
+        assert_eq!(origin.counts(path).requests, 1);
+        // ... and the entry is gone: the next request fetches it again.
+        let got = client.get(url).await;
+        assert_eq!(got.status, 200);
+        assert!(got.bytes() == body, "{url}: fetched again whole");
+        assert_eq!(got.headers["x-cistern-cache"], "miss");
+        assert_eq!(origin.counts(path).requests, 2);
+        let got = client.get(url).await;
+        assert!(got.bytes() == body, "{url}: a hit again");
+        assert_eq!(got.headers["x-cistern-cache"], "hit");
+    }
     assert!(
         s.logs().contains("failed its integrity check"),
         "the corruption is logged:\n{}",
         s.logs()
     );
-    let got = client.get(&big_url).await;
-    assert_eq!(got.bytes(), &big);
-    assert_eq!(got.headers["x-cistern-cache"], "hit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

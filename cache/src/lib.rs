@@ -50,6 +50,7 @@ pub use error::{Error, Result};
 pub use key::CacheKey;
 pub use lock::{Flight, FlightGuard, FlightWaiter, Following, WaitOutcome};
 pub use maintain::{GcReport, VerifyReport};
+pub use map::mapped_source;
 pub use meta::Meta;
 pub use policy::{Policy, PolicyConfig};
 pub use read::{Body, BodyReader, RangeReader};

@@ -341,3 +341,56 @@ async fn a_streamed_body_whose_first_block_is_corrupt_is_a_clean_miss() {
         assert!(cache.store().get(&key).await.unwrap().is_none(), "dropped");
     }
 }
+
+/// What lets a plain socket send a mapped hit with `sendfile`: each chunk
+/// handed out says which content file and offset it was mapped from, and
+/// that file holds exactly those bytes there. Chunks read into buffers, and
+/// any other bytes, have no source.
+#[tokio::test]
+async fn chunks_of_a_mapped_body_name_the_file_and_offset_they_were_mapped_from() {
+    let body = body_of(2 * WINDOW_BLOCKS * BLOCK + 3 * BLOCK + 99, 15);
+    for map_reads in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            map_reads,
+            memory_size: 0,
+            ..StoreConfig::default()
+        };
+        let cache = cache_with(dir.path(), config, Default::default()).await;
+        origin_answer(&cache, &get(TGZ), &ok(&[]), &body, t(0))
+            .await
+            .unwrap();
+        let key = cistern_cache::CacheKey::from_request(&get(TGZ)).unwrap();
+        let entry = cache.store().get(&key).await.unwrap().unwrap();
+        let mut reader = cache.store().reader(&entry).await.unwrap();
+        let mut at = 0usize;
+        let mut chunks = Vec::new();
+        while let Some(chunk) = reader.chunk().await.unwrap() {
+            let source = cistern_cache::mapped_source(&chunk);
+            match (map_reads, source) {
+                (true, Some((file, offset))) => {
+                    assert_eq!(offset, at as u64, "offset of the chunk at {at}");
+                    let mut on_disk = vec![0u8; chunk.len()];
+                    std::os::unix::fs::FileExt::read_exact_at(&*file, &mut on_disk, offset)
+                        .unwrap();
+                    assert!(on_disk == chunk, "the file holds the chunk at {at}");
+                    // A slice within it, too.
+                    let inner = chunk.slice(10..20);
+                    let (_, inner_offset) = cistern_cache::mapped_source(&inner).unwrap();
+                    assert_eq!(inner_offset, offset + 10);
+                }
+                (true, None) => panic!("mapped chunk at {at} has no source"),
+                (false, Some(_)) => panic!("read chunk at {at} claims a mapped source"),
+                (false, None) => {}
+            }
+            assert!(chunk == body[at..at + chunk.len()]);
+            at += chunk.len();
+            // Kept, so that their windows stay mapped while others are.
+            chunks.push(chunk);
+        }
+        assert_eq!(at, body.len());
+        assert!(cistern_cache::mapped_source(&body[..BLOCK]).is_none());
+        let copied = chunks[0].to_vec();
+        assert!(cistern_cache::mapped_source(&copied).is_none());
+    }
+}

@@ -33,6 +33,7 @@ use super::body::{self, Metered, RequestLog, Source};
 use super::config::{ForwardProxyConfig, Others};
 use super::domains::{normalise, split_authority};
 use super::handler::{ConnInfo, Proxy, Scheme};
+use super::plain::PlainStream;
 use super::proxy::{serve, HANDSHAKE_TIMEOUT};
 use super::upstream::Dialer;
 
@@ -92,7 +93,7 @@ impl ForwardProxy {
                 });
                 let shutdown = this.shutdown.clone();
                 serve(
-                    stream,
+                    PlainStream::new(stream),
                     move |req| this.clone().handle(req, conn.clone()),
                     shutdown,
                 )

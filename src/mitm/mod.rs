@@ -12,6 +12,8 @@
 //! - [`upstream`]: the origin client (system resolver + overrides, system
 //!   roots + extra roots, pooled);
 //! - [`body`]: response bodies, teeing, the per-request log event;
+//! - [`plain`]: plain-TCP client connections, which send checked hits
+//!   from the page cache with `sendfile`;
 //! - [`metrics`]: per-domain counters and the Prometheus text;
 //! - [`error`]: start-up and request-path errors;
 //! - [`commands`]: `cistern cache …` and `cistern ca …`.
@@ -24,6 +26,7 @@ pub mod error;
 pub mod forward;
 pub mod handler;
 pub mod metrics;
+pub mod plain;
 pub mod proxy;
 mod tee;
 pub mod tls;

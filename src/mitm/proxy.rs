@@ -32,6 +32,7 @@ use super::error::StartError;
 use super::forward::{self, ForwardProxy};
 use super::handler::{ConnInfo, Proxy, Scheme};
 use super::metrics::Metrics;
+use super::plain::PlainStream;
 use super::tls::{server_config, LeafResolver};
 use super::{upstream, Caching, CachingConfig};
 use crate::docker::upstream::{self as daemon, UpstreamClient};
@@ -257,7 +258,7 @@ async fn accept_loop(
                         peer,
                     });
                     serve(
-                        stream,
+                        PlainStream::new(stream),
                         move |req| proxy.clone().handle(req, conn.clone()),
                         shutdown,
                     )
