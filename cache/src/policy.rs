@@ -24,6 +24,14 @@
 //!
 //! The response headers a hit returns come from that view (with `Age`), so
 //! clients see the same freshness the cache applies.
+//!
+//! Cookies the origin sets (`Set-Cookie`) belong to the client whose request
+//! reached it: the view and the stored headers leave them out, so no hit
+//! hands one job's cookie to another. Freshness then follows
+//! `Cache-Control` as RFC 9111 says (a cookie does not inhibit caching);
+//! http-cache-semantics would otherwise make every such response stale
+//! unless it is `public`, which CDNs that set load-balancer cookies on
+//! package files would turn into a revalidation per download.
 
 use std::time::{Duration, SystemTime};
 
@@ -128,6 +136,9 @@ const CLIENT_CONDITIONALS: [HeaderName; 6] = [
     RANGE,
 ];
 
+/// Headers the origin addressed to one client, never stored.
+const NOT_STORED: [&str; 2] = ["set-cookie", "set-cookie2"];
+
 /// Connection-specific headers never sent from the cache (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -201,7 +212,11 @@ impl Policy {
     pub fn freshness(&self, req: &request::Parts, meta: &Meta, now: SystemTime) -> Freshness {
         let lookup = self.lookup_request(req, meta.mode);
         match meta.policy.before_request(&lookup, now) {
-            BeforeRequest::Fresh(parts) => Freshness::Fresh(parts),
+            BeforeRequest::Fresh(mut parts) => {
+                // Entries stored before cookies were left out.
+                strip_not_stored(&mut parts.headers);
+                Freshness::Fresh(parts)
+            }
             BeforeRequest::Stale {
                 request,
                 matches: true,
@@ -287,10 +302,12 @@ impl Policy {
         if !policy.is_storable() {
             return StoreDecision::NoStore(NoStoreReason::NotStorable);
         }
+        let mut headers = res.headers.clone();
+        strip_not_stored(&mut headers);
         StoreDecision::Store(Box::new(Meta {
             url: cacheable.key.url().to_owned(),
             status: res.status,
-            headers: res.headers.clone(),
+            headers,
             policy,
             mode: cacheable.mode,
             stored_at_ms: unix_ms(now),
@@ -331,8 +348,10 @@ impl Policy {
             }
         }
         match meta.policy.after_response(revalidation, &view, now) {
-            AfterResponse::NotModified(policy, response) => {
+            AfterResponse::NotModified(policy, mut response) => {
+                strip_not_stored(&mut response.headers);
                 let mut headers = meta.headers.clone();
+                strip_not_stored(&mut headers);
                 for name in res.headers.keys() {
                     let excluded = [
                         CONTENT_LENGTH,
@@ -341,7 +360,8 @@ impl Policy {
                         TRANSFER_ENCODING,
                     ]
                     .contains(name)
-                        || HOP_BY_HOP.contains(&name.as_str());
+                        || HOP_BY_HOP.contains(&name.as_str())
+                        || NOT_STORED.contains(&name.as_str());
                     if !excluded {
                         headers.remove(name);
                         for value in res.headers.get_all(name) {
@@ -384,6 +404,7 @@ impl Policy {
         for name in HOP_BY_HOP {
             headers.remove(name);
         }
+        strip_not_stored(&mut headers);
         let age = meta.policy.age(now).as_secs();
         headers.insert(http::header::AGE, HeaderValue::from(age));
         parts.headers = headers;
@@ -397,6 +418,7 @@ impl Policy {
         view.status = res.status;
         view.version = res.version;
         view.headers = res.headers.clone();
+        strip_not_stored(&mut view.headers);
         let forced = match mode {
             Mode::Immutable => Some(format!(
                 "public, max-age={}, immutable",
@@ -421,6 +443,13 @@ impl Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy::new(PolicyConfig::default())
+    }
+}
+
+/// Removes what the origin addressed to one client ([`NOT_STORED`]).
+fn strip_not_stored(headers: &mut HeaderMap) {
+    for name in NOT_STORED {
+        headers.remove(name);
     }
 }
 

@@ -339,3 +339,78 @@ async fn a_bare_304_refreshes_an_entry_stored_with_last_modified() {
     };
     assert_eq!(hit.entry.meta.headers["last-modified"], lm);
 }
+
+/// A cookie the origin set for the client whose request filled the cache is
+/// that client's: hits, for any other job on the runner, never carry it,
+/// and neither does a stored entry refreshed by a 304 that sets one.
+#[tokio::test]
+async fn cookies_set_by_the_origin_are_not_stored_or_replayed_on_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let res = ok(&[
+        ("cache-control", "max-age=60"),
+        ("etag", "\"v1\""),
+        ("set-cookie", "session=first-client; Path=/"),
+        ("set-cookie", "lb=node-3"),
+    ]);
+    origin_answer(&cache, &get(FILE), &res, b"body v1", t(0))
+        .await
+        .unwrap();
+    let lookup = cache.lookup(&get(FILE), t(10)).await.unwrap();
+    let Lookup::Hit(hit) = lookup else {
+        panic!("should hit: {lookup:?}");
+    };
+    assert!(
+        !hit.response.headers.contains_key("set-cookie"),
+        "{:?}",
+        hit.response.headers
+    );
+    assert_eq!(hit.response.headers["etag"], "\"v1\"");
+    assert!(!hit.entry.meta.headers.contains_key("set-cookie"));
+
+    let Lookup::Stale(stale) = cache.lookup(&get(FILE), t(100)).await.unwrap() else {
+        panic!("should be stale");
+    };
+    let not_modified = status(
+        StatusCode::NOT_MODIFIED,
+        &[
+            ("cache-control", "max-age=60"),
+            ("etag", "\"v1\""),
+            ("set-cookie", "session=revalidating-client"),
+        ],
+    );
+    let Revalidation::NotModified(hit) = cache
+        .revalidated(*stale, &not_modified, t(100))
+        .await
+        .unwrap()
+    else {
+        panic!("304 must refresh");
+    };
+    assert!(!hit.response.headers.contains_key("set-cookie"));
+    let Lookup::Hit(hit) = cache.lookup(&get(FILE), t(110)).await.unwrap() else {
+        panic!("fresh again after the 304");
+    };
+    assert!(
+        !hit.response.headers.contains_key("set-cookie"),
+        "{:?}",
+        hit.response.headers
+    );
+    assert!(!hit.entry.meta.headers.contains_key("set-cookie"));
+
+    // A package file is immutable by rule (`public`): the cookie would be
+    // replayed on every hit for a year if it were stored.
+    let deb = get("https://deb.example.test/debian/pool/main/c/cdn/cdn_1.0_amd64.deb");
+    let res = ok(&[("set-cookie", "__cdn_bm=first-client")]);
+    origin_answer(&cache, &deb, &res, b"!<arch>", t(0))
+        .await
+        .unwrap();
+    let lookup = cache.lookup(&deb, t(3600)).await.unwrap();
+    let Lookup::Hit(hit) = lookup else {
+        panic!("should hit: {lookup:?}");
+    };
+    assert!(
+        !hit.response.headers.contains_key("set-cookie"),
+        "{:?}",
+        hit.response.headers
+    );
+}
