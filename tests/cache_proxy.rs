@@ -1036,6 +1036,46 @@ async fn a_corrupted_cache_entry_is_never_served_and_is_fetched_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_larger_than_max_object_is_served_whole_and_never_stored() {
+    let s = Setup::start("  cache:\n    max_size: 64MiB\n    max_object: 1MiB\n").await;
+    let small_path = "/debian/pool/main/s/small/small_1.0_amd64.deb";
+    let small = random_bytes(512 * 1024, 41);
+    s.https_origin.put(small_path, File::new(small.clone()));
+    // One announces its length, the other is chunked: its write stops
+    // once it grows past the limit.
+    let big_path = "/debian/pool/main/b/big/big_1.0_amd64.deb";
+    let big = random_bytes(3 * 1024 * 1024 + 5, 42);
+    s.https_origin.put(big_path, File::new(big.clone()));
+    let chunked_path = "/debian/pool/main/c/chunked/chunked_1.0_amd64.deb";
+    let chunked = random_bytes(3 * 1024 * 1024 + 7, 43);
+    let mut file = File::new(chunked.clone());
+    file.behaviour = Behaviour::Chunked;
+    s.https_origin.put(chunked_path, file);
+    let client = s.client();
+    for round in 1..=2 {
+        for (path, body) in [(big_path, &big), (chunked_path, &chunked)] {
+            let got = client.get(&format!("https://{DEB}{path}")).await;
+            assert_eq!(got.status, 200);
+            assert!(got.bytes() == body, "{path}, round {round}: whole");
+            assert_eq!(
+                got.headers["x-cistern-cache"], "miss",
+                "{path}, round {round}"
+            );
+            assert_eq!(s.https_origin.counts(path).requests, round, "{path}");
+        }
+        let got = client.get(&format!("https://{DEB}{small_path}")).await;
+        assert!(got.bytes() == &small);
+        let state = if round == 1 { "miss" } else { "hit" };
+        assert_eq!(got.headers["x-cistern-cache"], state, "the small file");
+    }
+    let logs = s.logs();
+    assert!(logs.contains("larger than max_object"), "{logs}");
+    assert!(logs.contains("grew past the largest object"), "{logs}");
+    let stats = s.cistern_cmd(&["cache", "stats"]);
+    assert!(stats.contains("entries: 1\n"), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_asking_for_different_variants_each_get_theirs_from_the_cache() {
     let s = Setup::start("").await;
     // An npm-style packument in two representations, chosen by `Accept`

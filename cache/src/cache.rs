@@ -240,6 +240,12 @@ impl Cache {
     ) -> Result<StoreStart> {
         match self.policy.on_response(cacheable, req, res, now) {
             StoreDecision::Store(meta) => {
+                let limit = self.store.config().max_object;
+                if let (Some(limit), Some(length)) = (limit, content_length(&meta.headers)) {
+                    if length > limit {
+                        return Ok(StoreStart::NoStore(NoStoreReason::TooLarge));
+                    }
+                }
                 let key = self.store_key(cacheable, req, now).await?;
                 Ok(StoreStart::Store(Box::new(
                     self.store.begin_write(&key, *meta).await?,
@@ -293,4 +299,12 @@ impl Cache {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The `Content-Length` of a response head, when it has a valid one.
+pub(crate) fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }

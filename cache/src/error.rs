@@ -59,6 +59,14 @@ pub enum Error {
         actual: u64,
     },
 
+    /// A body without `Content-Length` grew past the largest object the
+    /// store keeps; the write was aborted (the client is still served).
+    #[error("body grew past the largest object the cache stores ({limit} bytes); not stored")]
+    TooLarge {
+        /// [`StoreConfig::max_object`](crate::StoreConfig::max_object).
+        limit: u64,
+    },
+
     /// A write was used after an earlier write to it had failed.
     #[error("cache write for {key} already failed and was aborted")]
     WriteAborted {

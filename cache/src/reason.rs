@@ -80,6 +80,9 @@ pub enum NoStoreReason {
     /// http-cache-semantics says the response is not storable for another
     /// reason (e.g. authorised request without `public`).
     NotStorable,
+    /// Its `Content-Length` is above the largest object the store keeps
+    /// ([`StoreConfig::max_object`](crate::StoreConfig::max_object)).
+    TooLarge,
 }
 
 impl fmt::Display for NoStoreReason {
@@ -94,6 +97,7 @@ impl fmt::Display for NoStoreReason {
             NoStoreReason::PrivateResponse => f.write_str("response is private"),
             NoStoreReason::VaryStar => f.write_str("response varies on *"),
             NoStoreReason::NotStorable => f.write_str("response is not storable"),
+            NoStoreReason::TooLarge => f.write_str("body is larger than max_object"),
         }
     }
 }

@@ -27,7 +27,6 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use cacache::Integrity;
-use http::header::CONTENT_LENGTH;
 
 use crate::error::{Error, Result};
 use crate::evict::LruTable;
@@ -50,6 +49,12 @@ pub struct StoreConfig {
     /// Evict least-recently-used entries above this many bytes of distinct
     /// content. `None`: no limit.
     pub max_bytes: Option<u64>,
+    /// Bodies larger than this are passed through and never stored: one
+    /// large download must not evict the files every job uses (or, above
+    /// `max_bytes`, everything including itself). Known from
+    /// `Content-Length` before anything is written; a body without one is
+    /// aborted once it grows past the limit. `None`: no limit.
+    pub max_object: Option<u64>,
     /// How long single-flight followers wait for the leader (for its
     /// download to start, when they read along with it).
     pub lock_timeout: Duration,
@@ -87,6 +92,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             max_bytes: None,
+            max_object: None,
             lock_timeout: Duration::from_secs(30),
             verify_before_serve: DEFAULT_VERIFY_BEFORE_SERVE,
             memory_size: DEFAULT_MEMORY_SIZE,
@@ -476,11 +482,7 @@ impl Store {
     /// [`Writer::commit`]; dropping the writer aborts. The expected length
     /// comes from `meta.headers`' `Content-Length`, when present.
     pub async fn begin_write(&self, key: &CacheKey, meta: Meta) -> Result<Writer> {
-        let expected = meta
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let expected = crate::cache::content_length(&meta.headers);
         Writer::open(self.clone(), key.clone(), meta, expected).await
     }
 

@@ -177,6 +177,12 @@ impl Writer {
         if self.tx.is_none() {
             return Err(self.failure().await);
         }
+        if let Some(limit) = self.store.config().max_object {
+            if self.written + chunk.len() as u64 > limit {
+                self.abort();
+                return Err(Error::TooLarge { limit });
+            }
+        }
         self.written += chunk.len() as u64;
         self.batched += chunk.len();
         self.batch.push(chunk);

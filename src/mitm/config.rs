@@ -90,6 +90,10 @@ pub struct RawCache {
     /// Size limit of the cache's content (`50GiB`, `500MB`, bytes). Default: none.
     #[serde(default)]
     pub max_size: Option<ByteSize>,
+    /// Largest body stored; larger ones are passed through from the origin
+    /// uncached. Default: a quarter of `max_size` (none without it).
+    #[serde(default)]
+    pub max_object: Option<ByteSize>,
     /// Per-domain/path rules, before the built-in package-repository ones.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
@@ -297,6 +301,8 @@ pub struct CachingConfig {
     pub admin: SocketAddr,
     /// Cache content size limit in bytes.
     pub max_size: Option<u64>,
+    /// Largest body stored, in bytes.
+    pub max_object: Option<u64>,
     /// Configured rules (the built-in defaults follow them).
     pub rules: Vec<RuleConfig>,
     /// Freshness of `immutable` entries.
@@ -381,6 +387,11 @@ impl RawCaching {
                 .admin
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9477))),
             max_size: self.cache.max_size.map(|s| s.0),
+            max_object: self
+                .cache
+                .max_object
+                .map(|s| s.0)
+                .or_else(|| self.cache.max_size.map(|s| s.0 / 4)),
             rules: self.cache.rules,
             immutable_ttl: self
                 .cache

@@ -51,6 +51,7 @@ pub async fn open_cache(config: &CachingConfig) -> Result<Cache, StartError> {
         &config.cache_dir,
         StoreConfig {
             max_bytes: config.max_size,
+            max_object: config.max_object,
             lock_timeout: config.lock_timeout,
             verify_before_serve: config.verify_before_serve,
             memory_size: config.memory,

@@ -199,7 +199,7 @@ pub(super) async fn drain_into_cache(
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     if let Err(err) = writer.write_bytes(data).await {
-                        tracing::warn!(error = %chain(&err), "cache write failed; not stored");
+                        write_failed(&err);
                         return;
                     }
                 }
@@ -254,7 +254,7 @@ impl Tee {
             // leaving here loses nothing the drain would need.
             if let Some(writer) = self.writer.as_mut() {
                 if let Err(err) = writer.write_bytes(data.clone()).await {
-                    tracing::warn!(error = %chain(&err), "cache write failed; the response is served from origin only");
+                    write_failed(&err);
                     self.writer = None;
                 }
             }
@@ -305,6 +305,15 @@ async fn commit(writer: Writer) -> bool {
             tracing::warn!(error = %chain(&err), "cache commit failed; the response was served from origin");
             false
         }
+    }
+}
+
+/// A cache write stopped; the client goes on being served from the origin.
+fn write_failed(err: &cistern_cache::Error) {
+    if matches!(err, cistern_cache::Error::TooLarge { .. }) {
+        tracing::info!(error = %err, "served from origin only");
+    } else {
+        tracing::warn!(error = %chain(err), "cache write failed; the response is served from origin only");
     }
 }
 

@@ -36,6 +36,8 @@ pub enum Behaviour {
     /// The body in eight pieces, this long apart; with `cut`, closing after
     /// the fourth.
     Trickle { pause: Duration, cut: bool },
+    /// Whole, chunked (no length announced).
+    Chunked,
 }
 
 /// A file the origin serves.
@@ -299,7 +301,10 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
             )
             .unwrap();
     }
-    let builder = if file.behaviour == Behaviour::CutShortChunked {
+    let builder = if matches!(
+        file.behaviour,
+        Behaviour::CutShortChunked | Behaviour::Chunked
+    ) {
         builder
     } else {
         builder.header("content-length", file.body.len())
@@ -333,6 +338,18 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
                 }
             });
             StreamBody::new(stream).boxed_unsync()
+        }
+        Behaviour::Chunked => {
+            let body = file.body.clone();
+            let pieces: Vec<Result<Frame<Bytes>, std::io::Error>> = (0..body.len())
+                .step_by(64 * 1024)
+                .map(|at| {
+                    Ok(Frame::data(
+                        body.slice(at..(at + 64 * 1024).min(body.len())),
+                    ))
+                })
+                .collect();
+            StreamBody::new(futures_util::stream::iter(pieces)).boxed_unsync()
         }
         _ => Full::new(file.body.clone())
             .map_err(|e| match e {})
