@@ -866,7 +866,7 @@ async fn a_20mb_ranged_download_resumes_from_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eviction_keeps_the_cache_under_its_size_limit() {
-    let s = Setup::start("  cache:\n    max_size: 3MB\n").await;
+    let s = Setup::start("  cache:\n    max_size: 3MB\n    max_object: 1MB\n").await;
     let client = s.client();
     for i in 0..8u64 {
         let path = format!("/debian/pool/main/e/evict/evict_{i}_amd64.deb");
@@ -2193,7 +2193,7 @@ async fn in_a_container_an_interrupted_20mb_download_resumes_from_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_a_container_eviction_keeps_the_cache_under_its_size_limit() {
-    let c = Containers::start("  cache:\n    max_size: 3MB\n").await;
+    let c = Containers::start("  cache:\n    max_size: 3MB\n    max_object: 1MB\n").await;
     let mut script = String::new();
     let mut urls = Vec::new();
     for i in 0..8u64 {

@@ -471,4 +471,20 @@ mod tests {
         assert_eq!(cfg.listeners.len(), 1);
         assert_eq!(cfg.shutdown_grace, Duration::from_secs(30));
     }
+
+    #[test]
+    fn the_largest_stored_file_defaults_to_a_quarter_of_the_cache() {
+        let cache = |yaml: &str| {
+            let text = format!("caching:\n  domains: [deb.example.test]\n  cache: {yaml}\n");
+            let caching = parse("f.yaml", &text).unwrap().caching.unwrap();
+            (caching.max_size, caching.max_object)
+        };
+        assert_eq!(cache("{}"), (None, None));
+        assert_eq!(cache("{max_size: 20GiB}"), (Some(20 << 30), Some(5 << 30)));
+        assert_eq!(
+            cache("{max_size: 20GiB, max_object: 100MB}"),
+            (Some(20 << 30), Some(100_000_000))
+        );
+        assert_eq!(cache("{max_object: 1GB}"), (None, Some(1_000_000_000)));
+    }
 }
