@@ -13,7 +13,9 @@
 //! - content files are written once under a temporary name and renamed into
 //!   place, and leave only by `unlink`; neither changes the bytes of a
 //!   mapping already made. Nothing in cistern writes to or truncates a
-//!   content file that is in place;
+//!   content file that is in place. Requests reading along with a download
+//!   map its temp file too, only the part already written: the writer only
+//!   appends;
 //! - the file's length is checked against the entry before mapping, so a
 //!   short (damaged) file is a corrupt entry, never a mapping past its end;
 //! - each window is populated with `MADV_POPULATE_READ` before it is read,

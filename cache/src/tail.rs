@@ -25,6 +25,13 @@
 //! to a task of its own, so that it goes at the origin's pace rather than
 //! at that client's, and the client reads the rest like a follower
 //! ([`Tail::reader_from`]).
+//!
+//! Readers map the part of the temp file already written (windows of up to
+//! 4 MiB, see `map.rs`) rather than copying it into buffers: each reader
+//! hashes its pieces where the page cache holds them, and a plain-HTTP
+//! client is sent them with `sendfile`, so fifty jobs reading along with one
+//! download cost fifty hashes, not fifty copies on top. With
+//! `map_reads` off they are read into buffers.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +51,9 @@ use crate::meta::Meta;
 const PIECE: usize = crate::read::BLOCK;
 /// Read size when hashing the part of the body a reader does not hand out.
 const PREFIX_CHUNK: usize = 4 * PIECE;
+/// Most bytes mapped at a time. Windows start on a piece boundary, which
+/// is a multiple of any page size.
+const WINDOW: u64 = 16 * PIECE as u64;
 
 /// How far the writer got.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -80,6 +90,8 @@ pub struct Tail {
     stall: Duration,
     /// Set, and notified, when a follower's reader is made.
     followed: Arc<(AtomicBool, Notify)>,
+    /// Readers map the file (see the module docs).
+    map_reads: bool,
 }
 
 impl std::fmt::Debug for Tail {
@@ -98,6 +110,7 @@ impl Tail {
         progress: watch::Receiver<Progress>,
         key: String,
         stall: Duration,
+        map_reads: bool,
     ) -> Tail {
         Tail {
             meta: Arc::new(meta),
@@ -106,6 +119,7 @@ impl Tail {
             key,
             stall,
             followed: Arc::default(),
+            map_reads,
         }
     }
 
@@ -156,6 +170,8 @@ impl Tail {
             hashed: 0,
             hasher: Box::default(),
             held: None,
+            window: None,
+            map_reads: self.map_reads,
             done: false,
             stalled: false,
             resumable: false,
@@ -174,6 +190,10 @@ pub struct TailReader {
     /// The last piece read, handed out once the next one is read or the
     /// write's check matched.
     held: Option<Bytes>,
+    /// The part of the file mapped last, and its offset in the file.
+    window: Option<(Bytes, u64)>,
+    /// Still mapping (off once the kernel could not).
+    map_reads: bool,
     done: bool,
     /// The download made no progress for the tail's `stall` time.
     stalled: bool,
@@ -293,8 +313,46 @@ impl TailReader {
         Ok(())
     }
 
-    /// Reads the next piece, up to `written`.
+    /// The next piece, up to `written`: a slice of the window that holds
+    /// `offset`, mapping the next one when it is past the last.
     async fn read(&mut self, written: u64) -> Result<Bytes> {
+        loop {
+            if let Some((data, start)) = &self.window {
+                let end = start + data.len() as u64;
+                if (*start..end).contains(&self.offset) {
+                    let from = (self.offset - start) as usize;
+                    let len = (end.min(written) - self.offset) as usize;
+                    let piece = data.slice(from..from + len.min(PIECE));
+                    self.offset += piece.len() as u64;
+                    return Ok(piece);
+                }
+            }
+            self.window = None;
+            if !self.map_reads {
+                return self.read_copy(written).await;
+            }
+            let start = self.offset - self.offset % PIECE as u64;
+            let len = usize::try_from((written - start).min(WINDOW)).unwrap_or(PIECE);
+            let file = self.tail.file.clone();
+            // Only bytes already written are mapped, and the writer only
+            // appends to the file: the window's pages stay as they are.
+            let mapped =
+                tokio::task::spawn_blocking(move || crate::map::map(&file, start, len)?.populate())
+                    .await
+                    .map_err(|e| Error::io("following a download", std::io::Error::other(e)))?;
+            match mapped {
+                Ok(data) => self.window = Some((data, start)),
+                // Read instead: a real I/O error shows there too.
+                Err(e) => {
+                    tracing::debug!(key = %self.tail.key, error = %e, "cannot map a download in flight; reading it");
+                    self.map_reads = false;
+                }
+            }
+        }
+    }
+
+    /// Reads the next piece, up to `written`, into a buffer.
+    async fn read_copy(&mut self, written: u64) -> Result<Bytes> {
         let len = usize::try_from(written - self.offset)
             .unwrap_or(PIECE)
             .min(PIECE);

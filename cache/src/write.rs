@@ -132,6 +132,7 @@ impl Writer {
             progress,
             key.to_string(),
             store.config().lock_timeout,
+            store.config().map_reads,
         );
         // Unbounded in messages, bounded in bytes by `budget`.
         let (tx, rx) = mpsc::unbounded_channel();

@@ -205,3 +205,51 @@ async fn the_leader_can_read_the_rest_of_its_download_from_where_it_got_to() {
     assert!(whole == body);
     committed.await.unwrap();
 }
+
+/// A follower right behind the writer maps whatever is on disk each time
+/// (windows of every size, starting mid-piece), or reads it with mapping
+/// off: either way it gets every byte, and mapped pieces name the file and
+/// offset they come from (what lets a plain socket `sendfile` them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_right_behind_the_writer_gets_every_byte_mapped_or_read() {
+    let body = body_of(5 * 1024 * 1024 + 17, 9);
+    for map_reads in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            map_reads,
+            ..StoreConfig::default()
+        };
+        let cache = cache_with(dir.path(), config, Default::default()).await;
+        let mut writer = writer_for(&cache).await;
+        let tail = writer.tail();
+        let mut readers = [tail.reader(), tail.reader_from(300_001)];
+        let written = body.clone();
+        let writing = tokio::spawn(async move {
+            for piece in written.chunks(100_003) {
+                writer.write(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            writer.commit().await.unwrap();
+        });
+        for (reader, from) in readers.iter_mut().zip([0usize, 300_001]) {
+            let mut got = Vec::new();
+            while let Some(chunk) = reader.chunk().await.unwrap() {
+                let at = (from + got.len()) as u64;
+                match cistern_cache::mapped_source(&chunk) {
+                    Some((_, offset)) => {
+                        assert!(map_reads, "a read piece claims a mapping");
+                        assert_eq!(offset, at, "map_reads {map_reads}");
+                    }
+                    None => assert!(!map_reads, "piece at {at} was not mapped"),
+                }
+                got.extend_from_slice(&chunk);
+            }
+            assert!(
+                got == body[from..],
+                "map_reads {map_reads}, from {from}: {} bytes",
+                got.len()
+            );
+        }
+        writing.await.unwrap();
+    }
+}
