@@ -55,6 +55,8 @@ struct Setup {
     https_bind: Option<String>,
     /// Points the PyPI domain's origin at cistern's own HTTP listener.
     pypi_loops: bool,
+    /// More keys under `caching.proxy` (4-space indented lines).
+    proxy_extra: String,
 }
 
 impl Setup {
@@ -83,7 +85,16 @@ impl Setup {
             http_bind: None,
             https_bind: None,
             pypi_loops: false,
+            proxy_extra: String::new(),
         };
+        setup.restart();
+        setup
+    }
+
+    /// Starts with `proxy_extra` added under `caching.proxy`.
+    async fn start_with_proxy(proxy_extra: &str) -> Setup {
+        let mut setup = Setup::start("").await;
+        setup.proxy_extra = proxy_extra.to_owned();
         setup.restart();
         setup
     }
@@ -110,7 +121,7 @@ impl Setup {
         self.forward = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let d = self.dirs.path();
         let config = format!(
-            "upstream:\n  unix: {daemon}\nlisteners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{DEB}, {PYPI}, {NPM}]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n  admin: {admin}\n  upstream:\n    extra_roots: [{root}]\n    overrides:\n      {DEB}: {o1}\n      {NPM}: {o1}\n      {PYPI}: {pypi}\n      \"{OTHER}:443\": {o1}\n      \"{OTHER}:80\": {o2}\n{extra}",
+            "upstream:\n  unix: {daemon}\nlisteners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{DEB}, {PYPI}, {NPM}]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n{proxy_extra}  admin: {admin}\n  upstream:\n    extra_roots: [{root}]\n    overrides:\n      {DEB}: {o1}\n      {NPM}: {o1}\n      {PYPI}: {pypi}\n      \"{OTHER}:443\": {o1}\n      \"{OTHER}:80\": {o2}\n{extra}",
             daemon = support::daemon_socket().display(),
             sock = d.join("unused.sock").display(),
             state = d.join("state").display(),
@@ -127,6 +138,7 @@ impl Setup {
                 self.http_origin.addr
             },
             extra = self.extra.replace("FORWARD_ADDR", &self.forward.to_string()),
+            proxy_extra = self.proxy_extra,
         );
         std::fs::write(self.config_path(), &config).unwrap();
         let run = tempfile::tempdir().unwrap();
@@ -1073,6 +1085,86 @@ async fn a_file_larger_than_max_object_is_served_whole_and_never_stored() {
     assert!(logs.contains("grew past the largest object"), "{logs}");
     let stats = s.cistern_cmd(&["cache", "stats"]);
     assert!(stats.contains("entries: 1\n"), "{stats}");
+}
+
+/// A client cannot hold a connection open for ever: one that sends part of a
+/// request head and stops, or that sits idle after a request, is closed
+/// after `caching.proxy.idle_timeout`, while one that keeps asking is
+/// served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_or_idle_client_connections_are_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Setup::start_with_proxy("    idle_timeout: 1s\n").await;
+    let path = "/packages/id/le/idle-1.0-py3-none-any.whl";
+    s.http_origin.put(path, File::new(random_bytes(1000, 51)));
+    // Closed when the peer reads end of file (0) or the connection resets.
+    async fn closed_within(conn: &mut TcpStream, limit: Duration) -> bool {
+        let mut buf = [0u8; 65536];
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, conn.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {PYPI}\r\n\r\n");
+
+    // Half a request head, then nothing.
+    let mut slow = TcpStream::connect(s.http).await.unwrap();
+    slow.write_all(format!("GET {path} HTTP/1.1\r\nHost: ").as_bytes())
+        .await
+        .unwrap();
+    // One request, then idle.
+    let mut idle = TcpStream::connect(s.http).await.unwrap();
+    idle.write_all(request.as_bytes()).await.unwrap();
+    // Requests every 400 ms, each within the timeout of the last.
+    let mut busy = TcpStream::connect(s.http).await.unwrap();
+    let started = Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        busy.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                busy.read(&mut byte).await.unwrap(),
+                1,
+                "busy connection closed"
+            );
+            head.push(byte[0]);
+        }
+        let mut body = [0u8; 1000];
+        busy.read_exact(&mut body).await.unwrap();
+        assert!(
+            head.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(answered >= 5, "{answered} requests answered");
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(5)).await,
+        "a connection stuck in its request head stays open"
+    );
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)).await,
+        "an idle keep-alive connection stays open"
+    );
+
+    // A response that takes longer than the timeout is not idleness.
+    let slow_path = "/packages/sl/ow/slow-1.0-py3-none-any.whl";
+    let slow_body = random_bytes(800_000, 52);
+    s.http_origin.put(
+        slow_path,
+        File::trickling(slow_body.clone(), Duration::from_millis(300), false),
+    );
+    let got = s.client().get(&format!("http://{PYPI}{slow_path}")).await;
+    assert!(got.bytes() == &slow_body, "a 2.4 s download arrives whole");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

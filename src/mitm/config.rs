@@ -229,6 +229,10 @@ pub struct RawProxy {
     /// reach.
     #[serde(default)]
     pub https: Option<SocketAddr>,
+    /// How long a client connection may take to send a request's head,
+    /// and may sit idle between requests, before it is closed. Default 60s.
+    #[serde(default)]
+    pub idle_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -287,6 +291,9 @@ pub struct CachingConfig {
     pub http: Option<SocketAddr>,
     /// HTTPS listen address; `None`: port 443 on the address containers reach.
     pub https: Option<SocketAddr>,
+    /// Client connections idle (or sending a request head) this long are
+    /// closed.
+    pub idle_timeout: Duration,
     /// The address `ExtraHosts` entries point at (`host-gateway` or an IP).
     pub inject_address: String,
     /// `NAME=VALUE` entries injected into containers' environment.
@@ -382,6 +389,10 @@ impl RawCaching {
             algorithm,
             http: self.proxy.http,
             https: self.proxy.https,
+            idle_timeout: self
+                .proxy
+                .idle_timeout
+                .map_or(Duration::from_secs(60), |d| d.0),
             inject_address,
             admin: self
                 .admin

@@ -92,9 +92,11 @@ impl ForwardProxy {
                     peer,
                 });
                 let shutdown = this.shutdown.clone();
+                let idle = this.proxy.idle_timeout();
                 serve(
                     PlainStream::new(stream),
                     move |req| this.clone().handle(req, conn.clone()),
+                    idle,
                     shutdown,
                 )
                 .await;
@@ -211,7 +213,13 @@ impl ForwardProxy {
         });
         let proxy = self.proxy.clone();
         let handle = move |req| proxy.clone().handle(req, conn.clone());
-        serve(stream, handle, self.shutdown.clone()).await;
+        serve(
+            stream,
+            handle,
+            self.proxy.idle_timeout(),
+            self.shutdown.clone(),
+        )
+        .await;
     }
 }
 

@@ -107,6 +107,8 @@ pub struct Proxy {
     /// request that comes back with it went round in a loop (a resolver
     /// or override that points a cached domain at cistern itself).
     via: HeaderValue,
+    /// How long a client connection may be idle or send a request head.
+    idle_timeout: Duration,
 }
 
 /// Where a routed request goes.
@@ -138,6 +140,7 @@ impl Proxy {
         origin: OriginClient,
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
+        idle_timeout: Duration,
     ) -> Self {
         Proxy {
             domains,
@@ -146,7 +149,14 @@ impl Proxy {
             metrics,
             tasks,
             via: via_entry(),
+            idle_timeout,
         }
+    }
+
+    /// How long a client connection may be idle, or take to send a
+    /// request's head, before it is closed (`caching.proxy.idle_timeout`).
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 
     /// The cache (for stats and shutdown).

@@ -18,7 +18,7 @@ use cistern_cache::{Cache, Policy, PolicyConfig, Rules, Store, StoreConfig};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -36,6 +36,9 @@ use super::plain::PlainStream;
 use super::tls::{server_config, LeafResolver};
 use super::{upstream, Caching, CachingConfig};
 use crate::docker::upstream::{self as daemon, UpstreamClient};
+
+/// How long an HTTP/2 client may take to answer a keep-alive ping.
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long a client may take to finish its TLS handshake.
 pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -179,6 +182,7 @@ pub async fn start(
         origin,
         metrics.clone(),
         tasks.clone(),
+        config.idle_timeout,
     ));
     if let (Some(listener), Some(f)) = (forward, &config.forward_proxy) {
         let forward = Arc::new(ForwardProxy::new(
@@ -258,9 +262,11 @@ async fn accept_loop(
                         sni: None,
                         peer,
                     });
+                    let idle = proxy.idle_timeout();
                     serve(
                         PlainStream::new(stream),
                         move |req| proxy.clone().handle(req, conn.clone()),
+                        idle,
                         shutdown,
                     )
                     .await;
@@ -285,9 +291,11 @@ async fn accept_loop(
                         sni,
                         peer,
                     });
+                    let idle = proxy.idle_timeout();
                     serve(
                         stream,
                         move |req| proxy.clone().handle(req, conn.clone()),
+                        idle,
                         shutdown,
                     )
                     .await;
@@ -301,13 +309,32 @@ async fn accept_loop(
 /// Serves one client connection (HTTP/1.1, with upgrades for the forward
 /// proxy's CONNECT, or HTTP/2) with `handle` until it ends; at shutdown, lets
 /// the requests under way finish.
-pub(super) async fn serve<IO, F, Fut>(io: IO, handle: F, shutdown: CancellationToken)
-where
+///
+/// An HTTP/1.1 connection that takes longer than `idle` to send a request's
+/// head, or sits idle that long between requests, is closed, so clients
+/// cannot hold connections (and file descriptors) open for ever. HTTP/2
+/// connections are pinged every `idle` and closed when the peer stops
+/// answering.
+pub(super) async fn serve<IO, F, Fut>(
+    io: IO,
+    handle: F,
+    idle: Duration,
+    shutdown: CancellationToken,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     F: Fn(Request<Incoming>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Response<Metered>, Infallible>> + Send + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(idle)
+        .keep_alive_timeout(PING_TIMEOUT);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service_fn(handle));
     tokio::pin!(connection);
     let result = tokio::select! {
