@@ -51,6 +51,7 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Serves until `shutdown` is cancelled, then drains for at most the
 /// configured grace period.
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    raise_open_files_limit();
     let mut bound = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
         let socket = match &listener.kind {
@@ -340,5 +341,30 @@ async fn serve_connection<IO>(
     };
     if let Err(err) = result {
         tracing::debug!(error = %err, "connection ended with an error");
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, as Go's runtime
+/// (dockerd's) does. Every proxied connection holds two descriptors (the
+/// client's and the daemon's or origin's), so the usual soft default of
+/// 1024 is a few dozen busy jobs.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the open files limit");
+            return;
+        }
+    };
+    // An unlimited hard limit is still capped by the kernel (`nr_open`,
+    // 2^20 by default).
+    let wanted = hard.min(1 << 20);
+    if soft >= wanted {
+        return;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, wanted, hard) {
+        Ok(()) => tracing::debug!(from = soft, to = wanted, "raised the open files limit"),
+        Err(err) => tracing::warn!(error = %err, limit = soft, "cannot raise the open files limit"),
     }
 }

@@ -91,7 +91,32 @@ fn a_daemon_stopped_mid_stream_ends_the_stream_and_cistern_recovers() {
 
 #[test]
 fn two_hundred_concurrent_ping_clients_all_get_ok() {
-    let cistern = Cistern::start("");
+    two_hundred_pings(&Cistern::start(""));
+}
+
+/// Started with a soft limit of 64 open files (a hard one of 4096), cistern
+/// raises its own to the hard limit, and 200 clients at once are served.
+#[test]
+fn a_low_open_files_limit_is_raised_to_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let config = format!(
+        "upstream:\n  unix: {}\nlisteners:\n  - unix:\n      path: {}\n",
+        support::daemon().display(),
+        socket.display()
+    );
+    let cistern = Cistern::start_under(&["prlimit", "--nofile=64:4096"], dir, socket, &config);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", cistern.child.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(numbers, ["4096", "4096"], "{open_files}");
+    two_hundred_pings(&cistern);
+}
+
+fn two_hundred_pings(cistern: &Cistern) {
     let barrier = Arc::new(Barrier::new(200));
     let socket = cistern.socket.clone();
     let threads: Vec<_> = (0..200)

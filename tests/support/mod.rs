@@ -251,10 +251,30 @@ impl Cistern {
 
     /// Starts cistern on a full configuration; `socket` is where it listens.
     pub fn start_with_config(dir: tempfile::TempDir, socket: PathBuf, config: &str) -> Cistern {
+        Self::start_under(&[], dir, socket, config)
+    }
+
+    /// Starts cistern as [`Cistern::start_with_config`], run by the command
+    /// `wrapper` (which must exec it, e.g. `prlimit ...`).
+    pub fn start_under(
+        wrapper: &[&str],
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+        config: &str,
+    ) -> Cistern {
         let config_path = dir.path().join("cistern.yaml");
         std::fs::write(&config_path, config).unwrap();
         let log = dir.path().join("cistern.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_cistern"))
+        let bin = env!("CARGO_BIN_EXE_cistern");
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "info")
