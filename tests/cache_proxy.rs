@@ -1087,6 +1087,52 @@ async fn a_file_larger_than_max_object_is_served_whole_and_never_stored() {
     assert!(stats.contains("entries: 1\n"), "{stats}");
 }
 
+/// Twenty jobs running `apt-get update` at once make one conditional
+/// request per index file, not twenty: the first revalidates, the others
+/// wait for it and are served the refreshed entry; when the origin has a
+/// new version, they read along with its one download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_for_a_stale_index_make_one_conditional_request() {
+    let s = Setup::start("").await;
+    let path = "/debian/dists/stable/main/binary-amd64/Packages";
+    let url = format!("https://{DEB}{path}");
+    let v1 = random_bytes(300_000, 61);
+    s.https_origin.put(path, File::new(v1.clone()));
+    assert_eq!(s.client().get(&url).await.bytes(), &v1);
+    // Slow enough that all twenty arrive while the first is at the origin.
+    s.https_origin
+        .set_behaviour(path, Behaviour::Slow(Duration::from_millis(700)));
+    let mut states = Vec::new();
+    for got in s.spawn_gets(&url, 20) {
+        let got = got.await.unwrap();
+        assert_eq!(got.status, 200);
+        assert!(got.bytes() == &v1, "the refreshed entry");
+        states.push(got.headers["x-cistern-cache"].to_str().unwrap().to_owned());
+    }
+    let counts = s.https_origin.counts(path);
+    assert_eq!(
+        (counts.requests, counts.not_modified),
+        (2, 1),
+        "{counts:?}, {states:?}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| *s == "revalidated").count(),
+        1,
+        "{states:?}"
+    );
+
+    // A new version: one download, read along by the others.
+    let v2 = random_bytes(2_000_000, 62);
+    let mut file = File::new(v2.clone());
+    file.behaviour = Behaviour::Slow(Duration::from_millis(700));
+    s.https_origin.put(path, file);
+    for got in s.spawn_gets(&url, 20) {
+        let got = got.await.unwrap();
+        assert!(got.bytes() == &v2, "the new version, whole");
+    }
+    assert_eq!(s.https_origin.counts(path).requests, 3);
+}
+
 /// A client cannot hold a connection open for ever: one that sends part of a
 /// request head and stops, or that sits idle after a request, is closed
 /// after `caching.proxy.idle_timeout`, while one that keeps asking is

@@ -35,8 +35,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cistern_cache::{
-    evaluate_conditionals, evaluate_range, Cache, Conditional, Flight, FlightGuard, Following, Hit,
-    Lookup, Miss, RangeDecision, Revalidation, Stale, StoreStart, Tail, WaitOutcome,
+    evaluate_conditionals, evaluate_range, Cache, Conditional, Flight, FlightGuard, FlightWaiter,
+    Following, Hit, Lookup, Miss, RangeDecision, Revalidation, Stale, StoreStart, Tail,
+    WaitOutcome,
 };
 use futures_util::StreamExt;
 use http::header::{
@@ -424,7 +425,44 @@ impl Proxy {
     }
 
     /// A stale entry: ask the origin with a conditional request.
+    /// Revalidates a stale entry. Concurrent requests for the same stale
+    /// entry make one conditional request: the first leads (single-flight,
+    /// as for a miss); the others wait for it, then serve the refreshed
+    /// entry or read along with the new version it downloads. If the leader
+    /// fails, each goes to the origin itself (and gets stale-if-error).
     async fn revalidate(&self, parts: request::Parts, stale: Stale, counter: &Counter) -> Answer {
+        let waiter = match self.cache.store().lock(&stale.entry.key) {
+            Flight::Leader(guard) => {
+                return self
+                    .revalidate_once(parts, stale, Some(guard), counter)
+                    .await
+            }
+            Flight::Follower(waiter) => waiter,
+        };
+        let outcome = match self.follow(&parts, waiter, counter).await {
+            Ok(answer) => return answer,
+            Err(outcome) => outcome,
+        };
+        if outcome == WaitOutcome::Committed {
+            match self.stored_after_wait(parts, counter).await {
+                Ok(answer) => answer,
+                Err((parts, stale)) => self.revalidate_once(parts, *stale, None, counter).await,
+            }
+        } else {
+            self.revalidate_once(parts, stale, None, counter).await
+        }
+    }
+
+    /// Sends the conditional request for a stale entry and acts on the
+    /// answer; `guard` (when leading concurrent requests) is released when
+    /// the entry is refreshed, replaced, or left as it was.
+    async fn revalidate_once(
+        &self,
+        parts: request::Parts,
+        stale: Stale,
+        guard: Option<FlightGuard>,
+        counter: &Counter,
+    ) -> Answer {
         let revalidation = stale.revalidation.clone();
         let mode = stale.entry.meta.mode;
         let sent = self.send(&revalidation, body::empty(), counter).await;
@@ -446,6 +484,9 @@ impl Proxy {
         if rparts.status == StatusCode::NOT_MODIFIED {
             return match self.cache.revalidated(stale, &rparts, now).await {
                 Ok(Revalidation::NotModified(hit)) => {
+                    if let Some(guard) = guard {
+                        guard.finish(true);
+                    }
                     bump(counter, |c| &c.revalidations);
                     let reason = "origin answered 304".to_owned();
                     self.serve_hit(&parts, *hit, "revalidated", reason).await
@@ -459,7 +500,7 @@ impl Proxy {
                             let (rparts, rbody) = res.into_parts();
                             let reason = "304 did not match the stored entry".to_owned();
                             self.store_and_stream(
-                                &parts, &upstream, rparts, rbody, None, reason, counter,
+                                &parts, &upstream, rparts, rbody, guard, reason, counter,
                             )
                             .await
                         }
@@ -483,7 +524,7 @@ impl Proxy {
         }
         bump(counter, |c| &c.misses);
         let reason = "origin sent a new version".to_owned();
-        self.store_and_stream(&parts, &revalidation, rparts, rbody, None, reason, counter)
+        self.store_and_stream(&parts, &revalidation, rparts, rbody, guard, reason, counter)
             .await
     }
 
@@ -534,26 +575,10 @@ impl Proxy {
                     }
                 }
             }
-            Flight::Follower(mut waiter) => {
-                let mut outcome = None;
-                if reads_along(&parts) {
-                    match waiter.download().await {
-                        // Only if it is the representation this request
-                        // asks for (`Vary`); else wait for it to be stored
-                        // and look up this request's own variant.
-                        Following::Download(tail)
-                            if self.cache.policy().selects(&parts, tail.meta()) =>
-                        {
-                            bump(counter, |c| &c.hits);
-                            return self.serve_download(&parts, &tail);
-                        }
-                        Following::Download(_) => {}
-                        Following::Done(done) => outcome = Some(done),
-                    }
-                }
-                let outcome = match outcome {
-                    Some(outcome) => outcome,
-                    None => waiter.wait().await,
+            Flight::Follower(waiter) => {
+                let outcome = match self.follow(&parts, waiter, counter).await {
+                    Ok(answer) => return answer,
+                    Err(outcome) => outcome,
                 };
                 match outcome {
                     WaitOutcome::Committed => self.after_wait(parts, counter).await,
@@ -569,10 +594,46 @@ impl Proxy {
         }
     }
 
+    /// Waits for the request leading this key's flight. Reads along with
+    /// its download (`Ok`) when that is the representation this request
+    /// asks for (`Vary`); else, once the leader is done, how it ended (then
+    /// the caller looks up this request's own variant).
+    async fn follow(
+        &self,
+        parts: &request::Parts,
+        mut waiter: FlightWaiter,
+        counter: &Counter,
+    ) -> Result<Answer, WaitOutcome> {
+        if reads_along(parts) {
+            match waiter.download().await {
+                Following::Download(tail) if self.cache.policy().selects(parts, tail.meta()) => {
+                    bump(counter, |c| &c.hits);
+                    return Ok(self.serve_download(parts, &tail));
+                }
+                Following::Download(_) => {}
+                Following::Done(done) => return Err(done),
+            }
+        }
+        Err(waiter.wait().await)
+    }
+
     /// After another request stored the entry: serve it.
     async fn after_wait(&self, parts: request::Parts, counter: &Counter) -> Answer {
+        match self.stored_after_wait(parts, counter).await {
+            Ok(answer) => answer,
+            Err((parts, stale)) => self.revalidate(parts, *stale, counter).await,
+        }
+    }
+
+    /// After another request stored or refreshed the entry: serves it, or
+    /// hands back the stale entry it left to revalidate.
+    async fn stored_after_wait(
+        &self,
+        parts: request::Parts,
+        counter: &Counter,
+    ) -> Result<Answer, (request::Parts, Box<Stale>)> {
         let reason = "stored by a concurrent request".to_owned();
-        match self.cache.lookup(&parts, SystemTime::now()).await {
+        Ok(match self.cache.lookup(&parts, SystemTime::now()).await {
             Ok(Lookup::Hit(hit)) => {
                 bump(counter, |c| &c.hits);
                 self.serve_hit(&parts, *hit, "hit", reason).await
@@ -582,7 +643,7 @@ impl Proxy {
                     .duration_since(stale.entry.meta.stored_at())
                     .unwrap_or_default();
                 if age > JUST_STORED {
-                    return self.revalidate(parts, *stale, counter).await;
+                    return Err((parts, stale));
                 }
                 // An always-revalidate entry the leader fetched a moment
                 // ago: asking the origin again would only cost a round trip.
@@ -599,7 +660,7 @@ impl Proxy {
                         };
                         self.serve_hit(&parts, hit, "hit", reason).await
                     }
-                    Err(_) => self.revalidate(parts, *stale, counter).await,
+                    Err(_) => return Err((parts, stale)),
                 }
             }
             _ => {
@@ -608,7 +669,7 @@ impl Proxy {
                 self.forward(parts, body::empty(), "miss", reason, counter)
                     .await
             }
-        }
+        })
     }
 
     /// Streams an origin response to the client, teeing it into the cache
