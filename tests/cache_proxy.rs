@@ -1133,6 +1133,57 @@ async fn concurrent_requests_for_a_stale_index_make_one_conditional_request() {
     assert_eq!(s.https_origin.counts(path).requests, 3);
 }
 
+/// One client address holds at most `max_connections_per_client`
+/// connections: more are closed as they arrive, and a closed one frees its
+/// place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_client_cannot_hold_more_than_its_share_of_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Setup::start_with_proxy("    max_connections_per_client: 3\n").await;
+    let path = "/packages/li/mi/limit-1.0-py3-none-any.whl";
+    s.http_origin.put(path, File::new(random_bytes(1000, 71)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {PYPI}\r\nConnection: close\r\n\r\n");
+    async fn answer(conn: &mut TcpStream, request: &str) -> String {
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut out));
+        match read.await {
+            Ok(Ok(_)) | Ok(Err(_)) => String::from_utf8_lossy(&out).into_owned(),
+            Err(_) => panic!("no answer and not closed"),
+        }
+    }
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(s.http).await.unwrap());
+    }
+    // The HTTPS listener counts the same address.
+    let mut fourth = TcpStream::connect(s.https).await.unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), fourth.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a fourth connection is closed: {closed:?}"
+    );
+    let mut fifth = TcpStream::connect(s.http).await.unwrap();
+    assert_eq!(
+        answer(&mut fifth, &request).await,
+        "",
+        "refused, unanswered"
+    );
+
+    // The held ones are served; closing one frees a place.
+    let mut first = held.remove(0);
+    assert!(answer(&mut first, &request)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = TcpStream::connect(s.http).await.unwrap();
+    assert!(answer(&mut again, &request)
+        .await
+        .starts_with("HTTP/1.1 200"));
+}
+
 /// A client cannot hold a connection open for ever: one that sends part of a
 /// request head and stops, or that sits idle after a request, is closed
 /// after `caching.proxy.idle_timeout`, while one that keeps asking is

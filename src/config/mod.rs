@@ -487,4 +487,20 @@ mod tests {
         );
         assert_eq!(cache("{max_object: 1GB}"), (None, Some(1_000_000_000)));
     }
+
+    #[test]
+    fn caching_proxy_connection_limits_default_and_refuse_zero() {
+        let caching = |proxy: &str| {
+            let text = format!("caching:\n  domains: [deb.example.test]\n  proxy: {proxy}\n");
+            parse("f.yaml", &text).map(|c| c.caching.unwrap())
+        };
+        let defaults = caching("{}").unwrap();
+        assert_eq!(defaults.idle_timeout, Duration::from_secs(60));
+        assert_eq!(defaults.max_connections_per_client, 256);
+        let set = caching("{idle_timeout: 5s, max_connections_per_client: 8}").unwrap();
+        assert_eq!(set.idle_timeout, Duration::from_secs(5));
+        assert_eq!(set.max_connections_per_client, 8);
+        let err = caching("{max_connections_per_client: 0}").unwrap_err();
+        assert!(err.to_string().contains("max_connections_per_client"), "{err}");
+    }
 }

@@ -233,6 +233,10 @@ pub struct RawProxy {
     /// and may sit idle between requests, before it is closed. Default 60s.
     #[serde(default)]
     pub idle_timeout: Option<HumanDuration>,
+    /// Connections one client address may hold open at once; more are
+    /// closed as they arrive. Default 256.
+    #[serde(default)]
+    pub max_connections_per_client: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -294,6 +298,8 @@ pub struct CachingConfig {
     /// Client connections idle (or sending a request head) this long are
     /// closed.
     pub idle_timeout: Duration,
+    /// Connections one client address may hold open at once.
+    pub max_connections_per_client: usize,
     /// The address `ExtraHosts` entries point at (`host-gateway` or an IP).
     pub inject_address: String,
     /// `NAME=VALUE` entries injected into containers' environment.
@@ -366,6 +372,9 @@ impl RawCaching {
         if let Some(i) = self.inject.skip_images.iter().position(String::is_empty) {
             return Err(format!("inject.skip_images[{i}]: empty pattern"));
         }
+        if self.proxy.max_connections_per_client == Some(0) {
+            return Err("proxy.max_connections_per_client: must be at least 1".into());
+        }
         let config = CachingConfig {
             inject_env,
             inject_builds: self.inject.builds,
@@ -393,6 +402,7 @@ impl RawCaching {
                 .proxy
                 .idle_timeout
                 .map_or(Duration::from_secs(60), |d| d.0),
+            max_connections_per_client: self.proxy.max_connections_per_client.unwrap_or(256),
             inject_address,
             admin: self
                 .admin

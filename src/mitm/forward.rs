@@ -82,9 +82,13 @@ impl ForwardProxy {
                     continue;
                 }
             };
+            let Some(slot) = self.proxy.admit(peer) else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let this = self.clone();
             self.tasks.spawn(async move {
+                let _slot = slot;
                 let conn = Arc::new(ConnInfo {
                     listener: "forward",
                     scheme: Scheme::Http,

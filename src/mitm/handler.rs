@@ -54,6 +54,7 @@ use tokio_util::task::TaskTracker;
 use super::body::{self, Metered, ProxyBody, RequestLog, Source};
 use super::domains::{normalise, split_authority, Domains};
 use super::error::{BoxError, ProxyError};
+use super::limit::{ConnectionLimit, Slot};
 use super::metrics::{DomainCounters, Metrics};
 use super::tee;
 use super::upstream::OriginClient;
@@ -110,6 +111,8 @@ pub struct Proxy {
     via: HeaderValue,
     /// How long a client connection may be idle or send a request head.
     idle_timeout: Duration,
+    /// Connections per client address.
+    connections: Arc<ConnectionLimit>,
 }
 
 /// Where a routed request goes.
@@ -142,6 +145,7 @@ impl Proxy {
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
         idle_timeout: Duration,
+        max_connections_per_client: usize,
     ) -> Self {
         Proxy {
             domains,
@@ -151,7 +155,18 @@ impl Proxy {
             tasks,
             via: via_entry(),
             idle_timeout,
+            connections: ConnectionLimit::new(max_connections_per_client),
         }
+    }
+
+    /// A place for a new connection from `peer`, or `None` (close it) when
+    /// that address already holds `caching.proxy.max_connections_per_client`.
+    pub fn admit(&self, peer: SocketAddr) -> Option<Slot> {
+        let slot = self.connections.admit(peer.ip());
+        if slot.is_none() {
+            tracing::debug!(%peer, "connection refused: too many from this client");
+        }
+        slot
     }
 
     /// How long a client connection may be idle, or take to send a

@@ -12,6 +12,7 @@
 //! - [`upstream`]: the origin client (system resolver + overrides, system
 //!   roots + extra roots, pooled);
 //! - [`body`]: response bodies, teeing, the per-request log event;
+//! - [`limit`]: how many connections one client address may hold;
 //! - [`plain`]: plain-TCP client connections, which send checked hits
 //!   from the page cache with `sendfile`;
 //! - [`metrics`]: per-domain counters and the Prometheus text;
@@ -25,6 +26,7 @@ pub mod domains;
 pub mod error;
 pub mod forward;
 pub mod handler;
+pub mod limit;
 pub mod metrics;
 pub mod plain;
 pub mod proxy;

@@ -183,6 +183,7 @@ pub async fn start(
         metrics.clone(),
         tasks.clone(),
         config.idle_timeout,
+        config.max_connections_per_client,
     ));
     if let (Some(listener), Some(f)) = (forward, &config.forward_proxy) {
         let forward = Arc::new(ForwardProxy::new(
@@ -249,11 +250,15 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Some(slot) = proxy.admit(peer) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         let shutdown = shutdown.clone();
         let tls = tls.clone();
         tasks.spawn(async move {
+            let _slot = slot;
             match tls {
                 None => {
                     let conn = Arc::new(ConnInfo {
