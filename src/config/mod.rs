@@ -501,6 +501,9 @@ mod tests {
         assert_eq!(set.idle_timeout, Duration::from_secs(5));
         assert_eq!(set.max_connections_per_client, 8);
         let err = caching("{max_connections_per_client: 0}").unwrap_err();
-        assert!(err.to_string().contains("max_connections_per_client"), "{err}");
+        assert!(
+            err.to_string().contains("max_connections_per_client"),
+            "{err}"
+        );
     }
 }
