@@ -439,12 +439,12 @@ impl Proxy {
         }
     }
 
-    /// A stale entry: ask the origin with a conditional request.
-    /// Revalidates a stale entry. Concurrent requests for the same stale
-    /// entry make one conditional request: the first leads (single-flight,
-    /// as for a miss); the others wait for it, then serve the refreshed
-    /// entry or read along with the new version it downloads. If the leader
-    /// fails, each goes to the origin itself (and gets stale-if-error).
+    /// Revalidates a stale entry with a conditional request to the origin.
+    /// Concurrent requests for the same stale entry make one: the first
+    /// leads (single-flight, as for a miss); the others wait for it, then
+    /// serve the refreshed entry or read along with the new version it
+    /// downloads. If the leader fails, each goes to the origin itself (and
+    /// gets stale-if-error).
     async fn revalidate(&self, parts: request::Parts, stale: Stale, counter: &Counter) -> Answer {
         let waiter = match self.cache.store().lock(&stale.entry.key) {
             Flight::Leader(guard) => {
