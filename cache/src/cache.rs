@@ -241,7 +241,7 @@ impl Cache {
         match self.policy.on_response(cacheable, req, res, now) {
             StoreDecision::Store(meta) => {
                 let limit = self.store.config().max_object;
-                if let (Some(limit), Some(length)) = (limit, content_length(&meta.headers)) {
+                if let (Some(limit), Some(length)) = (limit, crate::content_length(&meta.headers)) {
                     if length > limit {
                         return Ok(StoreStart::NoStore(NoStoreReason::TooLarge));
                     }
@@ -299,12 +299,4 @@ impl Cache {
             Err(e) => Err(e),
         }
     }
-}
-
-/// The `Content-Length` of a response head, when it has a valid one.
-pub(crate) fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
 }

@@ -6,13 +6,25 @@
 //! - [`evaluate_range`]: a single `Range: bytes=…` (with `If-Range`) becomes
 //!   a `206` for one byte range, or `416`; multi-range requests get the whole
 //!   body, which RFC 9110 §14.2 allows.
+//! - [`content_length`]: a head's announced length, for the proxy and the
+//!   store alike.
 
 use std::time::SystemTime;
 
-use http::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE};
+use http::header::{
+    CONTENT_LENGTH, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
+};
 use http::HeaderMap;
 use time::format_description::well_known::Rfc2822;
 use time::OffsetDateTime;
+
+/// The `Content-Length` of a head, when it has a valid one.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
 
 /// What to do about a client's conditional headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -44,7 +44,8 @@ pub mod write;
 
 pub use cache::{Cache, Hit, Lookup, Miss, Revalidation, Stale, StoreStart};
 pub use conditional::{
-    content_range, evaluate_conditionals, evaluate_range, Conditional, RangeDecision,
+    content_length, content_range, evaluate_conditionals, evaluate_range, Conditional,
+    RangeDecision,
 };
 pub use error::{Error, Result};
 pub use key::CacheKey;

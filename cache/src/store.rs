@@ -482,7 +482,7 @@ impl Store {
     /// [`Writer::commit`]; dropping the writer aborts. The expected length
     /// comes from `meta.headers`' `Content-Length`, when present.
     pub async fn begin_write(&self, key: &CacheKey, meta: Meta) -> Result<Writer> {
-        let expected = crate::cache::content_length(&meta.headers);
+        let expected = crate::content_length(&meta.headers);
         Writer::open(self.clone(), key.clone(), meta, expected).await
     }
 

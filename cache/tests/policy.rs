@@ -2,13 +2,38 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use cistern_cache::{Lookup, MissReason, NoStoreReason, PolicyConfig, Revalidation, StoreStart};
+use cistern_cache::{
+    Cache, Hit, Lookup, MissReason, NoStoreReason, PolicyConfig, Revalidation, StoreStart,
+};
 use http::StatusCode;
 use support::*;
 
 const FILE: &str = "https://files.example.test/assets/app.js";
+
+/// The hit for `req` at `now`; panics with the lookup's answer otherwise.
+async fn hit_at(cache: &Cache, req: &http::request::Parts, now: SystemTime) -> Box<Hit> {
+    match cache.lookup(req, now).await.unwrap() {
+        Lookup::Hit(hit) => hit,
+        other => panic!("should hit: {other:?}"),
+    }
+}
+
+/// Looks `FILE` up at `now`, which must find it stale, and answers the
+/// revalidation with a 304 carrying `headers`: the refreshed hit.
+async fn revalidated_304_at(cache: &Cache, now: SystemTime, headers: &[(&str, &str)]) -> Box<Hit> {
+    let Lookup::Stale(stale) = cache.lookup(&get(FILE), now).await.unwrap() else {
+        panic!("should be stale");
+    };
+    let not_modified = status(StatusCode::NOT_MODIFIED, headers);
+    let Revalidation::NotModified(hit) =
+        cache.revalidated(*stale, &not_modified, now).await.unwrap()
+    else {
+        panic!("304 should refresh");
+    };
+    hit
+}
 
 #[tokio::test]
 async fn max_age_is_fresh_until_it_expires() {
@@ -42,24 +67,12 @@ async fn a_304_refreshes_the_stored_entry_without_a_new_body() {
         .await
         .unwrap();
 
-    let Lookup::Stale(stale) = cache.lookup(&get(FILE), t(100)).await.unwrap() else {
-        panic!("should be stale");
-    };
-    let not_modified = status(
-        StatusCode::NOT_MODIFIED,
-        &[
-            ("cache-control", "max-age=60"),
-            ("etag", "\"v1\""),
-            ("x-build", "2"),
-        ],
-    );
-    let Revalidation::NotModified(hit) = cache
-        .revalidated(*stale, &not_modified, t(100))
-        .await
-        .unwrap()
-    else {
-        panic!("304 should refresh");
-    };
+    let headers = [
+        ("cache-control", "max-age=60"),
+        ("etag", "\"v1\""),
+        ("x-build", "2"),
+    ];
+    let hit = revalidated_304_at(&cache, t(100), &headers).await;
     assert_eq!(hit.response.status, 200);
     assert_eq!(hit.body.bytes().await.unwrap(), &b"body v1"[..]);
 
@@ -356,46 +369,23 @@ async fn cookies_set_by_the_origin_are_not_stored_or_replayed_on_hits() {
     origin_answer(&cache, &get(FILE), &res, b"body v1", t(0))
         .await
         .unwrap();
-    let lookup = cache.lookup(&get(FILE), t(10)).await.unwrap();
-    let Lookup::Hit(hit) = lookup else {
-        panic!("should hit: {lookup:?}");
-    };
-    assert!(
-        !hit.response.headers.contains_key("set-cookie"),
-        "{:?}",
-        hit.response.headers
-    );
+    fn no_cookie(hit: &Hit) {
+        let headers = &hit.response.headers;
+        assert!(!headers.contains_key("set-cookie"), "{headers:?}");
+        assert!(!hit.entry.meta.headers.contains_key("set-cookie"));
+    }
+    let hit = hit_at(&cache, &get(FILE), t(10)).await;
+    no_cookie(&hit);
     assert_eq!(hit.response.headers["etag"], "\"v1\"");
-    assert!(!hit.entry.meta.headers.contains_key("set-cookie"));
 
-    let Lookup::Stale(stale) = cache.lookup(&get(FILE), t(100)).await.unwrap() else {
-        panic!("should be stale");
-    };
-    let not_modified = status(
-        StatusCode::NOT_MODIFIED,
-        &[
-            ("cache-control", "max-age=60"),
-            ("etag", "\"v1\""),
-            ("set-cookie", "session=revalidating-client"),
-        ],
-    );
-    let Revalidation::NotModified(hit) = cache
-        .revalidated(*stale, &not_modified, t(100))
-        .await
-        .unwrap()
-    else {
-        panic!("304 must refresh");
-    };
-    assert!(!hit.response.headers.contains_key("set-cookie"));
-    let Lookup::Hit(hit) = cache.lookup(&get(FILE), t(110)).await.unwrap() else {
-        panic!("fresh again after the 304");
-    };
-    assert!(
-        !hit.response.headers.contains_key("set-cookie"),
-        "{:?}",
-        hit.response.headers
-    );
-    assert!(!hit.entry.meta.headers.contains_key("set-cookie"));
+    let headers = [
+        ("cache-control", "max-age=60"),
+        ("etag", "\"v1\""),
+        ("set-cookie", "session=revalidating-client"),
+    ];
+    no_cookie(&*revalidated_304_at(&cache, t(100), &headers).await);
+    // Fresh again after the 304.
+    no_cookie(&*hit_at(&cache, &get(FILE), t(110)).await);
 
     // A package file is immutable by rule (`public`): the cookie would be
     // replayed on every hit for a year if it were stored.
@@ -404,13 +394,5 @@ async fn cookies_set_by_the_origin_are_not_stored_or_replayed_on_hits() {
     origin_answer(&cache, &deb, &res, b"!<arch>", t(0))
         .await
         .unwrap();
-    let lookup = cache.lookup(&deb, t(3600)).await.unwrap();
-    let Lookup::Hit(hit) = lookup else {
-        panic!("should hit: {lookup:?}");
-    };
-    assert!(
-        !hit.response.headers.contains_key("set-cookie"),
-        "{:?}",
-        hit.response.headers
-    );
+    no_cookie(&*hit_at(&cache, &deb, t(3600)).await);
 }

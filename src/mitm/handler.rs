@@ -35,9 +35,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cistern_cache::{
-    evaluate_conditionals, evaluate_range, Cache, Conditional, Flight, FlightGuard, FlightWaiter,
-    Following, Hit, Lookup, Miss, RangeDecision, Revalidation, Stale, StoreStart, Tail,
-    WaitOutcome,
+    content_length, evaluate_conditionals, evaluate_range, Cache, Conditional, Flight, FlightGuard,
+    FlightWaiter, Following, Hit, Lookup, Miss, RangeDecision, Revalidation, Stale, StoreStart,
+    Tail, WaitOutcome,
 };
 use futures_util::StreamExt;
 use http::header::{
@@ -1077,13 +1077,6 @@ fn origin_body(body: Incoming, counter: Counter) -> ProxyBody {
 
 fn stream_body(body: Incoming) -> ProxyBody {
     body.map_err(BoxError::from).boxed_unsync()
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
 }
 
 fn set_content_range(headers: &mut HeaderMap, decision: RangeDecision, size: u64) {
