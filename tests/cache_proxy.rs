@@ -1963,12 +1963,7 @@ fn curl_image() -> &'static str {
             format!("FROM {}\nCOPY root/ /\n", support::busybox()),
         )
         .unwrap();
-        support::run_ok(
-            support::docker_direct()
-                .env("DOCKER_BUILDKIT", "0")
-                .args(["build", "-q", "-t", TAG])
-                .arg(ctx.path()),
-        );
+        support::build_tagged(TAG, ctx.path());
     });
     TAG
 }

@@ -184,12 +184,7 @@ fn build_image(tag: &str, dockerfile: &str, files: &[(&str, &[u8])]) {
         std::fs::write(&p, content).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    run_ok(
-        docker_direct()
-            .env("DOCKER_BUILDKIT", "0")
-            .args(["build", "-q", "-t", tag])
-            .arg(ctx.path()),
-    );
+    support::build_tagged(tag, ctx.path());
 }
 
 /// Debian layout: `/etc/ssl/certs/ca-certificates.crt` holding one PEM.

@@ -192,7 +192,7 @@ fn names_resolve_on_networks_links_and_namespaces_and_errors_name_them_as_chosen
         "run",
         "-d",
         "--name",
-        "db",
+        "pg",
         "--network",
         "net",
         busybox(),
@@ -211,7 +211,7 @@ fn names_resolve_on_networks_links_and_namespaces_and_errors_name_them_as_chosen
         "1",
         "-W",
         "5",
-        "db",
+        "pg",
     ]));
     // A link names the container as the client knows it.
     run_ok(t.alice().args([
@@ -220,40 +220,42 @@ fn names_resolve_on_networks_links_and_namespaces_and_errors_name_them_as_chosen
         "--network",
         "net",
         "--link",
-        "db:dblink",
+        "pg:pglink",
         busybox(),
         "ping",
         "-c",
         "1",
         "-W",
         "5",
-        "dblink",
+        "pglink",
     ]));
     // Joining its own container's namespaces, and mounting its volumes.
     run_ok(t.alice().args([
         "run",
         "--rm",
         "--network",
-        "container:db",
+        "container:pg",
         busybox(),
         "true",
     ]));
     run_ok(
         t.alice()
-            .args(["run", "--rm", "--pid", "container:db", busybox(), "true"]),
+            .args(["run", "--rm", "--pid", "container:pg", busybox(), "true"]),
     );
     run_ok(
         t.alice()
-            .args(["run", "--rm", "--volumes-from", "db:ro", busybox(), "true"]),
+            .args(["run", "--rm", "--volumes-from", "pg:ro", busybox(), "true"]),
     );
-    // Bob has no `db`: alice's is invisible to him under any name.
-    let alices_id = run_ok(t.alice().args(["inspect", "--format", "{{.Id}}", "db"]))
+    // Bob has no `pg`: alice's is invisible to him under any name. (The name
+    // is not hex on purpose: dockerd finds images and networks by ID prefix,
+    // so a bare `inspect db` can rightly find a shared image `db…`.)
+    let alices_id = run_ok(t.alice().args(["inspect", "--format", "{{.Id}}", "pg"]))
         .trim()
         .to_string();
     for target in [
-        "db".to_string(),
+        "pg".to_string(),
         alices_id.clone(),
-        format!("{}-db", t.alice),
+        format!("{}-pg", t.alice),
     ] {
         let img = busybox();
         for body in [
@@ -284,10 +286,10 @@ fn names_resolve_on_networks_links_and_namespaces_and_errors_name_them_as_chosen
     // The daemon's conflict message names the container as the client did.
     let out = run(t
         .alice()
-        .args(["create", "--name", "db", busybox(), "true"]));
+        .args(["create", "--name", "pg", busybox(), "true"]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("The container name \"/db\" is already in use"),
+        err.contains("The container name \"/pg\" is already in use"),
         "{err}"
     );
     assert!(!err.contains(&t.alice), "{err}");
@@ -295,19 +297,19 @@ fn names_resolve_on_networks_links_and_namespaces_and_errors_name_them_as_chosen
     assert_eq!(
         run_ok(
             t.alice()
-                .args(["ps", "--filter", "name=^/db$", "--format", "{{.Names}}"])
+                .args(["ps", "--filter", "name=^/pg$", "--format", "{{.Names}}"])
         )
         .trim(),
-        "db"
+        "pg"
     );
     // Rename works within the namespace.
-    run_ok(t.alice().args(["rename", "db", "db2"]));
+    run_ok(t.alice().args(["rename", "pg", "pg2"]));
     assert_eq!(
-        run_ok(t.alice().args(["inspect", "--format", "{{.Name}}", "db2"])).trim(),
-        "/db2"
+        run_ok(t.alice().args(["inspect", "--format", "{{.Name}}", "pg2"])).trim(),
+        "/pg2"
     );
     assert!(
-        run(docker_direct().args(["inspect", &format!("{}-db2", t.alice)]))
+        run(docker_direct().args(["inspect", &format!("{}-pg2", t.alice)]))
             .status
             .success()
     );

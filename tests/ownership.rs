@@ -318,6 +318,23 @@ fn another_tenants_containers_are_invisible_by_id_prefix_and_name() {
     );
     let (ok, err) = stderr(t.bob().args(["network", "rm", &a.network]));
     assert!(!ok && err.contains("not found"), "{err}");
+    // dockerd finds networks by ID prefix too; Alice's is not found that way.
+    let net_id =
+        run_ok(docker_direct().args(["network", "inspect", "--format", "{{.Id}}", &a.network]))
+            .trim()
+            .to_string();
+    for reference in [net_id.as_str(), &net_id[..12], &net_id[..4]] {
+        let (ok, err) = stderr(t.bob().args(["network", "inspect", reference]));
+        assert!(
+            !ok && err.contains(&format!("network {reference} not found")),
+            "network inspect {reference}: {err}"
+        );
+        let (ok, err) = stderr(t.bob().args(["inspect", reference]));
+        assert!(
+            !ok && err.contains("No such object"),
+            "inspect {reference}: {err}"
+        );
+    }
     // Alice's exec is not Bob's either.
     let exec = run_ok(Command::new("sh").arg("-c").arg(format!(
         "curl -s --unix-socket {} -H 'Content-Type: application/json' -d '{{\"Cmd\":[\"true\"]}}' http://d/v1.41/containers/{}/exec",

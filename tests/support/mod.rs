@@ -171,14 +171,28 @@ pub fn docker_cli_image() -> &'static str {
             format!("FROM {base}\nCOPY docker /bin/docker\n"),
         )
         .unwrap();
-        run_ok(
-            docker_at(&sock)
-                .env("DOCKER_BUILDKIT", "0")
-                .args(["build", "-q", "-t", DOCKER_CLI])
-                .arg(ctx.path()),
-        );
+        build_tagged(DOCKER_CLI, ctx.path());
     });
     DOCKER_CLI
+}
+
+/// `docker build` (classic builder) of `ctx` as `tag` on the test daemon. The
+/// image the tag named before, if any and now unused, is removed, so runs that
+/// rebuild a fixture with new content do not pile up dangling images.
+pub fn build_tagged(tag: &str, ctx: &Path) {
+    let old = run(docker_direct().args(["image", "inspect", "--format", "{{.Id}}", tag]));
+    run_ok(
+        docker_direct()
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", tag])
+            .arg(ctx),
+    );
+    let old = String::from_utf8_lossy(&old.stdout).trim().to_string();
+    if !old.is_empty() {
+        // Still tagged elsewhere or used by a container: the daemon refuses, and
+        // that is fine.
+        let _ = run(docker_direct().args(["image", "rm", &old]));
+    }
 }
 
 /// A unique name for resources a test creates.
