@@ -188,7 +188,8 @@ pub fn build_tagged(tag: &str, ctx: &Path) {
             .arg(ctx),
     );
     let old = String::from_utf8_lossy(&old.stdout).trim().to_string();
-    if !old.is_empty() {
+    let new = run_ok(docker_direct().args(["image", "inspect", "--format", "{{.Id}}", tag]));
+    if !old.is_empty() && old != new.trim() {
         // Still tagged elsewhere or used by a container: the daemon refuses, and
         // that is fine.
         let _ = run(docker_direct().args(["image", "rm", &old]));
