@@ -1152,9 +1152,26 @@ async fn one_client_cannot_hold_more_than_its_share_of_connections() {
             Err(_) => panic!("no answer and not closed"),
         }
     }
+    // Each held connection is answered once and kept alive, so the proxy has
+    // accepted and counted all three before the fourth arrives on the other
+    // listener.
+    let get = || {
+        Request::get(path)
+            .header("host", PYPI)
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(TcpStream::connect(s.http).await.unwrap());
+        let tcp = TcpStream::connect(s.http).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let res = send.send_request(get()).await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.into_body().collect().await.unwrap();
+        held.push((send, conn));
     }
     // The HTTPS listener counts the same address.
     let mut fourth = TcpStream::connect(s.https).await.unwrap();
@@ -1171,12 +1188,13 @@ async fn one_client_cannot_hold_more_than_its_share_of_connections() {
         "refused, unanswered"
     );
 
-    // The held ones are served; closing one frees a place.
-    let mut first = held.remove(0);
-    assert!(answer(&mut first, &request)
-        .await
-        .starts_with("HTTP/1.1 200"));
-    drop(first);
+    // The held ones are still served; closing one frees a place.
+    let (mut send, conn) = held.remove(0);
+    let res = send.send_request(get()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    res.into_body().collect().await.unwrap();
+    drop(send);
+    conn.await.unwrap().unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut again = TcpStream::connect(s.http).await.unwrap();
     assert!(answer(&mut again, &request)
