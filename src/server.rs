@@ -10,9 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::StatusCode;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ListenerKind};
 use crate::docker::policy::Policy;
-use crate::docker::{ConnInfo, DockerProxy};
+use crate::docker::{ClientKey, ConnInfo, DockerProxy};
 use crate::jobs::JobConn;
 use crate::listen::{self, ClientCert, ListenError, Peer, UnixSocket};
 use crate::mitm::Caching;
@@ -33,6 +34,10 @@ pub(crate) enum Bound {
 
 /// How long a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection over a client's cap has to send the request it is
+/// refused.
+const REFUSED_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why cistern could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -194,9 +199,23 @@ pub(crate) async fn accept_loop(
             _ = shutdown.cancelled() => break,
             accepted = accept(&socket) => accepted,
         };
-        let conn = |peer| {
+        // Each connection takes a place among its client's; one over the
+        // cap is answered 429 (`None`).
+        let conn = |peer: Peer| {
+            let client = match &peer {
+                Peer::Tcp(addr) | Peer::Tls { addr, .. } => ClientKey::Ip(addr.ip()),
+                Peer::Unix { uid, .. } => ClientKey::Unix {
+                    socket: path.clone(),
+                    uid: Some(*uid),
+                },
+                Peer::Unknown => ClientKey::Unix {
+                    socket: path.clone(),
+                    uid: None,
+                },
+            };
             Arc::new(ConnInfo {
                 listener: name.clone(),
+                slot: proxy.admit(client).map(Arc::new),
                 peer,
                 policy: policy.clone(),
                 job: job.clone(),
@@ -326,9 +345,20 @@ async fn serve_connection<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    if conn.slot.is_none() {
+        return refuse_connection(io, &conn, proxy.limits().max_connections_per_client).await;
+    }
+    let proxy_idle = proxy.limits().idle_timeout;
+    // The header timeout also closes a keep-alive connection idle for as
+    // long; a hijacked stream or a streaming response is not timed. No half
+    // close, as with dockerd: a client that goes away while its request is in
+    // flight (`docker run -d` leaves a `wait` behind) ends the request and
+    // the daemon's side of it, instead of holding both until the daemon
+    // answers.
     let service = service_fn(move |req| proxy.clone().handle(req, conn.clone()));
     let connection = http1::Builder::new()
-        .half_close(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(proxy_idle)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
@@ -342,6 +372,28 @@ async fn serve_connection<IO>(
     if let Err(err) = result {
         tracing::debug!(error = %err, "connection ended with an error");
     }
+}
+
+/// Answers a connection over its client's cap: 429 with Docker's error body
+/// for its first request, then closes it (at most [`REFUSED_TIMEOUT`] later).
+async fn refuse_connection<IO>(io: IO, conn: &ConnInfo, max: usize)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tracing::debug!(listener = %conn.listener, peer = %conn.peer, max, "connection refused: the client holds clients.max_connections_per_client connections");
+    let message = format!(
+        "too many connections from this client: at most {max} at once (clients.max_connections_per_client); close some and retry"
+    );
+    let service = service_fn(move |_req| {
+        let response = crate::docker::error::json_error(StatusCode::TOO_MANY_REQUESTS, &message);
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let connection = http1::Builder::new()
+        .keep_alive(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSED_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    let _ = tokio::time::timeout(REFUSED_TIMEOUT, connection).await;
 }
 
 /// Raises the soft limit on open files to the hard one, as Go's runtime

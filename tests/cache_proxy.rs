@@ -1202,6 +1202,66 @@ async fn one_client_cannot_hold_more_than_its_share_of_connections() {
         .starts_with("HTTP/1.1 200"));
 }
 
+/// A CONNECT tunnel through the forward proxy keeps its client connection's
+/// place under `max_connections_per_client` for as long as it is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_open_connect_tunnel_keeps_its_place_under_the_connection_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s =
+        Setup::start("  forward_proxy:\n    listen: FORWARD_ADDR\n    others: tunnel\n").await;
+    s.proxy_extra = "    max_connections_per_client: 2\n".into();
+    s.restart();
+    let path = "/packages/tu/nn/tunnel-1.0-py3-none-any.whl";
+    s.http_origin.put(path, File::new(random_bytes(1000, 72)));
+    let mut tunnel = TcpStream::connect(s.forward).await.unwrap();
+    tunnel
+        .write_all(format!("CONNECT {OTHER}:443 HTTP/1.1\r\nHost: {OTHER}:443\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(tunnel.read(&mut byte).await.unwrap(), 1, "{head:?}");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // The tunnel and one more connection are this client's two.
+    let get = || {
+        Request::get(path)
+            .header("host", PYPI)
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let tcp = TcpStream::connect(s.http).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(send.send_request(get()).await.unwrap().status(), 200);
+    let served = |addr| async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let asked = send.send_request(get());
+        let res = tokio::time::timeout(Duration::from_secs(5), asked)
+            .await
+            .expect("answered or closed")
+            .ok()?;
+        Some(res.status())
+    };
+    assert_eq!(served(s.http).await, None, "a third connection is closed");
+    // Closing the tunnel frees its place.
+    drop(tunnel);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(served(s.http).await, Some(http::StatusCode::OK));
+}
+
 /// A client cannot hold a connection open for ever: one that sends part of a
 /// request head and stops, or that sits idle after a request, is closed
 /// after `caching.proxy.idle_timeout`, while one that keeps asking is

@@ -3,7 +3,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -227,4 +229,225 @@ fn sigterm_during_logs_follow_drains_then_exits_and_removes_the_socket() {
         "{}",
         cistern.logs()
     );
+}
+
+/// Reads (and drops) what `conn` sends until it is closed: true, or `limit`
+/// passes first: false.
+fn closed_within(conn: &mut UnixStream, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        conn.set_read_timeout(Some(left)).unwrap();
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// A keep-alive connection that has been answered one ping, and is kept.
+/// Connections a client just closed may not be counted out yet, so a 429 is
+/// retried for a few seconds.
+fn pinged(socket: &Path) -> UnixStream {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut conn = UnixStream::connect(socket).unwrap();
+        let answer = ping_answer(&mut conn);
+        if answer.starts_with("HTTP/1.1 200") {
+            return conn;
+        }
+        assert!(
+            answer.starts_with("HTTP/1.1 429") && Instant::now() < deadline,
+            "{answer}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asks for `/_ping` on a kept-alive connection: 200 and the connection
+/// stays open.
+fn ping_on(conn: &mut UnixStream) {
+    let answer = ping_answer(conn);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Asks for `/_ping` on `conn` and reads the answer: a 200's whole, or
+/// anything else up to the close.
+fn ping_answer(conn: &mut UnixStream) -> String {
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    conn.write_all(b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.ends_with(b"\r\n\r\nOK") {
+        let n = conn.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// With `clients.idle_timeout: 1s`: half a request head and an idle
+/// keep-alive connection are closed, a client that keeps asking is served,
+/// and an attach stream and a blocking wait that outlast the timeout run to
+/// their end.
+#[test]
+fn stalled_or_idle_docker_clients_are_closed_and_long_streams_are_not() {
+    let cistern = Cistern::start("clients:\n  idle_timeout: 1s\n");
+    let mut half = UnixStream::connect(&cistern.socket).unwrap();
+    half.write_all(b"GET /_ping HTTP/1.1\r\nHost: d").unwrap();
+    let mut idle = pinged(&cistern.socket);
+    assert!(
+        closed_within(&mut half, Duration::from_secs(5)),
+        "half a head"
+    );
+    assert!(closed_within(&mut idle, Duration::from_secs(5)), "idle");
+
+    let mut busy = pinged(&cistern.socket);
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_millis(400));
+        ping_on(&mut busy);
+    }
+
+    let name = unique("idle-stream");
+    let _cleanup = Cleanup::container(&name);
+    let out = run_ok(cistern.docker().args([
+        "run",
+        "--name",
+        &name,
+        busybox(),
+        "sh",
+        "-c",
+        "sleep 3; echo done",
+    ]));
+    assert_eq!(out, "done\n");
+}
+
+/// With `clients.max_connections_per_client: 3`: a fourth connection gets
+/// 429 with Docker's error body, a hijacked attach stream keeps its place
+/// while it runs, and a closed connection frees one.
+#[test]
+fn a_docker_client_over_its_connection_cap_gets_429_and_attach_streams_count() {
+    let cistern = Cistern::start("clients:\n  max_connections_per_client: 3\n");
+    let name = unique("cap-attach");
+    let _cleanup = Cleanup::container(&name);
+    let id = run_ok(
+        cistern
+            .docker()
+            .args(["run", "-d", "-i", "--name", &name, busybox(), "cat"]),
+    )
+    .trim()
+    .to_string();
+
+    let mut held: Vec<UnixStream> = (0..3).map(|_| pinged(&cistern.socket)).collect();
+    let (status, answer) = raw_request(&cistern.socket, PING).unwrap();
+    assert_eq!(status, 429, "{answer}");
+    let body: serde_json::Value = serde_json::from_str(body_of(&answer).trim()).unwrap();
+    assert_eq!(
+        body["message"],
+        "cistern: too many connections from this client: at most 3 at once (clients.max_connections_per_client); close some and retry"
+    );
+    let out = run(cistern
+        .docker()
+        .args(["version", "--format", "{{.Server.Version}}"]));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("too many connections from this client"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for conn in &mut held {
+        ping_on(conn);
+    }
+
+    // Two closed; an attach stream takes one of their places and keeps it.
+    held.truncate(1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut attach, head) = loop {
+        let mut attach = UnixStream::connect(&cistern.socket).unwrap();
+        attach
+            .write_all(format!("POST /v1.41/containers/{id}/attach?stream=1&stdin=1&stdout=1 HTTP/1.1\r\nHost: docker\r\nUpgrade: tcp\r\nConnection: Upgrade\r\n\r\n").as_bytes())
+            .unwrap();
+        attach
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && attach.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        // The closed ones may not have been counted out yet.
+        if !head.starts_with("HTTP/1.1 429") || Instant::now() > deadline {
+            break (attach, head);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    attach.write_all(b"through the stream\n").unwrap();
+    let mut echoed = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&echoed).contains("through the stream") {
+        let n = attach.read(&mut buf).unwrap();
+        assert!(n > 0);
+        echoed.extend_from_slice(&buf[..n]);
+    }
+    held.push(pinged(&cistern.socket));
+    let (status, answer) = raw_request(&cistern.socket, PING).unwrap();
+    assert_eq!(status, 429, "the attach stream holds a place: {answer}");
+
+    // The stream ends: its place is free again.
+    drop(attach);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, answer) = raw_request(&cistern.socket, PING).unwrap();
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A client that goes away while its request is in flight ends it.
+/// `docker run -d` leaves a `wait` for the container's exit behind; it must
+/// not hold a connection, and the daemon request behind it, for as long as
+/// the container runs.
+#[test]
+fn a_client_that_leaves_during_a_long_request_frees_its_connection() {
+    let cistern = Cistern::start("clients:\n  max_connections_per_client: 2\n");
+    let names: Vec<String> = (0..3).map(|_| unique("left-wait")).collect();
+    let _cleanup: Vec<Cleanup> = names.iter().map(|n| Cleanup::container(n)).collect();
+    for name in &names {
+        run_ok(
+            cistern
+                .docker()
+                .args(["run", "-d", "--name", name, busybox(), "sleep", "300"]),
+        );
+    }
+    // A raw one too: the wait is asked, then the client hangs up.
+    let mut wait = UnixStream::connect(&cistern.socket).unwrap();
+    wait.write_all(
+        format!(
+            "POST /v1.41/containers/{}/wait HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\n\r\n",
+            names[0]
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(wait);
+    // Both places are free again.
+    let _held = [pinged(&cistern.socket), pinged(&cistern.socket)];
 }

@@ -39,6 +39,30 @@ pub struct Config {
     pub jobs: crate::jobs::JobsConfig,
     /// Resources of `cleanup: true` tenants that a crashed run left behind.
     pub orphans: Orphans,
+    /// Limits on Docker API client connections, on every listener and job
+    /// socket.
+    pub clients: ClientLimits,
+}
+
+/// How long Docker API client connections may idle, and how many one client
+/// may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// A connection that takes longer than this to send a request head, or
+    /// sits idle this long between requests, is closed (default 2m).
+    pub idle_timeout: Duration,
+    /// Connections one client may hold at once, hijacked streams included
+    /// (default 512): per address on TCP, per user on each unix socket.
+    pub max_connections_per_client: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            idle_timeout: Duration::from_secs(120),
+            max_connections_per_client: 512,
+        }
+    }
 }
 
 /// What happens at start to the resources of `cleanup: true` tenants an
@@ -500,9 +524,32 @@ mod tests {
         let set = caching("{idle_timeout: 5s, max_connections_per_client: 8}").unwrap();
         assert_eq!(set.idle_timeout, Duration::from_secs(5));
         assert_eq!(set.max_connections_per_client, 8);
-        let err = caching("{max_connections_per_client: 0}").unwrap_err();
+        for zero in ["{max_connections_per_client: 0}", "{idle_timeout: 0s}"] {
+            let err = caching(zero).unwrap_err().to_string();
+            assert!(err.starts_with("f.yaml:3:"), "{zero}: {err}");
+        }
+    }
+
+    #[test]
+    fn docker_client_limits_default_and_refuse_zero() {
+        let defaults = parse("f.yaml", "").unwrap().clients;
+        assert_eq!(defaults.idle_timeout, Duration::from_secs(120));
+        assert_eq!(defaults.max_connections_per_client, 512);
+        let set = parse(
+            "f.yaml",
+            "clients:\n  idle_timeout: 30s\n  max_connections_per_client: 16\n",
+        )
+        .unwrap()
+        .clients;
+        assert_eq!(set.idle_timeout, Duration::from_secs(30));
+        assert_eq!(set.max_connections_per_client, 16);
+        assert_eq!(
+            error_of("clients:\n  idle_timeout: 0s\n"),
+            "f.yaml:2:3: clients.idle_timeout: must be longer than 0s"
+        );
+        let err = error_of("clients:\n  max_connections_per_client: 0\n");
         assert!(
-            err.to_string().contains("max_connections_per_client"),
+            err.starts_with("f.yaml:2:") && err.contains("max_connections_per_client"),
             "{err}"
         );
     }

@@ -39,6 +39,18 @@ pub struct RawConfig {
     /// crashed run left.
     #[serde(default)]
     pub orphans: Option<super::Orphans>,
+    /// Limits on Docker API client connections.
+    #[serde(default)]
+    pub clients: RawClients,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawClients {
+    #[serde(default)]
+    pub idle_timeout: Option<Timeout>,
+    #[serde(default)]
+    pub max_connections_per_client: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -357,6 +369,20 @@ impl<'de> Deserialize<'de> for HumanDuration {
                     "`{text}` is not a duration like 30s or 5m: {err}"
                 ))
             })
+    }
+}
+
+/// A [`HumanDuration`] that must be longer than zero.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeout(pub Duration);
+
+impl<'de> Deserialize<'de> for Timeout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let HumanDuration(duration) = HumanDuration::deserialize(d)?;
+        if duration.is_zero() {
+            return Err(serde::de::Error::custom("must be longer than 0s"));
+        }
+        Ok(Timeout(duration))
     }
 }
 

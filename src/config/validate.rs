@@ -184,6 +184,19 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
         state_dir,
         jobs,
         orphans: raw.orphans.unwrap_or_default(),
+        clients: {
+            let defaults = super::ClientLimits::default();
+            super::ClientLimits {
+                idle_timeout: raw
+                    .clients
+                    .idle_timeout
+                    .map_or(defaults.idle_timeout, |t| t.0),
+                max_connections_per_client: raw
+                    .clients
+                    .max_connections_per_client
+                    .map_or(defaults.max_connections_per_client, |n| n.get()),
+            }
+        },
         caching,
         log,
         shutdown_grace: raw.shutdown_grace.map_or(DEFAULT_GRACE, |d| d.0),

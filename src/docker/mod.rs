@@ -44,8 +44,9 @@ use self::error::DockerError;
 use self::policy::{BodyNeed, Policy, Refusal, RefusalKind, Verdict};
 use self::route::Route;
 use self::upstream::UpstreamClient;
-use crate::config::Config;
+use crate::config::{ClientLimits, Config};
 use crate::jobs::{JobConn, Jobs};
+use crate::listen::limit::{ConnectionLimit, Slot};
 use crate::listen::Peer;
 use crate::mitm::Caching;
 
@@ -68,6 +69,41 @@ pub struct ConnInfo {
     /// TCP): binds of the Docker socket are mapped to it
     /// ([`policy::socket_bind`]).
     pub socket: Option<Arc<std::path::Path>>,
+    /// The connection's place among its client's
+    /// (`clients.max_connections_per_client`), held by a hijacked stream for
+    /// as long as it runs; `None`: over the cap, refused.
+    pub slot: Option<Arc<Slot<ClientKey>>>,
+}
+
+/// Who counts as one client for `clients.max_connections_per_client`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// A user on one unix socket (each job socket is a socket of its own);
+    /// `None` when the socket did not say.
+    Unix {
+        socket: Option<Arc<std::path::Path>>,
+        uid: Option<u32>,
+    },
+    /// An address on TCP.
+    Ip(std::net::IpAddr),
+}
+
+impl std::fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientKey::Unix { socket, uid } => {
+                match uid {
+                    Some(uid) => write!(f, "uid {uid}")?,
+                    None => f.write_str("unknown uid")?,
+                }
+                if let Some(socket) = socket {
+                    write!(f, " on {}", socket.display())?;
+                }
+                Ok(())
+            }
+            ClientKey::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
 }
 
 /// The Docker API proxy shared by every listener.
@@ -87,6 +123,10 @@ pub struct DockerProxy {
     policies: std::collections::HashMap<String, Arc<Policy>>,
     /// Fires on shutdown; job sockets close with it.
     shutdown: CancellationToken,
+    /// Client connection limits (`clients:`).
+    limits: ClientLimits,
+    /// Open connections per client, over every listener and job socket.
+    connections: Arc<ConnectionLimit<ClientKey>>,
 }
 
 impl DockerProxy {
@@ -109,7 +149,23 @@ impl DockerProxy {
                 .map(|l| (l.name.clone(), l.policy.clone()))
                 .collect(),
             shutdown,
+            limits: config.clients,
+            connections: ConnectionLimit::new(
+                config.clients.max_connections_per_client,
+                "clients.max_connections_per_client",
+            ),
         }
+    }
+
+    /// Client connection limits (`clients:`).
+    pub fn limits(&self) -> ClientLimits {
+        self.limits
+    }
+
+    /// A place for a new connection from `client`, or `None` when it already
+    /// holds `clients.max_connections_per_client`.
+    pub fn admit(&self, client: ClientKey) -> Option<Slot<ClientKey>> {
+        self.connections.admit(client)
     }
 
     /// Serves a job's socket until the job ends or cistern shuts down.
@@ -443,11 +499,13 @@ impl DockerProxy {
                 ));
             };
             let daemon_upgrade = hyper::upgrade::on(&mut response);
-            self.tasks.spawn(hijack::splice(
-                client_upgrade,
-                daemon_upgrade,
-                record.clone(),
-            ));
+            // The stream keeps the connection's place while it runs.
+            let slot = conn.slot.clone();
+            let splice = hijack::splice(client_upgrade, daemon_upgrade, record.clone());
+            self.tasks.spawn(async move {
+                splice.await;
+                drop(slot);
+            });
             let (mut parts, _) = response.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, true);
             return Ok(Response::from_parts(

@@ -4,6 +4,7 @@
 //! Binding is done once at start so that every problem (a socket another
 //! process is serving, a port in use) stops cistern before it serves anything.
 
+pub mod limit;
 mod tcp;
 pub mod tls;
 mod unix;

@@ -13,7 +13,7 @@ use cistern_cache::RuleConfig;
 
 use serde::Deserialize;
 
-use crate::config::raw::HumanDuration;
+use crate::config::raw::{HumanDuration, Timeout};
 
 /// Where injected containers find the caching proxy's CA certificates as a
 /// standalone PEM file.
@@ -232,11 +232,11 @@ pub struct RawProxy {
     /// How long a client connection may take to send a request's head,
     /// and may sit idle between requests, before it is closed. Default 60s.
     #[serde(default)]
-    pub idle_timeout: Option<HumanDuration>,
+    pub idle_timeout: Option<Timeout>,
     /// Connections one client address may hold open at once; more are
     /// closed as they arrive. Default 256.
     #[serde(default)]
-    pub max_connections_per_client: Option<usize>,
+    pub max_connections_per_client: Option<std::num::NonZeroUsize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -372,9 +372,6 @@ impl RawCaching {
         if let Some(i) = self.inject.skip_images.iter().position(String::is_empty) {
             return Err(format!("inject.skip_images[{i}]: empty pattern"));
         }
-        if self.proxy.max_connections_per_client == Some(0) {
-            return Err("proxy.max_connections_per_client: must be at least 1".into());
-        }
         let config = CachingConfig {
             inject_env,
             inject_builds: self.inject.builds,
@@ -402,7 +399,10 @@ impl RawCaching {
                 .proxy
                 .idle_timeout
                 .map_or(Duration::from_secs(60), |d| d.0),
-            max_connections_per_client: self.proxy.max_connections_per_client.unwrap_or(256),
+            max_connections_per_client: self
+                .proxy
+                .max_connections_per_client
+                .map_or(256, |n| n.get()),
             inject_address,
             admin: self
                 .admin

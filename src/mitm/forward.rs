@@ -18,7 +18,7 @@
 //! its listen address: bind it where only CI jobs can.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
@@ -36,6 +36,7 @@ use super::handler::{ConnInfo, Proxy, Scheme};
 use super::plain::PlainStream;
 use super::proxy::{serve, HANDSHAKE_TIMEOUT};
 use super::upstream::Dialer;
+use crate::listen::limit::Slot;
 
 /// The forward proxy's shared state.
 pub struct ForwardProxy {
@@ -87,8 +88,9 @@ impl ForwardProxy {
             };
             let _ = stream.set_nodelay(true);
             let this = self.clone();
+            // Held by the connection and by a CONNECT tunnel it becomes.
+            let slot = Arc::new(slot);
             self.tasks.spawn(async move {
-                let _slot = slot;
                 let conn = Arc::new(ConnInfo {
                     listener: "forward",
                     scheme: Scheme::Http,
@@ -99,7 +101,7 @@ impl ForwardProxy {
                 let idle = this.proxy.idle_timeout();
                 serve(
                     PlainStream::new(stream),
-                    move |req| this.clone().handle(req, conn.clone()),
+                    move |req| this.clone().handle(req, conn.clone(), slot.clone()),
                     idle,
                     shutdown,
                 )
@@ -113,9 +115,10 @@ impl ForwardProxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: Arc<ConnInfo>,
+        slot: Arc<Slot<IpAddr>>,
     ) -> Result<Response<Metered>, Infallible> {
         if req.method() == Method::CONNECT {
-            return Ok(self.connect(req, &conn).await);
+            return Ok(self.connect(req, &conn, slot).await);
         }
         let cached = req
             .uri()
@@ -129,11 +132,13 @@ impl ForwardProxy {
         }
     }
 
-    /// Answers a CONNECT and takes over the connection it upgrades.
+    /// Answers a CONNECT and takes over the connection it upgrades, which
+    /// keeps the client connection's `slot` while it runs.
     async fn connect(
         self: &Arc<Self>,
         req: Request<Incoming>,
         conn: &ConnInfo,
+        slot: Arc<Slot<IpAddr>>,
     ) -> Response<Metered> {
         let target = req.uri().authority().map(|a| a.as_str().to_owned());
         let mut log = RequestLog::new(req.method(), "", conn);
@@ -158,6 +163,7 @@ impl ForwardProxy {
                     Ok(upgraded) => this.intercept(upgraded, host, peer).await,
                     Err(err) => tracing::debug!(error = %err, "CONNECT upgrade failed"),
                 }
+                drop(slot);
             });
             let reason = "cached domain; TLS terminated by cistern".into();
             return answer(log, StatusCode::OK, "intercept", reason);
@@ -184,6 +190,7 @@ impl ForwardProxy {
                 _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
                 _ = shutdown.cancelled() => {}
             }
+            drop(slot);
         });
         let reason = "not a cached domain; tunnelled".into();
         answer(log, StatusCode::OK, "tunnel", reason)

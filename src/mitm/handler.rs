@@ -29,7 +29,7 @@
 //! Each request ends in one log event (`body.rs`) with its state and reason.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -54,10 +54,10 @@ use tokio_util::task::TaskTracker;
 use super::body::{self, Metered, ProxyBody, RequestLog, Source};
 use super::domains::{normalise, split_authority, Domains};
 use super::error::{BoxError, ProxyError};
-use super::limit::{ConnectionLimit, Slot};
 use super::metrics::{DomainCounters, Metrics};
 use super::tee;
 use super::upstream::OriginClient;
+use crate::listen::limit::{ConnectionLimit, Slot};
 
 /// How long a range request waits for a fetch of the whole file in flight
 /// before it is forwarded to the origin.
@@ -112,7 +112,7 @@ pub struct Proxy {
     /// How long a client connection may be idle or send a request head.
     idle_timeout: Duration,
     /// Connections per client address.
-    connections: Arc<ConnectionLimit>,
+    connections: Arc<ConnectionLimit<IpAddr>>,
 }
 
 /// Where a routed request goes.
@@ -155,13 +155,16 @@ impl Proxy {
             tasks,
             via: via_entry(),
             idle_timeout,
-            connections: ConnectionLimit::new(max_connections_per_client),
+            connections: ConnectionLimit::new(
+                max_connections_per_client,
+                "caching.proxy.max_connections_per_client",
+            ),
         }
     }
 
     /// A place for a new connection from `peer`, or `None` (close it) when
     /// that address already holds `caching.proxy.max_connections_per_client`.
-    pub fn admit(&self, peer: SocketAddr) -> Option<Slot> {
+    pub fn admit(&self, peer: SocketAddr) -> Option<Slot<IpAddr>> {
         let slot = self.connections.admit(peer.ip());
         if slot.is_none() {
             tracing::debug!(%peer, "connection refused: too many from this client");

@@ -26,7 +26,6 @@ pub mod domains;
 pub mod error;
 pub mod forward;
 pub mod handler;
-pub mod limit;
 pub mod metrics;
 pub mod plain;
 pub mod proxy;
