@@ -174,8 +174,8 @@ fn main() -> ExitCode {
             match serve(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
-                    tracing::error!(error = %format!("{err:#}"), "cistern stopped");
-                    eprintln!("error: {err:#}");
+                    tracing::error!(error = %err, "cistern stopped");
+                    eprintln!("error: {err}");
                     ExitCode::FAILURE
                 }
             }

@@ -28,14 +28,6 @@ const NPM: &str = "npm.example.test";
 /// Served by the origins but not a cached domain.
 const OTHER: &str = "other.example.test";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Origins, cistern, and the directories that outlive a cistern restart.
 struct Setup {
     https_origin: Origin,
@@ -111,14 +103,14 @@ impl Setup {
         }
         self.http = match &self.http_bind {
             Some(bind) => bind.parse().unwrap(),
-            None => SocketAddr::from(([127, 0, 0, 1], free_port())),
+            None => SocketAddr::from(([127, 0, 0, 1], support::free_port())),
         };
         self.https = match &self.https_bind {
             Some(bind) => bind.parse().unwrap(),
-            None => SocketAddr::from(([127, 0, 0, 1], free_port())),
+            None => SocketAddr::from(([127, 0, 0, 1], support::free_port())),
         };
-        self.admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        self.forward = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        self.admin = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+        self.forward = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
         let d = self.dirs.path();
         let config = format!(
             "upstream:\n  unix: {daemon}\nlisteners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{DEB}, {PYPI}, {NPM}]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n{proxy_extra}  admin: {admin}\n  upstream:\n    extra_roots: [{root}]\n    overrides:\n      {DEB}: {o1}\n      {NPM}: {o1}\n      {PYPI}: {pypi}\n      \"{OTHER}:443\": {o1}\n      \"{OTHER}:80\": {o2}\n{extra}",
@@ -2064,7 +2056,7 @@ async fn a_container_downloads_through_the_injected_hosts_and_ca_and_hits_the_se
     let gateway = bridge_gateway();
     // The proxy listens where containers reach the host; the extra hosts
     // cistern injects point the cached domains there.
-    let port = free_port();
+    let port = support::free_port();
     let mut s = Setup::start("").await;
     s.https_bind = Some(format!("{gateway}:{port}"));
     s.restart();
@@ -2196,8 +2188,8 @@ impl Containers {
         let image = tokio::task::block_in_place(curl_image);
         let gateway = bridge_gateway();
         let mut s = Setup::start(extra).await;
-        s.http_bind = Some(format!("{gateway}:{}", free_port()));
-        s.https_bind = Some(format!("{gateway}:{}", free_port()));
+        s.http_bind = Some(format!("{gateway}:{}", support::free_port()));
+        s.https_bind = Some(format!("{gateway}:{}", support::free_port()));
         s.restart();
         Containers { s, image }
     }

@@ -64,6 +64,48 @@ fn a_live_socket_of_another_process_is_an_error() {
     assert!(socket.exists(), "the other process's socket must stay");
 }
 
+/// A port in use stops cistern with one line naming the listener, the address
+/// and the OS error once; the caching proxy's listeners say the same.
+#[test]
+fn a_port_in_use_is_an_error_that_says_so_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let docker_tcp = format!(
+        "{}  - name: tcp\n    tcp:\n      address: {address}\n",
+        unix_config(&socket, "0600")
+    );
+    let forward = format!(
+        "{}caching:\n  domains: [deb.example.test]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy: {{http: 127.0.0.1:0, https: 127.0.0.1:0}}\n  admin: 127.0.0.1:0\n  forward_proxy:\n    listen: {address}\n",
+        unix_config(&socket, "0600"),
+        state = dir.path().join("state").display(),
+        cache = dir.path().join("cache").display(),
+    );
+    for (config, what) in [
+        (docker_tcp, format!("listener tcp: cannot bind {address}")),
+        (
+            forward,
+            format!("cannot listen on {address} (forward proxy)"),
+        ),
+    ] {
+        let out = cistern_cmd(&config, dir.path()).output().unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().last().unwrap_or("");
+        assert!(
+            last.starts_with("error: ") && last.contains(&what),
+            "{stderr}"
+        );
+        assert_eq!(
+            last.matches("Address already in use").count(),
+            1,
+            "{stderr}"
+        );
+        assert!(!socket.exists(), "nothing is left listening: {stderr}");
+    }
+}
+
 #[test]
 fn a_regular_file_at_the_socket_path_is_never_replaced() {
     let dir = tempfile::tempdir().unwrap();

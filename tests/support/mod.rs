@@ -209,12 +209,26 @@ pub fn unique(prefix: &str) -> String {
 
 /// A loopback TCP port nothing listens on right now (for a config that must
 /// name one).
+/// A loopback TCP port nothing listens on, for a server a test starts later.
+///
+/// Taken below the kernel's ephemeral range (32768 and up): a port from
+/// `bind(0)`, once released, can be handed to any outgoing connection the
+/// tests open meanwhile, and the server then fails to bind. Each test process
+/// walks its own stretch of ports, so parallel tests do not pick the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    let start = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free loopback port left");
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Sends raw bytes to a unix socket and reads the whole answer (the request
