@@ -1233,7 +1233,10 @@ async fn an_open_connect_tunnel_keeps_its_place_under_the_connection_cap() {
         .await
         .unwrap();
     tokio::spawn(conn);
-    assert_eq!(send.send_request(get()).await.unwrap().status(), 200);
+    let res = send.send_request(get()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    // Read whole, so the connection stays open for another request.
+    res.into_body().collect().await.unwrap();
     let served = |addr| async move {
         let tcp = TcpStream::connect(addr).await.unwrap();
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
