@@ -131,6 +131,17 @@ fn a_job_uses_its_own_socket_and_everything_it_made_goes_when_it_stops() {
     );
     let ps = r.in_job(&job, "docker ps -a --format '{{.Names}}'");
     assert_eq!(ps.trim(), "db", "the job sees its own containers only");
+    // The CLI followed DOCKER_HOST into the socket's directory; the socket
+    // at /var/run/docker.sock is the same, for clients that do not.
+    assert_eq!(
+        r.in_job(&job, "echo $DOCKER_HOST").trim(),
+        "unix:///run/cistern/docker.sock"
+    );
+    let ps = r.in_job(
+        &job,
+        "docker -H unix:///var/run/docker.sock ps -a --format '{{.Names}}'",
+    );
+    assert_eq!(ps.trim(), "db");
     let images = r.in_job(&job, "docker images --format '{{.Repository}}'");
     assert!(images.lines().any(|l| l == "job-image"), "{images}");
     // The runner does not see the job's things, nor the job the runner's.
@@ -162,6 +173,8 @@ fn a_job_uses_its_own_socket_and_everything_it_made_goes_when_it_stops() {
             .unwrap(),
     );
     assert!(socket.exists());
+    let job_dir = socket.parent().unwrap().parent().unwrap().to_path_buf();
+    assert_eq!(socket.parent().unwrap().file_name().unwrap(), "sock");
 
     // The job container stops: all of it goes, within 5 seconds.
     run_ok(docker_direct().args(["stop", "-t", "0", &job_id]));
@@ -171,6 +184,7 @@ fn a_job_uses_its_own_socket_and_everything_it_made_goes_when_it_stops() {
                 .status
                 .success()
             && !socket.exists()
+            && !job_dir.exists()
     });
     println!("job cleaned up {took:?} after its container stopped");
     assert_eq!(r.jobs_json()["jobs"], serde_json::json!({}));
@@ -233,6 +247,22 @@ fn a_job_outlives_a_kill_9_of_cistern_and_is_cleaned_up_after_the_restart() {
     // The runner still owns its job container.
     let ps = run_ok(r.docker().args(["ps", "--format", "{{.Names}}"]));
     assert_eq!(ps.trim(), live);
+    // The job's clients carry on through the socket's directory, which sees
+    // the socket bound again; the file mounted at /var/run/docker.sock is
+    // the old socket, dead.
+    assert_eq!(
+        r.in_job(&live, "docker ps --format '{{.Names}}'").trim(),
+        "db"
+    );
+    let pinned = run(r.docker().args([
+        "exec",
+        &live,
+        "docker",
+        "-H",
+        "unix:///var/run/docker.sock",
+        "ps",
+    ]));
+    assert!(!pinned.status.success());
     // The live job ends normally after the restart.
     run_ok(r.docker().args(["rm", "-f", &live]));
     wait_until(

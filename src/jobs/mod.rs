@@ -9,15 +9,19 @@
 //!
 //! 1. makes a job ID and its tenant `job-<id>` (always with a name
 //!    namespace, so two jobs running the same compose file never collide);
-//! 2. binds a fresh unix socket `<socket_dir>/<id>/docker.sock` (directory
-//!    0700, socket 0666: only the container sees it), served like any
+//! 2. binds a fresh unix socket `<socket_dir>/<id>/sock/docker.sock`
+//!    (`<id>` 0700, so only root on the host reaches it; `sock` 0755 and the
+//!    socket 0666, so any user in the container does), served like any
 //!    listener with the rule's policy (default: the listener's), every client
 //!    on it being the job's tenant;
 //! 3. records the job in `<state_dir>/jobs.json` (a
 //!    [`StateFile`]) before the container exists, so a crash at any point
 //!    leaves a record to reconcile;
-//! 4. adds the bind `<socket>:<mount>` (default `/var/run/docker.sock`) and
-//!    the label [`JOB_LABEL`]`=<id>` to the create body the policy accepted;
+//! 4. adds to the create body the policy accepted: the bind
+//!    `<socket>:<mount>` (default `/var/run/docker.sock`), the read-only bind
+//!    of the socket's directory at [`SOCKET_DIR_MOUNT`] with `DOCKER_HOST`
+//!    pointing into it (unless the client set `DOCKER_HOST`), and the label
+//!    [`JOB_LABEL`]`=<id>`;
 //! 5. forwards the create; if the daemon refuses it, the job is closed at once.
 //!
 //! The job ends when its container dies or is removed: [`watch`] follows the
@@ -29,10 +33,10 @@
 //! and deletes the socket directory and the record.
 //!
 //! After a restart of cistern, jobs whose containers still run get their
-//! socket bound again at the same path. A container's bind mount holds the
-//! socket file it was created with, so a job that outlives a cistern restart
-//! keeps its ownership and its cleanup, but its processes must reconnect
-//! through a fresh mount to use Docker again (see README).
+//! socket bound again at the same path. A bind mount of a file holds the
+//! inode it was created with, so the socket at `<mount>` stays the old, dead
+//! one; the directory mount sees the new socket, so clients that follow
+//! `DOCKER_HOST` (the CLI, compose, testcontainers, docker-py) carry on.
 
 pub mod config;
 
@@ -62,6 +66,14 @@ use crate::docker::upstream::{self, UpstreamClient};
 
 /// The label naming a job container's job.
 pub const JOB_LABEL: &str = "io.cistern.job";
+
+/// Where a job container sees its socket's directory (read-only), and so the
+/// socket as `DOCKER_HOST` names it: a directory mount, unlike the file
+/// mount, sees the socket cistern binds again after a restart.
+pub const SOCKET_DIR_MOUNT: &str = "/run/cistern";
+
+/// The name of the directory of a job's socket inside its job directory.
+const SOCKET_DIR: &str = "sock";
 
 /// How long a job may have no container before reconciliation ends it (its
 /// create is still in flight until then).
@@ -165,7 +177,12 @@ impl Jobs {
     ) -> Result<(Started, Serve), DockerError> {
         let id = new_id().map_err(|err| DockerError::internal(format!("job ID: {err}")))?;
         let tenant = Tenant::new(format!("job-{id}")).map_err(DockerError::internal)?;
-        let socket = self.config.socket_dir.join(&id).join("docker.sock");
+        let socket = self
+            .config
+            .socket_dir
+            .join(&id)
+            .join(SOCKET_DIR)
+            .join("docker.sock");
         let record = JobRecord {
             tenant: tenant.to_string(),
             parent: parent.tenant.to_string(),
@@ -197,12 +214,10 @@ impl Jobs {
         listener_policy: &Arc<Policy>,
         shutdown: &CancellationToken,
     ) -> Result<Serve, DockerError> {
-        let dir = record
-            .socket
-            .parent()
+        let dirs = JobDirs::of(&record.socket)
             .ok_or_else(|| DockerError::internal("job socket without a directory"))?;
-        create_private_dir(dir).map_err(|err| {
-            DockerError::internal(format!("cannot create {}: {err}", dir.display()))
+        dirs.create().map_err(|err| {
+            DockerError::internal(format!("cannot create {}: {err}", dirs.job.display()))
         })?;
         let socket = crate::listen::bind_unix(
             &format!("job-{id}"),
@@ -237,26 +252,47 @@ impl Jobs {
         })
     }
 
-    /// The create body with the job's socket mounted and its label set.
+    /// The create body with the job's socket and its directory mounted,
+    /// `DOCKER_HOST` set (unless the client set it) and its label set.
     pub fn mount(mut value: Json, job: &Started, rule: &JobRule) -> Bytes {
         let socket = &job.socket;
+        let mut ours = vec![(
+            socket.display().to_string(),
+            rule.mount.to_string_lossy().into_owned(),
+            "",
+        )];
+        // Jobs started before the socket had a directory of its own have no
+        // directory to share.
+        let dir = JobDirs::of(socket).and_then(|d| d.socket);
+        if let Some(dir) = &dir {
+            ours.push((dir.display().to_string(), SOCKET_DIR_MOUNT.into(), ":ro"));
+        }
         let host = value.object_mut("HostConfig");
-        // Whatever the client mounted at the same place gives way.
-        let target = rule.mount.to_string_lossy();
-        let same = |t: &str| clean_components(t) == clean_components(&target);
+        // Whatever the client mounted at the same places gives way.
+        let ours_at = |t: &str| {
+            ours.iter()
+                .any(|(_, target, _)| clean_components(t) == clean_components(target))
+        };
         let mut binds: Vec<String> = host
             .get("Binds")
             .map(|b| {
                 b.strings()
-                    .filter(|bind| !bind.split(':').nth(1).is_some_and(same))
+                    .filter(|bind| !bind.split(':').nth(1).is_some_and(ours_at))
                     .map(str::to_string)
                     .collect()
             })
             .unwrap_or_default();
-        binds.push(format!("{}:{}", socket.display(), rule.mount.display()));
+        binds.extend(
+            ours.iter()
+                .map(|(source, target, options)| format!("{source}:{target}{options}")),
+        );
         host.set("Binds", Json::string_array(binds));
         if let Some(Json::Array(mounts)) = host.get_mut("Mounts") {
-            mounts.retain(|m| !m.get("Target").and_then(Json::as_str).is_some_and(same));
+            mounts.retain(|m| !m.get("Target").and_then(Json::as_str).is_some_and(ours_at));
+        }
+        if dir.is_some() {
+            let docker_host = format!("DOCKER_HOST=unix://{SOCKET_DIR_MOUNT}/docker.sock");
+            crate::docker::inject::env::container_create(&mut value, &[docker_host]);
         }
         value
             .object_mut("Labels")
@@ -319,9 +355,12 @@ impl Jobs {
                 return;
             }
         }
-        if let Some(dir) = record.socket.parent() {
+        if let Some(dirs) = JobDirs::of(&record.socket) {
             let _ = std::fs::remove_file(&record.socket);
-            let _ = std::fs::remove_dir(dir);
+            if let Some(socket) = &dirs.socket {
+                let _ = std::fs::remove_dir(socket);
+            }
+            let _ = std::fs::remove_dir(&dirs.job);
         }
         if let Err(err) = self.registry.update(|r| r.jobs.remove(id)) {
             tracing::error!(target: "cistern::jobs", job = %id, error = %err, "cannot update the job registry");
@@ -573,6 +612,48 @@ fn new_id() -> std::io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The directories of a job's socket.
+struct JobDirs {
+    /// `<socket_dir>/<id>`, 0700.
+    job: PathBuf,
+    /// `<socket_dir>/<id>/sock`, 0755, mounted into the job container;
+    /// `None` for a job recorded before sockets had it (the socket directly
+    /// in the job directory).
+    socket: Option<PathBuf>,
+}
+
+impl JobDirs {
+    fn of(socket: &std::path::Path) -> Option<JobDirs> {
+        let parent = socket.parent()?;
+        if parent.file_name() == Some(std::ffi::OsStr::new(SOCKET_DIR)) {
+            Some(JobDirs {
+                job: parent.parent()?.to_path_buf(),
+                socket: Some(parent.to_path_buf()),
+            })
+        } else {
+            Some(JobDirs {
+                job: parent.to_path_buf(),
+                socket: None,
+            })
+        }
+    }
+
+    fn create(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        create_private_dir(&self.job)?;
+        if let Some(socket) = &self.socket {
+            match std::fs::DirBuilder::new().mode(0o755).create(socket) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(err) => return Err(err),
+            }
+            // Whatever the umask, users in the container can reach the socket.
+            std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(())
+    }
+}
+
 fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if let Some(parent) = dir.parent() {
@@ -607,6 +688,70 @@ mod tests {
             None
         );
         assert_eq!(job_event(b"not json"), None);
+    }
+
+    fn mounted(body: &str, socket: &str) -> serde_json::Value {
+        let rule = JobRule {
+            label_key: "ci".into(),
+            label_value: None,
+            listeners: Vec::new(),
+            mount: PathBuf::from("/var/run/docker.sock"),
+            policy: None,
+        };
+        let job = Started {
+            id: "0a1b2c3d4e5f".into(),
+            socket: PathBuf::from(socket),
+        };
+        let value = crate::docker::policy::json::parse(body.as_bytes()).unwrap();
+        serde_json::from_slice(&Jobs::mount(value, &job, &rule)).unwrap()
+    }
+
+    #[test]
+    fn a_job_gets_its_socket_its_directory_and_docker_host_in_place_of_the_clients() {
+        let body = mounted(
+            r#"{"Image":"x","Env":["A=1"],"HostConfig":{"Binds":["/host/sock:/var/run/docker.sock","/h/dir:/run/cistern/","/data:/data"],"Mounts":[{"Type":"volume","Source":"v","Target":"/run/cistern"},{"Type":"volume","Source":"w","Target":"/w"}]}}"#,
+            "/var/lib/cistern/jobs/0a1b2c3d4e5f/sock/docker.sock",
+        );
+        assert_eq!(
+            body["HostConfig"]["Binds"],
+            serde_json::json!([
+                "/data:/data",
+                "/var/lib/cistern/jobs/0a1b2c3d4e5f/sock/docker.sock:/var/run/docker.sock",
+                "/var/lib/cistern/jobs/0a1b2c3d4e5f/sock:/run/cistern:ro"
+            ])
+        );
+        assert_eq!(
+            body["HostConfig"]["Mounts"],
+            serde_json::json!([{"Type":"volume","Source":"w","Target":"/w"}])
+        );
+        assert_eq!(
+            body["Env"],
+            serde_json::json!(["A=1", "DOCKER_HOST=unix:///run/cistern/docker.sock"])
+        );
+        assert_eq!(body["Labels"]["io.cistern.job"], "0a1b2c3d4e5f");
+
+        // A DOCKER_HOST the client set is its own choice.
+        let body = mounted(
+            r#"{"Image":"x","Env":["DOCKER_HOST=tcp://docker:2375"]}"#,
+            "/var/lib/cistern/jobs/0a1b2c3d4e5f/sock/docker.sock",
+        );
+        assert_eq!(
+            body["Env"],
+            serde_json::json!(["DOCKER_HOST=tcp://docker:2375"])
+        );
+
+        // A job recorded before sockets had a directory of their own.
+        let body = mounted(
+            r#"{"Image":"x"}"#,
+            "/var/lib/cistern/jobs/0a1b2c3d4e5f/docker.sock",
+        );
+        assert_eq!(
+            body["HostConfig"]["Binds"],
+            serde_json::json!([
+                "/var/lib/cistern/jobs/0a1b2c3d4e5f/docker.sock:/var/run/docker.sock"
+            ])
+        );
+        assert!(body.get("Env").is_none());
     }
 
     #[test]
