@@ -23,13 +23,14 @@ use crate::config::{Config, ListenerKind};
 use crate::docker::policy::Policy;
 use crate::docker::{ClientKey, ConnInfo, DockerProxy};
 use crate::jobs::JobConn;
+use crate::listen::tls::Reloadable;
 use crate::listen::{self, ClientCert, ListenError, Peer, UnixSocket};
 use crate::mitm::Caching;
 
 /// A bound listener, ready to accept.
 pub(crate) enum Bound {
     Unix(UnixSocket),
-    Tcp(tokio::net::TcpListener, Option<TlsAcceptor>),
+    Tcp(tokio::net::TcpListener, Option<Arc<Reloadable>>),
 }
 
 /// How long a client may take to complete its TLS handshake.
@@ -58,15 +59,22 @@ const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
 pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     raise_open_files_limit();
     let mut bound = Vec::with_capacity(config.listeners.len());
+    let mut tls_listeners = Vec::new();
     for listener in &config.listeners {
         let socket = match &listener.kind {
             ListenerKind::Unix(cfg) => Bound::Unix(listen::bind_unix(&listener.name, cfg)?),
-            ListenerKind::Tcp(cfg) => Bound::Tcp(
-                listen::bind_tcp(&listener.name, cfg).await?,
-                cfg.tls
-                    .as_ref()
-                    .map(|tls| TlsAcceptor::from(tls.server_config.clone())),
-            ),
+            ListenerKind::Tcp(cfg) => {
+                let tls = cfg.tls.as_ref().map(|tls| {
+                    Arc::new(Reloadable::new(
+                        tls.files.clone(),
+                        tls.server_config.clone(),
+                    ))
+                });
+                if let Some(tls) = &tls {
+                    tls_listeners.push((listener.name.clone(), tls.clone()));
+                }
+                Bound::Tcp(listen::bind_tcp(&listener.name, cfg).await?, tls)
+            }
         };
         bound.push((
             Arc::<str>::from(listener.name.as_str()),
@@ -105,6 +113,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
             .await
             .map_err(ServeError::CachingProxy)?;
     }
+    tokio::spawn(reload_on_sighup(tls_listeners, shutdown.clone()));
     let accept_loops = TaskTracker::new();
     for (name, policy, socket) in bound {
         match &socket {
@@ -150,6 +159,37 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
         tracing::warn!("cleanup on shutdown did not finish in time");
     }
     Ok(())
+}
+
+/// On SIGHUP, reads every TLS listener's files again. A listener whose files
+/// are wrong keeps serving the ones it had, and says so.
+async fn reload_on_sighup(listeners: Vec<(String, Arc<Reloadable>)>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch SIGHUP; TLS files are not reloaded");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hangups.recv() => {}
+        }
+        tracing::info!(
+            listeners = listeners.len(),
+            "SIGHUP: reading TLS files again"
+        );
+        for (name, tls) in &listeners {
+            match tls.reload() {
+                Ok(()) => tracing::info!(listener = %name, "TLS files reloaded"),
+                Err(err) => {
+                    tracing::error!(listener = %name, field = err.field, error = %err, "TLS files not reloaded; still serving the previous ones")
+                }
+            }
+        }
+    }
 }
 
 /// Rotates CAs ahead of time and deletes expired ones.
@@ -290,7 +330,8 @@ async fn accept(socket: &Bound) -> std::io::Result<Accepted> {
         }
         Bound::Tcp(l, tls) => {
             let (stream, addr) = l.accept().await?;
-            Ok(Accepted::Tcp(stream, addr, tls.clone()))
+            let acceptor = tls.as_ref().map(|tls| TlsAcceptor::from(tls.current()));
+            Ok(Accepted::Tcp(stream, addr, acceptor))
         }
     }
 }

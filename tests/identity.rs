@@ -493,6 +493,58 @@ fn bearer_and_basic_credentials_work_over_tls_and_wrong_ones_get_401() {
     assert!(!t.cistern.logs().contains(BEARER));
 }
 
+/// Renewed certificate files are read on SIGHUP: new connections get the
+/// new certificate. Files that are wrong are refused with a log line, and
+/// the listener goes on with the ones it had.
+#[test]
+fn renewed_tls_files_are_read_on_sighup_and_bad_ones_keep_the_last_good() {
+    let t = Tls::start();
+    let bearer = format!("Bearer {BEARER}");
+    let version = |t: &Tls| {
+        t.docker(t.tokens_port, None, Some(&bearer))
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output()
+            .unwrap()
+    };
+    assert!(version(&t).status.success());
+
+    // The files are renewed under a new CA; until SIGHUP the old ones serve.
+    let renewed = Ca::new("cistern renewed server CA");
+    renewed.issue(
+        t.pki.path(),
+        "server",
+        Some("cistern"),
+        &["127.0.0.1", "localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    assert!(version(&t).status.success(), "before SIGHUP");
+    t.cistern.signal(nix::sys::signal::Signal::SIGHUP);
+    logged(&t.cistern, "TLS files reloaded listener=tokens");
+    let old_ca = String::from_utf8_lossy(&version(&t).stderr).into_owned();
+    assert!(
+        old_ca.contains("certificate signed by unknown authority"),
+        "{old_ca}"
+    );
+    renewed.write(t.pki.path(), "server-ca");
+    assert!(version(&t).status.success(), "the renewed certificate");
+
+    // A broken key: logged, and the renewed certificate still serves.
+    std::fs::write(t.pki.path().join("server-key.pem"), "not a key\n").unwrap();
+    t.cistern.signal(nix::sys::signal::Signal::SIGHUP);
+    logged(&t.cistern, "still serving the previous ones");
+    assert!(
+        t.cistern.logs().contains("holds no usable PEM private key"),
+        "{}",
+        t.cistern.logs()
+    );
+    let out = version(&t);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_non_root_users_peer_credentials_make_its_own_tenant() {
     // The socket must be reachable by `nobody`: its own directory, mode 0666.

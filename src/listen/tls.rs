@@ -8,11 +8,12 @@
 //! reports it and `cistern serve` never starts with a listener it cannot
 //! serve. The handshake itself runs per connection in the accept loop.
 //!
-//! Not here: reloading renewed certificates without a restart, revocation
-//! lists.
+//! Renewed files are read again on SIGHUP ([`Reloadable`]): new handshakes
+//! use them, connections already open keep theirs, and files that are wrong
+//! leave the listener serving the ones it had. Not here: revocation lists.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -126,6 +127,39 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsFileError
         ),
     })?;
     Ok(Arc::new(config))
+}
+
+/// A TLS listener's configuration, replaced when its files are read again.
+#[derive(Debug)]
+pub struct Reloadable {
+    files: TlsFiles,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl Reloadable {
+    /// Starts with `config`, read from `files` when the configuration was
+    /// loaded.
+    pub fn new(files: TlsFiles, config: Arc<ServerConfig>) -> Self {
+        Reloadable {
+            files,
+            current: RwLock::new(config),
+        }
+    }
+
+    /// The configuration for a new handshake.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the files again; on any error the current configuration stays.
+    pub fn reload(&self) -> Result<(), TlsFileError> {
+        let config = server_config(&self.files)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
+        Ok(())
+    }
 }
 
 /// The names in a verified client certificate that can name a tenant.
