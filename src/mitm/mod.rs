@@ -12,7 +12,8 @@
 //! - [`upstream`]: the origin client (system resolver + overrides, system
 //!   roots + extra roots, pooled);
 //! - [`body`]: response bodies, teeing, the per-request log event;
-//! - [`limit`]: how many connections one client address may hold;
+//! - [`crate::listen::limit`]: how many connections one client address may
+//!   hold (shared with the Docker listeners);
 //! - [`plain`]: plain-TCP client connections, which send checked hits
 //!   from the page cache with `sendfile`;
 //! - [`metrics`]: per-domain counters and the Prometheus text;

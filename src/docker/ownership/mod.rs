@@ -28,15 +28,15 @@
 //!    builds, commits, tags and image deletions in the state file.
 //!
 //! Anything another tenant owns is answered the way dockerd answers for a
-//! missing resource. The policy still refuses `container:` namespace modes and
-//! `VolumesFrom` outright: with ownership they could be allowed for the
-//! tenant's own containers, which is left for later.
+//! missing resource. `container:` namespace modes, `VolumesFrom` and `Links`
+//! in a create body must name the tenant's own containers, and are rewritten
+//! to their full IDs.
 //!
 //! [`cleanup`] removes a tenant's resources: on shutdown for listeners marked
-//! `cleanup: true`, and from `cistern cleanup --tenant NAME`.
-//!
-//! Not here yet: name namespaces (two tenants cannot both have a volume `db`),
-//! per-job sockets, TLS client-certificate identities.
+//! `cleanup: true`, and from `cistern cleanup --tenant NAME`. Name namespaces
+//! (two tenants each with a volume `db`) are [`names`]; identities, from peer
+//! credentials, tokens or TLS client certificates, are [`identity`]; per-job
+//! sockets are [`crate::jobs`].
 
 pub mod build_context;
 pub mod cleanup;
