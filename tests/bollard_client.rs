@@ -235,3 +235,22 @@ async fn bollard_archives_go_in_and_come_back() {
     assert_eq!(&back[..8], b"note.txt");
     assert_eq!(&back[512..512 + content.len()], content);
 }
+
+/// bollard keeps connections in a pool; when cistern closes the idle ones
+/// (`clients.idle_timeout`), its next requests open new ones and succeed.
+#[tokio::test]
+async fn bollard_carries_on_when_idle_pooled_connections_are_closed() {
+    let cistern = Cistern::start("clients:\n  idle_timeout: 1s\n");
+    let docker = client(&cistern).await;
+    for _ in 0..3 {
+        docker.ping().await.unwrap();
+        let listed = docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default().all(true).build(),
+            ))
+            .await
+            .unwrap();
+        assert!(listed.is_empty(), "{listed:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    }
+}

@@ -20,6 +20,10 @@
 //!   or docker-in-docker style job): mapped to the tenant's cistern socket; a
 //!   listed reaper image started privileged runs unprivileged.
 //!
+//! - docker-py again, and bollard (`tests/bollard_client.rs`), with
+//!   `clients.idle_timeout: 1s`: their pools open new connections when
+//!   cistern has closed the idle ones.
+//!
 //! `scripts/test` installs the clients when they are missing.
 
 mod support;
@@ -864,4 +868,31 @@ fn old_and_new_docker_clis_run_the_core_flows_through_cistern() {
         cli_core_flows(&t, program, api);
     }
     assert!(listed_on_daemon("container", &format!("io.cistern.tenant={}", t.tenant)).is_empty());
+}
+
+/// docker-py keeps connections in a pool; when cistern closes the idle ones
+/// (`clients.idle_timeout`), its next requests open new ones and succeed.
+#[test]
+fn docker_py_carries_on_when_idle_pooled_connections_are_closed() {
+    let t = Tenant::start_with(&unique("py-idle"), "clients:\n  idle_timeout: 1s\n");
+    let script = [
+        "import docker, time",
+        "c = docker.from_env()",
+        "for _ in range(3):",
+        "    assert c.ping()",
+        "    print(len(c.containers.list(all=True)))",
+        "    time.sleep(1.5)",
+    ]
+    .join("\n");
+    let out = client("python3", &t.docker_host())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        t.cistern.logs()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n0\n0\n");
 }
