@@ -88,6 +88,17 @@ impl RawJobs {
                     mount.display()
                 ));
             }
+            let text = mount.to_string_lossy();
+            let components = crate::docker::policy::mounts::clean_components(&text);
+            let dir = crate::docker::policy::mounts::clean_components(super::SOCKET_DIR_MOUNT);
+            if components.starts_with(&dir) || dir.starts_with(&components) {
+                return Err(format!(
+                    "{}: `{}` overlaps {}, where the socket's directory is mounted",
+                    at("mount"),
+                    mount.display(),
+                    super::SOCKET_DIR_MOUNT
+                ));
+            }
             let policy = match raw.policy {
                 Some(p) => Some(Arc::new(
                     p.validate()
@@ -163,6 +174,19 @@ mod tests {
         assert!(jobs("rules:\n  - {label: x, mount: rel/sock}\n")
             .unwrap_err()
             .contains("rules[0].mount"));
+        for overlapping in [
+            "/run/cistern/docker.sock",
+            "/run",
+            "/run/./cistern/../cistern",
+        ] {
+            let err =
+                jobs(&format!("rules:\n  - {{label: x, mount: {overlapping}}}\n")).unwrap_err();
+            assert!(
+                err.contains("rules[0].mount") && err.contains("overlaps /run/cistern"),
+                "{err}"
+            );
+        }
+        assert!(jobs("rules:\n  - {label: x, mount: /run/docker.sock}\n").is_ok());
         assert!(jobs("socket_dir: rel\n")
             .unwrap_err()
             .contains("socket_dir"));
