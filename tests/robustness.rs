@@ -142,7 +142,7 @@ fn two_hundred_pings(cistern: &Cistern) {
 }
 
 #[test]
-fn malformed_http_gets_400() {
+fn malformed_or_oversized_http_gets_4xx_and_cistern_keeps_serving() {
     let cistern = Cistern::start("");
     let (status, _) = raw_request(&cistern.socket, "THIS IS NOT HTTP\r\n\r\n").unwrap();
     assert_eq!(status, 400);
@@ -152,6 +152,36 @@ fn malformed_http_gets_400() {
     )
     .unwrap();
     assert_eq!(status, 400);
+    // Oversized heads: too many headers, too long a target, a chunk size
+    // that overflows.
+    let many: String = (0..500).map(|i| format!("X-{i}: y\r\n")).collect();
+    let (status, _) = raw_request(
+        &cistern.socket,
+        &format!("GET /_ping HTTP/1.1\r\nHost: d\r\n{many}Connection: close\r\n\r\n"),
+    )
+    .unwrap();
+    assert_eq!(status, 431);
+    let long = "a".repeat(100_000);
+    let (status, _) = raw_request(
+        &cistern.socket,
+        &format!("GET /{long} HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n"),
+    )
+    .unwrap();
+    assert_eq!(status, 414);
+    let (status, answer) = raw_request(
+        &cistern.socket,
+        "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nfffffffffffffffffff\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 400, "{answer}");
+    // A 2 MB header line: the connection is cut off (or answered 431).
+    let huge = "a".repeat(2_000_000);
+    if let Ok((status, _)) = raw_request(
+        &cistern.socket,
+        &format!("GET /_ping HTTP/1.1\r\nHost: d\r\nX: {huge}\r\nConnection: close\r\n\r\n"),
+    ) {
+        assert!(status == 0 || status == 431, "{status}");
+    }
     // Still serving afterwards.
     let (status, _) = raw_request(&cistern.socket, PING).unwrap();
     assert_eq!(status, 200);
