@@ -244,13 +244,14 @@ async fn bollard_carries_on_when_idle_pooled_connections_are_closed() {
     let docker = client(&cistern).await;
     for _ in 0..3 {
         docker.ping().await.unwrap();
-        let listed = docker
+        // Other tests' containers may be listed too (same tenant): the call
+        // must succeed, whatever it lists.
+        docker
             .list_containers(Some(
                 ListContainersOptionsBuilder::default().all(true).build(),
             ))
             .await
             .unwrap();
-        assert!(listed.is_empty(), "{listed:?}");
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     }
 }
