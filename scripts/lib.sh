@@ -13,3 +13,11 @@ ensure_cargo() {
     fi
     export PATH="$HOME/.cargo/bin:$PATH"
 }
+
+# Installs Python packages for the client tests. Debian's own Python refuses
+# installs outside a virtual environment (PEP 668); these are test tools, so
+# the override is taken there.
+pip_install() {
+    python3 -m pip install --quiet "$@" 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages "$@"
+}
