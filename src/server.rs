@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, ListenerKind};
 use crate::docker::policy::Policy;
 use crate::docker::{ClientKey, ConnInfo, DockerProxy};
-use crate::jobs::JobConn;
+use crate::jobs::SocketConn;
 use crate::listen::tls::Reloadable;
 use crate::listen::{self, ClientCert, ListenError, Peer, UnixSocket};
 use crate::mitm::Caching;
@@ -220,11 +220,11 @@ async fn ca_maintenance(caching: Arc<Caching>, shutdown: CancellationToken) {
 }
 
 /// Accepts connections until `shutdown` fires; each is served as `name`'s,
-/// with `policy`, and as the job's tenant on a job socket.
+/// with `policy`, and as the fixed tenant on a job's or a container's socket.
 pub(crate) async fn accept_loop(
     name: Arc<str>,
     policy: Arc<Policy>,
-    job: Option<Arc<JobConn>>,
+    fixed: Option<Arc<SocketConn>>,
     socket: Bound,
     proxy: Arc<DockerProxy>,
     tasks: TaskTracker,
@@ -258,7 +258,7 @@ pub(crate) async fn accept_loop(
                 slot: proxy.admit(client).map(Arc::new),
                 peer,
                 policy: policy.clone(),
-                job: job.clone(),
+                fixed: fixed.clone(),
                 socket: path.clone(),
             })
         };

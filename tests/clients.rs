@@ -17,7 +17,8 @@
 //! - The docker CLI 28 and Debian's 20.10 (negotiated, and pinned to API
 //!   1.30): version, run, ps, exec, logs, cp, build, inspect, rm.
 //! - The docker CLI inside a container that binds the Docker socket (a reaper
-//!   or docker-in-docker style job): mapped to the tenant's cistern socket; a
+//!   or docker-in-docker style job): mapped to a socket of the container's
+//!   own, as its creator's tenant (more in `tests/container_sockets.rs`); a
 //!   listed reaper image started privileged runs unprivileged.
 //!
 //! - docker-py again, and bollard (`tests/bollard_client.rs`), with
@@ -473,88 +474,6 @@ fn a_docker_socket_bind_under_name_namespaces_uses_the_tenants_names() {
         let inner = format!("{}-inner", t.tenant);
         assert_tenant_owns(t, "container", &inner);
     }
-}
-
-#[test]
-fn the_docker_socket_bind_is_mapped_to_the_cistern_socket_on_the_daemon() {
-    let t = Tenant::start(&unique("sock-map"));
-    let name = unique("sock-map");
-    let _cleanup = Cleanup::container(&name);
-    for (bind, mode) in [
-        ("/var/run/docker.sock:/var/run/docker.sock:ro", ":ro"),
-        ("/run/docker.sock:/docker.sock", ""),
-    ] {
-        run_ok(
-            t.cistern
-                .docker()
-                .args(["create", "--name", &name, "-v", bind, busybox(), "true"]),
-        );
-        let binds = run_ok(docker_direct().args([
-            "inspect",
-            "--format",
-            "{{json .HostConfig.Binds}}",
-            &name,
-        ]));
-        let target = bind.split(':').nth(1).unwrap();
-        let expected = format!("[\"{}:{target}{mode}\"]", t.cistern.socket.display());
-        assert_eq!(binds.trim(), expected, "{bind}");
-        run_ok(t.cistern.docker().args(["rm", &name]));
-    }
-    // The same through --mount (a Mounts entry of type bind).
-    run_ok(t.cistern.docker().args([
-        "create",
-        "--name",
-        &name,
-        "--mount",
-        "type=bind,source=/var/run/docker.sock,target=/s,readonly",
-        busybox(),
-        "true",
-    ]));
-    let mounts = run_ok(docker_direct().args([
-        "inspect",
-        "--format",
-        "{{range .HostConfig.Mounts}}{{.Source}} {{.Target}} {{.ReadOnly}}{{end}}",
-        &name,
-    ]));
-    assert_eq!(
-        mounts.trim(),
-        format!("{} /s true", t.cistern.socket.display())
-    );
-}
-
-#[test]
-fn a_docker_socket_bind_through_tcp_is_refused() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cistern = Cistern::start(&format!(
-        "  - name: tcp\n    tcp:\n      address: 127.0.0.1:{port}\n"
-    ));
-    let name = unique("sock-tcp");
-    let _cleanup = Cleanup::container(&name);
-    let out = run(Command::new("docker")
-        .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
-        .env_remove("DOCKER_CONTEXT")
-        .args([
-            "create",
-            "--name",
-            &name,
-            "-v",
-            "/var/run/docker.sock:/var/run/docker.sock",
-            busybox(),
-            "true",
-        ]));
-    assert!(!out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        "Error response from daemon: cistern: a bind of the Docker socket \"/var/run/docker.sock\" needs a connection through a cistern unix socket to map it to, and this one has none (TCP) (policy conservative, HostConfig.Binds[0])",
-        "cistern log:\n{}",
-        cistern.logs()
-    );
-    let gone = run(docker_direct().args(["inspect", &name]));
-    assert!(!gone.status.success(), "the container was created");
 }
 
 #[test]

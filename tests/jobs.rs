@@ -274,10 +274,11 @@ fn a_job_outlives_a_kill_9_of_cistern_and_is_cleaned_up_after_the_restart() {
 }
 
 /// A reaper (or docker-in-docker style step) inside a job binds the Docker
-/// socket as the job knows it: it gets the job's own socket, so it sees and
-/// reaps only the job's containers.
+/// socket as the job knows it: it gets a socket of its own in the job's
+/// tenant, so it sees and reaps only the job's containers, and its socket
+/// goes when the job ends.
 #[test]
-fn a_docker_socket_bind_inside_a_job_gets_the_jobs_socket() {
+fn a_docker_socket_bind_inside_a_job_gets_a_socket_in_the_jobs_tenant() {
     let r = Runner::start();
     let job = unique("job-sock");
     r.job(&job);
@@ -294,13 +295,33 @@ fn a_docker_socket_bind_inside_a_job_gets_the_jobs_socket() {
             docker_cli_image()
         ),
     );
+    let reaper = format!("{tenant}-reaper");
     let binds = run_ok(docker_direct().args([
         "inspect",
         "--format",
         "{{json .HostConfig.Binds}}",
-        &format!("{tenant}-reaper"),
+        &reaper,
     ]));
-    assert_eq!(binds.trim(), format!("[\"{socket}:/var/run/docker.sock\"]"));
+    let own = run_ok(docker_direct().args([
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"io.cistern.socket\"}}",
+        &reaper,
+    ]));
+    // `<socket_dir>/<job>/sock/docker.sock` beside `<socket_dir>/<own>/sock`.
+    let socket_dir = Path::new(&socket).ancestors().nth(3).unwrap();
+    let own_dir = socket_dir.join(own.trim());
+    assert_ne!(own.trim(), &tenant["job-".len()..]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&binds).unwrap(),
+        serde_json::json!([
+            format!(
+                "{}:/var/run/docker.sock",
+                own_dir.join("sock/docker.sock").display()
+            ),
+            format!("{}:/run/cistern:ro", own_dir.join("sock").display()),
+        ])
+    );
     // The reaper lists the job's containers (not the job container, which is
     // the runner's) and removes one.
     let seen = r.in_job(
@@ -312,6 +333,9 @@ fn a_docker_socket_bind_inside_a_job_gets_the_jobs_socket() {
     run_ok(r.docker().args(["rm", "-f", &job]));
     wait_until("job cleanup", Duration::from_secs(5), || {
         owned_by(&tenant).is_empty()
+    });
+    wait_until("the reaper's socket to go", Duration::from_secs(5), || {
+        !own_dir.exists()
     });
 }
 

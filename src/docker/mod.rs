@@ -45,7 +45,7 @@ use self::policy::{BodyNeed, Policy, Refusal, RefusalKind, Verdict};
 use self::route::Route;
 use self::upstream::UpstreamClient;
 use crate::config::{ClientLimits, Config};
-use crate::jobs::{JobConn, Jobs};
+use crate::jobs::{Jobs, Opened, SocketConn, Started};
 use crate::listen::limit::{ConnectionLimit, Slot};
 use crate::listen::Peer;
 use crate::mitm::Caching;
@@ -63,10 +63,11 @@ pub struct ConnInfo {
     pub peer: Peer,
     /// The policy of the listener the connection came in on.
     pub policy: Arc<Policy>,
-    /// Set on a job's socket: every client is the job's tenant.
-    pub job: Option<Arc<JobConn>>,
+    /// Set on a job's or a container's socket: every client is the tenant
+    /// fixed when the socket was made.
+    pub fixed: Option<Arc<SocketConn>>,
     /// The host path of the unix socket the connection came in on (`None` for
-    /// TCP): binds of the Docker socket are mapped to it
+    /// TCP): a bind of it is a bind of the Docker socket
     /// ([`policy::socket_bind`]).
     pub socket: Option<Arc<std::path::Path>>,
     /// The connection's place among its client's
@@ -168,7 +169,8 @@ impl DockerProxy {
         self.connections.admit(client)
     }
 
-    /// Serves a job's socket until the job ends or cistern shuts down.
+    /// Serves a job's or a container's socket until it is closed or cistern
+    /// shuts down.
     pub fn serve_job(self: &Arc<Self>, serve: crate::jobs::Serve) {
         self.tasks.spawn(crate::server::accept_loop(
             Arc::from(serve.listener.as_str()),
@@ -181,13 +183,27 @@ impl DockerProxy {
         ));
     }
 
-    /// Follows job containers: ends jobs whose container died or was removed
-    /// and, after a restart, serves the sockets of jobs still running.
+    /// Follows job containers and containers with a socket of their own:
+    /// ends jobs whose container died or was removed, closes sockets whose
+    /// container was removed and, after a restart, serves the sockets of
+    /// those still there.
     pub async fn watch_jobs(self: Arc<Self>) {
         let proxy = self.clone();
+        let maps_sockets = self
+            .policies
+            .values()
+            .chain(
+                self.jobs
+                    .config
+                    .rules
+                    .iter()
+                    .filter_map(|r| r.policy.as_ref()),
+            )
+            .any(|p| !p.socket_binds.is_empty());
         crate::jobs::watch(
             self.jobs.clone(),
             self.client.clone(),
+            maps_sockets,
             |listener| self.policies.get(listener).cloned(),
             move |serve| proxy.serve_job(serve),
             self.shutdown.clone(),
@@ -291,8 +307,8 @@ impl DockerProxy {
         record: &Arc<RequestRecord>,
     ) -> Result<Response<ProxyBody>, DockerError> {
         // own, step 1: who is asking (before anything else is looked at).
-        let identified = match &conn.job {
-            Some(job) => Ok(job.owner.clone()),
+        let identified = match &conn.fixed {
+            Some(fixed) => Ok(fixed.owner.clone()),
             None => self
                 .ownership
                 .identify(&conn.listener, &conn.peer, req.headers()),
@@ -387,7 +403,7 @@ impl DockerProxy {
         parts.headers.remove(http::header::AUTHORIZATION);
         let body = Counted::new(body, record.clone(), Direction::In);
         let mut injected = None;
-        let mut job_started = None;
+        let mut opened = None;
         let body = match need {
             BodyNeed::None => {
                 if owned.rewrites_body() {
@@ -397,11 +413,22 @@ impl DockerProxy {
             }
             BodyNeed::Inspect { cap } => {
                 let raw = read_capped(body, cap).await?;
-                let forwarded = match policy.judge_body_on(&route, &raw, conn.socket.as_deref()) {
+                // The socket a Docker socket bind gets, if the create has one.
+                let planned = match route.endpoint {
+                    route::Endpoint::ContainerCreate => Some(self.jobs.plan()?),
+                    _ => None,
+                };
+                let sockets = policy::Sockets {
+                    own: conn.socket.as_deref(),
+                    to: planned.as_ref().map(|p| p.socket.as_path()),
+                };
+                let mut socket_mapped = false;
+                let forwarded = match policy.judge_body_on(&route, &raw, sockets) {
                     Verdict::Allow(inspected) => {
                         if !inspected.notes.is_empty() {
                             tracing::debug!(path = %record.path, notes = ?inspected.notes, "body rewritten");
                         }
+                        socket_mapped = inspected.socket_mapped;
                         inspected.body
                     }
                     Verdict::Refuse {
@@ -428,10 +455,13 @@ impl DockerProxy {
                     time::OffsetDateTime::now_utc(),
                 )?;
                 injected = prepared;
-                // A job container: its own socket, mounted.
-                let forwarded = match self.start_job(&route, conn, &owner, &forwarded)? {
-                    Some((job, body)) => {
-                        job_started = Some(job);
+                // A job container, or one that binds the Docker socket: a
+                // socket of its own, mounted.
+                let forwarded = match planned {
+                    Some(planned) => {
+                        let (started, body) =
+                            self.open_socket(planned, conn, &owner, socket_mapped, forwarded)?;
+                        opened = started;
                         body
                     }
                     None => forwarded,
@@ -473,15 +503,10 @@ impl DockerProxy {
             // cistern cut the request body off (a load's archive).
             return Err(DockerError::client(StatusCode::FORBIDDEN, reason));
         }
-        if let Some(job) = job_started {
-            // The container exists now, or the job ends here.
-            if answered.as_ref().is_ok_and(|r| r.status().is_success()) {
-                self.jobs.created(&self.client, &job.id).await;
-            } else {
-                self.jobs
-                    .finish(&self.client, &job.id, "its container create failed")
-                    .await;
-            }
+        if let Some(opened) = opened {
+            // The container exists now, or its socket closes here.
+            let created = answered.as_ref().is_ok_and(|r| r.status().is_success());
+            self.jobs.settle(&self.client, opened, created).await;
         }
         let mut response = answered?;
 
@@ -528,32 +553,51 @@ impl DockerProxy {
 }
 
 impl DockerProxy {
-    /// For a container create a job rule matches (not through a job socket:
-    /// jobs do not nest): starts the job, serves its socket, and returns it
-    /// with the body that mounts the socket.
-    fn start_job(
+    /// For a container create: a job rule matches (not inside a job: jobs
+    /// do not nest), and the job starts at the planned socket; or the policy
+    /// mapped a Docker socket bind to the planned socket, and a socket is
+    /// made for this container alone. Either is served at once; returns what
+    /// was opened with the body that mounts it.
+    fn open_socket(
         self: &Arc<Self>,
-        route: &Route,
+        planned: Started,
         conn: &ConnInfo,
         owner: &ownership::labels::Owner,
-        body: &Bytes,
-    ) -> Result<Option<(crate::jobs::Started, Bytes)>, DockerError> {
-        if route.endpoint != route::Endpoint::ContainerCreate
-            || conn.job.is_some()
-            || self.jobs.config.rules.is_empty()
-        {
-            return Ok(None);
+        socket_mapped: bool,
+        body: Bytes,
+    ) -> Result<(Option<Opened>, Bytes), DockerError> {
+        let in_job = conn.fixed.as_ref().and_then(|f| f.job_rule);
+        if in_job.is_none() && !self.jobs.config.rules.is_empty() {
+            let value = policy::json::parse(&body).map_err(|r| DockerError::internal(r.message))?;
+            if let Some((index, rule)) = self.jobs.config.rule_for(&conn.listener, &value) {
+                let (job, serve) = self.jobs.start(
+                    planned,
+                    index,
+                    &conn.listener,
+                    owner,
+                    &conn.policy,
+                    &self.shutdown,
+                )?;
+                self.serve_job(serve);
+                let body = Jobs::mount(value, &job, rule);
+                return Ok((Some(Opened::Job(job)), body));
+            }
         }
-        let value = policy::json::parse(body).map_err(|r| DockerError::internal(r.message))?;
-        let Some((index, rule)) = self.jobs.config.rule_for(&conn.listener, &value) else {
-            return Ok(None);
-        };
-        let (job, serve) =
-            self.jobs
-                .start(index, &conn.listener, owner, &conn.policy, &self.shutdown)?;
+        if !socket_mapped {
+            return Ok((None, body));
+        }
+        let value = policy::json::parse(&body).map_err(|r| DockerError::internal(r.message))?;
+        let serve = self.jobs.start_socket(
+            &planned,
+            &conn.listener,
+            owner,
+            in_job,
+            &conn.policy,
+            &self.shutdown,
+        )?;
         self.serve_job(serve);
-        let body = Jobs::mount(value, &job, rule);
-        Ok(Some((job, body)))
+        let body = Jobs::mount_container_socket(value, &planned);
+        Ok((Some(Opened::Socket(planned)), body))
     }
 }
 

@@ -37,8 +37,13 @@
 //! inode it was created with, so the socket at `<mount>` stays the old, dead
 //! one; the directory mount sees the new socket, so clients that follow
 //! `DOCKER_HOST` (the CLI, compose, testcontainers, docker-py) carry on.
+//!
+//! Container sockets ([`sockets`]) are the same machinery for a container
+//! that binds the Docker socket: a socket of its own, fixed to the tenant
+//! that created it, served while the container exists.
 
 pub mod config;
+pub mod sockets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -105,25 +110,43 @@ pub struct Registry {
     pub jobs: BTreeMap<String, JobRecord>,
 }
 
-/// What a connection on a job socket acts as.
+/// What a connection on a socket cistern made for a container (a job's, or
+/// a [`sockets`] one) acts as: the tenant fixed when the socket was made,
+/// whatever uid or credentials its clients present.
 #[derive(Debug)]
-pub struct JobConn {
+pub struct SocketConn {
+    /// The job's or the container socket's ID.
     pub id: String,
     pub owner: Owner,
+    /// Set when the socket belongs to a job (the job's own socket, or a
+    /// container socket made inside the job): the job's rule. Jobs do not
+    /// nest.
+    pub job_rule: Option<usize>,
 }
 
-/// A job whose container create is being forwarded.
-#[derive(Debug)]
+/// The socket a container create may get: planned before the create is
+/// judged (so the policy can map Docker socket binds to it), then made for
+/// a job ([`Jobs::start`]) or for the container alone
+/// ([`Jobs::start_socket`]), or not at all.
+#[derive(Debug, Clone)]
 pub struct Started {
     pub id: String,
     /// Its socket on the host.
     pub socket: PathBuf,
 }
 
-/// A socket to serve for a job: handed to the server's accept loop.
+/// What a container create opened, to settle once the daemon answered.
+#[derive(Debug)]
+pub enum Opened {
+    Job(Started),
+    Socket(Started),
+}
+
+/// A socket to serve for a job or a container: handed to the server's
+/// accept loop.
 pub struct Serve {
     pub socket: crate::listen::UnixSocket,
-    pub conn: Arc<JobConn>,
+    pub conn: Arc<SocketConn>,
     pub listener: String,
     pub policy: Arc<Policy>,
     pub token: CancellationToken,
@@ -136,7 +159,9 @@ pub struct Jobs {
     instance: String,
     registry: StateFile<Registry>,
     images: images::Store,
-    /// Live job sockets: cancelling closes one.
+    /// Container sockets ([`sockets`]), in `sockets.json`.
+    sockets: StateFile<sockets::SocketRegistry>,
+    /// Live job and container sockets: cancelling closes one.
     live: Mutex<HashMap<String, CancellationToken>>,
 }
 
@@ -146,6 +171,7 @@ impl Jobs {
             config: config.jobs.clone(),
             instance: config.instance.clone(),
             registry: StateFile::open(&config.state_dir, "jobs"),
+            sockets: StateFile::open(&config.state_dir, "sockets"),
             images: images::Store::new(&config.state_dir),
             live: Mutex::new(HashMap::new()),
         }
@@ -164,25 +190,33 @@ impl Jobs {
         }
     }
 
-    /// Starts a job for a create matching rule `rule` on `listener`: binds
-    /// its socket and records it. The caller serves the socket and adds the
-    /// mount ([`Jobs::mount`]).
-    pub fn start(
-        &self,
-        rule: usize,
-        listener: &str,
-        parent: &Owner,
-        listener_policy: &Arc<Policy>,
-        shutdown: &CancellationToken,
-    ) -> Result<(Started, Serve), DockerError> {
-        let id = new_id().map_err(|err| DockerError::internal(format!("job ID: {err}")))?;
-        let tenant = Tenant::new(format!("job-{id}")).map_err(DockerError::internal)?;
+    /// Plans the socket a container create may get: a fresh ID and its
+    /// path, `<socket_dir>/<id>/sock/docker.sock`. Nothing is made yet.
+    pub fn plan(&self) -> Result<Started, DockerError> {
+        let id = new_id().map_err(|err| DockerError::internal(format!("socket ID: {err}")))?;
         let socket = self
             .config
             .socket_dir
             .join(&id)
             .join(SOCKET_DIR)
             .join("docker.sock");
+        Ok(Started { id, socket })
+    }
+
+    /// Starts a job for a create matching rule `rule` on `listener`, at the
+    /// planned socket: binds the socket and records the job. The caller
+    /// serves the socket and adds the mount ([`Jobs::mount`]).
+    pub fn start(
+        &self,
+        planned: Started,
+        rule: usize,
+        listener: &str,
+        parent: &Owner,
+        listener_policy: &Arc<Policy>,
+        shutdown: &CancellationToken,
+    ) -> Result<(Started, Serve), DockerError> {
+        let Started { id, socket } = planned;
+        let tenant = Tenant::new(format!("job-{id}")).map_err(DockerError::internal)?;
         let record = JobRecord {
             tenant: tenant.to_string(),
             parent: parent.tenant.to_string(),
@@ -214,96 +248,80 @@ impl Jobs {
         listener_policy: &Arc<Policy>,
         shutdown: &CancellationToken,
     ) -> Result<Serve, DockerError> {
-        let dirs = JobDirs::of(&record.socket)
-            .ok_or_else(|| DockerError::internal("job socket without a directory"))?;
+        let tenant = Tenant::new(record.tenant.clone()).map_err(DockerError::internal)?;
+        let policy = self.rule_policy(Some(record.rule), listener_policy);
+        let conn = SocketConn {
+            id: id.to_string(),
+            owner: self.owner(tenant),
+            job_rule: Some(record.rule),
+        };
+        self.serve_at(&record.socket, conn, &record.listener, policy, shutdown)
+    }
+
+    /// The policy of a socket made in a job of rule `rule`: the rule's, or
+    /// the listener's.
+    fn rule_policy(&self, rule: Option<usize>, listener_policy: &Arc<Policy>) -> Arc<Policy> {
+        rule.and_then(|r| self.config.rules.get(r))
+            .and_then(|r| r.policy.clone())
+            .unwrap_or_else(|| listener_policy.clone())
+    }
+
+    /// Binds a socket for a container (its directories made first), served
+    /// as `conn` until its token is cancelled.
+    fn serve_at(
+        &self,
+        path: &std::path::Path,
+        conn: SocketConn,
+        listener: &str,
+        policy: Arc<Policy>,
+        shutdown: &CancellationToken,
+    ) -> Result<Serve, DockerError> {
+        let dirs =
+            JobDirs::of(path).ok_or_else(|| DockerError::internal("socket without a directory"))?;
         dirs.create().map_err(|err| {
             DockerError::internal(format!("cannot create {}: {err}", dirs.job.display()))
         })?;
         let socket = crate::listen::bind_unix(
-            &format!("job-{id}"),
+            &format!("socket-{}", conn.id),
             &crate::config::UnixListener {
-                path: record.socket.clone(),
+                path: path.to_path_buf(),
                 mode: 0o666,
                 owner: None,
                 group: None,
             },
         )
-        .map_err(|err| DockerError::internal(format!("job socket: {err}")))?;
-        let tenant = Tenant::new(record.tenant.clone()).map_err(DockerError::internal)?;
-        let policy = self
-            .config
-            .rules
-            .get(record.rule)
-            .and_then(|r| r.policy.clone())
-            .unwrap_or_else(|| listener_policy.clone());
+        .map_err(|err| DockerError::internal(format!("container socket: {err}")))?;
         let token = shutdown.child_token();
         if let Ok(mut live) = self.live.lock() {
-            live.insert(id.to_string(), token.clone());
+            live.insert(conn.id.clone(), token.clone());
         }
         Ok(Serve {
             socket,
-            conn: Arc::new(JobConn {
-                id: id.to_string(),
-                owner: self.owner(tenant),
-            }),
-            listener: record.listener.clone(),
+            conn: Arc::new(conn),
+            listener: listener.to_string(),
             policy,
             token,
         })
     }
 
+    /// Closes a socket this process serves, if it does.
+    fn close(&self, id: &str) {
+        if let Some(token) = self.live.lock().ok().and_then(|mut l| l.remove(id)) {
+            token.cancel();
+        }
+    }
+
     /// The create body with the job's socket and its directory mounted,
     /// `DOCKER_HOST` set (unless the client set it) and its label set.
-    pub fn mount(mut value: Json, job: &Started, rule: &JobRule) -> Bytes {
-        let socket = &job.socket;
-        let mut ours = vec![(
-            socket.display().to_string(),
-            rule.mount.to_string_lossy().into_owned(),
-            "",
-        )];
-        // Jobs started before the socket had a directory of its own have no
-        // directory to share.
-        let dir = JobDirs::of(socket).and_then(|d| d.socket);
-        if let Some(dir) = &dir {
-            ours.push((dir.display().to_string(), SOCKET_DIR_MOUNT.into(), ":ro"));
-        }
-        let host = value.object_mut("HostConfig");
-        // Whatever the client mounted at the same places gives way.
-        let ours_at = |t: &str| {
-            ours.iter()
-                .any(|(_, target, _)| clean_components(t) == clean_components(target))
-        };
-        let mut binds: Vec<String> = host
-            .get("Binds")
-            .map(|b| {
-                b.strings()
-                    .filter(|bind| !bind.split(':').nth(1).is_some_and(ours_at))
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        binds.extend(
-            ours.iter()
-                .map(|(source, target, options)| format!("{source}:{target}{options}")),
-        );
-        host.set("Binds", Json::string_array(binds));
-        if let Some(Json::Array(mounts)) = host.get_mut("Mounts") {
-            mounts.retain(|m| !m.get("Target").and_then(Json::as_str).is_some_and(ours_at));
-        }
-        if dir.is_some() {
-            let docker_host = format!("DOCKER_HOST=unix://{SOCKET_DIR_MOUNT}/docker.sock");
-            crate::docker::inject::env::container_create(&mut value, &[docker_host]);
-        }
-        value
-            .object_mut("Labels")
-            .set(JOB_LABEL, Json::string(job.id.clone()));
-        Bytes::from(value.to_vec())
+    pub fn mount(value: Json, job: &Started, rule: &JobRule) -> Bytes {
+        let file = rule.mount.to_string_lossy();
+        mount_socket(value, job, Some(&file), JOB_LABEL)
     }
 
     /// Records the job's container once the daemon created it: from then on,
     /// a missing container means the job is over.
     pub async fn created(&self, client: &UpstreamClient, id: &str) {
-        let container = match job_container(client, id).await {
+        let container = match labelled_container(client, JOB_LABEL, id).await {
             Ok(Some((container, _))) => container,
             Ok(None) => return,
             Err(err) => {
@@ -321,12 +339,24 @@ impl Jobs {
         }
     }
 
+    /// Once the daemon answered a create that opened a socket: records the
+    /// container, or (the create failed) ends the job or closes the socket.
+    pub async fn settle(&self, client: &UpstreamClient, opened: Opened, created: bool) {
+        match (opened, created) {
+            (Opened::Job(job), true) => self.created(client, &job.id).await,
+            (Opened::Job(job), false) => {
+                self.finish(client, &job.id, "its container create failed")
+                    .await
+            }
+            (Opened::Socket(s), true) => self.socket_created(client, &s.id).await,
+            (Opened::Socket(s), false) => self.finish_socket(&s.id, "its container create failed"),
+        }
+    }
+
     /// Ends a job: closes its socket, removes what its tenant owns, deletes
     /// its directory and record. Idempotent.
     pub async fn finish(&self, client: &UpstreamClient, id: &str, why: &str) {
-        if let Some(token) = self.live.lock().ok().and_then(|mut l| l.remove(id)) {
-            token.cancel();
-        }
+        self.close(id);
         let record = match self.registry() {
             Ok(r) => r.jobs.get(id).cloned(),
             Err(err) => {
@@ -384,6 +414,56 @@ impl Jobs {
     }
 }
 
+/// A create body with a container's socket mounted: the socket file at
+/// `file` (for a job; a container socket's binds were mapped by the policy),
+/// the socket's directory read-only at [`SOCKET_DIR_MOUNT`] with
+/// `DOCKER_HOST` pointing into it (unless the client set `DOCKER_HOST`), and
+/// `label` naming the socket's ID.
+fn mount_socket(mut value: Json, opened: &Started, file: Option<&str>, label: &str) -> Bytes {
+    let socket = &opened.socket;
+    let mut ours: Vec<(String, String, &str)> = file
+        .map(|file| (socket.display().to_string(), file.to_string(), ""))
+        .into_iter()
+        .collect();
+    // Jobs started before the socket had a directory of its own have no
+    // directory to share.
+    let dir = JobDirs::of(socket).and_then(|d| d.socket);
+    if let Some(dir) = &dir {
+        ours.push((dir.display().to_string(), SOCKET_DIR_MOUNT.into(), ":ro"));
+    }
+    let host = value.object_mut("HostConfig");
+    // Whatever the client mounted at the same places gives way.
+    let ours_at = |t: &str| {
+        ours.iter()
+            .any(|(_, target, _)| clean_components(t) == clean_components(target))
+    };
+    let mut binds: Vec<String> = host
+        .get("Binds")
+        .map(|b| {
+            b.strings()
+                .filter(|bind| !bind.split(':').nth(1).is_some_and(ours_at))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    binds.extend(
+        ours.iter()
+            .map(|(source, target, options)| format!("{source}:{target}{options}")),
+    );
+    host.set("Binds", Json::string_array(binds));
+    if let Some(Json::Array(mounts)) = host.get_mut("Mounts") {
+        mounts.retain(|m| !m.get("Target").and_then(Json::as_str).is_some_and(ours_at));
+    }
+    if dir.is_some() {
+        let docker_host = format!("DOCKER_HOST=unix://{SOCKET_DIR_MOUNT}/docker.sock");
+        crate::docker::inject::env::container_create(&mut value, &[docker_host]);
+    }
+    value
+        .object_mut("Labels")
+        .set(label, Json::string(opened.id.clone()));
+    Bytes::from(value.to_vec())
+}
+
 /// What reconciliation found for one job.
 enum JobState {
     /// Its container exists and has not stopped.
@@ -394,12 +474,14 @@ enum JobState {
     Pending,
 }
 
-/// A job's container, found by its label: ID and state.
-async fn job_container(
+/// The container of a job or container socket, found by its label
+/// (`label=id`): ID and state.
+async fn labelled_container(
     client: &UpstreamClient,
+    label: &str,
     id: &str,
 ) -> Result<Option<(String, String)>, DockerError> {
-    let filters = serde_json::json!({ "label": [format!("{JOB_LABEL}={id}")] }).to_string();
+    let filters = serde_json::json!({ "label": [format!("{label}={id}")] }).to_string();
     let path = format!(
         "/containers/json?all=1&filters={}",
         crate::docker::policy::query::escape(&filters)
@@ -425,7 +507,7 @@ async fn job_state(
     id: &str,
     record: &JobRecord,
 ) -> Result<JobState, DockerError> {
-    Ok(match job_container(client, id).await? {
+    Ok(match labelled_container(client, JOB_LABEL, id).await? {
         None if record.container.is_none()
             && now().saturating_sub(record.created) < CREATE_GRACE.as_secs() =>
         {
@@ -439,8 +521,9 @@ async fn job_state(
     })
 }
 
-/// Ends the jobs whose containers stopped or are gone; serves again the
-/// sockets of live jobs not served by this process (after a restart).
+/// Ends the jobs whose containers stopped or are gone and closes the
+/// container sockets whose containers are gone; serves again the sockets of
+/// live jobs and containers not served by this process (after a restart).
 pub async fn reconcile(
     jobs: &Jobs,
     client: &UpstreamClient,
@@ -451,14 +534,14 @@ pub async fn reconcile(
         Ok(r) => r,
         Err(err) => {
             tracing::error!(target: "cistern::jobs", error = %err.message, "cannot read the job registry");
-            return Vec::new();
+            Registry::default()
         }
     };
     let mut serve = Vec::new();
     for (id, record) in registry.jobs {
         match job_state(client, &id, &record).await {
             Ok(JobState::Over(why)) => jobs.finish(client, &id, why).await,
-            Ok(JobState::Alive) if !jobs.is_live(&id) => {
+            Ok(JobState::Alive) if !jobs.is_live(&id) && !served(&record.socket).await => {
                 let Some(policy) = listener_policy(&record.listener) else {
                     tracing::warn!(target: "cistern::jobs", job = %id, listener = %record.listener, "the job's listener is no longer configured: job ended");
                     jobs.finish(client, &id, "its listener is gone").await;
@@ -481,6 +564,7 @@ pub async fn reconcile(
             }
         }
     }
+    sockets::reconcile(jobs, client, &listener_policy, shutdown, &mut serve).await;
     serve
 }
 
@@ -492,22 +576,29 @@ pub async fn reconcile(
 pub async fn watch(
     jobs: Arc<Jobs>,
     client: UpstreamClient,
+    maps_sockets: bool,
     listener_policy: impl Fn(&str) -> Option<Arc<Policy>>,
     serve: impl Fn(Serve),
     shutdown: CancellationToken,
 ) {
+    // Every container's: the daemon ANDs label filters, and both the job
+    // label and the socket label are wanted.
     let filters = serde_json::json!({
         "type": ["container"],
         "event": ["die", "destroy"],
-        "label": [JOB_LABEL],
     })
     .to_string();
     let path = format!(
         "/events?filters={}",
         crate::docker::policy::query::escape(&filters)
     );
-    // Without rules and without recorded jobs there is nothing to follow.
-    if jobs.config.rules.is_empty() && jobs.registry().is_ok_and(|r| r.jobs.is_empty()) {
+    // Without rules, without policies that map Docker socket binds and
+    // without recorded sockets there is nothing to follow.
+    if jobs.config.rules.is_empty()
+        && !maps_sockets
+        && jobs.registry().is_ok_and(|r| r.jobs.is_empty())
+        && jobs.socket_registry().is_ok_and(|r| r.sockets.is_empty())
+    {
         return;
     }
     let mut backoff = Duration::from_secs(1);
@@ -557,8 +648,11 @@ async fn follow(jobs: &Jobs, client: &UpstreamClient, mut body: hyper::body::Inc
                 }
                 while let Some(end) = pending.iter().position(|&b| b == b'\n') {
                     let line = pending.split_to(end + 1);
-                    if let Some(event) = job_event(&line) {
-                        if !jobs.is_job_container(&event.job, &event.container) {
+                    let Some(event) = container_event(&line) else {
+                        continue;
+                    };
+                    if let Some(job) = &event.job {
+                        if !jobs.is_job_container(job, &event.container) {
                             continue;
                         }
                         let why = if event.action == "die" {
@@ -566,7 +660,16 @@ async fn follow(jobs: &Jobs, client: &UpstreamClient, mut body: hyper::body::Inc
                         } else {
                             "its container was removed"
                         };
-                        jobs.finish(client, &event.job, why).await;
+                        jobs.finish(client, job, why).await;
+                    }
+                    // A container socket lives as long as its container: a
+                    // stopped container may be started again.
+                    if let Some(socket) = &event.socket {
+                        if event.action == "destroy"
+                            && jobs.is_socket_container(socket, &event.container)
+                        {
+                            jobs.finish_socket(socket, "its container was removed");
+                        }
                     }
                 }
                 if pending.len() > 1 << 20 {
@@ -577,26 +680,40 @@ async fn follow(jobs: &Jobs, client: &UpstreamClient, mut body: hyper::body::Inc
     }
 }
 
-/// A `die`/`destroy` event of a job container.
+/// A `die`/`destroy` event of a container with a job or a socket of its own.
 #[derive(Debug, PartialEq, Eq)]
-struct JobEvent {
-    job: String,
+struct ContainerEvent {
     container: String,
     action: String,
+    /// Its [`JOB_LABEL`].
+    job: Option<String>,
+    /// Its [`sockets::SOCKET_LABEL`].
+    socket: Option<String>,
 }
 
-fn job_event(line: &[u8]) -> Option<JobEvent> {
+fn container_event(line: &[u8]) -> Option<ContainerEvent> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
     let s = |p: &str| v.pointer(p).and_then(|a| a.as_str()).map(str::to_string);
-    Some(JobEvent {
+    let attributes = v.pointer("/Actor/Attributes");
+    let label = |key: &str| {
+        attributes
+            .and_then(|a| a.get(key))
+            .and_then(|l| l.as_str())
+            .map(str::to_string)
+    };
+    let event = ContainerEvent {
         action: s("/Action")?,
         container: s("/Actor/ID")?,
-        job: v
-            .pointer("/Actor/Attributes")?
-            .get(JOB_LABEL)?
-            .as_str()?
-            .to_string(),
-    })
+        job: label(JOB_LABEL),
+        socket: label(sockets::SOCKET_LABEL),
+    };
+    (event.job.is_some() || event.socket.is_some()).then_some(event)
+}
+
+/// Whether a socket accepts connections: another cistern process sharing the
+/// state directory serves it, and it is not for this one to bind again.
+async fn served(socket: &std::path::Path) -> bool {
+    tokio::net::UnixStream::connect(socket).await.is_ok()
 }
 
 fn now() -> u64 {
@@ -673,21 +790,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn job_events_name_their_job() {
+    fn container_events_name_their_job_or_socket() {
         let line = br#"{"status":"die","id":"abc","Type":"container","Action":"die","Actor":{"ID":"abc","Attributes":{"io.cistern.job":"0a1b2c3d4e5f","name":"job"}}}"#;
         assert_eq!(
-            job_event(line),
-            Some(JobEvent {
-                job: "0a1b2c3d4e5f".into(),
+            container_event(line),
+            Some(ContainerEvent {
+                job: Some("0a1b2c3d4e5f".into()),
+                socket: None,
                 container: "abc".into(),
                 action: "die".into()
             })
         );
+        let line = br#"{"Action":"destroy","Actor":{"ID":"def","Attributes":{"io.cistern.socket":"0a1b2c3d4e5f"}}}"#;
         assert_eq!(
-            job_event(br#"{"Action":"die","Actor":{"Attributes":{}}}"#),
+            container_event(line),
+            Some(ContainerEvent {
+                job: None,
+                socket: Some("0a1b2c3d4e5f".into()),
+                container: "def".into(),
+                action: "destroy".into()
+            })
+        );
+        assert_eq!(
+            container_event(br#"{"Action":"die","Actor":{"ID":"x","Attributes":{"name":"web"}}}"#),
             None
         );
-        assert_eq!(job_event(b"not json"), None);
+        assert_eq!(container_event(b"not json"), None);
     }
 
     fn mounted(body: &str, socket: &str) -> serde_json::Value {

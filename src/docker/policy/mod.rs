@@ -150,6 +150,21 @@ pub struct Inspected {
     pub body: Bytes,
     /// Human-readable notes for the access log: injections, clamps, dropped fields.
     pub notes: Vec<String>,
+    /// Whether a bind of the Docker socket was mapped to [`Sockets::to`]:
+    /// the caller must then serve a socket there.
+    pub socket_mapped: bool,
+}
+
+/// The cistern sockets a create's Docker socket binds are judged against
+/// ([`socket_bind`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sockets<'a> {
+    /// The host path of the cistern unix socket the request came in on
+    /// (`None` on TCP): a bind of it is a bind of the Docker socket too.
+    pub own: Option<&'a Path>,
+    /// Where a bind of the Docker socket is mapped: the socket cistern will
+    /// serve for this container alone. `None`: such binds are refused.
+    pub to: Option<&'a Path>,
 }
 
 /// The outcome of body inspection, with what audit mode forwards.
@@ -223,10 +238,10 @@ pub struct Ctx<'a> {
     pub notes: Vec<String>,
     /// True for `POST /containers/{id}/update`, where absent means "unchanged".
     pub update: bool,
-    /// The host path of the cistern unix socket the request came in on.
-    pub socket: Option<&'a Path>,
-    /// Docker socket binds [`socket_bind`] mapped to `socket`: the mounts rule
-    /// lets exactly these through.
+    /// The cistern sockets Docker socket binds are judged against.
+    pub sockets: Sockets<'a>,
+    /// Docker socket binds [`socket_bind`] mapped to `sockets.to`: the mounts
+    /// rule lets exactly these through.
     pub mapped: socket_bind::Mapped,
 }
 
@@ -323,7 +338,7 @@ impl Policy {
     /// Stage 3: query checks; `Ok(Some(q))` means "forward with query `q` instead".
     pub fn inspect_query(&self, route: &Route) -> Result<Option<String>, Refusal> {
         let q = query::Query::parse(&route.query)?;
-        let mut ctx = self.ctx(false, None);
+        let mut ctx = self.ctx(false, Sockets::default());
         let rewritten = match route.endpoint {
             Endpoint::Build => build::build_query(&mut ctx, &q)?,
             Endpoint::ImageCreate => {
@@ -347,16 +362,15 @@ impl Policy {
         }
     }
 
-    /// Stage 4 with audit support, for a request on a connection without a
-    /// unix socket (see [`Policy::judge_body_on`]).
+    /// Stage 4 with audit support, where no socket can be given to a
+    /// container (see [`Policy::judge_body_on`]).
     pub fn judge_body(&self, route: &Route, body: &[u8]) -> Verdict {
-        self.judge_body_on(route, body, None)
+        self.judge_body_on(route, body, Sockets::default())
     }
 
-    /// Stage 4 with audit support; `socket` is the host path of the cistern
-    /// unix socket the request came in on (binds of the Docker socket are
-    /// mapped to it; without one they are refused).
-    pub fn judge_body_on(&self, route: &Route, body: &[u8], socket: Option<&Path>) -> Verdict {
+    /// Stage 4 with audit support; binds of the Docker socket are mapped to
+    /// `sockets.to` (without one they are refused).
+    pub fn judge_body_on(&self, route: &Route, body: &[u8], sockets: Sockets<'_>) -> Verdict {
         let refuse = |r: Refusal| Verdict::Refuse {
             all: vec![r.clone()],
             refusal: r,
@@ -367,6 +381,7 @@ impl Policy {
             return Verdict::Allow(Inspected {
                 body: Bytes::copy_from_slice(body),
                 notes: Vec::new(),
+                socket_mapped: false,
             });
         };
         if body.len() > self.max_body_size {
@@ -387,11 +402,12 @@ impl Policy {
             return Verdict::Allow(Inspected {
                 body: Bytes::new(),
                 notes: Vec::new(),
+                socket_mapped: false,
             });
         }
         let mut ctx = self.ctx(
             matches!(route.endpoint, Endpoint::ContainerUpdate { .. }),
-            socket,
+            sockets,
         );
         let value = match json::parse(body) {
             Ok(v) => v,
@@ -437,6 +453,7 @@ impl Policy {
             return Verdict::Allow(Inspected {
                 body: Bytes::new(),
                 notes: ctx.notes,
+                socket_mapped: false,
             });
         }
         let audit_body = Bytes::from(canonical.to_vec());
@@ -460,16 +477,17 @@ impl Policy {
         Verdict::Allow(Inspected {
             body: Bytes::from(canonical.to_vec()),
             notes: ctx.notes,
+            socket_mapped: !ctx.mapped.is_empty(),
         })
     }
 
-    fn ctx<'a>(&'a self, update: bool, socket: Option<&'a Path>) -> Ctx<'a> {
+    fn ctx<'a>(&'a self, update: bool, sockets: Sockets<'a>) -> Ctx<'a> {
         Ctx {
             policy: self,
             refusals: Vec::new(),
             notes: Vec::new(),
             update,
-            socket,
+            sockets,
             mapped: socket_bind::Mapped::default(),
         }
     }

@@ -1,30 +1,35 @@
-//! Docker socket binds: a container that bind-mounts the Docker socket gets the
-//! client's own cistern socket instead.
+//! Docker socket binds: a container that bind-mounts the Docker socket gets a
+//! cistern socket of its own instead.
 //!
 //! Resource reapers (testcontainers' Ryuk) and docker-in-docker style jobs ask
 //! for `-v /var/run/docker.sock:/var/run/docker.sock`: the path as the *client*
 //! knows its Docker socket. The daemon resolves a bind source on the host, so
 //! forwarding it unchanged would hand the container the real daemon. This stage
 //! rewrites the source of such a bind (`HostConfig.Binds` entry or `Mounts`
-//! entry of type `bind`) to the host path of the cistern unix socket the request
-//! came in on ([`Ctx::socket`], from the connection, so a per-job socket maps to
-//! itself), and records the entry in [`Ctx::mapped`]: the mounts rule then lets
-//! exactly that bind through, and judges every other bind as before. The target
-//! path and read-only flag stay the client's; propagation is still judged.
+//! entry of type `bind`) to [`super::Sockets::to`]: the path of a socket that the
+//! driver then serves for this container alone, with the creator's tenant
+//! fixed ([`crate::jobs`]), and records the entry in [`Ctx::mapped`]: the
+//! mounts rule then lets exactly that bind through, and judges every other
+//! bind as before. The target path and read-only flag stay the client's;
+//! propagation is still judged.
+//!
+//! Why a socket of its own, and not the socket the create came through: on a
+//! listener that identifies clients by their unix uid, the processes of a
+//! container run as any uid they like (`--user`, root by default), so a
+//! container holding the listener's socket could act as any tenant. A
+//! container socket answers as its creator, whatever uid or credentials its
+//! clients present.
 //!
 //! Which sources count as "the Docker socket" is the policy's `socket_binds`
 //! (default `/var/run/docker.sock` and `/run/docker.sock`), plus the
-//! connection's own socket path (mapped to itself); compared on lexically
+//! connection's own socket path ([`super::Sockets::own`]); compared on lexically
 //! cleaned paths. An empty list turns the mapping off: such binds are then
-//! plain host binds, judged by the allowlist. On a connection without a unix
-//! socket (TCP) there is nothing to map to, so the bind is refused with rule
-//! `socket_bind`.
+//! plain host binds, judged by the allowlist. Without a socket to map to
+//! (`Sockets::to` is `None`) the bind is refused with rule `socket_bind`.
 //!
 //! This is a policy stage, not an ownership one: it decides *what* host path a
 //! container may see, I/O-free, on the canonical body, and must run before the
-//! mounts rule that would refuse the bind. The tenant boundary follows from the
-//! mapping itself: the container talks to cistern as the same tenant as the
-//! client that created it (same socket, same identity rules).
+//! mounts rule that would refuse the bind.
 
 use super::mounts::{clean_components, split_bind};
 use super::{Ctx, Json, Refusal};
@@ -32,11 +37,18 @@ use super::{Ctx, Json, Refusal};
 /// The rule name of a refused Docker socket bind.
 pub const RULE_SOCKET_BIND: &str = "socket_bind";
 
-/// Indices of the `Binds` and `Mounts` entries mapped to the connection's socket.
+/// Indices of the `Binds` and `Mounts` entries mapped to the container's socket.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Mapped {
     pub binds: Vec<usize>,
     pub mounts: Vec<usize>,
+}
+
+impl Mapped {
+    /// Whether no bind was mapped.
+    pub fn is_empty(&self) -> bool {
+        self.binds.is_empty() && self.mounts.is_empty()
+    }
 }
 
 /// Rewrites Docker socket binds in a create's `HostConfig` (see the module docs).
@@ -103,12 +115,12 @@ fn is_docker_socket(ctx: &Ctx<'_>, source: &str) -> bool {
     let cleaned = clean_components(source);
     let same = |path: &str| clean_components(path) == cleaned;
     ctx.policy.socket_binds.iter().any(|p| same(p))
-        || ctx.socket.and_then(|s| s.to_str()).is_some_and(same)
+        || ctx.sockets.own.and_then(|s| s.to_str()).is_some_and(same)
 }
 
 /// The host path to bind instead, or the refusal when there is none.
 fn target(ctx: &mut Ctx<'_>, field: &str, source: &str) -> Result<Option<String>, Refusal> {
-    match ctx.socket.map(|s| s.to_str()) {
+    match ctx.sockets.to.map(|s| s.to_str()) {
         Some(Some(socket)) => Ok(Some(socket.to_string())),
         Some(None) => ctx
             .deny(
@@ -121,14 +133,14 @@ fn target(ctx: &mut Ctx<'_>, field: &str, source: &str) -> Result<Option<String>
             .deny(
                 RULE_SOCKET_BIND,
                 field,
-                format_args!("a bind of the Docker socket {source:?} needs a connection through a cistern unix socket to map it to, and this one has none (TCP)"),
+                format_args!("a bind of the Docker socket {source:?} needs a cistern socket to map it to, and none can be made for this request"),
             )
             .map(|()| None),
     }
 }
 
 fn note(ctx: &mut Ctx<'_>, field: &str, source: &str, socket: &str) {
-    tracing::info!(target: "cistern::policy", field, source, socket, "Docker socket bind mapped to the client's cistern socket");
+    tracing::info!(target: "cistern::policy", field, source, socket, "Docker socket bind mapped to the container's own cistern socket");
     ctx.notes.push(format!(
         "{field}: Docker socket {source} mapped to {socket}"
     ));
@@ -139,16 +151,22 @@ mod tests {
     use std::path::Path;
 
     use super::super::testutil::*;
-    use super::super::{json, Policy, Verdict};
+    use super::super::{Policy, Sockets, Verdict};
     use super::*;
 
+    /// The socket cistern would serve for the container.
     const SOCKET: &str = "/run/cistern/job-7.sock";
+    /// The listener's socket the create came through.
+    const OWN: &str = "/run/cistern/docker.sock";
 
-    fn judge(policy: &Policy, body: &str, socket: Option<&str>) -> Result<String, Refusal> {
+    fn judge(policy: &Policy, body: &str, to: Option<&str>) -> Result<String, Refusal> {
         match policy.judge_body_on(
             &route("POST", "/v1.41/containers/create"),
             body.as_bytes(),
-            socket.map(Path::new),
+            Sockets {
+                own: Some(Path::new(OWN)),
+                to: to.map(Path::new),
+            },
         ) {
             Verdict::Allow(i) => Ok(String::from_utf8(i.body.to_vec()).expect("utf-8")),
             Verdict::Refuse { refusal, .. } => Err(refusal),
@@ -156,7 +174,7 @@ mod tests {
     }
 
     #[test]
-    fn binds_of_the_docker_socket_become_the_connections_socket() {
+    fn binds_of_the_docker_socket_become_the_containers_socket() {
         let p = Policy::default();
         for (bind, expected) in [
             (
@@ -175,8 +193,8 @@ mod tests {
                 "//var/run/docker.sock:/s:rw,z",
                 "/run/cistern/job-7.sock:/s:rw,z",
             ),
-            // The connection's own socket maps to itself (a fixed point).
-            ("/run/cistern/job-7.sock:/s", "/run/cistern/job-7.sock:/s"),
+            // The socket the client came through is its Docker socket too.
+            ("/run/cistern/docker.sock:/s", "/run/cistern/job-7.sock:/s"),
         ] {
             let body = format!(r#"{{"Image":"x","HostConfig":{{"Binds":["{bind}"]}}}}"#);
             assert_eq!(
@@ -241,7 +259,7 @@ mod tests {
     }
 
     #[test]
-    fn without_a_unix_socket_the_bind_is_refused_with_its_own_message() {
+    fn without_a_socket_to_map_to_the_bind_is_refused_with_its_own_message() {
         let p = Policy::default();
         let r = judge(
             &p,
@@ -259,7 +277,7 @@ mod tests {
         );
         assert_eq!(
             r.message,
-            "cistern: a bind of the Docker socket \"/var/run/docker.sock\" needs a connection through a cistern unix socket to map it to, and this one has none (TCP) (policy conservative, HostConfig.Binds[0])"
+            "cistern: a bind of the Docker socket \"/var/run/docker.sock\" needs a cistern socket to map it to, and none can be made for this request (policy conservative, HostConfig.Binds[0])"
         );
         let r = judge(
             &p,
@@ -290,7 +308,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(r.rule, "bind_mount");
         let off = policy_yaml("socket_binds: []");
-        for bind in ["/var/run/docker.sock:/s", "/run/cistern/job-7.sock:/s"] {
+        for bind in ["/var/run/docker.sock:/s", "/run/cistern/docker.sock:/s"] {
             let body = format!(r#"{{"Image":"x","HostConfig":{{"Binds":["{bind}"]}}}}"#);
             assert_eq!(
                 judge(&off, &body, Some(SOCKET)).unwrap_err().rule,
@@ -316,15 +334,21 @@ mod tests {
     }
 
     #[test]
-    fn mapped_bodies_are_fixed_points() {
+    fn another_containers_socket_is_a_host_bind_not_the_docker_socket() {
+        // A mapped body sent again names a container socket as its source:
+        // that is some container's tenant, not the client's, so it is judged
+        // as the host path it is.
         let p = Policy::default();
         let once = judge(
             &p,
-            r#"{"Image":"x","HostConfig":{"Binds":["/var/run/docker.sock:/var/run/docker.sock:ro"],"Mounts":[{"Type":"bind","Source":"/run/docker.sock","Target":"/d"}]}}"#,
+            r#"{"Image":"x","HostConfig":{"Binds":["/var/run/docker.sock:/var/run/docker.sock:ro"]}}"#,
             Some(SOCKET),
         )
         .unwrap();
-        json::parse(once.as_bytes()).unwrap();
-        assert_eq!(judge(&p, &once, Some(SOCKET)).unwrap(), once);
+        let r = judge(&p, &once, Some("/run/cistern/job-8.sock")).unwrap_err();
+        assert_eq!(
+            (r.rule, r.field.as_str()),
+            ("bind_mount", "HostConfig.Binds[0]")
+        );
     }
 }
