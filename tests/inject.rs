@@ -1152,8 +1152,8 @@ impl DomainChanges {
 
     /// The DNS name constraints of a stored CA generation.
     fn permitted(&self, id: &str) -> Vec<String> {
-        let pem = std::fs::read_to_string(self.caching.state().join(format!("{id}.crt.pem")))
-            .unwrap();
+        let pem =
+            std::fs::read_to_string(self.caching.state().join(format!("{id}.crt.pem"))).unwrap();
         let params = CertificateParams::from_ca_cert_pem(&pem).unwrap();
         params
             .name_constraints

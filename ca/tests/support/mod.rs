@@ -76,7 +76,9 @@ pub fn verify_with_bundle(
 ) -> Result<(), rustls::Error> {
     let mut roots = RootCertStore::empty();
     for ca in bundle {
-        roots.add(ca.der.clone()).expect("CA accepted as trust anchor");
+        roots
+            .add(ca.der.clone())
+            .expect("CA accepted as trust anchor");
     }
     let verifier = WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots),
