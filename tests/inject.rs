@@ -8,8 +8,13 @@
 //! The TLS origin here stands in for the caching proxy: it listens on the
 //! docker bridge gateway and signs, for every handshake, a leaf for the SNI
 //! name with the **oldest CA still valid** in cistern's state directory (what
-//! the caching proxy does), so these tests do not depend on the proxy.
+//! the caching proxy does while the cached domains stay the same), so these
+//! tests do not depend on the proxy. The tests of `caching.domains` changing
+//! between restarts (last section) go through the real caching proxy to a
+//! local HTTPS origin.
 
+#[path = "support/origin.rs"]
+mod origin;
 mod support;
 
 use std::collections::BTreeSet;
@@ -150,15 +155,27 @@ fn label_pems(state: &Path, container: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// The default bridge's gateway: from its IPAM config, else (Debian's
+/// dockerd 20.10 reports none there) the IPv4 address of its interface.
 fn gateway() -> IpAddr {
     let out = run_ok(docker_direct().args([
         "network",
         "inspect",
         "bridge",
         "--format",
-        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}} {{index .Options \"com.docker.network.bridge.name\"}}",
     ]));
-    out.trim().parse().expect("bridge gateway address")
+    let (ipam, interface) = out.trim().rsplit_once(' ').unwrap_or(("", out.trim()));
+    if let Ok(ip) = ipam.trim().parse() {
+        return ip;
+    }
+    let addr = run_ok(Command::new("ip").args(["-4", "-o", "addr", "show", interface]));
+    addr.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or_else(|| panic!("no address for the bridge interface {interface:?}: {addr}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -993,4 +1010,214 @@ fn by_default_the_caching_proxy_listens_on_the_address_containers_reach_only() {
             "the proxy listens on loopback too"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Changing `caching.domains` between restarts, through the real caching proxy
+
+/// Names of the domain-change tests (placeholders only).
+const KEPT: &str = "kept.domains.example";
+const ADDED: &str = "added.domains.example";
+const REMOVED: &str = "removed.domains.example";
+
+/// cistern with its caching proxy where containers reach it (the bridge
+/// gateway), in front of one local HTTPS origin for every name above (its
+/// test CA an extra root of cistern's), and a cached domain list that can
+/// change between restarts of cistern on the same state directory.
+struct DomainChanges {
+    caching: Caching,
+    gateway: IpAddr,
+    https: u16,
+    /// The configuration with `DOMAINS` where the domain list goes.
+    template: String,
+    _origin: origin::Origin,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl DomainChanges {
+    fn start(domains: &[&str]) -> DomainChanges {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let test_ca = origin::TestCa::new(&[KEPT, ADDED, REMOVED]);
+        let origin = runtime.block_on(origin::Origin::start(Some(test_ca.server.clone())));
+        origin.put("/ok", origin::File::new("ok\n"));
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("origin-ca.pem");
+        std::fs::write(&root, &test_ca.ca_pem).unwrap();
+        let socket = dir.path().join("docker.sock");
+        let gateway = gateway();
+        let https = free_port();
+        let template = format!(
+            "upstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix:\n      path: {sock}\n      mode: \"0600\"\n\
+             caching:\n  domains: [DOMAINS]\n  state_dir: {state}\n  cache_dir: {cache}\n  \
+             proxy: {{http: \"{gateway}:{http}\", https: \"{gateway}:{https}\"}}\n  admin: \"127.0.0.1:{admin}\"\n  \
+             upstream:\n    extra_roots: [{root}]\n    overrides: {{{KEPT}: \"{o}\", {ADDED}: \"{o}\", {REMOVED}: \"{o}\"}}\n",
+            daemon = daemon().display(),
+            sock = socket.display(),
+            state = dir.path().join("state").display(),
+            cache = dir.path().join("cache").display(),
+            http = free_port(),
+            admin = free_port(),
+            root = root.display(),
+            o = origin.addr,
+        );
+        let mut changes = DomainChanges {
+            caching: Caching {
+                cistern: None,
+                dir,
+                socket,
+                config: String::new(),
+            },
+            gateway,
+            https,
+            template,
+            _origin: origin,
+            _runtime: runtime,
+        };
+        changes.restart_with(domains);
+        changes
+    }
+
+    /// (Re)starts cistern with `domains` cached, and waits for its proxy.
+    fn restart_with(&mut self, domains: &[&str]) {
+        self.caching.config = self.template.replace("DOMAINS", &domains.join(", "));
+        self.caching.restart();
+        let proxy = SocketAddr::from((self.gateway, self.https));
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(proxy).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the caching proxy did not listen on {proxy}:\n{}",
+                self.caching.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Creates a long-running container through cistern, removed at the
+    /// end of the test.
+    fn container(&self, name: &str) -> Cleanup {
+        let cleanup = Cleanup::container(name);
+        run_ok(self.caching.docker().args([
+            "run",
+            "-d",
+            "--name",
+            name,
+            curl_image(),
+            "sleep",
+            "600",
+        ]));
+        cleanup
+    }
+
+    /// `curl` (verifying TLS with the container's trust store) of `host`'s
+    /// `/ok` through the caching proxy, from inside `container`.
+    fn fetch(&self, container: &str, host: &str) -> (bool, String) {
+        let url = format!("https://{host}:{}/ok", self.https);
+        let out = run(self.caching.docker().args([
+            "exec",
+            container,
+            "/usr/bin/curl",
+            "-sS",
+            "--max-time",
+            "10",
+            &url,
+        ]));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success() && text.trim() == "ok", text)
+    }
+
+    fn assert_reaches(&self, container: &str, host: &str) {
+        let (ok, out) = self.fetch(container, host);
+        assert!(
+            ok,
+            "{container} could not fetch from {host}: {out}\n{}",
+            self.caching.logs()
+        );
+    }
+
+    /// The CA ids in a container's `cistern.ca` label, newest first.
+    fn cas_of(&self, container: &str) -> Vec<String> {
+        let v = inspect(self.caching.docker(), container);
+        v["Config"]["Labels"]["cistern.ca"]
+            .as_str()
+            .expect("cistern.ca label")
+            .split(',')
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The DNS name constraints of a stored CA generation.
+    fn permitted(&self, id: &str) -> Vec<String> {
+        let pem =
+            std::fs::read_to_string(self.caching.state().join(format!("{id}.crt.pem"))).unwrap();
+        let params = CertificateParams::from_ca_cert_pem(&pem).unwrap();
+        params
+            .name_constraints
+            .unwrap()
+            .permitted_subtrees
+            .into_iter()
+            .map(|s| match s {
+                rcgen::GeneralSubtree::DnsName(d) => d,
+                other => panic!("unexpected constraint {other:?}"),
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_domain_added_at_a_restart_is_reached_at_once_by_new_containers_and_old_ones_keep_theirs() {
+    let mut c = DomainChanges::start(&[KEPT]);
+    let old = unique("domains-old");
+    let _old = c.container(&old);
+    c.assert_reaches(&old, KEPT);
+
+    c.restart_with(&[KEPT, ADDED]);
+    let new = unique("domains-new");
+    let _new = c.container(&new);
+    // The new domain works in a container created after the change, at once.
+    c.assert_reaches(&new, ADDED);
+    c.assert_reaches(&new, KEPT);
+    // The container created before keeps the domain it was given.
+    c.assert_reaches(&old, KEPT);
+
+    // The new container holds a CA made for the new list, and the old one.
+    let old_cas = c.cas_of(&old);
+    let new_cas = c.cas_of(&new);
+    assert_eq!(c.permitted(&new_cas[0]), [ADDED, KEPT]);
+    assert!(!old_cas.contains(&new_cas[0]), "{old_cas:?} {new_cas:?}");
+    for id in &old_cas {
+        assert!(new_cas.contains(id), "{old_cas:?} {new_cas:?}");
+    }
+}
+
+#[test]
+fn a_restart_with_a_domain_removed_and_one_added_keeps_the_others_working_in_every_container() {
+    let mut c = DomainChanges::start(&[KEPT, REMOVED]);
+    let old = unique("domains-old");
+    let _old = c.container(&old);
+    c.assert_reaches(&old, KEPT);
+    c.assert_reaches(&old, REMOVED);
+
+    c.restart_with(&[KEPT, ADDED]);
+    let new = unique("domains-new");
+    let _new = c.container(&new);
+    c.assert_reaches(&new, ADDED);
+    c.assert_reaches(&new, KEPT);
+    c.assert_reaches(&old, KEPT);
+
+    // New containers are neither routed to cistern for the removed domain
+    // nor given a current CA that permits it.
+    let v = inspect(c.caching.docker(), &new);
+    let hosts = strings(&v["HostConfig"]["ExtraHosts"]);
+    assert!(!hosts.iter().any(|h| h.contains(REMOVED)), "{hosts:?}");
+    assert!(hosts.iter().any(|h| h.contains(ADDED)), "{hosts:?}");
+    assert_eq!(c.permitted(&c.cas_of(&new)[0]), [ADDED, KEPT]);
+    // cistern no longer intercepts the removed domain, not even for the
+    // containers still routed to it (see the README on domain changes).
+    let (ok, out) = c.fetch(&old, REMOVED);
+    assert!(!ok, "the removed domain is still served: {out}");
 }

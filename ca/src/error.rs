@@ -51,6 +51,25 @@ pub enum Error {
         ca: CaId,
     },
 
+    /// A leaf was requested for a host outside the configured cached domains (for example
+    /// one that was removed from the configuration): no generation signs it, even one whose
+    /// name constraints still permit it.
+    #[error("host {host:?} is not in the cached domains")]
+    NotCached {
+        /// The (normalised) host name.
+        host: String,
+    },
+
+    /// No generation valid at the given time permits the host (normally the maintenance tick
+    /// has created one with the configured domains; it was missed).
+    #[error("no CA valid at {now} permits host {host:?}")]
+    NoCaPermits {
+        /// The (normalised) host name.
+        host: String,
+        /// The time asked about.
+        now: OffsetDateTime,
+    },
+
     /// A string is not a CA id (16 lowercase hex digits).
     #[error("{value:?} is not a cistern CA id")]
     InvalidCaId {

@@ -22,15 +22,39 @@
 //!   the containers that were given them, until their `not_after`. Then
 //!   [`CaStore::tick`] forgets them, drops their cached leaves and deletes their key and
 //!   certificate files.
-//! - **Choosing the signer.** A container is given *every* generation valid at its
-//!   creation (cistern records their ids on it as a label), and the caching proxy signs
-//!   with the **oldest generation still valid** ([`CaStore::cas_valid_at`], last). That
-//!   generation is one every container still within `max_job_duration` holds: the
-//!   container's current CA is valid until at least `t + max_job_duration + margin`, so
-//!   the oldest valid one at any moment of the job started no later than it, hence no
-//!   later than `t`, and was therefore valid at `t`. No per-connection lookup of which
-//!   container is calling is needed. [`CaStore::leaf_for_client`], [`CaStore::signer`]
-//!   and [`CaStore::pick_trusted`] serve callers that do know the client's CA.
+//! - **Domain changes.** A generation's name constraints are the domains configured when it
+//!   was created, and they never change. When the configured domains differ from those of
+//!   every generation (a domain added or removed, then a restart), no generation satisfies
+//!   the hand-out rule, so [`CaStore::open`] creates one with the new constraints at once;
+//!   the older ones stay, with their own constraints, for the containers that hold them.
+//! - **Hand-out of the bundle.** A container is given *every* generation valid at its
+//!   creation, its current one among them (cistern records their ids on it as a label).
+//! - **Choosing the signer, per name.** For a handshake for `host` at `s`, the caching proxy
+//!   signs with the **oldest generation valid at `s` whose name constraints permit `host`**
+//!   ([`CaStore::signer_for`], [`CaStore::leaf_for_name`]); a host outside the configured
+//!   domains is refused ([`Error::NotCached`]) whatever older generations permit. That
+//!   generation is one the connecting container holds, for every container within
+//!   `max_job_duration` of its creation that was given `host`:
+//!   - a container created at `t` was given `host` if `host` was inside the domains
+//!     configured at `t`, which are the constraints of its current generation `C`; `C` is
+//!     valid until at least `t + max_job_duration + rotation_margin`, so at `s` it is
+//!     valid and permits `host`: the signer `S` exists and is `C` or older than `C`
+//!     (generations are ordered by `not_before`, and all are backdated alike, so that is
+//!     the order they were created in);
+//!   - `S` started no later than `C`, which started no later than `t`, and `S` is still
+//!     valid at `s ≥ t`, so `S` was valid at `t`: it is in the container's bundle.
+//!
+//!   So a domain added reaches new containers at once: they hold the generation created
+//!   with it, and only they were given it. A name kept across the change keeps its older
+//!   signer, which containers created before hold, and so do containers created after
+//!   (they are given every valid generation). Without domain changes every generation
+//!   permits every cached name and the rule is simply "the oldest valid generation". The
+//!   choice depends on the name and the time only: no lookup of which container is
+//!   calling, no I/O per handshake. A container asking for a name it was not given (say
+//!   through the forward proxy, for a domain added after its creation) may not hold the
+//!   signer; it was never promised that name. [`CaStore::leaf_for_client`],
+//!   [`CaStore::signer`] and [`CaStore::pick_trusted`] serve callers that do know the
+//!   client's CA.
 //! - **Restarts.** Generations are stored in the state directory (see `persist.rs`) and
 //!   reloaded by [`CaStore::open`], so containers created before a restart keep working;
 //!   expired, unreadable or half-written generations are removed on load.
@@ -277,6 +301,31 @@ impl CaStore {
             Some(ca) => Ok(ca),
             None => self.newest_valid(now),
         }
+    }
+
+    /// The generation that signs leaves for `host` at `now`: the oldest one valid at `now`
+    /// whose name constraints permit `host` (the per-name rule of the module doc). Refused
+    /// with [`Error::InvalidHost`] for something that is not a DNS name,
+    /// [`Error::NotCached`] for a host outside the configured domains, and
+    /// [`Error::NoCaPermits`] when no valid generation permits it.
+    pub fn signer_for(&self, host: &str, now: OffsetDateTime) -> Result<Arc<CertificateAuthority>> {
+        let host = name::host(host)?;
+        if !name::permits(&self.config.domains, &host) {
+            return Err(Error::NotCached { host });
+        }
+        let signer = self
+            .read()
+            .iter()
+            .find(|ca| ca.is_valid_at(now) && name::permits(ca.domains(), &host))
+            .cloned();
+        signer.ok_or(Error::NoCaPermits { host, now })
+    }
+
+    /// [`CaStore::signer_for`] then its leaf for `host`, from the cache when a fresh one is
+    /// there: what the caching proxy shows a client asking for `host`.
+    pub fn leaf_for_name(&self, host: &str, now: OffsetDateTime) -> Result<Arc<Leaf>> {
+        let ca = self.signer_for(host, now)?;
+        self.issue_with(&ca, host, now)
     }
 
     /// A leaf for `host` signed by exactly the generation `ca_id`, from the cache when a

@@ -4,24 +4,29 @@
 //! # Which CA signs
 //!
 //! Containers are handed *every CA generation valid when they are created*
-//! (the injection into containers does that), and the proxy signs with the
-//! **oldest CA still valid** at handshake time (`cas_valid_at(now).last()`).
-//! That CA is trusted by every container still running within
-//! `max_job_duration`:
+//! (the injection into containers does that), and the proxy signs a leaf
+//! for a name with the **oldest CA still valid at handshake time whose name
+//! constraints permit that name** ([`CaStore::leaf_for_name`]). That CA is
+//! one every container still within `max_job_duration` holds, for every
+//! name it was given:
 //!
 //! - a container created at `t` received every generation valid at `t`,
-//!   including its *current* one `C`, which by the hand-out rule is valid
-//!   until at least `t + max_job_duration + margin`;
-//! - at handshake time `s ≤ t + max_job_duration`, `C` is still valid, so
-//!   the oldest generation valid at `s`, call it `O`, is `C` or older than
-//!   `C` (generations are ordered by `not_before`);
-//! - `O` is valid at `s` and started no later than `C`, which started no
-//!   later than `t`; so `O` was already valid at `t` and is in the bundle
+//!   including its *current* one `C`, constrained to the domains configured
+//!   at `t` and valid until at least `t + max_job_duration + margin`;
+//! - at handshake time `s ≤ t + max_job_duration`, `C` is still valid and
+//!   permits every name the container was given, so the signer `S` is `C`
+//!   or older than `C` (generations are ordered by `not_before`);
+//! - `S` is valid at `s` and started no later than `C`, which started no
+//!   later than `t`; so `S` was already valid at `t` and is in the bundle
 //!   the container was given.
 //!
 //! Signing with the newest CA instead would break containers created before
-//! the last rotation. No per-connection bookkeeping (which container is
-//! this?) is needed.
+//! the last rotation; signing with the oldest valid CA whatever its
+//! constraints would break a domain added to `caching.domains` until the
+//! CAs from before the change expire. The choice depends on the name and the
+//! time only: no per-connection bookkeeping (which container is this?), no
+//! I/O per handshake. The full rule, with domain changes and restarts, is
+//! the CA crate's rotation design ([`cistern_ca::store`]).
 //!
 //! Handshakes without SNI, or for a name outside the cached domains, get no
 //! certificate and fail: the proxy is never an open proxy.
@@ -49,17 +54,20 @@ impl LeafResolver {
         LeafResolver { ca, domains }
     }
 
-    /// The leaf for `sni` at `now`, signed by the oldest valid CA.
+    /// The leaf for `sni` at `now`, signed by the oldest valid CA that
+    /// permits it (see the module doc).
     pub fn leaf_for(&self, sni: &str, now: time::OffsetDateTime) -> Option<Arc<CertifiedKey>> {
         if self.domains.matching(sni).is_none() {
             tracing::info!(sni, "TLS handshake refused: not a cached domain");
             return None;
         }
-        let signer = self.ca.cas_valid_at(now).pop()?;
-        match self.ca.issue_leaf(&signer.id, sni, now) {
-            Ok(leaf) => Some(leaf.certified_key()),
+        match self.ca.leaf_for_name(sni, now) {
+            Ok(leaf) => {
+                tracing::debug!(sni, ca = %leaf.ca_id(), "leaf for the TLS handshake");
+                Some(leaf.certified_key())
+            }
             Err(err) => {
-                tracing::warn!(sni, ca = %signer.id, error = %err, "cannot issue a leaf");
+                tracing::warn!(sni, error = %err, "cannot issue a leaf");
                 None
             }
         }
@@ -87,4 +95,44 @@ pub fn server_config(resolver: LeafResolver) -> Result<Arc<ServerConfig>, StartE
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cistern_ca::CaConfig;
+
+    fn store(dir: &std::path::Path, domains: &[&str], now: time::OffsetDateTime) -> Arc<CaStore> {
+        let config = CaConfig::new(dir, domains).unwrap();
+        Arc::new(CaStore::open(config, now).unwrap())
+    }
+
+    /// The CA certificate a leaf's chain ends with.
+    fn signer(leaf: &CertifiedKey) -> &[u8] {
+        leaf.cert.last().unwrap().as_ref()
+    }
+
+    #[test]
+    fn a_domain_added_at_a_restart_gets_a_leaf_from_the_ca_made_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = time::macros::datetime!(2030-06-01 08:00 UTC);
+        let before = store(dir.path(), &["old.example"], t0);
+        let old = before.current_for_new_container(t0).unwrap();
+        drop(before);
+
+        let now = t0 + time::Duration::hours(1);
+        let domains = ["old.example", "new.example"];
+        let ca = store(dir.path(), &domains, now);
+        let new = ca.current_for_new_container(now).unwrap();
+        assert_ne!(new.id, old.id);
+        let resolver = LeafResolver::new(ca, Domains::new(domains));
+
+        let leaf = resolver.leaf_for("deb.new.example", now).expect("a leaf");
+        assert_eq!(signer(&leaf), new.der.as_ref());
+        // A name both permit stays with the older CA, which containers
+        // created before the restart hold.
+        let leaf = resolver.leaf_for("deb.old.example", now).expect("a leaf");
+        assert_eq!(signer(&leaf), old.der.as_ref());
+        assert!(resolver.leaf_for("other.example", now).is_none());
+    }
 }

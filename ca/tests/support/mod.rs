@@ -67,6 +67,32 @@ pub fn verify_chain(
         .map(|_| ())
 }
 
+/// Verifies `chain` for `host` at `now` the way a TLS client trusting every CA of `bundle`
+/// (what a container is given) would.
+pub fn verify_with_bundle(
+    bundle: &[CaCert],
+    leaf: &Leaf,
+    now: OffsetDateTime,
+) -> Result<(), rustls::Error> {
+    let mut roots = RootCertStore::empty();
+    for ca in bundle {
+        roots
+            .add(ca.der.clone())
+            .expect("CA accepted as trust anchor");
+    }
+    let verifier = WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .expect("verifier");
+    let name = ServerName::try_from(leaf.host().to_owned()).expect("server name");
+    let chain = leaf.cert_chain();
+    verifier
+        .verify_server_cert(&chain[0], &chain[1..], &name, &[], unix(now))
+        .map(|_| ())
+}
+
 /// Verifies a leaf against the CA a client was handed.
 pub fn verify(ca: &CaCert, leaf: &Leaf, now: OffsetDateTime) -> Result<(), rustls::Error> {
     verify_chain(&ca.der, leaf.cert_chain(), leaf.host(), now)

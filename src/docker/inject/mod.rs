@@ -16,9 +16,10 @@
 //!    fixed here: [`cistern_ca::CaStore::current_for_new_container`] first (so a
 //!    CA that outlives `max_job_duration` exists), then **every CA valid now**
 //!    ([`cistern_ca::CaStore::cas_valid_at`], newest first). The caching proxy
-//!    signs with the oldest CA still valid; every CA valid at a later moment of
-//!    the job that is older than the current one was valid at creation, so the
-//!    signer is always one the container holds (see the CA crate's rotation
+//!    signs a name with the oldest valid CA that permits it; for every name the
+//!    container was given, that CA is its current one or older, still valid,
+//!    so it was valid at creation and the container holds it, across rotations
+//!    and changes of `caching.domains` alike (see the CA crate's rotation
 //!    design).
 //! 3. **After the daemon answered `201`, before the client hears of it**
 //!    ([`Injector::finish_create`]): the CA PEMs go into the container's trust
