@@ -2098,15 +2098,7 @@ fn curl_image() -> &'static str {
 }
 
 fn bridge_gateway() -> String {
-    support::run_ok(support::docker_direct().args([
-        "network",
-        "inspect",
-        "bridge",
-        "--format",
-        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
-    ]))
-    .trim()
-    .to_owned()
+    support::bridge_address().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
