@@ -108,7 +108,9 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     tokio::spawn(proxy.clone().watch_jobs());
     if let Some(caching) = &caching {
         let daemon = crate::docker::upstream::client(&config.upstream);
-        let addresses = crate::mitm::proxy::listen_addresses(&caching.config, &daemon).await;
+        let addresses = crate::mitm::address::listen_addresses(&caching.config, &daemon)
+            .await
+            .map_err(ServeError::CachingProxy)?;
         crate::mitm::proxy::start(caching.clone(), addresses, tasks.clone(), shutdown.clone())
             .await
             .map_err(ServeError::CachingProxy)?;

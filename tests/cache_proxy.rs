@@ -1079,6 +1079,62 @@ async fn a_file_larger_than_max_object_is_served_whole_and_never_stored() {
     assert!(stats.contains("entries: 1\n"), "{stats}");
 }
 
+/// A response that sets a cookie was made for the job whose request reached
+/// the origin (a page naming its session): with HTTP's own rules it is not
+/// stored, so the next job's request goes to the origin too. A path a rule
+/// says is an immutable artifact (built-in for package files, or
+/// configured) is stored and served to other jobs, without the cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_response_that_sets_a_cookie_is_shared_only_for_immutable_artifacts() {
+    let s =
+        Setup::start("  cache:\n    rules:\n      - path: /artifacts/\n        mode: immutable\n")
+            .await;
+    let page = "/account/welcome.html";
+    let deb = "/debian/pool/main/c/cdn/cdn_1.0_amd64.deb";
+    let artifact = "/artifacts/tool-1.0.tar.gz";
+    for (path, body) in [
+        (
+            page,
+            Bytes::from_static(b"<p>Welcome back, first-client</p>"),
+        ),
+        (deb, random_bytes(100_000, 51)),
+        (artifact, random_bytes(100_000, 52)),
+    ] {
+        let mut file = File::new(body);
+        file.headers = vec![
+            ("cache-control", "max-age=300".to_owned()),
+            ("set-cookie", "session=first-client; Path=/".to_owned()),
+        ];
+        s.https_origin.put(path, file);
+    }
+    let client = s.client();
+    let url = format!("https://{DEB}{page}");
+    for round in 1..=2 {
+        let got = client.get(&url).await;
+        assert_eq!(got.status, 200, "{}", s.logs());
+        assert_eq!(got.headers["x-cistern-cache"], "miss", "round {round}");
+        // Each answer comes from the origin, with the cookie it set.
+        assert_eq!(got.headers["set-cookie"], "session=first-client; Path=/");
+        assert_eq!(s.https_origin.counts(page).requests, round, "{}", s.logs());
+    }
+    assert!(
+        s.logs().contains("not stored: response sets a cookie"),
+        "{}",
+        s.logs()
+    );
+    for path in [deb, artifact] {
+        let url = format!("https://{DEB}{path}");
+        let first = client.get(&url).await;
+        assert_eq!(first.status, 200, "{path}");
+        assert!(first.headers.contains_key("set-cookie"), "{path}");
+        let second = client.get(&url).await;
+        assert_eq!(second.headers["x-cistern-cache"], "hit", "{path}");
+        assert_eq!(second.bytes(), first.bytes(), "{path}");
+        assert!(!second.headers.contains_key("set-cookie"), "{path}");
+        assert_eq!(s.https_origin.counts(path).requests, 1, "{path}");
+    }
+}
+
 /// Twenty jobs running `apt-get update` at once make one conditional
 /// request per index file, not twenty: the first revalidates, the others
 /// wait for it and are served the refreshed entry; when the origin has a
@@ -2042,15 +2098,7 @@ fn curl_image() -> &'static str {
 }
 
 fn bridge_gateway() -> String {
-    support::run_ok(support::docker_direct().args([
-        "network",
-        "inspect",
-        "bridge",
-        "--format",
-        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
-    ]))
-    .trim()
-    .to_owned()
+    support::bridge_address().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -158,24 +158,7 @@ fn label_pems(state: &Path, container: &serde_json::Value) -> Vec<String> {
 /// The default bridge's gateway: from its IPAM config, else (Debian's
 /// dockerd 20.10 reports none there) the IPv4 address of its interface.
 fn gateway() -> IpAddr {
-    let out = run_ok(docker_direct().args([
-        "network",
-        "inspect",
-        "bridge",
-        "--format",
-        "{{range .IPAM.Config}}{{.Gateway}}{{end}} {{index .Options \"com.docker.network.bridge.name\"}}",
-    ]));
-    let (ipam, interface) = out.trim().rsplit_once(' ').unwrap_or(("", out.trim()));
-    if let Ok(ip) = ipam.trim().parse() {
-        return ip;
-    }
-    let addr = run_ok(Command::new("ip").args(["-4", "-o", "addr", "show", interface]));
-    addr.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|cidr| cidr.split('/').next())
-        .and_then(|ip| ip.parse().ok())
-        .unwrap_or_else(|| panic!("no address for the bridge interface {interface:?}: {addr}"))
+    IpAddr::V4(bridge_address())
 }
 
 // ---------------------------------------------------------------------------
@@ -956,60 +939,159 @@ fn a_bundle_on_a_volume_is_left_alone() {
     );
 }
 
+/// The caching section of a config without `proxy:` addresses and with
+/// `inject.address` left at host-gateway; `extra` adds keys under it.
+fn default_address_config(dir: &Path, socket: &Path, extra: &str) -> String {
+    format!(
+        "upstream:\n  unix: {daemon}\nlisteners:\n  - unix: {{path: {sock}}}\n\
+         caching:\n  domains: [{PKGS}]\n  state_dir: {state}\n  cache_dir: {cache}\n  admin: \"127.0.0.1:{admin}\"\n{extra}",
+        daemon = daemon().display(),
+        sock = socket.display(),
+        state = dir.join("state").display(),
+        cache = dir.join("cache").display(),
+        admin = free_port(),
+    )
+}
+
+/// With no `proxy:` addresses, the proxy listens on ports 80 and 443 of the
+/// address `host-gateway` stands for (the bridge interface's, when the
+/// daemon reports no gateway, as Debian's dockerd 20.10 does), not on
+/// loopback nor any other host address; a container created through
+/// cistern reaches it there by the injected extra hosts.
 #[test]
 fn by_default_the_caching_proxy_listens_on_the_address_containers_reach_only() {
-    let gateways = run_ok(docker_direct().args([
-        "network",
-        "inspect",
-        "bridge",
-        "--format",
-        "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
-    ]));
-    let gateway: std::net::Ipv4Addr = gateways
-        .split_whitespace()
-        .find_map(|g| g.parse().ok())
-        .expect("the bridge network has an IPv4 gateway");
+    let image = curl_image();
+    let bridge = bridge_address();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let origin = runtime.block_on(origin::Origin::start(None));
+    origin.put(
+        "/hello.txt",
+        origin::File::new("hello through the bridge\n"),
+    );
     let loopback_80_taken = std::net::TcpStream::connect(("127.0.0.1", 80)).is_ok();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("docker.sock");
-    // No `proxy:` addresses, `inject.address` left at host-gateway.
-    let config = format!(
-        "upstream:\n  unix: {daemon}\nlisteners:\n  - unix: {{path: {sock}}}\n\
-         caching:\n  domains: [{PKGS}]\n  state_dir: {state}\n  cache_dir: {cache}\n  admin: \"127.0.0.1:{admin}\"\n",
-        daemon = daemon().display(),
-        sock = socket.display(),
-        state = dir.path().join("state").display(),
-        cache = dir.path().join("cache").display(),
-        admin = free_port(),
+    let extra = format!(
+        "  upstream:\n    overrides: {{\"{PKGS}:80\": \"{}\"}}\n",
+        origin.addr
     );
+    let config = default_address_config(dir.path(), &socket, &extra);
     let cistern = Cistern::start_with_config(tempfile::tempdir().unwrap(), socket, &config);
-    for port in [80, 443] {
-        let reached = std::net::TcpStream::connect_timeout(
-            &SocketAddr::from((gateway, port)),
-            Duration::from_secs(5),
-        );
-        assert!(
-            reached.is_ok(),
-            "nothing on {gateway}:{port}: {reached:?}\n{}",
-            cistern.logs()
-        );
-    }
     // The log says where, once the proxy is up.
     let said = |logs: &str| {
-        logs.contains(&format!("http={gateway}:80"))
-            && logs.contains(&format!("https={gateway}:443"))
+        logs.contains(&format!("http={bridge}:80")) && logs.contains(&format!("https={bridge}:443"))
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !said(&cistern.logs()) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(said(&cistern.logs()), "{}", cistern.logs());
+    assert!(
+        !cistern.logs().contains("listens on all addresses"),
+        "{}",
+        cistern.logs()
+    );
+    for port in [80, 443] {
+        let reached = std::net::TcpStream::connect_timeout(
+            &SocketAddr::from((bridge, port)),
+            Duration::from_secs(5),
+        );
+        assert!(
+            reached.is_ok(),
+            "nothing on {bridge}:{port}: {reached:?}\n{}",
+            cistern.logs()
+        );
+    }
     if !loopback_80_taken {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", 80)).is_err(),
             "the proxy listens on loopback too"
         );
     }
+    // A job's container: the cached domain resolves to host-gateway there,
+    // and the proxy answers on it.
+    let name = unique("bridge-proxy");
+    let _cleanup = Cleanup::container(&name);
+    let out = run(cistern.docker().args([
+        "run",
+        "--name",
+        &name,
+        image,
+        "/usr/bin/curl",
+        "-sS",
+        "--fail",
+        "--max-time",
+        "20",
+        "-D",
+        "-",
+        &format!("http://{PKGS}/hello.txt"),
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cistern.logs()
+    );
+    assert!(text.ends_with("hello through the bridge\n"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("x-cistern-cache:"),
+        "{text}"
+    );
+    assert_eq!(origin.counts("/hello.txt").requests, 1);
+}
+
+/// Where the address containers reach cannot be found (here: cistern in a
+/// network namespace of its own, without the daemon's bridge interface),
+/// cistern refuses to start the caching proxy, and says what to set,
+/// rather than listening on every address.
+#[test]
+fn without_the_bridge_address_cistern_refuses_to_start_and_says_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let config = default_address_config(dir.path(), &socket, "");
+    let config_path = dir.path().join("cistern.yaml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut child = Command::new("unshare")
+        .arg("--net")
+        .arg(env!("CARGO_BIN_EXE_cistern"))
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cistern in a network namespace");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let _ = child.wait();
+    let status = status.unwrap_or_else(|| panic!("cistern kept running:\n{stderr}"));
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("error: caching proxy: cannot find the address containers reach"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("set caching.proxy.http and caching.proxy.https"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening"), "{stderr}");
 }
 
 // ---------------------------------------------------------------------------

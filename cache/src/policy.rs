@@ -25,13 +25,15 @@
 //! The response headers a hit returns come from that view (with `Age`), so
 //! clients see the same freshness the cache applies.
 //!
-//! Cookies the origin sets (`Set-Cookie`) belong to the client whose request
-//! reached it: the view and the stored headers leave them out, so no hit
-//! hands one job's cookie to another. Freshness then follows
-//! `Cache-Control` as RFC 9111 says (a cookie does not inhibit caching);
-//! http-cache-semantics would otherwise make every such response stale
-//! unless it is `public`, which CDNs that set load-balancer cookies on
-//! package files would turn into a revalidation per download.
+//! A response that sets a cookie (`Set-Cookie`) was made for the client
+//! whose request reached the origin: its body may name that client's
+//! session. Outside `immutable` rules it is not stored
+//! ([`NoStoreReason::SetsCookie`]), as nginx and Varnish do by default,
+//! whatever its `Cache-Control` says. Under an `immutable` rule the path is
+//! a versioned or content-addressed artifact, the same bytes for everyone,
+//! so it is stored, and the view and the stored headers leave the cookie
+//! out, so no hit hands one job's cookie to another (CDNs set load-balancer
+//! cookies on package files).
 
 use std::time::{Duration, SystemTime};
 
@@ -290,6 +292,8 @@ impl Policy {
             Some(NoStoreReason::PrivateResponse)
         } else if comma_values(&res.headers, &VARY).any(|v| v == "*") {
             Some(NoStoreReason::VaryStar)
+        } else if cacheable.mode != Mode::Immutable && sets_cookie(&res.headers) {
+            Some(NoStoreReason::SetsCookie)
         } else {
             None
         };
@@ -453,6 +457,11 @@ fn strip_not_stored(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether the origin addressed a cookie to the client ([`NOT_STORED`]).
+fn sets_cookie(headers: &HeaderMap) -> bool {
+    NOT_STORED.iter().any(|name| headers.contains_key(*name))
+}
+
 fn comma_values<'a>(
     headers: &'a HeaderMap,
     name: &HeaderName,
@@ -529,6 +538,47 @@ mod tests {
                 StoreDecision::NoStore(reason) => assert_eq!(reason, want),
                 StoreDecision::Store(_) => panic!("{cc} was stored"),
             }
+        }
+    }
+
+    #[test]
+    fn a_response_setting_a_cookie_is_stored_only_under_an_immutable_rule() {
+        let rules = Rules::new(&[crate::rules::RuleConfig {
+            domain: None,
+            path: "/artifacts/".into(),
+            mode: Mode::Immutable,
+        }])
+        .unwrap();
+        let p = Policy::new(PolicyConfig {
+            rules,
+            ..PolicyConfig::default()
+        });
+        let now = SystemTime::UNIX_EPOCH + T0;
+        let s = res(&[
+            ("cache-control", "public, max-age=300"),
+            ("set-cookie", "session=first-client"),
+        ]);
+        for (url, mode) in [
+            ("https://files.example.test/account/page", Mode::Default),
+            (
+                "https://deb.example.test/debian/dists/stable/Release",
+                Mode::Revalidate,
+            ),
+        ] {
+            let r = req(url);
+            let c = p.classify(&r).unwrap();
+            assert_eq!(c.mode, mode, "{url}");
+            match p.on_response(&c, &r, &s, now) {
+                StoreDecision::NoStore(reason) => assert_eq!(reason, NoStoreReason::SetsCookie),
+                StoreDecision::Store(_) => panic!("{url}: stored with its cookie's body"),
+            }
+        }
+        for url in [
+            "https://files.example.test/artifacts/tool-1.0.tar.gz",
+            "https://deb.example.test/debian/pool/main/h/hello/hello_1.0_amd64.deb",
+        ] {
+            let meta = store(&p, &req(url), &s, now);
+            assert!(!meta.headers.contains_key("set-cookie"), "{url}");
         }
     }
 

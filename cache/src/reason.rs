@@ -77,6 +77,10 @@ pub enum NoStoreReason {
     PrivateResponse,
     /// `Vary: *` can never match a later request.
     VaryStar,
+    /// The response sets a cookie (`Set-Cookie`), so its body may be made
+    /// for the client whose request reached the origin; only an
+    /// `immutable` rule stores such a response (without the cookie).
+    SetsCookie,
     /// http-cache-semantics says the response is not storable for another
     /// reason (e.g. authorised request without `public`).
     NotStorable,
@@ -96,6 +100,9 @@ impl fmt::Display for NoStoreReason {
             NoStoreReason::NoStoreRequest => f.write_str("request says no-store"),
             NoStoreReason::PrivateResponse => f.write_str("response is private"),
             NoStoreReason::VaryStar => f.write_str("response varies on *"),
+            NoStoreReason::SetsCookie => {
+                f.write_str("response sets a cookie (only immutable rules store it)")
+            }
             NoStoreReason::NotStorable => f.write_str("response is not storable"),
             NoStoreReason::TooLarge => f.write_str("body is larger than max_object"),
         }

@@ -3,7 +3,8 @@
 //! A rule picks a [`Mode`] for the requests it matches; the first matching
 //! configured rule wins, then the built-in defaults, then [`Mode::Default`].
 //! Rules refine, they do not replace, HTTP semantics: `no-store` and `private`
-//! responses are never stored whatever the mode (see `policy.rs`).
+//! responses are never stored whatever the mode, and responses that set a
+//! cookie only under `immutable` (see `policy.rs`).
 //!
 //! The built-in defaults describe package repositories by *path shape*, never
 //! by host name, so they work for mirrors and private registries alike:

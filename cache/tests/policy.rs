@@ -353,31 +353,67 @@ async fn a_bare_304_refreshes_an_entry_stored_with_last_modified() {
     assert_eq!(hit.entry.meta.headers["last-modified"], lm);
 }
 
-/// A cookie the origin set for the client whose request filled the cache is
-/// that client's: hits, for any other job on the runner, never carry it,
-/// and neither does a stored entry refreshed by a 304 that sets one.
+/// A response that sets a cookie was made for the client whose request
+/// reached the origin (its body may name that client's session): under
+/// HTTP's own rules (`default`) and `revalidate` rules it is not stored,
+/// whatever its `Cache-Control` says, so the next job asks the origin.
+#[tokio::test]
+async fn responses_that_set_a_cookie_are_not_stored_outside_immutable_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    let index = "https://deb.example.test/debian/dists/stable/InRelease";
+    for url in [FILE, index] {
+        let res = ok(&[
+            ("cache-control", "public, max-age=300"),
+            ("etag", "\"v1\""),
+            ("set-cookie", "session=first-client; Path=/"),
+        ]);
+        match cache.store_response(&get(url), &res, t(0)).await.unwrap() {
+            StoreStart::NoStore(reason) => assert_eq!(reason, NoStoreReason::SetsCookie),
+            StoreStart::Store(_) => panic!("{url}: a response setting a cookie was stored"),
+        }
+        assert!(matches!(
+            cache.lookup(&get(url), t(1)).await.unwrap(),
+            Lookup::Miss(_)
+        ));
+    }
+    assert_eq!(cache.store().stats().entries, 0);
+    assert_eq!(
+        NoStoreReason::SetsCookie.to_string(),
+        "response sets a cookie (only immutable rules store it)"
+    );
+}
+
+/// A cookie the origin set is that client's: a package file an immutable
+/// rule stores is served to other jobs without it, and a stored entry
+/// refreshed by a 304 that sets one never replays it.
 #[tokio::test]
 async fn cookies_set_by_the_origin_are_not_stored_or_replayed_on_hits() {
     let dir = tempfile::tempdir().unwrap();
     let cache = cache_in(dir.path()).await;
-    let res = ok(&[
-        ("cache-control", "max-age=60"),
-        ("etag", "\"v1\""),
-        ("set-cookie", "session=first-client; Path=/"),
-        ("set-cookie", "lb=node-3"),
-    ]);
-    origin_answer(&cache, &get(FILE), &res, b"body v1", t(0))
-        .await
-        .unwrap();
     fn no_cookie(hit: &Hit) {
         let headers = &hit.response.headers;
         assert!(!headers.contains_key("set-cookie"), "{headers:?}");
         assert!(!hit.entry.meta.headers.contains_key("set-cookie"));
     }
-    let hit = hit_at(&cache, &get(FILE), t(10)).await;
-    no_cookie(&hit);
-    assert_eq!(hit.response.headers["etag"], "\"v1\"");
+    // A package file is immutable by rule (the same bytes for everyone):
+    // stored, but the cookie would be replayed on every hit for a year if
+    // it were kept.
+    let deb = get("https://deb.example.test/debian/pool/main/c/cdn/cdn_1.0_amd64.deb");
+    let res = ok(&[
+        ("cache-control", "max-age=300"),
+        ("set-cookie", "__cdn_bm=first-client"),
+        ("set-cookie", "lb=node-3"),
+    ]);
+    origin_answer(&cache, &deb, &res, b"!<arch>", t(0))
+        .await
+        .expect("an immutable artifact is stored");
+    no_cookie(&*hit_at(&cache, &deb, t(3600)).await);
 
+    let res = ok(&[("cache-control", "max-age=60"), ("etag", "\"v1\"")]);
+    origin_answer(&cache, &get(FILE), &res, b"body v1", t(0))
+        .await
+        .unwrap();
     let headers = [
         ("cache-control", "max-age=60"),
         ("etag", "\"v1\""),
@@ -386,13 +422,4 @@ async fn cookies_set_by_the_origin_are_not_stored_or_replayed_on_hits() {
     no_cookie(&*revalidated_304_at(&cache, t(100), &headers).await);
     // Fresh again after the 304.
     no_cookie(&*hit_at(&cache, &get(FILE), t(110)).await);
-
-    // A package file is immutable by rule (`public`): the cookie would be
-    // replayed on every hit for a year if it were stored.
-    let deb = get("https://deb.example.test/debian/pool/main/c/cdn/cdn_1.0_amd64.deb");
-    let res = ok(&[("set-cookie", "__cdn_bm=first-client")]);
-    origin_answer(&cache, &deb, &res, b"!<arch>", t(0))
-        .await
-        .unwrap();
-    no_cookie(&*hit_at(&cache, &deb, t(3600)).await);
 }

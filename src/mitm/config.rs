@@ -291,7 +291,7 @@ pub struct CachingConfig {
     pub algorithm: cistern_ca::KeyAlgorithm,
     /// Plain-HTTP listen address; `None`: port 80 on the address containers
     /// reach, `inject.address` (`host-gateway` is asked of the daemon when
-    /// the proxy starts, see `proxy::listen_addresses`).
+    /// the proxy starts, see `address::listen_addresses`).
     pub http: Option<SocketAddr>,
     /// HTTPS listen address; `None`: port 443 on the address containers reach.
     pub https: Option<SocketAddr>,

@@ -20,6 +20,15 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// No listen address is configured and the address containers reach
+    /// the host at could not be found (the proxy never falls back to every
+    /// address).
+    #[error("cannot find the address containers reach the host at: {source}; set caching.proxy.http and caching.proxy.https to where the proxy should listen, and caching.inject.address if containers reach it at another address")]
+    NoListenAddress {
+        /// What was missing.
+        #[source]
+        source: super::address::AddressError,
+    },
     /// The cache directory could not be opened.
     #[error("cache directory: {0}")]
     Cache(#[source] cistern_cache::Error),

@@ -4,6 +4,8 @@
 //!
 //! The proxy, one concept per module:
 //! - [`proxy`]: binds the HTTP/HTTPS/admin listeners and runs them;
+//! - [`address`]: where it listens by default (the address containers
+//!   reach the host at, never every address);
 //! - [`tls`]: TLS termination, leaf per SNI, *which CA signs* (read its doc);
 //! - [`forward`]: the optional explicit forward proxy (CONNECT, absolute
 //!   URLs) in front of the same handler;
@@ -20,6 +22,7 @@
 //! - [`error`]: start-up and request-path errors;
 //! - [`commands`]: `cistern cache …` and `cistern ca …`.
 
+pub mod address;
 pub mod body;
 pub mod commands;
 pub mod config;

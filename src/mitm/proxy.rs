@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,7 +35,6 @@ use super::metrics::Metrics;
 use super::plain::PlainStream;
 use super::tls::{server_config, LeafResolver};
 use super::{upstream, Caching, CachingConfig};
-use crate::docker::upstream::{self as daemon, UpstreamClient};
 
 /// How long an HTTP/2 client may take to answer a keep-alive ping.
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
@@ -86,70 +85,8 @@ pub(super) async fn bind(
         })
 }
 
-/// Where the proxy listens: the configured addresses, or ports 80 and 443
-/// on the address containers reach it at (`inject.address`). Listening
-/// there rather than on every address keeps the proxy off the host's other
-/// networks, and out of the way of a web server the host may run.
-pub async fn listen_addresses(
-    config: &CachingConfig,
-    daemon: &UpstreamClient,
-) -> (SocketAddr, SocketAddr) {
-    if let (Some(http), Some(https)) = (config.http, config.https) {
-        return (http, https);
-    }
-    let ip = match config.inject_address.parse::<IpAddr>() {
-        Ok(ip) => ip,
-        Err(_) => match host_gateway(daemon).await {
-            Ok(ip) => ip,
-            Err(why) => {
-                tracing::warn!(error = %why, "cannot learn the host gateway address from the Docker daemon; the caching proxy listens on all addresses (set caching.proxy.http and https to narrow it)");
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            }
-        },
-    };
-    (
-        config.http.unwrap_or(SocketAddr::new(ip, 80)),
-        config.https.unwrap_or(SocketAddr::new(ip, 443)),
-    )
-}
-
-/// The address `host-gateway` stands for in containers: the default
-/// bridge's gateway (unless the daemon was started with another
-/// `--host-gateway-ip`; then set the proxy's addresses).
-pub async fn host_gateway(daemon: &UpstreamClient) -> Result<IpAddr, String> {
-    let answer = daemon::call(
-        daemon,
-        http::Method::GET,
-        "/networks/bridge",
-        http::HeaderMap::new(),
-        bytes::Bytes::new(),
-        1 << 20,
-    )
-    .await
-    .map_err(|err| err.to_string())?;
-    if !answer.status.is_success() {
-        return Err(format!(
-            "inspecting the bridge network: {}",
-            answer.message()
-        ));
-    }
-    bridge_gateway(&answer.body).ok_or_else(|| "the bridge network has no IPv4 gateway".to_owned())
-}
-
-/// The first IPv4 gateway of a network inspect answer.
-fn bridge_gateway(inspect: &[u8]) -> Option<IpAddr> {
-    let network: serde_json::Value = serde_json::from_slice(inspect).ok()?;
-    network
-        .get("IPAM")?
-        .get("Config")?
-        .as_array()?
-        .iter()
-        .find_map(|c| c.get("Gateway")?.as_str()?.parse::<Ipv4Addr>().ok())
-        .map(IpAddr::V4)
-}
-
 /// Binds and starts the caching proxy on `http` and `https` (see
-/// [`listen_addresses`]). Returns once it is listening.
+/// [`super::address::listen_addresses`]). Returns once it is listening.
 pub async fn start(
     caching: Arc<Caching>,
     (http_at, https_at): (SocketAddr, SocketAddr),
@@ -427,22 +364,5 @@ async fn housekeeping(proxy: Arc<Proxy>, metrics: Arc<Metrics>, shutdown: Cancel
         if stop {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bridge_gateway_is_the_first_ipv4_gateway_of_the_inspect() {
-        let inspect = br#"{"Name":"bridge","IPAM":{"Driver":"default","Config":[{"Subnet":"fd00::/64","Gateway":"fd00::1"},{"Subnet":"172.17.0.0/16","Gateway":"172.17.0.1"}]}}"#;
-        assert_eq!(
-            bridge_gateway(inspect),
-            Some(IpAddr::V4(Ipv4Addr::new(172, 17, 0, 1)))
-        );
-        assert_eq!(bridge_gateway(br#"{"IPAM":{"Config":[]}}"#), None);
-        assert_eq!(bridge_gateway(br#"{"IPAM":{"Config":null}}"#), None);
-        assert_eq!(bridge_gateway(b"not json"), None);
     }
 }

@@ -196,6 +196,32 @@ pub fn build_tagged(tag: &str, ctx: &Path) {
     }
 }
 
+/// The IPv4 address containers on the default bridge reach the host at
+/// (what `host-gateway` resolves to): the bridge network's gateway when the
+/// daemon reports one, else the address of the bridge's interface
+/// (`docker0`), which Debian's dockerd 20.10 leaves out of the inspect.
+pub fn bridge_address() -> std::net::Ipv4Addr {
+    let out = run_ok(docker_direct().args([
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}} {{end}}|{{index .Options \"com.docker.network.bridge.name\"}}",
+    ]));
+    let (gateways, name) = out.trim().split_once('|').unwrap_or((out.trim(), ""));
+    if let Some(gateway) = gateways.split_whitespace().find_map(|g| g.parse().ok()) {
+        return gateway;
+    }
+    let name = if name.is_empty() { "docker0" } else { name };
+    let addresses = run_ok(Command::new("ip").args(["-4", "-o", "addr", "show", "dev", name]));
+    addresses
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no IPv4 address on the bridge interface {name}: {addresses}"))
+}
+
 /// A unique name for resources a test creates.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

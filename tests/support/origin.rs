@@ -50,6 +50,8 @@ pub struct File {
     /// When set, the body depends on the request's `Accept` (`Vary: Accept`):
     /// the body paired with its value, else `body`.
     pub by_accept: Vec<(&'static str, Bytes)>,
+    /// More headers sent with every `200` (`cache-control`, `set-cookie`...).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl File {
@@ -68,6 +70,7 @@ impl File {
             content_type: "application/octet-stream",
             behaviour: Behaviour::Normal,
             by_accept: Vec::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -78,6 +81,7 @@ impl File {
                 content_type: self.content_type,
                 behaviour: self.behaviour,
                 by_accept: self.by_accept.clone(),
+                headers: self.headers.clone(),
                 ..File::new(body.clone())
             },
             None => self,
@@ -270,6 +274,9 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
         .header("content-type", file.content_type);
     if vary {
         builder = builder.header("vary", "Accept");
+    }
+    for (name, value) in &file.headers {
+        builder = builder.header(*name, value);
     }
     if req.method() == hyper::Method::HEAD {
         return builder
