@@ -19,7 +19,10 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use sha2::{Digest, Sha256};
-use support::{busybox, daemon, docker_direct, free_port, run, run_ok, unique, Cistern, Cleanup};
+use support::{
+    busybox, daemon, docker_cli_image, docker_direct, free_port, run, run_ok, unique, Cistern,
+    Cleanup,
+};
 
 /// A CA made for one test run.
 struct Ca {
@@ -425,6 +428,41 @@ fn two_certificates_are_two_tenants_that_cannot_see_each_other() {
                 .args(["ps", "-a", "-q", "--no-trunc"]),
         );
     assert!(listed.contains(&id), "{listed}");
+}
+
+/// A container created over mTLS that binds the Docker socket gets a socket
+/// of its own as the certificate's tenant: inside, with no certificate at
+/// all, it sees that tenant's containers and not another certificate's.
+#[test]
+fn a_docker_socket_bind_over_mtls_acts_as_the_certificates_tenant() {
+    let t = Tls::start();
+    let alice = t.client("alice", Some(&format!("alice-{}", t.id)), &[]);
+    let bob = t.client("bob", Some(&format!("bob-{}", t.id)), &[]);
+    let (bobs, job) = (unique("tls-bob-db"), unique("tls-sock-job"));
+    let mut cleanup = Cleanup::default();
+    cleanup.containers = vec![bobs.clone(), job.clone()];
+    run_ok(t.docker(t.mtls_port, Some(&bob), None).args([
+        "create",
+        "--name",
+        &bobs,
+        busybox(),
+        "true",
+    ]));
+    let out = run_ok(t.docker(t.mtls_port, Some(&alice), None).args([
+        "run",
+        "--rm",
+        "--name",
+        &job,
+        "-v",
+        "/var/run/docker.sock:/var/run/docker.sock",
+        docker_cli_image(),
+        "docker",
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}}",
+    ]));
+    assert_eq!(out.trim(), job, "{}", t.cistern.logs());
 }
 
 #[test]
