@@ -56,9 +56,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use serde::Deserialize;
-
 use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
 
 use super::host::Host;
 use super::limits::{self, Limit, Limits, OnExceed};
