@@ -126,6 +126,8 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
                 tracing::info!(listener = %name, address = ?s.local_addr().ok(), tls = tls.is_some(), upstream = %config.upstream.endpoint, "listening")
             }
         }
+        let (limits, cap) = (&policy.limits, crate::docker::policy::limits::cap_text);
+        tracing::info!(listener = %name, policy = %policy.name, memory = %cap(&limits.memory), memory_swap = %cap(&limits.memory_swap), pids = %cap(&limits.pids), "resource caps");
         accept_loops.spawn(accept_loop(
             name,
             policy,

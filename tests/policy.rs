@@ -761,6 +761,268 @@ fn clamped_memory_and_forced_pids_show_in_inspect() {
     );
 }
 
+/// The memory cap the built-in policy sizes from this host (cistern runs on the
+/// daemon's host in these tests): half its RAM, between 1 GiB and 64 GiB.
+fn default_memory_cap() -> i64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: i64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    (kib * 1024 / 2).clamp(1 << 30, 64 << 30)
+}
+
+/// Whether the daemon enforces memory+swap limits. Without kernel support it
+/// warns and stores `MemorySwap: -1` ("Memory limited without swap").
+fn daemon_limits_swap() -> bool {
+    run_ok(docker_direct().args(["info", "--format", "{{.SwapLimit}}"])).trim() == "true"
+}
+
+/// `Memory MemorySwap` of a container as the daemon reports it, with the
+/// swap the daemon would store when it cannot limit swap.
+fn memory_and_swap(name: &str) -> (String, String) {
+    let got = inspect(name, "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}");
+    let (memory, swap) = got.split_once(' ').unwrap();
+    (memory.to_string(), swap.to_string())
+}
+
+fn expected_swap(memory_swap: i64) -> String {
+    if daemon_limits_swap() {
+        memory_swap.to_string()
+    } else {
+        "-1".into()
+    }
+}
+
+/// The PIDs and memory limits a container's processes see in their cgroup
+/// (v1 or v2).
+const CGROUP_LIMITS: &str = "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max; cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes";
+
+#[test]
+fn the_default_policy_caps_pids_memory_and_swap_of_a_plain_run() {
+    let cistern = start("");
+    let cap = default_memory_cap();
+    let name = unique("policy-default-caps");
+    let _cleanup = Cleanup::container(&name);
+    let out = run_ok(cistern.docker().args([
+        "run",
+        "--name",
+        &name,
+        busybox(),
+        "sh",
+        "-c",
+        CGROUP_LIMITS,
+    ]));
+    assert_eq!(out, format!("4096\n{cap}\n"));
+    assert_eq!(inspect(&name, "{{.HostConfig.PidsLimit}}"), "4096");
+    assert_eq!(
+        memory_and_swap(&name),
+        (cap.to_string(), expected_swap(cap))
+    );
+    // `--memory 0` is what the CLI sends anyway: it gets the cap too.
+    let zero = unique("policy-default-zero");
+    let _cleanup_zero = Cleanup::container(&zero);
+    run_ok(cistern.docker().args([
+        "create",
+        "--name",
+        &zero,
+        "--memory",
+        "0",
+        "--memory-swap",
+        "0",
+        "--pids-limit",
+        "0",
+        busybox(),
+        "true",
+    ]));
+    assert_eq!(
+        inspect(&zero, "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}"),
+        format!("{cap} 4096")
+    );
+    // Less memory: no swap unless asked for; swap within the cap passes.
+    let less = unique("policy-default-less");
+    let _cleanup_less = Cleanup::container(&less);
+    run_ok(
+        cistern
+            .docker()
+            .args(["create", "--name", &less, "-m", "64m", busybox(), "true"]),
+    );
+    assert_eq!(
+        memory_and_swap(&less),
+        ((64i64 << 20).to_string(), expected_swap(64 << 20))
+    );
+    let swap = unique("policy-default-swap");
+    let _cleanup_swap = Cleanup::container(&swap);
+    run_ok(cistern.docker().args([
+        "create",
+        "--name",
+        &swap,
+        "-m",
+        "64m",
+        "--memory-swap",
+        "128m",
+        "--pids-limit",
+        "64",
+        busybox(),
+        "true",
+    ]));
+    assert_eq!(
+        memory_and_swap(&swap),
+        ((64i64 << 20).to_string(), expected_swap(128 << 20))
+    );
+    assert_eq!(inspect(&swap, "{{.HostConfig.PidsLimit}}"), "64");
+}
+
+#[test]
+fn the_default_policy_refuses_unlimited_pids_memory_and_swap() {
+    let cistern = start("");
+    let cap = default_memory_cap();
+    assert_create_refused(
+        &cistern,
+        &["--pids-limit", "-1"],
+        "PIDs limit unlimited is over the cap of 4096",
+        "limit_pids",
+        "HostConfig.PidsLimit",
+    );
+    assert_create_refused(
+        &cistern,
+        &["--pids-limit", "5000"],
+        "PIDs limit 5000 is over the cap of 4096",
+        "limit_pids",
+        "HostConfig.PidsLimit",
+    );
+    assert_create_refused(
+        &cistern,
+        &["-m", "64m", "--memory-swap", "-1"],
+        &format!("memory+swap unlimited is over the cap of {cap}"),
+        "limit_memory_swap",
+        "HostConfig.MemorySwap",
+    );
+    let over = (cap + (1 << 20)).to_string();
+    assert_create_refused(
+        &cistern,
+        &["-m", &over, "--memory-swap", &over],
+        &format!("memory {over} is over the cap of {cap}"),
+        "limit_memory",
+        "HostConfig.Memory",
+    );
+}
+
+#[test]
+fn docker_update_to_unlimited_or_above_the_caps_is_refused() {
+    let cistern = start("");
+    let cap = default_memory_cap();
+    let name = unique("policy-update");
+    let _cleanup = Cleanup::container(&name);
+    run_ok(
+        cistern
+            .docker()
+            .args(["create", "--name", &name, busybox(), "true"]),
+    );
+    let over = (cap * 2).to_string();
+    for (args, what, rule, field) in [
+        (
+            vec!["--pids-limit", "-1"],
+            "PIDs limit unlimited is over the cap of 4096".to_string(),
+            "limit_pids",
+            "PidsLimit",
+        ),
+        (
+            vec!["--pids-limit", "100000"],
+            "PIDs limit 100000 is over the cap of 4096".to_string(),
+            "limit_pids",
+            "PidsLimit",
+        ),
+        (
+            vec!["--memory-swap", "-1"],
+            format!("memory+swap unlimited is over the cap of {cap}"),
+            "limit_memory_swap",
+            "MemorySwap",
+        ),
+        (
+            vec!["-m", &over, "--memory-swap", &over],
+            format!("memory {over} is over the cap of {cap}"),
+            "limit_memory",
+            "Memory",
+        ),
+    ] {
+        assert_refused(
+            &cistern,
+            cistern.docker().arg("update").args(&args).arg(&name),
+            &msg(&what, field),
+            rule,
+            field,
+        );
+    }
+    assert_eq!(
+        inspect(&name, "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}"),
+        format!("{cap} 4096")
+    );
+    // Within the caps, an update goes through.
+    run_ok(
+        cistern
+            .docker()
+            .args(["update", "--pids-limit", "100", &name]),
+    );
+    assert_eq!(inspect(&name, "{{.HostConfig.PidsLimit}}"), "100");
+}
+
+#[test]
+fn an_operator_config_lifting_the_limits_lets_unlimited_through() {
+    let cistern = start("{limits: none}");
+    let name = unique("policy-lifted");
+    let _cleanup = Cleanup::container(&name);
+    let out = run_ok(cistern.docker().args([
+        "run",
+        "--name",
+        &name,
+        "--pids-limit",
+        "-1",
+        busybox(),
+        "sh",
+        "-c",
+        CGROUP_LIMITS,
+    ]));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("max"), "{out}");
+    assert_eq!(inspect(&name, "{{.HostConfig.Memory}}"), "0");
+    run_ok(
+        cistern
+            .docker()
+            .args(["update", "--pids-limit", "-1", "--memory-swap", "-1", &name]),
+    );
+
+    // Lifting one limit keeps the others.
+    let cistern = start("{limits: {pids: null}}");
+    let name = unique("policy-lifted-pids");
+    let _cleanup = Cleanup::container(&name);
+    run_ok(cistern.docker().args([
+        "create",
+        "--name",
+        &name,
+        "--pids-limit",
+        "-1",
+        busybox(),
+        "true",
+    ]));
+    assert_eq!(
+        inspect(&name, "{{.HostConfig.Memory}}"),
+        default_memory_cap().to_string()
+    );
+    assert_create_refused(
+        &cistern,
+        &["-m", "64m", "--memory-swap", "-1"],
+        &format!(
+            "memory+swap unlimited is over the cap of {}",
+            default_memory_cap()
+        ),
+        "limit_memory_swap",
+        "HostConfig.MemorySwap",
+    );
+}
+
 #[test]
 fn published_ports_are_forced_onto_the_configured_address() {
     let cistern = start("{publish_host_ip: 127.0.0.1}");

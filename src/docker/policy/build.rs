@@ -11,7 +11,7 @@
 //! * `cgroupparent` is refused (rule `cgroup_parent`); the listener's injected cgroup
 //!   parent is set instead. `isolation` other than `default` is refused.
 //! * `memory`, `memswap`, `cpuquota`/`cpuperiod`, `shmsize` and `ulimits` get the
-//!   same caps as containers. moby reads them with `Int64ValueOrZero`, so an
+//!   same caps as containers (`memswap` left at 0 becomes `memory`: no swap). moby reads them with `Int64ValueOrZero`, so an
 //!   unparsable number is 0, i.e. unlimited, and is treated as such.
 //! * `extrahosts`, `buildargs`, `labels`, `t`, `target`, `platform` are fine.
 //!
@@ -118,13 +118,24 @@ pub fn build_query(ctx: &mut Ctx<'_>, q: &Query) -> Result<Option<String>, Refus
     let limits = ctx.policy.limits.clone();
     let mut out = q.clone();
     let mut changed = false;
+    let mut memory = int_or_zero(q, "memory")?;
     for (key, rule, limit, inject) in [
         ("memory", "limit_memory", &limits.memory, true),
         ("memswap", "limit_memory_swap", &limits.memory_swap, true),
         ("shmsize", "limit_shm_size", &limits.shm_size, false),
     ] {
         if let Some(l) = limit {
-            if let Some(v) = cap(ctx, key, rule, int_or_zero(q, key)?, l, inject)? {
+            let asked = int_or_zero(q, key)?;
+            let set = if key == "memswap" && asked == 0 && l.force.is_none() {
+                // No swap unless asked for, as for containers (see `limits`).
+                (memory > 0).then(|| memory.min(l.ceiling()))
+            } else {
+                cap(ctx, key, rule, asked, l, inject)?
+            };
+            if let Some(v) = set {
+                if key == "memory" {
+                    memory = v;
+                }
                 out = out.with(key, &v.to_string());
                 ctx.notes.push(format!("build {key} set to {v}"));
                 changed = true;
@@ -203,7 +214,7 @@ mod tests {
 
     #[test]
     fn dangerous_build_parameters_are_refused() {
-        let p = Policy::default();
+        let p = policy_yaml("limits: none"); // queries compared whole
         for (q, rule) in [
             ("networkmode=host", "build_network_mode"),
             ("networkmode=container:web", "build_network_mode"),
@@ -228,7 +239,7 @@ mod tests {
         let q = build(&p, "t=a").unwrap().unwrap();
         assert_eq!(
             q,
-            "t=a&memory=1073741824&cpuquota=100000&cgroupparent=%2Fci"
+            "t=a&memory=1073741824&memswap=1073741824&cpuquota=100000&cgroupparent=%2Fci"
         );
         assert_eq!(
             build(&p, "memory=2147483648").unwrap_err().rule,

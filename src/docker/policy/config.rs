@@ -18,9 +18,9 @@
 //! socket_binds: [/var/run/docker.sock, /run/docker.sock]  # the default; [] = off
 //! unprivileged_images: [testcontainers/ryuk]  # Privileged dropped, not refused
 //! publish_host_ip: 127.0.0.1    # force published ports onto this address
-//! limits:                       # each { max, force, on_exceed: refuse|clamp }
-//!   memory: { max: 4GiB }
-//!   memory_swap: { max: 4GiB }
+//! limits:                       # each { max, force, on_exceed: refuse|clamp },
+//!   memory: { max: 4GiB }       #   or null/none to lift it; `limits: none`
+//!   memory_swap: { max: 4GiB }  #   lifts them all
 //!   cpus: { max: 2 }            # CPUs, fractions allowed
 //!   pids: { max: 4096 }
 //!   shm_size: { max: 1GiB }
@@ -42,14 +42,25 @@
 //! A limit's `max` caps what a client may ask for, and is also set when the client
 //! asks for nothing (absent means unlimited to the daemon). `force` sets the value
 //! whatever the client asked. Over `max`: `on_exceed: refuse` (default) refuses
-//! naming the cap, `clamp` lowers the value and notes it.
+//! naming the cap, `clamp` lowers the value and notes it. `memory` and
+//! `memory_swap` also take a percentage of the host's RAM (`max: 25%`, see
+//! [`host`](super::host)).
+//!
+//! A limit left out takes its default; `null` or `none` lifts it, and
+//! `limits: none` lifts every one. The defaults ([`limits`](super::limits)) keep
+//! one job from taking the host down: `memory` at half the host's RAM (between
+//! 1 GiB and 64 GiB; below an explicit `memory_swap`), `memory_swap` at the
+//! memory cap (so no swap unless a client asks for some within it), `pids` at
+//! 4096; the others are unlimited.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::limits::{Limit, Limits, OnExceed};
+use super::host::Host;
+use super::limits::{self, Limit, Limits, OnExceed};
 use super::mounts::BindAllow;
 use super::unprivileged::ImageName;
 use super::{inject::Inject, privilege, Policy, UnknownFields};
@@ -77,8 +88,9 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub unprivileged_images: Vec<String>,
     pub publish_host_ip: Option<IpAddr>,
+    /// Absent: the default limits; `none`: no limits at all.
     #[serde(default)]
-    pub limits: LimitsConfig,
+    pub limits: Setting<LimitsConfig>,
     #[serde(default)]
     pub inject: InjectConfig,
 }
@@ -126,15 +138,62 @@ pub struct CpuLimitConfig {
     pub on_exceed: Option<OnExceed>,
 }
 
+/// A limit as written: left out (its default), lifted (`null` or `none`), or set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Setting<T> {
+    #[default]
+    Default,
+    Lifted,
+    Set(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Setting<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct SettingVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for SettingVisitor<T> {
+            type Value = Setting<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping, or `none` to lift the limit")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Setting<T>, E> {
+                Ok(Setting::Lifted)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Setting<T>, E> {
+                Ok(Setting::Lifted)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Setting<T>, D::Error> {
+                Setting::deserialize(d)
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Setting<T>, E> {
+                match s {
+                    "none" => Ok(Setting::Lifted),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Setting<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Setting::Set)
+            }
+        }
+        d.deserialize_any(SettingVisitor(std::marker::PhantomData))
+    }
+}
+
+/// `limits:`; a key left out takes its default (see the module docs).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
-    pub memory: Option<SizeLimitConfig>,
-    pub memory_swap: Option<SizeLimitConfig>,
-    pub cpus: Option<CpuLimitConfig>,
-    pub pids: Option<CountLimitConfig>,
-    pub shm_size: Option<SizeLimitConfig>,
-    pub log_max_size: Option<SizeLimitConfig>,
+    #[serde(default)]
+    pub memory: Setting<SizeLimitConfig>,
+    #[serde(default)]
+    pub memory_swap: Setting<SizeLimitConfig>,
+    #[serde(default)]
+    pub cpus: Setting<CpuLimitConfig>,
+    #[serde(default)]
+    pub pids: Setting<CountLimitConfig>,
+    #[serde(default)]
+    pub shm_size: Setting<SizeLimitConfig>,
+    #[serde(default)]
+    pub log_max_size: Setting<SizeLimitConfig>,
     #[serde(default)]
     pub ulimits: BTreeMap<String, CountLimitConfig>,
 }
@@ -201,8 +260,14 @@ pub const DEFAULT_GROUPS: [Group; 8] = [
 ];
 
 impl PolicyConfig {
-    /// Validates into a typed [`Policy`] (sizes parsed once).
+    /// Validates into a typed [`Policy`] (sizes parsed once), with limits sized
+    /// from this host ([`Host::current`]).
     pub fn validate(&self) -> Result<Policy, PolicyError> {
+        self.validate_on(Host::current())
+    }
+
+    /// Validates into a typed [`Policy`], with limits sized from `host`.
+    pub fn validate_on(&self, host: Host) -> Result<Policy, PolicyError> {
         let mut allowed_groups: BTreeSet<Group> = DEFAULT_GROUPS.into_iter().collect();
         for (name, on) in &self.groups {
             let g =
@@ -243,48 +308,7 @@ impl PolicyConfig {
                 return Err(PolicyError::Sysctl(s.clone()));
             }
         }
-        let l = &self.limits;
-        let limits = Limits {
-            memory: l
-                .memory
-                .as_ref()
-                .map(|c| size_limit("memory", c))
-                .transpose()?,
-            memory_swap: l
-                .memory_swap
-                .as_ref()
-                .map(|c| size_limit("memory_swap", c))
-                .transpose()?,
-            nano_cpus: l.cpus.as_ref().map(cpu_limit).transpose()?,
-            pids: l
-                .pids
-                .as_ref()
-                .map(|c| count_limit("pids", c))
-                .transpose()?,
-            shm_size: l
-                .shm_size
-                .as_ref()
-                .map(|c| size_limit("shm_size", c))
-                .transpose()?,
-            log_max_size: l
-                .log_max_size
-                .as_ref()
-                .map(|c| size_limit("log_max_size", c))
-                .transpose()?,
-            ulimits: l
-                .ulimits
-                .iter()
-                .map(|(n, c)| Ok((n.clone(), count_limit(n, c)?)))
-                .collect::<Result<_, PolicyError>>()?,
-        };
-        if let (Some(m), Some(s)) = (&limits.memory, &limits.memory_swap) {
-            if s.ceiling() < m.ceiling() {
-                return Err(PolicyError::Limit(
-                    "memory_swap".into(),
-                    "must not be below memory (memory_swap is memory plus swap)",
-                ));
-            }
-        }
+        let limits = self.limits(host)?;
         let i = &self.inject;
         for e in &i.env {
             match e.split_once('=') {
@@ -336,6 +360,84 @@ impl PolicyConfig {
             socket_binds,
             unprivileged_images,
             audit: self.audit,
+        })
+    }
+}
+
+impl PolicyConfig {
+    /// The typed limits: each one set, defaulted or lifted.
+    fn limits(&self, host: Host) -> Result<Limits, PolicyError> {
+        let defaults = LimitsConfig::default();
+        let l = match &self.limits {
+            Setting::Lifted => return Ok(Limits::default()),
+            Setting::Default => &defaults,
+            Setting::Set(l) => l,
+        };
+        let explicit_swap = match &l.memory_swap {
+            Setting::Set(c) => Some(size_limit("memory_swap", c, Some(host))?),
+            _ => None,
+        };
+        let memory = match &l.memory {
+            Setting::Set(c) => Some(size_limit("memory", c, Some(host))?),
+            Setting::Lifted => None,
+            // Never above an explicit memory+swap cap, which would make the
+            // config's validity depend on the host.
+            Setting::Default => Some(Limit::cap(
+                explicit_swap
+                    .as_ref()
+                    .map_or(i64::MAX, Limit::ceiling)
+                    .min(limits::default_memory(host)),
+            )),
+        };
+        let memory_swap = match (&l.memory_swap, &memory) {
+            (Setting::Set(_), None) => {
+                return Err(PolicyError::Limit(
+                    "memory_swap".into(),
+                    "needs a memory limit (the daemon refuses a swap limit without one)",
+                ))
+            }
+            (Setting::Set(_), Some(_)) => explicit_swap,
+            (Setting::Lifted, _) => None,
+            // Memory plus swap at the memory cap: no swap beyond it.
+            (Setting::Default, m) => m.as_ref().map(|m| Limit {
+                max: Some(m.ceiling()),
+                force: None,
+                on_exceed: m.on_exceed,
+            }),
+        };
+        if let (Some(m), Some(s)) = (&memory, &memory_swap) {
+            if s.ceiling() < m.ceiling() {
+                return Err(PolicyError::Limit(
+                    "memory_swap".into(),
+                    "must not be below memory (memory_swap is memory plus swap)",
+                ));
+            }
+        }
+        Ok(Limits {
+            memory,
+            memory_swap,
+            nano_cpus: match &l.cpus {
+                Setting::Set(c) => Some(cpu_limit(c)?),
+                _ => None,
+            },
+            pids: match &l.pids {
+                Setting::Set(c) => Some(count_limit("pids", c)?),
+                Setting::Lifted => None,
+                Setting::Default => Some(Limit::cap(limits::DEFAULT_PIDS)),
+            },
+            shm_size: match &l.shm_size {
+                Setting::Set(c) => Some(size_limit("shm_size", c, None)?),
+                _ => None,
+            },
+            log_max_size: match &l.log_max_size {
+                Setting::Set(c) => Some(size_limit("log_max_size", c, None)?),
+                _ => None,
+            },
+            ulimits: l
+                .ulimits
+                .iter()
+                .map(|(n, c)| Ok((n.clone(), count_limit(n, c)?)))
+                .collect::<Result<_, PolicyError>>()?,
         })
     }
 }
@@ -408,18 +510,43 @@ fn finish(
     })
 }
 
-fn size_limit(name: &str, c: &SizeLimitConfig) -> Result<Limit, PolicyError> {
-    let max = c
-        .max
-        .as_ref()
-        .map(|s| s.bytes().and_then(|b| to_i64(name, b)))
-        .transpose()?;
-    let force = c
-        .force
-        .as_ref()
-        .map(|s| s.bytes().and_then(|b| to_i64(name, b)))
-        .transpose()?;
+/// A size limit; with a `host`, a percentage of its RAM (`25%`) counts too.
+fn size_limit(name: &str, c: &SizeLimitConfig, host: Option<Host>) -> Result<Limit, PolicyError> {
+    let bytes = |s: &Size| -> Result<i64, PolicyError> {
+        match (s, host) {
+            (Size::Text(t), Some(host)) if t.trim_end().ends_with('%') => {
+                let share = host_share(name, t, host)?;
+                to_i64(name, share)
+            }
+            _ => s.bytes().and_then(|b| to_i64(name, b)),
+        }
+    };
+    let max = c.max.as_ref().map(bytes).transpose()?;
+    let force = c.force.as_ref().map(bytes).transpose()?;
     finish(name, max, force, c.on_exceed)
+}
+
+/// `25%` of the host's RAM, in bytes.
+fn host_share(name: &str, text: &str, host: Host) -> Result<u64, PolicyError> {
+    let percent: f64 = text
+        .trim()
+        .trim_end_matches('%')
+        .trim_end()
+        .parse()
+        .map_err(|_| PolicyError::Size(text.to_string()))?;
+    if !(percent > 0.0 && percent <= 100.0) {
+        return Err(PolicyError::Limit(
+            name.into(),
+            "a percentage of the host's RAM must be above 0 and at most 100",
+        ));
+    }
+    let Some(ram) = host.memory else {
+        return Err(PolicyError::Limit(
+            name.into(),
+            "a percentage needs the host's RAM, and /proc/meminfo cannot be read",
+        ));
+    };
+    Ok((ram as f64 * percent / 100.0) as u64)
 }
 
 fn count_limit(name: &str, c: &CountLimitConfig) -> Result<Limit, PolicyError> {
@@ -546,6 +673,129 @@ mod tests {
             ("sysctls: ['net.*.x']", "invalid sysctl"),
         ] {
             let e = load(yaml).unwrap_err();
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
+    }
+
+    fn limits_on(yaml: &str, ram: Option<u64>) -> Result<Limits, String> {
+        let c: PolicyConfig = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        c.validate_on(Host { memory: ram })
+            .map(|p| p.limits)
+            .map_err(|e| e.to_string())
+    }
+
+    fn caps(l: &Limits) -> [Option<i64>; 3] {
+        [&l.memory, &l.memory_swap, &l.pids].map(|l| l.as_ref().map(Limit::ceiling))
+    }
+
+    const GIB: i64 = 1 << 30;
+    const HOST: Option<u64> = Some(16 << 30);
+
+    #[test]
+    fn limits_left_out_take_the_host_sized_defaults() {
+        for yaml in ["{}", "limits: {}", "limits: {cpus: {max: 2}}", "name: ci"] {
+            let l = limits_on(yaml, HOST).unwrap();
+            assert_eq!(
+                caps(&l),
+                [Some(8 * GIB), Some(8 * GIB), Some(4096)],
+                "{yaml}"
+            );
+            assert_eq!(l.memory.as_ref().unwrap().on_exceed, OnExceed::Refuse);
+            assert!(l.shm_size.is_none() && l.log_max_size.is_none() && l.ulimits.is_empty());
+        }
+        assert_eq!(
+            limits_on("limits: {cpus: {max: 2}}", HOST)
+                .unwrap()
+                .nano_cpus,
+            Some(Limit::cap(2_000_000_000))
+        );
+        // The built-in policy is the same on this host.
+        assert_eq!(
+            Policy::default().limits,
+            limits_on("{}", Host::current().memory).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_swap_default_follows_the_memory_cap_and_memory_stays_below_swap() {
+        let l = limits_on("limits: {memory: {max: 2GiB, on_exceed: clamp}}", HOST).unwrap();
+        assert_eq!(caps(&l), [Some(2 * GIB), Some(2 * GIB), Some(4096)]);
+        assert_eq!(l.memory_swap.unwrap().on_exceed, OnExceed::Clamp);
+        let l = limits_on("limits: {memory: {force: 512MiB}}", HOST).unwrap();
+        assert_eq!(caps(&l)[1], Some(512 << 20));
+        // An explicit swap cap below the host-sized memory default lowers it,
+        // so that the config is valid on any host.
+        let l = limits_on("limits: {memory_swap: {max: 2GiB}}", HOST).unwrap();
+        assert_eq!(caps(&l), [Some(2 * GIB), Some(2 * GIB), Some(4096)]);
+        let l = limits_on("limits: {memory_swap: {max: 32GiB}}", HOST).unwrap();
+        assert_eq!(caps(&l), [Some(8 * GIB), Some(32 * GIB), Some(4096)]);
+    }
+
+    #[test]
+    fn limits_are_lifted_one_by_one_or_all_at_once() {
+        for yaml in [
+            "limits: none",
+            "limits: null",
+            "limits: {memory: null, memory_swap: null, pids: null}",
+            "limits: {memory: none, pids: ~}",
+        ] {
+            assert_eq!(limits_on(yaml, HOST).unwrap(), Limits::default(), "{yaml}");
+        }
+        let l = limits_on("limits: {pids: none}", HOST).unwrap();
+        assert_eq!(caps(&l), [Some(8 * GIB), Some(8 * GIB), None]);
+        let l = limits_on("limits: {memory_swap: none}", HOST).unwrap();
+        assert_eq!(caps(&l), [Some(8 * GIB), None, Some(4096)]);
+        let l = limits_on("limits: {memory: none}", HOST).unwrap();
+        assert_eq!(caps(&l), [None, None, Some(4096)]);
+    }
+
+    #[test]
+    fn memory_takes_a_percentage_of_the_host() {
+        let l = limits_on(
+            "limits: {memory: {max: 25%}, memory_swap: {max: '37.5 %'}}",
+            HOST,
+        )
+        .unwrap();
+        assert_eq!(caps(&l)[..2], [Some(4 * GIB), Some(6 * GIB)]);
+        for (yaml, ram, want) in [
+            (
+                "limits: {memory: {max: 0%}}",
+                HOST,
+                "above 0 and at most 100",
+            ),
+            (
+                "limits: {memory: {max: 150%}}",
+                HOST,
+                "above 0 and at most 100",
+            ),
+            ("limits: {memory: {max: x%}}", HOST, "invalid size"),
+            (
+                "limits: {memory: {max: 25%}}",
+                None,
+                "/proc/meminfo cannot be read",
+            ),
+            ("limits: {shm_size: {max: 25%}}", HOST, "invalid size"),
+            ("max_body_size: 25%", HOST, "invalid size"),
+        ] {
+            let e = limits_on(yaml, ram).unwrap_err();
+            assert!(e.contains(want), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_limit_settings_are_refused() {
+        for (yaml, want) in [
+            (
+                "limits: {memory: none, memory_swap: {max: 1GiB}}",
+                "memory_swap: needs a memory limit",
+            ),
+            ("limits: {pids: unlimited}", "a mapping, or `none`"),
+            ("limits: {pids: -1}", "a mapping, or `none`"),
+            ("limits: unlimited", "a mapping, or `none`"),
+            ("limits: {pids: {max: 1, cap: 2}}", "unknown field `cap`"),
+            ("limits: {bogus: none}", "unknown field `bogus`"),
+        ] {
+            let e = limits_on(yaml, HOST).unwrap_err();
             assert!(e.contains(want), "{yaml}: {e}");
         }
     }

@@ -1,14 +1,31 @@
 //! Resource limits: memory, memory+swap, CPUs, PIDs, ulimits, `/dev/shm` size and
 //! the json-file/local log size, each capped (`max`) or forced (`force`).
 //!
+//! **Defaults.** A policy that does not say otherwise (the built-in
+//! `conservative` one included) caps memory at half the host's RAM
+//! ([`default_memory`]: at least 1 GiB, at most 64 GiB), memory+swap at the
+//! memory cap, and PIDs at [`DEFAULT_PIDS`], so that one job can neither
+//! fork-bomb the host nor use all of its memory; CPUs, shm size, ulimits and log
+//! size are left unlimited. The config lifts each (`null`/`none`) or all
+//! (`limits: none`); see [`config`](super::config).
+//!
 //! The daemon reads "unlimited" in several spellings, and each counts as over the
 //! cap: `Memory: 0`, `MemorySwap: -1`, `PidsLimit: -1` (and `0` on update; on
 //! create the docker CLI sends `0` by default, which gets the cap), `NanoCpus: 0`
 //! with no `CpuQuota` (or `CpuQuota: -1`), a ulimit of `-1`, a json-file log
 //! without `max-size`. On container create an absent (or unlimited-by-default)
 //! value is set to the cap, since absent means unlimited to the daemon; `ShmSize`
-//! absent keeps the daemon's 64 MiB default. On container update an absent value means "unchanged"
+//! absent keeps the daemon's 64 MiB default. An absent `MemorySwap` is set to the
+//! container's `Memory` instead (no swap): the daemon would otherwise allow as
+//! much swap again as memory; a client that wants swap asks for a `MemorySwap`
+//! within the cap. On container update an absent value means "unchanged"
 //! and is left alone, but an explicit value is checked the same way.
+//!
+//! Explicit "unlimited" is over every cap, so with the default
+//! `on_exceed: refuse` it is refused with 403 naming the rule (`limit_pids`,
+//! `limit_memory_swap`...); with `clamp` it gets the cap. The zeros the docker
+//! CLI sends on every create (`--memory 0`, `--pids-limit 0`, `--memory-swap 0`
+//! are the same bytes) cannot be told from "nothing asked" and get the cap.
 //!
 //! CPUs may be given as `NanoCpus` or as `CpuQuota`/`CpuPeriod` (CPUs = quota /
 //! period, period defaulting to 100 ms); the daemon refuses both at once, so
@@ -22,6 +39,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::host::Host;
 use super::{Ctx, Json, Refusal};
 
 /// What to do with a value over `max`.
@@ -40,7 +58,35 @@ pub struct Limit {
     pub on_exceed: OnExceed,
 }
 
+/// The PIDs cap when the config does not set one: enough for parallel builds
+/// and test runners, far below the kernel's default `pid_max`.
+pub const DEFAULT_PIDS: i64 = 4096;
+/// The smallest memory cap sized from the host.
+pub const DEFAULT_MEMORY_FLOOR: i64 = 1 << 30;
+/// The largest memory cap sized from the host.
+pub const DEFAULT_MEMORY_CEILING: i64 = 64 << 30;
+
+/// The memory cap when the config does not set one: half the host's RAM, at
+/// least [`DEFAULT_MEMORY_FLOOR`] and at most [`DEFAULT_MEMORY_CEILING`]; the
+/// floor when the host's RAM cannot be read.
+pub fn default_memory(host: Host) -> i64 {
+    host.memory
+        .map_or(DEFAULT_MEMORY_FLOOR, |ram| {
+            i64::try_from(ram / 2).unwrap_or(i64::MAX)
+        })
+        .clamp(DEFAULT_MEMORY_FLOOR, DEFAULT_MEMORY_CEILING)
+}
+
 impl Limit {
+    /// A cap of `max`, refused above.
+    pub fn cap(max: i64) -> Limit {
+        Limit {
+            max: Some(max),
+            force: None,
+            on_exceed: OnExceed::Refuse,
+        }
+    }
+
     /// The highest value this limit lets through.
     pub fn ceiling(&self) -> i64 {
         self.max.or(self.force).unwrap_or(i64::MAX)
@@ -58,6 +104,14 @@ pub struct Limits {
     pub log_max_size: Option<Limit>,
     /// By ulimit name (`nofile`, `nproc`...): caps on soft and hard.
     pub ulimits: BTreeMap<String, Limit>,
+}
+
+/// How a cap reads in the startup log: the highest value let through, or
+/// `unlimited`.
+pub fn cap_text(limit: &Option<Limit>) -> String {
+    limit
+        .as_ref()
+        .map_or_else(|| "unlimited".into(), |l| l.ceiling().to_string())
 }
 
 /// A value as the daemon will read it.
@@ -164,14 +218,31 @@ pub fn resources(ctx: &mut Ctx<'_>, res: &mut Json, prefix: &str) -> Result<(), 
             Some(n) if n < 0 => Val::Unlimited,
             Some(n) => Val::Set(n),
         };
-        let s = Scalar {
-            key: "MemorySwap",
-            field: field(prefix, "MemorySwap"),
-            rule: "limit_memory_swap",
-            what: "memory+swap",
-            inject_absent: true,
-        };
-        enforce(ctx, res, s, l, val)?;
+        let memory = int(res, "Memory").filter(|m| *m > 0);
+        match (val, memory) {
+            // No swap unless asked for: memory+swap is the memory limit (which
+            // the memory cap keeps within this one; the daemon refuses a
+            // swap limit without a memory limit, so none is set then).
+            (Val::Absent, Some(m)) if !ctx.update && l.force.is_none() => {
+                let m = m.min(l.ceiling());
+                res.set("MemorySwap", Json::int(m));
+                ctx.notes.push(format!(
+                    "{} set to the memory limit {m} (no swap)",
+                    field(prefix, "MemorySwap")
+                ));
+            }
+            (Val::Absent, None) if !ctx.update && l.force.is_none() => {}
+            _ => {
+                let s = Scalar {
+                    key: "MemorySwap",
+                    field: field(prefix, "MemorySwap"),
+                    rule: "limit_memory_swap",
+                    what: "memory+swap",
+                    inject_absent: true,
+                };
+                enforce(ctx, res, s, l, val)?;
+            }
+        }
     }
     if let Some(l) = &limits.nano_cpus {
         cpus(ctx, res, prefix, l)?;
@@ -442,7 +513,8 @@ mod tests {
         let v = create(&p, r#"{"Image":"x"}"#).unwrap();
         let h = hc(&v);
         assert_eq!(int(h, "Memory"), Some(1 << 30));
-        assert_eq!(int(h, "MemorySwap"), Some(2 << 30));
+        // Swap is not given unless asked for: memory+swap is the memory limit.
+        assert_eq!(int(h, "MemorySwap"), Some(1 << 30));
         assert_eq!(int(h, "NanoCpus"), Some(2_000_000_000));
         assert_eq!(int(h, "PidsLimit"), Some(100));
         assert_eq!(h.get("ShmSize"), None);
@@ -590,6 +662,201 @@ mod tests {
         );
         p.inspect_body(&r, br#"{"Memory":536870912,"NanoCpus":1000000000}"#)
             .unwrap();
+    }
+
+    const GIB: i64 = 1 << 30;
+
+    /// A policy validated on a host with `ram` bytes of RAM.
+    fn on_host(yaml: &str, ram: u64) -> crate::docker::policy::Policy {
+        let c: crate::docker::policy::PolicyConfig = serde_yaml::from_str(yaml).unwrap();
+        c.validate_on(Host { memory: Some(ram) }).unwrap()
+    }
+
+    /// What the docker CLI 20.10 sends for `docker run busybox true`.
+    const CLI_RUN: &str = r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"Binds":null,"LogConfig":{"Type":"","Config":{}},"NetworkMode":"default","RestartPolicy":{"Name":"no","MaximumRetryCount":0},"ShmSize":0,"CpuShares":0,"Memory":0,"NanoCpus":0,"CgroupParent":"","CpuPeriod":0,"CpuQuota":0,"MemoryReservation":0,"MemorySwap":0,"MemorySwappiness":-1,"OomKillDisable":false,"PidsLimit":0,"Ulimits":null}}"#;
+
+    fn with_host_config(fields: &str) -> String {
+        format!(r#"{{"Image":"busybox","HostConfig":{{{fields}}}}}"#)
+    }
+
+    #[test]
+    fn the_default_policy_caps_pids_memory_and_swap_on_a_plain_run() {
+        let p = on_host("{}", 16 << 30);
+        let v = create(&p, CLI_RUN).unwrap();
+        let h = hc(&v);
+        assert_eq!(int(h, "PidsLimit"), Some(DEFAULT_PIDS));
+        assert_eq!(int(h, "Memory"), Some(8 * GIB));
+        assert_eq!(int(h, "MemorySwap"), Some(8 * GIB));
+        // CPUs, shm size, ulimits and log size stay the client's.
+        assert_eq!(int(h, "NanoCpus"), Some(0));
+        assert_eq!(int(h, "ShmSize"), Some(0));
+        assert_eq!(h.get("Ulimits"), None);
+        assert_eq!(h.at(&["LogConfig", "Config"]), Some(&Json::Object(vec![])));
+        // No HostConfig at all (docker-py's low-level API, curl).
+        let v = create(&p, r#"{"Image":"busybox"}"#).unwrap();
+        assert_eq!(
+            (
+                int(hc(&v), "Memory"),
+                int(hc(&v), "MemorySwap"),
+                int(hc(&v), "PidsLimit")
+            ),
+            (Some(8 * GIB), Some(8 * GIB), Some(4096))
+        );
+        let i = p
+            .inspect_body(
+                &route("POST", "/v1.41/containers/create"),
+                CLI_RUN.as_bytes(),
+            )
+            .unwrap();
+        assert_eq!(
+            i.notes,
+            [
+                "HostConfig.Memory set to the cap 8589934592",
+                "HostConfig.MemorySwap set to the memory limit 8589934592 (no swap)",
+                "HostConfig.PidsLimit set to the cap 4096"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_default_memory_cap_is_half_the_host_between_a_floor_and_a_ceiling() {
+        for (ram, cap) in [
+            (Some(16 << 30), 8 * GIB),
+            (Some(1 << 30), GIB),
+            (Some(3 << 30), 3 * GIB / 2),
+            (Some(512 << 30), 64 * GIB),
+            (None, GIB),
+        ] {
+            assert_eq!(default_memory(Host { memory: ram }), cap, "{ram:?}");
+        }
+    }
+
+    #[test]
+    fn a_client_may_ask_for_less_and_for_swap_within_the_cap() {
+        let p = on_host("{}", 16 << 30);
+        for (fields, memory, swap, pids) in [
+            // Less memory: no swap unless asked for.
+            (r#""Memory":268435456"#, 268435456, 268435456, 4096),
+            (
+                r#""Memory":268435456,"MemorySwap":536870912,"PidsLimit":64"#,
+                268435456,
+                536870912,
+                64,
+            ),
+            (
+                r#""Memory":8589934592,"MemorySwap":8589934592,"PidsLimit":4096"#,
+                8 * GIB,
+                8 * GIB,
+                4096,
+            ),
+        ] {
+            let v = create(&p, &with_host_config(fields)).unwrap();
+            let h = hc(&v);
+            assert_eq!(
+                (int(h, "Memory"), int(h, "MemorySwap"), int(h, "PidsLimit")),
+                (Some(memory), Some(swap), Some(pids)),
+                "{fields}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_policy_refuses_unlimited_and_over_the_cap_naming_the_rule() {
+        let p = on_host("{}", 16 << 30);
+        for (fields, rule, message) in [
+            (r#""PidsLimit":-1"#, "limit_pids", "cistern: PIDs limit unlimited is over the cap of 4096 (policy conservative, HostConfig.PidsLimit)"),
+            (r#""PidsLimit":4097"#, "limit_pids", "cistern: PIDs limit 4097 is over the cap of 4096 (policy conservative, HostConfig.PidsLimit)"),
+            (r#""MemorySwap":-1"#, "limit_memory_swap", "cistern: memory+swap unlimited is over the cap of 8589934592 (policy conservative, HostConfig.MemorySwap)"),
+            (r#""Memory":268435456,"MemorySwap":-1"#, "limit_memory_swap", "cistern: memory+swap unlimited is over the cap of 8589934592 (policy conservative, HostConfig.MemorySwap)"),
+            (r#""Memory":268435456,"MemorySwap":17179869184"#, "limit_memory_swap", "cistern: memory+swap 17179869184 is over the cap of 8589934592 (policy conservative, HostConfig.MemorySwap)"),
+            (r#""Memory":-1"#, "limit_memory", "cistern: memory unlimited is over the cap of 8589934592 (policy conservative, HostConfig.Memory)"),
+            (r#""Memory":17179869184"#, "limit_memory", "cistern: memory 17179869184 is over the cap of 8589934592 (policy conservative, HostConfig.Memory)"),
+        ] {
+            let r = refused(&p, &with_host_config(fields));
+            assert_eq!((r.rule, r.message.as_str()), (rule, message), "{fields}");
+            assert_eq!(r.status, http::StatusCode::FORBIDDEN);
+            assert_eq!(r.json_body(), serde_json::json!({ "message": message }).to_string());
+        }
+    }
+
+    #[test]
+    fn the_default_policy_refuses_an_update_to_unlimited_or_over_the_cap() {
+        let p = on_host("{}", 16 << 30);
+        let r = route("POST", "/v1.41/containers/c/update");
+        for (body, rule) in [
+            (r#"{"PidsLimit":-1}"#, "limit_pids"),
+            // On update the CLI sends PidsLimit only when asked: 0 is unlimited.
+            (r#"{"PidsLimit":0}"#, "limit_pids"),
+            (r#"{"PidsLimit":100000}"#, "limit_pids"),
+            (r#"{"Memory":0,"MemorySwap":-1}"#, "limit_memory_swap"),
+            (
+                r#"{"Memory":17179869184,"MemorySwap":17179869184}"#,
+                "limit_memory",
+            ),
+            (r#"{"Memory":-1}"#, "limit_memory"),
+        ] {
+            assert_eq!(
+                p.inspect_body(&r, body.as_bytes()).unwrap_err().rule,
+                rule,
+                "{body}"
+            );
+        }
+        // What the docker CLI sends for `docker update --pids-limit 100 -m 1g`:
+        // zeros mean "unchanged" and are left alone.
+        let body = br#"{"BlkioWeight":0,"CpuShares":0,"Memory":1073741824,"NanoCpus":0,"CpuPeriod":0,"CpuQuota":0,"MemoryReservation":0,"MemorySwap":0,"PidsLimit":100,"RestartPolicy":{"Name":"","MaximumRetryCount":0}}"#;
+        let i = p.inspect_body(&r, body).unwrap();
+        assert_eq!(&i.body[..], &body[..]);
+        assert!(i.notes.is_empty(), "{:?}", i.notes);
+    }
+
+    #[test]
+    fn lifted_limits_let_unlimited_through() {
+        let unlimited = with_host_config(r#""Memory":0,"MemorySwap":-1,"PidsLimit":-1"#);
+        for yaml in [
+            "limits: none",
+            "limits: {memory: null, memory_swap: ~, pids: none}",
+        ] {
+            let p = on_host(yaml, 16 << 30);
+            assert_eq!(p.limits, Limits::default(), "{yaml}");
+            let v = create(&p, &unlimited).unwrap();
+            let h = hc(&v);
+            assert_eq!(
+                (int(h, "Memory"), int(h, "MemorySwap"), int(h, "PidsLimit")),
+                (Some(0), Some(-1), Some(-1)),
+                "{yaml}"
+            );
+            let u = route("POST", "/v1.41/containers/c/update");
+            p.inspect_body(&u, br#"{"PidsLimit":-1,"MemorySwap":-1}"#)
+                .unwrap();
+        }
+        // Lifting one keeps the others.
+        let p = on_host("limits: {pids: none}", 16 << 30);
+        let v = create(&p, &with_host_config(r#""PidsLimit":-1"#)).unwrap();
+        assert_eq!(int(hc(&v), "PidsLimit"), Some(-1));
+        assert_eq!(int(hc(&v), "Memory"), Some(8 * GIB));
+        assert_eq!(
+            refused(&p, &with_host_config(r#""MemorySwap":-1"#)).rule,
+            "limit_memory_swap"
+        );
+    }
+
+    #[test]
+    fn clamp_on_memory_also_clamps_unlimited_swap() {
+        let p = on_host("limits: {memory: {max: 1GiB, on_exceed: clamp}}", 16 << 30);
+        let v = create(
+            &p,
+            &with_host_config(r#""Memory":4294967296,"MemorySwap":-1"#),
+        )
+        .unwrap();
+        assert_eq!(
+            (int(hc(&v), "Memory"), int(hc(&v), "MemorySwap")),
+            (Some(GIB), Some(GIB))
+        );
+        // The PIDs cap keeps its default and refuses.
+        assert_eq!(
+            refused(&p, &with_host_config(r#""PidsLimit":-1"#)).rule,
+            "limit_pids"
+        );
     }
 
     #[test]

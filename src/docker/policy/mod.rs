@@ -32,7 +32,8 @@
 //! fields dropped, no rewrites), never the client's raw bytes.
 //!
 //! One rule concern per file: [`privilege`], [`namespaces`], [`mounts`],
-//! [`devices`], [`security_opt`], [`runtime`], [`limits`], [`network`], [`build`],
+//! [`devices`], [`security_opt`], [`runtime`], [`limits`] (and the [`host`] they
+//! are sized from), [`network`], [`build`],
 //! [`inject`], and two rewrites that run before the rules they concern:
 //! [`socket_bind`] (a bind of the Docker socket becomes a bind of the
 //! connection's own cistern socket) and [`unprivileged`] (listed reaper images
@@ -44,6 +45,7 @@
 pub mod build;
 pub mod config;
 pub mod devices;
+pub mod host;
 pub mod inject;
 pub mod json;
 pub mod limits;
@@ -627,7 +629,7 @@ mod tests {
     /// dockerode repeats the create's query parameters in the body.
     #[test]
     fn dockerode_create_body_passes_without_its_name_and_platform() {
-        let p = Policy::default();
+        let p = policy_yaml("limits: none"); // whole bodies compared
         let v = create(
             &p,
             r#"{"Image":"x","name":"web","platform":"linux/amd64","HostConfig":{"AutoRemove":false}}"#,

@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn binds_of_the_docker_socket_become_the_containers_socket() {
-        let p = Policy::default();
+        let p = policy_yaml("limits: none"); // whole bodies compared
         for (bind, expected) in [
             (
                 "/var/run/docker.sock:/var/run/docker.sock",
@@ -207,7 +207,7 @@ mod tests {
 
     #[test]
     fn mounts_of_type_bind_are_mapped_with_their_options_kept() {
-        let p = Policy::default();
+        let p = policy_yaml("limits: none"); // whole bodies compared
         let body = r#"{"Image":"x","HostConfig":{"mounts":[{"type":"bind","source":"/var/run/docker.sock","target":"/var/run/docker.sock","readonly":true},{"Type":"volume","Source":"v","Target":"/v"}]}}"#;
         assert_eq!(
             judge(&p, body, Some(SOCKET)).unwrap(),
@@ -290,7 +290,7 @@ mod tests {
 
     #[test]
     fn configured_paths_replace_the_defaults_and_empty_turns_mapping_off() {
-        let p = policy_yaml("socket_binds: [/srv/ci/docker.sock]");
+        let p = policy_yaml("socket_binds: [/srv/ci/docker.sock]\nlimits: none");
         assert_eq!(
             judge(
                 &p,

@@ -103,7 +103,7 @@ mod tests {
     use super::*;
 
     fn reaper_policy() -> Policy {
-        policy_yaml("unprivileged_images: [testcontainers/ryuk, 'registry.test:5000/reaper:1.2']")
+        policy_yaml("unprivileged_images: [testcontainers/ryuk, 'registry.test:5000/reaper:1.2']\nlimits: none")
     }
 
     #[test]
