@@ -142,6 +142,28 @@ pub enum Opened {
     Socket(Started),
 }
 
+/// Who opens a socket for a container create ([`Jobs::open`]).
+pub struct Opener<'a> {
+    /// The listener the create came through.
+    pub listener: &'a str,
+    /// The creating client's tenant.
+    pub owner: &'a Owner,
+    /// Set when the create came through a job's or a container's socket.
+    pub fixed: Option<&'a SocketConn>,
+    /// The creating connection's policy.
+    pub policy: &'a Arc<Policy>,
+    /// Whether the policy mapped a Docker socket bind to the planned socket.
+    pub socket_mapped: bool,
+}
+
+/// What [`Jobs::open`] did: the body to forward, what it opened (to settle
+/// once the daemon answered) and the socket to serve.
+pub struct Open {
+    pub body: Bytes,
+    pub opened: Option<Opened>,
+    pub serve: Option<Serve>,
+}
+
 /// A socket to serve for a job or a container: handed to the server's
 /// accept loop.
 pub struct Serve {
@@ -188,6 +210,50 @@ impl Jobs {
             tenant,
             instance: self.instance.clone(),
         }
+    }
+
+    /// For a container create: a job rule matches (not inside a job: jobs
+    /// do not nest), and the job starts at the planned socket; or the policy
+    /// mapped a Docker socket bind to the planned socket, and a socket is
+    /// made for this container alone; or nothing is opened.
+    pub fn open(
+        &self,
+        planned: Started,
+        by: Opener<'_>,
+        body: Bytes,
+        shutdown: &CancellationToken,
+    ) -> Result<Open, DockerError> {
+        let in_job = by.fixed.and_then(|f| f.job_rule);
+        let parse = |body: &Bytes| {
+            crate::docker::policy::json::parse(body).map_err(|r| DockerError::internal(r.message))
+        };
+        if in_job.is_none() && !self.config.rules.is_empty() {
+            let value = parse(&body)?;
+            if let Some((index, rule)) = self.config.rule_for(by.listener, &value) {
+                let (job, serve) =
+                    self.start(planned, index, by.listener, by.owner, by.policy, shutdown)?;
+                return Ok(Open {
+                    body: Jobs::mount(value, &job, rule),
+                    opened: Some(Opened::Job(job)),
+                    serve: Some(serve),
+                });
+            }
+        }
+        if !by.socket_mapped {
+            return Ok(Open {
+                body,
+                opened: None,
+                serve: None,
+            });
+        }
+        let value = parse(&body)?;
+        let serve =
+            self.start_socket(&planned, by.listener, by.owner, in_job, by.policy, shutdown)?;
+        Ok(Open {
+            body: Jobs::mount_container_socket(value, &planned),
+            opened: Some(Opened::Socket(planned)),
+            serve: Some(serve),
+        })
     }
 
     /// Plans the socket a container create may get: a fresh ID and its

@@ -202,6 +202,13 @@ pub enum Credential {
     Basic { user: String, sha256: [u8; 32] },
 }
 
+/// Removes a client's credentials from a request bound for the daemon: its
+/// `Authorization` is its credential for cistern (the listener's identity),
+/// which the daemon never sees.
+pub fn strip_credentials(headers: &mut HeaderMap) {
+    headers.remove(http::header::AUTHORIZATION);
+}
+
 /// Parses a SHA-256 written as 64 hex digits.
 pub fn parse_sha256(hex: &str) -> Result<[u8; 32], String> {
     let bytes = hex.as_bytes();

@@ -92,6 +92,15 @@ pub enum RefusalKind {
     Malformed,
 }
 
+/// What a listener does with a refusal ([`Policy::decide`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Audit mode and a policy decision: log it and forward the request.
+    Audit(Refusal),
+    /// Refuse the request.
+    Refuse(Refusal),
+}
+
 /// A refused request: what the client is told and what the log records.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -292,6 +301,16 @@ impl Policy {
             }
         }
         Ok(())
+    }
+
+    /// Audit or refuse: in audit mode a policy decision is only logged and
+    /// the request goes on; input cistern cannot read is refused even then.
+    pub fn decide(&self, refusal: Refusal) -> Decision {
+        if self.audit && refusal.kind == RefusalKind::Policy {
+            Decision::Audit(refusal)
+        } else {
+            Decision::Refuse(refusal)
+        }
     }
 
     /// Stage 2: may this endpoint be used on this listener, and must its body be read?
