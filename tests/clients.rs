@@ -8,7 +8,8 @@
 //!   streamed logs, exec and attach through its own socket hijacking,
 //!   put/get archive, build from a file object, decoded events.
 //! - docker-compose v1 (`tests/clients/compose/docker-compose.yml`): `up -d`
-//!   with a network, a named volume, `depends_on` a healthcheck, `logs`,
+//!   with a network, a named volume, a published port, a restart policy, no
+//!   devices, `depends_on` a healthcheck, `logs`,
 //!   `exec -T`, `run --rm`, `down -v`.
 //! - testcontainers-python (`tests/clients/testcontainers_flows.py`) and
 //!   testcontainers-node (`tests/clients/node/flows.js`): a generic container
@@ -336,6 +337,22 @@ fn docker_compose_up_exec_run_down_work_through_cistern() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // What the web service asked for, on the daemon.
+    let web = format!("{project}_web_1");
+    assert_eq!(
+        inspect_on_daemon(
+            "container",
+            &web,
+            "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}} {{len .HostConfig.Devices}} {{.State.Health.Status}}",
+        ),
+        "on-failure:3 0 healthy"
+    );
+    let port = ok(&["port", "web", "8080"]);
+    assert!(
+        port.trim().starts_with("127.0.0.1:"),
+        "web's port is not published: {port}"
+    );
 
     let page = ok(&["exec", "-T", "web", "cat", "/www/index.html"]);
     assert_eq!(page.trim(), "hello-from-web");
