@@ -16,7 +16,9 @@
 //! 20.10 reads `{"Image":"x","Privileged":true}` as a privileged container when
 //! `HostConfig` is absent, and copies top-level `Memory`, `CpuShares`,
 //! `CpusetCpus`, `VolumeDriver` (and `Cpuset`) into it when present. Those
-//! top-level keys are unknown here, so they are refused (or dropped).
+//! top-level keys are unknown here, so they are refused (or dropped), except
+//! with `null` (no meaning to Go) and dockerode's empty `VolumesFrom`
+//! ([`Ty::EmptyOnly`]); see [`json`](super::json) for the rule.
 //!
 //! This is not bollard's model: bollard's typed structs drop unknown fields and
 //! cannot tell `null` from absent; this table only names fields.
