@@ -1005,11 +1005,17 @@ fn run_options_flows(label: &'static str, mut cmd: Command, name: &str, t: &Tena
         r#"["CMD","wget","-q","-O","/dev/null","http://127.0.0.1:8080/"]"#,
         "{label}"
     );
-    assert_eq!(
-        inspect_on_daemon("container", &web, "{{.State.Health.Status}}"),
-        "healthy",
-        "{label}"
-    );
+    // A commit pauses the container; dockerd reports it unhealthy until the
+    // next probe after the unpause.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while inspect_on_daemon("container", &web, "{{.State.Health.Status}}") != "healthy" {
+        assert!(
+            Instant::now() < deadline,
+            "{label}: {web} is not healthy: {}",
+            inspect_on_daemon("container", &web, "{{json .State.Health}}")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let mounts = inspect_on_daemon(
         "container",
         &web,
