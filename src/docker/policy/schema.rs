@@ -184,7 +184,7 @@ pub static CONTAINER_CREATE: Obj = Obj {
             // (used only when the body has no `HostConfig`), where an empty
             // list is no list; current moby ignores the key. Anything but
             // empty would name containers whose volumes 20.10 mounts.
-            s("VolumesFrom", Ty::EmptyOnly(&STR_LIST)),
+            f("VolumesFrom", Ty::EmptyOnly(&STR_LIST)),
         ],
     ],
 };
