@@ -1,19 +1,27 @@
 //! bollard, a Rust Docker client, works through cistern: version negotiation,
 //! create/start/wait, logs, exec with its own socket hijacking, archives,
-//! listings.
+//! listings, and create on a network with a published port, a named volume, a
+//! healthcheck, no devices and a restart policy (then updated).
 
 mod support;
 
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
 use bollard::container::LogOutput;
 use bollard::exec::{StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, ExecConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerUpdateBody, EndpointSettings, ExecConfig, HealthConfig,
+    HealthStatusEnum, HostConfig, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use support::{busybox, unique, Cistern, Cleanup};
 
@@ -254,4 +262,217 @@ async fn bollard_carries_on_when_idle_pooled_connections_are_closed() {
             .unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     }
+}
+
+/// Everything a container wrote to stdout and stderr.
+async fn output(docker: &bollard::Docker, id: &str) -> String {
+    docker
+        .logs(
+            id,
+            Some(
+                LogsOptionsBuilder::default()
+                    .stdout(true)
+                    .stderr(true)
+                    .build(),
+            ),
+        )
+        .map(|r| r.unwrap().to_string())
+        .collect::<Vec<_>>()
+        .await
+        .concat()
+}
+
+/// bollard's typed create body with a network endpoint (an alias), a port
+/// published on a free host port, a named volume, a healthcheck, an empty
+/// device list and an on-failure restart policy: the container becomes
+/// healthy, serves its page through the published port and, by its alias, to
+/// another container on the network; the restart policy is then updated.
+#[tokio::test]
+async fn bollard_runs_on_a_network_with_a_port_volume_healthcheck_and_restart_policy() {
+    let cistern = Cistern::start("");
+    let docker = client(&cistern).await;
+    let name = unique("bollard-opts");
+    let (net, vol, probe) = (
+        format!("{name}-net"),
+        format!("{name}-data"),
+        format!("{name}-probe"),
+    );
+    let mut cleanup = Cleanup::container(&name);
+    cleanup.containers.push(probe.clone());
+    cleanup.networks.push(net.clone());
+    cleanup.volumes.push(vol.clone());
+    docker
+        .create_network(NetworkCreateRequest {
+            name: net.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let page = "hello-from-bollard\n";
+    let on_failure = RestartPolicy {
+        name: Some(RestartPolicyNameEnum::ON_FAILURE),
+        maximum_retry_count: Some(3),
+    };
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            ContainerCreateBody {
+                image: Some(busybox().into()),
+                cmd: Some(vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!(
+                        "echo {} > /www/index.html && exec httpd -f -p 8080 -h /www",
+                        page.trim()
+                    ),
+                ]),
+                exposed_ports: Some(vec!["8080/tcp".into()]),
+                healthcheck: Some(HealthConfig {
+                    test: Some(
+                        [
+                            "CMD",
+                            "wget",
+                            "-q",
+                            "-O",
+                            "/dev/null",
+                            "http://127.0.0.1:8080/",
+                        ]
+                        .map(String::from)
+                        .to_vec(),
+                    ),
+                    interval: Some(200_000_000),
+                    timeout: Some(2_000_000_000),
+                    retries: Some(50),
+                    ..Default::default()
+                }),
+                host_config: Some(HostConfig {
+                    network_mode: Some(net.clone()),
+                    port_bindings: Some(HashMap::from([(
+                        "8080/tcp".to_string(),
+                        Some(vec![PortBinding {
+                            host_ip: Some("127.0.0.1".into()),
+                            host_port: Some(String::new()),
+                        }]),
+                    )])),
+                    binds: Some(vec![format!("{vol}:/www")]),
+                    devices: Some(Vec::new()),
+                    restart_policy: Some(on_failure.clone()),
+                    ..Default::default()
+                }),
+                networking_config: Some(NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(
+                        net.clone(),
+                        EndpointSettings {
+                            aliases: Some(vec!["web".into()]),
+                            ..Default::default()
+                        },
+                    )])),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    docker.start_container(&created.id, None).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let info = loop {
+        let info = docker.inspect_container(&created.id, None).await.unwrap();
+        let health = info
+            .state
+            .as_ref()
+            .and_then(|s| s.health.as_ref())
+            .and_then(|h| h.status);
+        if health == Some(HealthStatusEnum::HEALTHY) {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "not healthy in time: {health:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let host = info.host_config.as_ref().unwrap();
+    assert_eq!(host.restart_policy, Some(on_failure));
+    assert_eq!(host.devices.as_deref().unwrap_or_default(), []);
+    let settings = info.network_settings.as_ref().unwrap();
+    assert!(settings.networks.as_ref().unwrap().contains_key(&net));
+    let port: u16 = settings.ports.as_ref().unwrap()["8080/tcp"]
+        .as_ref()
+        .unwrap()[0]
+        .host_port
+        .as_ref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut fetched = String::new();
+    conn.read_to_string(&mut fetched).await.unwrap();
+    assert!(fetched.ends_with(page), "{fetched}");
+
+    // Another container on the network reaches it by its alias.
+    let other = docker
+        .create_container(
+            Some(
+                CreateContainerOptionsBuilder::default()
+                    .name(&probe)
+                    .build(),
+            ),
+            ContainerCreateBody {
+                image: Some(busybox().into()),
+                cmd: Some(
+                    ["wget", "-q", "-O-", "http://web:8080/"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
+                host_config: Some(HostConfig {
+                    network_mode: Some(net.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    docker.start_container(&other.id, None).await.unwrap();
+    let exit = docker.wait_container(&other.id, None).next().await.unwrap();
+    assert_eq!(exit.map(|r| r.status_code).ok(), Some(0));
+    assert_eq!(output(&docker, &other.id).await, page);
+
+    docker
+        .update_container(
+            &created.id,
+            ContainerUpdateBody {
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::ALWAYS),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let info = docker.inspect_container(&created.id, None).await.unwrap();
+    assert_eq!(
+        info.host_config
+            .and_then(|h| h.restart_policy)
+            .and_then(|r| r.name),
+        Some(RestartPolicyNameEnum::ALWAYS)
+    );
+
+    for id in [&other.id, &created.id] {
+        docker
+            .remove_container(
+                id,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
+            .await
+            .unwrap();
+    }
+    docker.remove_network(&net).await.unwrap();
+    docker
+        .remove_volume(&vol, None::<bollard::query_parameters::RemoveVolumeOptions>)
+        .await
+        .unwrap();
 }

@@ -8,7 +8,8 @@
 //!   streamed logs, exec and attach through its own socket hijacking,
 //!   put/get archive, build from a file object, decoded events.
 //! - docker-compose v1 (`tests/clients/compose/docker-compose.yml`): `up -d`
-//!   with a network, a named volume, `depends_on` a healthcheck, `logs`,
+//!   with a network, a named volume, a published port, a restart policy, no
+//!   devices, `depends_on` a healthcheck, `logs`,
 //!   `exec -T`, `run --rm`, `down -v`.
 //! - testcontainers-python (`tests/clients/testcontainers_flows.py`) and
 //!   testcontainers-node (`tests/clients/node/flows.js`): a generic container
@@ -21,6 +22,12 @@
 //!   own, as its creator's tenant (more in `tests/container_sockets.rs`); a
 //!   listed reaper image started privileged runs unprivileged.
 //!
+//! - docker-py (`tests/clients/docker_py_run_options.py`),
+//!   testcontainers-python (`tests/clients/testcontainers_run_options.py`) and
+//!   testcontainers-node with dockerode (`tests/clients/node/run_options.js`):
+//!   run/create on a network (aliases, `network=`), a published port, a named
+//!   volume, a healthcheck, no devices, a restart policy, and dockerode's run
+//!   and commit: the bodies these clients send as they come.
 //! - docker-py again, and bollard (`tests/bollard_client.rs`), with
 //!   `clients.idle_timeout: 1s`: their pools open new connections when
 //!   cistern has closed the idle ones.
@@ -181,12 +188,15 @@ impl Flows {
 
     /// The container IDs the script holds.
     fn containers(&self) -> Vec<String> {
-        self.ready["containers"]
+        self.ids("containers")
+    }
+
+    /// The IDs (or names) the script holds under `key`; none when absent.
+    fn ids(&self, key: &str) -> Vec<String> {
+        self.ready[key]
             .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect()
+            .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
     }
 
     /// Lets the script clean up after itself; panics unless it says `done`.
@@ -328,6 +338,22 @@ fn docker_compose_up_exec_run_down_work_through_cistern() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // What the web service asked for, on the daemon.
+    let web = format!("{project}_web_1");
+    assert_eq!(
+        inspect_on_daemon(
+            "container",
+            &web,
+            "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}} {{len .HostConfig.Devices}} {{.State.Health.Status}}",
+        ),
+        "on-failure:3 0 healthy"
+    );
+    let port = ok(&["port", "web", "8080"]);
+    assert!(
+        port.trim().starts_with("127.0.0.1:"),
+        "web's port is not published: {port}"
+    );
 
     let page = ok(&["exec", "-T", "web", "cat", "/www/index.html"]);
     assert_eq!(page.trim(), "hello-from-web");
@@ -814,4 +840,181 @@ fn docker_py_carries_on_when_idle_pooled_connections_are_closed() {
         t.cistern.logs()
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n0\n0\n");
+}
+
+/// Removes, on the daemon directly, whatever carries one tenant's label when
+/// dropped, so a failing flow leaves nothing behind.
+struct TenantLeftovers(String);
+
+impl Drop for TenantLeftovers {
+    fn drop(&mut self) {
+        let label = format!("io.cistern.tenant={}", self.0);
+        for (kind, rm) in [
+            ("container", &["rm", "-f", "-v"][..]),
+            ("network", &["network", "rm"][..]),
+            ("volume", &["volume", "rm"][..]),
+        ] {
+            let ids = listed_on_daemon(kind, &label);
+            if !ids.is_empty() {
+                let _ = docker_direct()
+                    .args(rm)
+                    .args(&ids)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// A `docker inspect` template's output for `id`, read on the daemon directly.
+fn inspect_on_daemon(kind: &str, id: &str, format: &str) -> String {
+    run_ok(docker_direct().args([kind, "inspect", "--format", format, id]))
+        .trim()
+        .to_string()
+}
+
+/// Runs a client's run-options flows script (see `tests/clients/*run_options*`)
+/// and checks on the daemon what the client asked for while the script holds
+/// it: the tenant's containers, network and volume, `<name>-web` attached to
+/// the network with its port published, a healthcheck, no devices and an
+/// `on-failure:3` restart policy; then that the client's own cleanup leaves
+/// nothing behind.
+fn run_options_flows(label: &'static str, mut cmd: Command, name: &str, t: &Tenant) {
+    let _leftovers = TenantLeftovers(t.tenant.clone());
+    // testcontainers-node commits the web container under this name.
+    let committed = format!("{name}-committed:latest");
+    let _image = Cleanup::image(&committed);
+    cmd.env("CISTERN_TEST_NAME", name)
+        .env("TESTCONTAINERS_RYUK_DISABLED", "true");
+    let flows = Flows::spawn(t, label, cmd);
+    let containers = flows.containers();
+    let networks = flows.ids("networks");
+    let volumes = flows.ids("volumes");
+    assert!(!containers.is_empty(), "{}", flows.ready);
+    assert_eq!(networks.len(), 1, "{}", flows.ready);
+    assert_eq!(volumes, [format!("{name}-data")], "{}", flows.ready);
+    for c in &containers {
+        assert_tenant_owns(t, "container", c);
+    }
+    assert_tenant_owns(t, "network", &networks[0]);
+    assert_tenant_owns(t, "volume", &volumes[0]);
+
+    let web = format!("{name}-web");
+    let attached = inspect_on_daemon(
+        "network",
+        &networks[0],
+        "{{range .Containers}}{{.Name}} {{end}}",
+    );
+    assert!(
+        attached.split_whitespace().any(|n| n == web),
+        "{label}: {web} is not on the network: {attached}"
+    );
+    let port = inspect_on_daemon(
+        "container",
+        &web,
+        "{{with index .NetworkSettings.Ports \"8080/tcp\"}}{{(index . 0).HostPort}}{{end}}",
+    );
+    assert!(
+        port.parse::<u16>().is_ok_and(|p| p > 0),
+        "{label}: 8080/tcp not published: {port:?}"
+    );
+    assert_eq!(
+        inspect_on_daemon("container", &web, "{{json .Config.Healthcheck.Test}}"),
+        r#"["CMD","wget","-q","-O","/dev/null","http://127.0.0.1:8080/"]"#,
+        "{label}"
+    );
+    // A commit pauses the container; dockerd reports it unhealthy until the
+    // next probe after the unpause.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while inspect_on_daemon("container", &web, "{{.State.Health.Status}}") != "healthy" {
+        assert!(
+            Instant::now() < deadline,
+            "{label}: {web} is not healthy: {}",
+            inspect_on_daemon("container", &web, "{{json .State.Health}}")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mounts = inspect_on_daemon(
+        "container",
+        &web,
+        "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}}{{end}}",
+    );
+    assert_eq!(mounts, format!("volume {name}-data /www"), "{label}");
+    let restart: Vec<String> = containers
+        .iter()
+        .map(|c| {
+            inspect_on_daemon(
+                "container",
+                c,
+                "{{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}} {{len .HostConfig.Devices}}",
+            )
+        })
+        .collect();
+    assert!(
+        restart.iter().any(|r| r == "on-failure:3 0"),
+        "{label}: no container with restart policy on-failure:3 and no devices: {restart:?}"
+    );
+
+    flows.finish(t);
+    for c in &containers {
+        assert_eq!(label_on_daemon("container", c, "io.cistern.tenant"), None);
+    }
+    let tenant = format!("io.cistern.tenant={}", t.tenant);
+    for kind in ["container", "network", "volume"] {
+        assert!(
+            listed_on_daemon(kind, &tenant).is_empty(),
+            "{label}: a {kind} is left behind"
+        );
+    }
+    assert!(
+        !run(docker_direct().args(["image", "inspect", &committed]))
+            .status
+            .success(),
+        "{label}: image {committed} left behind"
+    );
+}
+
+#[test]
+fn docker_py_runs_on_a_network_with_a_port_volume_healthcheck_and_restart_policy() {
+    let id = unique("pyrun");
+    let t = Tenant::start(&id);
+    let mut cmd = client("python3", &t.docker_host());
+    cmd.arg(clients_dir().join("docker_py_run_options.py"));
+    run_options_flows("docker-py run options", cmd, &format!("cistern-{id}"), &t);
+}
+
+#[test]
+fn testcontainers_python_runs_on_a_network_with_a_port_volume_healthcheck_and_restart_policy() {
+    let id = unique("tcpyrun");
+    let t = Tenant::start(&id);
+    let mut cmd = client("python3", &t.docker_host());
+    cmd.arg(clients_dir().join("testcontainers_run_options.py"));
+    run_options_flows(
+        "testcontainers-python run options",
+        cmd,
+        &format!("cistern-{id}"),
+        &t,
+    );
+}
+
+#[test]
+fn testcontainers_node_and_dockerode_run_on_a_network_with_a_port_volume_healthcheck_and_restart_policy(
+) {
+    let dir = clients_dir().join("node");
+    assert!(
+        dir.join("node_modules/testcontainers").is_dir(),
+        "testcontainers-node is not installed: run `npm ci` in {} (scripts/test does)",
+        dir.display()
+    );
+    let id = unique("tcnoderun");
+    let t = Tenant::start(&id);
+    let mut cmd = client("node", &t.docker_host());
+    cmd.arg("run_options.js").current_dir(&dir);
+    run_options_flows(
+        "testcontainers-node run options",
+        cmd,
+        &format!("cistern-{id}"),
+        &t,
+    );
 }

@@ -15,8 +15,25 @@
 //!   `"Privileged":true,"privileged":null` is privileged). cistern refuses any object
 //!   with two keys that name the same field under the fold, and exact duplicate keys
 //!   in maps (`Labels`, `Sysctls`...), where Go matches keys exactly.
-//! * **Unknown keys are ignored** by the daemon. cistern refuses them, or drops them
-//!   when the policy says `unknown_fields: drop`; it never passes them through.
+//! * **Unknown keys are ignored** by the decoder, yet such a key can carry meaning:
+//!   20.10 reads the top level of a create body into an embedded `HostConfig`
+//!   (`{"Image":"x","Privileged":true}` without `HostConfig` is privileged),
+//!   current moby decodes the API 1.40 `HostConfig.Capabilities` on its own to
+//!   refuse it, and a daemon newer than [`schema`](super::schema) may read a field
+//!   cistern does not know. cistern never passes an unknown key through. It
+//!   **drops** it, with a log line naming the field (never its value), when no
+//!   daemon can act on it:
+//!   - its value is `null`: Go leaves whatever field it would fill at its zero
+//!     value, as if absent (docker-py's `run(network="n")` sends
+//!     `"NetworkingConfig":{"n":null}` and attaches through `NetworkMode`);
+//!   - the schema lists it as read by no daemon ([`Ty::Ignored`]: options that
+//!     dockerode and docker-py echo from the query, docker-py's `LxcConf`...);
+//!   - the schema lists it as [`Ty::EmptyOnly`] and it is empty (dockerode's
+//!     top-level `"VolumesFrom":[]`, which 20.10 reads as no list).
+//!
+//!   Any other unknown key is **refused** with 400 naming it (or dropped when the
+//!   policy says `unknown_fields: drop`). Emptiness alone is not enough: 20.10
+//!   reads a top-level `"MaskedPaths":[]` as "mask nothing", unlike absent.
 //! * **Trailing data after the value is ignored** by `Decoder.Decode`. cistern refuses
 //!   anything but whitespace after the value.
 //! * **Invalid UTF-8 and lone surrogate escapes** are replaced by U+FFFD in Go.
@@ -437,10 +454,11 @@ fn canon(
             _ => Err(type_error(path, "an object")),
         },
         Ty::Ignored => {
-            notes.push(format!("dropped {path} (no daemon reads it)"));
+            dropped(notes, path, "no daemon reads it");
             Ok(None)
         }
-        Ty::Never => Err(Refusal::policy(
+        // Only a field's type; `canon_object` handles it, knowing the object.
+        Ty::EmptyOnly(_) | Ty::Never => Err(Refusal::policy(
             "unsupported_field",
             path.to_string(),
             format!("cistern: {path} is not supported"),
@@ -468,34 +486,75 @@ fn canon_object(
     for (key, value) in members {
         let Some(field) = obj.field(&key) else {
             let p = join(path, &key);
-            match opts.unknown {
-                UnknownFields::Refuse => {
-                    // A policy refusal (audit mode forwards without the field), but
-                    // answered like the daemon answers invalid parameters: 400.
-                    let mut r = Refusal::policy(
-                        "unknown_field",
-                        p.clone(),
-                        format!("cistern: unknown field {p} in {}", obj.name),
-                    );
-                    r.status = http::StatusCode::BAD_REQUEST;
-                    return Err(r);
-                }
-                UnknownFields::Drop => {
-                    notes.push(format!("dropped unknown field {p}"));
-                    continue;
-                }
+            if value == Json::Null {
+                // Go gives `null` no meaning: whatever field a daemon version
+                // (20.10's top-level HostConfig, one newer than this table)
+                // would decode it into keeps its zero value, as when absent.
+                dropped(notes, &p, "null");
+            } else {
+                unknown(&p, obj, opts, notes)?;
             }
+            continue;
         };
         let p = join(path, field.name);
         if seen.contains(&field.name) {
             return Err(duplicate(&p));
         }
         seen.push(field.name);
+        if let Ty::EmptyOnly(ty) = field.ty {
+            match canon(value, ty, &p, opts, notes)? {
+                None => {}
+                Some(v) if is_empty(&v) => dropped(notes, &p, "empty, read as absent"),
+                Some(_) => unknown(&p, obj, opts, notes)?,
+            }
+            continue;
+        }
         if let Some(v) = canon(value, &field.ty, &p, opts, notes)? {
             out.push((field.name.to_string(), v));
         }
     }
     Ok(Json::Object(out))
+}
+
+/// An unknown member with a value: refused with 400 naming it (a daemon version
+/// may act on it), or dropped under `unknown_fields: drop`.
+fn unknown(path: &str, obj: &Obj, opts: Canon, notes: &mut Notes) -> Result<(), Refusal> {
+    match opts.unknown {
+        UnknownFields::Refuse => {
+            // A policy refusal (audit mode forwards without the field), but
+            // answered like the daemon answers invalid parameters: 400.
+            let mut r = Refusal::policy(
+                "unknown_field",
+                path.to_string(),
+                format!("cistern: unknown field {path} in {}", obj.name),
+            );
+            r.status = http::StatusCode::BAD_REQUEST;
+            Err(r)
+        }
+        UnknownFields::Drop => {
+            dropped(notes, path, "unknown field");
+            Ok(())
+        }
+    }
+}
+
+/// Records a member left out of the forwarded body: a note for the access log
+/// and a log line with the field's path (never its value).
+fn dropped(notes: &mut Notes, path: &str, why: &'static str) {
+    tracing::info!(target: "cistern::policy", field = %path, why, "body field dropped");
+    notes.push(format!("dropped {path} ({why})"));
+}
+
+/// Go's zero value of a canonical value's type: `[]`, `{}`, `""`, `false`, `0`.
+fn is_empty(v: &Json) -> bool {
+    match v {
+        Json::Null => true,
+        Json::Bool(b) => !b,
+        Json::Number(n) => n.as_i64() == Some(0) || n.as_u64() == Some(0),
+        Json::String(s) => s.is_empty(),
+        Json::Array(a) => a.is_empty(),
+        Json::Object(m) => m.is_empty(),
+    }
 }
 
 impl Obj {
@@ -648,6 +707,155 @@ mod tests {
             r#"{"Image":"x","HostConfig":{"Mounts":[{"Type":"tmpfs","Target":"/t"}]}}"#
         );
         assert_eq!(notes.len(), 2);
+    }
+
+    fn canon_with(body: &str, obj: &'static Obj, unknown: UnknownFields) -> (Json, Notes) {
+        let mut notes = Vec::new();
+        let v = canonicalise(
+            parse(body.as_bytes()).unwrap(),
+            obj,
+            Canon { unknown },
+            &mut notes,
+        )
+        .unwrap();
+        (v, notes)
+    }
+
+    /// docker-py 7.1.0's `containers.run(image, network="mynet")` sends the
+    /// network as a `NetworkingConfig` key with `null`; dockerd ignores it and
+    /// attaches through `NetworkMode`.
+    #[test]
+    fn unknown_members_with_null_are_dropped_at_every_level() {
+        let (v, notes) = canon_with(
+            r#"{"Image":"x","HostConfig":{"NetworkMode":"mynet"},"NetworkingConfig":{"mynet":null}}"#,
+            &schema::CONTAINER_CREATE,
+            UnknownFields::Refuse,
+        );
+        assert_eq!(
+            String::from_utf8(v.to_vec()).unwrap(),
+            r#"{"Image":"x","HostConfig":{"NetworkMode":"mynet"},"NetworkingConfig":{}}"#
+        );
+        assert_eq!(notes, ["dropped NetworkingConfig.mynet (null)"]);
+        // A top-level key 20.10 would read into its embedded HostConfig, one the
+        // API dropped, and one nested in a list: null means absent to all.
+        let (v, notes) = canon_with(
+            r#"{"Image":"x","Runtime":null,"HostConfig":{"Capabilities":null,"Mounts":[{"Type":"tmpfs","Target":"/t","Future":null}]}}"#,
+            &schema::CONTAINER_CREATE,
+            UnknownFields::Refuse,
+        );
+        assert_eq!(
+            String::from_utf8(v.to_vec()).unwrap(),
+            r#"{"Image":"x","HostConfig":{"Mounts":[{"Type":"tmpfs","Target":"/t"}]}}"#
+        );
+        assert_eq!(notes.len(), 3, "{notes:?}");
+    }
+
+    /// A value, even an empty one, may carry meaning to some daemon version.
+    #[test]
+    fn unknown_members_with_a_value_are_still_refused() {
+        for (body, field) in [
+            (
+                r#"{"Image":"x","NetworkingConfig":{"mynet":{}}}"#,
+                "NetworkingConfig.mynet",
+            ),
+            (
+                r#"{"Image":"x","NetworkingConfig":{"mynet":{"Aliases":["db"]}}}"#,
+                "NetworkingConfig.mynet",
+            ),
+            // API 1.40's full capability set; current moby refuses it on its own.
+            (
+                r#"{"Image":"x","HostConfig":{"Capabilities":["CAP_SYS_ADMIN"]}}"#,
+                "HostConfig.Capabilities",
+            ),
+            // docker-py's low-level `create_container(runtime=...)`: 20.10 reads
+            // it when the body has no HostConfig.
+            (r#"{"Image":"x","Runtime":"runc"}"#, "Runtime"),
+            // 20.10 reads this as "mask nothing", unlike an absent list.
+            (r#"{"Image":"x","MaskedPaths":[]}"#, "MaskedPaths"),
+            (r#"{"Image":"x","Privileged":false}"#, "Privileged"),
+        ] {
+            let r = canon_create(body).unwrap_err();
+            assert_eq!(
+                (r.rule, r.field.as_str(), r.status),
+                ("unknown_field", field, http::StatusCode::BAD_REQUEST),
+                "{body}"
+            );
+        }
+    }
+
+    /// dockerode's `docker.run()` sends `"VolumesFrom": []` at the top level.
+    #[test]
+    fn empty_only_fields_are_dropped_when_empty_and_unknown_otherwise() {
+        let (v, notes) = canon_with(
+            r#"{"Image":"x","Volumes":{},"VolumesFrom":[]}"#,
+            &schema::CONTAINER_CREATE,
+            UnknownFields::Refuse,
+        );
+        assert_eq!(
+            String::from_utf8(v.to_vec()).unwrap(),
+            r#"{"Image":"x","Volumes":{}}"#
+        );
+        assert_eq!(notes, ["dropped VolumesFrom (empty, read as absent)"]);
+        assert!(canon_create(r#"{"Image":"x","volumesfrom":null}"#).is_ok());
+        let r = canon_create(r#"{"Image":"x","VolumesFrom":["db"]}"#).unwrap_err();
+        assert_eq!((r.rule, r.field.as_str()), ("unknown_field", "VolumesFrom"));
+        assert_eq!(
+            r.message,
+            "cistern: unknown field VolumesFrom in container create"
+        );
+        // Types are still Go's, and the fold still finds duplicates.
+        let r = canon_create(r#"{"Image":"x","VolumesFrom":"db"}"#).unwrap_err();
+        assert_eq!(r.rule, "json_type");
+        let r = canon_create(r#"{"Image":"x","VolumesFrom":[],"volumesFrom":["db"]}"#).unwrap_err();
+        assert_eq!(r.rule, "json_duplicate_key");
+        // Under `unknown_fields: drop`, a non-empty value is dropped too.
+        let (v, notes) = canon_with(
+            r#"{"Image":"x","VolumesFrom":["db"]}"#,
+            &schema::CONTAINER_CREATE,
+            UnknownFields::Drop,
+        );
+        assert_eq!(String::from_utf8(v.to_vec()).unwrap(), r#"{"Image":"x"}"#);
+        assert_eq!(notes, ["dropped VolumesFrom (unknown field)"]);
+        // Inside HostConfig it is the real field.
+        let v = canon_create(r#"{"Image":"x","HostConfig":{"VolumesFrom":["db"]}}"#).unwrap();
+        assert_eq!(
+            v.at(&["HostConfig", "VolumesFrom"]),
+            Some(&Json::string_array(["db"]))
+        );
+    }
+
+    /// Fields released clients send that no daemon reads: dropped, any value.
+    #[test]
+    fn fields_no_daemon_reads_are_dropped_with_any_value() {
+        // docker-py's `lxc_conf`.
+        let (v, notes) = canon_with(
+            r#"{"Image":"x","HostConfig":{"LxcConf":[{"Key":"lxc.x","Value":"1"}]}}"#,
+            &schema::CONTAINER_CREATE,
+            UnknownFields::Refuse,
+        );
+        assert_eq!(
+            String::from_utf8(v.to_vec()).unwrap(),
+            r#"{"Image":"x","HostConfig":{}}"#
+        );
+        assert_eq!(notes, ["dropped HostConfig.LxcConf (no daemon reads it)"]);
+        // dockerode's commit options, echoed from the query.
+        let (v, notes) = canon_with(
+            r#"{"container":"c","repo":"r","tag":"t","comment":"","author":"a","pause":true,"changes":"ENV A=1","Env":["A=1"]}"#,
+            &schema::CONFIG,
+            UnknownFields::Refuse,
+        );
+        assert_eq!(String::from_utf8(v.to_vec()).unwrap(), r#"{"Env":["A=1"]}"#);
+        assert_eq!(notes.len(), 7);
+        // bollard's `ContainerUpdateBody.init` (from the API spec's Resources).
+        let (v, _) = canon_with(
+            r#"{"Memory":1048576,"Init":true}"#,
+            &schema::CONTAINER_UPDATE,
+            UnknownFields::Refuse,
+        );
+        assert_eq!(
+            String::from_utf8(v.to_vec()).unwrap(),
+            r#"{"Memory":1048576}"#
+        );
     }
 
     #[test]

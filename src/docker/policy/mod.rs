@@ -683,6 +683,71 @@ mod tests {
         assert_eq!(e.rule, "unknown_field");
     }
 
+    /// docker-py 7.1.0's `containers.run(image, network="mynet", ports=...,
+    /// volumes=..., healthcheck=..., restart_policy=..., devices=[])`, byte for
+    /// byte: the network's `null` entry is dropped, everything else is kept.
+    #[test]
+    fn docker_py_run_with_a_network_passes_without_its_null_endpoint() {
+        let p = Policy::default();
+        let body = r#"{"ExposedPorts": {"8080/tcp": {}}, "Tty": false, "OpenStdin": false, "StdinOnce": false, "AttachStdin": false, "AttachStdout": false, "AttachStderr": false, "Cmd": ["sleep", "60"], "Image": "busybox", "Volumes": {"/data": {}}, "NetworkDisabled": false, "HostConfig": {"NetworkMode": "mynet", "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": 3}, "Binds": ["data:/data:rw"], "PortBindings": {"8080/tcp": [{"HostIp": "", "HostPort": ""}]}}, "NetworkingConfig": {"mynet": null}, "Healthcheck": {"Test": ["CMD", "true"], "Interval": 1000000000, "Timeout": null, "Retries": 3, "StartPeriod": null}}"#;
+        let i = p
+            .inspect_body(&route("POST", "/v1.41/containers/create"), body.as_bytes())
+            .unwrap();
+        assert!(
+            i.notes
+                .contains(&"dropped NetworkingConfig.mynet (null)".to_string()),
+            "{:?}",
+            i.notes
+        );
+        let v = json::parse(&i.body).unwrap();
+        let s = |path: &[&str]| String::from_utf8(v.at(path).unwrap().to_vec()).unwrap();
+        assert_eq!(s(&["NetworkingConfig"]), "{}");
+        assert_eq!(s(&["HostConfig", "NetworkMode"]), r#""mynet""#);
+        assert_eq!(
+            s(&["HostConfig", "RestartPolicy"]),
+            r#"{"Name":"on-failure","MaximumRetryCount":3}"#
+        );
+        assert_eq!(
+            s(&["HostConfig", "PortBindings"]),
+            r#"{"8080/tcp":[{"HostIp":"","HostPort":""}]}"#
+        );
+        assert_eq!(s(&["HostConfig", "Binds"]), r#"["data:/data:rw"]"#);
+        assert_eq!(
+            s(&["Healthcheck"]),
+            r#"{"Test":["CMD","true"],"Interval":1000000000,"Retries":3}"#
+        );
+    }
+
+    /// dockerode's `docker.run(image, cmd, stream)` create body, byte for byte.
+    #[test]
+    fn dockerode_run_passes_without_its_empty_top_level_volumes_from() {
+        let p = Policy::default();
+        let body = r#"{"Hostname":"","User":"","AttachStdin":false,"AttachStdout":true,"AttachStderr":true,"Tty":true,"OpenStdin":false,"StdinOnce":false,"Env":null,"Cmd":["true"],"Image":"busybox","Volumes":{},"VolumesFrom":[]}"#;
+        let v = create(&p, body).unwrap();
+        assert_eq!(v.get("VolumesFrom"), None);
+        assert_eq!(v.get("Cmd"), Some(&Json::string_array(["true"])));
+        // Naming a container to take volumes from belongs in HostConfig, where
+        // the ownership stage checks it; 20.10 would read it at the top level.
+        let r = refused(&p, r#"{"Image":"busybox","VolumesFrom":["db"]}"#);
+        assert_eq!((r.rule, r.field.as_str()), ("unknown_field", "VolumesFrom"));
+    }
+
+    /// dockerode's `container.commit(opts)` (testcontainers-node's `commit()`)
+    /// repeats its query options in the body.
+    #[test]
+    fn dockerode_commit_body_passes_without_its_query_options() {
+        let p = Policy::default();
+        let r = route("POST", "/v1.41/commit?container=c&repo=r&tag=t");
+        let i = p
+            .inspect_body(
+                &r,
+                br#"{"repo":"r","tag":"t","changes":"LABEL a=b","container":"c"}"#,
+            )
+            .unwrap();
+        assert_eq!(&i.body[..], b"{}");
+        assert_eq!(i.notes.len(), 4, "{:?}", i.notes);
+    }
+
     #[test]
     fn default_policy_allows_the_ci_groups_and_denies_the_rest() {
         let p = Policy::default();

@@ -16,7 +16,9 @@
 //! 20.10 reads `{"Image":"x","Privileged":true}` as a privileged container when
 //! `HostConfig` is absent, and copies top-level `Memory`, `CpuShares`,
 //! `CpusetCpus`, `VolumeDriver` (and `Cpuset`) into it when present. Those
-//! top-level keys are unknown here, so they are refused (or dropped).
+//! top-level keys are unknown here, so they are refused (or dropped), except
+//! with `null` (no meaning to Go) and dockerode's empty `VolumesFrom`
+//! ([`Ty::EmptyOnly`]); see [`json`](super::json) for the rule.
 //!
 //! This is not bollard's model: bollard's typed structs drop unknown fields and
 //! cannot tell `null` from absent; this table only names fields.
@@ -46,6 +48,12 @@ pub enum Ty {
     /// A field real clients send that no daemon reads: accepted with any value
     /// and dropped from the forwarded body (so it is never forwarded unchecked).
     Ignored,
+    /// A field that only some daemon versions read and that a released client
+    /// sends empty, where the daemons that read it take empty as absent: an
+    /// empty value of the type (`[]`, `{}`, `""`, `false`, `0`) is dropped, any
+    /// other value is treated as an unknown field (refused, or dropped under
+    /// `unknown_fields: drop`).
+    EmptyOnly(&'static Ty),
 }
 
 /// A struct field: its exact JSON name, type, and whether a rule reads it.
@@ -140,8 +148,22 @@ pub static HEALTH_CONFIG: Obj = Obj {
 /// `container.Config` as a body on its own (`POST /commit`).
 pub static CONFIG: Obj = Obj {
     name: "Config",
-    groups: &[CONFIG_FIELDS],
+    groups: &[CONFIG_FIELDS, COMMIT_QUERY_ECHO],
 };
+
+/// dockerode (and testcontainers-node's `commit()` through it) sends its commit
+/// options both as the query and as the body. dockerd reads them from the query
+/// only: 20.10 decodes the body as a create body and keeps only its `Config`,
+/// current moby decodes it as a bare `Config`; these keys are in neither.
+const COMMIT_QUERY_ECHO: &[Field] = &[
+    f("container", Ty::Ignored),
+    f("repo", Ty::Ignored),
+    f("tag", Ty::Ignored),
+    f("comment", Ty::Ignored),
+    f("author", Ty::Ignored),
+    f("pause", Ty::Ignored),
+    f("changes", Ty::Ignored),
+];
 
 /// `POST /containers/create`: `Config` fields at the top level, plus `HostConfig`
 /// and `NetworkingConfig` (current moby's `container.CreateRequest`).
@@ -157,6 +179,12 @@ pub static CONTAINER_CREATE: Obj = Obj {
             // `platform` from the query only and ignores them here.
             f("name", Ty::Ignored),
             f("platform", Ty::Ignored),
+            // dockerode's `docker.run()` sends `"VolumesFrom": []` at the top
+            // level. 20.10 reads top-level keys into its embedded `HostConfig`
+            // (used only when the body has no `HostConfig`), where an empty
+            // list is no list; current moby ignores the key. Anything but
+            // empty would name containers whose volumes 20.10 mounts.
+            f("VolumesFrom", Ty::EmptyOnly(&STR_LIST)),
         ],
     ],
 };
@@ -239,6 +267,9 @@ pub const HOST_FIELDS: &[Field] = &[
     s("MaskedPaths", STR_LIST),
     s("ReadonlyPaths", STR_LIST),
     s("Init", Ty::Bool),
+    // docker-py's `lxc_conf`: no daemon has read it since the LXC driver was
+    // removed (Docker 1.10).
+    f("LxcConf", Ty::Ignored),
 ];
 
 pub static HOST_CONFIG: Obj = Obj {
@@ -251,7 +282,13 @@ pub static CONTAINER_UPDATE: Obj = Obj {
     name: "container update",
     groups: &[
         RESOURCES_FIELDS,
-        &[f("RestartPolicy", Ty::Obj(&RESTART_POLICY))],
+        &[
+            f("RestartPolicy", Ty::Obj(&RESTART_POLICY)),
+            // The API spec's `Resources` lists `Init`, so clients generated
+            // from it (bollard's `ContainerUpdateBody`) can send it; Go's
+            // `UpdateConfig` has no such field and dockerd ignores it.
+            f("Init", Ty::Ignored),
+        ],
     ],
 };
 
