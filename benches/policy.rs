@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use cistern::docker::policy::{Policy, Verdict};
-use cistern::docker::route::classify;
+use cistern::wire::route::classify;
 
 /// A create body shaped like the docker CLI's for
 /// `docker run -e A=1 -v vol:/data -p 127.0.0.1:8080:80 --name x busybox sh -c true`.

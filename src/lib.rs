@@ -18,3 +18,4 @@ pub mod listen;
 pub mod mitm;
 pub mod server;
 pub mod telemetry;
+pub mod wire;

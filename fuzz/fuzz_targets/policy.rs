@@ -10,7 +10,7 @@
 #![no_main]
 
 use cistern::docker::policy::{body_schema, json, Policy, Verdict};
-use cistern::docker::route::classify;
+use cistern::wire::route::classify;
 use libfuzzer_sys::fuzz_target;
 
 const METHODS: [&str; 5] = ["POST", "GET", "DELETE", "PUT", "HEAD"];

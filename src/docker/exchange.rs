@@ -35,10 +35,10 @@ use super::error::DockerError;
 use super::ownership::labels::Owner;
 use super::ownership::Owned;
 use super::policy::{self, BodyNeed, Refusal, RefusalKind, Verdict};
-use super::route::{self, Route};
 use super::{daemon_uri, drain, error_chain, headers, hijack, inject, read_capped};
 use super::{BoxError, ConnInfo, DockerProxy, ProxyBody};
 use crate::jobs::Opened;
+use crate::wire::route::{self, Route};
 
 /// What one request learned on its way through the phases.
 pub(super) struct Exchange<'a> {

@@ -24,7 +24,6 @@ pub mod hijack;
 pub mod inject;
 pub mod ownership;
 pub mod policy;
-pub mod route;
 pub mod upstream;
 
 use std::convert::Infallible;

@@ -89,8 +89,8 @@ impl RawJobs {
                 ));
             }
             let text = mount.to_string_lossy();
-            let components = crate::docker::policy::mounts::clean_components(&text);
-            let dir = crate::docker::policy::mounts::clean_components(super::SOCKET_DIR_MOUNT);
+            let components = crate::wire::mounts::clean_components(&text);
+            let dir = crate::wire::mounts::clean_components(super::SOCKET_DIR_MOUNT);
             if components.starts_with(&dir) || dir.starts_with(&components) {
                 return Err(format!(
                     "{}: `{}` overlaps {}, where the socket's directory is mounted",
@@ -136,7 +136,7 @@ impl JobsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::policy::json;
+    use crate::wire::json;
 
     fn jobs(yaml: &str) -> Result<JobsConfig, String> {
         let raw: RawJobs = serde_yaml::from_str(yaml).unwrap();

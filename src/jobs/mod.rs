@@ -65,9 +65,9 @@ use crate::docker::ownership::labels::Owner;
 use crate::docker::ownership::names::Namespace;
 use crate::docker::ownership::state_file::StateFile;
 use crate::docker::ownership::{cleanup, images};
-use crate::docker::policy::mounts::clean_components;
 use crate::docker::policy::{Json, Policy};
 use crate::docker::upstream::{self, UpstreamClient};
+use crate::wire::mounts::clean_components;
 
 /// The label naming a job container's job.
 pub const JOB_LABEL: &str = "io.cistern.job";
@@ -225,7 +225,7 @@ impl Jobs {
     ) -> Result<Open, DockerError> {
         let in_job = by.fixed.and_then(|f| f.job_rule);
         let parse = |body: &Bytes| {
-            crate::docker::policy::json::parse(body).map_err(|r| DockerError::internal(r.message))
+            crate::wire::json::parse(body).map_err(|r| DockerError::internal(r.message))
         };
         if in_job.is_none() && !self.config.rules.is_empty() {
             let value = parse(&body)?;
@@ -550,7 +550,7 @@ async fn labelled_container(
     let filters = serde_json::json!({ "label": [format!("{label}={id}")] }).to_string();
     let path = format!(
         "/containers/json?all=1&filters={}",
-        crate::docker::policy::query::escape(&filters)
+        crate::wire::query::escape(&filters)
     );
     let answer = Daemon { client }.get(&path).await?;
     if answer.status != StatusCode::OK {
@@ -654,10 +654,7 @@ pub async fn watch(
         "event": ["die", "destroy"],
     })
     .to_string();
-    let path = format!(
-        "/events?filters={}",
-        crate::docker::policy::query::escape(&filters)
-    );
+    let path = format!("/events?filters={}", crate::wire::query::escape(&filters));
     // Without rules, without policies that map Docker socket binds and
     // without recorded sockets there is nothing to follow.
     if jobs.config.rules.is_empty()
@@ -896,7 +893,7 @@ mod tests {
             id: "0a1b2c3d4e5f".into(),
             socket: PathBuf::from(socket),
         };
-        let value = crate::docker::policy::json::parse(body.as_bytes()).unwrap();
+        let value = crate::wire::json::parse(body.as_bytes()).unwrap();
         serde_json::from_slice(&Jobs::mount(value, &job, &rule)).unwrap()
     }
 

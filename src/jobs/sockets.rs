@@ -282,7 +282,7 @@ mod tests {
             id: "0a1b2c3d4e5f".into(),
             socket: PathBuf::from("/var/lib/cistern/jobs/0a1b2c3d4e5f/sock/docker.sock"),
         };
-        let value = crate::docker::policy::json::parse(
+        let value = crate::wire::json::parse(
             br#"{"Image":"x","HostConfig":{"Binds":["/var/lib/cistern/jobs/0a1b2c3d4e5f/sock/docker.sock:/var/run/docker.sock:ro","/data:/data"]}}"#,
         )
         .unwrap();

@@ -7,8 +7,8 @@ use http::{HeaderMap, Method, StatusCode};
 
 use super::error::InjectError;
 use super::trust::PathStat;
-use crate::docker::policy::query::escape;
 use crate::docker::upstream::{self, CallError, UpstreamClient};
+use crate::wire::query::escape;
 
 /// Largest answer read back from the daemon (bundles are capped lower).
 const MAX_ANSWER: usize = 16 << 20;

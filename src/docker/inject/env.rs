@@ -48,7 +48,7 @@ pub fn label(body: &mut Json, ids: &[String]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::policy::json;
+    use crate::wire::json;
 
     #[test]
     fn client_env_wins_and_label_replaces() {

@@ -14,8 +14,8 @@
 //! reads `r.Form["extrahosts"]`); the daemon applies them to every `RUN`
 //! container, and resolves `host-gateway` there too.
 
-use crate::docker::policy::query::{escape, Query};
 use crate::docker::policy::Json;
+use crate::wire::query::{escape, Query};
 
 /// Host name of an `ExtraHosts` entry (`host:ip`, or `host=ip` in current moby).
 fn host_name(entry: &str) -> &str {
@@ -78,7 +78,7 @@ pub fn build_query(query: &str, domains: &[String], address: &str) -> Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::policy::json;
+    use crate::wire::json;
 
     fn domains() -> Vec<String> {
         vec!["pkgs.example".into(), "mirror.example.test".into()]

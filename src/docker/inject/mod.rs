@@ -58,12 +58,12 @@ use self::error::InjectError;
 use self::trust::{CaPem, FileMeta};
 use super::error::{DockerError, Side};
 use super::policy::{json, Json};
-use super::route::{Endpoint, Route};
 use super::upstream::UpstreamClient;
 use super::{headers, BoxError, ProxyBody};
 use crate::config::Listener;
 use crate::mitm::config::{InjectFailure, DEFAULT_CA_PATH};
 use crate::mitm::Caching;
+use crate::wire::route::{Endpoint, Route};
 
 pub use self::env::CA_LABEL;
 

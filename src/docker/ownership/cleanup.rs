@@ -19,7 +19,7 @@ use super::daemon::Daemon;
 use super::images::{State, Store};
 use super::labels::{self, Owner, INSTANCE, TENANT};
 use crate::docker::error::DockerError;
-use crate::docker::policy::query::escape;
+use crate::wire::query::escape;
 
 /// What a tenant owns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

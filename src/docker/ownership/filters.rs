@@ -25,8 +25,8 @@ use http::StatusCode;
 use serde_json::{Map, Value};
 
 use crate::docker::error::DockerError;
-use crate::docker::policy::query::Query;
-use crate::docker::route::Endpoint;
+use crate::wire::query::Query;
+use crate::wire::route::Endpoint;
 
 use super::labels::{self, Owner};
 use super::names::Namespace;
@@ -311,14 +311,14 @@ mod tests {
     fn anchored_name_filters_get_the_namespace() {
         let mut owner = alice();
         owner.namespace = Some(Namespace::of("alice"));
-        let f = crate::docker::policy::query::escape(r#"{"name":{"^/db$":true,"web":true}}"#);
+        let f = crate::wire::query::escape(r#"{"name":{"^/db$":true,"web":true}}"#);
         let t = merge_label_filter(&format!("/containers/json?filters={f}"), &owner).unwrap();
         let v = decoded_filters(&t);
         assert_eq!(
             v["name"],
             serde_json::json!({"^/alice-db$": true, "web": true})
         );
-        let f = crate::docker::policy::query::escape(r#"{"name":["^cache"]}"#);
+        let f = crate::wire::query::escape(r#"{"name":["^cache"]}"#);
         let t = merge_label_filter(&format!("/volumes?filters={f}"), &owner).unwrap();
         assert_eq!(
             decoded_filters(&t)["name"],
@@ -347,7 +347,7 @@ mod tests {
         let t = merge_label_filter(
             &format!(
                 "/containers/json?filters={}",
-                crate::docker::policy::query::escape(new)
+                crate::wire::query::escape(new)
             ),
             &alice(),
         )
@@ -358,10 +358,7 @@ mod tests {
         );
         let old = r#"{"label":["app=web"],"dangling":["true"]}"#;
         let t = merge_label_filter(
-            &format!(
-                "/volumes?filters={}",
-                crate::docker::policy::query::escape(old)
-            ),
+            &format!("/volumes?filters={}", crate::wire::query::escape(old)),
             &alice(),
         )
         .unwrap();

@@ -241,7 +241,7 @@ fn unreadable(headers: u64) -> String {
 /// The path the daemon's untar writes an entry to, relative to the archive
 /// root (`./a/../manifest.json` is `manifest.json`).
 pub(super) fn clean(path: &str) -> String {
-    crate::docker::policy::mounts::clean_components(path).join("/")
+    crate::wire::mounts::clean_components(path).join("/")
 }
 
 /// Whether a 512-byte block is a tar header with a correct checksum.

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use crate::docker::policy::Json;
-use crate::docker::route::Endpoint;
+use crate::wire::route::Endpoint;
 
 use super::identity::Tenant;
 use super::names::Namespace;
@@ -98,7 +98,7 @@ pub fn from_value(v: Option<&serde_json::Value>) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::policy::json;
+    use crate::wire::json;
 
     fn owner() -> Owner {
         Owner::new(Tenant::new("alice").unwrap(), "default")

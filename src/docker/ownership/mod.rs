@@ -71,11 +71,11 @@ use self::resolve::{Found, Kind};
 use self::state_file::StateFile;
 use super::error::DockerError;
 use super::policy::{json, query::Query, Json};
-use super::route::{Endpoint, Route};
 use super::upstream::UpstreamClient;
 use super::{BoxError, ProxyBody};
 use crate::config::Config;
 use crate::listen::Peer;
+use crate::wire::route::{Endpoint, Route};
 
 /// A listener's ownership settings.
 #[derive(Debug, Clone)]
@@ -502,9 +502,9 @@ impl Ownership {
                 let (repo, tag) = images::split(reference);
                 let path = format!(
                     "/images/{}/tag?repo={}&tag={}",
-                    super::policy::query::escape(&found.name),
-                    super::policy::query::escape(repo),
-                    super::policy::query::escape(tag)
+                    crate::wire::query::escape(&found.name),
+                    crate::wire::query::escape(repo),
+                    crate::wire::query::escape(tag)
                 );
                 let answer = daemon.send(Method::POST, &path, None).await?;
                 if !answer.status.is_success() {
@@ -541,7 +541,7 @@ impl Drop for TempTag {
             if let Some(reference) = reference {
                 let path = format!(
                     "/images/{}?noprune=1",
-                    super::policy::query::escape(&reference)
+                    crate::wire::query::escape(&reference)
                 );
                 if let Err(err) = (Daemon { client: &client })
                     .send(Method::DELETE, &path, None)
@@ -715,7 +715,7 @@ async fn image_ref(
     let answer = daemon
         .get(&format!(
             "/images/{}/json",
-            super::policy::query::escape(name)
+            crate::wire::query::escape(name)
         ))
         .await?;
     if answer.status.is_server_error() {

@@ -34,8 +34,8 @@ use http_body::{Body, Frame};
 use serde_json::Value;
 
 use crate::docker::policy::Json;
-use crate::docker::route::Endpoint;
 use crate::docker::{BoxError, ProxyBody};
+use crate::wire::route::Endpoint;
 
 /// The repository path under which namespaced tenants' image tags live.
 pub const IMAGE_ROOT: &str = "cistern-ns";
@@ -541,7 +541,7 @@ fn each(v: &mut Value, mut f: impl FnMut(&mut Value)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::policy::json;
+    use crate::wire::json;
     use serde_json::json;
 
     fn ns() -> Namespace {

@@ -27,8 +27,8 @@ use std::collections::BTreeMap;
 use http::StatusCode;
 
 use crate::docker::error::{DockerError, Side};
-use crate::docker::policy::query;
-use crate::docker::route::{Endpoint, Route};
+use crate::wire::query;
+use crate::wire::route::{Endpoint, Route};
 
 use super::labels::{self, Owner};
 

@@ -64,7 +64,7 @@ use super::limits::{self, Limit, Limits, OnExceed};
 use super::mounts::BindAllow;
 use super::unprivileged::ImageName;
 use super::{inject::Inject, privilege, Policy, UnknownFields};
-use crate::docker::route::Group;
+use crate::wire::route::Group;
 
 /// A policy as written in the config file.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -1,7 +1,7 @@
 //! Policy: what a listener lets a CI job ask of the Docker daemon.
 //!
 //! The driver runs these synchronous, I/O-free stages for every request, after
-//! [`route::classify`](crate::docker::route::classify):
+//! [`route::classify`](crate::wire::route::classify):
 //!
 //! 1. [`Policy::inspect_headers`]: refuses form-encoded bodies, which Go's
 //!    `Request.ParseForm` (called by most moby handlers) would read *ahead of* the
@@ -47,15 +47,12 @@ pub mod config;
 pub mod devices;
 pub mod host;
 pub mod inject;
-pub mod json;
 pub mod limits;
 pub mod mounts;
 pub mod namespaces;
 pub mod network;
 pub mod privilege;
-pub mod query;
 pub mod runtime;
-pub mod schema;
 pub mod security_opt;
 pub mod socket_bind;
 pub mod unprivileged;
@@ -66,31 +63,12 @@ use std::path::Path;
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::docker::route::{Endpoint, Group, Route};
+use crate::wire::route::{Endpoint, Group, Route};
 
+pub use crate::wire::{json, query, schema, Json, Refusal, RefusalKind, UnknownFields};
 pub use config::{PolicyConfig, PolicyError};
-pub use json::Json;
 pub use mounts::RULE_VOLUMES_FROM;
 pub use namespaces::RULE_NAMESPACE_CONTAINER;
-
-/// What to do with fields cistern does not know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UnknownFields {
-    /// Refuse the request with 400, naming the field (the default).
-    Refuse,
-    /// Drop the field from the forwarded body and note it.
-    Drop,
-}
-
-/// Whether a refusal may be forwarded anyway in audit mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefusalKind {
-    /// A policy decision: audit mode logs it and forwards.
-    Policy,
-    /// Input cistern cannot read unambiguously: always refused.
-    Malformed,
-}
 
 /// What a listener does with a refusal ([`Policy::decide`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,49 +77,6 @@ pub enum Decision {
     Audit(Refusal),
     /// Refuse the request.
     Refuse(Refusal),
-}
-
-/// A refused request: what the client is told and what the log records.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Refusal {
-    pub status: StatusCode,
-    /// Stable rule name, e.g. `privileged`, `namespace_host`.
-    pub rule: &'static str,
-    /// The canonical field path (`HostConfig.Privileged`), query key or group.
-    pub field: String,
-    /// `cistern: ...`, shown to the Docker client.
-    pub message: String,
-    pub kind: RefusalKind,
-}
-
-impl Refusal {
-    /// A 400 for input that cannot be read unambiguously.
-    pub fn malformed(rule: &'static str, field: String, message: String) -> Refusal {
-        Refusal {
-            status: StatusCode::BAD_REQUEST,
-            rule,
-            field,
-            message,
-            kind: RefusalKind::Malformed,
-        }
-    }
-
-    /// A 403 policy refusal with a finished message.
-    pub fn policy(rule: &'static str, field: String, message: String) -> Refusal {
-        Refusal {
-            status: StatusCode::FORBIDDEN,
-            rule,
-            field,
-            message,
-            kind: RefusalKind::Policy,
-        }
-    }
-
-    /// The Docker-style error body.
-    pub fn json_body(&self) -> String {
-        serde_json::json!({ "message": self.message }).to_string()
-    }
 }
 
 /// Whether the driver must read the body before forwarding.
@@ -577,7 +512,7 @@ pub fn body_schema(endpoint: &Endpoint) -> Option<&'static schema::Obj> {
 #[cfg(test)]
 pub(crate) mod testutil {
     use super::*;
-    use crate::docker::route::classify;
+    use crate::wire::route::classify;
 
     pub fn route(method: &str, path: &str) -> Route {
         let m = http::Method::from_bytes(method.as_bytes()).expect("method");

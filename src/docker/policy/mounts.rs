@@ -26,6 +26,7 @@
 //! by jobs in a way that lets them plant symlinks.
 
 use super::{Ctx, Json, Refusal};
+use crate::wire::mounts::{clean_components, split_bind};
 
 /// Another container's volumes (`VolumesFrom`).
 pub const RULE_VOLUMES_FROM: &str = "volumes_from";
@@ -65,39 +66,6 @@ impl BindAllow {
     }
 }
 
-/// Splits a `Binds` entry like the daemon's `splitRawSpec` (at most two colons,
-/// non-empty first part): the source when there is one (absolute: a host path,
-/// otherwise a volume name) and the mode; `None` when the daemon would refuse it.
-pub(super) fn split_bind(spec: &str) -> Option<(Option<&str>, &str)> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (source, mode) = match parts.as_slice() {
-        [_target] => (None, ""),
-        [_, mode] if valid_mode(mode) => (None, *mode),
-        [src, _dst] => (Some(*src), ""),
-        [src, _dst, mode] => (Some(*src), *mode),
-        _ => return None,
-    };
-    if parts.first().is_some_and(|p| p.is_empty()) || !valid_mode(mode) {
-        return None;
-    }
-    Some((source, mode))
-}
-
-/// Lexically cleans an absolute path into components (Go's `filepath.Clean`).
-pub(crate) fn clean_components(path: &str) -> Vec<&str> {
-    let mut out: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Checks a host path against the allowlist; `read_only` is what the mount asks.
 fn check_host_path(
     ctx: &mut Ctx<'_>,
@@ -133,14 +101,6 @@ fn check_host_path(
         ),
         Some(_) => Ok(()),
     }
-}
-
-const MODES: &[&str] = &[
-    "ro", "rw", "z", "Z", "nocopy", "shared", "rshared", "slave", "rslave", "private", "rprivate",
-];
-
-fn valid_mode(mode: &str) -> bool {
-    mode.is_empty() || mode.split(',').all(|m| MODES.contains(&m))
 }
 
 fn check_propagation(ctx: &mut Ctx<'_>, field: &str, p: &str) -> Result<(), Refusal> {

@@ -31,8 +31,8 @@
 //! container may see, I/O-free, on the canonical body, and must run before the
 //! mounts rule that would refuse the bind.
 
-use super::mounts::{clean_components, split_bind};
 use super::{Ctx, Json, Refusal};
+use crate::wire::mounts::{clean_components, split_bind};
 
 /// The rule name of a refused Docker socket bind.
 pub const RULE_SOCKET_BIND: &str = "socket_bind";

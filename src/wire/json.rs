@@ -616,7 +616,7 @@ fn check_ty(value: &Json, ty: &Ty, path: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::policy::schema;
+    use crate::wire::schema;
 
     fn canon_create(body: &str) -> Result<Json, Refusal> {
         let v = parse(body.as_bytes())?;

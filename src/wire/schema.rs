@@ -597,7 +597,7 @@ pub static ALL: &[&Obj] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::policy::json::go_fold_eq;
+    use crate::wire::json::go_fold_eq;
 
     /// Go picks the exact name first, then the first fold match; cistern's mapping
     /// is unambiguous only if no two fields of one struct fold together.
