@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use cistern::docker::policy::{Policy, Verdict};
+use cistern::policy::{Policy, Verdict};
 use cistern::wire::route::classify;
 
 /// A create body shaped like the docker CLI's for

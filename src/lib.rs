@@ -13,9 +13,11 @@
 
 pub mod config;
 pub mod docker;
-pub mod jobs;
+pub mod inject;
 pub mod listen;
 pub mod mitm;
+pub mod policy;
 pub mod server;
 pub mod telemetry;
+pub mod tenancy;
 pub mod wire;

@@ -20,12 +20,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ListenerKind};
-use crate::docker::policy::Policy;
 use crate::docker::{ClientKey, ConnInfo, DockerProxy};
-use crate::jobs::SocketConn;
 use crate::listen::tls::Reloadable;
 use crate::listen::{self, ClientCert, ListenError, Peer, UnixSocket};
 use crate::mitm::Caching;
+use crate::policy::Policy;
+use crate::tenancy::jobs::SocketConn;
 
 /// A bound listener, ready to accept.
 pub(crate) enum Bound {
@@ -126,7 +126,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
                 tracing::info!(listener = %name, address = ?s.local_addr().ok(), tls = tls.is_some(), upstream = %config.upstream.endpoint, "listening")
             }
         }
-        let (limits, cap) = (&policy.limits, crate::docker::policy::limits::cap_text);
+        let (limits, cap) = (&policy.limits, crate::policy::limits::cap_text);
         tracing::info!(listener = %name, policy = %policy.name, memory = %cap(&limits.memory), memory_swap = %cap(&limits.memory_swap), pids = %cap(&limits.pids), "resource caps");
         accept_loops.spawn(accept_loop(
             name,

@@ -9,7 +9,7 @@
 //! * an accepted body is a fixed point: inspecting it again yields the same bytes.
 #![no_main]
 
-use cistern::docker::policy::{body_schema, json, Policy, Verdict};
+use cistern::policy::{body_schema, json, Policy, Verdict};
 use cistern::wire::route::classify;
 use libfuzzer_sys::fuzz_target;
 
@@ -27,7 +27,7 @@ fn policies() -> [Policy; 3] {
     strict.inject.cgroup_parent = Some("/ci".into());
     let mut audit = strict.clone();
     audit.audit = true;
-    audit.unknown_fields = cistern::docker::policy::UnknownFields::Drop;
+    audit.unknown_fields = cistern::policy::UnknownFields::Drop;
     [plain, strict, audit]
 }
 

@@ -36,7 +36,7 @@ pub struct Config {
     /// `/var/lib/cistern`).
     pub state_dir: PathBuf,
     /// Per-job sockets: which new containers get a docker socket of their own.
-    pub jobs: crate::jobs::JobsConfig,
+    pub jobs: crate::tenancy::jobs::JobsConfig,
     /// Resources of `cleanup: true` tenants that a crashed run left behind.
     pub orphans: Orphans,
     /// Limits on Docker API client connections, on every listener and job
@@ -120,12 +120,12 @@ pub struct Listener {
     pub kind: ListenerKind,
     /// What clients of this listener may ask of the daemon (default: the
     /// built-in `conservative` policy).
-    pub policy: std::sync::Arc<crate::docker::policy::Policy>,
+    pub policy: std::sync::Arc<crate::policy::Policy>,
     /// Whether containers created through this listener get cache routing and
     /// trust injected (only when `caching:` is configured). Default true.
     pub caching_inject: bool,
     /// How clients are identified: their tenant.
-    pub identity: crate::docker::ownership::identity::Identity,
+    pub identity: crate::tenancy::ownership::identity::Identity,
     /// Remove the resources of this listener's tenants on shutdown.
     pub cleanup: bool,
     /// Names the tenants choose are prefixed with the tenant on the daemon
@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn identities_default_by_listener_kind_and_parse_every_form() {
-        use crate::docker::ownership::identity::Identity;
+        use crate::tenancy::ownership::identity::Identity;
         let cfg = parse(
             "f.yaml",
             "instance: ci\nstate_dir: /tmp/st\nlisteners:\n  - name: u\n    unix: {path: /run/u.sock}\n    cleanup: true\n  - name: t\n    tcp: {address: 127.0.0.1:2375}\n  - name: f\n    unix: {path: /run/f.sock}\n    identity: {fixed: alice}\n  - name: k\n    unix: {path: /run/k.sock}\n    identity:\n      tokens:\n        - {tenant: bob, bearer_sha256: 0000000000000000000000000000000000000000000000000000000000000000}\n        - {tenant: carol, user: carol, password_sha256: 0000000000000000000000000000000000000000000000000000000000000000}\n",
@@ -377,7 +377,7 @@ mod tests {
 
     #[test]
     fn tls_listeners_read_their_files_at_load_and_default_to_certificate_identity() {
-        use crate::docker::ownership::identity::Identity;
+        use crate::tenancy::ownership::identity::Identity;
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, text: &str| {
             let path = dir.path().join(name);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::docker::policy::PolicyConfig;
+use crate::policy::PolicyConfig;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -34,7 +34,7 @@ pub struct RawConfig {
     pub state_dir: Option<AbsolutePath>,
     /// Containers that get a docker socket of their own.
     #[serde(default)]
-    pub jobs: Option<crate::jobs::RawJobs>,
+    pub jobs: Option<crate::tenancy::jobs::RawJobs>,
     /// What to do at start with the resources of `cleanup: true` tenants a
     /// crashed run left.
     #[serde(default)]

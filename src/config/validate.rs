@@ -13,11 +13,11 @@ use super::{
     Config, ConfigError, Listener, ListenerKind, LogConfig, LogFormat, TcpListener, TlsListener,
     UnixListener, Upstream, UpstreamEndpoint,
 };
-use crate::docker::ownership::identity::{
+use crate::listen::TlsFiles;
+use crate::policy::Policy;
+use crate::tenancy::ownership::identity::{
     self, CertName, CertificateIdentity, Credential, Identity, Tenant, Token, Unmapped,
 };
-use crate::docker::policy::Policy;
-use crate::listen::TlsFiles;
 
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -173,7 +173,7 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
         Some(jobs) => jobs
             .validate(&state_dir, &listener_names)
             .map_err(|message| invalid("jobs".into(), message))?,
-        None => crate::jobs::JobsConfig {
+        None => crate::tenancy::jobs::JobsConfig {
             socket_dir: state_dir.join("jobs"),
             rules: Vec::new(),
         },

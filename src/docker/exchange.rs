@@ -32,12 +32,13 @@ use hyper::body::Incoming;
 
 use super::access_log::{Counted, Direction, RequestRecord};
 use super::error::DockerError;
-use super::ownership::labels::Owner;
-use super::ownership::Owned;
-use super::policy::{self, BodyNeed, Refusal, RefusalKind, Verdict};
-use super::{daemon_uri, drain, error_chain, headers, hijack, inject, read_capped};
+use super::{daemon_uri, drain, error_chain, headers, hijack, read_capped};
 use super::{BoxError, ConnInfo, DockerProxy, ProxyBody};
-use crate::jobs::Opened;
+use crate::inject;
+use crate::policy::{self, BodyNeed, Refusal, RefusalKind, Verdict};
+use crate::tenancy::jobs::Opened;
+use crate::tenancy::ownership::labels::Owner;
+use crate::tenancy::ownership::Owned;
 use crate::wire::route::{self, Route};
 
 /// What one request learned on its way through the phases.
@@ -174,7 +175,7 @@ impl DockerProxy {
     ) -> Result<ProxyBody, DockerError> {
         parts.uri = daemon_uri(&owned.target)?;
         headers::strip_hop_by_hop(&mut parts.headers, ex.client_upgrade.is_some());
-        super::ownership::identity::strip_credentials(&mut parts.headers);
+        crate::tenancy::ownership::identity::strip_credentials(&mut parts.headers);
         let body = Counted::new(body, ex.record.clone(), Direction::In);
         let cap = match ex.need {
             BodyNeed::None => {
@@ -261,7 +262,7 @@ impl DockerProxy {
         // its own, mounted.
         let opened = self.jobs.open(
             planned,
-            crate::jobs::Opener {
+            crate::tenancy::jobs::Opener {
                 listener: &conn.listener,
                 owner: &ex.owner,
                 fixed: conn.fixed.as_deref(),

@@ -21,9 +21,6 @@ pub mod error;
 mod exchange;
 pub mod headers;
 pub mod hijack;
-pub mod inject;
-pub mod ownership;
-pub mod policy;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -40,13 +37,15 @@ use tokio_util::task::TaskTracker;
 
 use self::access_log::{Counted, Direction, RequestRecord};
 use self::error::DockerError;
-use self::policy::Policy;
 use self::upstream::UpstreamClient;
 use crate::config::{ClientLimits, Config};
-use crate::jobs::{Jobs, SocketConn};
+use crate::inject;
 use crate::listen::limit::{ConnectionLimit, Slot};
 use crate::listen::Peer;
 use crate::mitm::Caching;
+use crate::policy::Policy;
+use crate::tenancy::jobs::{Jobs, SocketConn};
+use crate::tenancy::ownership;
 
 /// Errors carried inside bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -169,7 +168,7 @@ impl DockerProxy {
 
     /// Serves a job's or a container's socket until it is closed or cistern
     /// shuts down.
-    pub fn serve_job(self: &Arc<Self>, serve: crate::jobs::Serve) {
+    pub fn serve_job(self: &Arc<Self>, serve: crate::tenancy::jobs::Serve) {
         self.tasks.spawn(crate::server::accept_loop(
             Arc::from(serve.listener.as_str()),
             serve.policy,
@@ -198,7 +197,7 @@ impl DockerProxy {
                     .filter_map(|r| r.policy.as_ref()),
             )
             .any(|p| !p.socket_binds.is_empty());
-        crate::jobs::watch(
+        crate::tenancy::jobs::watch(
             self.jobs.clone(),
             self.client.clone(),
             maps_sockets,

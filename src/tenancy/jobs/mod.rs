@@ -59,14 +59,14 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::config::{JobRule, JobsConfig, RawJobs};
 use crate::docker::error::DockerError;
-use crate::docker::ownership::daemon::{self, Daemon};
-use crate::docker::ownership::identity::Tenant;
-use crate::docker::ownership::labels::Owner;
-use crate::docker::ownership::names::Namespace;
-use crate::docker::ownership::state_file::StateFile;
-use crate::docker::ownership::{cleanup, images};
-use crate::docker::policy::{Json, Policy};
 use crate::docker::upstream::{self, UpstreamClient};
+use crate::policy::{Json, Policy};
+use crate::tenancy::ownership::daemon::{self, Daemon};
+use crate::tenancy::ownership::identity::Tenant;
+use crate::tenancy::ownership::labels::Owner;
+use crate::tenancy::ownership::names::Namespace;
+use crate::tenancy::ownership::state_file::StateFile;
+use crate::tenancy::ownership::{cleanup, images};
 use crate::wire::mounts::clean_components;
 
 /// The label naming a job container's job.
@@ -302,7 +302,7 @@ impl Jobs {
                 return Err(err);
             }
         };
-        tracing::info!(target: "cistern::jobs", job = %id, tenant = %tenant, parent = %parent.tenant, socket = %socket.display(), "job started");
+        tracing::info!(target: "cistern::tenancy::jobs", job = %id, tenant = %tenant, parent = %parent.tenant, socket = %socket.display(), "job started");
         Ok((Started { id, socket }, serve))
     }
 
@@ -391,7 +391,7 @@ impl Jobs {
             Ok(Some((container, _))) => container,
             Ok(None) => return,
             Err(err) => {
-                tracing::warn!(target: "cistern::jobs", job = %id, error = %err.message, "cannot find the job's container");
+                tracing::warn!(target: "cistern::tenancy::jobs", job = %id, error = %err.message, "cannot find the job's container");
                 return;
             }
         };
@@ -401,7 +401,7 @@ impl Jobs {
             }
         });
         if let Err(err) = recorded {
-            tracing::error!(target: "cistern::jobs", job = %id, error = %err, "cannot update the job registry");
+            tracing::error!(target: "cistern::tenancy::jobs", job = %id, error = %err, "cannot update the job registry");
         }
     }
 
@@ -426,7 +426,7 @@ impl Jobs {
         let record = match self.registry() {
             Ok(r) => r.jobs.get(id).cloned(),
             Err(err) => {
-                tracing::error!(target: "cistern::jobs", job = %id, error = %err.message, "cannot read the job registry");
+                tracing::error!(target: "cistern::tenancy::jobs", job = %id, error = %err.message, "cannot read the job registry");
                 return;
             }
         };
@@ -438,16 +438,16 @@ impl Jobs {
         let daemon = Daemon { client };
         match cleanup::remove_tenant(daemon, &self.images, &owner).await {
             Ok(removed) if removed.errors.is_empty() => {
-                tracing::info!(target: "cistern::jobs", job = %id, tenant = %owner.tenant, why, removed = %removed, "job ended: its resources are removed")
+                tracing::info!(target: "cistern::tenancy::jobs", job = %id, tenant = %owner.tenant, why, removed = %removed, "job ended: its resources are removed")
             }
             Ok(removed) => {
                 // Keep the record: the next reconciliation tries again.
-                tracing::error!(target: "cistern::jobs", job = %id, tenant = %owner.tenant, why, removed = %removed, errors = ?removed.errors, "job ended but some of its resources could not be removed");
+                tracing::error!(target: "cistern::tenancy::jobs", job = %id, tenant = %owner.tenant, why, removed = %removed, errors = ?removed.errors, "job ended but some of its resources could not be removed");
                 return;
             }
             Err(err) => {
                 // Keep the record: the next reconciliation tries again.
-                tracing::error!(target: "cistern::jobs", job = %id, error = %err.message, "job ended but its resources could not all be removed");
+                tracing::error!(target: "cistern::tenancy::jobs", job = %id, error = %err.message, "job ended but its resources could not all be removed");
                 return;
             }
         }
@@ -459,7 +459,7 @@ impl Jobs {
             let _ = std::fs::remove_dir(&dirs.job);
         }
         if let Err(err) = self.registry.update(|r| r.jobs.remove(id)) {
-            tracing::error!(target: "cistern::jobs", job = %id, error = %err, "cannot update the job registry");
+            tracing::error!(target: "cistern::tenancy::jobs", job = %id, error = %err, "cannot update the job registry");
         }
     }
 
@@ -522,7 +522,7 @@ fn mount_socket(mut value: Json, opened: &Started, file: Option<&str>, label: &s
     }
     if dir.is_some() {
         let docker_host = format!("DOCKER_HOST=unix://{SOCKET_DIR_MOUNT}/docker.sock");
-        crate::docker::inject::env::container_create(&mut value, &[docker_host]);
+        crate::inject::env::container_create(&mut value, &[docker_host]);
     }
     value
         .object_mut("Labels")
@@ -599,7 +599,7 @@ pub async fn reconcile(
     let registry = match jobs.registry() {
         Ok(r) => r,
         Err(err) => {
-            tracing::error!(target: "cistern::jobs", error = %err.message, "cannot read the job registry");
+            tracing::error!(target: "cistern::tenancy::jobs", error = %err.message, "cannot read the job registry");
             Registry::default()
         }
     };
@@ -609,24 +609,24 @@ pub async fn reconcile(
             Ok(JobState::Over(why)) => jobs.finish(client, &id, why).await,
             Ok(JobState::Alive) if !jobs.is_live(&id) && !served(&record.socket).await => {
                 let Some(policy) = listener_policy(&record.listener) else {
-                    tracing::warn!(target: "cistern::jobs", job = %id, listener = %record.listener, "the job's listener is no longer configured: job ended");
+                    tracing::warn!(target: "cistern::tenancy::jobs", job = %id, listener = %record.listener, "the job's listener is no longer configured: job ended");
                     jobs.finish(client, &id, "its listener is gone").await;
                     continue;
                 };
                 let _ = std::fs::remove_file(&record.socket);
                 match jobs.bind(&id, &record, &policy, shutdown) {
                     Ok(s) => {
-                        tracing::info!(target: "cistern::jobs", job = %id, socket = %record.socket.display(), "job adopted after a restart");
+                        tracing::info!(target: "cistern::tenancy::jobs", job = %id, socket = %record.socket.display(), "job adopted after a restart");
                         serve.push(s);
                     }
                     Err(err) => {
-                        tracing::error!(target: "cistern::jobs", job = %id, error = %err.message, "cannot serve the job's socket again")
+                        tracing::error!(target: "cistern::tenancy::jobs", job = %id, error = %err.message, "cannot serve the job's socket again")
                     }
                 }
             }
             Ok(_) => {}
             Err(err) => {
-                tracing::warn!(target: "cistern::jobs", job = %id, error = %err.message, "cannot check the job's container")
+                tracing::warn!(target: "cistern::tenancy::jobs", job = %id, error = %err.message, "cannot check the job's container")
             }
         }
     }
@@ -681,13 +681,13 @@ pub async fn watch(
                     _ = shutdown.cancelled() => return,
                     e = follow(&jobs, &client, body) => e,
                 };
-                tracing::warn!(target: "cistern::jobs", reason = %ended, "the daemon's event stream ended: reconnecting");
+                tracing::warn!(target: "cistern::tenancy::jobs", reason = %ended, "the daemon's event stream ended: reconnecting");
             }
             Ok((status, _)) => {
-                tracing::warn!(target: "cistern::jobs", %status, "the daemon refused the event stream")
+                tracing::warn!(target: "cistern::tenancy::jobs", %status, "the daemon refused the event stream")
             }
             Err(err) => {
-                tracing::warn!(target: "cistern::jobs", error = %err, "cannot reach the daemon for events")
+                tracing::warn!(target: "cistern::tenancy::jobs", error = %err, "cannot reach the daemon for events")
             }
         }
         tokio::select! {

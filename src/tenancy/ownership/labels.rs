@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::docker::policy::Json;
+use crate::policy::Json;
 use crate::wire::route::Endpoint;
 
 use super::identity::Tenant;

@@ -440,9 +440,9 @@ pub fn loaded(answer: &[u8]) -> (Vec<String>, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::ownership::identity::Tenant;
-    use crate::docker::ownership::images::{State, TagRecord};
-    use crate::docker::ownership::labels::Owner;
+    use crate::tenancy::ownership::identity::Tenant;
+    use crate::tenancy::ownership::images::{State, TagRecord};
+    use crate::tenancy::ownership::labels::Owner;
 
     fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

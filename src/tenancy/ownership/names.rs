@@ -33,8 +33,8 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use serde_json::Value;
 
-use crate::docker::policy::Json;
 use crate::docker::{BoxError, ProxyBody};
+use crate::policy::Json;
 use crate::wire::route::Endpoint;
 
 /// The repository path under which namespaced tenants' image tags live.

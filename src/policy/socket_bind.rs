@@ -8,7 +8,7 @@
 //! rewrites the source of such a bind (`HostConfig.Binds` entry or `Mounts`
 //! entry of type `bind`) to [`super::Sockets::to`]: the path of a socket that the
 //! driver then serves for this container alone, with the creator's tenant
-//! fixed ([`crate::jobs`]), and records the entry in [`Ctx::mapped`]: the
+//! fixed ([`crate::tenancy::jobs`]), and records the entry in [`Ctx::mapped`]: the
 //! mounts rule then lets exactly that bind through, and judges every other
 //! bind as before. The target path and read-only flag stay the client's;
 //! propagation is still judged.

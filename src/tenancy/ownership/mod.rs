@@ -36,7 +36,7 @@
 //! `cleanup: true`, and from `cistern cleanup --tenant NAME`. Name namespaces
 //! (two tenants each with a volume `db`) are [`names`]; identities, from peer
 //! credentials, tokens or TLS client certificates, are [`identity`]; per-job
-//! sockets are [`crate::jobs`].
+//! sockets are [`crate::tenancy::jobs`].
 
 pub mod build_context;
 pub mod cleanup;
@@ -69,12 +69,12 @@ use self::labels::Owner;
 use self::names::Namespace;
 use self::resolve::{Found, Kind};
 use self::state_file::StateFile;
-use super::error::DockerError;
-use super::policy::{json, query::Query, Json};
-use super::upstream::UpstreamClient;
-use super::{BoxError, ProxyBody};
 use crate::config::Config;
+use crate::docker::error::DockerError;
+use crate::docker::upstream::UpstreamClient;
+use crate::docker::{BoxError, ProxyBody};
 use crate::listen::Peer;
+use crate::policy::{json, query::Query, Json};
 use crate::wire::route::{Endpoint, Route};
 
 /// A listener's ownership settings.
@@ -1497,7 +1497,7 @@ async fn create_volume(
     if answer.status != StatusCode::CREATED && answer.status != StatusCode::OK {
         return Err(DockerError {
             status: answer.status,
-            side: super::error::Side::Upstream,
+            side: crate::docker::error::Side::Upstream,
             message: format!("cistern: cannot create volume {name}: {}", answer.message()),
         });
     }

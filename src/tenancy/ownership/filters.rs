@@ -270,7 +270,7 @@ pub fn filter_info(body: &[u8], counts: &Counts) -> Result<Vec<u8>, DockerError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::ownership::identity::Tenant;
+    use crate::tenancy::ownership::identity::Tenant;
 
     fn alice() -> Owner {
         Owner::new(Tenant::new("alice").unwrap(), "default")

@@ -56,13 +56,13 @@ use time::OffsetDateTime;
 use self::archive::Daemon;
 use self::error::InjectError;
 use self::trust::{CaPem, FileMeta};
-use super::error::{DockerError, Side};
-use super::policy::{json, Json};
-use super::upstream::UpstreamClient;
-use super::{headers, BoxError, ProxyBody};
 use crate::config::Listener;
+use crate::docker::error::{DockerError, Side};
+use crate::docker::upstream::UpstreamClient;
+use crate::docker::{headers, BoxError, ProxyBody};
 use crate::mitm::config::{InjectFailure, DEFAULT_CA_PATH};
 use crate::mitm::Caching;
+use crate::policy::{json, Json};
 use crate::wire::route::{Endpoint, Route};
 
 pub use self::env::CA_LABEL;

@@ -328,7 +328,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::ownership::identity::Tenant;
+    use crate::tenancy::ownership::identity::Tenant;
 
     fn owner(t: &str) -> Owner {
         Owner::new(Tenant::new(t).unwrap(), "default")

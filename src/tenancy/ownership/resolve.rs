@@ -290,8 +290,8 @@ pub fn rewrite_query(target: &str, key: &str, value: &str) -> Result<String, Doc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docker::ownership::identity::Tenant;
-    use crate::docker::policy::testutil::route;
+    use crate::policy::testutil::route;
+    use crate::tenancy::ownership::identity::Tenant;
 
     fn owner(t: &str) -> Owner {
         Owner::new(Tenant::new(t).unwrap(), "default")

@@ -3,7 +3,7 @@
 //! container.
 //!
 //! The policy maps a bind of the Docker socket to a planned path
-//! ([`crate::docker::policy::socket_bind`]); when it did, and the create does
+//! ([`crate::policy::socket_bind`]); when it did, and the create does
 //! not start a job (a job's socket is then the one mapped), cistern:
 //!
 //! 1. records the socket in `<state_dir>/sockets.json` (a [`StateFile`])
@@ -40,11 +40,11 @@ use super::{
     CREATE_GRACE,
 };
 use crate::docker::error::DockerError;
-use crate::docker::ownership::identity::Tenant;
-use crate::docker::ownership::labels::Owner;
-use crate::docker::ownership::names::Namespace;
-use crate::docker::policy::{Json, Policy};
 use crate::docker::upstream::UpstreamClient;
+use crate::policy::{Json, Policy};
+use crate::tenancy::ownership::identity::Tenant;
+use crate::tenancy::ownership::labels::Owner;
+use crate::tenancy::ownership::names::Namespace;
 
 /// The label naming a container's socket.
 pub const SOCKET_LABEL: &str = "io.cistern.socket";
@@ -115,7 +115,7 @@ impl Jobs {
         };
         match self.serve_at(&record.socket, conn, listener, policy.clone(), shutdown) {
             Ok(serve) => {
-                tracing::info!(target: "cistern::jobs", socket_id = %planned.id, tenant = %creator.tenant, socket = %planned.socket.display(), "container socket made");
+                tracing::info!(target: "cistern::tenancy::jobs", socket_id = %planned.id, tenant = %creator.tenant, socket = %planned.socket.display(), "container socket made");
                 Ok(serve)
             }
             Err(err) => {
@@ -139,7 +139,7 @@ impl Jobs {
             Ok(Some((container, _))) => container,
             Ok(None) => return,
             Err(err) => {
-                tracing::warn!(target: "cistern::jobs", socket_id = %id, error = %err.message, "cannot find the container of a container socket");
+                tracing::warn!(target: "cistern::tenancy::jobs", socket_id = %id, error = %err.message, "cannot find the container of a container socket");
                 return;
             }
         };
@@ -149,7 +149,7 @@ impl Jobs {
             }
         });
         if let Err(err) = recorded {
-            tracing::error!(target: "cistern::jobs", socket_id = %id, error = %err, "cannot update the socket registry");
+            tracing::error!(target: "cistern::tenancy::jobs", socket_id = %id, error = %err, "cannot update the socket registry");
         }
     }
 
@@ -161,11 +161,11 @@ impl Jobs {
         match removed {
             Ok(Some(record)) => {
                 remove_dirs(&record.socket);
-                tracing::info!(target: "cistern::jobs", socket_id = %id, tenant = %record.tenant, why, "container socket closed");
+                tracing::info!(target: "cistern::tenancy::jobs", socket_id = %id, tenant = %record.tenant, why, "container socket closed");
             }
             Ok(None) => {}
             Err(err) => {
-                tracing::error!(target: "cistern::jobs", socket_id = %id, error = %err, "cannot update the socket registry")
+                tracing::error!(target: "cistern::tenancy::jobs", socket_id = %id, error = %err, "cannot update the socket registry")
             }
         }
     }
@@ -206,7 +206,7 @@ pub(super) async fn reconcile(
     let registry = match jobs.socket_registry() {
         Ok(r) => r,
         Err(err) => {
-            tracing::error!(target: "cistern::jobs", error = %err.message, "cannot read the socket registry");
+            tracing::error!(target: "cistern::tenancy::jobs", error = %err.message, "cannot read the socket registry");
             return;
         }
     };
@@ -214,7 +214,7 @@ pub(super) async fn reconcile(
         let found = match labelled_container(client, SOCKET_LABEL, &id).await {
             Ok(found) => found,
             Err(err) => {
-                tracing::warn!(target: "cistern::jobs", socket_id = %id, error = %err.message, "cannot check the container of a container socket");
+                tracing::warn!(target: "cistern::tenancy::jobs", socket_id = %id, error = %err.message, "cannot check the container of a container socket");
                 continue;
             }
         };
@@ -230,14 +230,14 @@ pub(super) async fn reconcile(
             continue;
         }
         let Some(listener_policy) = listener_policy(&record.listener) else {
-            tracing::warn!(target: "cistern::jobs", socket_id = %id, listener = %record.listener, "the listener of a container socket is no longer configured: socket closed");
+            tracing::warn!(target: "cistern::tenancy::jobs", socket_id = %id, listener = %record.listener, "the listener of a container socket is no longer configured: socket closed");
             jobs.finish_socket(&id, "its listener is gone");
             continue;
         };
         let owner = match jobs.socket_owner(&record) {
             Ok(owner) => owner,
             Err(err) => {
-                tracing::error!(target: "cistern::jobs", socket_id = %id, error = %err, "unreadable container socket record: socket closed");
+                tracing::error!(target: "cistern::tenancy::jobs", socket_id = %id, error = %err, "unreadable container socket record: socket closed");
                 jobs.finish_socket(&id, "its record is unreadable");
                 continue;
             }
@@ -251,11 +251,11 @@ pub(super) async fn reconcile(
         let _ = std::fs::remove_file(&record.socket);
         match jobs.serve_at(&record.socket, conn, &record.listener, policy, shutdown) {
             Ok(s) => {
-                tracing::info!(target: "cistern::jobs", socket_id = %id, socket = %record.socket.display(), "container socket served again after a restart");
+                tracing::info!(target: "cistern::tenancy::jobs", socket_id = %id, socket = %record.socket.display(), "container socket served again after a restart");
                 serve.push(s);
             }
             Err(err) => {
-                tracing::error!(target: "cistern::jobs", socket_id = %id, error = %err.message, "cannot serve a container socket again")
+                tracing::error!(target: "cistern::tenancy::jobs", socket_id = %id, error = %err.message, "cannot serve a container socket again")
             }
         }
     }

@@ -14,7 +14,7 @@
 //! reads `r.Form["extrahosts"]`); the daemon applies them to every `RUN`
 //! container, and resolves `host-gateway` there too.
 
-use crate::docker::policy::Json;
+use crate::policy::Json;
 use crate::wire::query::{escape, Query};
 
 /// Host name of an `ExtraHosts` entry (`host:ip`, or `host=ip` in current moby).

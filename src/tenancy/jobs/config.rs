@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::docker::policy::{Json, Policy, PolicyConfig};
+use crate::policy::{Json, Policy, PolicyConfig};
 
 /// Where a job's socket is mounted when the rule does not say.
 pub const DEFAULT_MOUNT: &str = "/var/run/docker.sock";

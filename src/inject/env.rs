@@ -10,7 +10,7 @@
 //!   trusts, newest first. Labels can only be set at create, so it is set on the
 //!   body before it is forwarded; cistern's value replaces a client's.
 
-use crate::docker::policy::Json;
+use crate::policy::Json;
 
 /// The label that records the CA ids a container was given.
 pub const CA_LABEL: &str = "cistern.ca";

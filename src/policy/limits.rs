@@ -667,8 +667,8 @@ mod tests {
     const GIB: i64 = 1 << 30;
 
     /// A policy validated on a host with `ram` bytes of RAM.
-    fn on_host(yaml: &str, ram: u64) -> crate::docker::policy::Policy {
-        let c: crate::docker::policy::PolicyConfig = serde_yaml::from_str(yaml).unwrap();
+    fn on_host(yaml: &str, ram: u64) -> crate::policy::Policy {
+        let c: crate::policy::PolicyConfig = serde_yaml::from_str(yaml).unwrap();
         c.validate_on(Host { memory: Some(ram) }).unwrap()
     }
 
