@@ -225,7 +225,7 @@ impl DockerProxy {
             own: conn.socket.as_deref(),
             to: planned.as_ref().map(|p| p.socket.as_path()),
         };
-        let (forwarded, socket_mapped) = match conn.policy.judge_body_on(&ex.route, raw, sockets) {
+        let (mut body, socket_mapped) = match conn.policy.judge_body_on(&ex.route, raw, sockets) {
             Verdict::Allow(inspected) => {
                 if !inspected.notes.is_empty() {
                     tracing::debug!(path = %ex.record.path, notes = ?inspected.notes, "body rewritten");
@@ -246,37 +246,36 @@ impl DockerProxy {
                 _ => return Err(ex.refuse(refusal)),
             },
         };
-        let forwarded = owned.body(&self.client, &ex.route, forwarded).await?;
-        let (forwarded, prepared) = inject::prepare(
+        // One value, edited in place by each stage, serialised once below.
+        owned.body(&self.client, &ex.route, &mut body).await?;
+        ex.injected = inject::prepare(
             self.inject.as_ref(),
             &conn.listener,
             &ex.route,
-            forwarded,
+            &mut body,
             time::OffsetDateTime::now_utc(),
         )?;
-        ex.injected = prepared;
-        let Some(planned) = planned else {
-            return Ok(forwarded);
-        };
-        // A job container, or one that binds the Docker socket: a socket of
-        // its own, mounted.
-        let opened = self.jobs.open(
-            planned,
-            crate::tenancy::jobs::Opener {
-                listener: &conn.listener,
-                owner: &ex.owner,
-                fixed: conn.fixed.as_deref(),
-                policy: &conn.policy,
-                socket_mapped,
-            },
-            forwarded,
-            &self.shutdown,
-        )?;
-        if let Some(serve) = opened.serve {
-            self.serve_job(serve);
+        if let Some(planned) = planned {
+            // A job container, or one that binds the Docker socket: a socket
+            // of its own, mounted.
+            let opened = self.jobs.open(
+                planned,
+                crate::tenancy::jobs::Opener {
+                    listener: &conn.listener,
+                    owner: &ex.owner,
+                    fixed: conn.fixed.as_deref(),
+                    policy: &conn.policy,
+                    socket_mapped,
+                },
+                &mut body,
+                &self.shutdown,
+            )?;
+            if let Some(serve) = opened.serve {
+                self.serve_job(serve);
+            }
+            ex.opened = opened.opened;
         }
-        ex.opened = opened.opened;
-        Ok(opened.body)
+        Ok(body.into_bytes())
     }
 
     /// Phase 4: the daemon's answer, or why there is none.
@@ -404,4 +403,60 @@ fn log_refusal(
         "{}",
         if audit { "would refuse (audit mode: forwarded)" } else { "refused" }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use crate::policy::{Policy, Sockets, Verdict};
+    use crate::tenancy::jobs::{Jobs, Started};
+    use crate::tenancy::ownership::identity::Tenant;
+    use crate::tenancy::ownership::labels::{self, Owner};
+    use crate::wire::json::counts;
+    use crate::wire::route;
+
+    /// The body stages as [`DockerProxy::edit_body`] runs them, minus the
+    /// daemon's answers: the policy parses the create once, ownership,
+    /// injection and jobs edit that value, and it is serialised once.
+    #[test]
+    fn a_create_body_is_parsed_once_and_serialised_once() {
+        let route =
+            route::classify(&http::Method::POST, "/v1.41/containers/create").expect("a route");
+        let planned = Started {
+            id: "0a1b2c3d4e5f".into(),
+            socket: PathBuf::from("/var/lib/cistern/jobs/0a1b2c3d4e5f/sock/docker.sock"),
+        };
+        let sockets = Sockets {
+            own: None,
+            to: Some(planned.socket.as_path()),
+        };
+        let raw = br#"{"Image":"busybox","Cmd":["sh"],"Env":["A=1"],"HostConfig":{"Binds":["/var/run/docker.sock:/var/run/docker.sock"]}}"#;
+        counts::take();
+
+        let Verdict::Allow(inspected) = Policy::default().judge_body_on(&route, raw, sockets)
+        else {
+            panic!("the policy refused a plain create");
+        };
+        assert!(inspected.socket_mapped);
+        let mut body = inspected.body;
+        // Ownership labels it, injection adds routing, jobs mount the socket.
+        let owner = Owner::new(Tenant::new("alice").expect("a tenant"), "ci");
+        labels::label_body(body.json_mut().expect("json"), &owner);
+        crate::inject::env::container_create(
+            body.json_mut().expect("json"),
+            &["HTTP_PROXY=http://cache.example:3128".to_string()],
+        );
+        Jobs::mount_container_socket(body.json_mut().expect("json"), &planned);
+        let forwarded = body.into_bytes();
+
+        assert_eq!(counts::take(), (1, 1), "(parsed, serialised)");
+        let sent: serde_json::Value = serde_json::from_slice(&forwarded).expect("json");
+        assert_eq!(sent["Labels"]["io.cistern.tenant"], "alice");
+        assert_eq!(sent["Labels"]["io.cistern.socket"], "0a1b2c3d4e5f");
+        assert_eq!(
+            sent["HostConfig"]["Binds"][0],
+            "/var/lib/cistern/jobs/0a1b2c3d4e5f/sock/docker.sock:/var/run/docker.sock"
+        );
+    }
 }

@@ -62,8 +62,8 @@ use crate::docker::upstream::UpstreamClient;
 use crate::docker::{headers, BoxError, ProxyBody};
 use crate::mitm::config::{InjectFailure, DEFAULT_CA_PATH};
 use crate::mitm::Caching;
-use crate::policy::{json, Json};
 use crate::wire::route::{Endpoint, Route};
+use crate::wire::{Body, Json};
 
 pub use self::env::CA_LABEL;
 
@@ -82,10 +82,9 @@ pub struct Injector {
 /// A container create about to be forwarded with injection.
 #[derive(Debug)]
 pub struct Prepared {
-    /// The body to forward: the policy's, plus the injection.
-    pub body: Bytes,
-    /// The policy-checked body without any injection (for `skip`).
-    plain: Bytes,
+    /// The policy-checked body without any injection (for `skip`),
+    /// serialised only if it is needed.
+    plain: Json,
     cas: Vec<CaPem>,
     image: String,
     /// The request line and headers, to create again on `skip`.
@@ -101,23 +100,21 @@ impl Prepared {
     }
 }
 
-/// Driver hook for stage 2: the body to forward and, when the injection
-/// applies, what to finish after the daemon created the container.
+/// Driver hook for stage 2: injects into the body to forward, in place, and
+/// says, when the injection applies, what to finish after the daemon
+/// created the container.
 pub fn prepare(
     injector: Option<&Injector>,
     listener: &str,
     route: &Route,
-    body: Bytes,
+    body: &mut Body,
     now: OffsetDateTime,
-) -> Result<(Bytes, Option<Prepared>), DockerError> {
-    match injector {
-        Some(injector) if route.endpoint == Endpoint::ContainerCreate => {
-            match injector.prepare_create(listener, &body, now)? {
-                Some(prepared) => Ok((prepared.body.clone(), Some(prepared))),
-                None => Ok((body, None)),
-            }
+) -> Result<Option<Prepared>, DockerError> {
+    match (injector, body) {
+        (Some(injector), Body::Json(value)) if route.endpoint == Endpoint::ContainerCreate => {
+            injector.prepare_create(listener, value, now)
         }
-        _ => Ok((body, None)),
+        _ => Ok(None),
     }
 }
 
@@ -162,17 +159,13 @@ impl Injector {
     pub fn prepare_create(
         &self,
         listener: &str,
-        body: &Bytes,
+        value: &mut Json,
         now: OffsetDateTime,
     ) -> Result<Option<Prepared>, DockerError> {
-        if !self.on_listener(listener) || body.is_empty() {
+        if !self.on_listener(listener) {
             return Ok(None);
         }
-        // The policy validated this body; a body it forwards unread (audit of a
-        // malformed one never is) simply gets no injection.
-        let Ok(mut value) = json::parse(body) else {
-            return Ok(None);
-        };
+        let plain = value.clone();
         let image = value
             .get("Image")
             .and_then(Json::as_str)
@@ -195,13 +188,12 @@ impl Injector {
                 }
             }
         };
-        hosts::container_create(&mut value, &cfg.domains, &cfg.inject_address);
-        env::container_create(&mut value, &cfg.inject_env);
+        hosts::container_create(value, &cfg.domains, &cfg.inject_address);
+        env::container_create(value, &cfg.inject_env);
         let ids: Vec<String> = cas.iter().map(|c| c.id.clone()).collect();
-        env::label(&mut value, &ids);
+        env::label(value, &ids);
         Ok(Some(Prepared {
-            body: Bytes::from(value.to_vec()),
-            plain: body.clone(),
+            plain,
             cas,
             image,
             uri: None,
@@ -315,18 +307,17 @@ impl Injector {
         let uri = prepared
             .uri
             .ok_or_else(|| DockerError::internal("create request not remembered"))?;
+        let plain = Bytes::from(prepared.plain.to_vec());
         let mut headers = prepared.headers;
         headers.remove(http::header::CONTENT_LENGTH);
-        if !prepared.plain.is_empty() {
-            headers.insert(http::header::CONTENT_LENGTH, prepared.plain.len().into());
-        }
+        headers.insert(http::header::CONTENT_LENGTH, plain.len().into());
         let mut req = http::Request::builder().method(Method::POST).uri(uri);
         if let Some(h) = req.headers_mut() {
             *h = headers;
         }
         let req = req
             .body(
-                Full::new(prepared.plain)
+                Full::new(plain)
                     .map_err(|never| match never {})
                     .boxed_unsync(),
             )

@@ -643,7 +643,10 @@ mod tests {
         let i = p
             .inspect_body(&r, br#"{"RestartPolicy":{"Name":"no"}}"#)
             .unwrap();
-        assert_eq!(&i.body[..], br#"{"RestartPolicy":{"Name":"no"}}"#);
+        assert_eq!(
+            &i.body.to_bytes()[..],
+            br#"{"RestartPolicy":{"Name":"no"}}"#
+        );
         assert_eq!(
             p.inspect_body(&r, br#"{"Memory":4294967296}"#)
                 .unwrap_err()
@@ -805,7 +808,7 @@ mod tests {
         // zeros mean "unchanged" and are left alone.
         let body = br#"{"BlkioWeight":0,"CpuShares":0,"Memory":1073741824,"NanoCpus":0,"CpuPeriod":0,"CpuQuota":0,"MemoryReservation":0,"MemorySwap":0,"PidsLimit":100,"RestartPolicy":{"Name":"","MaximumRetryCount":0}}"#;
         let i = p.inspect_body(&r, body).unwrap();
-        assert_eq!(&i.body[..], &body[..]);
+        assert_eq!(&i.body.to_bytes()[..], &body[..]);
         assert!(i.notes.is_empty(), "{:?}", i.notes);
     }
 

@@ -65,7 +65,7 @@ use http::StatusCode;
 
 use crate::wire::route::{Endpoint, Group, Route};
 
-pub use crate::wire::{json, query, schema, Json, Refusal, RefusalKind, UnknownFields};
+pub use crate::wire::{json, query, schema, Body, Json, Refusal, RefusalKind, UnknownFields};
 pub use config::{PolicyConfig, PolicyError};
 pub use mounts::RULE_VOLUMES_FROM;
 pub use namespaces::RULE_NAMESPACE_CONTAINER;
@@ -89,11 +89,12 @@ pub enum BodyNeed {
     Inspect { cap: usize },
 }
 
-/// An accepted body: the bytes to forward and what cistern changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An accepted body: what to forward and what cistern changed.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Inspected {
-    /// Canonical JSON (or empty), to forward with `Content-Type: application/json`.
-    pub body: Bytes,
+    /// The canonical JSON value (or the bytes as sent, or empty), to forward
+    /// with `Content-Type: application/json` once the other stages edited it.
+    pub body: Body,
     /// Human-readable notes for the access log: injections, clamps, dropped fields.
     pub notes: Vec<String>,
     /// Whether a bind of the Docker socket was mapped to [`Sockets::to`]:
@@ -114,7 +115,7 @@ pub struct Sockets<'a> {
 }
 
 /// The outcome of body inspection, with what audit mode forwards.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Allow(Inspected),
     Refuse {
@@ -122,7 +123,7 @@ pub enum Verdict {
         refusal: Refusal,
         all: Vec<Refusal>,
         /// In audit mode, for policy refusals: the canonical body to forward.
-        audit_forward: Option<Bytes>,
+        audit_forward: Option<Body>,
     },
 }
 
@@ -335,7 +336,7 @@ impl Policy {
         let Some(obj) = body_schema(&route.endpoint) else {
             // Nothing to inspect: forward as is.
             return Verdict::Allow(Inspected {
-                body: Bytes::copy_from_slice(body),
+                body: Body::Raw(Bytes::copy_from_slice(body)),
                 notes: Vec::new(),
                 socket_mapped: false,
             });
@@ -356,7 +357,7 @@ impl Policy {
         // (and refuses the endpoints that need one).
         if body.iter().all(u8::is_ascii_whitespace) {
             return Verdict::Allow(Inspected {
-                body: Bytes::new(),
+                body: Body::empty(),
                 notes: Vec::new(),
                 socket_mapped: false,
             });
@@ -407,12 +408,13 @@ impl Policy {
         // A body that must be empty (`start`): `{}` is fine and forwarded empty.
         if std::ptr::eq(obj, &schema::EMPTY) {
             return Verdict::Allow(Inspected {
-                body: Bytes::new(),
+                body: Body::empty(),
                 notes: ctx.notes,
                 socket_mapped: false,
             });
         }
-        let audit_body = Bytes::from(canonical.to_vec());
+        // What audit mode forwards: the body before the rules edited it.
+        let audit_body = self.audit.then(|| Body::Json(canonical.clone()));
         if let Err(r) = self.apply_rules(&mut ctx, &route.endpoint, &mut canonical) {
             return match r.kind {
                 RefusalKind::Malformed => refuse(r),
@@ -427,11 +429,11 @@ impl Policy {
             return Verdict::Refuse {
                 refusal: first,
                 all: ctx.refusals,
-                audit_forward: Some(audit_body),
+                audit_forward: audit_body,
             };
         }
         Verdict::Allow(Inspected {
-            body: Bytes::from(canonical.to_vec()),
+            body: Body::Json(canonical),
             notes: ctx.notes,
             socket_mapped: !ctx.mapped.is_empty(),
         })
@@ -521,7 +523,7 @@ pub(crate) mod testutil {
 
     pub fn create(policy: &Policy, body: &str) -> Result<Json, Refusal> {
         let i = policy.inspect_body(&route("POST", "/v1.41/containers/create"), body.as_bytes())?;
-        json::parse(&i.body)
+        json::parse(&i.body.to_bytes())
     }
 
     pub fn refused(policy: &Policy, body: &str) -> Refusal {
@@ -568,7 +570,7 @@ mod tests {
         let body = br#"{"Container":"other","User":"","Privileged":false,"Tty":false,"AttachStdin":true,"AttachStdout":true,"AttachStderr":true,"Cmd":["cat"],"Env":null}"#;
         let i = p.inspect_body(&r, body).unwrap();
         assert_eq!(
-            String::from_utf8(i.body.to_vec()).unwrap(),
+            String::from_utf8(i.body.to_bytes().to_vec()).unwrap(),
             r#"{"User":"","Privileged":false,"Tty":false,"AttachStdin":true,"AttachStdout":true,"AttachStderr":true,"Cmd":["cat"]}"#
         );
         // Any value is dropped, never judged or forwarded; the rest still is.
@@ -602,7 +604,7 @@ mod tests {
         let i = p
             .inspect_body(&r, br#"{"Detach":false,"Tty":false,"OutputCapacity":8192}"#)
             .unwrap();
-        assert_eq!(&i.body[..], br#"{"Detach":false,"Tty":false}"#);
+        assert_eq!(&i.body.to_bytes()[..], br#"{"Detach":false,"Tty":false}"#);
         // dockerode's client-side `stdin` and `hijack` options too.
         let i = p
             .inspect_body(
@@ -610,7 +612,7 @@ mod tests {
                 br#"{"stdin":true,"hijack":true,"Detach":false,"Tty":false}"#,
             )
             .unwrap();
-        assert_eq!(&i.body[..], br#"{"Detach":false,"Tty":false}"#);
+        assert_eq!(&i.body.to_bytes()[..], br#"{"Detach":false,"Tty":false}"#);
         // Other unknown fields follow the policy like everywhere else.
         let e = p
             .inspect_body(&r, br#"{"Detach":false,"Bogus":1}"#)
@@ -634,7 +636,7 @@ mod tests {
             "{:?}",
             i.notes
         );
-        let v = json::parse(&i.body).unwrap();
+        let v = json::parse(&i.body.to_bytes()).unwrap();
         let s = |path: &[&str]| String::from_utf8(v.at(path).unwrap().to_vec()).unwrap();
         assert_eq!(s(&["NetworkingConfig"]), "{}");
         assert_eq!(s(&["HostConfig", "NetworkMode"]), r#""mynet""#);
@@ -679,7 +681,7 @@ mod tests {
                 br#"{"repo":"r","tag":"t","changes":"LABEL a=b","container":"c"}"#,
             )
             .unwrap();
-        assert_eq!(&i.body[..], b"{}");
+        assert_eq!(&i.body.to_bytes()[..], b"{}");
         assert_eq!(i.notes.len(), 4, "{:?}", i.notes);
     }
 
@@ -771,8 +773,8 @@ mod tests {
     fn start_body_must_be_empty() {
         let p = Policy::default();
         let r = route("POST", "/v1.41/containers/c/start");
-        assert_eq!(p.inspect_body(&r, b"").unwrap().body, Bytes::new());
-        assert_eq!(p.inspect_body(&r, b"{}").unwrap().body, Bytes::new());
+        assert_eq!(p.inspect_body(&r, b"").unwrap().body, Body::empty());
+        assert_eq!(p.inspect_body(&r, b"{}").unwrap().body, Body::empty());
         assert_eq!(
             p.inspect_body(&r, br#"{"Privileged":true}"#)
                 .unwrap_err()
@@ -838,7 +840,7 @@ mod tests {
                 let rules: Vec<_> = all.iter().map(|r| r.rule).collect();
                 assert_eq!(rules, ["unknown_field", "privileged", "cap_add"]);
                 assert_eq!(
-                    audit_forward.unwrap(),
+                    audit_forward.unwrap().to_bytes(),
                     Bytes::from_static(
                         br#"{"Image":"x","HostConfig":{"Privileged":true,"CapAdd":["SYS_ADMIN"]}}"#
                     )
@@ -874,9 +876,12 @@ mod tests {
             r#"{"image":"x","Env":["CI=false"],"hostconfig":{"Memory":4294967296,"CpuQuota":400000,"PortBindings":{"80/tcp":[{"HostPort":"80"}]},"SecurityOpt":["no-new-privileges=false"]}}"#,
         ] {
             let once = p.inspect_body(&r, body.as_bytes()).unwrap();
-            json::check_canonical(&json::parse(&once.body).unwrap(), &schema::CONTAINER_CREATE)
-                .unwrap();
-            let twice = p.inspect_body(&r, &once.body).unwrap();
+            json::check_canonical(
+                &json::parse(&once.body.to_bytes()).unwrap(),
+                &schema::CONTAINER_CREATE,
+            )
+            .unwrap();
+            let twice = p.inspect_body(&r, &once.body.to_bytes()).unwrap();
             assert_eq!(once.body, twice.body, "{body}");
         }
     }

@@ -168,7 +168,7 @@ mod tests {
                 to: to.map(Path::new),
             },
         ) {
-            Verdict::Allow(i) => Ok(String::from_utf8(i.body.to_vec()).expect("utf-8")),
+            Verdict::Allow(i) => Ok(String::from_utf8(i.body.to_bytes().to_vec()).expect("utf-8")),
             Verdict::Refuse { refusal, .. } => Err(refusal),
         }
     }

@@ -172,6 +172,8 @@ impl Json {
 
     /// Serialises to compact JSON bytes.
     pub fn to_vec(&self) -> Vec<u8> {
+        #[cfg(test)]
+        counts::SERIALISED.with(|n| n.set(n.get() + 1));
         // Serialising this tree cannot fail: keys are strings, numbers are finite.
         serde_json::to_vec(self).unwrap_or_default()
     }
@@ -269,11 +271,33 @@ impl Serialize for Json {
 
 /// Parses exactly one JSON value followed by optional whitespace.
 pub fn parse(bytes: &[u8]) -> Result<Json, Refusal> {
+    #[cfg(test)]
+    counts::PARSED.with(|n| n.set(n.get() + 1));
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = Json::deserialize(&mut de).map_err(malformed)?;
     // Go's Decoder would ignore what follows; refuse it instead.
     de.end().map_err(malformed)?;
     Ok(value)
+}
+
+/// How often this thread parsed and serialised bodies (tests check that a
+/// request's body is parsed once and serialised once).
+#[cfg(test)]
+pub mod counts {
+    use std::cell::Cell;
+
+    thread_local! {
+        pub static PARSED: Cell<usize> = const { Cell::new(0) };
+        pub static SERIALISED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// (parsed, serialised) since the last call, on this thread.
+    pub fn take() -> (usize, usize) {
+        (
+            PARSED.with(|n| n.replace(0)),
+            SERIALISED.with(|n| n.replace(0)),
+        )
+    }
 }
 
 fn malformed(e: serde_json::Error) -> Refusal {

@@ -8,6 +8,8 @@
 //! - [`json`]: Go-compatible JSON (case-insensitive keys, duplicate and
 //!   ambiguous keys refused) into one [`Json`] value, canonicalised against
 //!   [`schema`], the bodies of the endpoints cistern reads.
+//! - [`body`]: a body read whole, as the one value every stage edits and
+//!   the driver serialises once.
 //! - [`mounts`]: `Binds` specs and host paths.
 //! - [`refusal`]: what a client is told when its request cannot be read (and,
 //!   for the policy above this layer, when it may not go on).
@@ -15,6 +17,7 @@
 //! Policy, ownership, injection and jobs read and edit requests through this
 //! layer; nothing here knows about them.
 
+pub mod body;
 pub mod json;
 pub mod mounts;
 pub mod query;
@@ -22,5 +25,6 @@ pub mod refusal;
 pub mod route;
 pub mod schema;
 
+pub use body::Body;
 pub use json::Json;
 pub use refusal::{Refusal, RefusalKind, UnknownFields};

@@ -51,7 +51,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::config::{JobRule, JobsConfig, RawJobs};
 use crate::docker::error::DockerError;
 use crate::docker::upstream::{self, UpstreamClient};
-use crate::policy::{Json, Policy};
+use crate::policy::Policy;
 use crate::tenancy::ownership::daemon::{self, Daemon};
 use crate::tenancy::ownership::identity::Tenant;
 use crate::tenancy::ownership::labels::Owner;
@@ -68,6 +68,7 @@ use crate::tenancy::ownership::names::Namespace;
 use crate::tenancy::ownership::state_file::StateFile;
 use crate::tenancy::ownership::{cleanup, images};
 use crate::wire::mounts::clean_components;
+use crate::wire::{Body, Json};
 
 /// The label naming a job container's job.
 pub const JOB_LABEL: &str = "io.cistern.job";
@@ -156,10 +157,9 @@ pub struct Opener<'a> {
     pub socket_mapped: bool,
 }
 
-/// What [`Jobs::open`] did: the body to forward, what it opened (to settle
-/// once the daemon answered) and the socket to serve.
+/// What [`Jobs::open`] opened (to settle once the daemon answered) and the
+/// socket to serve.
 pub struct Open {
-    pub body: Bytes,
     pub opened: Option<Opened>,
     pub serve: Option<Serve>,
 }
@@ -220,37 +220,37 @@ impl Jobs {
         &self,
         planned: Started,
         by: Opener<'_>,
-        body: Bytes,
+        body: &mut Body,
         shutdown: &CancellationToken,
     ) -> Result<Open, DockerError> {
         let in_job = by.fixed.and_then(|f| f.job_rule);
-        let parse = |body: &Bytes| {
-            crate::wire::json::parse(body).map_err(|r| DockerError::internal(r.message))
+        let none = Open {
+            opened: None,
+            serve: None,
         };
-        if in_job.is_none() && !self.config.rules.is_empty() {
-            let value = parse(&body)?;
-            if let Some((index, rule)) = self.config.rule_for(by.listener, &value) {
+        // A body the policy did not read (audit of an unreadable one) gets
+        // no socket.
+        let Body::Json(value) = body else {
+            return Ok(none);
+        };
+        if in_job.is_none() {
+            if let Some((index, rule)) = self.config.rule_for(by.listener, value) {
                 let (job, serve) =
                     self.start(planned, index, by.listener, by.owner, by.policy, shutdown)?;
+                Jobs::mount(value, &job, rule);
                 return Ok(Open {
-                    body: Jobs::mount(value, &job, rule),
                     opened: Some(Opened::Job(job)),
                     serve: Some(serve),
                 });
             }
         }
         if !by.socket_mapped {
-            return Ok(Open {
-                body,
-                opened: None,
-                serve: None,
-            });
+            return Ok(none);
         }
-        let value = parse(&body)?;
         let serve =
             self.start_socket(&planned, by.listener, by.owner, in_job, by.policy, shutdown)?;
+        Jobs::mount_container_socket(value, &planned);
         Ok(Open {
-            body: Jobs::mount_container_socket(value, &planned),
             opened: Some(Opened::Socket(planned)),
             serve: Some(serve),
         })
@@ -379,9 +379,9 @@ impl Jobs {
 
     /// The create body with the job's socket and its directory mounted,
     /// `DOCKER_HOST` set (unless the client set it) and its label set.
-    pub fn mount(value: Json, job: &Started, rule: &JobRule) -> Bytes {
+    pub fn mount(value: &mut Json, job: &Started, rule: &JobRule) {
         let file = rule.mount.to_string_lossy();
-        mount_socket(value, job, Some(&file), JOB_LABEL)
+        mount_socket(value, job, Some(&file), JOB_LABEL);
     }
 
     /// Records the job's container once the daemon created it: from then on,
@@ -485,7 +485,7 @@ impl Jobs {
 /// the socket's directory read-only at [`SOCKET_DIR_MOUNT`] with
 /// `DOCKER_HOST` pointing into it (unless the client set `DOCKER_HOST`), and
 /// `label` naming the socket's ID.
-fn mount_socket(mut value: Json, opened: &Started, file: Option<&str>, label: &str) -> Bytes {
+fn mount_socket(value: &mut Json, opened: &Started, file: Option<&str>, label: &str) {
     let socket = &opened.socket;
     let mut ours: Vec<(String, String, &str)> = file
         .map(|file| (socket.display().to_string(), file.to_string(), ""))
@@ -522,12 +522,11 @@ fn mount_socket(mut value: Json, opened: &Started, file: Option<&str>, label: &s
     }
     if dir.is_some() {
         let docker_host = format!("DOCKER_HOST=unix://{SOCKET_DIR_MOUNT}/docker.sock");
-        crate::inject::env::container_create(&mut value, &[docker_host]);
+        crate::inject::env::container_create(value, &[docker_host]);
     }
     value
         .object_mut("Labels")
         .set(label, Json::string(opened.id.clone()));
-    Bytes::from(value.to_vec())
 }
 
 /// What reconciliation found for one job.
@@ -893,8 +892,9 @@ mod tests {
             id: "0a1b2c3d4e5f".into(),
             socket: PathBuf::from(socket),
         };
-        let value = crate::wire::json::parse(body.as_bytes()).unwrap();
-        serde_json::from_slice(&Jobs::mount(value, &job, &rule)).unwrap()
+        let mut value = crate::wire::json::parse(body.as_bytes()).unwrap();
+        Jobs::mount(&mut value, &job, &rule);
+        serde_json::from_slice(&value.to_vec()).unwrap()
     }
 
     #[test]

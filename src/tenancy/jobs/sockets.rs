@@ -31,7 +31,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -129,8 +128,8 @@ impl Jobs {
     /// The create body with the container socket's directory mounted,
     /// `DOCKER_HOST` set (unless the client set it) and its label set. The
     /// client's own binds of the Docker socket already name the socket.
-    pub fn mount_container_socket(value: Json, planned: &Started) -> Bytes {
-        mount_socket(value, planned, None, SOCKET_LABEL)
+    pub fn mount_container_socket(value: &mut Json, planned: &Started) {
+        mount_socket(value, planned, None, SOCKET_LABEL);
     }
 
     /// Records the socket's container once the daemon created it.
@@ -282,12 +281,12 @@ mod tests {
             id: "0a1b2c3d4e5f".into(),
             socket: PathBuf::from("/var/lib/cistern/jobs/0a1b2c3d4e5f/sock/docker.sock"),
         };
-        let value = crate::wire::json::parse(
+        let mut value = crate::wire::json::parse(
             br#"{"Image":"x","HostConfig":{"Binds":["/var/lib/cistern/jobs/0a1b2c3d4e5f/sock/docker.sock:/var/run/docker.sock:ro","/data:/data"]}}"#,
         )
         .unwrap();
-        let body: serde_json::Value =
-            serde_json::from_slice(&Jobs::mount_container_socket(value, &planned)).unwrap();
+        Jobs::mount_container_socket(&mut value, &planned);
+        let body: serde_json::Value = serde_json::from_slice(&value.to_vec()).unwrap();
         assert_eq!(
             body["HostConfig"]["Binds"],
             serde_json::json!([

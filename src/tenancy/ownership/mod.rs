@@ -74,8 +74,8 @@ use crate::docker::error::DockerError;
 use crate::docker::upstream::UpstreamClient;
 use crate::docker::{BoxError, ProxyBody};
 use crate::listen::Peer;
-use crate::policy::{json, query::Query, Json};
 use crate::wire::route::{Endpoint, Route};
+use crate::wire::{query::Query, Body as RequestBody, Json};
 
 /// A listener's ownership settings.
 #[derive(Debug, Clone)]
@@ -914,13 +914,14 @@ impl Owned {
             .and_then(|(_, r)| r.lock().ok().and_then(|r| r.clone()))
     }
 
-    /// Step 3: the body to forward, labelled, with its references resolved.
+    /// Step 3: the body to forward, labelled, with its references resolved,
+    /// edited in place.
     pub async fn body(
         &self,
         client: &UpstreamClient,
         route: &Route,
-        body: Bytes,
-    ) -> Result<Bytes, DockerError> {
+        body: &mut RequestBody,
+    ) -> Result<(), DockerError> {
         let daemon = Daemon { client };
         let owner = &self.owner;
         let needs = labels::labels_create(&route.endpoint)
@@ -929,18 +930,16 @@ impl Owned {
                 Endpoint::NetworkConnect { .. } | Endpoint::NetworkDisconnect { .. }
             );
         if !needs {
-            return Ok(body);
+            return Ok(());
         }
-        let mut value = if body.is_empty() {
-            Json::Object(Vec::new())
-        } else {
-            json::parse(&body).map_err(|r| DockerError::client(r.status, r.message))?
-        };
+        let value = body
+            .json_mut()
+            .map_err(|r| DockerError::client(r.status, r.message))?;
         match route.endpoint {
-            Endpoint::ContainerCreate => self.container_create(daemon, route, &mut value).await?,
+            Endpoint::ContainerCreate => self.container_create(daemon, route, value).await?,
             Endpoint::VolumeCreate => {
                 if let Some(ns) = &owner.namespace {
-                    ns.create_body(&mut value);
+                    ns.create_body(value);
                 }
                 if let Some(name) = value.get("Name").and_then(Json::as_str) {
                     if let Found::Exists { labels, .. } = find(daemon, Kind::Volume, name).await? {
@@ -952,7 +951,7 @@ impl Owned {
             }
             Endpoint::NetworkCreate => {
                 if let Some(ns) = &owner.namespace {
-                    ns.create_body(&mut value);
+                    ns.create_body(value);
                 }
             }
             Endpoint::NetworkConnect { .. } | Endpoint::NetworkDisconnect { .. } => {
@@ -965,9 +964,9 @@ impl Owned {
             _ => {}
         }
         if labels::labels_create(&route.endpoint) {
-            labels::label_body(&mut value, owner);
+            labels::label_body(value, owner);
         }
-        Ok(Bytes::from(value.to_vec()))
+        Ok(())
     }
 
     /// Container create: the image may be used; every container, network and
@@ -1631,6 +1630,7 @@ fn send_check(
 ) {
     fn is_send<T: Send>(_: T) {}
     is_send(o.resolve(c, owner, r, String::new()));
-    is_send(owned.body(c, r, Bytes::new()));
+    let mut body = RequestBody::empty();
+    is_send(owned.body(c, r, &mut body));
     is_send(owned.finish(resp));
 }
