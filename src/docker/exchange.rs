@@ -32,8 +32,9 @@ use hyper::body::Incoming;
 
 use super::access_log::{Counted, Direction, RequestRecord};
 use super::error::DockerError;
-use super::{daemon_uri, drain, error_chain, headers, hijack, read_capped};
+use super::{daemon_uri, drain, headers, hijack, read_capped};
 use super::{BoxError, ConnInfo, DockerProxy, ProxyBody};
+use crate::http::error::chain;
 use crate::inject;
 use crate::policy::{self, BodyNeed, Refusal, RefusalKind, Verdict};
 use crate::tenancy::jobs::Opened;
@@ -284,7 +285,7 @@ impl DockerProxy {
         outgoing: Request<ProxyBody>,
     ) -> Result<Response<Incoming>, DockerError> {
         self.client.request(outgoing).await.map_err(|err| {
-            let detail = error_chain(&err);
+            let detail = chain(&err);
             if err.is_connect() {
                 DockerError::upstream(format!(
                     "cannot connect to the Docker daemon at {}: {detail}",

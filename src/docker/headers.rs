@@ -1,20 +1,10 @@
-//! Hop-by-hop header handling (RFC 9110 §7.6.1): these describe one
-//! connection, not the message, and must not be forwarded. An upgrade keeps
-//! `Connection: Upgrade` and `Upgrade`, because the daemon answers attach and
-//! exec with `101 Switching Protocols` only when asked to.
+//! Connection headers on the Docker side: whether a request switches
+//! protocols, and what is stripped before forwarding (hop-by-hop headers,
+//! RFC 9110 §7.6.1, and `Expect`). An upgrade keeps `Connection: Upgrade`
+//! and `Upgrade`, because the daemon answers attach and exec with
+//! `101 Switching Protocols` only when asked to.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
+use http::header::{self, HeaderMap};
 
 /// Whether the request asks to switch protocols (`Connection: upgrade` plus an
 /// `Upgrade` header), as the docker CLI does for attach and exec start.
@@ -31,37 +21,18 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// Removes hop-by-hop headers ([`crate::http::headers::strip_hop_by_hop`])
+/// and `Expect`: cistern answered any `Expect: 100-continue` itself.
 /// With `keep_upgrade`, `Connection: Upgrade` and `Upgrade` stay.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
-        }
-        headers.remove(&name);
-    }
-    for name in HOP_BY_HOP.iter() {
-        headers.remove(name);
-    }
-    // The proxy answered any `Expect: 100-continue` itself.
+    crate::http::headers::strip_hop_by_hop(headers, keep_upgrade);
     headers.remove(header::EXPECT);
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::{HeaderName, HeaderValue};
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -86,35 +57,5 @@ mod tests {
         ])));
         assert!(!wants_upgrade(&map(&[("Upgrade", "tcp")])));
         assert!(!wants_upgrade(&map(&[("Connection", "Upgrade")])));
-    }
-
-    #[test]
-    fn hop_by_hop_and_connection_named_headers_are_removed() {
-        let mut h = map(&[
-            ("Connection", "close, X-Secret"),
-            ("X-Secret", "1"),
-            ("Keep-Alive", "timeout=5"),
-            ("Transfer-Encoding", "chunked"),
-            ("Content-Type", "application/json"),
-            ("X-Registry-Auth", "abc"),
-            ("Upgrade", "tcp"),
-        ]);
-        strip_hop_by_hop(&mut h, false);
-        let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
-        left.sort();
-        assert_eq!(left, vec!["content-type", "x-registry-auth"]);
-    }
-
-    #[test]
-    fn upgrade_requests_keep_their_upgrade_headers() {
-        let mut h = map(&[
-            ("Connection", "Upgrade"),
-            ("Upgrade", "tcp"),
-            ("TE", "trailers"),
-        ]);
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h.get("connection").unwrap(), "Upgrade");
-        assert_eq!(h.get("upgrade").unwrap(), "tcp");
-        assert!(h.get("te").is_none());
     }
 }

@@ -21,6 +21,7 @@ pub mod error;
 mod exchange;
 pub mod headers;
 pub mod hijack;
+pub mod listener;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -29,7 +30,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body as _;
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
@@ -41,17 +41,14 @@ use self::upstream::UpstreamClient;
 use crate::config::{ClientLimits, Config};
 use crate::inject;
 use crate::listen::limit::{ConnectionLimit, Slot};
+use crate::listen::serve::{self, Listener, Socket, Tls};
 use crate::listen::Peer;
 use crate::mitm::Caching;
 use crate::policy::Policy;
 use crate::tenancy::jobs::{Jobs, SocketConn};
 use crate::tenancy::ownership;
 
-/// Errors carried inside bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The body type of requests to the daemon and responses to clients.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+pub use crate::http::{BoxError, ProxyBody};
 
 /// What cistern knows about the connection a request came in on.
 #[derive(Debug, Clone)]
@@ -71,6 +68,17 @@ pub struct ConnInfo {
     /// (`clients.max_connections_per_client`), held by a hijacked stream for
     /// as long as it runs; `None`: over the cap, refused.
     pub slot: Option<Arc<Slot<ClientKey>>>,
+}
+
+/// The listener, or the job's or container's socket, a connection came in
+/// on.
+#[derive(Debug)]
+pub struct ListenerInfo {
+    pub name: Arc<str>,
+    /// Its policy.
+    pub policy: Arc<Policy>,
+    /// Set on a job's or a container's socket: the tenant every client is.
+    pub fixed: Option<Arc<SocketConn>>,
 }
 
 /// Who counts as one client for `clients.max_connections_per_client`.
@@ -169,15 +177,30 @@ impl DockerProxy {
     /// Serves a job's or a container's socket until it is closed or cistern
     /// shuts down.
     pub fn serve_job(self: &Arc<Self>, serve: crate::tenancy::jobs::Serve) {
-        self.tasks.spawn(crate::server::accept_loop(
-            Arc::from(serve.listener.as_str()),
-            serve.policy,
-            Some(serve.conn),
-            crate::server::Bound::Unix(serve.socket),
-            self.clone(),
-            self.tasks.clone(),
-            serve.token,
-        ));
+        let listener = ListenerInfo {
+            name: Arc::from(serve.listener.as_str()),
+            policy: serve.policy,
+            fixed: Some(serve.conn),
+        };
+        let socket = Socket::Unix(serve.socket);
+        let proxy = self.clone();
+        self.tasks
+            .spawn(proxy.serve(listener, socket, None, serve.token));
+    }
+
+    /// Serves `socket` (through `tls`, when set) as `listener`'s until
+    /// `shutdown` fires; connections run on the proxy's tasks, so shutdown
+    /// waits for them ([`listener`] says how they are served).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: ListenerInfo,
+        socket: Socket,
+        tls: Option<Tls>,
+        shutdown: CancellationToken,
+    ) {
+        let serving = Listener::new(listener.name.clone(), socket, self.limits.idle_timeout);
+        let tasks = self.tasks.clone();
+        serve::run(serving.tls(tls), self, listener, tasks, shutdown).await;
     }
 
     /// Follows job containers and containers with a socket of their own:
@@ -361,19 +384,4 @@ fn daemon_uri(path_and_query: &str) -> Result<Uri, DockerError> {
                 format!("bad request target: {err}"),
             )
         })
-}
-
-/// An error with its causes, for messages that say what actually went wrong.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -1,10 +1,17 @@
-//! Listening sockets Docker clients connect to: unix sockets and TCP, plain
-//! or with TLS.
+//! Listening sockets and serving them: unix sockets and TCP, plain or with
+//! TLS.
 //!
-//! Binding is done once at start so that every problem (a socket another
-//! process is serving, a port in use) stops cistern before it serves anything.
+//! - binding ([`bind_unix`], [`bind_tcp`]) is done once at start so that
+//!   every problem (a socket another process is serving, a port in use)
+//!   stops cistern before it serves anything;
+//! - [`serve`]: the one accept loop every listener runs, Docker's and the
+//!   caching proxy's alike: caps, TLS handshakes, idle timeouts, shutdown;
+//! - [`limit`]: how many connections one client may hold;
+//! - [`tls`]: TLS listener files, reloaded on SIGHUP, and client
+//!   certificates.
 
 pub mod limit;
+pub mod serve;
 mod tcp;
 pub mod tls;
 mod unix;
@@ -35,6 +42,16 @@ pub enum Peer {
         client: Option<Arc<ClientCert>>,
     },
     Unknown,
+}
+
+impl Peer {
+    /// The address of a TCP peer.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            Peer::Tcp(addr) | Peer::Tls { addr, .. } => Some(*addr),
+            Peer::Unix { .. } | Peer::Unknown => None,
+        }
+    }
 }
 
 impl fmt::Display for Peer {

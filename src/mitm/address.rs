@@ -20,7 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use serde_json::Value;
 
-use super::error::StartError;
+use super::error::{AddressError, StartError};
 use super::CachingConfig;
 use crate::docker::upstream::{self as daemon, UpstreamClient};
 
@@ -37,40 +37,6 @@ pub struct InterfaceAddress {
     pub name: String,
     /// One of its addresses.
     pub address: Ipv4Addr,
-}
-
-/// Why the address containers reach the host at could not be found.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AddressError {
-    /// The daemon did not describe its default bridge network.
-    #[error("inspecting the daemon's bridge network: {0}")]
-    Daemon(String),
-    /// The inspect answer is not a network description.
-    #[error("the daemon's bridge network inspect is not a JSON object")]
-    BadInspect,
-    /// The gateway the daemon reports is not on this host.
-    #[error("the bridge network's gateway {gateway} is not an address of this host (daemon on another host, or in another network namespace?)")]
-    GatewayNotLocal {
-        /// The reported gateway.
-        gateway: Ipv4Addr,
-    },
-    /// No gateway reported, and the bridge's interface is not on this host.
-    #[error("the bridge network reports no gateway and this host has no interface {name} (daemon on another host, or in another network namespace?)")]
-    NoInterface {
-        /// The interface the network names.
-        name: String,
-    },
-    /// The bridge's interface has no IPv4 address in the bridge's subnets.
-    #[error("the bridge network reports no gateway and its interface {name} has no IPv4 address in {subnets}")]
-    NoAddress {
-        /// The interface.
-        name: String,
-        /// The bridge's subnets, as the daemon wrote them.
-        subnets: String,
-    },
-    /// The host's interfaces could not be listed.
-    #[error("listing the host's network interfaces: {0}")]
-    Interfaces(String),
 }
 
 /// Where the proxy listens: the configured addresses, or ports 80 and 443

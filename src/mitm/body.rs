@@ -1,12 +1,11 @@
-//! Response bodies of the caching proxy.
+//! The bodies the caching proxy sends clients, and their log.
 //!
-//! - [`ProxyBody`]: the one boxed body type every response uses.
-//!   An `Err` frame makes the client's transfer fail (a broken chunked
-//!   stream, a short `Content-Length` body, an HTTP/2 reset), never end
-//!   cleanly; a miss being stored is such a body (see `tee.rs`).
-//! - [`Metered`]: wraps the body sent to a client; counts its bytes into the
-//!   per-domain counters as they go and writes the request's one log event
-//!   when the body is finished or dropped.
+//! Every response is a [`ProxyBody`] (shared with the Docker side): an
+//! `Err` frame makes the client's transfer fail, never end cleanly; a miss
+//! being stored is such a body (see `tee.rs`). [`Metered`] wraps the body
+//! sent to a client; it counts its bytes into the per-domain counters as
+//! they go and writes the request's one log event ([`RequestLog`]) when the
+//! body is finished or dropped.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,26 +15,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
 
-use super::error::BoxError;
+use super::conn::ConnInfo;
 use super::metrics::DomainCounters;
-
-/// The body of every response the proxy sends.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// An empty body.
-pub fn empty() -> ProxyBody {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
-}
-
-/// A body of known bytes.
-pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
+use crate::http::{BoxError, ProxyBody};
 
 /// Where a response's bytes came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +63,7 @@ pub struct RequestLog {
 
 impl RequestLog {
     /// The log of a request just received; the handler fills in the rest.
-    pub fn new(method: &http::Method, path: &str, conn: &super::handler::ConnInfo) -> Self {
+    pub fn new(method: &http::Method, path: &str, conn: &ConnInfo) -> Self {
         RequestLog {
             listener: conn.listener,
             peer: conn.peer,

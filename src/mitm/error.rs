@@ -1,10 +1,9 @@
 //! Errors of the caching proxy, shaped by which side failed: that decides
 //! the status the client gets and the log level.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 
-/// Boxed error carried by response bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::http::BoxError;
 
 /// Why the caching proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +26,7 @@ pub enum StartError {
     NoListenAddress {
         /// What was missing.
         #[source]
-        source: super::address::AddressError,
+        source: AddressError,
     },
     /// The cache directory could not be opened.
     #[error("cache directory: {0}")]
@@ -35,6 +34,40 @@ pub enum StartError {
     /// Origin trust roots or TLS settings are unusable.
     #[error("TLS: {0}")]
     Tls(String),
+}
+
+/// Why the address containers reach the host at could not be found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// The daemon did not describe its default bridge network.
+    #[error("inspecting the daemon's bridge network: {0}")]
+    Daemon(String),
+    /// The inspect answer is not a network description.
+    #[error("the daemon's bridge network inspect is not a JSON object")]
+    BadInspect,
+    /// The gateway the daemon reports is not on this host.
+    #[error("the bridge network's gateway {gateway} is not an address of this host (daemon on another host, or in another network namespace?)")]
+    GatewayNotLocal {
+        /// The reported gateway.
+        gateway: Ipv4Addr,
+    },
+    /// No gateway reported, and the bridge's interface is not on this host.
+    #[error("the bridge network reports no gateway and this host has no interface {name} (daemon on another host, or in another network namespace?)")]
+    NoInterface {
+        /// The interface the network names.
+        name: String,
+    },
+    /// The bridge's interface has no IPv4 address in the bridge's subnets.
+    #[error("the bridge network reports no gateway and its interface {name} has no IPv4 address in {subnets}")]
+    NoAddress {
+        /// The interface.
+        name: String,
+        /// The bridge's subnets, as the daemon wrote them.
+        subnets: String,
+    },
+    /// The host's interfaces could not be listed.
+    #[error("listing the host's network interfaces: {0}")]
+    Interfaces(String),
 }
 
 /// A failure on the request path.

@@ -18,25 +18,30 @@
 //! its listen address: bind it where only CI jobs can.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::body::{self, Metered, RequestLog, Source};
+use super::body::{Metered, RequestLog, Source};
 use super::config::{ForwardProxyConfig, Others};
+use super::conn::{ConnInfo, Scheme};
 use super::domains::{normalise, split_authority};
-use super::handler::{ConnInfo, Proxy, Scheme};
+use super::handler::Proxy;
 use super::plain::PlainStream;
-use super::proxy::{serve, HANDSHAKE_TIMEOUT};
 use super::upstream::Dialer;
+use crate::http::body;
 use crate::listen::limit::Slot;
+use crate::listen::serve::{self, Accepted, HandshakeError, Http, Protocol, Service};
+use crate::listen::Peer;
 
 /// The forward proxy's shared state.
 pub struct ForwardProxy {
@@ -68,49 +73,6 @@ impl ForwardProxy {
         }
     }
 
-    /// Accepts connections until shutdown.
-    pub async fn run(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            let accepted = tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(err) => {
-                    tracing::warn!(listener = "forward", error = %err, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let Some(slot) = self.proxy.admit(peer) else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let this = self.clone();
-            // Held by the connection and by a CONNECT tunnel it becomes.
-            let slot = Arc::new(slot);
-            self.tasks.spawn(async move {
-                let conn = Arc::new(ConnInfo {
-                    listener: "forward",
-                    scheme: Scheme::Http,
-                    sni: None,
-                    peer,
-                });
-                let shutdown = this.shutdown.clone();
-                let idle = this.proxy.idle_timeout();
-                serve(
-                    PlainStream::new(stream),
-                    move |req| this.clone().handle(req, conn.clone(), slot.clone()),
-                    idle,
-                    shutdown,
-                )
-                .await;
-            });
-        }
-        tracing::debug!(listener = "forward", "forward proxy listener closed");
-    }
-
     async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
@@ -118,7 +80,7 @@ impl ForwardProxy {
         slot: Arc<Slot<IpAddr>>,
     ) -> Result<Response<Metered>, Infallible> {
         if req.method() == Method::CONNECT {
-            return Ok(self.connect(req, &conn, slot).await);
+            return Ok(self.handle_connect(req, &conn, slot).await);
         }
         let cached = req
             .uri()
@@ -134,7 +96,7 @@ impl ForwardProxy {
 
     /// Answers a CONNECT and takes over the connection it upgrades, which
     /// keeps the client connection's `slot` while it runs.
-    async fn connect(
+    async fn handle_connect(
         self: &Arc<Self>,
         req: Request<Incoming>,
         conn: &ConnInfo,
@@ -200,14 +162,15 @@ impl ForwardProxy {
     /// like the HTTPS listener. The client's SNI must be the CONNECT host.
     async fn intercept(&self, upgraded: hyper::upgrade::Upgraded, host: String, peer: SocketAddr) {
         let io = TokioIo::new(upgraded);
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.accept(io)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(err)) => {
-                tracing::debug!(%peer, %host, error = %err, "TLS handshake in CONNECT failed");
+        let stream = match serve::handshake(&self.tls, io, &self.shutdown).await {
+            Ok(stream) => stream,
+            Err(HandshakeError::ShuttingDown) => return,
+            Err(HandshakeError::TimedOut) => {
+                tracing::debug!(%peer, %host, "TLS handshake in CONNECT timed out");
                 return;
             }
-            Err(_) => {
-                tracing::debug!(%peer, %host, "TLS handshake in CONNECT timed out");
+            Err(HandshakeError::Failed(err)) => {
+                tracing::debug!(%peer, %host, error = %err, "TLS handshake in CONNECT failed");
                 return;
             }
         };
@@ -222,21 +185,57 @@ impl ForwardProxy {
             sni: Some(host),
             peer,
         });
-        let proxy = self.proxy.clone();
-        let handle = move |req| proxy.clone().handle(req, conn.clone());
-        serve(
-            stream,
-            handle,
-            self.proxy.idle_timeout(),
-            self.shutdown.clone(),
-        )
-        .await;
+        let http = Http {
+            protocol: Protocol::Auto,
+            idle_timeout: self.proxy.idle_timeout(),
+        };
+        let shutdown = self.shutdown.clone();
+        serve::serve_connection(stream, self.proxy.clone(), conn, http, shutdown).await;
     }
 }
 
-/// Binds the forward proxy's listener.
-pub async fn bind(address: SocketAddr) -> Result<TcpListener, super::StartError> {
-    super::proxy::bind("forward proxy", address).await
+/// A client connection to the forward proxy.
+pub struct ForwardConn {
+    conn: Arc<ConnInfo>,
+    /// Its place among its client's, held by the CONNECT tunnel it becomes.
+    slot: Arc<Slot<IpAddr>>,
+}
+
+impl Service for ForwardProxy {
+    type Site = ();
+    type Slot = Slot<IpAddr>;
+    type Conn = ForwardConn;
+    type Body = Metered;
+    type Plain = PlainStream;
+
+    fn admit(&self, peer: &Peer, _socket: Option<&Arc<Path>>) -> Option<Slot<IpAddr>> {
+        self.proxy.admit(peer.addr()?)
+    }
+
+    fn plain(stream: TcpStream) -> PlainStream {
+        PlainStream::new(stream)
+    }
+
+    fn connect(&self, _site: &(), conn: Accepted<Slot<IpAddr>>) -> Option<ForwardConn> {
+        let info = ConnInfo {
+            listener: "forward",
+            scheme: Scheme::Http,
+            sni: None,
+            peer: conn.peer.addr()?,
+        };
+        Some(ForwardConn {
+            conn: Arc::new(info),
+            slot: conn.slot,
+        })
+    }
+
+    fn call(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Arc<ForwardConn>,
+    ) -> impl Future<Output = Result<Response<Metered>, Infallible>> + Send + 'static {
+        self.handle(req, conn.conn.clone(), conn.slot.clone())
+    }
 }
 
 fn answer(

@@ -41,9 +41,8 @@ use cistern_cache::{
 };
 use futures_util::StreamExt;
 use http::header::{
-    HeaderName, HeaderValue, ACCEPT_RANGES, CONNECTION, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, ETAG, HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
-    TRANSFER_ENCODING, VIA,
+    HeaderName, HeaderValue, ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    HOST, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE, VIA,
 };
 use http::{request, response, HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
@@ -51,12 +50,16 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use tokio_util::task::TaskTracker;
 
-use super::body::{self, Metered, ProxyBody, RequestLog, Source};
+use super::body::{Metered, RequestLog, Source};
+use super::conn::{ConnInfo, Scheme};
 use super::domains::{normalise, split_authority, Domains};
-use super::error::{BoxError, ProxyError};
+use super::error::ProxyError;
 use super::metrics::{DomainCounters, Metrics};
 use super::tee;
 use super::upstream::OriginClient;
+use crate::http::body::{self, BoxError, ProxyBody};
+use crate::http::error::chain;
+use crate::http::headers::strip_hop_by_hop;
 use crate::listen::limit::{ConnectionLimit, Slot};
 
 /// How long a range request waits for a fetch of the whole file in flight
@@ -66,37 +69,6 @@ const RANGE_FOLLOW_WAIT: Duration = Duration::from_secs(10);
 const JUST_STORED: Duration = Duration::from_secs(60);
 /// Response header saying what the cache did.
 const X_CACHE: HeaderName = HeaderName::from_static("x-cistern-cache");
-
-/// The scheme a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    /// Plain HTTP.
-    Http,
-    /// TLS-terminated HTTPS.
-    Https,
-}
-
-impl Scheme {
-    fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        }
-    }
-}
-
-/// What the handler knows about a client connection.
-#[derive(Debug)]
-pub struct ConnInfo {
-    /// `http` or `https`.
-    pub listener: &'static str,
-    /// The listener's scheme.
-    pub scheme: Scheme,
-    /// The TLS server name the client asked for.
-    pub sni: Option<String>,
-    /// The client's address.
-    pub peer: SocketAddr,
-}
 
 /// The shared state of the proxy's request handling.
 pub struct Proxy {
@@ -165,11 +137,7 @@ impl Proxy {
     /// A place for a new connection from `peer`, or `None` (close it) when
     /// that address already holds `caching.proxy.max_connections_per_client`.
     pub fn admit(&self, peer: SocketAddr) -> Option<Slot<IpAddr>> {
-        let slot = self.connections.admit(peer.ip());
-        if slot.is_none() {
-            tracing::debug!(%peer, "connection refused: too many from this client");
-        }
-        slot
+        self.connections.admit(peer.ip())
     }
 
     /// How long a client connection may be idle, or take to send a
@@ -220,7 +188,7 @@ impl Proxy {
         log.host = req.uri().host().map(normalise).unwrap_or_default();
         let (mut parts, body) = req.into_parts();
         let answer = if parts.uri.scheme_str() == Some("http") && parts.uri.host().is_some() {
-            strip_hop_by_hop(&mut parts.headers);
+            strip_hop_by_hop(&mut parts.headers, false);
             let reason = "not a cached domain; forwarded uncached".to_owned();
             let unused = Counter::default();
             self.forward(parts, stream_body(body), "tunnel", reason, &unused)
@@ -325,7 +293,7 @@ impl Proxy {
         }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
+        strip_hop_by_hop(&mut parts.headers, false);
         let lookup = match self.cache.lookup(&parts, SystemTime::now()).await {
             Ok(lookup) => lookup,
             Err(err) => {
@@ -372,7 +340,7 @@ impl Proxy {
             response: mut head,
             body,
         } = hit;
-        strip_hop_by_hop(&mut head.headers);
+        strip_hop_by_hop(&mut head.headers, false);
         head.version = Version::HTTP_11;
         head.headers
             .insert(X_CACHE, HeaderValue::from_static(state));
@@ -704,7 +672,7 @@ impl Proxy {
         reason: String,
         counter: &Counter,
     ) -> Answer {
-        strip_hop_by_hop(&mut rparts.headers);
+        strip_hop_by_hop(&mut rparts.headers, false);
         let start = self
             .cache
             .store_response(upstream, &rparts, SystemTime::now())
@@ -815,7 +783,7 @@ impl Proxy {
         match self.send(&parts, body, counter).await {
             Ok(res) => {
                 let (mut rparts, rbody) = res.into_parts();
-                strip_hop_by_hop(&mut rparts.headers);
+                strip_hop_by_hop(&mut rparts.headers, false);
                 self.stream_through(&parts, rparts, rbody, state, reason, counter)
             }
             Err(err) => error_answer(err, state),
@@ -831,7 +799,7 @@ impl Proxy {
         let mut head = Response::new(()).into_parts().0;
         head.status = tail.status();
         head.headers = tail.headers().clone();
-        strip_hop_by_hop(&mut head.headers);
+        strip_hop_by_hop(&mut head.headers, false);
         head.headers
             .insert(X_CACHE, HeaderValue::from_static("hit"));
         let body = if req.method == Method::HEAD {
@@ -882,7 +850,7 @@ impl Proxy {
         *req.uri_mut() = parts.uri.clone();
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = parts.headers.clone();
-        strip_hop_by_hop(req.headers_mut());
+        strip_hop_by_hop(req.headers_mut(), false);
         req.headers_mut().append(VIA, self.via.clone());
         let host = parts.uri.host().unwrap_or_default().to_owned();
         let sent = self.origin.request(req).await;
@@ -912,19 +880,6 @@ fn metered(answer: Answer, mut log: RequestLog, counter: Option<Counter>) -> Res
         _ => content_length(&parts.headers),
     };
     Response::from_parts(parts, Metered::new(body, log, counter, expected))
-}
-
-/// An error with its causes, for the log (`cache disk is full while
-/// writing a body: No space left on device (os error 28)`).
-pub(super) fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// `1.1 cistern-XXXXXXXX`: a pseudonym unique to this process, so that two
@@ -978,7 +933,7 @@ impl Resume {
         for name in [RANGE, IF_RANGE, IF_NONE_MATCH, IF_MODIFIED_SINCE] {
             headers.remove(name);
         }
-        strip_hop_by_hop(headers);
+        strip_hop_by_hop(headers, false);
         let range = HeaderValue::from_str(&format!("bytes={offset}-"))?;
         headers.insert(RANGE, range);
         headers.insert(IF_RANGE, validator.clone());
@@ -1088,34 +1043,6 @@ fn set_content_range(headers: &mut HeaderMap, decision: RangeDecision, size: u64
     {
         headers.insert(CONTENT_RANGE, value);
     }
-}
-
-/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named by
-/// `Connection`.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "upgrade",
-    ] {
-        headers.remove(name);
-    }
-    headers.remove(TRANSFER_ENCODING);
 }
 
 fn plain(

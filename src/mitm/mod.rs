@@ -2,34 +2,44 @@
 //! the injection of cache routing and trust into containers, the CA store
 //! both use, and the caching proxy itself.
 //!
-//! The proxy, one concept per module:
-//! - [`proxy`]: binds the HTTP/HTTPS/admin listeners and runs them;
-//! - [`address`]: where it listens by default (the address containers
-//!   reach the host at, never every address);
-//! - [`tls`]: TLS termination, leaf per SNI, *which CA signs* (read its doc);
+//! The proxy, one concept per module (each imports only those below it):
+//! - [`commands`]: `cistern cache …` and `cistern ca …`;
+//! - [`proxy`]: binds the HTTP/HTTPS/admin listeners and starts them on
+//!   the serve layer ([`crate::listen::serve`]);
 //! - [`forward`]: the optional explicit forward proxy (CONNECT, absolute
 //!   URLs) in front of the same handler;
-//! - [`domains`]: which hosts are served (configured domains only);
+//! - [`listeners`]: what the HTTP, HTTPS and admin listeners serve: caps
+//!   per client address ([`crate::listen::limit`]), `sendfile` on plain
+//!   connections, the handler;
 //! - [`handler`]: one request through the cache state machine;
+//! - [`address`]: where it listens by default (the address containers
+//!   reach the host at, never every address);
+//! - `tee`: a miss streamed to the client and into the cache at once;
 //! - [`upstream`]: the origin client (system resolver + overrides, system
 //!   roots + extra roots, pooled);
-//! - [`body`]: response bodies, teeing, the per-request log event;
-//! - [`crate::listen::limit`]: how many connections one client address may
-//!   hold (shared with the Docker listeners);
+//! - [`body`]: the body a client is sent, counted, and the per-request log
+//!   event;
+//! - [`tls`]: TLS termination, leaf per SNI, *which CA signs* (read its doc);
+//! - [`conn`]: what the handler knows of a client connection;
+//! - [`domains`]: which hosts are served (configured domains only);
 //! - [`plain`]: plain-TCP client connections, which send checked hits
 //!   from the page cache with `sendfile`;
 //! - [`metrics`]: per-domain counters and the Prometheus text;
-//! - [`error`]: start-up and request-path errors;
-//! - [`commands`]: `cistern cache …` and `cistern ca …`.
+//! - [`error`]: start-up and request-path errors.
+//!
+//! The body type, the hop-by-hop stripper and the error-chain formatter
+//! are shared with the Docker side ([`crate::http`]).
 
 pub mod address;
 pub mod body;
 pub mod commands;
 pub mod config;
+pub mod conn;
 pub mod domains;
 pub mod error;
 pub mod forward;
 pub mod handler;
+pub mod listeners;
 pub mod metrics;
 pub mod plain;
 pub mod proxy;

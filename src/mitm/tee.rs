@@ -45,10 +45,9 @@ use hyper::body::Incoming;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
-use super::body::ProxyBody;
-use super::error::BoxError;
-use super::handler::chain;
 use super::metrics::DomainCounters;
+use crate::http::error::chain;
+use crate::http::{BoxError, ProxyBody};
 
 /// Bodies up to this size are committed before their last chunk reaches the
 /// client (hashing them takes a few milliseconds); larger ones reach the

@@ -32,8 +32,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use super::body::ProxyBody;
 use super::error::StartError;
+use crate::http::ProxyBody;
 
 /// The origin client.
 pub type OriginClient = Client<Connector, ProxyBody>;
