@@ -34,4 +34,5 @@ pub mod policy;
 pub mod server;
 pub mod telemetry;
 pub mod tenancy;
+pub mod units;
 pub mod wire;

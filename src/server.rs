@@ -78,12 +78,31 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     };
 
     let tasks = TaskTracker::new();
-    let proxy = Arc::new(DockerProxy::new(
-        &config,
-        tasks.clone(),
-        caching.clone(),
-        shutdown.clone(),
-    ));
+    let parts = crate::docker::Parts {
+        upstream: config.upstream.clone(),
+        policies: config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.policy.clone()))
+            .collect(),
+        ownership: crate::tenancy::ownership::Ownership::new(&config),
+        jobs: crate::tenancy::jobs::Jobs::new(
+            config.jobs.clone(),
+            &config.instance,
+            &config.state_dir,
+        ),
+        inject: caching.clone().map(|c| {
+            let off = config
+                .listeners
+                .iter()
+                .filter(|l| !l.caching_inject)
+                .map(|l| l.name.clone())
+                .collect();
+            crate::inject::Injector::new(c, off)
+        }),
+        limits: config.clients,
+    };
+    let proxy = Arc::new(DockerProxy::new(parts, tasks.clone(), shutdown.clone()));
     // A crashed run's `cleanup: true` tenants: reaped before anyone connects,
     // or adopted.
     proxy
@@ -92,9 +111,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     // Job containers: ended jobs cleaned up, live ones served again.
     tokio::spawn(proxy.clone().watch_jobs());
     if let Some(caching) = &caching {
-        let daemon = crate::docker::upstream::client(&config.upstream);
-        let addresses = crate::mitm::address::listen_addresses(&caching.config, &daemon)
-            .await
+        let bridge = match crate::mitm::address::needs_bridge(&caching.config) {
+            true => Some(bridge_network(&config.upstream).await),
+            false => None,
+        };
+        let addresses = crate::mitm::address::listen_addresses(&caching.config, bridge)
             .map_err(ServeError::CachingProxy)?;
         crate::mitm::proxy::start(caching.clone(), addresses, tasks.clone(), shutdown.clone())
             .await
@@ -228,4 +249,27 @@ fn raise_open_files_limit() {
         Ok(()) => tracing::debug!(from = soft, to = wanted, "raised the open files limit"),
         Err(err) => tracing::warn!(error = %err, limit = soft, "cannot raise the open files limit"),
     }
+}
+
+/// The daemon's default bridge network (`GET /networks/bridge`), which says
+/// where containers reach this host (for the caching proxy's addresses).
+async fn bridge_network(
+    upstream: &crate::docker::upstream::Upstream,
+) -> Result<serde_json::Value, crate::mitm::error::AddressError> {
+    use crate::mitm::error::AddressError;
+    let daemon = crate::docker::upstream::client(upstream);
+    let answer = crate::docker::upstream::call(
+        &daemon,
+        http::Method::GET,
+        "/networks/bridge",
+        http::HeaderMap::new(),
+        bytes::Bytes::new(),
+        1 << 20,
+    )
+    .await
+    .map_err(|err| AddressError::Daemon(err.to_string()))?;
+    if !answer.status.is_success() {
+        return Err(AddressError::Daemon(answer.message()));
+    }
+    serde_json::from_slice(&answer.body).map_err(|_| AddressError::BadInspect)
 }

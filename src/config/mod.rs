@@ -8,12 +8,15 @@
 pub(crate) mod raw;
 mod validate;
 
-use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use raw::RawConfig;
+
+pub use crate::docker::upstream::{Upstream, UpstreamEndpoint};
+pub use crate::listen::limit::ClientLimits;
+pub use crate::listen::{ListenerKind, TcpListener, TlsListener, UnixListener};
+pub use crate::telemetry::{LogConfig, LogFormat};
 
 /// The configuration cistern runs on when no file is given.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/default.yaml");
@@ -44,27 +47,6 @@ pub struct Config {
     pub clients: ClientLimits,
 }
 
-/// How long Docker API client connections may idle, and how many one client
-/// may hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientLimits {
-    /// A connection that takes longer than this to send a request head, or
-    /// sits idle this long between requests, is closed (default 2m).
-    pub idle_timeout: Duration,
-    /// Connections one client may hold at once, hijacked streams included
-    /// (default 512): per address on TCP, per user on each unix socket.
-    pub max_connections_per_client: usize,
-}
-
-impl Default for ClientLimits {
-    fn default() -> Self {
-        ClientLimits {
-            idle_timeout: Duration::from_secs(120),
-            max_connections_per_client: 512,
-        }
-    }
-}
-
 /// What happens at start to the resources of `cleanup: true` tenants an
 /// earlier run did not clean up (it crashed or was killed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -75,42 +57,6 @@ pub enum Orphans {
     Adopt,
     /// Removed at start, before any client connects.
     Reap,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    #[default]
-    Human,
-    Json,
-}
-
-#[derive(Debug, Clone)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// A `tracing_subscriber::EnvFilter` directive, e.g. `info` or `cistern=debug`.
-    pub level: String,
-}
-
-/// Where the real Docker daemon listens.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    pub endpoint: UpstreamEndpoint,
-    pub connect_timeout: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamEndpoint {
-    Unix(PathBuf),
-    Tcp(String),
-}
-
-impl fmt::Display for UpstreamEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UpstreamEndpoint::Unix(path) => write!(f, "unix://{}", path.display()),
-            UpstreamEndpoint::Tcp(addr) => write!(f, "tcp://{addr}"),
-        }
-    }
 }
 
 /// One socket cistern accepts Docker clients on.
@@ -131,40 +77,6 @@ pub struct Listener {
     /// Names the tenants choose are prefixed with the tenant on the daemon
     /// (and mapped back): two tenants may both have a container `db`.
     pub namespaces: bool,
-}
-
-#[derive(Debug, Clone)]
-pub enum ListenerKind {
-    Unix(UnixListener),
-    Tcp(TcpListener),
-}
-
-#[derive(Debug, Clone)]
-pub struct UnixListener {
-    pub path: PathBuf,
-    /// Permission bits applied to the socket file.
-    pub mode: u32,
-    /// Numeric owner and group, resolved from names at load time.
-    pub owner: Option<u32>,
-    pub group: Option<u32>,
-}
-
-#[derive(Debug, Clone)]
-pub struct TcpListener {
-    pub address: SocketAddr,
-    /// Set only when the operator explicitly accepted plain TCP on a
-    /// non-loopback address.
-    pub insecure: bool,
-    /// TLS, with the files already read and checked.
-    pub tls: Option<TlsListener>,
-}
-
-/// A TLS listener's files and the rustls configuration built from them when
-/// the configuration was loaded.
-#[derive(Debug, Clone)]
-pub struct TlsListener {
-    pub files: crate::listen::TlsFiles,
-    pub server_config: std::sync::Arc<rustls::ServerConfig>,
 }
 
 /// A configuration error, with where it is and what is wrong.

@@ -7,11 +7,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::policy::PolicyConfig;
+use crate::units::{HumanDuration, Timeout};
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -352,37 +352,6 @@ impl TryFrom<RawTcpFields> for RawTcp {
             insecure: raw.insecure,
             tls: raw.tls,
         })
-    }
-}
-
-/// A duration written the human way: `30s`, `5m`, `1h 30m`, `250ms`.
-#[derive(Debug, Clone, Copy)]
-pub struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(|err| {
-                serde::de::Error::custom(format!(
-                    "`{text}` is not a duration like 30s or 5m: {err}"
-                ))
-            })
-    }
-}
-
-/// A [`HumanDuration`] that must be longer than zero.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeout(pub Duration);
-
-impl<'de> Deserialize<'de> for Timeout {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let HumanDuration(duration) = HumanDuration::deserialize(d)?;
-        if duration.is_zero() {
-            return Err(serde::de::Error::custom("must be longer than 0s"));
-        }
-        Ok(Timeout(duration))
     }
 }
 

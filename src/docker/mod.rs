@@ -37,13 +37,12 @@ use tokio_util::task::TaskTracker;
 
 use self::access_log::{Counted, Direction, RequestRecord};
 use self::error::DockerError;
-use self::upstream::UpstreamClient;
-use crate::config::{ClientLimits, Config};
+use self::upstream::{Upstream, UpstreamClient};
 use crate::inject;
+use crate::listen::limit::ClientLimits;
 use crate::listen::limit::{ConnectionLimit, Slot};
 use crate::listen::serve::{self, Listener, Socket, Tls};
 use crate::listen::Peer;
-use crate::mitm::Caching;
 use crate::policy::Policy;
 use crate::tenancy::jobs::{Jobs, SocketConn};
 use crate::tenancy::ownership;
@@ -135,29 +134,33 @@ pub struct DockerProxy {
     connections: Arc<ConnectionLimit<ClientKey>>,
 }
 
+/// What the Docker proxy is built from: the rooms it drives, each built by
+/// the server from its own section of the configuration.
+pub struct Parts {
+    pub upstream: Upstream,
+    /// Each listener's policy, by listener name.
+    pub policies: std::collections::HashMap<String, Arc<Policy>>,
+    pub ownership: ownership::Ownership,
+    pub jobs: Jobs,
+    /// Cache routing and trust for containers (with `caching:` only).
+    pub inject: Option<inject::Injector>,
+    pub limits: ClientLimits,
+}
+
 impl DockerProxy {
-    pub fn new(
-        config: &Config,
-        tasks: TaskTracker,
-        caching: Option<Arc<Caching>>,
-        shutdown: CancellationToken,
-    ) -> Self {
+    pub fn new(parts: Parts, tasks: TaskTracker, shutdown: CancellationToken) -> Self {
         Self {
-            client: upstream::client(&config.upstream),
-            upstream_name: config.upstream.endpoint.to_string(),
+            client: upstream::client(&parts.upstream),
+            upstream_name: parts.upstream.endpoint.to_string(),
             tasks,
-            inject: caching.map(|c| inject::Injector::new(c, &config.listeners)),
-            ownership: Arc::new(ownership::Ownership::new(config)),
-            jobs: Arc::new(Jobs::new(config)),
-            policies: config
-                .listeners
-                .iter()
-                .map(|l| (l.name.clone(), l.policy.clone()))
-                .collect(),
+            inject: parts.inject,
+            ownership: Arc::new(parts.ownership),
+            jobs: Arc::new(parts.jobs),
+            policies: parts.policies,
             shutdown,
-            limits: config.clients,
+            limits: parts.limits,
             connections: ConnectionLimit::new(
-                config.clients.max_connections_per_client,
+                parts.limits.max_connections_per_client,
                 "clients.max_connections_per_client",
             ),
         }

@@ -4,8 +4,10 @@
 //! Connections are kept alive and reused like the docker CLI does, so a
 //! request through cistern costs one extra local hop and no extra connect.
 
+use std::fmt;
 use std::future::Future;
 use std::io;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,7 +22,28 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::{BoxError, ProxyBody};
-use crate::config::{Upstream, UpstreamEndpoint};
+
+/// Where the real Docker daemon listens.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub endpoint: UpstreamEndpoint,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamEndpoint {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl fmt::Display for UpstreamEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamEndpoint::Unix(path) => write!(f, "unix://{}", path.display()),
+            UpstreamEndpoint::Tcp(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
 
 /// The pooled client cistern forwards requests with.
 pub type UpstreamClient = Client<DaemonConnector, ProxyBody>;

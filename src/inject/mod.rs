@@ -56,7 +56,6 @@ use time::OffsetDateTime;
 use self::archive::Daemon;
 use self::error::InjectError;
 use self::trust::{CaPem, FileMeta};
-use crate::config::Listener;
 use crate::docker::error::{DockerError, Side};
 use crate::docker::upstream::UpstreamClient;
 use crate::docker::{headers, BoxError, ProxyBody};
@@ -119,15 +118,10 @@ pub fn prepare(
 }
 
 impl Injector {
-    pub fn new(caching: Arc<Caching>, listeners: &[Listener]) -> Injector {
-        Injector {
-            caching,
-            off: listeners
-                .iter()
-                .filter(|l| !l.caching_inject)
-                .map(|l| l.name.clone())
-                .collect(),
-        }
+    /// Injection with `caching`, on every listener but those named in `off`
+    /// (`caching_inject: false`).
+    pub fn new(caching: Arc<Caching>, off: Vec<String>) -> Injector {
+        Injector { caching, off }
     }
 
     fn on_listener(&self, listener: &str) -> bool {

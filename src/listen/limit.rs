@@ -12,6 +12,28 @@ use std::collections::HashMap;
 use std::fmt::Display;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// How long Docker API client connections may idle, and how many one client
+/// may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// A connection that takes longer than this to send a request head, or
+    /// sits idle this long between requests, is closed (default 2m).
+    pub idle_timeout: Duration,
+    /// Connections one client may hold at once, hijacked streams included
+    /// (default 512): per address on TCP, per user on each unix socket.
+    pub max_connections_per_client: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            idle_timeout: Duration::from_secs(120),
+            max_connections_per_client: 512,
+        }
+    }
+}
 
 /// The open connections per client.
 #[derive(Debug)]

@@ -22,7 +22,43 @@ pub use unix::{bind_unix, UnixSocket};
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+/// What a listener binds, as configured.
+#[derive(Debug, Clone)]
+pub enum ListenerKind {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+#[derive(Debug, Clone)]
+pub struct UnixListener {
+    pub path: PathBuf,
+    /// Permission bits applied to the socket file.
+    pub mode: u32,
+    /// Numeric owner and group, resolved from names at load time.
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TcpListener {
+    pub address: SocketAddr,
+    /// Set only when the operator explicitly accepted plain TCP on a
+    /// non-loopback address.
+    pub insecure: bool,
+    /// TLS, with the files already read and checked.
+    pub tls: Option<TlsListener>,
+}
+
+/// A TLS listener's files and the rustls configuration built from them when
+/// the configuration was loaded.
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub files: TlsFiles,
+    pub server_config: std::sync::Arc<rustls::ServerConfig>,
+}
 
 /// Who is at the other end of a connection, as far as the socket tells.
 #[derive(Debug, Clone)]

@@ -4,10 +4,10 @@
 use tokio::net::TcpListener;
 
 use super::ListenError;
-use crate::config;
+use super::TcpListener as TcpListenerConfig;
 
 /// Binds a TCP listener as configured.
-pub async fn bind_tcp(name: &str, cfg: &config::TcpListener) -> Result<TcpListener, ListenError> {
+pub async fn bind_tcp(name: &str, cfg: &TcpListenerConfig) -> Result<TcpListener, ListenError> {
     if cfg.insecure && !cfg.address.ip().is_loopback() {
         tracing::warn!(
             listener = name,

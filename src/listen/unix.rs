@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use tokio::net::UnixListener;
 
 use super::ListenError;
-use crate::config;
+use super::UnixListener as UnixListenerConfig;
 
 /// A bound unix socket; its file is removed when this is dropped (only if the
 /// file is still the one cistern created).
@@ -40,7 +40,7 @@ impl Drop for UnixSocket {
 ///
 /// A file at the path is replaced only if it is a socket nobody answers on
 /// (left behind by a crash). A live socket or any other file is an error.
-pub fn bind_unix(name: &str, cfg: &config::UnixListener) -> Result<UnixSocket, ListenError> {
+pub fn bind_unix(name: &str, cfg: &UnixListenerConfig) -> Result<UnixSocket, ListenError> {
     let path = &cfg.path;
     let shown = path.display().to_string();
     let io = |what: &'static str, source: std::io::Error| ListenError::Io {

@@ -10,8 +10,9 @@
 //! name (`com.docker.network.bridge.name`) still carries it.
 //!
 //! [`bridge_address`] decides from a network inspect and the host's
-//! interface addresses, without I/O; [`listen_addresses`] asks the daemon
-//! and the kernel. When no such address is found, the proxy does not start:
+//! interface addresses, without I/O; [`listen_addresses`] asks the kernel
+//! for those, and the server hands it the daemon's answer (this room never
+//! calls the daemon). When no such address is found, the proxy does not start:
 //! listening on every address would open it on the host's other networks.
 //! A daemon started with its own `--host-gateway-ip` is not seen through
 //! the API: set the proxy's addresses (or `inject.address`) then.
@@ -22,7 +23,6 @@ use serde_json::Value;
 
 use super::error::{AddressError, StartError};
 use super::CachingConfig;
-use crate::docker::upstream::{self as daemon, UpstreamClient};
 
 /// The interface of the default bridge when the network's options name none.
 const DEFAULT_BRIDGE_INTERFACE: &str = "docker0";
@@ -39,49 +39,44 @@ pub struct InterfaceAddress {
     pub address: Ipv4Addr,
 }
 
+/// Whether [`listen_addresses`] needs the daemon's default bridge network
+/// (`GET /networks/bridge`): the proxy's addresses are not both set and
+/// containers reach it through `host-gateway`. The server reads it.
+pub fn needs_bridge(config: &CachingConfig) -> bool {
+    !(config.http.is_some() && config.https.is_some())
+        && config.inject_address.parse::<IpAddr>().is_err()
+}
+
 /// Where the proxy listens: the configured addresses, or ports 80 and 443
 /// on the address containers reach it at (`inject.address`, or for
-/// `host-gateway` the default bridge's address on this host). Refuses when
-/// that address cannot be found rather than listening on every address.
-pub async fn listen_addresses(
+/// `host-gateway` the default bridge's address on this host, from
+/// `bridge`, the daemon's answer the server read when [`needs_bridge`]).
+/// Refuses when that address cannot be found rather than listening on every
+/// address.
+pub fn listen_addresses(
     config: &CachingConfig,
-    daemon: &UpstreamClient,
+    bridge: Option<Result<Value, AddressError>>,
 ) -> Result<(SocketAddr, SocketAddr), StartError> {
     if let (Some(http), Some(https)) = (config.http, config.https) {
         return Ok((http, https));
     }
     let ip = match config.inject_address.parse::<IpAddr>() {
         Ok(ip) => ip,
-        Err(_) => host_gateway(daemon)
-            .await
-            .map_err(|source| StartError::NoListenAddress { source })?,
+        Err(_) => {
+            let gateway = bridge
+                .unwrap_or_else(|| {
+                    Err(AddressError::Daemon(
+                        "the daemon's bridge network was not read".into(),
+                    ))
+                })
+                .and_then(|inspect| bridge_address(&inspect, &host_interfaces()?));
+            IpAddr::V4(gateway.map_err(|source| StartError::NoListenAddress { source })?)
+        }
     };
     Ok((
         config.http.unwrap_or(SocketAddr::new(ip, 80)),
         config.https.unwrap_or(SocketAddr::new(ip, 443)),
     ))
-}
-
-/// The address `host-gateway` stands for in containers, on this host: the
-/// daemon's default bridge network, read against the host's interfaces.
-pub async fn host_gateway(daemon: &UpstreamClient) -> Result<IpAddr, AddressError> {
-    let answer = daemon::call(
-        daemon,
-        http::Method::GET,
-        "/networks/bridge",
-        http::HeaderMap::new(),
-        bytes::Bytes::new(),
-        1 << 20,
-    )
-    .await
-    .map_err(|err| AddressError::Daemon(err.to_string()))?;
-    if !answer.status.is_success() {
-        return Err(AddressError::Daemon(answer.message()));
-    }
-    let inspect: Value =
-        serde_json::from_slice(&answer.body).map_err(|_| AddressError::BadInspect)?;
-    let interfaces = host_interfaces()?;
-    bridge_address(&inspect, &interfaces).map(IpAddr::V4)
 }
 
 /// The host's IPv4 interface addresses.

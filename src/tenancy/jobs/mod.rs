@@ -188,13 +188,14 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    pub fn new(config: &crate::config::Config) -> Jobs {
+    /// The jobs of instance `instance`, recorded in `state_dir`.
+    pub fn new(config: JobsConfig, instance: &str, state_dir: &std::path::Path) -> Jobs {
         Jobs {
-            config: config.jobs.clone(),
-            instance: config.instance.clone(),
-            registry: StateFile::open(&config.state_dir, "jobs"),
-            sockets: StateFile::open(&config.state_dir, "sockets"),
-            images: images::Store::new(&config.state_dir),
+            config,
+            instance: instance.to_string(),
+            registry: StateFile::open(state_dir, "jobs"),
+            sockets: StateFile::open(state_dir, "sockets"),
+            images: images::Store::new(state_dir),
             live: Mutex::new(HashMap::new()),
         }
     }
@@ -349,7 +350,7 @@ impl Jobs {
         })?;
         let socket = crate::listen::bind_unix(
             &format!("socket-{}", conn.id),
-            &crate::config::UnixListener {
+            &crate::listen::UnixListener {
                 path: path.to_path_buf(),
                 mode: 0o666,
                 owner: None,
