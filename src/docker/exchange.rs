@@ -39,7 +39,7 @@ use crate::inject;
 use crate::policy::{self, BodyNeed, Refusal, RefusalKind, Verdict};
 use crate::tenancy::jobs::Opened;
 use crate::tenancy::ownership::labels::Owner;
-use crate::tenancy::ownership::Owned;
+use crate::tenancy::ownership::owned::Owned;
 use crate::wire::route::{self, Route};
 
 /// What one request learned on its way through the phases.

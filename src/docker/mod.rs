@@ -17,6 +17,7 @@
 //! [`hijack`] once both sides switched protocols.
 
 pub mod access_log;
+pub mod daemon;
 pub mod error;
 mod exchange;
 pub mod headers;
@@ -258,9 +259,7 @@ impl DockerProxy {
     }
 
     async fn remove_tenants(&self, owners: Vec<ownership::labels::Owner>, when: &str) {
-        let daemon = ownership::daemon::Daemon {
-            client: &self.client,
-        };
+        let daemon = daemon::Daemon::new(&self.client);
         let mut done = Vec::new();
         for owner in owners {
             match ownership::cleanup::remove_tenant(daemon, self.ownership.store(), &owner).await {

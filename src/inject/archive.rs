@@ -1,62 +1,32 @@
-//! The daemon calls injection makes, on cistern's own pooled upstream client:
-//! path stat, file read and write through the archive API, container inspect,
-//! remove and (re-)create. Answers are small and read whole, with a cap.
+//! The daemon calls injection makes into one container, on cistern's typed
+//! daemon client ([`crate::docker::daemon`]): path stat, file read and write
+//! through the archive API, container inspect and remove.
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::StatusCode;
 
 use super::error::InjectError;
 use super::trust::PathStat;
-use crate::docker::upstream::{self, CallError, UpstreamClient};
+use crate::docker::daemon::{Answer, Daemon};
+use crate::docker::upstream::UpstreamClient;
 use crate::wire::query::escape;
 
 /// Largest answer read back from the daemon (bundles are capped lower).
 const MAX_ANSWER: usize = 16 << 20;
 
-pub use crate::docker::upstream::Answer;
-
 /// A container on the daemon, reached with cistern's client.
-pub struct Daemon<'a> {
-    pub client: &'a UpstreamClient,
+pub struct Container<'a> {
+    daemon: Daemon<'a>,
     /// Container id as the daemon returned it (checked: hex only).
-    pub id: &'a str,
+    id: &'a str,
 }
 
-/// Sends one request and reads the whole answer.
-pub async fn send(
-    client: &UpstreamClient,
-    method: Method,
-    path_and_query: &str,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Answer, InjectError> {
-    upstream::call(client, method, path_and_query, headers, body, MAX_ANSWER)
-        .await
-        .map_err(|err| match err {
-            CallError::Request(_) => InjectError::Internal(err.to_string()),
-            _ => InjectError::Daemon(err.to_string()),
-        })
-}
-
-impl Daemon<'_> {
-    async fn call(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        content_type: Option<&'static str>,
-        body: Bytes,
-    ) -> Result<Answer, InjectError> {
-        let mut headers = HeaderMap::new();
-        if let Some(ct) = content_type {
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(ct),
-            );
+impl<'a> Container<'a> {
+    pub fn new(client: &'a UpstreamClient, id: &'a str) -> Container<'a> {
+        Container {
+            daemon: Daemon::new(client).capped(MAX_ANSWER),
+            id,
         }
-        if !body.is_empty() {
-            headers.insert(http::header::CONTENT_LENGTH, body.len().into());
-        }
-        send(self.client, method, path_and_query, headers, body).await
     }
 
     fn archive(&self, path: &str) -> String {
@@ -65,9 +35,7 @@ impl Daemon<'_> {
 
     /// `HEAD /containers/{id}/archive`: `None` when the path does not exist.
     pub async fn stat(&self, path: &str) -> Result<Option<PathStat>, InjectError> {
-        let answer = self
-            .call(Method::HEAD, &self.archive(path), None, Bytes::new())
-            .await?;
+        let answer = called(self.daemon.head(&self.archive(path)).await)?;
         match answer.status {
             StatusCode::OK => {
                 let header = answer
@@ -93,9 +61,7 @@ impl Daemon<'_> {
 
     /// `GET /containers/{id}/archive`: the tar of one path.
     pub async fn get(&self, path: &str) -> Result<Bytes, InjectError> {
-        let answer = self
-            .call(Method::GET, &self.archive(path), None, Bytes::new())
-            .await?;
+        let answer = called(self.daemon.get(&self.archive(path)).await)?;
         if answer.status != StatusCode::OK {
             return Err(InjectError::refused(
                 answer.status,
@@ -109,14 +75,11 @@ impl Daemon<'_> {
     /// `PUT /containers/{id}/archive`: extracts `tar` into directory `dir`.
     pub async fn put(&self, dir: &str, tar: Vec<u8>) -> Result<(), InjectError> {
         let path = format!("{}&noOverwriteDirNonDir=true", self.archive(dir));
-        let answer = self
-            .call(
-                Method::PUT,
-                &path,
-                Some("application/x-tar"),
-                Bytes::from(tar),
-            )
-            .await?;
+        let answer = called(
+            self.daemon
+                .put(&path, "application/x-tar", Bytes::from(tar))
+                .await,
+        )?;
         if answer.status != StatusCode::OK {
             return Err(InjectError::refused(
                 answer.status,
@@ -130,14 +93,11 @@ impl Daemon<'_> {
     /// Where volumes, binds and tmpfs are mounted in the container: writes
     /// there would not land in the container's own layer.
     pub async fn mount_points(&self) -> Result<Vec<String>, InjectError> {
-        let answer = self
-            .call(
-                Method::GET,
-                &format!("/containers/{}/json", self.id),
-                None,
-                Bytes::new(),
-            )
-            .await?;
+        let answer = called(
+            self.daemon
+                .get(&format!("/containers/{}/json", self.id))
+                .await,
+        )?;
         if answer.status != StatusCode::OK {
             return Err(InjectError::refused(
                 answer.status,
@@ -171,14 +131,11 @@ impl Daemon<'_> {
 
     /// `DELETE /containers/{id}?force=1&v=1`.
     pub async fn remove(&self) -> Result<(), InjectError> {
-        let answer = self
-            .call(
-                Method::DELETE,
-                &format!("/containers/{}?force=1&v=1", self.id),
-                None,
-                Bytes::new(),
-            )
-            .await?;
+        let answer = called(
+            self.daemon
+                .delete(&format!("/containers/{}?force=1&v=1", self.id))
+                .await,
+        )?;
         match answer.status {
             StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::NOT_FOUND => Ok(()),
             status => Err(InjectError::refused(
@@ -188,4 +145,11 @@ impl Daemon<'_> {
             )),
         }
     }
+}
+
+/// A call's answer, its failure as injection words it.
+fn called(
+    answer: Result<Answer, crate::docker::error::DockerError>,
+) -> Result<Answer, InjectError> {
+    answer.map_err(InjectError::from_call)
 }

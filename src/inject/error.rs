@@ -2,6 +2,8 @@
 
 use http::StatusCode;
 
+use crate::docker::error::{DockerError, Side};
+
 /// An injection failure. Never carries key material: only paths, statuses and
 /// the daemon's messages.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,6 +39,15 @@ impl InjectError {
             }
         } else {
             InjectError::Daemon(format!("{what}: the daemon answered {status}: {message}"))
+        }
+    }
+
+    /// A call to the daemon that failed: cistern's own failure (a request
+    /// it cannot build) or the daemon's.
+    pub fn from_call(err: DockerError) -> InjectError {
+        match err.side {
+            Side::Internal => InjectError::Internal(err.message),
+            Side::Client | Side::Upstream | Side::AsDaemon => InjectError::Daemon(err.message),
         }
     }
 

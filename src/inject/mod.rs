@@ -53,7 +53,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use time::OffsetDateTime;
 
-use self::archive::Daemon;
+use self::archive::Container;
 use self::error::InjectError;
 use self::trust::{CaPem, FileMeta};
 use crate::docker::error::{DockerError, Side};
@@ -248,9 +248,9 @@ impl Injector {
             .ok_or_else(|| {
                 DockerError::upstream("the daemon's create answer has no container id")
             })?;
-        let daemon = Daemon { client, id: &id };
+        let container = Container::new(client, &id);
         let short = &id[..id.len().min(12)];
-        match install(&daemon, &prepared.cas).await {
+        match install(&container, &prepared.cas).await {
             Ok(bundles) => {
                 tracing::info!(
                     container = short,
@@ -267,7 +267,7 @@ impl Injector {
                 ))
             }
             Err(err) => {
-                if let Err(rm) = daemon.remove().await {
+                if let Err(rm) = container.remove().await {
                     tracing::error!(container = short, error = %rm, "cannot remove a container whose CA installation failed");
                     return Err(DockerError::internal(format!(
                         "could not install the cache CA into the container ({err}) nor remove it ({rm})"
@@ -346,10 +346,10 @@ fn refusal(err: InjectError) -> DockerError {
 /// target (resolved by the daemon within the container's root); `None` when
 /// absent or dangling.
 async fn resolve_bundle(
-    daemon: &Daemon<'_>,
+    container: &Container<'_>,
     path: &'static str,
 ) -> Result<Option<(String, trust::PathStat)>, InjectError> {
-    let Some(stat) = daemon.stat(path).await? else {
+    let Some(stat) = container.stat(path).await? else {
         return Ok(None);
     };
     if !stat.is_symlink() {
@@ -359,7 +359,7 @@ async fn resolve_bundle(
         tracing::debug!(path, "bundle link does not resolve in the container");
         return Ok(None);
     }
-    match daemon.stat(&stat.link_target).await? {
+    match container.stat(&stat.link_target).await? {
         Some(target_stat) => Ok(Some((stat.link_target, target_stat))),
         None => {
             tracing::debug!(path, target = %stat.link_target, "bundle link is dangling");
@@ -370,15 +370,15 @@ async fn resolve_bundle(
 
 /// Writes the standalone PEM and appends the CAs to every system bundle the
 /// container has; returns the bundle files written (link targets resolved).
-async fn install(daemon: &Daemon<'_>, cas: &[CaPem]) -> Result<Vec<String>, InjectError> {
+async fn install(container: &Container<'_>, cas: &[CaPem]) -> Result<Vec<String>, InjectError> {
     // One round trip's worth of latency: the inspect and every bundle's stat
     // run concurrently (the container is not started, nothing changes).
     let (mounts, found) = tokio::try_join!(
-        daemon.mount_points(),
+        container.mount_points(),
         futures_util::future::try_join_all(
             trust::BUNDLES
                 .iter()
-                .map(|path| resolve_bundle(daemon, path))
+                .map(|path| resolve_bundle(container, path))
         ),
     )?;
     let on_mount = |path: &str| mounts.iter().find(|m| trust::is_under(path, m)).cloned();
@@ -415,10 +415,10 @@ async fn install(daemon: &Daemon<'_>, cas: &[CaPem]) -> Result<Vec<String>, Inje
         mtime,
     )
     .map_err(InjectError::Internal)?;
-    daemon.put("/", tar).await?;
+    container.put("/", tar).await?;
 
     for target in &targets {
-        let tar = daemon.get(target).await?;
+        let tar = container.get(target).await?;
         let (meta, content) = trust::read_single_file(&tar, trust::MAX_BUNDLE)
             .map_err(|err| InjectError::Daemon(format!("{target}: {err}")))?;
         let Some(content) = trust::appended(&content, cas) else {
@@ -428,7 +428,7 @@ async fn install(daemon: &Daemon<'_>, cas: &[CaPem]) -> Result<Vec<String>, Inje
             .ok_or_else(|| InjectError::Daemon(format!("bad bundle path {target}")))?;
         let tar =
             trust::file_tar(&[], name, meta, &content, mtime).map_err(InjectError::Internal)?;
-        daemon.put(dir, tar).await?;
+        container.put(dir, tar).await?;
     }
     Ok(targets)
 }

@@ -58,10 +58,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub use self::config::{JobRule, JobsConfig, RawJobs};
+use crate::docker::daemon::Daemon;
 use crate::docker::error::DockerError;
-use crate::docker::upstream::{self, UpstreamClient};
+use crate::docker::upstream::UpstreamClient;
 use crate::policy::Policy;
-use crate::tenancy::ownership::daemon::{self, Daemon};
 use crate::tenancy::ownership::identity::Tenant;
 use crate::tenancy::ownership::labels::Owner;
 use crate::tenancy::ownership::names::Namespace;
@@ -436,8 +436,7 @@ impl Jobs {
             return;
         };
         let owner = self.owner(tenant);
-        let daemon = Daemon { client };
-        match cleanup::remove_tenant(daemon, &self.images, &owner).await {
+        match cleanup::remove_tenant(Daemon::new(client), &self.images, &owner).await {
             Ok(removed) if removed.errors.is_empty() => {
                 tracing::info!(target: "cistern::tenancy::jobs", job = %id, tenant = %owner.tenant, why, removed = %removed, "job ended: its resources are removed")
             }
@@ -552,14 +551,9 @@ async fn labelled_container(
         "/containers/json?all=1&filters={}",
         crate::wire::query::escape(&filters)
     );
-    let answer = Daemon { client }.get(&path).await?;
-    if answer.status != StatusCode::OK {
-        return Err(DockerError::upstream(format!(
-            "listing job containers: {}",
-            answer.message()
-        )));
-    }
-    let list = daemon::json(&answer)?;
+    let list = Daemon::new(client)
+        .get_json(&path, "listing job containers")
+        .await?;
     let first = list.as_array().and_then(|a| a.first());
     Ok(first.map(|c| {
         let s = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
@@ -664,11 +658,12 @@ pub async fn watch(
     {
         return;
     }
+    let daemon = Daemon::new(&client);
     let mut backoff = Duration::from_secs(1);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
-            s = upstream::stream(&client, &path) => s,
+            s = daemon.stream(&path) => s,
         };
         match stream {
             Ok((StatusCode::OK, body)) => {

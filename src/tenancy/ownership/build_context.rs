@@ -29,9 +29,9 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 
-use super::image_load::{clean, key};
+use super::image_load::key;
 use super::names::Namespace;
-use super::tar_stream::{Event, TarStream};
+use super::tar_stream::{clean, Event, TarStream};
 use crate::docker::{BoxError, ProxyBody};
 
 /// Largest entry held back for rewriting (a Dockerfile, a load manifest).

@@ -13,11 +13,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 
-use super::daemon::Daemon;
 use super::images::{State, Store};
 use super::labels::{self, Owner, INSTANCE, TENANT};
+use crate::docker::daemon::Daemon;
 use crate::docker::error::DockerError;
 use crate::wire::query::escape;
 
@@ -92,11 +92,9 @@ pub async fn inventory(
     let tenant_of =
         |labels: Option<&serde_json::Value>| labels::from_value(labels).get(TENANT).cloned();
 
-    let containers = ok_json(
-        daemon
-            .get(&format!("/containers/json?all=1&filters={f}"))
-            .await?,
-    )?;
+    let containers = daemon
+        .get_json(&format!("/containers/json?all=1&filters={f}"), LISTING)
+        .await?;
     for c in containers.as_array().into_iter().flatten() {
         if let (Some(t), Some(id)) = (
             tenant_of(c.get("Labels")),
@@ -115,7 +113,9 @@ pub async fn inventory(
                 .push((id.to_string(), name));
         }
     }
-    let volumes = ok_json(daemon.get(&format!("/volumes?filters={f}")).await?)?;
+    let volumes = daemon
+        .get_json(&format!("/volumes?filters={f}"), LISTING)
+        .await?;
     for v in volumes
         .get("Volumes")
         .and_then(|v| v.as_array())
@@ -129,7 +129,9 @@ pub async fn inventory(
             out.entry(t).or_default().volumes.push(name.to_string());
         }
     }
-    let networks = ok_json(daemon.get(&format!("/networks?filters={f}")).await?)?;
+    let networks = daemon
+        .get_json(&format!("/networks?filters={f}"), LISTING)
+        .await?;
     for n in networks.as_array().into_iter().flatten() {
         if let (Some(t), Some(id)) = (
             tenant_of(n.get("Labels")),
@@ -166,15 +168,8 @@ pub async fn inventory(
     Ok(out)
 }
 
-fn ok_json(answer: super::daemon::Answer) -> Result<serde_json::Value, DockerError> {
-    if answer.status != StatusCode::OK {
-        return Err(DockerError::upstream(format!(
-            "the Docker daemon refused a listing: {}",
-            answer.message()
-        )));
-    }
-    super::daemon::json(&answer)
-}
+/// How a refused listing is reported.
+const LISTING: &str = "the Docker daemon refused a listing";
 
 /// Removes everything `owner` owns.
 pub async fn remove_tenant(
@@ -190,11 +185,7 @@ pub async fn remove_tenant(
 
     for (id, name) in &inv.containers {
         let a = daemon
-            .send(
-                Method::DELETE,
-                &format!("/containers/{id}?force=1&v=1"),
-                None,
-            )
+            .delete(&format!("/containers/{id}?force=1&v=1"))
             .await?;
         if gone(a.status) {
             removed.containers += 1;
@@ -205,9 +196,7 @@ pub async fn remove_tenant(
         }
     }
     for (id, name) in &inv.networks {
-        let a = daemon
-            .send(Method::DELETE, &format!("/networks/{id}"), None)
-            .await?;
+        let a = daemon.delete(&format!("/networks/{id}")).await?;
         if gone(a.status) {
             removed.networks += 1;
         } else {
@@ -218,11 +207,7 @@ pub async fn remove_tenant(
     }
     for name in &inv.volumes {
         let a = daemon
-            .send(
-                Method::DELETE,
-                &format!("/volumes/{}?force=1", escape(name)),
-                None,
-            )
+            .delete(&format!("/volumes/{}?force=1", escape(name)))
             .await?;
         if gone(a.status) {
             removed.volumes += 1;
@@ -235,11 +220,7 @@ pub async fn remove_tenant(
     let mut done_images = Vec::new();
     for id in &inv.images {
         let a = daemon
-            .send(
-                Method::DELETE,
-                &format!("/images/{}?force=1", escape(id)),
-                None,
-            )
+            .delete(&format!("/images/{}?force=1", escape(id)))
             .await?;
         if gone(a.status) {
             removed.images += 1;
@@ -257,11 +238,7 @@ pub async fn remove_tenant(
             .is_some_and(|t| done_images.contains(&t.image));
         if !on_own {
             let a = daemon
-                .send(
-                    Method::DELETE,
-                    &format!("/images/{}", escape(reference)),
-                    None,
-                )
+                .delete(&format!("/images/{}", escape(reference)))
                 .await?;
             if !gone(a.status) {
                 removed
@@ -338,7 +315,7 @@ pub fn format_inventory(all: &BTreeMap<String, Inventory>) -> String {
 /// `cistern tenants` on a configuration.
 pub async fn tenants_command(config: &crate::config::Config) -> Result<String, String> {
     let client = crate::docker::upstream::client(&config.upstream);
-    let daemon = Daemon { client: &client };
+    let daemon = Daemon::new(&client);
     let store = Store::new(&config.state_dir);
     let state = store.load().map_err(|e| e.to_string())?;
     let all = inventory(daemon, &state, &config.instance, None)
@@ -354,7 +331,7 @@ pub async fn cleanup_command(
 ) -> Result<String, String> {
     let tenant = super::identity::Tenant::new(tenant)?;
     let client = crate::docker::upstream::client(&config.upstream);
-    let daemon = Daemon { client: &client };
+    let daemon = Daemon::new(&client);
     let store = Store::new(&config.state_dir);
     let owner = Owner::new(tenant, config.instance.clone());
     let removed = remove_tenant(daemon, &store, &owner)

@@ -238,31 +238,6 @@ fn unreadable(headers: u64) -> String {
     }
 }
 
-/// The path the daemon's untar writes an entry to, relative to the archive
-/// root (`./a/../manifest.json` is `manifest.json`).
-pub(super) fn clean(path: &str) -> String {
-    crate::wire::mounts::clean_components(path).join("/")
-}
-
-/// Whether a 512-byte block is a tar header with a correct checksum.
-pub(super) fn checksum_ok(block: &[u8]) -> bool {
-    let Ok(stored) = tar::Header::from_byte_slice(block).cksum() else {
-        return false;
-    };
-    let computed: u32 = block
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u32::from(*b)
-            }
-        })
-        .sum();
-    stored == computed
-}
-
 fn meta(path: &str) -> Option<Meta> {
     match path {
         "manifest.json" => Some(Meta::Manifest),

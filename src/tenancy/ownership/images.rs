@@ -33,9 +33,11 @@ use std::path::Path;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use crate::docker::daemon::{self, Answer};
 use crate::docker::error::DockerError;
 
 use super::labels::Owner;
+use super::names::Namespace;
 use super::resolve::hidden;
 pub use super::state_file::{StateFile, StoreError};
 
@@ -119,6 +121,88 @@ pub fn join(repo: &str, tag: &str) -> String {
     } else {
         format!("{repo}:{tag}")
     }
+}
+
+/// An image as the daemon resolves a name: its ID (`None` when missing) and
+/// the name in the daemon's familiar form (one of its `RepoTags`), which is
+/// how the state file records tags: clients send `docker tag` targets fully
+/// qualified and `rmi` names as typed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    pub id: Option<String>,
+    pub name: String,
+}
+
+impl ImageRef {
+    /// What an empty name resolves to, without asking.
+    pub fn nothing() -> ImageRef {
+        ImageRef {
+            id: None,
+            name: String::new(),
+        }
+    }
+
+    /// Reads the answer to `GET /images/{name}/json`. `Err` when the daemon
+    /// failed (5xx); any other refusal is a missing image.
+    pub fn from_answer(name: &str, answer: &Answer) -> Result<ImageRef, DockerError> {
+        if answer.status.is_server_error() {
+            return Err(DockerError::upstream(format!(
+                "the Docker daemon failed to look up an image: {}",
+                answer.message()
+            )));
+        }
+        if answer.status != StatusCode::OK {
+            return Ok(ImageRef {
+                id: None,
+                name: normalize(name),
+            });
+        }
+        let v = daemon::json(answer)?;
+        let tags: Vec<&str> = v
+            .get("RepoTags")
+            .and_then(|t| t.as_array())
+            .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
+            .unwrap_or_default();
+        Ok(ImageRef {
+            id: v.get("Id").and_then(|v| v.as_str()).map(str::to_string),
+            name: familiar(name, &tags),
+        })
+    }
+}
+
+/// An image a tenant names, as found on the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnImage {
+    /// Its ID; `None` when missing.
+    pub id: Option<String>,
+    /// The daemon's familiar name for it (see [`ImageRef`]).
+    pub name: String,
+    /// Found in the tenant's image namespace.
+    pub namespaced: bool,
+}
+
+impl OwnImage {
+    pub fn new(found: ImageRef, namespaced: bool) -> OwnImage {
+        OwnImage {
+            id: found.id,
+            name: found.name,
+            namespaced,
+        }
+    }
+}
+
+/// The name to try first for an image reference a tenant gives: its tag in
+/// the tenant's image namespace (`ns`: the namespace when it covers images),
+/// when that differs from the name as written. Found, it wins; missing, the name as written
+/// (base images, IDs, digests) is looked up.
+pub fn namespaced_image(ns: Option<&Namespace>, name: &str) -> Option<String> {
+    let mapped = ns?.image_to_daemon(name);
+    (mapped != name).then_some(mapped)
+}
+
+/// The repository a tenant's new tag goes to (namespaced when on).
+pub fn new_repo(ns: Option<&Namespace>, repo: &str) -> String {
+    ns.map_or_else(|| repo.to_string(), |ns| ns.image_to_daemon(repo))
 }
 
 /// The image rules over one snapshot of the state.
@@ -323,6 +407,33 @@ impl Store {
     pub fn new(state_dir: &Path) -> Store {
         StateFile::open(state_dir, "images")
     }
+
+    /// The state, read off the async workers.
+    pub async fn state(&self) -> Result<State, DockerError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.load())
+            .await
+            .map_err(|err| DockerError::internal(format!("state file task: {err}")))?
+            .map_err(DockerError::from)
+    }
+
+    /// Records `change` for `owner`, off the async workers. The request it
+    /// follows succeeded on the daemon, so a failure is logged, not answered.
+    pub async fn record(&self, owner: &Owner, change: Change) {
+        let store = self.clone();
+        let owner = owner.clone();
+        let done =
+            tokio::task::spawn_blocking(move || store.update(|s| change.apply(s, &owner))).await;
+        match done {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
+                tracing::error!(target: "cistern::ownership", error = %err, "cannot record image ownership")
+            }
+            Err(err) => {
+                tracing::error!(target: "cistern::ownership", error = %err, "cannot record image ownership")
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -447,6 +558,89 @@ mod tests {
         change.apply(&mut s, &owner("alice"));
         assert!(s.images.is_empty());
         assert_eq!(s.tags.keys().collect::<Vec<_>>(), ["bob/bb:1"]);
+    }
+
+    fn inspect(status: u16, body: &str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::from(body.to_string()),
+        }
+    }
+
+    const BUSYBOX: &str = r#"{"Id":"sha256:base","RepoTags":["busybox:latest","busybox:1"]}"#;
+    const ALICES: &str = r#"{"Id":"sha256:alices","RepoTags":["alice/app:latest"]}"#;
+
+    #[test]
+    fn image_inspects_give_the_id_and_the_familiar_name() {
+        for name in ["busybox", "busybox:latest", "docker.io/library/busybox"] {
+            assert_eq!(
+                ImageRef::from_answer(name, &inspect(200, BUSYBOX)).unwrap(),
+                ImageRef {
+                    id: Some("sha256:base".into()),
+                    name: "busybox:latest".into()
+                },
+                "{name}"
+            );
+        }
+        let missing = ImageRef::from_answer(
+            "nope",
+            &inspect(404, r#"{"message":"No such image: nope:latest"}"#),
+        );
+        assert_eq!(
+            missing.unwrap(),
+            ImageRef {
+                id: None,
+                name: "nope:latest".into()
+            }
+        );
+        let failed =
+            ImageRef::from_answer("x", &inspect(500, r#"{"message":"boom"}"#)).unwrap_err();
+        assert_eq!(failed.status, StatusCode::BAD_GATEWAY);
+        assert!(failed.message.ends_with("boom"), "{}", failed.message);
+    }
+
+    #[test]
+    fn shared_images_are_everyones_own_images_their_owners() {
+        let s = state();
+        let found = |json: &str, name: &str| {
+            OwnImage::new(
+                ImageRef::from_answer(name, &inspect(200, json)).unwrap(),
+                false,
+            )
+        };
+        let check = |tenant: &str, image: &OwnImage| {
+            Rules {
+                state: &s,
+                owner: &owner(tenant),
+            }
+            .check_use(&image.name, image.id.as_deref())
+        };
+        let busybox = found(BUSYBOX, "busybox");
+        assert!(check("alice", &busybox).is_ok());
+        assert!(check("bob", &busybox).is_ok());
+        let app = found(ALICES, "alice/app");
+        assert!(check("alice", &app).is_ok());
+        let err = check("bob", &app).unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (StatusCode::NOT_FOUND, "No such image: alice/app:latest")
+        );
+    }
+
+    #[test]
+    fn a_namespaced_tenants_images_are_looked_up_in_its_namespace_first() {
+        let ns = Namespace::of("alice");
+        assert_eq!(
+            namespaced_image(Some(&ns), "app:1").as_deref(),
+            Some("cistern-ns/alice/app:1")
+        );
+        assert_eq!(namespaced_image(None, "app:1"), None);
+        // Digests are global: looked up as written only.
+        let digest = format!("busybox@sha256:{}", "a".repeat(64));
+        assert_eq!(namespaced_image(Some(&ns), &digest), None);
+        assert_eq!(new_repo(Some(&ns), "app"), "cistern-ns/alice/app");
+        assert_eq!(new_repo(None, "app"), "app");
     }
 
     #[test]

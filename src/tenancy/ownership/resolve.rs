@@ -17,10 +17,17 @@
 //!   missing one, with its own wording ([`not_found`]), so other tenants'
 //!   resources are invisible.
 //!
+//! With a name namespace ([`super::names`]) a name is tried as the tenant's
+//! first (`db` is `<tenant>-db` on the daemon), then as written (an ID, an ID
+//! prefix, an anonymous volume, a name from before namespaces). A named
+//! volume a create mounts is the tenant's, or is missing and created first
+//! with the tenant's labels ([`VolumeMount`]).
+//!
 //! This file is the I/O-free half: what to look up ([`path_ref`],
 //! [`query_ref`]), how to read the daemon's answer ([`Found::from_answer`]),
+//! which inspects to ask for and in what order ([`Lookup`], [`VolumeMount`]),
 //! the decision ([`decide`]) and the rewritten path ([`PathRef::rewrite`]).
-//! The driver ([`super::Ownership`]) does the lookups.
+//! [`super::lookup`] asks the daemon.
 
 use std::collections::BTreeMap;
 
@@ -138,6 +145,205 @@ pub fn decide(kind: Kind, name: &str, found: &Found, owner: &Owner) -> Result<St
     match found {
         Found::Exists { id, labels, .. } if owner.owns(labels) => Ok(id.clone()),
         _ => Err(not_found(kind, name)),
+    }
+}
+
+/// A volume name another tenant holds (dockerd would reuse it).
+pub fn volume_taken(name: &str) -> DockerError {
+    DockerError::client(
+        StatusCode::CONFLICT,
+        format!("cistern: the volume name {name} is in use by another tenant"),
+    )
+}
+
+/// A name resolved to one of the tenant's resources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The full ID (a volume's name).
+    pub id: String,
+    /// The daemon's (prefixed) name when it was found through the tenant's
+    /// namespace; `None` when found as written.
+    pub namespaced: Option<String>,
+}
+
+/// What a [`Lookup`] needs next.
+#[derive(Debug)]
+pub enum Next {
+    /// The daemon's inspect of this name, read with [`Found::from_answer`]
+    /// and given to [`Lookup::answer`].
+    Inspect(Kind, String),
+    /// Decided: the tenant's resource, or the daemon's "missing" answer.
+    Done(Result<Resolved, DockerError>),
+}
+
+/// Where a [`Lookup`] stands.
+#[derive(Debug)]
+enum Asked {
+    /// The tenant's prefixed name.
+    Namespaced(String),
+    /// The name as written.
+    AsWritten,
+    /// The container of the exec found as written.
+    ExecContainer { id: String, container: String },
+}
+
+/// One name being resolved, I/O-free: the caller asks the daemon for what
+/// [`Next::Inspect`] names and gives back what it found, until
+/// [`Next::Done`]. The order: with a namespace, the tenant's prefixed name
+/// (containers, volumes, networks); then the name as written; for an exec,
+/// then its container, whose labels decide.
+#[derive(Debug)]
+pub struct Lookup<'a> {
+    owner: &'a Owner,
+    kind: Kind,
+    name: &'a str,
+    asked: Asked,
+}
+
+impl<'a> Lookup<'a> {
+    /// Starts resolving `name`: the lookup and the first inspect to ask for.
+    pub fn start(owner: &'a Owner, kind: Kind, name: &'a str) -> (Lookup<'a>, Next) {
+        let prefixed = match (&owner.namespace, kind) {
+            (Some(ns), Kind::Container | Kind::Volume | Kind::Network) if !name.is_empty() => {
+                Some(ns.to_daemon(name))
+            }
+            _ => None,
+        };
+        let (asked, first) = match prefixed {
+            Some(p) => (Asked::Namespaced(p.clone()), p),
+            None => (Asked::AsWritten, name.to_string()),
+        };
+        let lookup = Lookup {
+            owner,
+            kind,
+            name,
+            asked,
+        };
+        (lookup, Next::Inspect(kind, first))
+    }
+
+    /// What the daemon found for the last [`Next::Inspect`]; what is next.
+    pub fn answer(&mut self, found: Found) -> Next {
+        match std::mem::replace(&mut self.asked, Asked::AsWritten) {
+            Asked::Namespaced(prefixed) => match found {
+                Found::Exists { id, labels, .. } if self.owner.owns(&labels) => {
+                    Next::Done(Ok(Resolved {
+                        id,
+                        namespaced: Some(prefixed),
+                    }))
+                }
+                _ => Next::Inspect(self.kind, self.name.to_string()),
+            },
+            Asked::AsWritten => match (self.kind, found) {
+                // An exec is its container's: decide on the container's labels.
+                (
+                    Kind::Exec,
+                    Found::Exists {
+                        id,
+                        container: Some(container),
+                        ..
+                    },
+                ) => {
+                    self.asked = Asked::ExecContainer {
+                        id,
+                        container: container.clone(),
+                    };
+                    Next::Inspect(Kind::Container, container)
+                }
+                (_, found) => self.decide(found),
+            },
+            Asked::ExecContainer { id, container } => self.decide(match found {
+                Found::Exists { labels, .. } => Found::Exists {
+                    id,
+                    labels,
+                    container: Some(container),
+                },
+                Found::Missing => Found::Missing,
+            }),
+        }
+    }
+
+    fn decide(&self, found: Found) -> Next {
+        let decided = decide(self.kind, self.name, &found, self.owner);
+        if decided.is_err() {
+            tracing::info!(target: "cistern::ownership", tenant = %self.owner.tenant, kind = ?self.kind, exists = found != Found::Missing, "not the tenant's: answered as missing");
+        }
+        Next::Done(decided.map(|id| Resolved {
+            id,
+            namespaced: None,
+        }))
+    }
+}
+
+/// What a [`VolumeMount`] needs next.
+#[derive(Debug)]
+pub enum VolumeNext {
+    /// The daemon's inspect of this volume name, given to
+    /// [`VolumeMount::answer`].
+    Inspect(String),
+    /// Missing: create this volume with the tenant's labels (before the
+    /// daemon would create it unlabelled), then mount it by this name.
+    Create(String),
+    /// Decided: the name to mount, or why not.
+    Done(Result<String, DockerError>),
+}
+
+/// Where a [`VolumeMount`] stands.
+#[derive(Debug)]
+enum VolumeAsked {
+    /// The tenant's prefixed name.
+    Namespaced(String),
+    /// The name as written, after the prefixed one was missing: the
+    /// prefixed one is created unless this is the tenant's.
+    AsWrittenOr(String),
+    /// The name as written, without a namespace.
+    AsWritten,
+}
+
+/// A named volume a create body mounts, I/O-free like [`Lookup`]: the
+/// tenant's existing one, as the daemon names it, or a new one to create
+/// with the tenant's labels and name prefix. A name another tenant holds is
+/// refused ([`volume_taken`]).
+#[derive(Debug)]
+pub struct VolumeMount<'a> {
+    owner: &'a Owner,
+    name: &'a str,
+    asked: VolumeAsked,
+}
+
+impl<'a> VolumeMount<'a> {
+    /// Starts resolving `name`: the mount and the first inspect to ask for.
+    pub fn start(owner: &'a Owner, name: &'a str) -> (VolumeMount<'a>, VolumeNext) {
+        let (asked, first) = match &owner.namespace {
+            Some(ns) => {
+                let prefixed = ns.to_daemon(name);
+                (VolumeAsked::Namespaced(prefixed.clone()), prefixed)
+            }
+            None => (VolumeAsked::AsWritten, name.to_string()),
+        };
+        let mount = VolumeMount { owner, name, asked };
+        (mount, VolumeNext::Inspect(first))
+    }
+
+    /// What the daemon found for the last [`VolumeNext::Inspect`].
+    pub fn answer(&mut self, found: Found) -> VolumeNext {
+        let owned = matches!(&found, Found::Exists { labels, .. } if self.owner.owns(labels));
+        let exists = found != Found::Missing;
+        match std::mem::replace(&mut self.asked, VolumeAsked::AsWritten) {
+            VolumeAsked::Namespaced(prefixed) if owned => VolumeNext::Done(Ok(prefixed)),
+            VolumeAsked::Namespaced(_) if exists => VolumeNext::Done(Err(volume_taken(self.name))),
+            VolumeAsked::Namespaced(prefixed) => {
+                // An anonymous volume (or one from before namespaces) by its name.
+                self.asked = VolumeAsked::AsWrittenOr(prefixed);
+                VolumeNext::Inspect(self.name.to_string())
+            }
+            VolumeAsked::AsWrittenOr(_) | VolumeAsked::AsWritten if owned => {
+                VolumeNext::Done(Ok(self.name.to_string()))
+            }
+            VolumeAsked::AsWrittenOr(prefixed) => VolumeNext::Create(prefixed),
+            VolumeAsked::AsWritten if exists => VolumeNext::Done(Err(volume_taken(self.name))),
+            VolumeAsked::AsWritten => VolumeNext::Create(self.name.to_string()),
+        }
     }
 }
 
@@ -413,6 +619,234 @@ mod tests {
             None
         );
         assert_eq!(path_ref(&route("POST", "/v1.41/build").endpoint), None);
+    }
+
+    /// The daemon's answers to inspects, as fixtures: `(kind, name, JSON)`;
+    /// every other name is missing (404).
+    type Fixtures<'a> = &'a [(Kind, &'a str, &'a str)];
+
+    fn answer(fixtures: Fixtures<'_>, kind: Kind, name: &str) -> Found {
+        let (status, body) = match fixtures.iter().find(|(k, n, _)| *k == kind && *n == name) {
+            Some((_, _, json)) => (StatusCode::OK, json.as_bytes()),
+            None => (StatusCode::NOT_FOUND, &br#"{"message":"missing"}"#[..]),
+        };
+        Found::from_answer(kind, status, body).unwrap()
+    }
+
+    /// Resolves `name` against the fixtures; also the names asked about.
+    fn resolve(
+        owner: &Owner,
+        kind: Kind,
+        name: &str,
+        fixtures: Fixtures<'_>,
+    ) -> (Result<Resolved, DockerError>, Vec<String>) {
+        let (mut lookup, mut next) = Lookup::start(owner, kind, name);
+        let mut asked = Vec::new();
+        loop {
+            match next {
+                Next::Inspect(kind, name) => {
+                    next = lookup.answer(answer(fixtures, kind, &name));
+                    asked.push(name);
+                }
+                Next::Done(resolved) => return (resolved, asked),
+            }
+        }
+    }
+
+    /// Resolves a mounted volume against the fixtures.
+    fn mount(owner: &Owner, name: &str, fixtures: Fixtures<'_>) -> VolumeNext {
+        let (mut mount, mut next) = VolumeMount::start(owner, name);
+        while let VolumeNext::Inspect(name) = &next {
+            next = mount.answer(answer(fixtures, Kind::Volume, name));
+        }
+        next
+    }
+
+    fn namespaced(t: &str) -> Owner {
+        Owner {
+            namespace: Some(crate::tenancy::ownership::names::Namespace::of(t)),
+            ..owner(t)
+        }
+    }
+
+    const ALICE_ID: &str = "4f3c2a1b00000000000000000000000000000000000000000000000000000000";
+
+    #[test]
+    fn a_tenants_own_container_resolves_by_name_and_by_id_prefix() {
+        // The daemon resolves names and unique ID prefixes alike.
+        let fixtures: Fixtures = &[
+            (Kind::Container, "web", ALICE_CONTAINER),
+            (Kind::Container, "4f3c", ALICE_CONTAINER),
+        ];
+        for name in ["web", "4f3c"] {
+            let (resolved, asked) = resolve(&owner("alice"), Kind::Container, name, fixtures);
+            assert_eq!(
+                resolved.unwrap(),
+                Resolved {
+                    id: ALICE_ID.into(),
+                    namespaced: None
+                }
+            );
+            assert_eq!(asked, [name]);
+        }
+    }
+
+    #[test]
+    fn another_tenants_container_is_no_such_container() {
+        let fixtures: Fixtures = &[(Kind::Container, "web", ALICE_CONTAINER)];
+        for (name, message) in [
+            ("web", "No such container: web"),
+            ("gone", "No such container: gone"),
+        ] {
+            let err = resolve(&owner("bob"), Kind::Container, name, fixtures)
+                .0
+                .unwrap_err();
+            assert_eq!(
+                (err.status, err.side, err.message.as_str()),
+                (StatusCode::NOT_FOUND, Side::AsDaemon, message)
+            );
+        }
+        // The empty name of a `POST /commit` without `container` is never
+        // anyone's.
+        assert!(resolve(&owner("alice"), Kind::Container, "", fixtures)
+            .0
+            .is_err());
+    }
+
+    #[test]
+    fn namespaced_names_are_the_tenants_first_then_as_written() {
+        let alice = namespaced("alice");
+        let vol = |name: &str, tenant: &str| {
+            format!(
+                r#"{{"Name":"{name}","Labels":{{"io.cistern.tenant":"{tenant}","io.cistern.instance":"default"}}}}"#
+            )
+        };
+        let (own, bobs, old) = (
+            vol("alice-db", "alice"),
+            vol("alice-db", "bob"),
+            vol("db", "alice"),
+        );
+        // `db` is `alice-db` on the daemon.
+        let (resolved, asked) = resolve(
+            &alice,
+            Kind::Volume,
+            "db",
+            &[(Kind::Volume, "alice-db", &own)],
+        );
+        assert_eq!(
+            resolved.unwrap(),
+            Resolved {
+                id: "alice-db".into(),
+                namespaced: Some("alice-db".into())
+            }
+        );
+        assert_eq!(asked, ["alice-db"]);
+        // Not there, or not hers: the name as written (a volume from before
+        // namespaces), which must be hers as well.
+        for fixtures in [
+            &[(Kind::Volume, "db", old.as_str())][..],
+            &[
+                (Kind::Volume, "alice-db", bobs.as_str()),
+                (Kind::Volume, "db", old.as_str()),
+            ][..],
+        ] {
+            let (resolved, asked) = resolve(&alice, Kind::Volume, "db", fixtures);
+            assert_eq!(resolved.unwrap().namespaced, None);
+            assert_eq!(asked, ["alice-db", "db"]);
+        }
+        let err = resolve(
+            &alice,
+            Kind::Volume,
+            "db",
+            &[(Kind::Volume, "alice-db", &bobs)],
+        )
+        .0
+        .unwrap_err();
+        assert_eq!(err.message, "get db: no such volume");
+        // Execs have no names: their ID as written.
+        let (_, asked) = resolve(&alice, Kind::Exec, "e1", &[]);
+        assert_eq!(asked, ["e1"]);
+    }
+
+    #[test]
+    fn an_exec_is_the_tenant_s_when_its_container_is() {
+        let fixtures: Fixtures = &[
+            (
+                Kind::Exec,
+                "e1",
+                r#"{"ID":"e1","ContainerID":"4f3c","Running":false}"#,
+            ),
+            (Kind::Container, "4f3c", ALICE_CONTAINER),
+        ];
+        let (resolved, asked) = resolve(&owner("alice"), Kind::Exec, "e1", fixtures);
+        assert_eq!(resolved.unwrap().id, "e1");
+        assert_eq!(asked, ["e1", "4f3c"]);
+        let err = resolve(&owner("bob"), Kind::Exec, "e1", fixtures)
+            .0
+            .unwrap_err();
+        assert_eq!(err.message, "No such exec instance: e1");
+        // An exec whose container is gone belongs to nobody.
+        let err = resolve(&owner("alice"), Kind::Exec, "e1", &fixtures[..1])
+            .0
+            .unwrap_err();
+        assert_eq!(err.message, "No such exec instance: e1");
+    }
+
+    #[test]
+    fn mounted_volumes_are_the_tenants_or_created_for_it() {
+        let vol = |name: &str, tenant: &str| {
+            format!(
+                r#"{{"Name":"{name}","Labels":{{"io.cistern.tenant":"{tenant}","io.cistern.instance":"default"}}}}"#
+            )
+        };
+        let done = |next: VolumeNext| match next {
+            VolumeNext::Done(Ok(name)) => format!("mount {name}"),
+            VolumeNext::Done(Err(err)) => format!("{} {}", err.status.as_u16(), err.message),
+            VolumeNext::Create(name) => format!("create {name}"),
+            VolumeNext::Inspect(name) => format!("inspect {name}"),
+        };
+        let taken = "409 cistern: the volume name data is in use by another tenant";
+        let alice = owner("alice");
+        let (hers, bobs) = (vol("data", "alice"), vol("data", "bob"));
+        assert_eq!(
+            done(mount(&alice, "data", &[(Kind::Volume, "data", &hers)])),
+            "mount data"
+        );
+        assert_eq!(
+            done(mount(&alice, "data", &[(Kind::Volume, "data", &bobs)])),
+            taken
+        );
+        assert_eq!(done(mount(&alice, "data", &[])), "create data");
+
+        let alice = namespaced("alice");
+        let (prefixed, prefixed_bobs) = (vol("alice-data", "alice"), vol("alice-data", "bob"));
+        assert_eq!(
+            done(mount(
+                &alice,
+                "data",
+                &[(Kind::Volume, "alice-data", &prefixed)]
+            )),
+            "mount alice-data"
+        );
+        assert_eq!(
+            done(mount(
+                &alice,
+                "data",
+                &[(Kind::Volume, "alice-data", &prefixed_bobs)]
+            )),
+            taken
+        );
+        // An anonymous volume (or one from before namespaces) by its name.
+        assert_eq!(
+            done(mount(&alice, "data", &[(Kind::Volume, "data", &hers)])),
+            "mount data"
+        );
+        // Missing, or someone else's unprefixed name: hers is created.
+        assert_eq!(done(mount(&alice, "data", &[])), "create alice-data");
+        assert_eq!(
+            done(mount(&alice, "data", &[(Kind::Volume, "data", &bobs)])),
+            "create alice-data"
+        );
     }
 
     #[test]

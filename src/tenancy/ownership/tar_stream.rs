@@ -17,8 +17,6 @@
 //! I/O-free: [`TarStream::feed`] takes the bytes of each frame and reports
 //! them as [`Event`]s, each byte exactly once and in order.
 
-use super::image_load::{checksum_ok, clean};
-
 /// Largest extended header read (Go's `maxSpecialFileSize`).
 const MAX_EXTENDED: u64 = 1 << 20;
 
@@ -242,6 +240,31 @@ impl TarStream {
             self.next_path = Some(String::from_utf8_lossy(name).into_owned());
         }
     }
+}
+
+/// The path the daemon's untar writes an entry to, relative to the archive
+/// root (`./a/../manifest.json` is `manifest.json`).
+pub fn clean(path: &str) -> String {
+    crate::wire::mounts::clean_components(path).join("/")
+}
+
+/// Whether a 512-byte block is a tar header with a correct checksum.
+fn checksum_ok(block: &[u8]) -> bool {
+    let Ok(stored) = tar::Header::from_byte_slice(block).cksum() else {
+        return false;
+    };
+    let computed: u32 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    stored == computed
 }
 
 #[cfg(test)]
