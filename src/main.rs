@@ -153,11 +153,21 @@ fn main() -> ExitCode {
             CaAction::Rotate => cistern::mitm::commands::ca_rotate(caching),
         }),
         Command::Tenants { config } => ownership_command(config, |cfg| {
-            Box::pin(cistern::tenancy::ownership::cleanup::tenants_command(cfg))
+            Box::pin(cistern::tenancy::ownership::cleanup::tenants_command(
+                &cfg.upstream,
+                &cfg.instance,
+                &cfg.state_dir,
+            ))
         }),
         Command::Cleanup { tenant, config } => ownership_command(config, move |cfg| {
             Box::pin(async move {
-                cistern::tenancy::ownership::cleanup::cleanup_command(cfg, &tenant).await
+                cistern::tenancy::ownership::cleanup::cleanup_command(
+                    &cfg.upstream,
+                    &cfg.instance,
+                    &cfg.state_dir,
+                    &tenant,
+                )
+                .await
             })
         }),
         Command::Serve { config, log_format } => {

@@ -85,7 +85,22 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
             .iter()
             .map(|l| (l.name.clone(), l.policy.clone()))
             .collect(),
-        ownership: crate::tenancy::ownership::Ownership::new(&config),
+        ownership: crate::tenancy::ownership::Ownership::new(
+            &config.instance,
+            &config.state_dir,
+            config
+                .listeners
+                .iter()
+                .map(|l| {
+                    let settings = crate::tenancy::ownership::ListenerOwnership {
+                        identity: l.identity.clone(),
+                        cleanup: l.cleanup,
+                        namespaces: l.namespaces,
+                    };
+                    (l.name.clone(), settings)
+                })
+                .collect(),
+        ),
         jobs: crate::tenancy::jobs::Jobs::new(
             config.jobs.clone(),
             &config.instance,

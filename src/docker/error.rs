@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 
-use super::ProxyBody;
+use crate::http::ProxyBody;
 
 /// Which side of the proxy a request-path error comes from. It decides the
 /// status code and how loudly it is logged.

@@ -15,7 +15,8 @@ use hyper::body::Incoming;
 use tokio::net::TcpStream;
 
 use super::error::json_error;
-use super::{ClientKey, ConnInfo, DockerProxy, ListenerInfo, ProxyBody};
+use super::{ClientKey, ConnInfo, DockerProxy, ListenerInfo};
+use crate::http::ProxyBody;
 use crate::listen::limit::Slot;
 use crate::listen::serve::{Accepted, Refusal, Service};
 use crate::listen::Peer;

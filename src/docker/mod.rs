@@ -48,7 +48,7 @@ use crate::policy::Policy;
 use crate::tenancy::jobs::{Jobs, SocketConn};
 use crate::tenancy::ownership;
 
-pub use crate::http::{BoxError, ProxyBody};
+use crate::http::{BoxError, ProxyBody};
 
 /// What cistern knows about the connection a request came in on.
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::{BoxError, ProxyBody};
+use crate::http::{BoxError, ProxyBody};
 
 /// Where the real Docker daemon listens.
 #[derive(Debug, Clone)]

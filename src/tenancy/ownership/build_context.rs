@@ -32,7 +32,7 @@ use http_body::{Body, Frame};
 use super::image_load::key;
 use super::names::Namespace;
 use super::tar_stream::{clean, Event, TarStream};
-use crate::docker::{BoxError, ProxyBody};
+use crate::http::{BoxError, ProxyBody};
 
 /// Largest entry held back for rewriting (a Dockerfile, a load manifest).
 const MAX_ENTRY: u64 = 16 << 20;

@@ -312,28 +312,35 @@ pub fn format_inventory(all: &BTreeMap<String, Inventory>) -> String {
     out
 }
 
-/// `cistern tenants` on a configuration.
-pub async fn tenants_command(config: &crate::config::Config) -> Result<String, String> {
-    let client = crate::docker::upstream::client(&config.upstream);
+/// `cistern tenants`: what each tenant of `instance` owns on the daemon.
+pub async fn tenants_command(
+    upstream: &crate::docker::upstream::Upstream,
+    instance: &str,
+    state_dir: &std::path::Path,
+) -> Result<String, String> {
+    let client = crate::docker::upstream::client(upstream);
     let daemon = Daemon::new(&client);
-    let store = Store::new(&config.state_dir);
+    let store = Store::new(state_dir);
     let state = store.load().map_err(|e| e.to_string())?;
-    let all = inventory(daemon, &state, &config.instance, None)
+    let all = inventory(daemon, &state, instance, None)
         .await
         .map_err(|e| e.message)?;
     Ok(format_inventory(&all))
 }
 
-/// `cistern cleanup --tenant NAME` on a configuration.
+/// `cistern cleanup --tenant NAME`: removes what the tenant of `instance`
+/// owns.
 pub async fn cleanup_command(
-    config: &crate::config::Config,
+    upstream: &crate::docker::upstream::Upstream,
+    instance: &str,
+    state_dir: &std::path::Path,
     tenant: &str,
 ) -> Result<String, String> {
     let tenant = super::identity::Tenant::new(tenant)?;
-    let client = crate::docker::upstream::client(&config.upstream);
+    let client = crate::docker::upstream::client(upstream);
     let daemon = Daemon::new(&client);
-    let store = Store::new(&config.state_dir);
-    let owner = Owner::new(tenant, config.instance.clone());
+    let store = Store::new(state_dir);
+    let owner = Owner::new(tenant, instance.to_string());
     let removed = remove_tenant(daemon, &store, &owner)
         .await
         .map_err(|e| e.message)?;

@@ -298,7 +298,7 @@ fn assigned(meta: Meta, data: &[u8]) -> Result<Assigned, String> {
 /// error (so the daemon never gets the whole archive) and leaves the reason
 /// in `refused` for the client's answer.
 pub struct LoadGuard {
-    inner: crate::docker::ProxyBody,
+    inner: crate::http::ProxyBody,
     scan: TarScan,
     protected: std::sync::Arc<Protected>,
     refused: Refusal,
@@ -312,7 +312,7 @@ pub type Refusal = std::sync::Arc<std::sync::Mutex<Option<String>>>;
 
 impl LoadGuard {
     pub fn new(
-        inner: crate::docker::ProxyBody,
+        inner: crate::http::ProxyBody,
         protected: std::sync::Arc<Protected>,
         refused: Refusal,
     ) -> LoadGuard {
@@ -338,7 +338,7 @@ impl LoadGuard {
 
 impl http_body::Body for LoadGuard {
     type Data = bytes::Bytes;
-    type Error = crate::docker::BoxError;
+    type Error = crate::http::BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,

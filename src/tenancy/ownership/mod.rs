@@ -67,14 +67,16 @@ use self::identity::{Identity, Tenant};
 use self::images::Store;
 use self::push::PushLocks;
 use self::state_file::StateFile;
-use crate::config::Config;
 
-/// A listener's ownership settings.
+/// A listener's ownership settings (its part of `listeners[]`).
 #[derive(Debug, Clone)]
-struct ListenerOwnership {
-    identity: Identity,
-    cleanup: bool,
-    namespaces: bool,
+pub struct ListenerOwnership {
+    /// How its clients are identified.
+    pub identity: Identity,
+    /// Its tenants' resources are removed at shutdown.
+    pub cleanup: bool,
+    /// Its tenants' names are prefixed on the daemon.
+    pub namespaces: bool,
 }
 
 /// Ownership as configured: built once from the config.
@@ -94,26 +96,19 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    pub fn new(config: &Config) -> Ownership {
+    /// Ownership for instance `instance`, with its state in `state_dir`,
+    /// over `listeners` (by name).
+    pub fn new(
+        instance: &str,
+        state_dir: &std::path::Path,
+        listeners: HashMap<String, ListenerOwnership>,
+    ) -> Ownership {
         Ownership {
-            instance: config.instance.clone(),
-            listeners: config
-                .listeners
-                .iter()
-                .map(|l| {
-                    (
-                        l.name.clone(),
-                        ListenerOwnership {
-                            identity: l.identity.clone(),
-                            cleanup: l.cleanup,
-                            namespaces: l.namespaces,
-                        },
-                    )
-                })
-                .collect(),
-            store: Store::new(&config.state_dir),
+            instance: instance.to_string(),
+            listeners,
+            store: Store::new(state_dir),
             seen: Mutex::new(BTreeSet::new()),
-            pending: StateFile::open(&config.state_dir, "cleanup"),
+            pending: StateFile::open(state_dir, "cleanup"),
             pushes: PushLocks::default(),
         }
     }

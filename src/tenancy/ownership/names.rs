@@ -33,7 +33,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame};
 use serde_json::Value;
 
-use crate::docker::{BoxError, ProxyBody};
+use crate::http::{BoxError, ProxyBody};
 use crate::policy::Json;
 use crate::wire::route::Endpoint;
 

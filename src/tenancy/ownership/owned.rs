@@ -19,7 +19,7 @@ use super::labels::Owner;
 use super::names::Namespace;
 use super::push::TempTag;
 use crate::docker::upstream::UpstreamClient;
-use crate::docker::ProxyBody;
+use crate::http::ProxyBody;
 use crate::wire::route::Endpoint;
 
 /// A request resolved for its tenant.

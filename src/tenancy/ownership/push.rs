@@ -20,7 +20,7 @@ use super::lookup;
 use crate::docker::daemon::Daemon;
 use crate::docker::error::DockerError;
 use crate::docker::upstream::UpstreamClient;
-use crate::docker::{BoxError, ProxyBody};
+use crate::http::{BoxError, ProxyBody};
 use crate::wire::query::escape;
 
 /// One push per image name at a time.

@@ -135,7 +135,7 @@ fn send_check(
     owner: &Owner,
     r: &Route,
     owned: Owned,
-    resp: http::Response<crate::docker::ProxyBody>,
+    resp: http::Response<crate::http::ProxyBody>,
 ) {
     fn is_send<T: Send>(_: T) {}
     is_send(o.resolve(c, owner, r, String::new()));

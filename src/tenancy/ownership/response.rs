@@ -34,7 +34,7 @@ use super::owned::{After, Owned};
 use super::push::Holding;
 use crate::docker::daemon::{self, Daemon};
 use crate::docker::error::DockerError;
-use crate::docker::{BoxError, ProxyBody};
+use crate::http::{BoxError, ProxyBody};
 use crate::wire::route::Endpoint;
 
 impl Owned {
