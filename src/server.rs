@@ -269,11 +269,11 @@ fn raise_open_files_limit() {
 /// The daemon's default bridge network (`GET /networks/bridge`), which says
 /// where containers reach this host (for the caching proxy's addresses).
 async fn bridge_network(
-    upstream: &crate::docker::upstream::Upstream,
+    upstream: &crate::daemon::upstream::Upstream,
 ) -> Result<serde_json::Value, crate::mitm::error::AddressError> {
     use crate::mitm::error::AddressError;
-    let daemon = crate::docker::upstream::client(upstream);
-    let answer = crate::docker::upstream::call(
+    let daemon = crate::daemon::upstream::client(upstream);
+    let answer = crate::daemon::upstream::call(
         &daemon,
         http::Method::GET,
         "/networks/bridge",

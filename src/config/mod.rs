@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub use raw::RawConfig;
 
-pub use crate::docker::upstream::{Upstream, UpstreamEndpoint};
+pub use crate::daemon::upstream::{Upstream, UpstreamEndpoint};
 pub use crate::listen::limit::ClientLimits;
 pub use crate::listen::{ListenerKind, TcpListener, TlsListener, UnixListener};
 pub use crate::telemetry::{LogConfig, LogFormat};

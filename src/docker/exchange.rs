@@ -31,9 +31,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use super::access_log::{Counted, Direction, RequestRecord};
-use super::error::DockerError;
 use super::{daemon_uri, drain, headers, hijack, read_capped};
 use super::{ConnInfo, DockerProxy};
+use crate::daemon::error::DockerError;
 use crate::http::error::chain;
 use crate::http::{BoxError, ProxyBody};
 use crate::inject;

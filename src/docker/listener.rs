@@ -14,8 +14,8 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tokio::net::TcpStream;
 
-use super::error::json_error;
 use super::{ClientKey, ConnInfo, DockerProxy, ListenerInfo};
+use crate::daemon::error::json_error;
 use crate::http::ProxyBody;
 use crate::listen::limit::Slot;
 use crate::listen::serve::{Accepted, Refusal, Service};

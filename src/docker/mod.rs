@@ -17,13 +17,10 @@
 //! [`hijack`] once both sides switched protocols.
 
 pub mod access_log;
-pub mod daemon;
-pub mod error;
 mod exchange;
 pub mod headers;
 pub mod hijack;
 pub mod listener;
-pub mod upstream;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -37,8 +34,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::access_log::{Counted, Direction, RequestRecord};
-use self::error::DockerError;
-use self::upstream::{Upstream, UpstreamClient};
+use crate::daemon::error::DockerError;
+use crate::daemon::upstream::{Upstream, UpstreamClient};
 use crate::inject;
 use crate::listen::limit::ClientLimits;
 use crate::listen::limit::{ConnectionLimit, Slot};
@@ -48,6 +45,7 @@ use crate::policy::Policy;
 use crate::tenancy::jobs::{Jobs, SocketConn};
 use crate::tenancy::ownership;
 
+use crate::daemon::{client as daemon, error, upstream};
 use crate::http::{BoxError, ProxyBody};
 
 /// What cistern knows about the connection a request came in on.

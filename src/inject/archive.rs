@@ -1,5 +1,5 @@
 //! The daemon calls injection makes into one container, on cistern's typed
-//! daemon client ([`crate::docker::daemon`]): path stat, file read and write
+//! daemon client ([`crate::daemon::client`]): path stat, file read and write
 //! through the archive API, container inspect and remove.
 
 use bytes::Bytes;
@@ -7,8 +7,8 @@ use http::StatusCode;
 
 use super::error::InjectError;
 use super::trust::PathStat;
-use crate::docker::daemon::{Answer, Daemon};
-use crate::docker::upstream::UpstreamClient;
+use crate::daemon::client::{Answer, Daemon};
+use crate::daemon::upstream::UpstreamClient;
 use crate::wire::query::escape;
 
 /// Largest answer read back from the daemon (bundles are capped lower).
@@ -149,7 +149,7 @@ impl<'a> Container<'a> {
 
 /// A call's answer, its failure as injection words it.
 fn called(
-    answer: Result<Answer, crate::docker::error::DockerError>,
+    answer: Result<Answer, crate::daemon::error::DockerError>,
 ) -> Result<Answer, InjectError> {
     answer.map_err(InjectError::from_call)
 }

@@ -2,7 +2,7 @@
 
 use http::StatusCode;
 
-use crate::docker::error::{DockerError, Side};
+use crate::daemon::error::{DockerError, Side};
 
 /// An injection failure. Never carries key material: only paths, statuses and
 /// the daemon's messages.

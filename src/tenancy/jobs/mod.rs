@@ -58,9 +58,9 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub use self::config::{JobRule, JobsConfig, RawJobs};
-use crate::docker::daemon::Daemon;
-use crate::docker::error::DockerError;
-use crate::docker::upstream::UpstreamClient;
+use crate::daemon::client::Daemon;
+use crate::daemon::error::DockerError;
+use crate::daemon::upstream::UpstreamClient;
 use crate::policy::Policy;
 use crate::tenancy::ownership::identity::Tenant;
 use crate::tenancy::ownership::labels::Owner;

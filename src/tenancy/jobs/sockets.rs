@@ -38,8 +38,8 @@ use super::{
     labelled_container, mount_socket, now, served, JobDirs, Jobs, Serve, SocketConn, Started,
     CREATE_GRACE,
 };
-use crate::docker::error::DockerError;
-use crate::docker::upstream::UpstreamClient;
+use crate::daemon::error::DockerError;
+use crate::daemon::upstream::UpstreamClient;
 use crate::policy::{Json, Policy};
 use crate::tenancy::ownership::identity::Tenant;
 use crate::tenancy::ownership::labels::Owner;

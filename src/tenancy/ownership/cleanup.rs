@@ -17,8 +17,8 @@ use http::StatusCode;
 
 use super::images::{State, Store};
 use super::labels::{self, Owner, INSTANCE, TENANT};
-use crate::docker::daemon::Daemon;
-use crate::docker::error::DockerError;
+use crate::daemon::client::Daemon;
+use crate::daemon::error::DockerError;
 use crate::wire::query::escape;
 
 /// What a tenant owns.
@@ -314,11 +314,11 @@ pub fn format_inventory(all: &BTreeMap<String, Inventory>) -> String {
 
 /// `cistern tenants`: what each tenant of `instance` owns on the daemon.
 pub async fn tenants_command(
-    upstream: &crate::docker::upstream::Upstream,
+    upstream: &crate::daemon::upstream::Upstream,
     instance: &str,
     state_dir: &std::path::Path,
 ) -> Result<String, String> {
-    let client = crate::docker::upstream::client(upstream);
+    let client = crate::daemon::upstream::client(upstream);
     let daemon = Daemon::new(&client);
     let store = Store::new(state_dir);
     let state = store.load().map_err(|e| e.to_string())?;
@@ -331,13 +331,13 @@ pub async fn tenants_command(
 /// `cistern cleanup --tenant NAME`: removes what the tenant of `instance`
 /// owns.
 pub async fn cleanup_command(
-    upstream: &crate::docker::upstream::Upstream,
+    upstream: &crate::daemon::upstream::Upstream,
     instance: &str,
     state_dir: &std::path::Path,
     tenant: &str,
 ) -> Result<String, String> {
     let tenant = super::identity::Tenant::new(tenant)?;
-    let client = crate::docker::upstream::client(upstream);
+    let client = crate::daemon::upstream::client(upstream);
     let daemon = Daemon::new(&client);
     let store = Store::new(state_dir);
     let owner = Owner::new(tenant, instance.to_string());

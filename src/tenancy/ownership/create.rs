@@ -21,9 +21,9 @@ use super::labels::{self, Owner};
 use super::lookup;
 use super::owned::Owned;
 use super::resolve::{self, volume_taken, Found, Kind};
-use crate::docker::daemon::Daemon;
-use crate::docker::error::DockerError;
-use crate::docker::upstream::UpstreamClient;
+use crate::daemon::client::Daemon;
+use crate::daemon::error::DockerError;
+use crate::daemon::upstream::UpstreamClient;
 use crate::wire::route::{Endpoint, Route};
 use crate::wire::{query::Query, Body as RequestBody, Json};
 

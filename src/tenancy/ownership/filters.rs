@@ -24,7 +24,7 @@
 use http::StatusCode;
 use serde_json::{Map, Value};
 
-use crate::docker::error::DockerError;
+use crate::daemon::error::DockerError;
 use crate::wire::query::Query;
 use crate::wire::route::Endpoint;
 

@@ -19,8 +19,8 @@ use super::names::Namespace;
 use super::owned::{After, Owned};
 use super::push::PushLocks;
 use super::resolve;
-use crate::docker::daemon::Daemon;
-use crate::docker::error::DockerError;
+use crate::daemon::client::Daemon;
+use crate::daemon::error::DockerError;
 use crate::wire::query::Query;
 use crate::wire::route::{Endpoint, Route};
 

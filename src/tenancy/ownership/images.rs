@@ -33,8 +33,8 @@ use std::path::Path;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::docker::daemon::{self, Answer};
-use crate::docker::error::DockerError;
+use crate::daemon::client::{self as daemon, Answer};
+use crate::daemon::error::DockerError;
 
 use super::labels::Owner;
 use super::names::Namespace;

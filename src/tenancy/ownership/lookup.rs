@@ -11,8 +11,8 @@ use super::images::{self, ImageRef, OwnImage, Rules};
 use super::labels::Owner;
 use super::names::Namespace;
 use super::resolve::{Found, Kind, Lookup, Next, Resolved, VolumeMount, VolumeNext};
-use crate::docker::daemon::Daemon;
-use crate::docker::error::DockerError;
+use crate::daemon::client::Daemon;
+use crate::daemon::error::DockerError;
 use crate::wire::query::escape;
 
 /// The daemon's inspect of `name` (an empty name is missing, unasked).
@@ -89,7 +89,7 @@ async fn create_volume(
     if answer.status != StatusCode::CREATED && answer.status != StatusCode::OK {
         return Err(DockerError {
             status: answer.status,
-            side: crate::docker::error::Side::Upstream,
+            side: crate::daemon::error::Side::Upstream,
             message: format!("cistern: cannot create volume {name}: {}", answer.message()),
         });
     }

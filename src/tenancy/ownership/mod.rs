@@ -38,7 +38,7 @@
 //! tokens or TLS client certificates, are [`identity`]; image archives and
 //! build contexts are read as they stream ([`tar_stream`], [`image_load`],
 //! [`build_context`]); per-job sockets are [`crate::tenancy::jobs`]. Every call to the
-//! daemon goes through [`crate::docker::daemon`].
+//! daemon goes through [`crate::daemon::client`].
 
 pub mod build_context;
 pub mod cleanup;

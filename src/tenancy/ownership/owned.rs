@@ -18,7 +18,7 @@ use super::images::Store;
 use super::labels::Owner;
 use super::names::Namespace;
 use super::push::TempTag;
-use crate::docker::upstream::UpstreamClient;
+use crate::daemon::upstream::UpstreamClient;
 use crate::http::ProxyBody;
 use crate::wire::route::Endpoint;
 

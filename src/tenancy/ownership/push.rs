@@ -17,9 +17,9 @@ use http_body::{Body, Frame};
 
 use super::images::{self, OwnImage};
 use super::lookup;
-use crate::docker::daemon::Daemon;
-use crate::docker::error::DockerError;
-use crate::docker::upstream::UpstreamClient;
+use crate::daemon::client::Daemon;
+use crate::daemon::error::DockerError;
+use crate::daemon::upstream::UpstreamClient;
 use crate::http::{BoxError, ProxyBody};
 use crate::wire::query::escape;
 

@@ -25,9 +25,9 @@ use super::names::Namespace;
 use super::owned::{After, Owned};
 use super::resolve::{self, Kind};
 use super::Ownership;
-use crate::docker::daemon::Daemon;
-use crate::docker::error::DockerError;
-use crate::docker::upstream::UpstreamClient;
+use crate::daemon::client::Daemon;
+use crate::daemon::error::DockerError;
+use crate::daemon::upstream::UpstreamClient;
 use crate::wire::query::Query;
 use crate::wire::route::{Endpoint, Route};
 

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 
 use http::StatusCode;
 
-use crate::docker::error::{DockerError, Side};
+use crate::daemon::error::{DockerError, Side};
 use crate::wire::query;
 use crate::wire::route::{Endpoint, Route};
 

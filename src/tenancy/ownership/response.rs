@@ -32,8 +32,8 @@ use super::lookup;
 use super::names::{self, Namespace};
 use super::owned::{After, Owned};
 use super::push::Holding;
-use crate::docker::daemon::{self, Daemon};
-use crate::docker::error::DockerError;
+use crate::daemon::client::{self as daemon, Daemon};
+use crate::daemon::error::DockerError;
 use crate::http::{BoxError, ProxyBody};
 use crate::wire::route::Endpoint;
 

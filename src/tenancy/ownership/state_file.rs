@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::docker::error::DockerError;
+use crate::daemon::error::DockerError;
 
 /// `<state_dir>/<name>.json`, holding a `T`.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use super::identity::{AuthError, Identity, Tenant};
 use super::labels::Owner;
 use super::names::Namespace;
 use super::Ownership;
-use crate::docker::error::DockerError;
+use crate::daemon::error::DockerError;
 use crate::listen::Peer;
 
 impl Ownership {
