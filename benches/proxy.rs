@@ -5,6 +5,11 @@
 //! daemon answers at `$CISTERN_TEST_DOCKER_SOCK` (default
 //! `/var/run/docker.sock`) and has the `cistern-test/busybox` image (the test
 //! suite creates it). Sizes can be scaled down with `CISTERN_BENCH_SCALE=0.1`.
+//!
+//! With `CISTERN_BENCH_BASELINE=<another cistern binary>` (for example one
+//! built from an earlier commit), it compares that binary and this one
+//! instead, both in front of the same daemon: `/_ping` latency and
+//! throughput and container create latency, interleaved, five rounds.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -79,6 +84,10 @@ struct Cistern {
 
 impl Cistern {
     fn start(daemon: &Path) -> Cistern {
+        Self::start_binary(Path::new(env!("CARGO_BIN_EXE_cistern")), daemon)
+    }
+
+    fn start_binary(bin: &Path, daemon: &Path) -> Cistern {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("docker.sock");
         let config = dir.path().join("c.yaml");
@@ -91,7 +100,7 @@ impl Cistern {
             ),
         )
         .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_cistern"))
+        let child = Command::new(bin)
             .args(["serve", "--config"])
             .arg(&config)
             .stderr(Stdio::null())
@@ -379,6 +388,9 @@ async fn main() {
     let daemon = std::env::var_os("CISTERN_TEST_DOCKER_SOCK")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
+    if let Some(baseline) = std::env::var_os("CISTERN_BENCH_BASELINE") {
+        return against_baseline(Path::new(&baseline), &daemon, scale).await;
+    }
     let cistern = Cistern::start(&daemon);
     let sides = [
         Side {
@@ -596,4 +608,55 @@ async fn main() {
         "cistern peak RSS over the whole run          {:>8.1} MB",
         cistern.rss_kib("VmHWM:") as f64 / 1024.0
     );
+}
+
+/// This cistern against another binary of it, both in front of `daemon`:
+/// ping and create, interleaved (baseline, this, baseline, ...), median of
+/// five rounds, printed as this/baseline.
+async fn against_baseline(baseline: &Path, daemon: &Path, scale: f64) {
+    let before = Cistern::start_binary(baseline, daemon);
+    let after = Cistern::start(daemon);
+    let sides = [
+        Side {
+            sock: before.sock.clone(),
+        },
+        Side {
+            sock: after.sock.clone(),
+        },
+    ];
+    println!(
+        "cistern against {} (baseline), daemon {}, five interleaved rounds, scale {scale}",
+        baseline.display(),
+        daemon.display()
+    );
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let n_ping = (5000.0 * scale).max(200.0) as usize;
+    let creates = (50.0 * scale).max(10.0) as usize;
+    let mut rows: Vec<[Vec<f64>; 2]> = vec![Default::default(); 4];
+    for _ in 0..5 {
+        for (i, side) in sides.iter().enumerate() {
+            let (p50, p99, _) = ping_latency(side, n_ping).await;
+            rows[0][i].push(p50.as_secs_f64() * 1e6);
+            rows[1][i].push(p99.as_secs_f64() * 1e6);
+            rows[2][i].push(ping_throughput(side, 16, n_ping / 8).await);
+            rows[3][i].push(create_only(side, creates).await);
+        }
+    }
+    let names = [
+        ("/_ping p50 latency (keep-alive)", "us", false),
+        ("/_ping p99 latency (keep-alive)", "us", false),
+        ("/_ping requests/s (16 keep-alive conns)", "req/s", true),
+        ("container create (conservative policy) p50", "ms", false),
+    ];
+    for ((what, unit, higher), [b, a]) in names.into_iter().zip(rows) {
+        let (b, a) = (median(b), median(a));
+        let better = if higher { "higher" } else { "lower" };
+        println!(
+            "{what:<44} baseline {b:>10.2} {unit:<6} this {a:>10.2} {unit:<6} ratio {:.3}x of baseline ({better} is better)",
+            a / b
+        );
+    }
 }
