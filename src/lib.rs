@@ -1,27 +1,32 @@
 //! cistern: a Docker API proxy that makes shared CI runners safe and fast.
 //!
-//! Layout:
-//! - [`http`]: what both proxies share: the body type, the hop-by-hop
-//!   header stripper, the error-chain formatter;
+//! Layout, from the bottom up: each room imports only from rooms listed
+//! before it (no import loops, none running back up).
+//!
+//! - [`units`], [`http`], [`wire`], [`telemetry`]: leaves. Durations and
+//!   sizes as written in the configuration; what both proxies share (the
+//!   body type, the hop-by-hop header stripper, the error-chain formatter);
+//!   the Docker wire layer (routes, queries, Go-compatible JSON, schema,
+//!   bind specs, the one body value every stage edits), with no I/O.
 //! - [`listen`]: unix and TCP listeners, TLS and its reload, per-client
 //!   connection caps, and [`listen::serve`], the one accept loop every
-//!   listener runs (TLS handshake, idle timeouts, graceful shutdown);
-//! - [`wire`]: the Docker wire layer: routes, queries, Go-compatible JSON,
-//!   schema, mounts, with no I/O;
-//! - [`policy`]: what a listener lets a CI job ask of the daemon;
+//!   listener runs (TLS handshake, idle timeouts, graceful shutdown).
+//! - [`policy`]: what a listener lets a CI job ask of the daemon, one rule
+//!   per file, I/O-free.
+//! - [`daemon`]: cistern's side of the real daemon: the pooled upstream
+//!   connection, the typed client for cistern's own calls, Docker-shaped
+//!   errors.
+//! - [`mitm`]: transparent caching: the caching proxy, the forward proxy,
+//!   the CA store shared with injection, and the `caching:` configuration.
+//! - [`inject`]: cache routing and trust put into containers.
 //! - [`tenancy`]: ownership (who owns what) and per-job and per-container
-//!   sockets;
-//! - [`inject`]: cache routing and trust put into containers;
-//! - [`mitm`]: transparent caching: its configuration, the CA store shared
-//!   by the caching proxy and by injection into containers, the caching
-//!   proxy and the forward proxy;
-//! - [`docker`]: the Docker API proxy: forwarding, streaming, hijacked
-//!   connections, Docker-shaped errors, the access log, and how its
-//!   listeners are served ([`docker::listener`]);
-//! - [`config`]: the YAML configuration, raw and validated;
-//! - [`server`]: binds listeners, starts both proxies, and shuts down in
-//!   order;
-//! - [`telemetry`]: logging setup.
+//!   sockets.
+//! - [`docker`]: the Docker API proxy: the request phases on one exchange,
+//!   hijacked connections, the access log, how its listeners are served.
+//! - [`config`]: the YAML configuration, raw and validated; each room gets
+//!   its own section from it.
+//! - [`server`]: builds each room from its section, binds listeners, starts
+//!   both proxies, and shuts down in order.
 #![forbid(unsafe_code)]
 
 pub mod config;

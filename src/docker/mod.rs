@@ -1,15 +1,15 @@
 //! The Docker API proxy: receives a client's request, forwards it to the real
 //! daemon and streams the answer back.
 //!
-//! The request pipeline, in order (each stage is synchronous and I/O-free,
-//! except where the driver here reads or forwards):
-//! `route` ([`route::classify`], as dockerd's router would dispatch it) →
-//! `headers` ([`policy::Policy::inspect_headers`]) → `authorize` (endpoint
-//! group allowed on this listener) → `query` (build, pull, ... parameters) →
-//! `[read body whole, capped]` → `inspect/rewrite` (Go-compatible JSON reading,
-//! the policy's rules, injections) → `forward` or `hijack` → access log.
-//! A refusal ends the pipeline with Docker's JSON error; in audit mode policy
-//! refusals are logged and the request goes on.
+//! A request goes through named phases on one exchange (`exchange.rs`):
+//! `request` (identity, [`crate::wire::route::classify`] as dockerd's
+//! router would dispatch it, headers, endpoint group, query; no I/O) →
+//! `resolve` (ownership) → `body` (read whole and capped when it must be
+//! judged: the policy, ownership, injection and jobs edit one value) →
+//! `upstream` → `response` (jobs settle, injection finishes, `hijack`,
+//! ownership maps the answer back) → access log. A refusal ends the request
+//! with Docker's JSON error; in audit mode the policy decides to log policy
+//! refusals and go on.
 //!
 //! Bodies are never buffered whole here: frames pass through one at a time, so
 //! a slow client slows the daemon (back-pressure) and a 20 GB `docker load`
@@ -60,7 +60,7 @@ pub struct ConnInfo {
     pub fixed: Option<Arc<SocketConn>>,
     /// The host path of the unix socket the connection came in on (`None` for
     /// TCP): a bind of it is a bind of the Docker socket
-    /// ([`policy::socket_bind`]).
+    /// ([`crate::policy::socket_bind`]).
     pub socket: Option<Arc<std::path::Path>>,
     /// The connection's place among its client's
     /// (`clients.max_connections_per_client`), held by a hijacked stream for

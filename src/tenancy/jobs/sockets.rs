@@ -6,7 +6,7 @@
 //! ([`crate::policy::socket_bind`]); when it did, and the create does
 //! not start a job (a job's socket is then the one mapped), cistern:
 //!
-//! 1. records the socket in `<state_dir>/sockets.json` (a [`StateFile`])
+//! 1. records the socket in `<state_dir>/sockets.json` (a [`crate::tenancy::ownership::state_file::StateFile`])
 //!    with its creator's tenant, listener and job rule, before the container
 //!    exists, so a crash at any point leaves a record to reconcile;
 //! 2. binds `<socket_dir>/<id>/sock/docker.sock` (as job sockets are: the
