@@ -126,79 +126,64 @@ fn a_container_with_the_docker_socket_acts_as_its_creator_whatever_uid_runs_insi
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let script = |other: &str| {
-        format!(
+    // A container with the Docker socket, run by `as_creator` with `extra`
+    // options: inside, it lists what it sees and tries to remove and inspect
+    // `other`; it must see exactly `own` and not reach `other`.
+    let check = |as_creator: &dyn Fn(&[&str]) -> Output,
+                 job: &str,
+                 extra: &[&str],
+                 other: &str,
+                 own: [&str; 2],
+                 what: &str| {
+        let script = format!(
             "docker ps -a --format 'seen {{{{.Names}}}}'; docker rm {other} >/dev/null 2>&1 && echo removed-{other}; docker inspect --format 'found {{{{.Name}}}}' {other} 2>/dev/null; true"
-        )
+        );
+        let mut args = vec!["run", "--rm", "--name", job];
+        args.extend_from_slice(extra);
+        args.extend([
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            cli,
+            "sh",
+            "-c",
+            &script,
+        ]);
+        let out = as_creator(&args);
+        let text = stdout(&out);
+        assert!(
+            out.status.success(),
+            "{text}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            cistern.logs()
+        );
+        let mut names = seen(&text);
+        names.sort();
+        let mut expected = own.to_vec();
+        expected.sort();
+        assert_eq!(names, expected, "{what} saw:\n{text}");
+        assert!(
+            !text.contains("removed-") && !text.contains("found "),
+            "{text}"
+        );
     };
-
     // The user's container, its processes root (the image's default).
-    let out = user(&[
-        "run",
-        "--rm",
-        "--name",
+    check(
+        &user,
         &user_job,
-        "-v",
-        "/var/run/docker.sock:/var/run/docker.sock",
-        cli,
-        "sh",
-        "-c",
-        &script(&root_db),
-    ]);
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cistern.logs()
+        &[],
+        &root_db,
+        [&user_db, &user_job],
+        "the user's container running as root",
     );
-    let mut names = seen(&text);
-    names.sort();
-    let mut expected = vec![user_db.as_str(), user_job.as_str()];
-    expected.sort();
-    assert_eq!(
-        names, expected,
-        "the user's container running as root saw:\n{text}"
-    );
-    assert!(
-        !text.contains("removed-") && !text.contains("found "),
-        "{text}"
-    );
-
     // Root's container, its processes the user's uid.
     let uid = USER_UID.to_string();
-    let out = root(&[
-        "run",
-        "--rm",
-        "--name",
+    check(
+        &root,
         &root_job,
-        "--user",
-        &uid,
-        "-v",
-        "/var/run/docker.sock:/var/run/docker.sock",
-        cli,
-        "sh",
-        "-c",
-        &script(&user_db),
-    ]);
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cistern.logs()
-    );
-    let mut names = seen(&text);
-    names.sort();
-    let mut expected = vec![root_db.as_str(), root_job.as_str()];
-    expected.sort();
-    assert_eq!(
-        names, expected,
-        "root's container running as the user saw:\n{text}"
-    );
-    assert!(
-        !text.contains("removed-") && !text.contains("found "),
-        "{text}"
+        &["--user", &uid],
+        &user_db,
+        [&root_db, &root_job],
+        "root's container running as the user",
     );
 
     // Both tenants' containers are still there, each its creator's.
