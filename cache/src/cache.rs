@@ -1,5 +1,8 @@
 //! The caching path as the proxy drives it: a small state machine over
-//! [`Store`] (I/O) and [`Policy`] (decisions).
+//! [`Store`] (I/O) and [`Policy`] (decisions). It reaches the store's
+//! entries and bodies through the [`Storage`] trait (lookup, then a hit or
+//! a miss handler), and uses the store itself only for its counters and
+//! limits.
 //!
 //! ```text
 //! lookup(req, now) ─┬─ Bypass(reason) ─────────────► forward untouched
@@ -23,13 +26,16 @@ use std::time::SystemTime;
 
 use http::{request, response};
 
+use crate::conditional::content_length;
+use crate::entry::Entry;
 use crate::error::Result;
 use crate::key::CacheKey;
 use crate::policy::{Cacheable, Freshness, Policy, Revalidated, StoreDecision};
 use crate::read::Body;
 use crate::reason::{BypassReason, MissReason, NoStoreReason};
 use crate::rules::Mode;
-use crate::store::{Entry, Store};
+use crate::storage::Storage;
+use crate::store::Store;
 use crate::write::Writer;
 
 /// A fresh entry ready to serve.
@@ -153,7 +159,7 @@ impl Cache {
                 reason,
             })))
         };
-        let Some(entry) = self.store.get(&cacheable.key).await? else {
+        let Some(entry) = self.store.lookup(&cacheable.key).await? else {
             return miss(&cacheable.key, MissReason::NotCached);
         };
         let (entry, freshness) = match self.policy.freshness(req, &entry.meta, now) {
@@ -164,7 +170,7 @@ impl Cache {
                 else {
                     return miss(&cacheable.key, MissReason::VaryMismatch);
                 };
-                let Some(entry) = self.store.get(&variant).await? else {
+                let Some(entry) = self.store.lookup(&variant).await? else {
                     return miss(&variant, MissReason::VaryMismatch);
                 };
                 let freshness = self.policy.freshness(req, &entry.meta, now);
@@ -173,7 +179,7 @@ impl Cache {
             freshness => (entry, freshness),
         };
         match freshness {
-            Freshness::Fresh(response) => match self.store.body(&entry).await {
+            Freshness::Fresh(response) => match self.store.hit(&entry).await {
                 Ok(body) => {
                     counters.hits.fetch_add(1, Ordering::Relaxed);
                     Ok(Lookup::Hit(Box::new(Hit {
@@ -204,7 +210,7 @@ impl Cache {
         req: &request::Parts,
         now: SystemTime,
     ) -> Result<CacheKey> {
-        let Some(stored) = self.store.get(&cacheable.key).await? else {
+        let Some(stored) = self.store.lookup(&cacheable.key).await? else {
             return Ok(cacheable.key.clone());
         };
         match self.policy.freshness(req, &stored.meta, now) {
@@ -241,14 +247,14 @@ impl Cache {
         match self.policy.on_response(cacheable, req, res, now) {
             StoreDecision::Store(meta) => {
                 let limit = self.store.config().max_object;
-                if let (Some(limit), Some(length)) = (limit, crate::content_length(&meta.headers)) {
+                if let (Some(limit), Some(length)) = (limit, content_length(&meta.headers)) {
                     if length > limit {
                         return Ok(StoreStart::NoStore(NoStoreReason::TooLarge));
                     }
                 }
                 let key = self.store_key(cacheable, req, now).await?;
                 Ok(StoreStart::Store(Box::new(
-                    self.store.begin_write(&key, *meta).await?,
+                    self.store.miss(&key, *meta).await?,
                 )))
             }
             StoreDecision::NoStore(reason) => Ok(StoreStart::NoStore(reason)),
@@ -269,7 +275,7 @@ impl Cache {
         {
             Revalidated::NotModified { meta, response } => {
                 let entry = self.store.update_meta(&stale.entry, *meta).await?;
-                match self.store.body(&entry).await {
+                match self.store.hit(&entry).await {
                     Ok(body) => Ok(Revalidation::NotModified(Box::new(Hit {
                         entry,
                         response,
@@ -289,7 +295,7 @@ impl Cache {
         let Some(response) = self.policy.stale_if_error(&stale.entry.meta, now) else {
             return Ok(None);
         };
-        match self.store.body(&stale.entry).await {
+        match self.store.hit(&stale.entry).await {
             Ok(body) => Ok(Some(Hit {
                 entry: stale.entry,
                 response,

@@ -1,21 +1,22 @@
-//! Maintenance: eviction, verification, garbage collection and purge.
+//! Maintenance: verification, garbage collection and purge.
 //!
 //! All of these run while the store serves requests: the LRU table lock is
 //! held only to choose what to remove, never across disk I/O. They are the
 //! library side of the CLI's `cache stats|verify|gc|purge` commands.
+//! Eviction for space is the store's own, after every commit (`store.rs`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use cacache::Integrity;
 
+use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::key::CacheKey;
+use crate::layout::content_path;
 use crate::pattern::Glob;
-use crate::read::BodyReader;
-use crate::store::{content_path, Entry, Store};
+use crate::store::Store;
 
 /// Files younger than this are left alone by [`Store::gc`]: they may belong
 /// to a write that is between moving its content into place and indexing it.
@@ -40,50 +41,6 @@ pub struct GcReport {
 }
 
 impl Store {
-    /// Evicts least-recently-used entries if the store is over its limit.
-    /// Only one eviction runs at a time; a concurrent call returns at once.
-    pub async fn evict_if_needed(&self) -> Result<u64> {
-        let Some(limit) = self.inner.config.max_bytes else {
-            return Ok(0);
-        };
-        if self.table().bytes() <= limit {
-            return Ok(0);
-        }
-        let Ok(_running) = self.inner.evicting.try_lock() else {
-            return Ok(0);
-        };
-        self.evict_to(limit).await
-    }
-
-    /// Evicts least-recently-used entries until at most `limit` bytes of
-    /// content remain. Returns the number of keys evicted.
-    pub async fn evict_to(&self, limit: u64) -> Result<u64> {
-        let victims = self.table().evict_until(limit);
-        let count = victims.len() as u64;
-        for victim in victims {
-            // Under the index lock, like every index write: a commit of the
-            // same key since it was chosen must not lose its new line.
-            let indexing = self.inner.indexing.lock().await;
-            if !self.table().contains(&victim.key) {
-                cacache::index::delete_async(self.dir(), &victim.key)
-                    .await
-                    .map_err(|e| Error::cacache("evicting an index entry", e))?;
-            }
-            drop(indexing);
-            if let Some(integrity) = victim.orphaned_integrity {
-                self.remove_content_if_unreferenced(&integrity).await;
-            }
-            tracing::debug!(key = %victim.key, "evicted cache entry");
-        }
-        if count > 0 {
-            self.counters()
-                .evictions
-                .fetch_add(count, Ordering::Relaxed);
-            self.flush().await?;
-        }
-        Ok(count)
-    }
-
     /// Reads every entry whole and checks it against its hash; entries that
     /// fail (or whose content is gone) are dropped.
     pub async fn verify(&self) -> Result<VerifyReport> {
@@ -110,7 +67,7 @@ impl Store {
     }
 
     async fn check_entry(&self, entry: &Entry) -> Result<()> {
-        let mut reader = BodyReader::open(self.clone(), entry).await?;
+        let mut reader = self.reader(entry).await?;
         while reader.chunk().await?.is_some() {}
         Ok(())
     }

@@ -98,7 +98,7 @@ pub enum Freshness {
 /// Whether to store an origin response.
 #[derive(Debug)]
 pub enum StoreDecision {
-    /// Store it; `meta` is ready for [`crate::Store::begin_write`].
+    /// Store it; `meta` is ready for the store's miss handler (`Storage::miss`).
     Store(Box<Meta>),
     /// Do not store it.
     NoStore(NoStoreReason),
@@ -110,7 +110,7 @@ pub enum Revalidated {
     /// 304 matched the stored entry: keep the body, use the refreshed
     /// metadata and send this response head.
     NotModified {
-        /// Refreshed metadata to write back with `Store::update_meta`.
+        /// Refreshed metadata to write back with `Storage::update_meta`.
         meta: Box<Meta>,
         /// Response head for the client.
         response: response::Parts,

@@ -1,12 +1,9 @@
 //! Reading bodies back: whole, streaming, or a byte range.
 //!
 //! Every read is checked against hashes recorded at commit: the `xxh3-64`
-//! of each 256 KiB block ([`Meta::blocks`]) and the `xxh3-128` of the whole
-//! body ([`Meta::check`]); entries stored before those existed are checked
-//! against the SHA-256 content address. SHA-256 is kept as the address
-//! (content is shared between keys by it), but checking it on every read
-//! cost most of a hit's CPU even with the SHA extensions (about 2 GB/s per
-//! core); xxh3 runs at memory speed.
+//! of each 256 KiB block and the `xxh3-128` of the whole body, or, for
+//! entries stored before those existed, the SHA-256 content address (see
+//! `check.rs`).
 //!
 //! - [`Body::Full`]: small bodies, read and checked whole on a blocking
 //!   thread before the hit is reported, so a corrupt one is a clean miss.
@@ -31,20 +28,25 @@
 //! whole and matched is handed to the memory tier (`hot.rs`), which serves
 //! its repeats without reading or hashing it again.
 //!
-//! [`Meta::check`]: crate::Meta::check
-//! [`Meta::blocks`]: crate::Meta::blocks
+//! These are the store's hit handlers, and they know nothing of the store:
+//! each reads the file its `Source` names, and tells the source's
+//! `Verdicts` (the store) what it found: a body that matched, or one that
+//! did not, whose entry the store then drops.
 
 use std::io::{Read, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::mpsc;
-use twox_hash::XxHash3_128 as Xxh3;
 
+use crate::check::{block_checks, block_matches, Verifier, BLOCK};
+use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::key::CacheKey;
-use crate::store::{Entry, Store};
+use crate::storage::Verdicts;
 
 /// Read size of ranges from disk; large enough that per-read overhead (a
 /// syscall, a hyper frame) is amortised.
@@ -54,86 +56,32 @@ const CHUNK: usize = 1024 * 1024;
 /// four pieces, its reading and sending overlapped), large enough that the
 /// hand-over per piece is amortised.
 const PIECE: usize = BLOCK;
-/// Size of the blocks whose checksums are recorded ([`crate::Meta::blocks`]).
-pub(crate) const BLOCK: usize = 256 * 1024;
 /// Pieces a streaming reader may read ahead of the client (4 MiB).
 const READ_AHEAD: usize = 16;
-/// Prefix of [`crate::Meta::check`] values.
-const XXH3_PREFIX: &str = "xxh3-128:";
 
-/// The `check` value for a body whose xxh3-128 digest is `digest`.
-pub(crate) fn xxh3_check(digest: u128) -> String {
-    format!("{XXH3_PREFIX}{digest:032x}")
-}
-
-/// Builds [`crate::Meta::blocks`] from the body, fed in order in pieces
-/// that are whole blocks except the last.
-#[derive(Debug, Default)]
-pub(crate) struct BlockChecks(String);
-
-impl BlockChecks {
-    pub(crate) fn add(&mut self, data: &[u8]) {
-        use std::fmt::Write;
-        for block in data.chunks(BLOCK) {
-            let _ = write!(self.0, "{:016x}", twox_hash::XxHash3_64::oneshot(block));
-        }
-    }
-
-    pub(crate) fn finish(self) -> String {
-        self.0
-    }
+/// Where a stored body is read from, and whom its reader tells what it
+/// found.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    /// The body's content file.
+    pub(crate) path: PathBuf,
+    /// Stream from memory maps of the file (`StoreConfig::map_reads`).
+    pub(crate) map_reads: bool,
+    /// Keep the body, once read whole and matched, for the memory tier.
+    pub(crate) keep: bool,
+    /// Told what the reader found (the store).
+    pub(crate) verdicts: Arc<dyn Verdicts>,
 }
 
 /// The recorded block checksums of an entry, if it has a well-formed list
 /// for its size.
-fn block_checks(entry: &Entry) -> Option<Vec<u64>> {
-    let text = entry.meta.blocks.as_deref()?;
-    let count = usize::try_from(entry.size().div_ceil(BLOCK as u64)).ok()?;
-    if text.len() != count * 16 {
-        return None;
-    }
-    (0..count)
-        .map(|i| u64::from_str_radix(text.get(i * 16..(i + 1) * 16)?, 16).ok())
-        .collect()
+fn entry_blocks(entry: &Entry) -> Option<Vec<u64>> {
+    block_checks(entry.meta.blocks.as_deref(), entry.size())
 }
 
-/// Checks bytes against an entry's hash as they are read.
-enum Verifier {
-    Xxh3 { hasher: Box<Xxh3>, want: u128 },
-    Sri(ssri::IntegrityChecker),
-}
-
-impl Verifier {
-    fn for_entry(entry: &Entry) -> Verifier {
-        Verifier::new(entry.meta.check.as_deref(), &entry.integrity)
-    }
-
-    fn new(check: Option<&str>, integrity: &cacache::Integrity) -> Verifier {
-        let want = check
-            .and_then(|c| c.strip_prefix(XXH3_PREFIX))
-            .and_then(|hex| u128::from_str_radix(hex, 16).ok());
-        match want {
-            Some(want) => Verifier::Xxh3 {
-                hasher: Box::default(),
-                want,
-            },
-            None => Verifier::Sri(ssri::IntegrityChecker::new(integrity.clone())),
-        }
-    }
-
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Verifier::Xxh3 { hasher, .. } => hasher.write(data),
-            Verifier::Sri(checker) => checker.input(data),
-        }
-    }
-
-    fn matches(self) -> bool {
-        match self {
-            Verifier::Xxh3 { hasher, want } => hasher.finish_128() == want,
-            Verifier::Sri(checker) => checker.result().is_ok(),
-        }
-    }
+/// A verifier of an entry's whole body.
+fn verifier(entry: &Entry) -> Verifier {
+    Verifier::new(entry.meta.check.as_deref(), &entry.integrity)
 }
 
 fn not_found(e: &std::io::Error) -> bool {
@@ -144,10 +92,13 @@ fn joined<T>(r: std::result::Result<T, tokio::task::JoinError>) -> Result<T> {
     r.map_err(|e| Error::io("reading a body", std::io::Error::other(e)))
 }
 
-/// Reads and verifies a whole body (for small ones).
-pub(crate) async fn read_whole(store: &Store, entry: &Entry) -> Result<Bytes> {
-    let path = store.content_path(&entry.integrity);
-    let mut verifier = Verifier::for_entry(entry);
+/// Reads and verifies a whole body (for small ones) from `path`.
+pub(crate) async fn read_whole(
+    path: PathBuf,
+    entry: &Entry,
+    verdicts: &dyn Verdicts,
+) -> Result<Bytes> {
+    let mut verifier = verifier(entry);
     let size = entry.size();
     let read = joined(
         tokio::task::spawn_blocking(move || {
@@ -160,13 +111,12 @@ pub(crate) async fn read_whole(store: &Store, entry: &Entry) -> Result<Bytes> {
     )?;
     match read {
         Ok((data, true)) => {
-            store.mark_verified(&entry.integrity, true);
             let data = Bytes::from(data);
-            store.keep_hot(&entry.integrity, data.clone());
+            verdicts.matched(&entry.integrity, Some(data.clone()));
             Ok(data)
         }
-        Ok((_, false)) => Err(store.drop_corrupt(&entry.key).await),
-        Err(e) if not_found(&e) => Err(store.drop_corrupt(&entry.key).await),
+        Ok((_, false)) => Err(verdicts.corrupt(&entry.key).await),
+        Err(e) if not_found(&e) => Err(verdicts.corrupt(&entry.key).await),
         Err(e) => Err(Error::io("reading a body", e)),
     }
 }
@@ -217,7 +167,7 @@ fn produce(
                 total += n as u64;
                 let ready = match &blocks {
                     Some(blocks) => {
-                        if blocks.get(index) != Some(&twox_hash::XxHash3_64::oneshot(&buf)) {
+                        if !block_matches(blocks.get(index), &buf) {
                             let _ = tx.blocking_send(Piece::End(false));
                             return;
                         }
@@ -279,7 +229,7 @@ const WINDOW: usize = 16 * BLOCK;
 /// with plain writes: about 20% more throughput and 15% less CPU than
 /// checking here, a window ahead of the socket); a plain connection sends
 /// the checked slice with `sendfile` and copies nothing (see
-/// [`crate::mapped_source`]).
+/// [`crate::map::mapped_source`]).
 fn produce_mapped(
     file: &std::sync::Arc<std::fs::File>,
     size: u64,
@@ -358,7 +308,7 @@ impl Body {
 
 /// Streams a stored body, verifying its hash at the end.
 pub struct BodyReader {
-    store: Store,
+    verdicts: Arc<dyn Verdicts>,
     key: CacheKey,
     integrity: cacache::Integrity,
     /// The first piece, read before the reader was handed out.
@@ -394,13 +344,17 @@ impl BodyReader {
     /// Opens the body on the reading thread and waits for its first piece,
     /// so that a missing content file is reported here (a clean miss)
     /// rather than mid-response, at the cost of one thread hand-over.
-    pub(crate) async fn open(store: Store, entry: &Entry) -> Result<Self> {
-        let path = store.content_path(&entry.integrity);
-        let map_reads = store.config().map_reads;
+    pub(crate) async fn open(source: Source, entry: &Entry) -> Result<Self> {
+        let Source {
+            path,
+            map_reads,
+            keep,
+            verdicts,
+        } = source;
         // Mapped windows are 16 blocks each: two queued are enough.
         let (tx, mut rx) = mpsc::channel(if map_reads { 2 } else { READ_AHEAD });
-        let verifier = Verifier::for_entry(entry);
-        let blocks = block_checks(entry);
+        let verifier = verifier(entry);
+        let blocks = entry_blocks(entry);
         let size = entry.size();
         let checks = blocks.clone().filter(|_| map_reads);
         // Dropped reader: the channel closes and the thread stops at its
@@ -413,16 +367,16 @@ impl BodyReader {
         ));
         let first = match rx.recv().await {
             Some(Piece::Failed(e)) if not_found(&e) => {
-                return Err(store.drop_corrupt(&entry.key).await)
+                return Err(verdicts.corrupt(&entry.key).await)
             }
             Some(Piece::Failed(e)) => return Err(Error::io("opening a body", e)),
             // Failed its check before a byte was handed out.
-            Some(Piece::End(false)) => return Err(store.drop_corrupt(&entry.key).await),
+            Some(Piece::End(false)) => return Err(verdicts.corrupt(&entry.key).await),
             first => first,
         };
-        let kept = store.admits_hot(size).then(Vec::new);
+        let kept = keep.then(Vec::new);
         let mut reader = BodyReader {
-            store,
+            verdicts,
             key: entry.key.clone(),
             integrity: entry.integrity.clone(),
             first,
@@ -440,7 +394,7 @@ impl BodyReader {
                 reader.window = Some((data, 0));
                 match reader.next_block() {
                     Some(Ok(block)) => reader.first = Some(Piece::Data(block)),
-                    Some(Err(())) => return Err(reader.store.drop_corrupt(&reader.key).await),
+                    Some(Err(())) => return Err(reader.verdicts.corrupt(&reader.key).await),
                     None => {}
                 }
             }
@@ -462,7 +416,7 @@ impl BodyReader {
         *at = end;
         let index = usize::try_from(self.sent / BLOCK as u64).ok()?;
         let want = self.blocks.as_ref().and_then(|b| b.get(index));
-        if want != Some(&twox_hash::XxHash3_64::oneshot(&block)) {
+        if !block_matches(want, &block) {
             self.window = None;
             return Some(Err(()));
         }
@@ -515,7 +469,7 @@ impl BodyReader {
                 self.matched();
                 Ok(None)
             }
-            Some(Piece::End(false)) => Err(self.store.drop_corrupt(&self.key).await),
+            Some(Piece::End(false)) => Err(self.verdicts.corrupt(&self.key).await),
             Some(Piece::Failed(e)) => Err(Error::io("reading a body", e)),
             Some(Piece::Data(_) | Piece::Window(_)) | None => Err(Error::io(
                 "reading a body",
@@ -526,11 +480,8 @@ impl BodyReader {
 
     /// The whole body was handed out, checked.
     fn matched(&mut self) {
-        self.store.mark_verified(&self.integrity, true);
-        if let Some(kept) = self.kept.take() {
-            self.store
-                .keep_hot(&self.integrity, Bytes::from(kept.concat()));
-        }
+        let kept = self.kept.take().map(|kept| Bytes::from(kept.concat()));
+        self.verdicts.matched(&self.integrity, kept);
     }
 
     /// The body as a stream of chunks, e.g. for `http_body_util::StreamBody`.
@@ -562,7 +513,7 @@ pub struct RangeReader {
 
 #[derive(Debug)]
 struct CheckedRange {
-    store: Store,
+    verdicts: Arc<dyn Verdicts>,
     key: CacheKey,
     blocks: Vec<u64>,
     size: u64,
@@ -571,31 +522,49 @@ struct CheckedRange {
 }
 
 impl RangeReader {
-    pub(crate) async fn open(store: Store, entry: &Entry, start: u64, end: u64) -> Result<Self> {
-        let size = entry.size();
+    /// Checks that `start..=end` lies within a body of `size` bytes.
+    pub(crate) fn satisfiable(size: u64, start: u64, end: u64) -> Result<()> {
         if start > end || end >= size {
             return Err(Error::RangeNotSatisfiable { start, end, size });
         }
-        if let Some(body) = store.hot_body(entry) {
-            let range = usize::try_from(start).unwrap_or(usize::MAX)
-                ..usize::try_from(end).map_or(usize::MAX, |end| end.saturating_add(1));
-            return Ok(RangeReader {
-                memory: Some(body.slice(range)),
-                file: None,
-                remaining: end - start + 1,
-                checked: None,
-            });
+        Ok(())
+    }
+
+    /// The range `start..=end` (satisfiable) of a verified body held in
+    /// memory.
+    pub(crate) fn in_memory(body: &Bytes, start: u64, end: u64) -> Self {
+        let range = usize::try_from(start).unwrap_or(usize::MAX)
+            ..usize::try_from(end).map_or(usize::MAX, |end| end.saturating_add(1));
+        RangeReader {
+            memory: Some(body.slice(range)),
+            file: None,
+            remaining: end - start + 1,
+            checked: None,
         }
-        let blocks = block_checks(entry);
-        if blocks.is_none() && !store.is_verified(&entry.integrity) {
-            let mut whole = BodyReader::open(store.clone(), entry).await?;
+    }
+
+    /// Opens the range `start..=end` of the body from disk. Without block
+    /// checksums, a body not `verified` yet in this process is first read
+    /// and checked whole.
+    pub(crate) async fn open(
+        source: Source,
+        entry: &Entry,
+        start: u64,
+        end: u64,
+        verified: bool,
+    ) -> Result<Self> {
+        let size = entry.size();
+        Self::satisfiable(size, start, end)?;
+        let blocks = entry_blocks(entry);
+        if blocks.is_none() && !verified {
+            let mut whole = BodyReader::open(source.clone(), entry).await?;
             while whole.chunk().await?.is_some() {}
         }
-        let path = store.content_path(&entry.integrity);
+        let Source { path, verdicts, .. } = source;
         let mut file = match tokio::fs::File::open(&path).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(store.drop_corrupt(&entry.key).await)
+                return Err(verdicts.corrupt(&entry.key).await)
             }
             Err(e) => return Err(Error::io("opening a body for a range", e)),
         };
@@ -611,7 +580,7 @@ impl RangeReader {
             file: Some(file),
             remaining: end - start + 1,
             checked: blocks.map(|blocks| CheckedRange {
-                store,
+                verdicts,
                 key: entry.key.clone(),
                 blocks,
                 size,
@@ -635,13 +604,13 @@ impl RangeReader {
         match file.read_exact(&mut buf).await {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(c.store.drop_corrupt(&c.key).await)
+                return Err(c.verdicts.corrupt(&c.key).await)
             }
             Err(e) => return Err(Error::io("reading a range", e)),
         }
         let want = usize::try_from(block).ok().and_then(|i| c.blocks.get(i));
-        if want != Some(&twox_hash::XxHash3_64::oneshot(&buf)) {
-            return Err(c.store.drop_corrupt(&c.key).await);
+        if !block_matches(want, &buf) {
+            return Err(c.verdicts.corrupt(&c.key).await);
         }
         let from = c.next - block_start;
         let to = (from + self.remaining).min(block_len);
@@ -705,41 +674,5 @@ impl RangeReader {
                 }
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn verdict(check: Option<&str>, stored: &[u8], read: &[&[u8]]) -> bool {
-        let sri = ssri::Integrity::from(stored);
-        let mut v = Verifier::new(check, &sri);
-        for part in read {
-            v.update(part);
-        }
-        v.matches()
-    }
-
-    #[test]
-    fn the_recorded_checksum_verifies_reads_in_any_chunking() {
-        let body = b"the body as it was written";
-        let check = xxh3_check(twox_hash::XxHash3_128::oneshot(body));
-        assert!(verdict(Some(&check), body, &[&body[..5], &body[5..]]));
-        assert!(!verdict(
-            Some(&check),
-            body,
-            &[b"the body as it was WRITTEN"]
-        ));
-        assert!(!verdict(Some(&check), body, &[&body[..5]]));
-    }
-
-    #[test]
-    fn entries_without_a_checksum_are_verified_against_sha256() {
-        let body = b"stored before checksums existed";
-        assert!(verdict(None, body, &[&body[..3], &body[3..]]));
-        assert!(!verdict(None, body, &[b"stored before checksums EXISTED"]));
-        // A malformed checksum falls back to the content address too.
-        assert!(!verdict(Some("xxh3-128:zz"), body, &[b"tampered"]));
     }
 }

@@ -18,6 +18,14 @@
 //! returned, streaming reads when the stream ends (see `read.rs`). A body
 //! that fails is dropped from the index and reported as
 //! [`Error::Corrupt`], which callers treat as a miss.
+//!
+//! The store is where the crate's parts are wired together. It implements
+//! [`Storage`]: a lookup reads the index, a hit hands out a reader of the
+//! body (`read.rs`), a miss a [`Writer`] (`write.rs`); both handlers report
+//! back through the store's `Verdicts` and `Admission` (see
+//! `storage.rs`). And it joins the single-flight lock (`lock.rs`), which
+//! knows nothing of storage, to the writes in flight: a leader publishes
+//! its write's [`Tail`], which its followers read along with ([`Flight`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -27,15 +35,21 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use cacache::Integrity;
+use futures_util::future::BoxFuture;
 
+use crate::conditional::content_length;
+use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::evict::LruTable;
 use crate::hot::HotBodies;
 use crate::key::CacheKey;
-use crate::lock::{Flight, FlightWaiter, Flights, WaitOutcome};
+use crate::layout::{bucket_path, content_path};
+use crate::lock::{self, Flights, WaitOutcome};
 use crate::meta::{unix_ms, Meta};
-use crate::read::{Body, BodyReader, RangeReader};
-use crate::write::Writer;
+use crate::read::{read_whole, Body, BodyReader, RangeReader, Source};
+use crate::storage::{Admission, Storage, Verdicts};
+use crate::tail::Tail;
+use crate::write::{Target, Writer};
 
 /// File holding last-access times, beside cacache's directories.
 const LRU_FILE: &str = "cistern-lru.json";
@@ -102,23 +116,6 @@ impl Default for StoreConfig {
     }
 }
 
-/// A committed entry, as returned by a lookup.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// Its key.
-    pub key: CacheKey,
-    /// Its metadata (status, headers, policy, size, integrity…).
-    pub meta: Meta,
-    pub(crate) integrity: Integrity,
-}
-
-impl Entry {
-    /// Body size in bytes.
-    pub fn size(&self) -> u64 {
-        self.meta.size
-    }
-}
-
 /// Counters since the store was opened.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -168,6 +165,16 @@ pub struct Stats {
     pub memory_hits: u64,
 }
 
+/// Result of [`Store::lock`]: the store's single-flight, whose leader
+/// publishes its write's [`Tail`] for its followers to read along with.
+pub type Flight = lock::Flight<Tail>;
+/// Held by the leader of a fetch (see [`lock::FlightGuard`]).
+pub type FlightGuard = lock::FlightGuard<Tail>;
+/// Held by a follower of a fetch (see [`lock::FlightWaiter`]).
+pub type FlightWaiter = lock::FlightWaiter<Tail>;
+/// What a follower of a download got (see [`lock::Following`]).
+pub type Following = lock::Following<Tail>;
+
 /// Result of [`Store::single_flight`].
 #[derive(Debug)]
 pub enum SingleFlight<T, E> {
@@ -183,30 +190,30 @@ pub enum SingleFlight<T, E> {
 /// The cache store. Cheap to clone; clones share state.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) dir: PathBuf,
-    pub(crate) config: StoreConfig,
-    pub(crate) table: Mutex<LruTable>,
-    pub(crate) flights: Flights,
-    pub(crate) counters: Counters,
-    pub(crate) evicting: tokio::sync::Mutex<()>,
+struct Inner {
+    dir: PathBuf,
+    config: StoreConfig,
+    table: Mutex<LruTable>,
+    flights: Flights<Tail>,
+    counters: Counters,
+    evicting: tokio::sync::Mutex<()>,
     /// Serialises index writes with the in-memory table update that follows
     /// them: without it, two commits for one key can finish their table
     /// updates in the opposite order of their index lines, and the content of
     /// the newest line is deleted as the older one's orphan.
-    pub(crate) indexing: tokio::sync::Mutex<()>,
+    indexing: tokio::sync::Mutex<()>,
     /// Integrities whose content was hashed whole by this process (written,
     /// read to the end, or verified); ranged reads of these seek directly.
-    pub(crate) verified: Mutex<HashSet<String>>,
+    verified: Mutex<HashSet<String>>,
     /// Parsed index entries by key, each with the stamp of the bucket file
     /// it was read from (see [`Store::get`]).
     memo: Mutex<HashMap<String, Memo>>,
     /// Verified small bodies in memory, by integrity.
-    pub(crate) hot: HotBodies,
+    hot: HotBodies,
     /// The change marker's mtime when the table was last loaded.
     changed_seen: Mutex<Option<SystemTime>>,
 }
@@ -435,14 +442,15 @@ impl Store {
             return Ok(Body::Full(body));
         }
         if entry.size() <= self.inner.config.verify_before_serve {
-            Ok(Body::Full(crate::read::read_whole(self, entry).await?))
+            let path = self.content_path(&entry.integrity);
+            Ok(Body::Full(read_whole(path, entry, self).await?))
         } else {
             Ok(Body::Stream(Box::new(self.reader(entry).await?)))
         }
     }
 
     /// The entry's body if it is held in memory.
-    pub(crate) fn hot_body(&self, entry: &Entry) -> Option<Bytes> {
+    fn hot_body(&self, entry: &Entry) -> Option<Bytes> {
         if !self.inner.hot.admits(entry.size()) {
             return None;
         }
@@ -458,58 +466,32 @@ impl Store {
         Some(body)
     }
 
-    /// Keeps a body that was just read whole and matched its hashes.
-    pub(crate) fn keep_hot(&self, integrity: &Integrity, body: Bytes) {
-        self.inner.hot.insert(integrity.to_string(), body);
-    }
-
-    /// Whether a body of this size would be kept in memory once read.
-    pub(crate) fn admits_hot(&self, size: u64) -> bool {
-        self.inner.hot.admits(size)
+    /// Where a reader of the entry's body reads from, and tells.
+    fn source(&self, entry: &Entry) -> Source {
+        Source {
+            path: self.content_path(&entry.integrity),
+            map_reads: self.inner.config.map_reads,
+            keep: self.inner.hot.admits(entry.size()),
+            verdicts: Arc::new(self.clone()),
+        }
     }
 
     /// A streaming reader of the whole body, verified when it ends.
     pub async fn reader(&self, entry: &Entry) -> Result<BodyReader> {
-        BodyReader::open(self.clone(), entry).await
+        BodyReader::open(self.source(entry), entry).await
     }
 
     /// A streaming reader of bytes `start..=end` of the body.
     pub async fn range(&self, entry: &Entry, start: u64, end: u64) -> Result<RangeReader> {
-        RangeReader::open(self.clone(), entry, start, end).await
+        RangeReader::satisfiable(entry.size(), start, end)?;
+        if let Some(body) = self.hot_body(entry) {
+            return Ok(RangeReader::in_memory(&body, start, end));
+        }
+        let verified = self.is_verified(&entry.integrity);
+        RangeReader::open(self.source(entry), entry, start, end, verified).await
     }
 
-    /// Starts writing a body for `key`. Nothing is visible until
-    /// [`Writer::commit`]; dropping the writer aborts. The expected length
-    /// comes from `meta.headers`' `Content-Length`, when present.
-    pub async fn begin_write(&self, key: &CacheKey, meta: Meta) -> Result<Writer> {
-        let expected = crate::content_length(&meta.headers);
-        Writer::open(self.clone(), key.clone(), meta, expected).await
-    }
-
-    /// Replaces an entry's metadata without touching its body (after a 304).
-    pub async fn update_meta(&self, entry: &Entry, meta: Meta) -> Result<Entry> {
-        let meta = Meta {
-            size: entry.meta.size,
-            integrity: entry.meta.integrity.clone(),
-            check: entry.meta.check.clone(),
-            blocks: entry.meta.blocks.clone(),
-            ..meta
-        };
-        self.index_insert(&entry.key, &entry.integrity, &meta)
-            .await?;
-        Ok(Entry {
-            key: entry.key.clone(),
-            meta,
-            integrity: entry.integrity.clone(),
-        })
-    }
-
-    pub(crate) async fn index_insert(
-        &self,
-        key: &CacheKey,
-        integrity: &Integrity,
-        meta: &Meta,
-    ) -> Result<()> {
+    async fn index_insert(&self, key: &CacheKey, integrity: &Integrity, meta: &Meta) -> Result<()> {
         let value = serde_json::to_value(meta).map_err(|source| Error::Metadata {
             key: key.to_string(),
             source,
@@ -542,7 +524,7 @@ impl Store {
         self.remove_key(key.as_str()).await
     }
 
-    pub(crate) async fn remove_key(&self, key: &str) -> Result<()> {
+    async fn remove_key(&self, key: &str) -> Result<()> {
         let _indexing = self.inner.indexing.lock().await;
         self.memo().remove(key);
         cacache::index::delete_async(&self.inner.dir, key)
@@ -556,7 +538,7 @@ impl Store {
     }
 
     /// Deletes content unless a key references it again by now.
-    pub(crate) async fn remove_content_if_unreferenced(&self, integrity: &str) {
+    async fn remove_content_if_unreferenced(&self, integrity: &str) {
         if self.table().references(integrity) {
             return;
         }
@@ -571,7 +553,7 @@ impl Store {
 
     /// Drops an entry whose content failed verification; returns the error
     /// to report.
-    pub(crate) async fn drop_corrupt(&self, key: &CacheKey) -> Error {
+    async fn drop_corrupt(&self, key: &CacheKey) -> Error {
         self.inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(key = %key, "cached content failed its integrity check; dropping entry");
         let integrity = self
@@ -595,7 +577,7 @@ impl Store {
     }
 
     /// Path of an integrity's content file (cacache's content-v2 layout).
-    pub(crate) fn content_path(&self, integrity: &Integrity) -> PathBuf {
+    fn content_path(&self, integrity: &Integrity) -> PathBuf {
         content_path(&self.inner.dir, integrity)
     }
 
@@ -676,7 +658,7 @@ impl Store {
         }
     }
 
-    pub(crate) fn mark_verified(&self, integrity: &Integrity, ok: bool) {
+    fn mark_verified(&self, integrity: &Integrity, ok: bool) {
         let mut set = self
             .inner
             .verified
@@ -689,7 +671,7 @@ impl Store {
         }
     }
 
-    pub(crate) fn is_verified(&self, integrity: &Integrity) -> bool {
+    fn is_verified(&self, integrity: &Integrity) -> bool {
         self.inner
             .verified
             .lock()
@@ -699,6 +681,50 @@ impl Store {
 
     pub(crate) fn counters(&self) -> &Counters {
         &self.inner.counters
+    }
+
+    /// Evicts least-recently-used entries if the store is over its limit.
+    /// Only one eviction runs at a time; a concurrent call returns at once.
+    pub async fn evict_if_needed(&self) -> Result<u64> {
+        let Some(limit) = self.inner.config.max_bytes else {
+            return Ok(0);
+        };
+        if self.table().bytes() <= limit {
+            return Ok(0);
+        }
+        let Ok(_running) = self.inner.evicting.try_lock() else {
+            return Ok(0);
+        };
+        self.evict_to(limit).await
+    }
+
+    /// Evicts least-recently-used entries until at most `limit` bytes of
+    /// content remain. Returns the number of keys evicted.
+    pub async fn evict_to(&self, limit: u64) -> Result<u64> {
+        let victims = self.table().evict_until(limit);
+        let count = victims.len() as u64;
+        for victim in victims {
+            // Under the index lock, like every index write: a commit of the
+            // same key since it was chosen must not lose its new line.
+            let indexing = self.inner.indexing.lock().await;
+            if !self.table().contains(&victim.key) {
+                cacache::index::delete_async(self.dir(), &victim.key)
+                    .await
+                    .map_err(|e| Error::cacache("evicting an index entry", e))?;
+            }
+            drop(indexing);
+            if let Some(integrity) = victim.orphaned_integrity {
+                self.remove_content_if_unreferenced(&integrity).await;
+            }
+            tracing::debug!(key = %victim.key, "evicted cache entry");
+        }
+        if count > 0 {
+            self.counters()
+                .evictions
+                .fetch_add(count, Ordering::Relaxed);
+            self.flush().await?;
+        }
+        Ok(count)
     }
 
     /// Saves last-access times so LRU order survives a restart. Call it at
@@ -720,16 +746,98 @@ impl Store {
     }
 }
 
-/// cacache 13 keeps a key's index entries in
-/// `index-v5/<sha1(key)[0..2]>/<[2..4]>/<[4..]>` (private helper); a test
-/// pins the layout.
-fn bucket_path(dir: &Path, key: &str) -> PathBuf {
-    use sha1::Digest;
-    let hex = format!("{:x}", sha1::Sha1::digest(key.as_bytes()));
-    dir.join("index-v5")
-        .join(&hex[0..2])
-        .join(&hex[2..4])
-        .join(&hex[4..])
+impl Storage for Store {
+    type Hit = Body;
+    type Miss = Writer;
+
+    /// [`Store::get`].
+    async fn lookup(&self, key: &CacheKey) -> Result<Option<Entry>> {
+        self.get(key).await
+    }
+
+    /// [`Store::body`].
+    async fn hit(&self, entry: &Entry) -> Result<Body> {
+        self.body(entry).await
+    }
+
+    /// Nothing is visible until [`Writer::commit`]; dropping the writer
+    /// aborts. The expected length comes from `meta.headers`'
+    /// `Content-Length`, when present.
+    async fn miss(&self, key: &CacheKey, meta: Meta) -> Result<Writer> {
+        let expected = content_length(&meta.headers);
+        let config = &self.inner.config;
+        let target = Target {
+            dir: self.inner.dir.clone(),
+            max_object: config.max_object,
+            stall: config.lock_timeout,
+            map_reads: config.map_reads,
+            admission: Arc::new(self.clone()),
+        };
+        Writer::open(target, key.clone(), meta, expected).await
+    }
+
+    /// Keeps the body and what was recorded of it (size, hashes).
+    async fn update_meta(&self, entry: &Entry, meta: Meta) -> Result<Entry> {
+        let meta = Meta {
+            size: entry.meta.size,
+            integrity: entry.meta.integrity.clone(),
+            check: entry.meta.check.clone(),
+            blocks: entry.meta.blocks.clone(),
+            ..meta
+        };
+        self.index_insert(&entry.key, &entry.integrity, &meta)
+            .await?;
+        Ok(Entry {
+            key: entry.key.clone(),
+            meta,
+            integrity: entry.integrity.clone(),
+        })
+    }
+}
+
+/// What the readers found (`read.rs`).
+impl Verdicts for Store {
+    fn matched(&self, integrity: &Integrity, body: Option<Bytes>) {
+        self.mark_verified(integrity, true);
+        if let Some(body) = body {
+            self.inner.hot.insert(integrity.to_string(), body);
+        }
+    }
+
+    fn corrupt<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Error> {
+        Box::pin(self.drop_corrupt(key))
+    }
+}
+
+/// Bodies the writers put in place (`write.rs`).
+impl Admission for Store {
+    fn admit<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        integrity: &'a Integrity,
+        meta: &'a Meta,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if let Err(e) = self.index_insert(key, integrity, meta).await {
+                self.remove_content_if_unreferenced(&meta.integrity).await;
+                return Err(e);
+            }
+            self.mark_verified(integrity, true);
+            self.inner.counters.writes.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(key = %key, size = meta.size, "cache entry committed");
+            if let Err(e) = self.evict_if_needed().await {
+                tracing::warn!(error = %e, "cache eviction failed");
+            }
+            Ok(())
+        })
+    }
+
+    fn aborted(&self) {
+        self.inner
+            .counters
+            .aborted_writes
+            .fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The change marker's mtime, if there is one.
@@ -776,19 +884,6 @@ fn read_index(dir: &Path) -> (Vec<IndexRow>, usize) {
     (entries, skipped)
 }
 
-/// cacache 13 stores content at
-/// `content-v2/<algorithm>/<hex[0..2]>/<hex[2..4]>/<hex[4..]>`. Its helper is
-/// private, and ranged reads need the file itself to seek; a test pins this
-/// layout so an upgrade that changes it fails loudly.
-pub(crate) fn content_path(dir: &Path, integrity: &Integrity) -> PathBuf {
-    let (algo, hex) = integrity.to_hex();
-    dir.join("content-v2")
-        .join(algo.to_string())
-        .join(&hex[0..2])
-        .join(&hex[2..4])
-        .join(&hex[4..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -803,23 +898,5 @@ mod tests {
         assert_eq!(store.stats().entries, 0);
         let (_, skipped) = read_index(dir.path());
         assert_eq!(skipped, 0);
-    }
-
-    #[tokio::test]
-    async fn bucket_path_matches_cacache_layout() {
-        let dir = tempfile::tempdir().unwrap();
-        cacache::index::insert(dir.path(), "GET https://a.example.test/x", {
-            cacache::WriteOpts::new().integrity("sha256-abc".parse().unwrap())
-        })
-        .unwrap();
-        assert!(bucket_path(dir.path(), "GET https://a.example.test/x").is_file());
-    }
-
-    #[tokio::test]
-    async fn content_path_matches_cacache_layout() {
-        let dir = tempfile::tempdir().unwrap();
-        let sri = cacache::write_hash(dir.path(), b"layout").await.unwrap();
-        let path = content_path(dir.path(), &sri);
-        assert_eq!(std::fs::read(path).unwrap(), b"layout");
     }
 }

@@ -48,7 +48,7 @@ use crate::error::{Error, Result};
 use crate::meta::Meta;
 
 /// Read size from the temp file (as for stored bodies).
-const PIECE: usize = crate::read::BLOCK;
+const PIECE: usize = crate::check::BLOCK;
 /// Read size when hashing the part of the body a reader does not hand out.
 const PREFIX_CHUNK: usize = 4 * PIECE;
 /// Most bytes mapped at a time. Windows start on a piece boundary, which

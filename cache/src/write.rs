@@ -19,7 +19,7 @@
 //!   client;
 //! - at commit the same thread reads the file back (from the page cache) and
 //!   computes both the SHA-256 content address and the fast `xxh3-128`
-//!   checksum that reads are verified with (see `read.rs`). SHA-256 costs
+//!   checksums that reads are verified with (see `check.rs`). SHA-256 costs
 //!   about as much CPU as the rest of the miss together; done after the
 //!   body, it delays only the commit (single-flight followers wait for it),
 //!   not the client's transfer. The file is then renamed into cacache's
@@ -29,11 +29,15 @@
 //! write on the spot; later calls return it or [`Error::WriteAborted`]. The
 //! proxy keeps streaming to the client from origin and logs; reads are
 //! unaffected.
+//!
+//! This is the store's miss handler: it knows nothing of the store. It
+//! writes into the directory its `Target` names, and hands the body it
+//! put in place to the target's `Admission` (the store's index).
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use cacache::Integrity;
@@ -41,10 +45,13 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use twox_hash::XxHash3_128 as Xxh3;
 
+use crate::check::{xxh3_check, BlockChecks, BLOCK};
+use crate::entry::Entry;
 use crate::error::{Error, Result};
 use crate::key::CacheKey;
+use crate::layout::content_path;
 use crate::meta::Meta;
-use crate::store::{content_path, Entry, Store};
+use crate::storage::Admission;
 use crate::tail::{End, Progress, Tail};
 
 /// Bytes of body that may wait for the disk per write. Small on purpose:
@@ -56,7 +63,23 @@ const QUEUE_BYTES: usize = 2 * 1024 * 1024;
 /// it is woken once per batch rather than once per network read.
 const BATCH_BYTES: usize = 256 * 1024;
 /// Read size when hashing the finished file (a multiple of the block size).
-const HASH_CHUNK: usize = 4 * crate::read::BLOCK;
+const HASH_CHUNK: usize = 4 * BLOCK;
+
+/// Where a write goes, and what it tells the store.
+pub(crate) struct Target {
+    /// The cache directory: the body is written under `tmp/`, then moved
+    /// to its content path.
+    pub(crate) dir: PathBuf,
+    /// Bodies larger than this are given up (`StoreConfig::max_object`).
+    pub(crate) max_object: Option<u64>,
+    /// How long followers wait for progress before they go on without the
+    /// download (the store's lock timeout).
+    pub(crate) stall: Duration,
+    /// Followers map the temp file (`StoreConfig::map_reads`).
+    pub(crate) map_reads: bool,
+    /// Indexes the body once it is in place.
+    pub(crate) admission: Arc<dyn Admission>,
+}
 
 /// What the proxy sends to the writing thread.
 enum Msg {
@@ -74,7 +97,8 @@ struct Stored {
 
 /// An open body write. See the module docs.
 pub struct Writer {
-    store: Store,
+    admission: Arc<dyn Admission>,
+    max_object: Option<u64>,
     key: CacheKey,
     meta: Meta,
     expected: Option<u64>,
@@ -106,12 +130,12 @@ impl std::fmt::Debug for Writer {
 
 impl Writer {
     pub(crate) async fn open(
-        store: Store,
+        target: Target,
         key: CacheKey,
         meta: Meta,
         expected: Option<u64>,
     ) -> Result<Self> {
-        let dir = store.dir().to_path_buf();
+        let dir = target.dir.clone();
         let (file, reader) = tokio::task::spawn_blocking(move || {
             let tmp = dir.join("tmp");
             std::fs::create_dir_all(&tmp)?;
@@ -131,15 +155,16 @@ impl Writer {
             reader,
             progress,
             key.to_string(),
-            store.config().lock_timeout,
-            store.config().map_reads,
+            target.stall,
+            target.map_reads,
         );
         // Unbounded in messages, bounded in bytes by `budget`.
         let (tx, rx) = mpsc::unbounded_channel();
-        let dir = store.dir().to_path_buf();
+        let dir = target.dir;
         let thread = tokio::task::spawn_blocking(move || run(file, rx, dir, &progress_tx));
         Ok(Writer {
-            store,
+            admission: target.admission,
+            max_object: target.max_object,
             key,
             meta,
             expected,
@@ -178,7 +203,7 @@ impl Writer {
         if self.tx.is_none() {
             return Err(self.failure().await);
         }
-        if let Some(limit) = self.store.config().max_object {
+        if let Some(limit) = self.max_object {
             if self.written + chunk.len() as u64 > limit {
                 self.abort();
                 return Err(Error::TooLarge { limit });
@@ -247,20 +272,11 @@ impl Writer {
         let mut meta = self.meta.clone();
         meta.size = self.written;
         meta.integrity = integrity.to_string();
-        meta.check = Some(crate::read::xxh3_check(stored.check));
+        meta.check = Some(xxh3_check(stored.check));
         meta.blocks = Some(stored.blocks);
-        if let Err(e) = self.store.index_insert(&self.key, &integrity, &meta).await {
+        if let Err(e) = self.admission.admit(&self.key, &integrity, &meta).await {
             self.count_abort();
-            self.store
-                .remove_content_if_unreferenced(&meta.integrity)
-                .await;
             return Err(e);
-        }
-        self.store.mark_verified(&integrity, true);
-        self.store.counters().writes.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(key = %self.key, size = self.written, "cache entry committed");
-        if let Err(e) = self.store.evict_if_needed().await {
-            tracing::warn!(error = %e, "cache eviction failed");
         }
         Ok(Entry {
             key: self.key.clone(),
@@ -297,10 +313,7 @@ impl Writer {
     }
 
     fn count_abort(&self) {
-        self.store
-            .counters()
-            .aborted_writes
-            .fetch_add(1, Ordering::Relaxed);
+        self.admission.aborted();
         tracing::debug!(key = %self.key, written = self.written, "cache write aborted");
     }
 }
@@ -354,15 +367,11 @@ fn run(
 /// Hashes the finished file, checks its length against what was received,
 /// and renames it to its content path (an existing file there has the same
 /// content: identical bodies are stored once).
-fn persist(
-    mut file: tempfile::NamedTempFile,
-    size: u64,
-    dir: &std::path::Path,
-) -> std::io::Result<Stored> {
+fn persist(mut file: tempfile::NamedTempFile, size: u64, dir: &Path) -> std::io::Result<Stored> {
     file.as_file_mut().seek(SeekFrom::Start(0))?;
     let mut sha = ssri::IntegrityOpts::new().algorithm(ssri::Algorithm::Sha256);
     let mut check = Box::<Xxh3>::default();
-    let mut blocks = crate::read::BlockChecks::default();
+    let mut blocks = BlockChecks::default();
     let mut read = 0u64;
     let mut buf = Vec::with_capacity(HASH_CHUNK);
     loop {
