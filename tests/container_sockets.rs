@@ -440,3 +440,71 @@ fn a_container_socket_survives_a_restart_of_cistern() {
     );
     drop(cistern);
 }
+
+/// A reaper started from inside a container binds the socket `DOCKER_HOST`
+/// names there (`/run/cistern/docker.sock`): it gets a socket of its own in
+/// the same tenant, not the host path of that name.
+#[test]
+fn a_bind_of_the_socket_docker_host_names_inside_gets_a_socket_too() {
+    let cistern = start(
+        tempfile::tempdir().unwrap(),
+        &unique("inside"),
+        "    identity: {fixed: nested}\n",
+    );
+    let (outer, inner) = (unique("sock-outer"), unique("sock-inner"));
+    let mut cleanup = Cleanup::default();
+    cleanup.containers = vec![outer.clone(), inner.clone()];
+    let cli = docker_cli_image();
+    run_ok(cistern.docker().args([
+        "run",
+        "-d",
+        "--name",
+        &outer,
+        "-v",
+        "/var/run/docker.sock:/var/run/docker.sock",
+        cli,
+        "sleep",
+        "600",
+    ]));
+    let out = run(cistern.docker().args([
+        "exec",
+        &outer,
+        "docker",
+        "run",
+        "--name",
+        &inner,
+        "-v",
+        "/run/cistern/docker.sock:/var/run/docker.sock",
+        cli,
+        "docker",
+        "-H",
+        "unix:///var/run/docker.sock",
+        "ps",
+        "--format",
+        "{{.Names}}",
+    ]));
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cistern.logs()
+    );
+    let mut names: Vec<&str> = text.lines().collect();
+    names.sort();
+    let mut expected = vec![outer.as_str(), inner.as_str()];
+    expected.sort();
+    assert_eq!(names, expected, "{text}");
+    let state = cistern.dir.path().join("state");
+    let socket = socket_of(&state, &inner);
+    let binds = run_ok(docker_direct().args([
+        "inspect",
+        "--format",
+        "{{index .HostConfig.Binds 0}}",
+        &inner,
+    ]));
+    assert_eq!(
+        binds.trim(),
+        format!("{}:/var/run/docker.sock", socket.display())
+    );
+}

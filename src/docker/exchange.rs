@@ -223,8 +223,10 @@ impl DockerProxy {
             route::Endpoint::ContainerCreate => Some(self.jobs.plan()?),
             _ => None,
         };
+        let docker_host = std::path::Path::new(crate::tenancy::jobs::SOCKET_PATH_INSIDE);
         let sockets = policy::Sockets {
             own: conn.socket.as_deref(),
+            seen_at: conn.fixed.is_some().then_some(docker_host),
             to: planned.as_ref().map(|p| p.socket.as_path()),
         };
         let (mut body, socket_mapped) = match conn.policy.judge_body_on(&ex.route, raw, sockets) {
@@ -431,6 +433,7 @@ mod tests {
         };
         let sockets = Sockets {
             own: None,
+            seen_at: None,
             to: Some(planned.socket.as_path()),
         };
         let raw = br#"{"Image":"busybox","Cmd":["sh"],"Env":["A=1"],"HostConfig":{"Binds":["/var/run/docker.sock:/var/run/docker.sock"]}}"#;

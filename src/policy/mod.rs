@@ -109,6 +109,10 @@ pub struct Sockets<'a> {
     /// The host path of the cistern unix socket the request came in on
     /// (`None` on TCP): a bind of it is a bind of the Docker socket too.
     pub own: Option<&'a Path>,
+    /// Where the client sees that socket, when cistern mounted it there (a
+    /// job's or a container's own socket, seen at `/run/cistern/docker.sock`
+    /// through `DOCKER_HOST`): reapers bind the path `DOCKER_HOST` names.
+    pub seen_at: Option<&'a Path>,
     /// Where a bind of the Docker socket is mapped: the socket cistern will
     /// serve for this container alone. `None`: such binds are refused.
     pub to: Option<&'a Path>,

@@ -22,7 +22,9 @@
 //!
 //! Which sources count as "the Docker socket" is the policy's `socket_binds`
 //! (default `/var/run/docker.sock` and `/run/docker.sock`), plus the
-//! connection's own socket path ([`super::Sockets::own`]); compared on lexically
+//! connection's own socket path ([`super::Sockets::own`]) and, inside a
+//! container with a socket of its own, where it sees that socket
+//! ([`super::Sockets::seen_at`]); compared on lexically
 //! cleaned paths. An empty list turns the mapping off: such binds are then
 //! plain host binds, judged by the allowlist. Without a socket to map to
 //! (`Sockets::to` is `None`) the bind is refused with rule `socket_bind`.
@@ -115,7 +117,10 @@ fn is_docker_socket(ctx: &Ctx<'_>, source: &str) -> bool {
     let cleaned = clean_components(source);
     let same = |path: &str| clean_components(path) == cleaned;
     ctx.policy.socket_binds.iter().any(|p| same(p))
-        || ctx.sockets.own.and_then(|s| s.to_str()).is_some_and(same)
+        || [ctx.sockets.own, ctx.sockets.seen_at]
+            .into_iter()
+            .flatten()
+            .any(|s| s.to_str().is_some_and(same))
 }
 
 /// The host path to bind instead, or the refusal when there is none.
@@ -165,6 +170,7 @@ mod tests {
             body.as_bytes(),
             Sockets {
                 own: Some(Path::new(OWN)),
+                seen_at: None,
                 to: to.map(Path::new),
             },
         ) {
@@ -331,6 +337,31 @@ mod tests {
             }
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn inside_a_container_the_socket_docker_host_names_is_the_docker_socket() {
+        let p = policy_yaml("limits: none"); // whole bodies compared
+        let judge_inside = |seen_at: Option<&str>| {
+            match p.judge_body_on(
+            &route("POST", "/v1.41/containers/create"),
+            br#"{"Image":"x","HostConfig":{"Binds":["/run/cistern/docker.sock:/var/run/docker.sock"]}}"#,
+            Sockets {
+                own: Some(Path::new("/var/lib/cistern/jobs/0a1b2c3d4e5f/sock/docker.sock")),
+                seen_at: seen_at.map(Path::new),
+                to: Some(Path::new(SOCKET)),
+            },
+        ) {
+            Verdict::Allow(i) => Ok(String::from_utf8(i.body.to_bytes().to_vec()).unwrap()),
+            Verdict::Refuse { refusal, .. } => Err(refusal),
+        }
+        };
+        assert_eq!(
+            judge_inside(Some("/run/cistern/docker.sock")).unwrap(),
+            r#"{"Image":"x","HostConfig":{"Binds":["/run/cistern/job-7.sock:/var/run/docker.sock"]}}"#
+        );
+        // Elsewhere that path is a host path like any other.
+        assert_eq!(judge_inside(None).unwrap_err().rule, "bind_mount");
     }
 
     #[test]

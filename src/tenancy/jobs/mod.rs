@@ -78,6 +78,10 @@ pub const JOB_LABEL: &str = "io.cistern.job";
 /// mount, sees the socket cistern binds again after a restart.
 pub const SOCKET_DIR_MOUNT: &str = "/run/cistern";
 
+/// Where a job's or a container's own socket is inside it, as `DOCKER_HOST`
+/// names it.
+pub const SOCKET_PATH_INSIDE: &str = "/run/cistern/docker.sock";
+
 /// The name of the directory of a job's socket inside its job directory.
 const SOCKET_DIR: &str = "sock";
 
@@ -521,7 +525,7 @@ fn mount_socket(value: &mut Json, opened: &Started, file: Option<&str>, label: &
         mounts.retain(|m| !m.get("Target").and_then(Json::as_str).is_some_and(ours_at));
     }
     if dir.is_some() {
-        let docker_host = format!("DOCKER_HOST=unix://{SOCKET_DIR_MOUNT}/docker.sock");
+        let docker_host = format!("DOCKER_HOST=unix://{SOCKET_PATH_INSIDE}");
         crate::inject::env::container_create(value, &[docker_host]);
     }
     value
