@@ -113,7 +113,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
                 .filter(|l| !l.caching_inject)
                 .map(|l| l.name.clone())
                 .collect();
-            crate::inject::Injector::new(c, off)
+            crate::inject::Injector::new(c.handout(), off)
         }),
         limits: config.clients,
     };

@@ -45,8 +45,6 @@ pub mod hosts;
 pub mod images;
 pub mod trust;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
@@ -55,26 +53,25 @@ use time::OffsetDateTime;
 
 use self::archive::Container;
 use self::error::InjectError;
-use self::trust::{CaPem, FileMeta};
+use self::trust::FileMeta;
 use crate::daemon::error::{DockerError, Side};
 use crate::daemon::upstream::UpstreamClient;
 use crate::http::headers;
 use crate::http::{BoxError, ProxyBody};
-use crate::mitm::config::{InjectFailure, DEFAULT_CA_PATH};
-use crate::mitm::Caching;
+use crate::mitm::handout::{HandedCa, Handout, InjectFailure};
 use crate::wire::route::{Endpoint, Route};
 use crate::wire::{Body, Json};
 
 pub use self::env::CA_LABEL;
 
 /// The standalone PEM every injected container gets.
-pub const CA_PATH: &str = DEFAULT_CA_PATH;
+pub const CA_PATH: &str = crate::mitm::handout::CA_PATH;
 
 /// Injection as configured: built once from the `caching:` section and the
 /// listeners.
 #[derive(Debug)]
 pub struct Injector {
-    caching: Arc<Caching>,
+    caching: Handout,
     /// Listeners with `caching_inject: false`.
     off: Vec<String>,
 }
@@ -85,7 +82,7 @@ pub struct Prepared {
     /// The policy-checked body without any injection (for `skip`),
     /// serialised only if it is needed.
     plain: Json,
-    cas: Vec<CaPem>,
+    cas: Vec<HandedCa>,
     image: String,
     /// The request line and headers, to create again on `skip`.
     uri: Option<Uri>,
@@ -121,7 +118,7 @@ pub fn prepare(
 impl Injector {
     /// Injection with `caching`, on every listener but those named in `off`
     /// (`caching_inject: false`).
-    pub fn new(caching: Arc<Caching>, off: Vec<String>) -> Injector {
+    pub fn new(caching: Handout, off: Vec<String>) -> Injector {
         Injector { caching, off }
     }
 
@@ -130,21 +127,19 @@ impl Injector {
     }
 
     fn on_failure(&self) -> InjectFailure {
-        self.caching.config.inject_on_failure
+        self.caching.on_failure
     }
 
     /// Stage 1: the request target of a `POST /build` with `extrahosts` for the
     /// cached domains added (other requests and switched-off listeners: as is).
     pub fn build_target(&self, listener: &str, route: &Route, target: String) -> String {
-        if route.endpoint != Endpoint::Build
-            || !self.caching.config.inject_builds
-            || !self.on_listener(listener)
+        if route.endpoint != Endpoint::Build || !self.caching.builds || !self.on_listener(listener)
         {
             return target;
         }
         let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
-        let cfg = &self.caching.config;
-        match hosts::build_query(query, &cfg.domains, &cfg.inject_address) {
+        let cfg = &self.caching;
+        match hosts::build_query(query, &cfg.domains, &cfg.address) {
             Some(query) => format!("{path}?{query}"),
             None => target,
         }
@@ -166,12 +161,16 @@ impl Injector {
             .and_then(Json::as_str)
             .unwrap_or("")
             .to_string();
-        let cfg = &self.caching.config;
-        if images::skipped(&cfg.inject_skip_images, &image) {
+        let cfg = &self.caching;
+        if images::skipped(&cfg.skip_images, &image) {
             tracing::debug!(%image, "caching injection skipped for this image");
             return Ok(None);
         }
-        let cas = match self.cas_for_new_container(now) {
+        let cas = match self
+            .caching
+            .cas_for_new_container(now)
+            .map_err(InjectError::Internal)
+        {
             Ok(cas) => cas,
             Err(err) => {
                 return match self.on_failure() {
@@ -183,8 +182,8 @@ impl Injector {
                 }
             }
         };
-        hosts::container_create(value, &cfg.domains, &cfg.inject_address);
-        env::container_create(value, &cfg.inject_env);
+        hosts::container_create(value, &cfg.domains, &cfg.address);
+        env::container_create(value, &cfg.env);
         let ids: Vec<String> = cas.iter().map(|c| c.id.clone()).collect();
         env::label(value, &ids);
         Ok(Some(Prepared {
@@ -194,31 +193,6 @@ impl Injector {
             uri: None,
             headers: HeaderMap::new(),
         }))
-    }
-
-    /// The hand-out rule: make sure a CA outliving the job exists, then hand
-    /// out every CA valid now, newest first.
-    fn cas_for_new_container(&self, now: OffsetDateTime) -> Result<Vec<CaPem>, InjectError> {
-        let store = &self.caching.ca;
-        let current = store
-            .current_for_new_container(now)
-            .map_err(|err| InjectError::Internal(format!("no CA: {err}")))?;
-        let mut certs = store.cas_valid_at(now);
-        if !certs.iter().any(|c| c.id == current.id) {
-            certs.insert(0, current);
-        }
-        let rfc3339 = &time::format_description::well_known::Rfc3339;
-        Ok(certs
-            .into_iter()
-            .map(|c| CaPem {
-                id: c.id.to_string(),
-                not_after: c
-                    .not_after
-                    .format(rfc3339)
-                    .unwrap_or_else(|_| c.not_after.to_string()),
-                pem: c.pem,
-            })
-            .collect())
     }
 
     /// Stage 3: the daemon answered the injected create. On `201`, installs the
@@ -371,7 +345,7 @@ async fn resolve_bundle(
 
 /// Writes the standalone PEM and appends the CAs to every system bundle the
 /// container has; returns the bundle files written (link targets resolved).
-async fn install(container: &Container<'_>, cas: &[CaPem]) -> Result<Vec<String>, InjectError> {
+async fn install(container: &Container<'_>, cas: &[HandedCa]) -> Result<Vec<String>, InjectError> {
     // One round trip's worth of latency: the inspect and every bundle's stat
     // run concurrently (the container is not started, nothing changes).
     let (mounts, found) = tokio::try_join!(
@@ -437,7 +411,7 @@ async fn install(container: &Container<'_>, cas: &[CaPem]) -> Result<Vec<String>
 #[cfg(test)]
 mod tests {
     use crate::config::parse;
-    use crate::mitm::config::InjectFailure;
+    use crate::mitm::handout::InjectFailure;
 
     const BASE: &str = "listeners:\n  - name: on\n    unix: {path: /run/a.sock}\n  - name: off\n    caching_inject: false\n    unix: {path: /run/b.sock}\ncaching:\n  domains: [pkgs.example]\n";
 

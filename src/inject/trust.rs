@@ -24,6 +24,8 @@ use std::io::Read;
 
 use serde::Deserialize;
 
+use crate::mitm::handout::HandedCa;
+
 /// System trust bundles, by distribution family.
 pub const BUNDLES: &[&str] = &[
     // Debian, Ubuntu, Alpine (ca-certificates)
@@ -86,15 +88,7 @@ impl PathStat {
     }
 }
 
-/// A PEM certificate to hand out, with what the comment line says about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaPem {
-    pub id: String,
-    pub not_after: String,
-    pub pem: String,
-}
-
-fn comment(ca: &CaPem) -> String {
+fn comment(ca: &HandedCa) -> String {
     format!(
         "# cistern caching proxy CA {} (valid until {})\n",
         ca.id, ca.not_after
@@ -102,9 +96,9 @@ fn comment(ca: &CaPem) -> String {
 }
 
 /// `original` followed by every CA not already in it. `None` when all are there.
-pub fn appended(original: &[u8], cas: &[CaPem]) -> Option<Vec<u8>> {
+pub fn appended(original: &[u8], cas: &[HandedCa]) -> Option<Vec<u8>> {
     let text = String::from_utf8_lossy(original);
-    let missing: Vec<&CaPem> = cas
+    let missing: Vec<&HandedCa> = cas
         .iter()
         .filter(|ca| !text.contains(ca.pem.trim()))
         .collect();
@@ -124,7 +118,7 @@ pub fn appended(original: &[u8], cas: &[CaPem]) -> Option<Vec<u8>> {
 }
 
 /// The standalone PEM file: every CA, each after its comment line.
-pub fn standalone(cas: &[CaPem]) -> Vec<u8> {
+pub fn standalone(cas: &[HandedCa]) -> Vec<u8> {
     appended(b"", cas).unwrap_or_default()
 }
 
@@ -242,8 +236,8 @@ pub fn is_under(path: &str, mount: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn ca(id: &str) -> CaPem {
-        CaPem {
+    fn ca(id: &str) -> HandedCa {
+        HandedCa {
             id: id.into(),
             not_after: "2030-01-01T00:00:00Z".into(),
             pem: format!("-----BEGIN CERTIFICATE-----\n{id}\n-----END CERTIFICATE-----\n"),

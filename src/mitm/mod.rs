@@ -39,6 +39,7 @@ pub mod domains;
 pub mod error;
 pub mod forward;
 pub mod handler;
+pub mod handout;
 pub mod listeners;
 pub mod metrics;
 pub mod plain;
