@@ -479,7 +479,10 @@ fn a_bind_of_the_socket_docker_host_names_inside_gets_a_socket_too() {
         "docker",
         "-H",
         "unix:///var/run/docker.sock",
+        // `-a`: the daemon may list a container as running only after its
+        // process has started.
         "ps",
+        "-a",
         "--format",
         "{{.Names}}",
     ]));
