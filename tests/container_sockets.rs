@@ -449,7 +449,7 @@ fn a_bind_of_the_socket_docker_host_names_inside_gets_a_socket_too() {
     let cistern = start(
         tempfile::tempdir().unwrap(),
         &unique("inside"),
-        "    identity: {fixed: nested}\n",
+        &format!("    identity: {{fixed: {}}}\n", unique("nested")),
     );
     let (outer, inner) = (unique("sock-outer"), unique("sock-inner"));
     let mut cleanup = Cleanup::default();
