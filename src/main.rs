@@ -35,6 +35,14 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Check that the configuration can run on this host (daemon, listeners,
+    /// ports, directories, CA) and say what to fix: 0 if nothing failed, 1
+    /// otherwise.
+    Doctor {
+        /// Configuration file (YAML). Default: the embedded configuration.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Print the version.
     Version,
     /// Maintain the caching proxy's disk cache.
@@ -131,6 +139,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Doctor { config } => doctor(config.as_deref()),
         Command::Cache { action, config } => caching_command(config, |caching| {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -259,6 +268,26 @@ fn ownership_command(
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `cistern doctor`: one line per check; fails when any check failed.
+fn doctor(path: Option<&std::path::Path>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checks = runtime.block_on(cistern::doctor::run(path));
+    print!("{}", cistern::doctor::render(&checks));
+    match cistern::doctor::failed(&checks) {
+        true => ExitCode::FAILURE,
+        false => ExitCode::SUCCESS,
     }
 }
 
