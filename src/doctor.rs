@@ -98,8 +98,17 @@ pub fn failed(checks: &[Check]) -> bool {
     checks.iter().any(|c| c.status == Status::Fail)
 }
 
+/// What to check beyond the host itself.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// With `caching:`, start a container (of this image, which must be on
+    /// the daemon) and check that it reaches the caching proxy as an injected
+    /// container would. Needs cistern running.
+    pub container_image: Option<String>,
+}
+
 /// Runs every check on the configuration file (or the embedded default).
-pub async fn run(file: Option<&Path>) -> Vec<Check> {
+pub async fn run(file: Option<&Path>, options: &Options) -> Vec<Check> {
     let config = match file {
         Some(file) => config::load(file).map_err(|err| err.to_string()),
         None => Ok(config::embedded_default()),
@@ -136,7 +145,7 @@ pub async fn run(file: Option<&Path>) -> Vec<Check> {
     }
     checks.push(directory("state dir", &config.state_dir));
     if let Some(caching) = &config.caching {
-        checks.extend(caching_checks(&config, caching).await);
+        checks.extend(caching_checks(&config, caching, options).await);
     }
     checks
 }
@@ -563,7 +572,11 @@ fn bind_decision(
 }
 
 /// Caching: the proxy's addresses, the cache dir, the CA, the domains.
-async fn caching_checks(config: &Config, caching: &crate::mitm::CachingConfig) -> Vec<Check> {
+async fn caching_checks(
+    config: &Config,
+    caching: &crate::mitm::CachingConfig,
+    options: &Options,
+) -> Vec<Check> {
     use crate::mitm::address::{listen_addresses, needs_bridge};
     let mut checks = vec![Check::ok(
         "caching domains",
@@ -581,6 +594,9 @@ async fn caching_checks(config: &Config, caching: &crate::mitm::CachingConfig) -
         Ok((http, https)) => {
             checks.push(bind_check("caching proxy http", http));
             checks.push(bind_check("caching proxy https", https));
+            if let Some(image) = &options.container_image {
+                checks.push(container_check(config, caching, http, image).await);
+            }
         }
         Err(err) => checks.push(Check::fail(
             "caching proxy addresses",
@@ -595,6 +611,143 @@ async fn caching_checks(config: &Config, caching: &crate::mitm::CachingConfig) -
     checks.push(directory("cache dir", &caching.cache_dir));
     checks.push(ca_check(caching));
     checks
+}
+
+/// The host name a probe container asks the proxy for: not a cached domain,
+/// so the proxy answers it itself (403) without reaching any origin.
+const PROBE_HOST: &str = "cistern-doctor.invalid";
+
+/// A container reaches the caching proxy's HTTP address the way injected
+/// containers do (an extra host pointing at `inject.address`). Skipped
+/// (a warning) when the proxy does not answer on this host: cistern is not
+/// running.
+async fn container_check(
+    config: &Config,
+    caching: &crate::mitm::CachingConfig,
+    http: SocketAddr,
+    image: &str,
+) -> Check {
+    const NAME: &str = "container reaches the caching proxy";
+    let timeout = std::time::Duration::from_secs(2);
+    if std::net::TcpStream::connect_timeout(&http, timeout).is_err() {
+        return Check::warn(
+            NAME,
+            format!(
+                "skipped: the caching proxy does not answer at {http} (cistern is not running)"
+            ),
+            "run `cistern doctor --container-check` again while cistern serves this configuration",
+        );
+    }
+    let client = crate::daemon::upstream::client(&config.upstream);
+    let daemon = crate::daemon::client::Daemon::new(&client).capped(1 << 20);
+    let name = format!("cistern-doctor-{}", std::process::id());
+    let body = serde_json::json!({
+        "Image": image,
+        // Bounded by `timeout`: `wget -T` crashes in some busybox-static builds.
+        "Cmd": ["timeout", "10", "wget", "-O", "/dev/null", format!("http://{PROBE_HOST}:{}/", http.port())],
+        "Labels": {"io.cistern.doctor": "probe"},
+        "HostConfig": {"ExtraHosts": [format!("{PROBE_HOST}:{}", caching.inject_address)]},
+    });
+    let created = match daemon
+        .post_json(&format!("/containers/create?name={name}"), &body)
+        .await
+    {
+        Ok(answer) if answer.status.is_success() => answer,
+        Ok(answer) => return Check::warn(
+            NAME,
+            format!(
+                "cannot create a probe container of {image}: {}",
+                answer.message()
+            ),
+            "pass `--container-image` an image the daemon has with `timeout` and `wget` (busybox)",
+        ),
+        Err(err) => {
+            return Check::fail(
+                NAME,
+                format!("creating the probe container: {err}"),
+                "check the daemon",
+            )
+        }
+    };
+    let Some(id) = serde_json::from_slice::<serde_json::Value>(&created.body)
+        .ok()
+        .and_then(|v| v.get("Id")?.as_str().map(str::to_owned))
+    else {
+        return Check::fail(
+            NAME,
+            "the daemon's create answer has no Id",
+            "check the daemon",
+        );
+    };
+    let result = async {
+        let started = daemon
+            .post(&format!("/containers/{id}/start"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !started.status.is_success() {
+            return Err(started.message());
+        }
+        let waited = daemon
+            .post(&format!("/containers/{id}/wait"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let code = serde_json::from_slice::<serde_json::Value>(&waited.body)
+            .ok()
+            .and_then(|v| v.get("StatusCode")?.as_i64())
+            .unwrap_or(-1);
+        let logs = daemon
+            .get(&format!("/containers/{id}/logs?stdout=1&stderr=1"))
+            .await
+            .map(|a| printable(&a.body))
+            .unwrap_or_default();
+        Ok((code, logs))
+    }
+    .await;
+    let _ = daemon.delete(&format!("/containers/{id}?force=1")).await;
+    match result {
+        Ok((code, logs)) => probe_decision(NAME, http, &caching.inject_address, code, &logs),
+        Err(err) => Check::fail(
+            NAME,
+            format!("running the probe container: {err}"),
+            "check the daemon",
+        ),
+    }
+}
+
+/// The text of a container's log stream (without a TTY, frames of an
+/// 8-byte header, stream and length, then the payload), on one line.
+fn printable(mut bytes: &[u8]) -> String {
+    let mut text = Vec::new();
+    while let [0..=2, _, _, _, a, b, c, d, rest @ ..] = bytes {
+        let len = (u32::from_be_bytes([*a, *b, *c, *d]) as usize).min(rest.len());
+        text.extend_from_slice(&rest[..len]);
+        bytes = &rest[len..];
+    }
+    text.extend_from_slice(bytes);
+    String::from_utf8_lossy(&text)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What the probe's `wget` says: any HTTP answer (busybox's "server returned
+/// error" included: the proxy refuses the probe host with 403) means the
+/// proxy was reached.
+fn probe_decision(name: &str, http: SocketAddr, inject: &str, code: i64, logs: &str) -> Check {
+    if code == 0 || logs.contains("server returned error") {
+        return Check::ok(
+            name,
+            format!(
+                "a container reached the caching proxy on port {} through {inject}",
+                http.port()
+            ),
+        );
+    }
+    Check::fail(
+        name,
+        format!("a container could not reach the caching proxy on port {} through {inject}: {logs}", http.port()),
+        "containers must reach the proxy's address: check `caching.proxy.http`, `caching.inject.address` and the host's firewall (INPUT from the bridge)",
+    )
 }
 
 /// The CA store opens (as `cistern serve` opens it) and has a CA valid now.
@@ -842,6 +995,24 @@ mod tests {
         let denied = std::io::Error::from(ErrorKind::PermissionDenied);
         let check = bind_decision("t", addr, Some(&denied), None);
         assert!(check.fix.unwrap().contains("CAP_NET_BIND_SERVICE"));
+    }
+
+    #[test]
+    fn a_probe_that_got_any_http_answer_reached_the_proxy() {
+        let http: SocketAddr = "172.17.0.1:80".parse().unwrap();
+        let refused = "wget: server returned error: HTTP/1.1 403 Forbidden";
+        let check = probe_decision("c", http, "host-gateway", 1, refused);
+        assert_eq!(check.status, Status::Ok);
+        let down = "wget: can't connect to remote host (172.17.0.1): Connection refused";
+        let check = probe_decision("c", http, "host-gateway", 1, down);
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.detail.contains("Connection refused"));
+        assert!(check.fix.unwrap().contains("firewall"));
+        assert_eq!(printable(b"\x02\0\0\0\0\0\0\x08wget: x\n"), "wget: x");
+        assert_eq!(
+            printable(b"\x01\0\0\0\0\0\0\x02a\n\x02\0\0\0\0\0\0\x41b"),
+            "a b"
+        );
     }
 
     #[test]

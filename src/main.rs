@@ -42,6 +42,13 @@ enum Command {
         /// Configuration file (YAML). Default: the embedded configuration.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// With `caching:` and cistern running: start a container and check
+        /// that it reaches the caching proxy.
+        #[arg(long)]
+        container_check: bool,
+        /// The probe container's image (on the daemon, with `wget`).
+        #[arg(long, default_value = "busybox:latest", requires = "container_check")]
+        container_image: String,
     },
     /// Print the version.
     Version,
@@ -139,7 +146,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Doctor { config } => doctor(config.as_deref()),
+        Command::Doctor {
+            config,
+            container_check,
+            container_image,
+        } => {
+            let options = cistern::doctor::Options {
+                container_image: container_check.then_some(container_image),
+            };
+            doctor(config.as_deref(), &options)
+        }
         Command::Cache { action, config } => caching_command(config, |caching| {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -272,7 +288,7 @@ fn ownership_command(
 }
 
 /// `cistern doctor`: one line per check; fails when any check failed.
-fn doctor(path: Option<&std::path::Path>) -> ExitCode {
+fn doctor(path: Option<&std::path::Path>, options: &cistern::doctor::Options) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -283,7 +299,7 @@ fn doctor(path: Option<&std::path::Path>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let checks = runtime.block_on(cistern::doctor::run(path));
+    let checks = runtime.block_on(cistern::doctor::run(path, options));
     print!("{}", cistern::doctor::render(&checks));
     match cistern::doctor::failed(&checks) {
         true => ExitCode::FAILURE,

@@ -4,9 +4,15 @@ mod support;
 
 use std::process::{Command, Output};
 
-use support::{daemon, free_port};
+use support::{bridge_address, busybox, daemon, free_port, Cistern};
 
 fn doctor(config: &str) -> (Output, String, tempfile::TempDir) {
+    doctor_with(config, &[])
+}
+
+/// Runs `cistern doctor` on `config` (`{dir}` replaced by a fresh temporary
+/// directory) with extra arguments.
+fn doctor_with(config: &str, args: &[&str]) -> (Output, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cistern.yaml");
     let config = config.replace("{dir}", &dir.path().display().to_string());
@@ -15,6 +21,7 @@ fn doctor(config: &str) -> (Output, String, tempfile::TempDir) {
         .arg("doctor")
         .arg("--config")
         .arg(&file)
+        .args(args)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -143,5 +150,69 @@ fn a_served_listener_socket_fails_naming_who_serves_it() {
     assert!(
         line.contains(&format!("pid {}", std::process::id())),
         "{line}"
+    );
+}
+
+/// A caching section with the proxy on the default bridge's address, where
+/// containers reach it through `host-gateway`.
+fn bridge_caching(state: &str) -> String {
+    let bridge = bridge_address();
+    format!(
+        "caching:\n  domains: [deb.example.test]\n  state_dir: {state}/state\n  cache_dir: {state}/cache\n  proxy:\n    http: {bridge}:{}\n    https: {bridge}:{}\n  admin: 127.0.0.1:{}\n",
+        free_port(),
+        free_port(),
+        free_port()
+    )
+}
+
+#[test]
+fn the_container_check_is_skipped_while_cistern_is_not_running() {
+    let config = format!(
+        "state_dir: {{dir}}/state\nupstream:\n  unix: {}\nlisteners:\n  - unix: {{path: {{dir}}/docker.sock}}\n{}",
+        daemon().display(),
+        bridge_caching("{dir}")
+    );
+    let (out, stdout, _dir) = doctor_with(
+        &config,
+        &["--container-check", "--container-image", busybox()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("warn  container reaches the caching proxy: skipped: "),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn with_cistern_running_a_container_reaches_the_caching_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let config = format!(
+        "state_dir: {state}/state\nupstream:\n  unix: {}\nlisteners:\n  - unix: {{path: {}}}\n{}",
+        daemon().display(),
+        socket.display(),
+        bridge_caching(&dir.path().display().to_string()),
+        state = dir.path().display()
+    );
+    let cistern = Cistern::start_with_config(dir, socket, &config);
+    let file = cistern.dir.path().join("cistern.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_cistern"))
+        .args([
+            "doctor",
+            "--container-check",
+            "--container-image",
+            busybox(),
+        ])
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Its own socket and ports are held by cistern: warnings, not failures.
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("cistern is already running"), "{stdout}");
+    assert!(
+        stdout.contains("ok    container reaches the caching proxy: a container reached"),
+        "{stdout}"
     );
 }
