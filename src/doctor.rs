@@ -6,8 +6,9 @@
 //! functions of what was observed, and the I/O (the daemon calls, binds,
 //! file probes, `/proc` reads) sits at the edges. Nothing is changed on the
 //! host except a temporary file in each directory checked for writability,
-//! removed at once, and the CA store, which is opened as `cistern serve`
-//! opens it (and so creates a CA when none is valid).
+//! removed at once; the CA store, which is opened as `cistern serve` opens
+//! it (and so creates a CA when none is valid); and with
+//! `--container-check`, a probe container, removed when it has run.
 //!
 //! Like [`crate::server`], this sees the whole [`Config`].
 
@@ -144,8 +145,14 @@ pub async fn run(file: Option<&Path>, options: &Options) -> Vec<Check> {
         });
     }
     checks.push(directory("state dir", &config.state_dir));
-    if let Some(caching) = &config.caching {
-        checks.extend(caching_checks(&config, caching, options).await);
+    match &config.caching {
+        Some(caching) => checks.extend(caching_checks(&config, caching, options).await),
+        None if options.container_image.is_some() => checks.push(Check::warn(
+            CONTAINER_CHECK,
+            "skipped: the configuration has no `caching:` section",
+            "drop `--container-check`, or check a configuration with `caching:`",
+        )),
+        None => {}
     }
     checks
 }
@@ -345,6 +352,15 @@ fn unix_decision(
             "create the directory, or run cistern as a user that may (root)",
         );
     }
+    if let Some(Dir::NotWritable(err)) = dir {
+        if !matches!(file, SocketFile::Served(_)) {
+            return Check::fail(
+                name,
+                format!("{path}: cistern cannot create the socket in its directory: {err}"),
+                "run cistern as a user that may write there (root), or set another `unix.path`",
+            );
+        }
+    }
     match file {
         SocketFile::Served(holder) => {
             let who = holder
@@ -433,22 +449,28 @@ fn socket_file(path: &Path) -> SocketFile {
     }
 }
 
-/// Whether a directory exists, or can be created (its nearest existing
-/// ancestor is writable). Creates nothing.
+/// Whether a directory exists and cistern may create files in it (a
+/// socket), or can be created (its nearest existing ancestor is writable).
+/// Creates nothing.
 fn probe_dir_exists(dir: &Path) -> Dir {
+    let access = |path: &Path| {
+        nix::unistd::access(
+            path,
+            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+        )
+    };
     if dir.is_dir() {
-        return Dir::Writable;
+        return match access(dir) {
+            Ok(()) => Dir::Writable,
+            Err(err) => Dir::NotWritable(err.desc().to_owned()),
+        };
     }
     let ancestor = dir
         .ancestors()
         .find(|a| a.is_dir())
         .unwrap_or(Path::new("/"))
         .to_path_buf();
-    let writable = nix::unistd::access(
-        &ancestor,
-        nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
-    )
-    .is_ok();
+    let writable = access(&ancestor).is_ok();
     Dir::Missing { ancestor, writable }
 }
 
@@ -613,6 +635,9 @@ async fn caching_checks(
     checks
 }
 
+/// The name of the `--container-check` check.
+const CONTAINER_CHECK: &str = "container reaches the caching proxy";
+
 /// The host name a probe container asks the proxy for: not a cached domain,
 /// so the proxy answers it itself (403) without reaching any origin.
 const PROBE_HOST: &str = "cistern-doctor.invalid";
@@ -627,11 +652,10 @@ async fn container_check(
     http: SocketAddr,
     image: &str,
 ) -> Check {
-    const NAME: &str = "container reaches the caching proxy";
     let timeout = std::time::Duration::from_secs(2);
     if std::net::TcpStream::connect_timeout(&http, timeout).is_err() {
         return Check::warn(
-            NAME,
+            CONTAINER_CHECK,
             format!(
                 "skipped: the caching proxy does not answer at {http} (cistern is not running)"
             ),
@@ -654,7 +678,7 @@ async fn container_check(
     {
         Ok(answer) if answer.status.is_success() => answer,
         Ok(answer) => return Check::warn(
-            NAME,
+            CONTAINER_CHECK,
             format!(
                 "cannot create a probe container of {image}: {}",
                 answer.message()
@@ -663,7 +687,7 @@ async fn container_check(
         ),
         Err(err) => {
             return Check::fail(
-                NAME,
+                CONTAINER_CHECK,
                 format!("creating the probe container: {err}"),
                 "check the daemon",
             )
@@ -674,7 +698,7 @@ async fn container_check(
         .and_then(|v| v.get("Id")?.as_str().map(str::to_owned))
     else {
         return Check::fail(
-            NAME,
+            CONTAINER_CHECK,
             "the daemon's create answer has no Id",
             "check the daemon",
         );
@@ -705,9 +729,11 @@ async fn container_check(
     .await;
     let _ = daemon.delete(&format!("/containers/{id}?force=1")).await;
     match result {
-        Ok((code, logs)) => probe_decision(NAME, http, &caching.inject_address, code, &logs),
+        Ok((code, logs)) => {
+            probe_decision(CONTAINER_CHECK, http, &caching.inject_address, code, &logs)
+        }
         Err(err) => Check::fail(
-            NAME,
+            CONTAINER_CHECK,
             format!("running the probe container: {err}"),
             "check the daemon",
         ),
@@ -977,6 +1003,10 @@ mod tests {
             unix_decision("l", &cfg, None, &SocketFile::NotASocket, own).status,
             Status::Fail
         );
+        let read_only = Dir::NotWritable("Permission denied".into());
+        let check = unix_decision("l", &cfg, Some(&read_only), &SocketFile::Absent, own);
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.detail.contains("cannot create the socket"));
     }
 
     #[test]
