@@ -561,7 +561,7 @@ fn bind_decision(
     match err.kind() {
         ErrorKind::AddrInUse => {
             let who = holder.map_or_else(|| "another process".to_owned(), |h| h.to_string());
-            let detail = format!("port {} of {address} is in use by {who}", address.port());
+            let detail = format!("{address}: port {} is in use by {who}", address.port());
             match holder {
                 Some(h) if h.command == "cistern" => Check::warn(
                     name,

@@ -216,3 +216,24 @@ fn with_cistern_running_a_container_reaches_the_caching_proxy() {
         "{stdout}"
     );
 }
+
+#[test]
+fn without_proxy_addresses_the_caching_proxy_is_checked_on_the_bridge_address() {
+    let config = format!(
+        "state_dir: {{dir}}/state\nupstream:\n  unix: {}\nlisteners:\n  - unix: {{path: {{dir}}/docker.sock}}\ncaching:\n  domains: [deb.example.test]\n  state_dir: {{dir}}/state\n  cache_dir: {{dir}}/cache\n  admin: 127.0.0.1:{}\n",
+        daemon().display(),
+        free_port()
+    );
+    let (_out, stdout, _dir) = doctor(&config);
+    // Found as `serve` finds it: the daemon's bridge inspect. Whether the
+    // ports are free depends on what else runs on this host.
+    let bridge = bridge_address();
+    assert!(
+        stdout.contains(&format!("caching proxy http: {bridge}:80 ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("caching proxy https: {bridge}:443 ")),
+        "{stdout}"
+    );
+}
