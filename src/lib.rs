@@ -27,11 +27,14 @@
 //!   its own section from it.
 //! - [`server`]: builds each room from its section, binds listeners, starts
 //!   both proxies, and shuts down in order.
+//! - [`doctor`]: `cistern doctor`, the checks that a configuration can run
+//!   on this host, beside the server (it sees the whole config too).
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod daemon;
 pub mod docker;
+pub mod doctor;
 pub mod http;
 pub mod inject;
 pub mod listen;

@@ -35,6 +35,21 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Check that the configuration can run on this host (daemon, listeners,
+    /// ports, directories, CA) and say what to fix: 0 if nothing failed, 1
+    /// otherwise.
+    Doctor {
+        /// Configuration file (YAML). Default: the embedded configuration.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// With `caching:` and cistern running: start a container and check
+        /// that it reaches the caching proxy.
+        #[arg(long)]
+        container_check: bool,
+        /// The probe container's image (on the daemon, with `wget`).
+        #[arg(long, default_value = "busybox:latest", requires = "container_check")]
+        container_image: String,
+    },
     /// Print the version.
     Version,
     /// Maintain the caching proxy's disk cache.
@@ -131,6 +146,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Doctor {
+            config,
+            container_check,
+            container_image,
+        } => {
+            let options = cistern::doctor::Options {
+                container_image: container_check.then_some(container_image),
+            };
+            doctor(config.as_deref(), &options)
+        }
         Command::Cache { action, config } => caching_command(config, |caching| {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -259,6 +284,26 @@ fn ownership_command(
             eprintln!("error: {err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `cistern doctor`: one line per check; fails when any check failed.
+fn doctor(path: Option<&std::path::Path>, options: &cistern::doctor::Options) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checks = runtime.block_on(cistern::doctor::run(path, options));
+    print!("{}", cistern::doctor::render(&checks));
+    match cistern::doctor::failed(&checks) {
+        true => ExitCode::FAILURE,
+        false => ExitCode::SUCCESS,
     }
 }
 

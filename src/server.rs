@@ -268,7 +268,8 @@ fn raise_open_files_limit() {
 
 /// The daemon's default bridge network (`GET /networks/bridge`), which says
 /// where containers reach this host (for the caching proxy's addresses).
-async fn bridge_network(
+/// `cistern doctor` asks the same.
+pub(crate) async fn bridge_network(
     upstream: &crate::daemon::upstream::Upstream,
 ) -> Result<serde_json::Value, crate::mitm::error::AddressError> {
     use crate::mitm::error::AddressError;
