@@ -47,7 +47,9 @@ fn example_keys() -> BTreeSet<String> {
         match value {
             serde_yaml::Value::Mapping(map) => {
                 for (k, v) in map {
-                    let k = k.as_str().unwrap_or_else(|| panic!("{at}: a key is not a string"));
+                    let k = k
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{at}: a key is not a string"));
                     let path = if at.is_empty() {
                         k.to_string()
                     } else {
@@ -142,6 +144,9 @@ fn the_readme_table_and_the_example_document_the_same_keys() {
     for path in &example {
         let named = readme.contains(path) || readme.iter().any(|k| under(k, path));
         let starred = wildcards.iter().any(|(prefix, children)| {
+            if path == prefix {
+                return true;
+            }
             if !under(path, prefix) {
                 return false;
             }
@@ -165,14 +170,18 @@ fn the_readme_table_and_the_example_document_the_same_keys() {
     }
     for (prefix, children) in &wildcards {
         if !example.contains(prefix) {
-            problems.push(format!("in the README, not in config/cistern.yaml: {prefix}.*"));
+            problems.push(format!(
+                "in the README, not in config/cistern.yaml: {prefix}.*"
+            ));
         }
         if children.is_empty() && !ONLY_IN_THE_EXAMPLE.contains(&prefix.as_str()) {
             problems.push(format!("README: `{prefix}.*` names none of its keys"));
         }
         for child in children {
             if !example.contains(child) {
-                problems.push(format!("in the README, not in config/cistern.yaml: {child}"));
+                problems.push(format!(
+                    "in the README, not in config/cistern.yaml: {child}"
+                ));
             }
         }
     }
@@ -196,6 +205,9 @@ fn keys_shown_only_in_comments_are_there_and_in_the_readme() {
                 .strip_prefix('#')
                 .is_some_and(|rest| rest.trim_start().starts_with(&format!("{last}:")))
         });
-        assert!(commented, "{key}: config/cistern.yaml has no `# {last}:` line");
+        assert!(
+            commented,
+            "{key}: config/cistern.yaml has no `# {last}:` line"
+        );
     }
 }

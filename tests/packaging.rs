@@ -25,7 +25,9 @@ fn keys(text: &str) -> Vec<(String, String)> {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
         .map(|l| {
-            let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("not a key: {l}"));
+            let (k, v) = l
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not a key: {l}"));
             (k.trim().to_string(), v.trim().to_string())
         })
         .collect()
@@ -81,7 +83,10 @@ fn systemd_analyze_verify_reports_nothing_on_the_unit() {
 #[test]
 fn systemd_analyze_verify_reports_a_misspelt_line() {
     // So that the silence above means something.
-    let text = unit_text().replace("ProtectSystem=strict", "ProtectSystem=strikt\nProtectHomme=yes");
+    let text = unit_text().replace(
+        "ProtectSystem=strict",
+        "ProtectSystem=strikt\nProtectHomme=yes",
+    );
     let printed = verify(&text);
     assert!(printed.contains("strikt"), "{printed}");
     assert!(printed.contains("ProtectHomme"), "{printed}");
@@ -129,9 +134,16 @@ fn the_unit_paths_are_the_default_configuration_paths() {
     // ExecStart: `cistern serve --config <file>` in ConfigurationDirectory.
     let exec = one("ExecStart");
     let args: Vec<&str> = exec.split_whitespace().collect();
-    assert_eq!(args[..3], ["/usr/bin/cistern", "serve", "--config"], "{exec}");
+    assert_eq!(
+        args[..3],
+        ["/usr/bin/cistern", "serve", "--config"],
+        "{exec}"
+    );
     let config = Path::new(args[3]);
-    assert_eq!(config.parent(), Some(directory("ConfigurationDirectory", "/etc").as_path()));
+    assert_eq!(
+        config.parent(),
+        Some(directory("ConfigurationDirectory", "/etc").as_path())
+    );
     assert_eq!(config.file_name().unwrap(), "cistern.yaml");
 
     let state = directory("StateDirectory", "/var/lib");
@@ -148,7 +160,12 @@ fn the_unit_paths_are_the_default_configuration_paths() {
     let ListenerKind::Unix(unix) = &listener.kind else {
         panic!("the default listener is a unix socket")
     };
-    assert_eq!(unix.path.parent(), Some(runtime.as_path()), "{}", unix.path.display());
+    assert_eq!(
+        unix.path.parent(),
+        Some(runtime.as_path()),
+        "{}",
+        unix.path.display()
+    );
     assert_eq!(cfg.state_dir, state);
     assert!(cfg.jobs.socket_dir.starts_with(&state));
     assert_eq!(
@@ -158,11 +175,8 @@ fn the_unit_paths_are_the_default_configuration_paths() {
 
     // The caching section's defaults: the CA under the state directory, the
     // disk cache in the cache directory.
-    let cfg = cistern::config::parse(
-        "caching.yaml",
-        "caching:\n  domains: [packages.example]\n",
-    )
-    .unwrap();
+    let cfg = cistern::config::parse("caching.yaml", "caching:\n  domains: [packages.example]\n")
+        .unwrap();
     let caching = cfg.caching.unwrap();
     assert_eq!(caching.state_dir, state);
     assert_eq!(caching.cache_dir, cache);
