@@ -3,8 +3,12 @@
 //! cistern's defaults use.
 //!
 //! Needs `systemd-analyze` (Debian's `systemd` package; `scripts/test`
-//! installs it). systemd does not have to be running.
+//! installs it) and `setpriv` (util-linux). systemd does not have to be
+//! running.
 
+mod support;
+
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -180,4 +184,86 @@ fn the_unit_paths_are_the_default_configuration_paths() {
     let caching = cfg.caching.unwrap();
     assert_eq!(caching.state_dir, state);
     assert_eq!(caching.cache_dir, cache);
+}
+
+/// `setpriv` arguments that run a command with the unit's capability
+/// bounding set, no inheritable capabilities and no new privileges, as
+/// systemd runs `ExecStart` (root keeps the bounding set as its capabilities).
+fn as_the_unit() -> Vec<String> {
+    let caps: Vec<String> = one("CapabilityBoundingSet")
+        .split_whitespace()
+        .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+        .collect();
+    assert_eq!(one("NoNewPrivileges"), "yes");
+    vec![
+        "setpriv".into(),
+        "--bounding-set".into(),
+        format!("-all,{}", caps.join(",")),
+        "--inh-caps".into(),
+        "-all".into(),
+        "--no-new-privs".into(),
+    ]
+}
+
+#[test]
+fn with_the_unit_capabilities_cistern_chowns_its_socket_and_keeps_it_from_a_second_instance() {
+    // A socket handed to another user (here nobody): cistern chowns it
+    // (CAP_CHOWN), and a second cistern started on the same file must see
+    // it is live, which takes connecting to a socket root does not own
+    // (CAP_DAC_OVERRIDE). Without that capability the second one would take
+    // it for a stale file and replace it.
+    let wrapper = as_the_unit();
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run").join("docker.sock");
+    let config = format!(
+        "state_dir: {}\nupstream:\n  unix: {}\nlisteners:\n  - name: default\n    unix:\n      path: {}\n      mode: \"0660\"\n      owner: \"65534\"\n      group: \"65534\"\n",
+        dir.path().join("state").display(),
+        support::daemon().display(),
+        socket.display()
+    );
+    let cistern = support::Cistern::start_under(&wrapper, dir, socket.clone(), &config);
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+    let (status, _) = support::raw_request(
+        &socket,
+        "GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{}", cistern.logs());
+
+    // Taking the socket over, the second one would serve on: give it 15 s.
+    let mut second = Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .arg(env!("CARGO_BIN_EXE_cistern"))
+        .args(["serve", "--config"])
+        .arg(cistern.dir.path().join("cistern.yaml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            let out = second.wait_with_output().unwrap();
+            panic!(
+                "a second cistern took over the live socket:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is in use"), "{stderr}");
+    // The first one still serves the same file.
+    assert_eq!(std::fs::metadata(&socket).unwrap().ino(), meta.ino());
+    let (status, _) = support::raw_request(
+        &socket,
+        "GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(status, 200);
 }
