@@ -52,6 +52,19 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The stdout of a command that must have succeeded (else its output and
+/// cistern's log).
+fn succeeded(out: &Output, cistern: &Cistern) -> String {
+    let text = stdout(out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cistern.logs()
+    );
+    text
+}
+
 /// The names a `docker ps -a` inside the container printed as `seen <name>`.
 fn seen(out: &str) -> Vec<&str> {
     out.lines()
@@ -149,13 +162,7 @@ fn a_container_with_the_docker_socket_acts_as_its_creator_whatever_uid_runs_insi
             &script,
         ]);
         let out = as_creator(&args);
-        let text = stdout(&out);
-        assert!(
-            out.status.success(),
-            "{text}\n{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            cistern.logs()
-        );
+        let text = succeeded(&out, &cistern);
         let mut names = seen(&text);
         names.sort();
         let mut expected = own.to_vec();
@@ -241,13 +248,7 @@ fn a_container_socket_ignores_credentials_presented_inside() {
         "-c",
         script,
     ]));
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cistern.logs()
-    );
+    let text = succeeded(&out, &cistern);
     assert_eq!(seen(&text), [job.as_str()], "{text}");
     let as_bob: Vec<&str> = text
         .lines()
@@ -370,13 +371,7 @@ fn a_docker_socket_bind_through_tcp_gets_a_socket_fixed_to_the_tcp_tenant() {
             "-c",
             "docker ps -a --format 'seen {{.Names}}'",
         ]));
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cistern.logs()
-    );
+    let text = succeeded(&out, &cistern);
     let names = seen(&text);
     assert!(names.contains(&job.as_str()), "{text}");
     assert!(!names.contains(&other.as_str()), "{text}");
@@ -486,13 +481,7 @@ fn a_bind_of_the_socket_docker_host_names_inside_gets_a_socket_too() {
         "--format",
         "{{.Names}}",
     ]));
-    let text = stdout(&out);
-    assert!(
-        out.status.success(),
-        "{text}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        cistern.logs()
-    );
+    let text = succeeded(&out, &cistern);
     let mut names: Vec<&str> = text.lines().collect();
     names.sort();
     let mut expected = vec![outer.as_str(), inner.as_str()];
