@@ -142,6 +142,20 @@ pub fn busybox() -> &'static str {
     BUSYBOX
 }
 
+/// A Debian base image of the host's suite on the test daemon, made by
+/// `scripts/debian-image` (debootstrap and `docker import`, no registry), also
+/// tagged with each of `tags`. Returns its `cistern-test/debian:<suite>` name.
+pub fn debian_image(tags: &[&str]) -> String {
+    let sock = daemon();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/debian-image");
+    let out = run_ok(
+        Command::new(script)
+            .args(tags)
+            .env("DOCKER_HOST", format!("unix://{}", sock.display())),
+    );
+    out.trim().to_string()
+}
+
 /// The name of the test image with a docker CLI inside.
 pub const DOCKER_CLI: &str = "cistern-test/docker-cli";
 
