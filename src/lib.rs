@@ -33,6 +33,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod discover;
 pub mod docker;
 pub mod doctor;
 pub mod http;
