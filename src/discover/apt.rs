@@ -51,7 +51,7 @@ fn one_line_uris(text: &str) -> Vec<&str> {
 fn deb822_uris(text: &str) -> Vec<String> {
     let mut uris = Vec::new();
     for stanza in stanzas(text) {
-        let enabled = field(&stanza, "Enabled").is_none_or(|v| !v.eq_ignore_ascii_case("no"));
+        let enabled = !field(&stanza, "Enabled").is_some_and(|v| v.eq_ignore_ascii_case("no"));
         if let (true, Some(value)) = (enabled, field(&stanza, "URIs")) {
             uris.extend(value.split_whitespace().map(str::to_owned));
         }

@@ -31,7 +31,9 @@ pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
 /// `[source.NAME] registry = "sparse+https://…"` (source replacement) and
 /// `[registries.NAME] index = "sparse+https://…"`.
 fn from_config(text: &str, path: &str, found: &mut Vec<Found>) {
-    let Ok(config) = text.parse::<toml::Table>() else { return };
+    let Ok(config) = text.parse::<toml::Table>() else {
+        return;
+    };
     for (table, key) in [("source", "registry"), ("registries", "index")] {
         let entries = config.get(table).and_then(toml::Value::as_table);
         for entry in entries.into_iter().flat_map(|t| t.values()) {
@@ -55,12 +57,16 @@ fn sparse(url: &str, from: &str, found: &mut Vec<Found>) {
 fn index_cache(files: &dyn Files, home: &str, found: &mut Vec<Found>) {
     let dir = format!("{home}/registry/index");
     for name in files.list(&dir) {
-        let Some((host, hash)) = name.rsplit_once('-') else { continue };
+        let Some((host, hash)) = name.rsplit_once('-') else {
+            continue;
+        };
         if hash.len() != 16 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             continue;
         }
         let config = format!("{dir}/{name}/config.json");
-        let Some(text) = files.read(&config) else { continue };
+        let Some(text) = files.read(&config) else {
+            continue;
+        };
         // Only a sparse index has a config.json at its root in the cache.
         push(found, &format!("https://{host}/"), Tool::Cargo, &config);
         let dl = serde_json::from_str::<serde_json::Value>(&text)
@@ -99,7 +105,10 @@ mod tests {
         ]);
         let env = Env::from([
             ("CARGO_HOME".into(), "/usr/local/cargo".into()),
-            ("CARGO_REGISTRIES_OTHER_INDEX".into(), "sparse+https://other.example.test/".into()),
+            (
+                "CARGO_REGISTRIES_OTHER_INDEX".into(),
+                "sparse+https://other.example.test/".into(),
+            ),
         ]);
         assert_eq!(
             hosts(&fs, &env),

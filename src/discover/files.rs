@@ -108,7 +108,10 @@ pub mod fixture {
 
     impl Mem {
         pub fn with(files: &[(&str, &str)]) -> Self {
-            Mem(files.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect())
+            Mem(files
+                .iter()
+                .map(|(p, t)| (p.to_string(), t.to_string()))
+                .collect())
         }
     }
 

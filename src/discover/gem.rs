@@ -15,10 +15,18 @@ pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
     gemrcs.extend(homes(env).iter().map(|h| format!("{h}/.gemrc")));
     let mut configured = false;
     for path in gemrcs {
-        let Some(text) = files.read(&path) else { continue };
-        let Ok(serde_yaml::Value::Mapping(map)) = serde_yaml::from_str(&text) else { continue };
+        let Some(text) = files.read(&path) else {
+            continue;
+        };
+        let Ok(serde_yaml::Value::Mapping(map)) = serde_yaml::from_str(&text) else {
+            continue;
+        };
         let sources = map.get(":sources").and_then(serde_yaml::Value::as_sequence);
-        for url in sources.into_iter().flatten().filter_map(serde_yaml::Value::as_str) {
+        for url in sources
+            .into_iter()
+            .flatten()
+            .filter_map(serde_yaml::Value::as_str)
+        {
             configured = true;
             push(found, url, Tool::Gem, &path);
         }
@@ -27,7 +35,9 @@ pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
         return;
     }
     for path in DEFAULTS.iter().flat_map(|p| expand(files, p)) {
-        let Some(text) = files.read(&path) else { continue };
+        let Some(text) = files.read(&path) else {
+            continue;
+        };
         let from = format!("gem built-in default ({path})");
         for url in default_sources(&text) {
             push(found, url, Tool::Gem, &from);
@@ -37,10 +47,15 @@ pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
 
 /// `def self.default_sources` … `%w[https://…/]` … `end`.
 fn default_sources(text: &str) -> Vec<&str> {
-    let Some(at) = text.find("def self.default_sources") else { return Vec::new() };
+    let Some(at) = text.find("def self.default_sources") else {
+        return Vec::new();
+    };
     let body = &text[at..];
     let body = &body[..body.find("\n  end").unwrap_or(body.len().min(300))];
-    let Some(list) = body.split_once("%w[").and_then(|(_, rest)| rest.split_once(']')) else {
+    let Some(list) = body
+        .split_once("%w[")
+        .and_then(|(_, rest)| rest.split_once(']'))
+    else {
         return Vec::new();
     };
     list.0.split_whitespace().collect()
@@ -62,7 +77,13 @@ mod tests {
         let defaults = "/usr/lib/ruby/3.1.0/rubygems/defaults.rb";
         let rb = "module Gem\n  def self.default_sources\n    %w[https://gems.example.test/]\n  end\nend\n";
         assert_eq!(hosts(&Mem::with(&[(defaults, rb)])), ["gems.example.test"]);
-        let fs = Mem::with(&[(defaults, rb), ("/root/.gemrc", "---\n:sources:\n- https://corp.example.test/gems/\n")]);
+        let fs = Mem::with(&[
+            (defaults, rb),
+            (
+                "/root/.gemrc",
+                "---\n:sources:\n- https://corp.example.test/gems/\n",
+            ),
+        ]);
         assert_eq!(hosts(&fs), ["corp.example.test"]);
     }
 }

@@ -6,7 +6,11 @@ use super::{homes, push, Env, Found, Tool};
 
 /// `$GOROOT/go.env` in common installs (Debian's golang-go, the golang
 /// images' `/usr/local/go`).
-const GO_ENV: [&str; 3] = ["/usr/lib/go/go.env", "/usr/lib/go-*/go.env", "/usr/local/go/go.env"];
+const GO_ENV: [&str; 3] = [
+    "/usr/lib/go/go.env",
+    "/usr/lib/go-*/go.env",
+    "/usr/local/go/go.env",
+];
 
 pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
     if let Some(value) = env.get("GOPROXY") {
@@ -26,7 +30,9 @@ pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
     goroot.extend(GO_ENV.iter().flat_map(|p| expand(files, p)));
     // The first file that sets GOPROXY wins, the user's before the toolchain's.
     for path in user.into_iter().chain(goroot) {
-        let Some(text) = files.read(&path) else { continue };
+        let Some(text) = files.read(&path) else {
+            continue;
+        };
         let value = text
             .lines()
             .filter_map(|l| l.trim().strip_prefix("GOPROXY="))
@@ -59,15 +65,27 @@ mod tests {
     #[test]
     fn environment_then_user_file_then_toolchain_default() {
         let goenv = "/usr/local/go/go.env";
-        let fs = Mem::with(&[(goenv, "# defaults\nGOPROXY=https://proxy.example.test,direct\nGOTOOLCHAIN=auto\n")]);
-        assert_eq!(hosts(&fs, &Env::new()), [("proxy.example.test".into(), goenv.into())]);
-        let env = Env::from([("GOPROXY".into(), "https://a.example.test|https://b.example.test,off".into())]);
+        let fs = Mem::with(&[(
+            goenv,
+            "# defaults\nGOPROXY=https://proxy.example.test,direct\nGOTOOLCHAIN=auto\n",
+        )]);
+        assert_eq!(
+            hosts(&fs, &Env::new()),
+            [("proxy.example.test".into(), goenv.into())]
+        );
+        let env = Env::from([(
+            "GOPROXY".into(),
+            "https://a.example.test|https://b.example.test,off".into(),
+        )]);
         assert_eq!(hosts(&fs, &env).len(), 2);
         let env = Env::from([("GOPROXY".into(), "direct".into())]);
         assert_eq!(hosts(&fs, &env), []);
         let fs = Mem::with(&[
             (goenv, "GOPROXY=https://proxy.example.test,direct\n"),
-            ("/root/.config/go/env", "GOPROXY=https://corp.example.test\n"),
+            (
+                "/root/.config/go/env",
+                "GOPROXY=https://corp.example.test\n",
+            ),
         ]);
         assert_eq!(hosts(&fs, &Env::new())[0].0, "corp.example.test");
     }

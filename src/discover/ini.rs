@@ -25,7 +25,10 @@ pub fn sections(text: &str) -> Vec<(String, Vec<(String, String)>)> {
         let split = trimmed.find(['=', ':']);
         if let (Some(at), Some((_, keys))) = (split, all.last_mut()) {
             let (key, value) = trimmed.split_at(at);
-            keys.push((key.trim().to_ascii_lowercase(), value[1..].trim().to_owned()));
+            keys.push((
+                key.trim().to_ascii_lowercase(),
+                value[1..].trim().to_owned(),
+            ));
         }
     }
     all
@@ -42,7 +45,10 @@ mod tests {
                     [install]\nTimeout: 60\n";
         let s = sections(text);
         assert_eq!(s[0].0, "global");
-        assert_eq!(s[0].1[0], ("index-url".into(), "https://a.example.test/simple".into()));
+        assert_eq!(
+            s[0].1[0],
+            ("index-url".into(), "https://a.example.test/simple".into())
+        );
         assert_eq!(
             s[0].1[1].1,
             "\nhttps://b.example.test/simple\nhttps://c.example.test/simple"

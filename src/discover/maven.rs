@@ -7,7 +7,10 @@ use quick_xml::Reader;
 use super::files::{is_plain_absolute, Files};
 use super::{homes, push, Env, Found, Tool};
 
-const GLOBAL: [&str; 2] = ["/etc/maven/settings.xml", "/usr/share/maven/conf/settings.xml"];
+const GLOBAL: [&str; 2] = [
+    "/etc/maven/settings.xml",
+    "/usr/share/maven/conf/settings.xml",
+];
 
 pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
     let mut paths: Vec<String> = GLOBAL.iter().map(|p| p.to_string()).collect();
@@ -36,14 +39,19 @@ fn urls(xml: &str) -> Vec<String> {
     let mut urls = Vec::new();
     loop {
         match reader.read_event() {
-            Ok(Event::Start(e)) => stack.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned()),
+            Ok(Event::Start(e)) => {
+                stack.push(String::from_utf8_lossy(e.local_name().as_ref()).into_owned())
+            }
             Ok(Event::End(_)) => {
                 stack.pop();
             }
             Ok(Event::Text(t)) => {
                 let in_url = stack.last().is_some_and(|s| s == "url")
                     && stack.len() >= 2
-                    && matches!(stack[stack.len() - 2].as_str(), "mirror" | "repository" | "pluginRepository");
+                    && matches!(
+                        stack[stack.len() - 2].as_str(),
+                        "mirror" | "repository" | "pluginRepository"
+                    );
                 if in_url {
                     if let Ok(text) = t.unescape() {
                         urls.push(text.trim().to_owned());
@@ -75,6 +83,13 @@ mod tests {
         let mut found = Vec::new();
         find(&fs, &Env::new(), &mut found);
         let hosts: Vec<_> = found.iter().map(|f| f.host.as_str()).collect();
-        assert_eq!(hosts, ["maven.example.test", "repo.example.test", "plugins.example.test"]);
+        assert_eq!(
+            hosts,
+            [
+                "maven.example.test",
+                "repo.example.test",
+                "plugins.example.test"
+            ]
+        );
     }
 }

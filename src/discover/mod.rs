@@ -136,7 +136,11 @@ impl Filter {
     /// A filter from host-name globs: `*.example.test` (`*` matches any run
     /// of characters, dots included), compared in lower case.
     pub fn new(allow: &[String], deny: &[String], max: usize) -> Self {
-        let globs = |list: &[String]| list.iter().map(|g| Glob::new(&g.to_ascii_lowercase())).collect();
+        let globs = |list: &[String]| {
+            list.iter()
+                .map(|g| Glob::new(&g.to_ascii_lowercase()))
+                .collect()
+        };
         Filter {
             allow: globs(allow),
             deny: globs(deny),
@@ -183,7 +187,11 @@ mod tests {
 
     #[test]
     fn the_filter_applies_allow_then_deny_then_the_bound() {
-        let all = [found("deb.example.test"), found("pkgs.example"), found("a.internal.test")];
+        let all = [
+            found("deb.example.test"),
+            found("pkgs.example"),
+            found("a.internal.test"),
+        ];
         let f = Filter::new(&[], &["*.internal.test".into()], 10);
         assert_eq!(f.hosts(&all).0, ["deb.example.test", "pkgs.example"]);
         let f = Filter::new(&["*.example".into(), "*.test".into()], &[], 10);
@@ -191,6 +199,12 @@ mod tests {
         let f = Filter::new(&["*.example".into()], &[], 10);
         assert_eq!(f.hosts(&all).0, ["pkgs.example"]);
         let f = Filter::new(&[], &[], 1);
-        assert_eq!(f.hosts(&all), (vec!["deb.example.test".into()], vec!["pkgs.example".into(), "a.internal.test".into()]));
+        assert_eq!(
+            f.hosts(&all),
+            (
+                vec!["deb.example.test".into()],
+                vec!["pkgs.example".into(), "a.internal.test".into()]
+            )
+        );
     }
 }

@@ -32,15 +32,21 @@ pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
     }
     for (name, value) in env {
         let lower = name.to_ascii_lowercase();
-        if (lower == "npm_config_userconfig" || lower == "npm_config_globalconfig") && is_plain_absolute(value) {
+        if (lower == "npm_config_userconfig" || lower == "npm_config_globalconfig")
+            && is_plain_absolute(value)
+        {
             npmrcs.push(value.clone());
         }
     }
     let mut replaced = false;
     for path in npmrcs {
-        let Some(text) = files.read(&path) else { continue };
+        let Some(text) = files.read(&path) else {
+            continue;
+        };
         for line in text.lines().map(str::trim) {
-            let Some((key, value)) = line.split_once('=') else { continue };
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
             let key = key.trim();
             if key == "registry" || (key.starts_with('@') && key.ends_with(":registry")) {
                 replaced |= key == "registry";
@@ -50,7 +56,9 @@ pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
     }
     for (name, value) in env {
         let lower = name.to_ascii_lowercase();
-        if lower == "npm_config_registry" || (lower.starts_with("npm_config_@") && lower.ends_with(":registry")) {
+        if lower == "npm_config_registry"
+            || (lower.starts_with("npm_config_@") && lower.ends_with(":registry"))
+        {
             replaced |= lower == "npm_config_registry";
             push(found, value, Tool::Npm, &format!("env {name}"));
         }
@@ -60,7 +68,12 @@ pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
     }
     for path in DEFINITIONS.iter().flat_map(|p| expand(files, p)) {
         if let Some(url) = files.read(&path).as_deref().and_then(default_registry) {
-            push(found, &url, Tool::Npm, &format!("npm built-in default ({path})"));
+            push(
+                found,
+                &url,
+                Tool::Npm,
+                &format!("npm built-in default ({path})"),
+            );
         }
     }
 }
@@ -75,7 +88,10 @@ fn default_registry(text: &str) -> Option<String> {
     let rest = &rest[..rest.len().min(600)];
     let after = &rest[rest.find("default:")? + "default:".len()..];
     let after = after.trim_start();
-    let quote = after.chars().next().filter(|c| matches!(c, '\'' | '"' | '`'))?;
+    let quote = after
+        .chars()
+        .next()
+        .filter(|c| matches!(c, '\'' | '"' | '`'))?;
     let value = &after[1..];
     Some(value[..value.find(quote)?].to_owned())
 }
@@ -99,11 +115,29 @@ mod tests {
         let defs = "/usr/share/nodejs/@npmcli/config/lib/definitions/definitions.js";
         let fs = Mem::with(&[(defs, DEFS)]);
         assert_eq!(hosts(&fs, &Env::new()), ["registry.example.test"]);
-        let fs = Mem::with(&[(defs, DEFS), ("/root/.npmrc", "@corp:registry=https://npm.corp.example.test/\n")]);
-        assert_eq!(hosts(&fs, &Env::new()), ["npm.corp.example.test", "registry.example.test"]);
-        let env = Env::from([("NPM_CONFIG_REGISTRY".into(), "https://mirror.example.test/".into())]);
-        assert_eq!(hosts(&fs, &env), ["npm.corp.example.test", "mirror.example.test"]);
-        let fs = Mem::with(&[(defs, DEFS), ("/etc/npmrc", "registry = https://local.example.test/npm/\n")]);
+        let fs = Mem::with(&[
+            (defs, DEFS),
+            (
+                "/root/.npmrc",
+                "@corp:registry=https://npm.corp.example.test/\n",
+            ),
+        ]);
+        assert_eq!(
+            hosts(&fs, &Env::new()),
+            ["npm.corp.example.test", "registry.example.test"]
+        );
+        let env = Env::from([(
+            "NPM_CONFIG_REGISTRY".into(),
+            "https://mirror.example.test/".into(),
+        )]);
+        assert_eq!(
+            hosts(&fs, &env),
+            ["npm.corp.example.test", "mirror.example.test"]
+        );
+        let fs = Mem::with(&[
+            (defs, DEFS),
+            ("/etc/npmrc", "registry = https://local.example.test/npm/\n"),
+        ]);
         assert_eq!(hosts(&fs, &Env::new()), ["local.example.test"]);
     }
 }

@@ -17,17 +17,28 @@ const BUILT_IN: [&str; 4] = [
 const KEYS: [&str; 2] = ["index-url", "extra-index-url"];
 
 pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
-    let mut configs = vec!["/etc/pip.conf".to_owned(), "/etc/xdg/pip/pip.conf".to_owned()];
+    let mut configs = vec![
+        "/etc/pip.conf".to_owned(),
+        "/etc/xdg/pip/pip.conf".to_owned(),
+    ];
     for home in homes(env) {
         configs.push(format!("{home}/.pip/pip.conf"));
         configs.push(format!("{home}/.config/pip/pip.conf"));
     }
-    configs.extend(env.get("PIP_CONFIG_FILE").filter(|p| is_plain_absolute(p)).cloned());
+    configs.extend(
+        env.get("PIP_CONFIG_FILE")
+            .filter(|p| is_plain_absolute(p))
+            .cloned(),
+    );
     // pip uses its built-in index unless an `index-url` replaces it; extra
     // indexes add to it.
-    let mut replaced = env.get("PIP_INDEX_URL").is_some_and(|v| !v.trim().is_empty());
+    let mut replaced = env
+        .get("PIP_INDEX_URL")
+        .is_some_and(|v| !v.trim().is_empty());
     for path in configs {
-        let Some(text) = files.read(&path) else { continue };
+        let Some(text) = files.read(&path) else {
+            continue;
+        };
         for (_, keys) in sections(&text) {
             for (key, value) in keys.iter().filter(|(k, _)| KEYS.contains(&k.as_str())) {
                 replaced |= key == "index-url" && !value.trim().is_empty();
@@ -38,7 +49,12 @@ pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
         }
     }
     for name in ["PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"] {
-        for url in env.get(name).map(String::as_str).unwrap_or_default().split_whitespace() {
+        for url in env
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_default()
+            .split_whitespace()
+        {
             push(found, url, Tool::Pip, &format!("env {name}"));
         }
     }
@@ -55,7 +71,10 @@ pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
 /// `PyPI = PackageIndex("https://…/", file_storage_domain="…")`: the index
 /// and the host its files are downloaded from.
 fn built_in(text: &str, path: &str, found: &mut Vec<Found>) {
-    let Some(line) = text.lines().find(|l| l.trim_start().starts_with("PyPI = PackageIndex(")) else {
+    let Some(line) = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("PyPI = PackageIndex("))
+    else {
         return;
     };
     let quoted: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
@@ -85,25 +104,53 @@ mod tests {
 
     #[test]
     fn the_built_in_index_and_its_files_host_when_nothing_replaces_it() {
-        let fs = Mem::with(&[("/usr/local/lib/python3.12/site-packages/pip/_internal/models/index.py", INDEX_PY)]);
-        assert_eq!(hosts(&fs, &Env::new()), ["index.example.test", "files.example.test"]);
+        let fs = Mem::with(&[(
+            "/usr/local/lib/python3.12/site-packages/pip/_internal/models/index.py",
+            INDEX_PY,
+        )]);
+        assert_eq!(
+            hosts(&fs, &Env::new()),
+            ["index.example.test", "files.example.test"]
+        );
     }
 
     #[test]
     fn a_configured_index_replaces_the_built_in_one_and_extras_add_to_it() {
         let fs = Mem::with(&[
-            ("/usr/lib/python3/dist-packages/pip/_internal/models/index.py", INDEX_PY),
-            ("/etc/pip.conf", "[global]\nextra-index-url = https://extra.example.test/simple\n"),
+            (
+                "/usr/lib/python3/dist-packages/pip/_internal/models/index.py",
+                INDEX_PY,
+            ),
+            (
+                "/etc/pip.conf",
+                "[global]\nextra-index-url = https://extra.example.test/simple\n",
+            ),
         ]);
         assert_eq!(
             hosts(&fs, &Env::new()),
-            ["extra.example.test", "index.example.test", "files.example.test"]
+            [
+                "extra.example.test",
+                "index.example.test",
+                "files.example.test"
+            ]
         );
-        let env = Env::from([("PIP_INDEX_URL".into(), "https://mirror.example.test/simple".into())]);
-        assert_eq!(hosts(&fs, &env), ["extra.example.test", "mirror.example.test"]);
+        let env = Env::from([(
+            "PIP_INDEX_URL".into(),
+            "https://mirror.example.test/simple".into(),
+        )]);
+        assert_eq!(
+            hosts(&fs, &env),
+            ["extra.example.test", "mirror.example.test"]
+        );
         let fs = Mem::with(&[
-            ("/usr/lib/python3/dist-packages/pip/_internal/models/index.py", INDEX_PY),
-            ("/root/.config/pip/pip.conf", "[global]\nindex-url = https://corp.example.test/simple\n"),
+            (
+                "/usr/lib/python3/dist-packages/pip/_internal/models/index.py",
+                INDEX_PY,
+            ),
+            (
+                "/root/.config/pip/pip.conf",
+                "[global]\nindex-url = https://corp.example.test/simple\n",
+            ),
         ]);
         assert_eq!(hosts(&fs, &Env::new()), ["corp.example.test"]);
     }

@@ -9,7 +9,9 @@ const DIRS: [&str; 2] = ["/etc/yum.repos.d", "/etc/distro.repos.d"];
 
 pub fn find(files: &dyn Files, found: &mut Vec<Found>) {
     for path in DIRS.iter().flat_map(|d| with_suffix(files, d, ".repo")) {
-        let Some(text) = files.read(&path) else { continue };
+        let Some(text) = files.read(&path) else {
+            continue;
+        };
         for (_, keys) in sections(&text) {
             let get = |k: &str| keys.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
             if get("enabled").is_some_and(|v| v.trim() == "0") {
@@ -42,6 +44,13 @@ mod tests {
         let mut found = Vec::new();
         find(&fs, &mut found);
         let hosts: Vec<_> = found.iter().map(|f| f.host.as_str()).collect();
-        assert_eq!(hosts, ["rpm.example.test", "rpm2.example.test", "mirrors.example.test"]);
+        assert_eq!(
+            hosts,
+            [
+                "rpm.example.test",
+                "rpm2.example.test",
+                "mirrors.example.test"
+            ]
+        );
     }
 }

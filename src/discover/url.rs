@@ -29,16 +29,16 @@ pub fn host_of(url: &str) -> Option<String> {
     if authority.port_u16().is_some_and(|p| p != default_port) {
         return None;
     }
-    let host = authority
-        .host()
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
     let is_name = host.contains('.')
         && host.parse::<std::net::IpAddr>().is_err()
         && !host.starts_with('[')
-        && host
-            .split('.')
-            .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
     is_name.then_some(host)
 }
 
@@ -48,11 +48,26 @@ mod tests {
 
     #[test]
     fn repository_urls_give_their_host() {
-        assert_eq!(host_of("http://deb.example.test/debian").as_deref(), Some("deb.example.test"));
-        assert_eq!(host_of("https://Pkgs.Example.:443/x").as_deref(), Some("pkgs.example"));
-        assert_eq!(host_of("mirror+http://mirrors.example.test/list").as_deref(), Some("mirrors.example.test"));
-        assert_eq!(host_of("sparse+https://index.example.test/").as_deref(), Some("index.example.test"));
-        assert_eq!(host_of("'https://q.example.test/simple'").as_deref(), Some("q.example.test"));
+        assert_eq!(
+            host_of("http://deb.example.test/debian").as_deref(),
+            Some("deb.example.test")
+        );
+        assert_eq!(
+            host_of("https://Pkgs.Example.:443/x").as_deref(),
+            Some("pkgs.example")
+        );
+        assert_eq!(
+            host_of("mirror+http://mirrors.example.test/list").as_deref(),
+            Some("mirrors.example.test")
+        );
+        assert_eq!(
+            host_of("sparse+https://index.example.test/").as_deref(),
+            Some("index.example.test")
+        );
+        assert_eq!(
+            host_of("'https://q.example.test/simple'").as_deref(),
+            Some("q.example.test")
+        );
     }
 
     #[test]

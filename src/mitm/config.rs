@@ -23,8 +23,13 @@ pub const DEFAULT_CA_PATH: &str = "/etc/cistern/ca.pem";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCaching {
-    /// Cached domains; each covers itself and its subdomains.
+    /// Cached domains; each covers itself and its subdomains. Default: none
+    /// besides what `discover` finds.
+    #[serde(default)]
     pub domains: Vec<String>,
+    /// Which repository hosts cistern finds by itself.
+    #[serde(default)]
+    pub discover: RawDiscover,
     /// Where CA keys and other state live (mode 0700). Default /var/lib/cistern.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
@@ -51,6 +56,37 @@ pub struct RawCaching {
     #[serde(default)]
     pub forward_proxy: Option<RawForwardProxy>,
 }
+
+/// `caching.discover`: learning the hosts package managers download from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscover {
+    /// Read the host's package-manager configuration at start. Default true.
+    #[serde(default)]
+    pub host: Option<bool>,
+    /// Host-name globs a learned host must match (`*.example.test`). Default:
+    /// any.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Host-name globs no learned host may match. Default: none.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// At most this many learned hosts join the cached set. Default 64.
+    #[serde(default)]
+    pub max_hosts: Option<usize>,
+}
+
+/// The validated `caching.discover`.
+#[derive(Debug, Clone)]
+pub struct DiscoverConfig {
+    pub host: bool,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub max_hosts: usize,
+}
+
+/// Default of `caching.discover.max_hosts`.
+pub const DEFAULT_MAX_LEARNED_HOSTS: usize = 64;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,7 +269,13 @@ pub enum InjectFailure {
 /// The validated `caching:` section.
 #[derive(Debug, Clone)]
 pub struct CachingConfig {
+    /// The cached domains: the configured ones, and after
+    /// [`CachingConfig::learn_from_host`] the learned ones too.
     pub domains: Vec<String>,
+    /// How hosts are learned.
+    pub discover: DiscoverConfig,
+    /// What [`CachingConfig::learn_from_host`] added (empty before).
+    pub learned: super::learn::Learned,
     pub state_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub ca_lifetime: Duration,
@@ -295,8 +337,21 @@ pub struct CachingConfig {
 impl RawCaching {
     /// Checks the section; the error names the offending key.
     pub fn validate(self) -> Result<CachingConfig, String> {
-        if self.domains.is_empty() {
-            return Err("domains: list at least one cached domain".into());
+        let discover = DiscoverConfig {
+            host: self.discover.host.unwrap_or(true),
+            allow: self.discover.allow,
+            deny: self.discover.deny,
+            max_hosts: self.discover.max_hosts.unwrap_or(DEFAULT_MAX_LEARNED_HOSTS),
+        };
+        if self.domains.is_empty() && !discover.host {
+            return Err(
+                "domains: list at least one cached domain (or turn on discover.host)".into(),
+            );
+        }
+        for (key, globs) in [("allow", &discover.allow), ("deny", &discover.deny)] {
+            if let Some(i) = globs.iter().position(|g| g.trim().is_empty()) {
+                return Err(format!("discover.{key}[{i}]: empty pattern"));
+            }
         }
         let algorithm = match self.ca.algorithm {
             None | Some(RawAlgorithm::EcdsaP256) => cistern_ca::KeyAlgorithm::EcdsaP256,
@@ -328,6 +383,8 @@ impl RawCaching {
             inject_skip_images: self.inject.skip_images,
             inject_on_failure: self.inject.on_failure.unwrap_or_default(),
             domains: self.domains,
+            discover,
+            learned: Default::default(),
             state_dir: self
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from("/var/lib/cistern")),
@@ -415,8 +472,14 @@ impl RawCaching {
                 ));
             }
         }
-        // The CA crate checks domains and durations itself.
-        config.ca_config().map_err(|err| format!("{err}"))?;
+        // The CA crate checks domains and durations itself. With no domain
+        // configured (all are to be learned at start), the durations are
+        // checked against a name that stands for them.
+        let mut probe = config.clone();
+        if probe.domains.is_empty() {
+            probe.domains = vec!["learned.invalid".into()];
+        }
+        probe.ca_config().map_err(|err| format!("{err}"))?;
         Ok(config)
     }
 }

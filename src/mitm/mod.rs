@@ -40,6 +40,7 @@ pub mod error;
 pub mod forward;
 pub mod handler;
 pub mod handout;
+pub mod learn;
 pub mod listeners;
 pub mod metrics;
 pub mod plain;
