@@ -20,6 +20,7 @@ mod files;
 mod gem;
 mod go;
 mod ini;
+mod layers;
 mod maven;
 mod npm;
 mod pip;
@@ -33,6 +34,7 @@ use cistern_cache::pattern::Glob;
 use serde::Serialize;
 
 pub use files::{Files, Root};
+pub use layers::Layers;
 pub use url::host_of;
 
 /// A package manager.
