@@ -250,7 +250,7 @@ fn caching_command(
         return ExitCode::FAILURE;
     };
     // The same cached set as `serve` (the CA commands make CAs for it).
-    caching.learn_from_host();
+    caching.learn_at_start();
     match command(&caching) {
         Ok(out) => {
             print!("{out}");

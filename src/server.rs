@@ -90,7 +90,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
     let caching = match &config.caching {
         Some(cfg) => {
             let mut cfg = cfg.clone();
-            log_learned(cfg.learn_from_host());
+            log_learned(cfg.learn_at_start());
             if cfg.domains.is_empty() {
                 return Err(ServeError::NoDomains);
             }
@@ -137,7 +137,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
                 .filter(|l| !l.caching_inject)
                 .map(|l| l.name.clone())
                 .collect();
-            crate::inject::Injector::new(c.handout(), off)
+            let local_layers = matches!(
+                config.upstream.endpoint,
+                crate::config::UpstreamEndpoint::Unix(_)
+            );
+            crate::inject::Injector::new(c.handout(), off, local_layers)
         }),
         limits: config.clients,
     };

@@ -57,6 +57,20 @@ impl Files for Root {
     }
 }
 
+/// No files at all: discovery from an environment alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoFiles;
+
+impl Files for NoFiles {
+    fn read(&self, _: &str) -> Option<String> {
+        None
+    }
+
+    fn list(&self, _: &str) -> Vec<String> {
+        Vec::new()
+    }
+}
+
 /// The paths matching `pattern`, an absolute path whose segments may hold
 /// `*` (any run of characters within the segment), in sorted order.
 pub fn expand(files: &dyn Files, pattern: &str) -> Vec<String> {

@@ -15,7 +15,7 @@
 use std::fs::Metadata;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::files::{Files, MAX_FILE};
 
@@ -198,7 +198,7 @@ impl Files for Layers {
 /// For tests: layers from plain directories.
 #[cfg(test)]
 impl Layers {
-    fn of(dirs: &[&Path]) -> Layers {
+    fn of(dirs: &[&std::path::Path]) -> Layers {
         Layers {
             dirs: dirs.iter().map(|d| d.to_path_buf()).collect(),
         }

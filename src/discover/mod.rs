@@ -31,14 +31,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use cistern_cache::pattern::Glob;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-pub use files::{Files, Root};
+pub use files::{Files, NoFiles, Root};
 pub use layers::Layers;
 pub use url::host_of;
 
 /// A package manager.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tool {
     Apt,
@@ -69,7 +69,7 @@ impl fmt::Display for Tool {
 }
 
 /// One repository host and where it was found.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Found {
     /// The host name, lower case, without a trailing dot.
     pub host: String,

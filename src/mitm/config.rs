@@ -270,11 +270,11 @@ pub enum InjectFailure {
 #[derive(Debug, Clone)]
 pub struct CachingConfig {
     /// The cached domains: the configured ones, and after
-    /// [`CachingConfig::learn_from_host`] the learned ones too.
+    /// [`CachingConfig::learn_at_start`] the learned ones too.
     pub domains: Vec<String>,
     /// How hosts are learned.
     pub discover: DiscoverConfig,
-    /// What [`CachingConfig::learn_from_host`] added (empty before).
+    /// What [`CachingConfig::learn_at_start`] added (empty before).
     pub learned: super::learn::Learned,
     pub state_dir: PathBuf,
     pub cache_dir: PathBuf,

@@ -54,6 +54,7 @@ use super::body::{Metered, RequestLog, Source};
 use super::conn::{ConnInfo, Scheme};
 use super::domains::{normalise, split_authority, Domains};
 use super::error::ProxyError;
+use super::learn::CachedSet;
 use super::metrics::{DomainCounters, Metrics};
 use super::tee;
 use super::upstream::OriginClient;
@@ -72,7 +73,7 @@ const X_CACHE: HeaderName = HeaderName::from_static("x-cistern-cache");
 
 /// The shared state of the proxy's request handling.
 pub struct Proxy {
-    domains: Domains,
+    domains: Arc<CachedSet>,
     cache: Cache,
     origin: OriginClient,
     metrics: Arc<Metrics>,
@@ -111,7 +112,7 @@ fn bump(counter: &Counter, field: fn(&DomainCounters) -> &std::sync::atomic::Ato
 impl Proxy {
     /// Builds the handler state.
     pub fn new(
-        domains: Domains,
+        domains: Arc<CachedSet>,
         cache: Cache,
         origin: OriginClient,
         metrics: Arc<Metrics>,
@@ -151,9 +152,9 @@ impl Proxy {
         &self.cache
     }
 
-    /// The cached domains.
-    pub fn domains(&self) -> &Domains {
-        &self.domains
+    /// The cached domains now.
+    pub fn domains(&self) -> Arc<Domains> {
+        self.domains.domains()
     }
 
     /// Serves one request.
@@ -232,7 +233,8 @@ impl Proxy {
         };
         let (host, port) = split_authority(&authority)
             .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "malformed Host".into()))?;
-        let domain = self.domains.matching(&host).ok_or_else(|| {
+        let domains = self.domains.domains();
+        let domain = domains.matching(&host).ok_or_else(|| {
             refuse(
                 StatusCode::FORBIDDEN,
                 format!("{host} is not a cached domain"),

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use cistern_cache::Stats;
 
@@ -32,10 +32,11 @@ pub struct DomainCounters {
     pub origin_errors: AtomicU64,
 }
 
-/// The counter table, one row per configured domain.
+/// The counter table, one row per cached domain (configured or learned: a
+/// row is added when a learned domain is first served).
 #[derive(Debug, Default)]
 pub struct Metrics {
-    domains: BTreeMap<String, Arc<DomainCounters>>,
+    domains: RwLock<BTreeMap<String, Arc<DomainCounters>>>,
 }
 
 /// (metric name, help, accessor)
@@ -92,25 +93,39 @@ impl Metrics {
     /// A table for these domains.
     pub fn new<'a>(domains: impl IntoIterator<Item = &'a str>) -> Self {
         Metrics {
-            domains: domains
-                .into_iter()
-                .map(|d| (d.to_owned(), Arc::default()))
-                .collect(),
+            domains: RwLock::new(
+                domains
+                    .into_iter()
+                    .map(|d| (d.to_owned(), Arc::default()))
+                    .collect(),
+            ),
         }
     }
 
-    /// The counters of a configured domain.
+    /// The counters of a cached domain (the proxy serves cached domains
+    /// only, so the table stays as small as the cached set).
     pub fn domain(&self, domain: &str) -> Option<Arc<DomainCounters>> {
-        self.domains.get(domain).cloned()
+        if let Some(counters) = self
+            .domains
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(domain)
+        {
+            return Some(counters.clone());
+        }
+        let mut domains = self.domains.write().unwrap_or_else(PoisonError::into_inner);
+        Some(domains.entry(domain.to_owned()).or_default().clone())
     }
 
     /// A snapshot: per domain, metric name → value.
-    pub fn snapshot(&self) -> BTreeMap<&str, [u64; 8]> {
+    pub fn snapshot(&self) -> BTreeMap<String, [u64; 8]> {
         self.domains
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(d, c)| {
                 (
-                    d.as_str(),
+                    d.clone(),
                     ROWS.map(|(_, _, get)| get(c).load(Ordering::Relaxed)),
                 )
             })
