@@ -84,7 +84,10 @@ async fn call(sock: &Path, method: &str, path: &str, body: Option<&Value>) -> (u
         .method(method)
         .uri(format!("{API}{path}"))
         .header("Host", "api.moby.localhost")
-        .header("User-Agent", "gitlab-runner 18.0.0 (main; go1.24; linux/amd64)");
+        .header(
+            "User-Agent",
+            "gitlab-runner 18.0.0 (main; go1.24; linux/amd64)",
+        );
     if body.is_some() {
         req = req.header("Content-Type", "application/json");
     }
@@ -339,14 +342,23 @@ async fn remove_container(sock: &Path, id: &str) {
         None,
     )
     .await;
-    assert!(status == 204 || status == 404, "remove {id}: {status} {answer}");
+    assert!(
+        status == 204 || status == 404,
+        "remove {id}: {status} {answer}"
+    );
 }
 
 /// `createContainer`: the image inspected, a stale container of the same
 /// name removed, create, inspect. Its ID.
 async fn create_container(sock: &Path, name: &str, image: &str, body: Value) -> String {
     ok(sock, "GET", &format!("/images/{image}/json"), None).await;
-    let (status, _) = call(sock, "DELETE", &format!("/containers/{name}?force=1&v=1"), None).await;
+    let (status, _) = call(
+        sock,
+        "DELETE",
+        &format!("/containers/{name}?force=1&v=1"),
+        None,
+    )
+    .await;
     assert_eq!(status, 404, "a stale {name}");
     let created = ok(
         sock,
@@ -450,7 +462,11 @@ async fn run_job(sock: &Path, job: &Job, script: &str, after_script: &str) -> Ra
         config,
         host_config(&binds, &net),
         &net,
-        &["cistern-test__web-service", "cistern-test-web-service", "web"],
+        &[
+            "cistern-test__web-service",
+            "cistern-test-web-service",
+            "web",
+        ],
     );
     let (status, _) = call(
         sock,
@@ -469,7 +485,13 @@ async fn run_job(sock: &Path, job: &Job, script: &str, after_script: &str) -> Ra
     .await;
     let service_id = created["Id"].as_str().unwrap().to_string();
     temporary.push(service_id.clone());
-    ok(sock, "POST", &format!("/containers/{service_id}/start"), None).await;
+    ok(
+        sock,
+        "POST",
+        &format!("/containers/{service_id}/start"),
+        None,
+    )
+    .await;
     let inspected = ok(sock, "GET", &format!("/containers/{service_id}/json"), None).await;
     assert!(
         inspected["Config"]["ExposedPorts"]
@@ -649,7 +671,10 @@ fn images() {
         std::fs::write(&path, text).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     };
-    script("gitlab-runner-build", "#!/bin/sh\numask 0000\nexec /bin/sh \"$@\"\n");
+    script(
+        "gitlab-runner-build",
+        "#!/bin/sh\numask 0000\nexec /bin/sh \"$@\"\n",
+    );
     script(
         "gitlab-runner-helper",
         "#!/bin/sh\ncase \"$1\" in\n\
@@ -689,9 +714,15 @@ fn start_cistern(dir: tempfile::TempDir, instance: &str) -> Cistern {
     let config = format!(
         "instance: {instance}\n{}",
         shipped
-            .replace("/run/cistern/docker.sock", &d.join("docker.sock").to_string_lossy())
+            .replace(
+                "/run/cistern/docker.sock",
+                &d.join("docker.sock").to_string_lossy()
+            )
             .replace("/var/lib/cistern", &d.join("state").to_string_lossy())
-            .replace("unix: /var/run/docker.sock", &format!("unix: {}", daemon().display()))
+            .replace(
+                "unix: /var/run/docker.sock",
+                &format!("unix: {}", daemon().display())
+            )
     );
     Cistern::start_with_config(dir, d.join("docker.sock"), &config)
 }

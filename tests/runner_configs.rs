@@ -143,7 +143,8 @@ fn the_github_runner_setup_points_at_cisterns_socket_and_allows_its_directories(
         .unwrap();
     let allowed = |path: &str, read_only: bool| {
         binds.iter().any(|b| {
-            b["path"].as_str() == Some(path) && b["read_only"].as_bool().unwrap_or(false) == read_only
+            b["path"].as_str() == Some(path)
+                && b["read_only"].as_bool().unwrap_or(false) == read_only
         })
     };
     assert!(allowed("/opt/actions-runner/_work", false), "{binds:?}");
@@ -181,8 +182,8 @@ fn the_github_runner_setup_points_at_cisterns_socket_and_allows_its_directories(
             }
         }
         let steps = job["steps"].as_sequence().unwrap();
-        assert!(steps
-            .iter()
-            .any(|s| s["run"].as_str().is_some_and(|r| r.contains("docker build"))));
+        assert!(steps.iter().any(|s| s["run"]
+            .as_str()
+            .is_some_and(|r| r.contains("docker build"))));
     }
 }
