@@ -69,7 +69,7 @@ fn check_gitlab_docker(path: &str, runner: &toml::Value) {
     for v in volumes {
         assert!(
             !binds_docker_socket(v.as_str().unwrap()),
-            "{path}: {v} binds a docker socket into every container the runner makes; cistern mounts the job's own into the build container"
+            "{path}: {v:?} binds a docker socket into every container the runner makes; cistern mounts the job's own into the build container"
         );
     }
     assert_eq!(
