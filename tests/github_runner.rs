@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use support::*;
 
-const SERVICE: &str = "cistern-test/web-service:latest";
+const SERVICE: &str = "cistern-test/gh-web-service:latest";
 
 /// The service image: an HTTP server on its exposed port 80.
 fn service_image() {
@@ -214,7 +214,7 @@ fn a_github_container_job_with_a_service_runs_through_cistern_and_leaves_nothing
     let job = docker(&cistern, &args).trim().to_string();
     docker(&cistern, &["start", &job]);
     let service_name = format!(
-        "{}_cistern-testweb-servicelatest_{}",
+        "{}_cistern-testgh-web-servicelatest_{}",
         &label,
         id.replace('-', "")
     );
