@@ -1316,6 +1316,88 @@ fn a_repository_host_learned_from_the_hosts_package_managers_is_cached_with_no_d
 }
 
 #[test]
+fn repository_hosts_an_image_or_a_create_names_are_cached_for_that_very_container_and_kept() {
+    // Host discovery off: only images and creates name hosts here.
+    let mut c = DomainChanges::start(&[KEPT]);
+    let image = unique("cistern-test/learned-pip").to_lowercase();
+    let _image = Cleanup::image(&image);
+    build_image(
+        &image,
+        &format!("FROM {}\nCOPY pip.conf /etc/pip.conf\n", curl_image()),
+        &[(
+            "pip.conf",
+            format!("[global]\nindex-url = https://{ADDED}/simple\n").as_bytes(),
+        )],
+    );
+    let name = unique("learned-image");
+    let _container = Cleanup::container(&name);
+    run_ok(
+        c.caching
+            .docker()
+            .args(["run", "-d", "--name", &name, &image, "sleep", "600"]),
+    );
+    // The first container of the image is routed and trusted for the host
+    // its pip configuration names.
+    c.assert_reaches(&name, ADDED);
+    let hosts = strings(&inspect(c.caching.docker(), &name)["HostConfig"]["ExtraHosts"]);
+    assert!(
+        hosts.iter().any(|h| h.starts_with(&format!("{ADDED}:"))),
+        "{hosts:?}"
+    );
+    assert!(
+        c.caching
+            .logs()
+            .contains("caching a learned repository host"),
+        "{}",
+        c.caching.logs()
+    );
+
+    // A create's own environment names a registry: cached for it too.
+    let env_name = unique("learned-env");
+    let _env_container = Cleanup::container(&env_name);
+    run_ok(c.caching.docker().args([
+        "run",
+        "-d",
+        "--name",
+        &env_name,
+        "-e",
+        &format!("NPM_CONFIG_REGISTRY=https://{REMOVED}/"),
+        curl_image(),
+        "sleep",
+        "600",
+    ]));
+    c.assert_reaches(&env_name, REMOVED);
+    // The container created before the host was learned was never given it.
+    let (ok, _) = c.fetch(&name, REMOVED);
+    assert!(!ok, "{name} was created before {REMOVED} was learned");
+
+    // Kept across a restart: a plain container created after it is routed
+    // and trusted for both, and `cistern cache domains` says where they
+    // came from.
+    c.restart_with(&[KEPT]);
+    let after = unique("learned-after");
+    let _after = c.container(&after);
+    c.assert_reaches(&after, ADDED);
+    c.assert_reaches(&after, REMOVED);
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_cistern"))
+            .args(["cache", "domains", "--config"])
+            .arg(c.caching.cistern().dir.path().join("cistern.yaml")),
+    );
+    let line = |host: &str| {
+        out.lines()
+            .find(|l| l.starts_with(host))
+            .unwrap_or_else(|| panic!("{host} is not listed:\n{out}"))
+            .to_string()
+    };
+    assert!(line(ADDED).contains("/etc/pip.conf"), "{out}");
+    assert!(
+        line(REMOVED).contains("container create: env NPM_CONFIG_REGISTRY"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_domain_added_at_a_restart_is_reached_at_once_by_new_containers_and_old_ones_keep_theirs() {
     let mut c = DomainChanges::start(&[KEPT]);
     let old = unique("domains-old");

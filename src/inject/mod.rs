@@ -143,7 +143,10 @@ impl Injector {
         body: &Body,
     ) {
         let Body::Json(value) = body else { return };
-        if route.endpoint != Endpoint::ContainerCreate || !self.on_listener(listener) {
+        if route.endpoint != Endpoint::ContainerCreate
+            || !self.on_listener(listener)
+            || !self.caching.learn_images
+        {
             return;
         }
         let image = value.get("Image").and_then(Json::as_str).unwrap_or("");

@@ -64,6 +64,10 @@ pub struct RawDiscover {
     /// Read the host's package-manager configuration at start. Default true.
     #[serde(default)]
     pub host: Option<bool>,
+    /// Read each image a container is created from (and the create's
+    /// environment). Default true.
+    #[serde(default)]
+    pub images: Option<bool>,
     /// Host-name globs a learned host must match (`*.example.test`). Default:
     /// any.
     #[serde(default)]
@@ -80,6 +84,7 @@ pub struct RawDiscover {
 #[derive(Debug, Clone)]
 pub struct DiscoverConfig {
     pub host: bool,
+    pub images: bool,
     pub allow: Vec<String>,
     pub deny: Vec<String>,
     pub max_hosts: usize,
@@ -339,13 +344,15 @@ impl RawCaching {
     pub fn validate(self) -> Result<CachingConfig, String> {
         let discover = DiscoverConfig {
             host: self.discover.host.unwrap_or(true),
+            images: self.discover.images.unwrap_or(true),
             allow: self.discover.allow,
             deny: self.discover.deny,
             max_hosts: self.discover.max_hosts.unwrap_or(DEFAULT_MAX_LEARNED_HOSTS),
         };
-        if self.domains.is_empty() && !discover.host {
+        if self.domains.is_empty() && !discover.host && !discover.images {
             return Err(
-                "domains: list at least one cached domain (or turn on discover.host)".into(),
+                "domains: list at least one cached domain (or turn on discover.host or discover.images)"
+                    .into(),
             );
         }
         for (key, globs) in [("allow", &discover.allow), ("deny", &discover.deny)] {

@@ -29,6 +29,9 @@ pub struct Handout {
     pub on_failure: InjectFailure,
     /// Whether builds get the cached domains as extra hosts.
     pub builds: bool,
+    /// Whether images are read for the repository hosts they name
+    /// (`caching.discover.images`).
+    pub learn_images: bool,
     ca: Arc<CaStore>,
 }
 
@@ -52,6 +55,7 @@ impl Caching {
             skip_images: cfg.inject_skip_images.clone(),
             on_failure: cfg.inject_on_failure,
             builds: cfg.inject_builds,
+            learn_images: cfg.discover.images,
             ca: self.ca.clone(),
         }
     }

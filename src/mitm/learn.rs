@@ -300,7 +300,8 @@ mod tests {
     #[test]
     fn no_domains_are_needed_when_hosts_are_learned_but_one_is_without() {
         assert!(config("{}").domains.is_empty());
-        let err = serde_yaml::from_str::<RawCaching>("discover: { host: false }")
+        assert!(config("discover: { host: false }").domains.is_empty());
+        let err = serde_yaml::from_str::<RawCaching>("discover: { host: false, images: false }")
             .unwrap()
             .validate()
             .unwrap_err();

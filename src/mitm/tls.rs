@@ -125,7 +125,15 @@ mod tests {
         let ca = store(dir.path(), &domains, now);
         let new = ca.current_for_new_container(now).unwrap();
         assert_ne!(new.id, old.id);
-        let resolver = LeafResolver::new(ca, Domains::new(domains));
+        let config = serde_yaml::from_str::<crate::mitm::RawCaching>(&format!(
+            "domains: [old.example, new.example]\nstate_dir: {}\n",
+            dir.path().display()
+        ))
+        .unwrap()
+        .validate()
+        .unwrap();
+        let set = Arc::new(CachedSet::new(&config, ca.clone()));
+        let resolver = LeafResolver::new(ca, set);
 
         let leaf = resolver.leaf_for("deb.new.example", now).expect("a leaf");
         assert_eq!(signer(&leaf), new.der.as_ref());
