@@ -521,10 +521,11 @@ async fn with_a_zero_unvalidated_window_an_index_without_validators_always_reval
 
 /// Twenty jobs starting within a minute, each fetching one index whose
 /// origin sends no validators, one after another (concurrent ones share
-/// one request in the proxy): the origin downloads for each window. Prints
-/// the figures; `cargo test -p cistern-cache --test policy unvalidated_window_figures -- --nocapture`.
+/// one request in the proxy): the origin downloads it once per window.
+/// Prints the figures for several windows:
+/// `cargo test -p cistern-cache --test policy twenty_jobs -- --nocapture`.
 #[tokio::test]
-async fn unvalidated_window_figures() {
+async fn twenty_jobs_a_minute_download_an_index_without_validators_once_per_window() {
     // One job every three seconds: the window's worst case, as no two
     // share a request by arriving together.
     let starts: Vec<u64> = (0..20).map(|job| job * 3).collect();
