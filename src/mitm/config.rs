@@ -145,6 +145,12 @@ pub struct RawCache {
     /// origin fails. Default: off.
     #[serde(default)]
     pub stale_if_error: Option<HumanDuration>,
+    /// An always-revalidate index whose origin sends no `ETag` and no
+    /// `Last-Modified` is served without asking the origin while it was
+    /// downloaded less than this long ago (asking could only download it
+    /// whole again). `0s` turns it off. Default 10s.
+    #[serde(default)]
+    pub unvalidated_window: Option<HumanDuration>,
     /// How long concurrent misses wait for the one fetch in flight to start
     /// (then they read along with it), and for it to make progress. Default
     /// 60s.
@@ -319,6 +325,9 @@ pub struct CachingConfig {
     pub immutable_ttl: Duration,
     /// Stale-if-error window; `None`: off.
     pub stale_if_error: Option<Duration>,
+    /// How long an index without validators is served without asking the
+    /// origin; zero: off.
+    pub unvalidated_window: Duration,
     /// Single-flight wait.
     pub lock_timeout: Duration,
     /// Bodies up to this size are checked whole before they are served.
@@ -433,6 +442,10 @@ impl RawCaching {
                 .immutable_ttl
                 .map_or(cistern_cache::policy::DEFAULT_IMMUTABLE_TTL, |d| d.0),
             stale_if_error: self.cache.stale_if_error.map(|d| d.0),
+            unvalidated_window: self
+                .cache
+                .unvalidated_window
+                .map_or(cistern_cache::policy::DEFAULT_UNVALIDATED_WINDOW, |d| d.0),
             lock_timeout: self
                 .cache
                 .lock_timeout

@@ -5,6 +5,8 @@
 //! route ─ refused (unknown host 403, SNI/Host mismatch 421, CONNECT 405)
 //!   └─ lookup ─┬─ Bypass(reason) ──────────► forward untouched
 //!              ├─ Hit ─────────────────────► 304 | 206 | 416 | 200 from disk
+//!              │  (fresh, or an index without validators downloaded
+//!              │   within `caching.cache.unvalidated_window`)
 //!              ├─ Stale ─► conditional GET ─┬─ 304 → refresh meta → serve hit
 //!              │                            ├─ 5xx/error → stale-if-error or 502
 //!              │                            └─ 200 → store + tee (as a miss)
@@ -36,8 +38,8 @@ use std::time::{Duration, SystemTime};
 
 use cistern_cache::{
     content_length, evaluate_conditionals, evaluate_range, Cache, Conditional, Flight, FlightGuard,
-    FlightWaiter, Following, Hit, Lookup, Miss, RangeDecision, Revalidation, Stale, StoreStart,
-    Tail, WaitOutcome,
+    FlightWaiter, Following, Hit, HitReason, Lookup, Miss, RangeDecision, Revalidation, Stale,
+    StoreStart, Tail, WaitOutcome,
 };
 use futures_util::StreamExt;
 use http::header::{
@@ -321,7 +323,8 @@ impl Proxy {
             }
             Lookup::Hit(hit) => {
                 bump(counter, |c| &c.hits);
-                self.serve_hit(&parts, *hit, "hit", "fresh".into()).await
+                let reason = hit.reason.to_string();
+                self.serve_hit(&parts, *hit, "hit", reason).await
             }
             Lookup::Stale(stale) => self.revalidate(parts, *stale, counter).await,
             Lookup::Miss(miss) => self.miss(parts, *miss, counter).await,
@@ -341,6 +344,7 @@ impl Proxy {
             entry,
             response: mut head,
             body,
+            ..
         } = hit;
         strip_hop_by_hop(&mut head.headers, false);
         head.version = Version::HTTP_11;
@@ -645,6 +649,7 @@ impl Proxy {
                             entry: stale.entry,
                             response: head,
                             body,
+                            reason: HitReason::Fresh,
                         };
                         self.serve_hit(&parts, hit, "hit", reason).await
                     }

@@ -56,6 +56,7 @@ pub async fn open_cache(config: &CachingConfig) -> Result<Cache, StartError> {
         rules,
         immutable_ttl: config.immutable_ttl,
         stale_if_error: config.stale_if_error,
+        unvalidated_window: config.unvalidated_window,
     });
     Ok(Cache::new(store, policy))
 }
