@@ -11,11 +11,15 @@
 //!
 //! Needs `dpkg-deb`, `objdump` and `strip` (binutils) and `systemd-analyze`.
 
+#[path = "support/debian.rs"]
+mod debian;
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
+
+use debian::Debian;
 
 const UNIT: &str = "/usr/lib/systemd/system/cistern.service";
 const CONFFILE: &str = "/etc/cistern/cistern.yaml";
@@ -50,85 +54,20 @@ fn debs() -> &'static Debs {
     })
 }
 
-/// A Debian container that runs commands given to it, removed on drop.
-struct Debian {
-    name: String,
+/// The start/restart/stop requests the maintainer scripts made so far.
+fn requests(debian: &Debian) -> Vec<String> {
+    debian
+        .sh("cat /var/log/policy-rc.d.log 2>/dev/null || true")
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
-impl Debian {
-    fn start() -> Debian {
-        let image = support::debian_image(&[]);
-        let name = support::unique("cistern-deb");
-        support::run_ok(support::docker_direct().args([
-            "run",
-            "-d",
-            "--label",
-            support::TEST_LABEL,
-            "--name",
-            &name,
-            &image,
-            "sleep",
-            "infinity",
-        ]));
-        Debian { name }
-    }
-
-    fn copy_in(&self, file: &Path, to: &str) {
-        support::run_ok(
-            support::docker_direct()
-                .arg("cp")
-                .arg(file)
-                .arg(format!("{}:{to}", self.name)),
-        );
-    }
-
-    /// Runs `script` with `sh -e`; its status and its output (both streams).
-    fn sh_status(&self, script: &str) -> (bool, String) {
-        let out = support::run(support::docker_direct().args([
-            "exec",
-            &self.name,
-            "sh",
-            "-ec",
-            script,
-        ]));
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
-    }
-
-    /// Runs `script`, which must succeed; its standard output, trimmed.
-    fn sh(&self, script: &str) -> String {
-        let (ok, out) = self.sh_status(script);
-        assert!(ok, "`{script}` failed:\n{out}");
-        out.trim().to_string()
-    }
-
-    fn exists(&self, path: &str) -> bool {
-        self.sh_status(&format!("test -e {path} || test -L {path}")).0
-    }
-
-    /// `mode owner:group` of a path.
-    fn stat(&self, path: &str) -> String {
-        self.sh(&format!("stat -c '%a %U:%G' {path}"))
-    }
-
-    /// The start/restart/stop requests the maintainer scripts made so far.
-    fn requests(&self) -> Vec<String> {
-        self.sh("cat /var/log/policy-rc.d.log 2>/dev/null || true")
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-
-    fn status(&self) -> String {
-        self.sh("dpkg-query -W -f='${db:Status-Status} ${Version}' cistern 2>/dev/null || echo not-installed")
-    }
-}
-
-impl Drop for Debian {
-    fn drop(&mut self) {
-        support::remove_containers(&[&self.name]);
-    }
+/// dpkg's status of the package and its version.
+fn status(debian: &Debian) -> String {
+    debian.sh(
+        "dpkg-query -W -f='${db:Status-Status} ${Version}' cistern 2>/dev/null || echo not-installed",
+    )
 }
 
 #[test]
@@ -145,7 +84,7 @@ fn the_package_installs_upgrades_keeping_state_and_conffile_removes_and_purges()
 
     // Install.
     debian.sh("dpkg -i /tmp/first.deb");
-    assert_eq!(debian.status(), "installed 0.1.0-1");
+    assert_eq!(status(&debian), "installed 0.1.0-1");
     assert_eq!(debian.stat("/usr/bin/cistern"), "755 root:root");
     assert_eq!(debian.stat(CONFFILE), "600 root:root");
     assert_eq!(debian.stat(UNIT), "644 root:root");
@@ -174,7 +113,7 @@ fn the_package_installs_upgrades_keeping_state_and_conffile_removes_and_purges()
         debian.sh("readlink -f /etc/systemd/system/multi-user.target.wants/cistern.service"),
         UNIT
     );
-    assert_eq!(debian.requests(), ["cistern.service start"]);
+    assert_eq!(requests(&debian), ["cistern.service start"]);
 
     // Upgrade, over an edited conffile and some state and cache.
     debian.sh(&format!(
@@ -183,7 +122,7 @@ fn the_package_installs_upgrades_keeping_state_and_conffile_removes_and_purges()
          echo blob >/var/cache/cistern/blob"
     ));
     let out = debian.sh("dpkg -i /tmp/second.deb </dev/null");
-    assert_eq!(debian.status(), "installed 0.1.0-2", "{out}");
+    assert_eq!(status(&debian), "installed 0.1.0-2", "{out}");
     assert!(debian
         .sh(&format!("tail -n1 {CONFFILE}"))
         .contains("# edited here"));
@@ -193,13 +132,13 @@ fn the_package_installs_upgrades_keeping_state_and_conffile_removes_and_purges()
     assert_eq!(debian.sh("cat /var/cache/cistern/blob"), "blob");
     assert_eq!(debian.stat(CONFFILE), "600 root:root");
     assert_eq!(
-        debian.requests(),
+        requests(&debian),
         ["cistern.service start", "cistern.service restart"]
     );
 
     // Remove: the program goes, the configuration, state and cache stay.
     debian.sh("dpkg -r cistern");
-    assert!(debian.status().starts_with("config-files"));
+    assert!(status(&debian).starts_with("config-files"));
     assert!(!debian.exists("/usr/bin/cistern"));
     assert!(!debian.exists(UNIT));
     assert!(debian
@@ -208,13 +147,13 @@ fn the_package_installs_upgrades_keeping_state_and_conffile_removes_and_purges()
     assert_eq!(debian.sh("cat /var/lib/cistern/images.json"), "{}");
     assert_eq!(debian.sh("cat /var/cache/cistern/blob"), "blob");
     assert_eq!(
-        debian.requests().last().map(String::as_str),
+        requests(&debian).last().map(String::as_str),
         Some("cistern.service stop")
     );
 
     // Purge: all of it goes, the enablement too.
     debian.sh("dpkg -P cistern");
-    assert_eq!(debian.status(), "not-installed");
+    assert_eq!(status(&debian), "not-installed");
     for gone in [
         "/etc/cistern",
         "/var/lib/cistern",
