@@ -12,6 +12,8 @@ mod debian;
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use debian::Debian;
@@ -21,6 +23,10 @@ use rcgen::{
 };
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(Path::new(REPO).join(path)).unwrap()
+}
 
 /// The TLS files of a Docker host as docker-machine makes them: a CA, a
 /// server certificate for `address`, a client certificate with no name
@@ -121,9 +127,47 @@ fn wait_for(
     }
 }
 
+/// A container standing in for a VM, with the real daemon's socket at
+/// /var/run/docker.sock, busybox at /bin/busybox and these bind mounts. It has docker0's address (the
+/// default bridge's gateway, where the caching proxy listens by default) on
+/// its loopback, and so a network of its own, where that address is not its
+/// route to this host. The network goes when the returned cleanup drops,
+/// after the container.
+fn vm(image: &str, mounts: &[String]) -> (Debian, support::Cleanup) {
+    let network = support::unique("cistern-vm");
+    support::run_ok(support::docker_direct().args([
+        "network",
+        "create",
+        "--label",
+        support::TEST_LABEL,
+        &network,
+    ]));
+    let mut cleanup = support::Cleanup::default();
+    cleanup.networks.push(network.clone());
+    let daemon = format!("{}:/var/run/docker.sock", support::daemon().display());
+    let mut args = vec![
+        "--network",
+        &network,
+        "--cap-add",
+        "NET_ADMIN",
+        "-v",
+        &daemon,
+        "-v",
+        "/bin/busybox:/bin/busybox:ro",
+    ];
+    for m in mounts {
+        args.extend(["-v", m.as_str()]);
+    }
+    let vm = Debian::start_image(image, &args);
+    vm.sh(&format!(
+        "/bin/busybox ip addr add {}/32 dev lo",
+        support::bridge_address()
+    ));
+    (vm, cleanup)
+}
+
 #[test]
 fn boot2docker_hooks_put_cistern_in_front_of_dockerd_with_its_state_on_the_persistent_partition() {
-    let daemon = support::daemon();
     // The persistent partition (/var/lib/boot2docker on /mnt/sda1), and the
     // directory of cistern's local socket, both seen from here.
     let persistent = tempfile::tempdir().unwrap();
@@ -140,32 +184,11 @@ fn boot2docker_hooks_put_cistern_in_front_of_dockerd_with_its_state_on_the_persi
     }
     std::fs::copy(env!("CARGO_BIN_EXE_cistern"), p.join("cistern/cistern")).unwrap();
 
-    // A network of its own: the bridge's gateway address that the VM gets
-    // on its loopback below must not be its own route to this host.
-    let network = support::unique("cistern-b2d");
-    support::run_ok(support::docker_direct().args([
-        "network",
-        "create",
-        "--label",
-        support::TEST_LABEL,
-        &network,
-    ]));
-    let mut cleanup = support::Cleanup::default();
-    cleanup.networks.push(network.clone());
-    let vm = Debian::start_with(&[
-        "--network",
-        &network,
-        "--cap-add",
-        "NET_ADMIN",
-        "-v",
-        &format!("{}:/var/lib/boot2docker", p.display()),
-        "-v",
-        &format!("{}:/var/run/cistern", run.path().display()),
-        "-v",
-        &format!("{}:/var/run/docker.sock", daemon.display()),
-        "-v",
-        "/bin/busybox:/bin/busybox:ro",
-    ]);
+    let mounts = [
+        format!("{}:/var/lib/boot2docker", p.display()),
+        format!("{}:/var/run/cistern", run.path().display()),
+    ];
+    let (vm, _network) = vm(&support::debian_image(&[]), &mounts);
     let address = vm.address();
 
     // What docker-machine leaves on the partition: its TLS files and a
@@ -187,10 +210,9 @@ fn boot2docker_hooks_put_cistern_in_front_of_dockerd_with_its_state_on_the_persi
     )
     .unwrap();
 
-    // The VM: busybox's applets first on PATH, the `docker` group, a
+    // The VM: busybox's applets first on PATH, the `docker` group, and a
     // stand-in for the real dockerd that records how it is started (the
-    // daemon itself is the real one, mounted in), and docker0's address
-    // (the default bridge's gateway), where the caching proxy listens.
+    // daemon itself is the real one, mounted in).
     let stand_in = pki.path().join("dockerd");
     std::fs::write(
         &stand_in,
@@ -198,13 +220,9 @@ fn boot2docker_hooks_put_cistern_in_front_of_dockerd_with_its_state_on_the_persi
     )
     .unwrap();
     vm.copy_in(&stand_in, "/usr/local/bin/dockerd");
-    vm.sh(&format!(
-        "mkdir /bb && /bin/busybox --install -s /bb
+    vm.sh("mkdir /bb && /bin/busybox --install -s /bb
          groupadd docker
-         chmod 0755 /usr/local/bin/dockerd
-         /bb/ip addr add {}/32 dev lo",
-        support::bridge_address()
-    ));
+         chmod 0755 /usr/local/bin/dockerd");
     let boot = |script: &str| {
         vm.sh(&format!(
             "PATH=/bb:/usr/local/bin:/usr/bin:/bin; export PATH; {script}"
@@ -280,4 +298,267 @@ fn boot2docker_hooks_put_cistern_in_front_of_dockerd_with_its_state_on_the_persi
         },
         log,
     );
+}
+
+/// The .deb of the binary under test (`packaging/deb/build`), in `dir`.
+fn deb(dir: &Path) -> PathBuf {
+    let out = support::run_ok(
+        std::process::Command::new(Path::new(REPO).join("packaging/deb/build"))
+            .args(["--binary", env!("CARGO_BIN_EXE_cistern"), "--out"])
+            .arg(dir),
+    );
+    PathBuf::from(out.trim())
+}
+
+/// The Debian image with Debian's cloud-init added (for `cloud-init
+/// schema`), made once per daemon with apt-get from the Debian mirror the
+/// base image was made from.
+fn cloud_init_image() -> String {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let base = support::debian_image(&[]);
+            let image = format!("{base}-cloud-init");
+            let exists = support::docker_direct()
+                .args(["image", "inspect", &image])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !exists {
+                let name = support::unique("cistern-cloud-init-image");
+                let made = support::run(support::docker_direct().args([
+                    "run",
+                    "--name",
+                    &name,
+                    "--label",
+                    support::TEST_LABEL,
+                    &base,
+                    "sh",
+                    "-ec",
+                    "apt-get update -qq
+                     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cloud-init >/dev/null
+                     rm -rf /var/lib/apt/lists/*",
+                ]));
+                if made.status.success() {
+                    support::run_ok(support::docker_direct().args(["commit", &name, &image]));
+                }
+                support::remove_containers(&[&name]);
+                assert!(
+                    made.status.success(),
+                    "installing cloud-init:\n{}",
+                    String::from_utf8_lossy(&made.stderr)
+                );
+            }
+            image
+        })
+        .clone()
+}
+
+/// A cloud-init user data file of the repository, parsed.
+struct UserData {
+    path: &'static str,
+    yaml: serde_yaml::Value,
+}
+
+impl UserData {
+    fn load(path: &'static str) -> UserData {
+        let text = repo_file(path);
+        assert!(text.starts_with("#cloud-config\n"), "{path}");
+        UserData {
+            path,
+            yaml: serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}")),
+        }
+    }
+
+    /// `write_files`: (path, content, permissions).
+    fn files(&self) -> Vec<(String, String, String)> {
+        self.yaml["write_files"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{}: no write_files", self.path))
+            .iter()
+            .map(|f| {
+                let s = |k: &str| {
+                    f[k].as_str()
+                        .unwrap_or_else(|| panic!("{}: write_files: no {k} in {f:?}", self.path))
+                        .to_string()
+                };
+                assert_eq!(s("owner"), "root:root");
+                (s("path"), s("content"), s("permissions"))
+            })
+            .collect()
+    }
+
+    /// The one `runcmd` entry: cistern-setup and the .deb's URL.
+    fn setup_command(&self) -> Vec<String> {
+        let runcmd = self.yaml["runcmd"].as_sequence().unwrap();
+        assert_eq!(runcmd.len(), 1, "{}", self.path);
+        let cmd: Vec<String> = runcmd[0]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(cmd[0], "/usr/local/sbin/cistern-setup");
+        assert!(
+            cmd[1].starts_with("https://") && cmd[1].ends_with(".deb"),
+            "{cmd:?}"
+        );
+        cmd
+    }
+
+    /// Does on `vm` what cloud-init does with this user data, up to runcmd,
+    /// which installs `deb` (the .deb the URL names) instead of downloading it.
+    fn provision(&self, vm: &Debian, deb: &Path, scratch: &Path) {
+        for (i, (path, content, mode)) in self.files().into_iter().enumerate() {
+            let local = scratch.join(format!("file{i}"));
+            std::fs::write(&local, content).unwrap();
+            let dir = Path::new(&path).parent().unwrap().display().to_string();
+            vm.sh(&format!("mkdir -p {dir}"));
+            vm.copy_in(&local, &path);
+            vm.sh(&format!("chown root:root {path} && chmod {mode} {path}"));
+        }
+        vm.copy_in(deb, "/tmp/cistern.deb");
+        let cmd = self.setup_command();
+        vm.sh(&format!("{} /tmp/cistern.deb", cmd[0]));
+    }
+}
+
+#[test]
+fn the_user_data_passes_cloud_init_schema_and_embeds_the_repository_files() {
+    for (user_data, files) in [
+        (
+            "packaging/cloud-init/user-data.yaml",
+            &[
+                (
+                    "/etc/cistern/cistern.yaml",
+                    "packaging/cloud-init/cistern.yaml",
+                ),
+                (
+                    "/usr/local/sbin/cistern-setup",
+                    "packaging/cloud-init/cistern-setup",
+                ),
+            ][..],
+        ),
+        (
+            "packaging/docker-machine/user-data.yaml",
+            &[
+                (
+                    "/etc/cistern/cistern.yaml",
+                    "packaging/docker-machine/cistern.yaml",
+                ),
+                (
+                    "/etc/systemd/system/docker.service.d/90-cistern.conf",
+                    "packaging/docker-machine/90-cistern.conf",
+                ),
+                (
+                    "/etc/systemd/system/cistern.service.d/docker-machine.conf",
+                    "packaging/docker-machine/cistern-service.conf",
+                ),
+                (
+                    "/usr/local/sbin/cistern-setup",
+                    "packaging/cloud-init/cistern-setup",
+                ),
+            ][..],
+        ),
+    ] {
+        let parsed = UserData::load(user_data);
+        let embedded = parsed.files();
+        assert_eq!(
+            embedded
+                .iter()
+                .map(|(p, _, _)| p.as_str())
+                .collect::<Vec<_>>(),
+            files.iter().map(|(p, _)| *p).collect::<Vec<_>>()
+        );
+        for ((path, content, _), (_, repo)) in embedded.iter().zip(files) {
+            assert_eq!(
+                content,
+                &repo_file(repo),
+                "{user_data}: {path} is not {repo}: copy it in again"
+            );
+        }
+        parsed.setup_command();
+
+        let checker = Debian::start_image(&cloud_init_image(), &[]);
+        checker.copy_in(&Path::new(REPO).join(user_data), "/tmp/user-data.yaml");
+        let out = checker.sh("cloud-init schema --config-file /tmp/user-data.yaml 2>&1");
+        assert!(out.contains("Valid cloud-config"), "{user_data}: {out}");
+    }
+}
+
+#[test]
+fn cloud_init_user_data_installs_cistern_and_keeps_its_configuration() {
+    let scratch = tempfile::tempdir().unwrap();
+    let deb = deb(scratch.path());
+    let user_data = UserData::load("packaging/cloud-init/user-data.yaml");
+    let vm = Debian::start();
+    user_data.provision(&vm, &deb, scratch.path());
+    assert!(vm
+        .sh("dpkg-query -W -f='${db:Status-Status}' cistern")
+        .starts_with("installed"));
+    // The user data's configuration, not the package's, and valid here.
+    assert_eq!(
+        vm.sh("cat /etc/cistern/cistern.yaml"),
+        repo_file("packaging/cloud-init/cistern.yaml").trim()
+    );
+    assert_eq!(vm.stat("/etc/cistern/cistern.yaml"), "600 root:root");
+    vm.sh("cistern check-config /etc/cistern/cistern.yaml");
+    assert!(vm.exists("/etc/systemd/system/multi-user.target.wants/cistern.service"));
+}
+
+#[test]
+fn docker_machine_user_data_puts_cistern_on_port_2376_before_a_daemon_on_its_unix_socket_alone() {
+    let scratch = tempfile::tempdir().unwrap();
+    let deb = deb(scratch.path());
+    let user_data = UserData::load("packaging/docker-machine/user-data.yaml");
+    let (vm, _network) = vm(&support::debian_image(&[]), &[]);
+    let address = vm.address();
+    user_data.provision(&vm, &deb, scratch.path());
+
+    // dockerd as the drop-ins start it: on its unix socket only, root's.
+    let dropin = vm.sh("cat /etc/systemd/system/docker.service.d/90-cistern.conf");
+    let exec: Vec<&str> = dropin
+        .lines()
+        .filter(|l| l.starts_with("ExecStart="))
+        .collect();
+    assert_eq!(
+        exec,
+        [
+            "ExecStart=",
+            "ExecStart=/usr/bin/dockerd -H unix:///var/run/docker.sock --group root"
+        ]
+    );
+
+    // docker-machine installs its TLS files, then (re)starts the daemon, and
+    // so cistern; here cistern starts as its unit starts it.
+    let pki = tempfile::tempdir().unwrap();
+    let tls = MachineTls::new(pki.path(), &address);
+    vm.sh("mkdir -p /etc/docker");
+    for (file, name) in [
+        (&tls.ca, "ca.pem"),
+        (&tls.server, "server.pem"),
+        (&tls.server_key, "server-key.pem"),
+    ] {
+        vm.copy_in(file, &format!("/etc/docker/{name}"));
+    }
+    vm.sh("cistern check-config /etc/cistern/cistern.yaml");
+    vm.sh("cistern serve --config /etc/cistern/cistern.yaml >/var/log/cistern.log 2>&1 &");
+    let log = || vm.sh("cat /var/log/cistern.log");
+    wait_for(
+        "cistern on port 2376",
+        Duration::from_secs(30),
+        || {
+            support::run(
+                tls.docker(&address)
+                    .args(["version", "--format", "{{.Server.Version}}"]),
+            )
+            .status
+            .success()
+        },
+        log,
+    );
+    support::run_ok(tls.docker(&address).args(["ps", "-q"]));
+    assert!(log().contains("caching proxy listening"), "{}", log());
+    assert!(vm.exists("/var/cache/cistern"));
 }

@@ -19,12 +19,17 @@ impl Debian {
 
     /// Started with these extra `docker run` arguments (mounts, capabilities).
     pub fn start_with(args: &[&str]) -> Debian {
-        let image = support::debian_image(&[]);
+        Debian::start_image(&support::debian_image(&[]), args)
+    }
+
+    /// A container of `image` (a Debian image made from
+    /// `support::debian_image`).
+    pub fn start_image(image: &str, args: &[&str]) -> Debian {
         let name = support::unique("cistern-debian");
         let mut cmd = support::docker_direct();
         cmd.args(["run", "-d", "--label", support::TEST_LABEL, "--name", &name])
             .args(args)
-            .args([&image, "sleep", "infinity"]);
+            .args([image, "sleep", "infinity"]);
         support::run_ok(&mut cmd);
         Debian { name }
     }
