@@ -562,3 +562,66 @@ fn docker_machine_user_data_puts_cistern_on_port_2376_before_a_daemon_on_its_uni
     assert!(log().contains("caching proxy listening"), "{}", log());
     assert!(vm.exists("/var/cache/cistern"));
 }
+
+/// Runs `systemd-analyze verify` on `unit` in `dir` (with its drop-ins in
+/// `<unit>.d/`); what it printed.
+fn verify(dir: &Path, unit: &str) -> String {
+    let out = support::run(
+        std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(dir.join(unit)),
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn systemd_analyze_verify_accepts_the_docker_machine_drop_ins() {
+    // The drop-ins beside the units they change: cistern's (its ExecStart
+    // pointed at the binary under test) and a docker.service as Docker's
+    // packages have it, whose dockerd (not on every host) is /bin/true.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("cistern.service.d")).unwrap();
+    std::fs::create_dir_all(d.join("docker.service.d")).unwrap();
+    std::fs::write(
+        d.join("cistern.service"),
+        repo_file("packaging/systemd/cistern.service").replace(
+            "ExecStart=/usr/bin/cistern ",
+            &format!("ExecStart={} ", env!("CARGO_BIN_EXE_cistern")),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("cistern.service.d/docker-machine.conf"),
+        repo_file("packaging/docker-machine/cistern-service.conf"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("docker.service"),
+        "[Unit]\nDescription=Docker\n\n[Service]\nType=notify\nExecStart=/bin/true -H fd://\n\n[Install]\nWantedBy=multi-user.target\n",
+    )
+    .unwrap();
+    let dropin = repo_file("packaging/docker-machine/90-cistern.conf");
+    assert!(dropin.contains("ExecStart=/usr/bin/dockerd "));
+    std::fs::write(
+        d.join("docker.service.d/90-cistern.conf"),
+        dropin.replace("ExecStart=/usr/bin/dockerd ", "ExecStart=/bin/true "),
+    )
+    .unwrap();
+    for unit in ["cistern.service", "docker.service"] {
+        let printed = verify(d, unit);
+        assert!(printed.is_empty(), "{unit}:\n{printed}");
+    }
+    // So that the silence means something: a misspelt key is reported.
+    std::fs::write(
+        d.join("cistern.service.d/docker-machine.conf"),
+        repo_file("packaging/docker-machine/cistern-service.conf")
+            .replace("RestartSec=", "RestartSecs="),
+    )
+    .unwrap();
+    assert!(verify(d, "cistern.service").contains("RestartSecs"));
+}
