@@ -286,6 +286,34 @@ fn boot2docker_hooks_put_cistern_in_front_of_dockerd_with_its_state_on_the_persi
         log()
     );
 
+    // docker-machine regenerates the TLS files (a new CA) and restarts the
+    // daemon: the wrapper has cistern read them again, and the new client
+    // certificate is let in.
+    let pki2 = tempfile::tempdir().unwrap();
+    let renewed = MachineTls::new(pki2.path(), &address);
+    for (file, name) in [
+        (&renewed.ca, "ca.pem"),
+        (&renewed.server, "server.pem"),
+        (&renewed.server_key, "server-key.pem"),
+    ] {
+        std::fs::copy(file, p.join(name)).unwrap();
+    }
+    assert!(!support::run(renewed.docker(&address).arg("version"))
+        .status
+        .success());
+    boot("dockerd -H unix:// -H tcp://0.0.0.0:2376 --tlsverify >/dev/null 2>&1 &");
+    wait_for(
+        "the renewed TLS files",
+        Duration::from_secs(15),
+        || {
+            support::run(renewed.docker(&address).arg("version"))
+                .status
+                .success()
+        },
+        log,
+    );
+    assert!(log().contains("TLS files reloaded"), "{}", log());
+
     // bootlocal.sh starts cistern again when it exits.
     let first = vm.sh("cat /var/run/cistern.pid");
     vm.sh(&format!("kill {first}"));
