@@ -73,7 +73,15 @@ fn status(debian: &Debian) -> String {
 #[test]
 fn the_package_installs_upgrades_keeping_state_and_conffile_removes_and_purges() {
     let debs = debs();
-    let debian = Debian::start();
+    // The real daemon's socket where the configuration expects it, and
+    // cistern's socket directory seen from here.
+    let run = tempfile::tempdir().unwrap();
+    let debian = Debian::start_with(&[
+        "-v",
+        &format!("{}:/var/run/docker.sock", support::daemon().display()),
+        "-v",
+        &format!("{}:/run/cistern", run.path().display()),
+    ]);
     debian.copy_in(&debs.first, "/tmp/first.deb");
     debian.copy_in(&debs.second, "/tmp/second.deb");
     debian.sh(
@@ -114,6 +122,24 @@ fn the_package_installs_upgrades_keeping_state_and_conffile_removes_and_purges()
         UNIT
     );
     assert_eq!(requests(&debian), ["cistern.service start"]);
+    // Started as the unit starts it, the packaged configuration serves the
+    // `cistern` group.
+    debian.sh(&format!(
+        "/usr/bin/cistern serve --config {CONFFILE} >/var/log/cistern.log 2>&1 &"
+    ));
+    let socket = run.path().join("docker.sock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ping = "GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n";
+    while !matches!(support::raw_request(&socket, ping), Ok((200, _))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            debian.sh("cat /var/log/cistern.log")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(debian.stat("/run/cistern/docker.sock"), "660 root:cistern");
+    debian.sh("kill $(pidof cistern)");
 
     // Upgrade, over an edited conffile and some state and cache.
     debian.sh(&format!(
