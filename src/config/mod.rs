@@ -353,6 +353,17 @@ mod tests {
             format!("{:?}", cfg.listeners[0].identity),
             "Certificate(Dns, 1 mapped, unmapped Refuse)"
         );
+        // Verified client certificates that name no one (docker-machine's)
+        // authenticate a `fixed` tenant off loopback.
+        let cfg = parse(
+            "f.yaml",
+            &listener(
+                &format!("{{cert: {cert}, key: {key}, client_ca: {ca}}}"),
+                "    identity: {fixed: runner}\n",
+            ),
+        )
+        .unwrap();
+        assert!(matches!(cfg.listeners[0].identity, Identity::Fixed(_)));
 
         assert_eq!(
             error_of(&listener(&format!("{{cert: {cert}, key: {other_key}}}"), "")),
