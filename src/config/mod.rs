@@ -207,6 +207,10 @@ mod tests {
             ListenerKind::Unix(u) => assert_eq!(u.path, PathBuf::from("/run/cistern/docker.sock")),
             other => panic!("{other:?}"),
         }
+        // Caching is on, with nothing configured: every domain is learned.
+        let caching = cfg.caching.expect("caching on by default");
+        assert!(caching.domains.is_empty());
+        assert!(caching.discover.host && caching.discover.images);
     }
 
     #[test]
