@@ -8,6 +8,9 @@
 //!   body type, the hop-by-hop header stripper, the error-chain formatter);
 //!   the Docker wire layer (routes, queries, Go-compatible JSON, schema,
 //!   bind specs, the one body value every stage edits), with no I/O.
+//! - [`discover`]: which package repositories a file system's package
+//!   managers use (the host's, or an image's read from its layers), with
+//!   no I/O beyond reading those files.
 //! - [`listen`]: unix and TCP listeners, TLS and its reload, per-client
 //!   connection caps, and [`listen::serve`], the one accept loop every
 //!   listener runs (TLS handshake, idle timeouts, graceful shutdown).

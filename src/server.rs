@@ -33,7 +33,7 @@ pub enum ServeError {
 }
 
 /// One log line per learned host and per host left out.
-fn log_learned(learned: &crate::mitm::learn::Learned) {
+fn log_learned(learned: &crate::mitm::domains::Learned) {
     for (host, places) in &learned.added {
         let from: Vec<String> = places
             .iter()

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
-use super::learn::LeftOut;
+use super::domains::LeftOut;
 use super::proxy::open_cache;
 use super::{Caching, CachingConfig};
 

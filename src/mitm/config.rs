@@ -286,7 +286,7 @@ pub struct CachingConfig {
     /// How hosts are learned.
     pub discover: DiscoverConfig,
     /// What [`CachingConfig::learn_at_start`] added (empty before).
-    pub learned: super::learn::Learned,
+    pub learned: super::domains::Learned,
     pub state_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub ca_lifetime: Duration,

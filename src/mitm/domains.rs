@@ -4,7 +4,13 @@
 //! Also the small parsing of a request's authority (`host[:port]`) that the
 //! handler needs to compare it with the configured domains and the TLS SNI.
 
-/// The configured cached domains, normalised (lower case, no trailing dot).
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::discover::Found;
+
+/// The cached domains, normalised (lower case, no trailing dot).
 #[derive(Debug, Clone)]
 pub struct Domains {
     domains: Vec<String>,
@@ -43,6 +49,27 @@ impl Domains {
     pub fn iter(&self) -> impl Iterator<Item = &str> {
         self.domains.iter().map(String::as_str)
     }
+}
+
+/// Why a found host is not in the cached set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeftOut {
+    /// A configured domain covers it already (itself or a parent).
+    Covered(String),
+    /// `discover.allow` does not admit it, or `discover.deny` names it.
+    Filtered,
+    /// Over `discover.max_hosts`.
+    OverLimit,
+}
+
+/// The learned part of the cached set.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Learned {
+    /// Hosts added to the cached set, each with every place it was found.
+    pub added: BTreeMap<String, Vec<Found>>,
+    /// Hosts found but not added, and why.
+    pub left_out: BTreeMap<String, LeftOut>,
 }
 
 /// Lower case, without a trailing dot.

@@ -27,32 +27,11 @@ use time::OffsetDateTime;
 use crate::discover::{self, Filter, Found, Root};
 
 use super::config::CachingConfig;
-use super::domains::Domains;
+use super::domains::{Domains, Learned, LeftOut};
 
 /// Name of the file, in `caching.state_dir`, that keeps the hosts learned
 /// from images.
 pub const LEARNED_FILE: &str = "learned-hosts.json";
-
-/// Why a found host is not in the cached set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeftOut {
-    /// A configured domain covers it already (itself or a parent).
-    Covered(String),
-    /// `discover.allow` does not admit it, or `discover.deny` names it.
-    Filtered,
-    /// Over `discover.max_hosts`.
-    OverLimit,
-}
-
-/// The learned part of the cached set.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Learned {
-    /// Hosts added to the cached set, each with every place it was found.
-    pub added: BTreeMap<String, Vec<Found>>,
-    /// Hosts found but not added, and why.
-    pub left_out: BTreeMap<String, LeftOut>,
-}
 
 /// Splits what discovery found into hosts to add and hosts left out, given
 /// the domains cached already and how many hosts were learned already.
