@@ -83,25 +83,9 @@ fn on_daemon(label: &str) -> Vec<String> {
 /// directories under `root`, the rule's label `label`.
 fn start_cistern(dir: tempfile::TempDir, root: &Path, label: &str, instance: &str) -> Cistern {
     let d = dir.path().to_path_buf();
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/runners/github/cistern.yaml"),
-    )
-    .unwrap();
-    let config = format!(
-        "instance: {instance}\n{}",
-        shipped
-            .replace(
-                "/run/cistern/docker.sock",
-                &d.join("docker.sock").to_string_lossy()
-            )
-            .replace("/var/lib/cistern", &d.join("state").to_string_lossy())
-            .replace(
-                "unix: /var/run/docker.sock",
-                &format!("unix: {}", daemon().display())
-            )
-            .replace("/opt/actions-runner", &root.to_string_lossy())
-            .replace("\"0a1b2c\"", &format!("\"{label}\""))
-    );
+    let config = shipped_config("packaging/runners/github/cistern.yaml", &d, instance)
+        .replace("/opt/actions-runner", &root.to_string_lossy())
+        .replace("\"0a1b2c\"", &format!("\"{label}\""));
     Cistern::start_with_config(dir, d.join("docker.sock"), &config)
 }
 

@@ -707,23 +707,7 @@ fn images() {
 /// cistern on the shipped GitLab configuration, its paths in `dir`.
 fn start_cistern(dir: tempfile::TempDir, instance: &str) -> Cistern {
     let d = dir.path().to_path_buf();
-    let shipped = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/runners/gitlab/cistern.yaml"),
-    )
-    .unwrap();
-    let config = format!(
-        "instance: {instance}\n{}",
-        shipped
-            .replace(
-                "/run/cistern/docker.sock",
-                &d.join("docker.sock").to_string_lossy()
-            )
-            .replace("/var/lib/cistern", &d.join("state").to_string_lossy())
-            .replace(
-                "unix: /var/run/docker.sock",
-                &format!("unix: {}", daemon().display())
-            )
-    );
+    let config = shipped_config("packaging/runners/gitlab/cistern.yaml", &d, instance);
     Cistern::start_with_config(dir, d.join("docker.sock"), &config)
 }
 

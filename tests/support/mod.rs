@@ -302,6 +302,26 @@ pub fn raw_request_bytes(sock: &Path, request: &[u8]) -> std::io::Result<(u16, S
     Ok((status, text))
 }
 
+/// A configuration shipped in the repository (`rel`, e.g.
+/// `packaging/runners/gitlab/cistern.yaml`) made to run in a test: its
+/// socket and state under `dir`, the test daemon upstream, and `instance`.
+pub fn shipped_config(rel: &str, dir: &Path, instance: &str) -> String {
+    let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap();
+    format!(
+        "instance: {instance}\n{}",
+        shipped
+            .replace(
+                "/run/cistern/docker.sock",
+                &dir.join("docker.sock").to_string_lossy()
+            )
+            .replace("/var/lib/cistern", &dir.join("state").to_string_lossy())
+            .replace(
+                "unix: /var/run/docker.sock",
+                &format!("unix: {}", daemon().display())
+            )
+    )
+}
+
 /// A cistern process serving one unix listener in front of a daemon.
 pub struct Cistern {
     pub child: Child,
