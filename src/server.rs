@@ -86,12 +86,14 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
         Some(cfg) => {
             let mut cfg = cfg.clone();
             log_learned(cfg.learn_at_start());
-            if cfg.domains.is_empty() {
-                // Nothing to cache yet, and a CA must name what it permits:
-                // the Docker side runs without caching.
-                tracing::warn!("caching is off: no domain is configured in caching.domains and no package manager on this host names a repository (see `cistern cache domains`)");
+            if cfg.domains.is_empty() && !cfg.discover.images {
+                // Nothing to cache, ever: the Docker side runs alone.
+                tracing::warn!("caching is off: no domain is configured in caching.domains, no package manager on this host names a repository (see `cistern cache domains`), and discover.images is off");
                 None
             } else {
+                if cfg.domains.is_empty() {
+                    tracing::info!("no repository host to cache yet: the first ones are learned from the images containers are created from");
+                }
                 let caching = Arc::new(Caching::open(cfg).map_err(ServeError::Ca)?);
                 tokio::spawn(ca_maintenance(caching.clone(), shutdown.clone()));
                 Some(caching)

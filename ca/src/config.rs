@@ -117,7 +117,8 @@ impl CaConfig {
         self
     }
 
-    /// Normalises the domains and checks the durations:
+    /// Normalises the domains (none is allowed: no generation is made until one is added,
+    /// see [`crate::CaStore::add_domains`]) and checks the durations:
     /// `max_job_duration + rotation_margin < lifetime`, so every CA generation is the
     /// current one for a while; and all durations are at least one second (X.509 times
     /// have second precision).
@@ -132,11 +133,9 @@ impl CaConfig {
             .collect::<Result<Vec<_>>>()?;
         domains.sort();
         domains.dedup();
-        if domains.is_empty() {
-            // An empty permitted set would make rcgen omit the name constraints extension,
-            // which yields an unconstrained CA. Never.
-            return Err(invalid("at least one cached domain is required"));
-        }
+        // An empty set is allowed (every domain is to be learned while running), but no
+        // generation is made for it: an empty permitted set would make rcgen omit the name
+        // constraints extension, which yields an unconstrained CA. Never.
         self.domains = domains;
         let one_second = Duration::from_secs(1);
         if self.lifetime < one_second
@@ -189,9 +188,9 @@ mod tests {
     }
 
     #[test]
-    fn no_domains_is_refused() {
-        let err = CaConfig::new("/tmp/x", Vec::<String>::new()).unwrap_err();
-        assert!(err.to_string().contains("domain"), "{err}");
+    fn no_domains_is_a_valid_configuration() {
+        // (No generation is made for it: see the store's tests.)
+        assert!(CaConfig::new("/tmp/x", Vec::<String>::new()).is_ok());
     }
 
     #[test]

@@ -297,7 +297,9 @@ impl CaStore {
             let generations = self.read();
             lock(&self.leaves).retain(|id| generations.iter().any(|ca| ca.id() == id), now);
         }
-        if self.current(now).is_none() {
+        // With no cached domain there is nothing a generation could permit: none is made
+        // until one is added.
+        if self.current(now).is_none() && !self.domains().is_empty() {
             let _rotating = lock(&self.rotating);
             if self.current(now).is_none() {
                 report.rotated = Some(self.create_generation(now)?.id);

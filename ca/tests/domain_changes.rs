@@ -221,3 +221,29 @@ fn a_domain_added_while_running_reaches_containers_created_after_and_old_names_k
     assert!(store.add_domains(&["*.wild.test"], now).is_err());
     assert_eq!(store.domains().len(), 2);
 }
+
+#[test]
+fn with_no_domain_no_generation_is_made_until_one_is_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &[], t0());
+    assert!(
+        store.cas_valid_at(t0()).is_empty(),
+        "no CA without a domain"
+    );
+    assert!(store.current_for_new_container(t0()).is_err());
+    assert!(store.tick(t0() + hours(1)).unwrap().rotated.is_none());
+    assert!(matches!(
+        store.leaf_for_name("pkgs.example.test", t0()),
+        Err(Error::NotCached { .. })
+    ));
+
+    let now = t0() + hours(2);
+    let first = store
+        .add_domains(&["example.test"], now)
+        .unwrap()
+        .expect("a first generation");
+    assert_eq!(store.get(&first.id).unwrap().domains(), ["example.test"]);
+    let bundle = bundle_for_new_container(&store, now);
+    let leaf = store.leaf_for_name("pkgs.example.test", now).unwrap();
+    verify_with_bundle(&bundle, &leaf, now).unwrap();
+}

@@ -204,6 +204,11 @@ impl Injector {
             tracing::debug!(%image, "caching injection skipped for this image");
             return Ok(None);
         }
+        let domains = cfg.domains();
+        if domains.is_empty() {
+            // Nothing learned yet: nothing to route, no CA to trust.
+            return Ok(None);
+        }
         let cas = match self
             .caching
             .cas_for_new_container(now)
@@ -220,7 +225,7 @@ impl Injector {
                 }
             }
         };
-        hosts::container_create(value, &cfg.domains(), &cfg.address);
+        hosts::container_create(value, &domains, &cfg.address);
         env::container_create(value, &cfg.env);
         let ids: Vec<String> = cas.iter().map(|c| c.id.clone()).collect();
         env::label(value, &ids);
