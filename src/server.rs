@@ -1,5 +1,5 @@
-//! Runs cistern: binds every listener, starts the Docker proxy and the
-//! caching proxy, serves until the shutdown token fires, then drains. How a
+//! Runs cistern: binds every listener, starts the Docker proxy, the
+//! caching proxy and the admin listener, serves until the shutdown token fires, then drains. How a
 //! connection is accepted and served is the serve layer's
 //! ([`crate::listen::serve`]); this is the wiring.
 //!
@@ -68,6 +68,13 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
         ));
     }
 
+    // The admin listener binds with the others: a port in use stops cistern
+    // before it serves anything.
+    let admin = match &config.admin {
+        Some(admin) => Some(crate::admin::bind(admin).await?),
+        None => None,
+    };
+
     let caching = match &config.caching {
         Some(cfg) => {
             let caching = Arc::new(Caching::open(cfg.clone()).map_err(ServeError::Ca)?);
@@ -125,6 +132,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
         .await;
     // Job containers: ended jobs cleaned up, live ones served again.
     tokio::spawn(proxy.clone().watch_jobs());
+    let mut cache = None;
     if let Some(caching) = &caching {
         let bridge = match crate::mitm::address::needs_bridge(&caching.config) {
             true => Some(bridge_network(&config.upstream).await),
@@ -132,9 +140,19 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
         };
         let addresses = crate::mitm::address::listen_addresses(&caching.config, bridge)
             .map_err(ServeError::CachingProxy)?;
-        crate::mitm::proxy::start(caching.clone(), addresses, tasks.clone(), shutdown.clone())
-            .await
-            .map_err(ServeError::CachingProxy)?;
+        let running =
+            crate::mitm::proxy::start(caching.clone(), addresses, tasks.clone(), shutdown.clone())
+                .await
+                .map_err(ServeError::CachingProxy)?;
+        cache = Some((caching.clone(), running));
+    }
+    if let Some(socket) = admin {
+        let parts = crate::admin::Parts {
+            instance: config.instance.clone(),
+            docker: proxy.clone(),
+            caching: cache,
+        };
+        crate::admin::start(socket, parts, &tasks, shutdown.clone());
     }
     tokio::spawn(reload_on_sighup(tls_listeners, shutdown.clone()));
     let accept_loops = TaskTracker::new();

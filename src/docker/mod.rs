@@ -21,6 +21,7 @@ mod exchange;
 pub mod headers;
 pub mod hijack;
 pub mod listener;
+pub mod metrics;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -131,6 +132,8 @@ pub struct DockerProxy {
     limits: ClientLimits,
     /// Open connections per client, over every listener and job socket.
     connections: Arc<ConnectionLimit<ClientKey>>,
+    /// Requests and refusals, for the admin listener.
+    metrics: Arc<metrics::DockerMetrics>,
 }
 
 /// What the Docker proxy is built from: the rooms it drives, each built by
@@ -162,7 +165,28 @@ impl DockerProxy {
                 parts.limits.max_connections_per_client,
                 "clients.max_connections_per_client",
             ),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Requests and refusals counted so far.
+    pub fn metrics(&self) -> &Arc<metrics::DockerMetrics> {
+        &self.metrics
+    }
+
+    /// The pooled connection to the daemon.
+    pub fn upstream(&self) -> &UpstreamClient {
+        &self.client
+    }
+
+    /// Who owns what.
+    pub fn ownership(&self) -> &ownership::Ownership {
+        &self.ownership
+    }
+
+    /// Job and container sockets.
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
     }
 
     /// Client connection limits (`clients:`).
@@ -312,6 +336,8 @@ impl DockerProxy {
             }
         };
         record.set_status(response.status().as_u16());
+        self.metrics
+            .request(record.group(), response.status().as_u16());
         let (parts, body) = response.into_parts();
         if body.is_end_stream() {
             record.set_complete();
