@@ -1,7 +1,7 @@
 //! Runs cistern: binds every listener, starts the Docker proxy, the
-//! caching proxy and the admin listener, serves until the shutdown token fires, then drains. How a
-//! connection is accepted and served is the serve layer's
-//! ([`crate::listen::serve`]); this is the wiring.
+//! caching proxy and the admin listener, serves until the shutdown token
+//! fires, then drains. How a connection is accepted and served is the serve
+//! layer's ([`crate::listen::serve`]); this is the wiring.
 //!
 //! Shutdown order: stop accepting and remove socket files at once (a client
 //! never connects to a socket nobody serves), ask every connection to finish
@@ -67,13 +67,6 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
             tls,
         ));
     }
-
-    // The admin listener binds with the others: a port in use stops cistern
-    // before it serves anything.
-    let admin = match &config.admin {
-        Some(admin) => Some(crate::admin::bind(admin).await?),
-        None => None,
-    };
 
     let caching = match &config.caching {
         Some(cfg) => {
@@ -146,7 +139,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
                 .map_err(ServeError::CachingProxy)?;
         cache = Some((caching.clone(), running));
     }
-    if let Some(socket) = admin {
+    // The admin listener binds once everything it shows runs (so that it
+    // answering means cistern is up), and before the Docker listeners
+    // serve: a port in use still stops cistern before any client is served.
+    if let Some(admin) = &config.admin {
+        let socket = crate::admin::bind(admin).await?;
         let parts = crate::admin::Parts {
             instance: config.instance.clone(),
             docker: proxy.clone(),

@@ -24,8 +24,12 @@ use crate::tenancy::ownership::cleanup::{inventory, Inventory};
 /// How long the daemon may take to list what tenants own.
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A time in RFC 3339, to the second.
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
+    t.replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 fn unix_time(secs: u64) -> String {
