@@ -26,8 +26,7 @@ struct Answer {
 
 impl Answer {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
@@ -146,7 +145,10 @@ fn health_readiness_and_every_documented_path_answer() {
     assert_eq!(post.status, 405);
     // The status page is self-contained.
     let page = get(admin, "/");
-    assert!(page.head.to_ascii_lowercase().contains("content-type: text/html"));
+    assert!(page
+        .head
+        .to_ascii_lowercase()
+        .contains("content-type: text/html"));
     assert!(page
         .head
         .to_ascii_lowercase()
@@ -196,9 +198,15 @@ fn metrics_and_the_api_show_requests_refusals_and_a_tenants_container() {
         .to_ascii_lowercase()
         .contains("content-type: text/plain; version=0.0.4"));
     let text = &metrics.body;
-    let created = series(text, "cistern_docker_requests_total{group=\"containers\",status=\"201\"}");
+    let created = series(
+        text,
+        "cistern_docker_requests_total{group=\"containers\",status=\"201\"}",
+    );
     assert!(created >= Some(1.0), "{text}");
-    let refused = series(text, "cistern_docker_requests_total{group=\"containers\",status=\"403\"}");
+    let refused = series(
+        text,
+        "cistern_docker_requests_total{group=\"containers\",status=\"403\"}",
+    );
     assert!(refused >= Some(1.0), "{text}");
     assert_eq!(
         series(
@@ -254,9 +262,8 @@ fn a_job_socket_is_listed_and_counted_while_its_job_exists() {
     let (admin, yaml) = admin_yaml(&state);
     let instance = unique("admin-job");
     let _instance = InstanceCleanup(instance.clone());
-    let extra = format!(
-        "{yaml}instance: {instance}\njobs:\n  rules:\n    - label: ci.job.type=build\n"
-    );
+    let extra =
+        format!("{yaml}instance: {instance}\njobs:\n  rules:\n    - label: ci.job.type=build\n");
     let cistern = Cistern::start(&extra);
     wait_admin(admin, &cistern);
 
@@ -283,7 +290,11 @@ fn a_job_socket_is_listed_and_counted_while_its_job_exists() {
     assert!(job["tenant"].as_str().unwrap().starts_with("job-"), "{job}");
     assert!(job["socket"].as_str().unwrap().ends_with("/docker.sock"));
     let metrics = get(admin, "/metrics").body;
-    assert_eq!(series(&metrics, "cistern_job_sockets"), Some(1.0), "{metrics}");
+    assert_eq!(
+        series(&metrics, "cistern_job_sockets"),
+        Some(1.0),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -307,7 +318,13 @@ fn on_a_unix_socket_the_admin_listener_is_its_owners_only() {
 /// Runs headless Chromium on `url` with `args`; its standard output.
 fn chromium(profile: &Path, url: &str, args: &[&str]) -> String {
     let out = Command::new("timeout")
-        .args(["90", "chromium", "--headless", "--no-sandbox", "--disable-gpu"])
+        .args([
+            "90",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+        ])
         .arg("--disable-dev-shm-usage")
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(["--window-size=1280,1700", "--virtual-time-budget=10000"])
@@ -326,7 +343,9 @@ fn chromium(profile: &Path, url: &str, args: &[&str]) -> String {
 /// The text of the element with `id` in a dumped DOM.
 fn element_text<'a>(dom: &'a str, id: &str) -> &'a str {
     let open = format!("id=\"{id}\"");
-    let at = dom.find(&open).unwrap_or_else(|| panic!("no #{id}:\n{dom}"));
+    let at = dom
+        .find(&open)
+        .unwrap_or_else(|| panic!("no #{id}:\n{dom}"));
     let rest = &dom[at..];
     let start = rest.find('>').unwrap() + 1;
     let end = rest[start..].find('<').unwrap() + start;
@@ -360,32 +379,60 @@ async fn the_status_page_shows_the_cache_paying_off_tenants_and_refusals() {
             let mut s = std::net::TcpStream::connect(http)
                 .unwrap_or_else(|e| panic!("{http}: {e}\n{}", cistern.logs()));
             s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            write!(s, "GET {FILE} HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n").unwrap();
+            write!(
+                s,
+                "GET {FILE} HTTP/1.1\r\nHost: {DOMAIN}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
             let mut raw = Vec::new();
             s.read_to_end(&mut raw).unwrap();
             raw
         });
-        assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got[..200.min(got.len())]));
+        assert!(
+            got.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&got[..200.min(got.len())])
+        );
     }
-    assert_eq!(origin.counts(FILE).requests, 1, "the second came from the cache");
+    assert_eq!(
+        origin.counts(FILE).requests,
+        1,
+        "the second came from the cache"
+    );
 
     // A tenant with a container, and a refused privileged create.
     let name = unique("admin-page");
     let _cleanup = Cleanup::container(&name);
     tokio::task::block_in_place(|| {
-        run_ok(cistern.docker().args(["create", "--name", &name, busybox(), "true"]));
+        run_ok(
+            cistern
+                .docker()
+                .args(["create", "--name", &name, busybox(), "true"]),
+        );
         let (status, answer) = refused_privileged_create(&cistern.socket);
         assert_eq!(status, 403, "{answer}");
     });
     let refusals = get(admin, "/api/v1/refusals").json();
-    let tenant = refusals["refusals"][0]["tenant"].as_str().unwrap().to_owned();
+    let tenant = refusals["refusals"][0]["tenant"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let cas = get(admin, "/api/v1/cas").json();
-    assert_eq!(cas["cas"][0]["name_constraints"], serde_json::json!([DOMAIN]));
+    assert_eq!(
+        cas["cas"][0]["name_constraints"],
+        serde_json::json!([DOMAIN])
+    );
     let metrics = get(admin, "/metrics").body;
-    let hits = series(&metrics, &format!("cistern_cache_hits_total{{domain=\"{DOMAIN}\"}}"));
+    let hits = series(
+        &metrics,
+        &format!("cistern_cache_hits_total{{domain=\"{DOMAIN}\"}}"),
+    );
     assert_eq!(hits, Some(1.0), "{metrics}");
     assert!(
-        series(&metrics, &format!("cistern_origin_latency_seconds_count{{domain=\"{DOMAIN}\"}}")) >= Some(1.0),
+        series(
+            &metrics,
+            &format!("cistern_origin_latency_seconds_count{{domain=\"{DOMAIN}\"}}")
+        ) >= Some(1.0),
         "{metrics}"
     );
     let expiry = metrics

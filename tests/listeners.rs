@@ -86,10 +86,7 @@ fn a_port_in_use_is_an_error_that_says_so_once() {
         state = dir.path().join("state").display(),
         cache = dir.path().join("cache").display(),
     );
-    let admin = format!(
-        "{}admin:\n  tcp: {address}\n",
-        unix_config(&socket, "0600")
-    );
+    let admin = format!("{}admin:\n  tcp: {address}\n", unix_config(&socket, "0600"));
     for (config, what) in [
         (docker_tcp, format!("listener tcp: cannot bind {address}")),
         (admin, format!("listener admin: cannot bind {address}")),

@@ -159,7 +159,10 @@ pub fn cache(parts: &Parts) -> Value {
                 .trim_end_matches("_total");
             obj.insert(key.into(), values[i].into());
         }
-        obj.insert("hit_ratio".into(), json!(ratio(values[1] + values[3], values[2])));
+        obj.insert(
+            "hit_ratio".into(),
+            json!(ratio(values[1] + values[3], values[2])),
+        );
         obj
     };
     let domains: Vec<Value> = domains

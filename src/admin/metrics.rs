@@ -88,7 +88,9 @@ impl Exposition {
     /// The text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if let Err(err) = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry) {
+        if let Err(err) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        {
             tracing::warn!(error = %err, "cannot encode metrics");
         }
         out
@@ -155,7 +157,11 @@ impl Collector for CacheCollector {
         counters(&mut encoder, &self.0.metrics)?;
         let store = self.0.cache.store().stats();
         let gauges: [(&str, &str, u64); 5] = [
-            ("cistern_cache_entries", "Entries in the disk cache", store.entries),
+            (
+                "cistern_cache_entries",
+                "Entries in the disk cache",
+                store.entries,
+            ),
             (
                 "cistern_cache_size_bytes",
                 "Distinct content bytes in the disk cache",
@@ -189,7 +195,11 @@ impl Collector for CacheCollector {
             )?;
         }
         let totals: [(&str, &str, u64); 4] = [
-            ("cistern_cache_evictions", "Entries evicted for space", store.evictions),
+            (
+                "cistern_cache_evictions",
+                "Entries evicted for space",
+                store.evictions,
+            ),
             (
                 "cistern_cache_aborted_writes",
                 "Cache writes dropped before commit",

@@ -25,7 +25,6 @@ pub mod page;
 pub mod ready;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -233,23 +232,20 @@ impl Service for Admin {
         Some(())
     }
 
-    fn call(
+    async fn call(
         self: Arc<Self>,
         req: Request<Incoming>,
         _conn: Arc<()>,
-    ) -> impl Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static {
-        async move {
-            let response = match *req.method() {
-                Method::GET | Method::HEAD => self.answer(req.uri().path()).await,
-                _ => {
-                    let mut res = error(StatusCode::METHOD_NOT_ALLOWED, "the admin API is read-only");
-                    res.headers_mut()
-                        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-                    res
-                }
-            };
-            Ok(response)
-        }
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        Ok(match *req.method() {
+            Method::GET | Method::HEAD => self.answer(req.uri().path()).await,
+            _ => {
+                let mut res = error(StatusCode::METHOD_NOT_ALLOWED, "the admin API is read-only");
+                res.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                res
+            }
+        })
     }
 }
 
@@ -271,7 +267,10 @@ mod tests {
         let routed: std::collections::BTreeSet<&str> = ROUTES.into_iter().collect();
         assert_eq!(documented, routed);
         for (path, item) in doc["paths"].as_object().unwrap() {
-            assert!(item["get"]["responses"]["200"].is_object(), "{path}: GET 200");
+            assert!(
+                item["get"]["responses"]["200"].is_object(),
+                "{path}: GET 200"
+            );
         }
     }
 }

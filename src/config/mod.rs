@@ -482,10 +482,10 @@ mod tests {
         assert!(error_of("admin: {mode: \"0600\"}\n").contains("admin.mode"));
         assert!(error_of("admin: off\n").contains("`off`: write `none`"));
         assert!(error_of("admin: {unix: relative.sock}\n").contains("must be an absolute path"));
-        assert!(error_of(
-            "caching:\n  domains: [deb.example.test]\n  admin: 127.0.0.1:9477\n"
-        )
-        .contains("admin: moved to the top level"));
+        assert!(
+            error_of("caching:\n  domains: [deb.example.test]\n  admin: 127.0.0.1:9477\n")
+                .contains("admin: moved to the top level")
+        );
     }
 
     #[test]

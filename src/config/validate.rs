@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{
-    RawAdmin, RawAdminFields, RawCertFrom, RawCertificate, RawConfig, RawIdentity, RawLogFormat, RawUnmapped, UserOrId,
+    RawAdmin, RawAdminFields, RawCertFrom, RawCertificate, RawConfig, RawIdentity, RawLogFormat,
+    RawUnmapped, UserOrId,
 };
 use super::{
     Config, ConfigError, Listener, ListenerKind, LogConfig, LogFormat, TcpListener, TlsListener,
@@ -220,7 +221,10 @@ fn admin(raw: RawAdmin) -> Result<Option<AdminConfig>, (String, String)> {
         RawAdmin::On(fields) => fields,
     };
     match (fields.tcp, fields.unix) {
-        (Some(_), Some(_)) => Err(("admin".into(), "set either `tcp` or `unix`, not both".into())),
+        (Some(_), Some(_)) => Err((
+            "admin".into(),
+            "set either `tcp` or `unix`, not both".into(),
+        )),
         (tcp, None) => {
             if fields.mode.is_some() {
                 return Err((key("mode"), "applies to a `unix` socket only".into()));
