@@ -18,7 +18,11 @@ fn doctor_with(config: &str, args: &[&str]) -> (Output, String, tempfile::TempDi
     let mut config = config.replace("{dir}", &dir.path().display().to_string());
     // A port of its own for the admin listener: tests run side by side.
     if !config.lines().any(|l| l.starts_with("admin:")) {
-        config = format!("admin:\n  tcp: 127.0.0.1:{}\n{config}", free_port());
+        config = format!(
+            "{}\nadmin:\n  tcp: 127.0.0.1:{}\n",
+            config.trim_end(),
+            free_port()
+        );
     }
     std::fs::write(&file, config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cistern"))
