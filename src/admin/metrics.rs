@@ -254,3 +254,43 @@ impl Collector for CaCollector {
 pub fn set(gauge: &Gauge, value: usize) {
     gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_requests_refusals_and_gauges_render_as_prometheus_text() {
+        let docker = DockerMetrics::default();
+        docker.request(Some("containers"), 201);
+        docker.request(Some("containers"), 201);
+        docker.request(None, 404);
+        docker.refusal(crate::docker::metrics::RefusalEvent {
+            time: time::OffsetDateTime::UNIX_EPOCH,
+            tenant: "alice".into(),
+            listener: "ci".into(),
+            rule: "privileged",
+            method: "POST".into(),
+            path: "/containers/create".into(),
+            status: 403,
+            audit: true,
+        });
+        let exposition = Exposition::new(&docker, None, None);
+        set(&exposition.gauges.job_sockets, 2);
+        let text = exposition.render();
+        for line in [
+            "# TYPE cistern_docker_requests_total counter",
+            "cistern_docker_requests_total{group=\"containers\",status=\"201\"} 2",
+            "cistern_docker_requests_total{group=\"other\",status=\"404\"} 1",
+            "cistern_policy_refusals_total{rule=\"privileged\",action=\"audited\"} 1",
+            "# TYPE cistern_job_sockets gauge",
+            "cistern_job_sockets 2",
+            "cistern_tenants 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}:\n{text}");
+        }
+        // No tenant, path or listener ever becomes a label.
+        assert!(!text.contains("alice") && !text.contains("/containers"));
+        assert!(CONTENT_TYPE.starts_with("text/plain; version=0.0.4"));
+    }
+}

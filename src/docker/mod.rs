@@ -14,7 +14,8 @@
 //! Bodies are never buffered whole here: frames pass through one at a time, so
 //! a slow client slows the daemon (back-pressure) and a 20 GB `docker load`
 //! costs no memory. Upgraded connections (attach, exec) are handed to
-//! [`hijack`] once both sides switched protocols.
+//! [`hijack`] once both sides switched protocols. Requests and policy
+//! refusals are counted in [`metrics`] for the admin listener.
 
 pub mod access_log;
 mod exchange;
