@@ -37,6 +37,7 @@
 pub mod admin;
 pub mod config;
 pub mod daemon;
+pub mod discover;
 pub mod docker;
 pub mod doctor;
 pub mod http;

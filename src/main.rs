@@ -92,6 +92,10 @@ enum Command {
 enum CacheAction {
     /// Entries, bytes and the size limit.
     Stats,
+    /// The cached set: configured domains, the repository hosts learned
+    /// from this host's package managers and where each was found, and the
+    /// hosts left out.
+    Domains,
     /// Read every entry and drop those that fail their integrity check.
     Verify,
     /// Evict down to the size limit and delete unreferenced content.
@@ -165,6 +169,7 @@ fn main() -> ExitCode {
                 use cistern::mitm::commands;
                 match &action {
                     CacheAction::Stats => commands::cache_stats(caching).await,
+                    CacheAction::Domains => Ok(commands::cache_domains(caching)),
                     CacheAction::Verify => commands::cache_verify(caching).await,
                     CacheAction::Gc => commands::cache_gc(caching).await,
                     CacheAction::Purge { pattern } => {
@@ -240,10 +245,12 @@ fn caching_command(
         Ok(cfg) => cfg,
         Err(code) => return code,
     };
-    let Some(caching) = cfg.caching else {
+    let Some(mut caching) = cfg.caching else {
         eprintln!("error: the configuration has no `caching:` section");
         return ExitCode::FAILURE;
     };
+    // The same cached set as `serve` (the CA commands make CAs for it).
+    caching.learn_at_start();
     match command(&caching) {
         Ok(out) => {
             print!("{out}");

@@ -30,6 +30,25 @@ pub enum ServeError {
     Ca(#[source] cistern_ca::Error),
     #[error("caching proxy: {0}")]
     CachingProxy(#[source] crate::mitm::StartError),
+    #[error(
+        "caching: no domain to cache: none is configured in caching.domains and no package \
+         manager on this host names a repository (see `cistern cache domains`)"
+    )]
+    NoDomains,
+}
+
+/// One log line per learned host and per host left out.
+fn log_learned(learned: &crate::mitm::learn::Learned) {
+    for (host, places) in &learned.added {
+        let from: Vec<String> = places
+            .iter()
+            .map(|f| format!("{} ({})", f.tool, f.from))
+            .collect();
+        tracing::info!(%host, from = %from.join(", "), "caching a learned repository host");
+    }
+    for (host, why) in &learned.left_out {
+        tracing::debug!(%host, ?why, "learned repository host left out");
+    }
 }
 
 /// How long removing `cleanup: true` tenants' resources may take on shutdown.
@@ -70,7 +89,12 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
 
     let caching = match &config.caching {
         Some(cfg) => {
-            let caching = Arc::new(Caching::open(cfg.clone()).map_err(ServeError::Ca)?);
+            let mut cfg = cfg.clone();
+            log_learned(cfg.learn_at_start());
+            if cfg.domains.is_empty() {
+                return Err(ServeError::NoDomains);
+            }
+            let caching = Arc::new(Caching::open(cfg).map_err(ServeError::Ca)?);
             tokio::spawn(ca_maintenance(caching.clone(), shutdown.clone()));
             Some(caching)
         }
@@ -113,7 +137,11 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
                 .filter(|l| !l.caching_inject)
                 .map(|l| l.name.clone())
                 .collect();
-            crate::inject::Injector::new(c.handout(), off)
+            let local_layers = matches!(
+                config.upstream.endpoint,
+                crate::config::UpstreamEndpoint::Unix(_)
+            );
+            crate::inject::Injector::new(c.handout(), off, local_layers)
         }),
         limits: config.clients,
     };

@@ -365,7 +365,7 @@ async fn the_status_page_shows_the_cache_paying_off_tenants_and_refusals() {
     let _instance = InstanceCleanup(instance.clone());
     let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let extra = format!(
-        "{yaml}instance: {instance}\ncaching:\n  domains: [{DOMAIN}]\n  state_dir: {s}/ca\n  cache_dir: {s}/cache\n  proxy:\n    http: {http}\n    https: 127.0.0.1:{https}\n  upstream:\n    overrides:\n      {DOMAIN}: {o}\n",
+        "{yaml}instance: {instance}\ncaching:\n  domains: [{DOMAIN}]\n  discover: {{host: false}}\n  state_dir: {s}/ca\n  cache_dir: {s}/cache\n  proxy:\n    http: {http}\n    https: 127.0.0.1:{https}\n  upstream:\n    overrides:\n      {DOMAIN}: {o}\n",
         s = state.path().display(),
         https = free_port(),
         o = origin.addr,

@@ -113,7 +113,7 @@ impl Setup {
         self.forward = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
         let d = self.dirs.path();
         let config = format!(
-            "admin:\n  tcp: {admin}\nupstream:\n  unix: {daemon}\nlisteners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{DEB}, {PYPI}, {NPM}]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n{proxy_extra}  upstream:\n    extra_roots: [{root}]\n    overrides:\n      {DEB}: {o1}\n      {NPM}: {o1}\n      {PYPI}: {pypi}\n      \"{OTHER}:443\": {o1}\n      \"{OTHER}:80\": {o2}\n{extra}",
+            "admin:\n  tcp: {admin}\nupstream:\n  unix: {daemon}\nlisteners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{DEB}, {PYPI}, {NPM}]\n  discover: {{host: false}}\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n{proxy_extra}  upstream:\n    extra_roots: [{root}]\n    overrides:\n      {DEB}: {o1}\n      {NPM}: {o1}\n      {PYPI}: {pypi}\n      \"{OTHER}:443\": {o1}\n      \"{OTHER}:80\": {o2}\n{extra}",
             daemon = support::daemon_socket().display(),
             sock = d.join("unused.sock").display(),
             state = d.join("state").display(),
@@ -519,6 +519,115 @@ async fn second_downloads_come_from_the_cache_and_index_files_are_revalidated() 
     assert!(metric("cistern_cache_bytes_from_origin_total", NPM) >= 150_000);
     // One log event per request with the cache state.
     assert!(s.logs().contains("state=\"revalidated\""), "{}", s.logs());
+}
+
+/// Puts a tree shaped like each other ecosystem's repository on the HTTPS
+/// origin, under one mirror host by path prefix (as Artifactory or Nexus
+/// serve many repositories: the rules go by path shape, never by host
+/// name); returns (url, origin path, is_index) for every file.
+fn ecosystems(s: &Setup) -> Vec<(String, String, bool)> {
+    let hex = "3b5ac6b2e8a4c9d7f0e1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7";
+    let primary = format!("/fedora/39/x86_64/os/repodata/{hex}-primary.xml.gz");
+    let maven = "/maven2/org/apache/commons/commons-lang3";
+    let text = "/goproxy/golang.org/x/text";
+    let files: Vec<(String, bool)> = [
+        // apk
+        ("/alpine/v3.19/main/x86_64/APKINDEX.tar.gz", true),
+        (
+            "/alpine/v3.19/main/x86_64/musl-1.2.4_git20230717-r4.apk",
+            false,
+        ),
+        // dnf/yum
+        ("/fedora/39/x86_64/os/repodata/repomd.xml", true),
+        (&primary, false),
+        (
+            "/fedora/39/x86_64/os/Packages/h/hello-2.12.1-2.fc39.x86_64.rpm",
+            false,
+        ),
+        // cargo sparse index and downloads
+        ("/cargo/index/config.json", true),
+        ("/cargo/index/3/s/syn", true),
+        ("/cargo/index/se/rd/serde", true),
+        ("/cargo/api/v1/crates/serde/1.0.197/download", false),
+        ("/cargo/crates/syn/syn-2.0.48.crate", false),
+        // Go module proxy
+        (&format!("{text}/@v/list"), true),
+        (&format!("{text}/@latest"), true),
+        (&format!("{text}/@v/v0.14.0.info"), false),
+        (&format!("{text}/@v/v0.14.0.mod"), false),
+        (&format!("{text}/@v/v0.14.0.zip"), false),
+        // Maven/Gradle: a SNAPSHOT jar is rebuilt in place.
+        (&format!("{maven}/maven-metadata.xml"), true),
+        (&format!("{maven}/3.14.0/commons-lang3-3.14.0.pom"), false),
+        (&format!("{maven}/3.14.0/commons-lang3-3.14.0.jar"), false),
+        (
+            &format!("{maven}/3.14.0/commons-lang3-3.14.0.jar.sha1"),
+            false,
+        ),
+        (
+            "/maven2/com/example/app/1.1-SNAPSHOT/app-1.1-SNAPSHOT.jar",
+            true,
+        ),
+        // RubyGems compact index, gems and gemspecs
+        ("/rubygems/versions", true),
+        ("/rubygems/info/rails", true),
+        ("/rubygems/gems/rails-7.1.3.gem", false),
+        ("/rubygems/quick/Marshal.4.8/rails-7.1.3.gemspec.rz", false),
+        // conda
+        ("/conda-forge/linux-64/repodata.json", true),
+        ("/conda-forge/linux-64/repodata.json.zst", true),
+        (
+            "/conda-forge/linux-64/numpy-1.26.4-py312heda63a1_0.conda",
+            false,
+        ),
+        (
+            "/conda-forge/noarch/requests-2.31.0-pyhd8ed1ab_0.tar.bz2",
+            false,
+        ),
+    ]
+    .iter()
+    .map(|(path, index)| (path.to_string(), *index))
+    .collect();
+    files
+        .into_iter()
+        .enumerate()
+        .map(|(i, (path, index))| {
+            let body = if index {
+                Bytes::from(format!("index {path} v1\n"))
+            } else {
+                random_bytes(40_000 + i * 1000, 100 + i as u64)
+            };
+            s.https_origin.put(&path, File::new(body));
+            (format!("https://{DEB}{path}"), path, index)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_ecosystem_second_downloads_come_from_the_cache_and_its_indexes_cost_a_304() {
+    let s = Setup::start("").await;
+    let client = s.client();
+    for (url, path, index) in ecosystems(&s) {
+        let first = client.get(&url).await;
+        assert_eq!(first.status, 200, "{url}: {first:?}\n{}", s.logs());
+        assert_eq!(first.headers["x-cistern-cache"], "miss", "{url}");
+        let second = client.get(&url).await;
+        assert_eq!(second.status, 200, "{url}");
+        assert_eq!(second.bytes(), first.bytes(), "{url}: same bytes");
+        let counts = s.https_origin.counts(&path);
+        if index {
+            // Asked again, conditionally, and the origin said 304.
+            assert_eq!(
+                (counts.requests, counts.conditional, counts.not_modified),
+                (2, 1, 1),
+                "{url}"
+            );
+            assert_eq!(second.headers["x-cistern-cache"], "revalidated", "{url}");
+        } else {
+            assert_eq!(counts.requests, 1, "{url}: served from the cache");
+            assert_eq!(second.headers["x-cistern-cache"], "hit", "{url}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1179,6 +1288,89 @@ async fn concurrent_requests_for_a_stale_index_make_one_conditional_request() {
         assert!(got.bytes() == &v2, "the new version, whole");
     }
     assert_eq!(s.https_origin.counts(path).requests, 3);
+}
+
+/// Twenty GETs of `url` one after another; the time they took.
+async fn twenty_in_a_row(s: &Setup, url: &str, body: &Bytes) -> Duration {
+    let client = s.client();
+    let start = Instant::now();
+    for _ in 0..20 {
+        let got = client.get(url).await;
+        assert_eq!(got.status, 200);
+        assert!(got.bytes() == body, "the index, whole");
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_index_without_validators_is_downloaded_once_per_unvalidated_window() {
+    let s = Setup::start("  cache:\n    unvalidated_window: 5s\n").await;
+    let path = "/alpine/v3.19/main/x86_64/APKINDEX.tar.gz";
+    let url = format!("https://{DEB}{path}");
+    let index = random_bytes(2_000_000, 71);
+    s.https_origin
+        .put(path, File::without_validators(index.clone()));
+    let first = s.client().get(&url).await;
+    let stored = Instant::now();
+    assert_eq!(first.bytes(), &index);
+    assert!(!first.headers.contains_key("etag"));
+
+    // Twenty jobs at once, then twenty more one after another, within the
+    // window: no origin request.
+    for got in s.spawn_gets(&url, 20) {
+        let got = got.await.unwrap();
+        assert!(got.bytes() == &index, "the stored index, whole");
+        assert_eq!(got.headers["x-cistern-cache"], "hit");
+    }
+    let took = twenty_in_a_row(&s, &url, &index).await;
+    assert!(
+        stored.elapsed() < Duration::from_secs(5),
+        "the machine is too slow for this test's window"
+    );
+    assert_eq!(s.https_origin.counts(path).requests, 1);
+    println!(
+        "unvalidated_window 5s: 41 requests of a 2 MB index without validators, \
+         1 origin download; 20 in a row took {took:?}"
+    );
+    assert!(
+        s.logs().contains("within the unvalidated window"),
+        "{}",
+        s.logs()
+    );
+
+    // After the window: one more download, unconditional (nothing to send).
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(stored.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let got = s.client().get(&url).await;
+    assert!(got.bytes() == &index);
+    let counts = s.https_origin.counts(path);
+    assert_eq!((counts.requests, counts.conditional), (2, 0), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_zero_unvalidated_window_an_index_without_validators_is_downloaded_every_time() {
+    let s = Setup::start("  cache:\n    unvalidated_window: 0s\n").await;
+    let path = "/alpine/v3.19/main/x86_64/APKINDEX.tar.gz";
+    let url = format!("https://{DEB}{path}");
+    let index = random_bytes(2_000_000, 72);
+    s.https_origin
+        .put(path, File::without_validators(index.clone()));
+    assert_eq!(s.client().get(&url).await.bytes(), &index);
+    let took = twenty_in_a_row(&s, &url, &index).await;
+    assert_eq!(s.https_origin.counts(path).requests, 21);
+    println!(
+        "unvalidated_window 0s: 21 requests of a 2 MB index without validators, \
+         21 origin downloads; 20 in a row took {took:?}"
+    );
+    // Concurrent revalidations still share one origin request: slow enough
+    // that all twenty arrive while the first is at the origin.
+    s.https_origin
+        .set_behaviour(path, Behaviour::Slow(Duration::from_millis(700)));
+    for got in s.spawn_gets(&url, 20) {
+        let got = got.await.unwrap();
+        assert!(got.bytes() == &index, "the index, whole");
+    }
+    assert_eq!(s.https_origin.counts(path).requests, 22);
 }
 
 /// One client address holds at most `max_connections_per_client`

@@ -55,6 +55,8 @@ struct Caching {
     dir: tempfile::TempDir,
     socket: PathBuf,
     config: String,
+    /// `NAME=VALUE` entries of cistern's environment.
+    env: Vec<String>,
 }
 
 impl Caching {
@@ -66,7 +68,7 @@ impl Caching {
         let state = dir.path().join("state");
         let config = format!(
             "upstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix:\n      path: {sock}\n      mode: \"0600\"\n{extra_listeners}\
-             caching:\n  domains: [{PKGS}, {REPO}]\n  state_dir: {state}\n  cache_dir: {cache}\n  \
+             caching:\n  domains: [{PKGS}, {REPO}]\n  discover: {{host: false}}\n  state_dir: {state}\n  cache_dir: {cache}\n  \
              proxy: {{http: \"127.0.0.1:{http}\", https: \"127.0.0.1:{https}\"}}\n  inject: {inject}\n  ca: {ca}\n",
             daemon = daemon().display(),
             sock = socket.display(),
@@ -80,6 +82,7 @@ impl Caching {
             dir,
             socket,
             config,
+            env: Vec::new(),
         };
         caching.restart();
         caching
@@ -89,7 +92,10 @@ impl Caching {
     fn restart(&mut self) {
         self.cistern = None; // kills the previous process
         let run_dir = tempfile::tempdir().unwrap();
-        self.cistern = Some(Cistern::start_with_config(
+        let mut wrapper = vec!["env"];
+        wrapper.extend(self.env.iter().map(String::as_str));
+        self.cistern = Some(Cistern::start_under(
+            &wrapper,
             run_dir,
             self.socket.clone(),
             &self.config,
@@ -1118,7 +1124,7 @@ impl DomainChanges {
         let https = free_port();
         let template = format!(
             "upstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix:\n      path: {sock}\n      mode: \"0600\"\n\
-             caching:\n  domains: [DOMAINS]\n  state_dir: {state}\n  cache_dir: {cache}\n  \
+             caching:\n  domains: [DOMAINS]\n  discover: {{host: HOST}}\n  state_dir: {state}\n  cache_dir: {cache}\n  \
              proxy: {{http: \"{gateway}:{http}\", https: \"{gateway}:{https}\"}}\n  \
              upstream:\n    extra_roots: [{root}]\n    overrides: {{{KEPT}: \"{o}\", {ADDED}: \"{o}\", {REMOVED}: \"{o}\"}}\n",
             daemon = daemon().display(),
@@ -1135,6 +1141,7 @@ impl DomainChanges {
                 dir,
                 socket,
                 config: String::new(),
+                env: Vec::new(),
             },
             gateway,
             https,
@@ -1146,9 +1153,21 @@ impl DomainChanges {
         changes
     }
 
-    /// (Re)starts cistern with `domains` cached, and waits for its proxy.
+    /// (Re)starts cistern with `domains` cached (and no host discovery),
+    /// and waits for its proxy.
     fn restart_with(&mut self, domains: &[&str]) {
-        self.caching.config = self.template.replace("DOMAINS", &domains.join(", "));
+        self.restart_learning(domains, &[]);
+    }
+
+    /// (Re)starts cistern with `domains` cached and host discovery on,
+    /// `env` (`NAME=VALUE`) added to its environment, and waits for its proxy.
+    fn restart_learning(&mut self, domains: &[&str], env: &[&str]) {
+        let host = if env.is_empty() { "false" } else { "true" };
+        self.caching.config = self
+            .template
+            .replace("DOMAINS", &domains.join(", "))
+            .replace("HOST", host);
+        self.caching.env = env.iter().map(|e| e.to_string()).collect();
         self.caching.restart();
         let proxy = SocketAddr::from((self.gateway, self.https));
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
@@ -1235,6 +1254,134 @@ impl DomainChanges {
             })
             .collect()
     }
+}
+
+#[test]
+fn a_repository_host_learned_from_the_hosts_package_managers_is_cached_with_no_domain_configured() {
+    // No domain configured: the only cached host is the pip index this
+    // host's environment names (as a CI host's profile would).
+    let mut c = DomainChanges::start(&[KEPT]);
+    c.restart_learning(&[], &[&format!("PIP_INDEX_URL=https://{ADDED}/simple")]);
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_cistern"))
+            .args(["cache", "domains", "--config"])
+            .arg(c.caching.cistern().dir.path().join("cistern.yaml"))
+            .env("PIP_INDEX_URL", format!("https://{ADDED}/simple")),
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(ADDED))
+        .unwrap_or_else(|| panic!("{ADDED} is not listed:\n{out}"));
+    assert!(line.contains("learned: pip (env PIP_INDEX_URL)"), "{line}");
+    assert!(
+        c.caching
+            .logs()
+            .contains("caching a learned repository host"),
+        "{}",
+        c.caching.logs()
+    );
+
+    let name = unique("learned");
+    let _container = c.container(&name);
+    let v = inspect(c.caching.docker(), &name);
+    let hosts = strings(&v["HostConfig"]["ExtraHosts"]);
+    assert!(
+        hosts.iter().any(|h| h.starts_with(&format!("{ADDED}:"))),
+        "{hosts:?}"
+    );
+    assert!(
+        !hosts.iter().any(|h| h.starts_with(&format!("{KEPT}:"))),
+        "{hosts:?}"
+    );
+    // The container trusts the proxy for the learned host, over HTTPS.
+    c.assert_reaches(&name, ADDED);
+    assert!(c
+        .permitted(&c.cas_of(&name)[0])
+        .contains(&ADDED.to_string()));
+    let (ok, _) = c.fetch(&name, KEPT);
+    assert!(!ok, "{KEPT} is not cached and must not be served");
+}
+
+#[test]
+fn repository_hosts_an_image_or_a_create_names_are_cached_for_that_very_container_and_kept() {
+    // Host discovery off: only images and creates name hosts here.
+    let mut c = DomainChanges::start(&[KEPT]);
+    let image = unique("cistern-test/learned-pip").to_lowercase();
+    let _image = Cleanup::image(&image);
+    build_image(
+        &image,
+        &format!("FROM {}\nCOPY pip.conf /etc/pip.conf\n", curl_image()),
+        &[(
+            "pip.conf",
+            format!("[global]\nindex-url = https://{ADDED}/simple\n").as_bytes(),
+        )],
+    );
+    let name = unique("learned-image");
+    let _container = Cleanup::container(&name);
+    run_ok(
+        c.caching
+            .docker()
+            .args(["run", "-d", "--name", &name, &image, "sleep", "600"]),
+    );
+    // The first container of the image is routed and trusted for the host
+    // its pip configuration names.
+    c.assert_reaches(&name, ADDED);
+    let hosts = strings(&inspect(c.caching.docker(), &name)["HostConfig"]["ExtraHosts"]);
+    assert!(
+        hosts.iter().any(|h| h.starts_with(&format!("{ADDED}:"))),
+        "{hosts:?}"
+    );
+    assert!(
+        c.caching
+            .logs()
+            .contains("caching a learned repository host"),
+        "{}",
+        c.caching.logs()
+    );
+
+    // A create's own environment names a registry: cached for it too.
+    let env_name = unique("learned-env");
+    let _env_container = Cleanup::container(&env_name);
+    run_ok(c.caching.docker().args([
+        "run",
+        "-d",
+        "--name",
+        &env_name,
+        "-e",
+        &format!("NPM_CONFIG_REGISTRY=https://{REMOVED}/"),
+        curl_image(),
+        "sleep",
+        "600",
+    ]));
+    c.assert_reaches(&env_name, REMOVED);
+    // The container created before the host was learned was never given it.
+    let (ok, _) = c.fetch(&name, REMOVED);
+    assert!(!ok, "{name} was created before {REMOVED} was learned");
+
+    // Kept across a restart: a plain container created after it is routed
+    // and trusted for both, and `cistern cache domains` says where they
+    // came from.
+    c.restart_with(&[KEPT]);
+    let after = unique("learned-after");
+    let _after = c.container(&after);
+    c.assert_reaches(&after, ADDED);
+    c.assert_reaches(&after, REMOVED);
+    let out = run_ok(
+        Command::new(env!("CARGO_BIN_EXE_cistern"))
+            .args(["cache", "domains", "--config"])
+            .arg(c.caching.cistern().dir.path().join("cistern.yaml")),
+    );
+    let line = |host: &str| {
+        out.lines()
+            .find(|l| l.starts_with(host))
+            .unwrap_or_else(|| panic!("{host} is not listed:\n{out}"))
+            .to_string()
+    };
+    assert!(line(ADDED).contains("/etc/pip.conf"), "{out}");
+    assert!(
+        line(REMOVED).contains("container create: env NPM_CONFIG_REGISTRY"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -20,9 +20,9 @@ struct Runner {
 
 const RULE: &str = "ci.job.type=build";
 
-fn config(d: &Path, runner: &str, instance: &str) -> String {
+fn config(d: &Path, runner: &str, instance: &str, ends: &str) -> String {
     format!(
-        "instance: {instance}\nstate_dir: {d}/state\nupstream:\n  unix: {daemon}\nlisteners:\n  - name: runner\n    unix: {{path: {d}/runner.sock, mode: \"0600\"}}\n    identity: {{fixed: {runner}}}\n    policy:\n      groups: {{exec: true}}\njobs:\n  rules:\n    - label: {RULE}\n      listeners: [runner]\n",
+        "instance: {instance}\nstate_dir: {d}/state\nupstream:\n  unix: {daemon}\nlisteners:\n  - name: runner\n    unix: {{path: {d}/runner.sock, mode: \"0600\"}}\n    identity: {{fixed: {runner}}}\n    policy:\n      groups: {{exec: true}}\njobs:\n  rules:\n    - label: {RULE}\n      listeners: [runner]\n      ends: {ends}\n",
         daemon = daemon().display(),
         d = d.display(),
     )
@@ -30,13 +30,21 @@ fn config(d: &Path, runner: &str, instance: &str) -> String {
 
 impl Runner {
     fn start() -> Runner {
+        Runner::start_ending_on("stop")
+    }
+
+    /// A runner whose jobs end as `ends` says (`stop` or `remove`).
+    fn start_ending_on(ends: &str) -> Runner {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
         let id = unique("job");
         let runner = format!("runner-{id}");
         let instance = format!("test-{id}");
-        let cistern =
-            Cistern::start_with_config(dir, d.join("runner.sock"), &config(&d, &runner, &instance));
+        let cistern = Cistern::start_with_config(
+            dir,
+            d.join("runner.sock"),
+            &config(&d, &runner, &instance, ends),
+        );
         Runner {
             cistern,
             dir: d,
@@ -367,4 +375,52 @@ fn a_spoofed_job_label_neither_sticks_nor_ends_the_job() {
     assert_eq!(label.trim(), "", "a client set cistern's job label");
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(owned_by(&tenant), [format!("volume {tenant}-keep")]);
+}
+
+/// GitLab Runner starts its build container again for each stage of a job:
+/// with `ends: remove`, the job and its socket outlive the container's stops
+/// (a restart of cistern meanwhile included), and end when it is removed.
+#[test]
+fn a_job_that_ends_on_removal_keeps_its_socket_across_stops_and_ends_when_removed() {
+    let mut r = Runner::start_ending_on("remove");
+    let job = unique("job-rm");
+    r.job(&job);
+    let tenant = job_tenant(&job);
+    r.in_job(&job, "docker run -d --name db $BASE sleep 600");
+    run_ok(r.docker().args(["stop", "-t", "0", &job]));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(owned_by(&tenant), [format!("container {tenant}-db")]);
+    run_ok(r.docker().args(["start", &job]));
+    assert_eq!(
+        r.in_job(&job, "docker ps --format '{{.Names}}'").trim(),
+        "db"
+    );
+
+    // Stopped while cistern is down: the restarted cistern serves the
+    // socket again, and the container's next start binds it.
+    run_ok(r.docker().args(["stop", "-t", "0", &job]));
+    r.cistern.signal(nix::sys::signal::Signal::SIGKILL);
+    r.cistern.wait_exit(Duration::from_secs(5)).unwrap();
+    let config = std::fs::read_to_string(r.dir.join("cistern.yaml")).unwrap();
+    let _ = std::fs::remove_file(r.dir.join("runner.sock"));
+    let restarted = Cistern::start_with_config(
+        tempfile::tempdir().unwrap(),
+        r.dir.join("runner.sock"),
+        &config,
+    );
+    run_ok(r.docker().args(["start", &job]));
+    assert_eq!(
+        r.in_job(
+            &job,
+            "docker -H unix:///var/run/docker.sock ps --format '{{.Names}}'"
+        )
+        .trim(),
+        "db"
+    );
+
+    run_ok(r.docker().args(["rm", "-f", &job]));
+    wait_until("job cleanup", Duration::from_secs(5), || {
+        owned_by(&tenant).is_empty()
+    });
+    drop(restarted);
 }

@@ -90,6 +90,9 @@ pub struct TickReport {
 /// take `&self`.
 pub struct CaStore {
     config: CaConfig,
+    /// The cached domains now: the configured ones, and those added since
+    /// ([`CaStore::add_domains`]). Normalised, sorted, unique.
+    domains: RwLock<Arc<Vec<String>>>,
     /// Oldest first (by `not_before`).
     generations: RwLock<Vec<Arc<CertificateAuthority>>>,
     leaves: Mutex<LeafCache>,
@@ -123,6 +126,7 @@ impl CaStore {
             "CA store opened"
         );
         let store = CaStore {
+            domains: RwLock::new(Arc::new(config.domains.clone())),
             config,
             generations: RwLock::new(loaded.into_iter().map(Arc::new).collect()),
             leaves: Mutex::new(LeafCache::default()),
@@ -135,6 +139,47 @@ impl CaStore {
     /// The validated configuration.
     pub fn config(&self) -> &CaConfig {
         &self.config
+    }
+
+    /// The cached domains now: new generations are constrained to them, and
+    /// leaves are issued for them only.
+    pub fn domains(&self) -> Arc<Vec<String>> {
+        self.domains
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adds cached domains while running (hosts learned from a container's
+    /// image, say). When that changes the set, a generation constrained to
+    /// the new set is created at once, so a container created from now on is
+    /// handed it (with every other valid one) and trusts the proxy for the
+    /// new names; containers created before keep what they were given. Returns
+    /// the new generation, `None` when every name was cached already (itself
+    /// or under a cached domain).
+    pub fn add_domains<S: AsRef<str>>(
+        &self,
+        added: &[S],
+        now: OffsetDateTime,
+    ) -> Result<Option<CaCert>> {
+        let added = added
+            .iter()
+            .map(|d| name::domain(d.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        let _rotating = lock(&self.rotating);
+        let current = self.domains();
+        let added: Vec<String> = added
+            .into_iter()
+            .filter(|d| !name::permits(&current, d))
+            .collect();
+        if added.is_empty() {
+            return Ok(None);
+        }
+        let mut domains: Vec<String> = current.iter().cloned().chain(added).collect();
+        domains.sort();
+        domains.dedup();
+        *self.domains.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(domains);
+        self.create_generation(now).map(Some)
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<CertificateAuthority>>> {
@@ -159,7 +204,7 @@ impl CaStore {
                 ca.is_valid_at(now)
                     && ca.not_after() >= needed_until
                     && ca.algorithm() == self.config.algorithm
-                    && ca.domains() == self.config.domains.as_slice()
+                    && ca.domains() == self.domains().as_slice()
             })
             .cloned()
     }
@@ -199,7 +244,7 @@ impl CaStore {
     fn create_generation(&self, now: OffsetDateTime) -> Result<CaCert> {
         let ca = CertificateAuthority::generate(
             self.config.algorithm,
-            &self.config.domains,
+            &self.domains(),
             self.config.lifetime,
             now,
         )?;
@@ -310,7 +355,7 @@ impl CaStore {
     /// [`Error::NoCaPermits`] when no valid generation permits it.
     pub fn signer_for(&self, host: &str, now: OffsetDateTime) -> Result<Arc<CertificateAuthority>> {
         let host = name::host(host)?;
-        if !name::permits(&self.config.domains, &host) {
+        if !name::permits(&self.domains(), &host) {
             return Err(Error::NotCached { host });
         }
         let signer = self

@@ -180,3 +180,44 @@ fn every_container_verifies_its_names_across_domain_changes_rotations_and_restar
     assert!(new_name_checked > 0, "a newly added domain was checked");
     assert!(refused > 0, "a removed domain was asked for");
 }
+
+#[test]
+fn a_domain_added_while_running_reaches_containers_created_after_and_old_names_keep_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &["example.test"], t0());
+    let old_container = bundle_for_new_container(&store, t0());
+
+    let now = t0() + hours(1);
+    let new = store
+        .add_domains(&["Learned.Test."], now)
+        .unwrap()
+        .expect("a new generation for the grown set");
+    assert_eq!(store.domains().as_slice(), ["example.test", "learned.test"]);
+    assert_eq!(
+        store.get(&new.id).unwrap().domains(),
+        ["example.test", "learned.test"]
+    );
+    // Nothing new (a name cached already, or under a cached domain): no new
+    // generation.
+    assert!(store.add_domains(&["learned.test"], now).unwrap().is_none());
+    assert!(store
+        .add_domains(&["a.example.test"], now)
+        .unwrap()
+        .is_none());
+
+    let new_container = bundle_for_new_container(&store, now);
+    assert_eq!(store.current_for_new_container(now).unwrap().id, new.id);
+    let leaf = store.leaf_for_name("pkgs.learned.test", now).unwrap();
+    assert_eq!(leaf.ca_id(), &new.id);
+    verify_with_bundle(&new_container, &leaf, now).unwrap();
+    assert!(verify_with_bundle(&old_container, &leaf, now).is_err());
+    // The configured name keeps its older signer, which both hold.
+    let leaf = store.leaf_for_name("deb.example.test", now).unwrap();
+    assert_eq!(leaf.ca_id(), &old_container[0].id);
+    verify_with_bundle(&old_container, &leaf, now).unwrap();
+    verify_with_bundle(&new_container, &leaf, now).unwrap();
+
+    // An invalid name is refused and changes nothing.
+    assert!(store.add_domains(&["*.wild.test"], now).is_err());
+    assert_eq!(store.domains().len(), 2);
+}

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! lookup(req, now) ─┬─ Bypass(reason) ─────────────► forward untouched
-//!                   ├─ Hit ───────────────────────► conditionals / range → serve body
+//!                   ├─ Hit (fresh, or an index without validators
+//!                   │       within the unvalidated window) ─► conditionals / range → serve body
 //!                   ├─ Stale ─► send stale.revalidation upstream
 //!                   │            ├─ 304 → revalidated() → NotModified(Hit) → serve
 //!                   │            ├─ 200 → (as Miss) store_response()
@@ -32,7 +33,7 @@ use crate::error::Result;
 use crate::key::CacheKey;
 use crate::policy::{Cacheable, Freshness, Policy, Revalidated, StoreDecision};
 use crate::read::Body;
-use crate::reason::{BypassReason, MissReason, NoStoreReason};
+use crate::reason::{BypassReason, HitReason, MissReason, NoStoreReason};
 use crate::rules::Mode;
 use crate::storage::Storage;
 use crate::store::Store;
@@ -47,6 +48,8 @@ pub struct Hit {
     pub response: response::Parts,
     /// The body, verified (small) or verifying as it streams (large).
     pub body: Body,
+    /// Why it is served without asking the origin (for the log).
+    pub reason: HitReason,
 }
 
 /// A stored entry that must be revalidated before use.
@@ -178,27 +181,33 @@ impl Cache {
             }
             freshness => (entry, freshness),
         };
-        match freshness {
-            Freshness::Fresh(response) => match self.store.hit(&entry).await {
-                Ok(body) => {
-                    counters.hits.fetch_add(1, Ordering::Relaxed);
-                    Ok(Lookup::Hit(Box::new(Hit {
-                        entry,
-                        response,
-                        body,
-                    })))
-                }
-                Err(e) if e.is_corrupt() => miss(&entry.key, MissReason::Corrupt),
-                Err(e) => Err(e),
-            },
+        let (response, reason) = match freshness {
+            Freshness::Fresh(response) => (response, HitReason::Fresh),
+            Freshness::Unvalidated(response, age) => {
+                let age_secs = age.as_secs();
+                (response, HitReason::Unvalidated { age_secs })
+            }
             Freshness::Stale(revalidation) => {
                 counters.stale.fetch_add(1, Ordering::Relaxed);
-                Ok(Lookup::Stale(Box::new(Stale {
+                return Ok(Lookup::Stale(Box::new(Stale {
                     entry,
                     revalidation,
+                })));
+            }
+            Freshness::VaryMismatch => return miss(&entry.key, MissReason::VaryMismatch),
+        };
+        match self.store.hit(&entry).await {
+            Ok(body) => {
+                counters.hits.fetch_add(1, Ordering::Relaxed);
+                Ok(Lookup::Hit(Box::new(Hit {
+                    entry,
+                    response,
+                    body,
+                    reason,
                 })))
             }
-            Freshness::VaryMismatch => miss(&entry.key, MissReason::VaryMismatch),
+            Err(e) if e.is_corrupt() => miss(&entry.key, MissReason::Corrupt),
+            Err(e) => Err(e),
         }
     }
 
@@ -280,6 +289,7 @@ impl Cache {
                         entry,
                         response,
                         body,
+                        reason: HitReason::Fresh,
                     }))),
                     Err(e) if e.is_corrupt() => Ok(Revalidation::Modified),
                     Err(e) => Err(e),
@@ -300,6 +310,7 @@ impl Cache {
                 entry: stale.entry,
                 response,
                 body,
+                reason: HitReason::Fresh,
             })),
             Err(e) if e.is_corrupt() => Ok(None),
             Err(e) => Err(e),

@@ -84,7 +84,7 @@ pub use map::mapped_source;
 pub use meta::Meta;
 pub use policy::{Policy, PolicyConfig};
 pub use read::{Body, BodyReader, RangeReader};
-pub use reason::{BypassReason, MissReason, NoStoreReason};
+pub use reason::{BypassReason, HitReason, MissReason, NoStoreReason};
 pub use rules::{Mode, RuleConfig, Rules};
 pub use storage::Storage;
 pub use store::{

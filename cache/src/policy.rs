@@ -20,7 +20,12 @@
 //!   ignored on lookup: a versioned file cannot change, so `max-age=0` from a
 //!   client would only cost a download.
 //! - `revalidate`: `Cache-Control: no-cache` replaces them, so every use is a
-//!   conditional request to the origin.
+//!   conditional request to the origin. An origin that sends no validator
+//!   (no `ETag`, no `Last-Modified`) cannot answer 304: each revalidation
+//!   would download the whole file again. Such an entry downloaded less
+//!   than [`PolicyConfig::unvalidated_window`] ago is served as it is
+//!   ([`Freshness::Unvalidated`]), so twenty jobs starting together cost
+//!   one download; `0` turns this off.
 //!
 //! The response headers a hit returns come from that view (with `Age`), so
 //! clients see the same freshness the cache applies.
@@ -53,6 +58,9 @@ use crate::rules::{Mode, Rules};
 /// Default freshness of `immutable` entries: a year.
 pub const DEFAULT_IMMUTABLE_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// Default [`PolicyConfig::unvalidated_window`].
+pub const DEFAULT_UNVALIDATED_WINDOW: Duration = Duration::from_secs(10);
+
 /// Typed policy settings (the config layer validates and builds these).
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
@@ -63,6 +71,11 @@ pub struct PolicyConfig {
     /// When set, a stored entry this old or younger (since it was stored or
     /// last revalidated) may be served if the origin fails.
     pub stale_if_error: Option<Duration>,
+    /// An always-revalidate (`revalidate` mode) entry whose response had no
+    /// `ETag` and no `Last-Modified` is served without asking the origin
+    /// while it was downloaded less than this long ago: a revalidation
+    /// could only download it whole again. Zero: never.
+    pub unvalidated_window: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -71,6 +84,7 @@ impl Default for PolicyConfig {
             rules: Rules::default(),
             immutable_ttl: DEFAULT_IMMUTABLE_TTL,
             stale_if_error: None,
+            unvalidated_window: DEFAULT_UNVALIDATED_WINDOW,
         }
     }
 }
@@ -89,6 +103,10 @@ pub struct Cacheable {
 pub enum Freshness {
     /// Serve it; these are the response head to send (with `Age`).
     Fresh(response::Parts),
+    /// Serve it without revalidating: an index whose origin sends no
+    /// validators, downloaded within the unvalidated window (see the module
+    /// documentation); the response head to send, and its age.
+    Unvalidated(response::Parts, Duration),
     /// Revalidate first: send this conditional request to the origin.
     Stale(request::Parts),
     /// The stored variant does not match the request's `Vary` headers.
@@ -222,7 +240,10 @@ impl Policy {
             BeforeRequest::Stale {
                 request,
                 matches: true,
-            } => Freshness::Stale(request),
+            } => match self.unvalidated_age(meta, now) {
+                Some(age) => Freshness::Unvalidated(stored_response(meta, now), age),
+                None => Freshness::Stale(request),
+            },
             BeforeRequest::Stale { matches: false, .. } => Freshness::VaryMismatch,
         }
     }
@@ -402,17 +423,23 @@ impl Policy {
         if now.duration_since(stale_since).unwrap_or_default() > limit {
             return None;
         }
-        let mut parts = http::Response::new(()).into_parts().0;
-        parts.status = meta.status;
-        let mut headers = meta.headers.clone();
-        for name in HOP_BY_HOP {
-            headers.remove(name);
+        Some(stored_response(meta, now))
+    }
+
+    /// How long ago an always-revalidate entry without validators was
+    /// downloaded, if that is within the unvalidated window (a
+    /// revalidation could only download it whole again).
+    fn unvalidated_age(&self, meta: &Meta, now: SystemTime) -> Option<Duration> {
+        let window = self.config.unvalidated_window;
+        let validated = [ETAG, LAST_MODIFIED]
+            .iter()
+            .any(|name| meta.headers.contains_key(name));
+        if window.is_zero() || meta.mode != Mode::Revalidate || validated {
+            return None;
         }
-        strip_not_stored(&mut headers);
-        let age = meta.policy.age(now).as_secs();
-        headers.insert(http::header::AGE, HeaderValue::from(age));
-        parts.headers = headers;
-        Some(parts)
+        // A clock that went back counts as just downloaded.
+        let age = now.duration_since(meta.stored_at()).unwrap_or_default();
+        (age < window).then_some(age)
     }
 
     /// The response headers the `CachePolicy` is built from, with the rule
@@ -448,6 +475,22 @@ impl Default for Policy {
     fn default() -> Self {
         Policy::new(PolicyConfig::default())
     }
+}
+
+/// The stored response as it is sent without asking the origin: its
+/// headers as stored (no hop-by-hop ones), with `Age`.
+fn stored_response(meta: &Meta, now: SystemTime) -> response::Parts {
+    let mut parts = http::Response::new(()).into_parts().0;
+    parts.status = meta.status;
+    let mut headers = meta.headers.clone();
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    strip_not_stored(&mut headers);
+    let age = meta.policy.age(now).as_secs();
+    headers.insert(http::header::AGE, HeaderValue::from(age));
+    parts.headers = headers;
+    parts
 }
 
 /// Removes what the origin addressed to one client ([`NOT_STORED`]).

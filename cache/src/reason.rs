@@ -32,6 +32,32 @@ impl fmt::Display for BypassReason {
     }
 }
 
+/// Why a stored entry was served without asking the origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HitReason {
+    /// It is fresh (by the origin's headers, or an `immutable` rule).
+    Fresh,
+    /// An always-revalidate entry without validators (no `ETag`, no
+    /// `Last-Modified`), stored this many seconds ago, within the
+    /// unvalidated window: asking the origin would download it whole again.
+    Unvalidated {
+        /// Seconds since it was downloaded.
+        age_secs: u64,
+    },
+}
+
+impl fmt::Display for HitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HitReason::Fresh => f.write_str("fresh"),
+            HitReason::Unvalidated { age_secs } => write!(
+                f,
+                "index without validators downloaded {age_secs}s ago, within the unvalidated window"
+            ),
+        }
+    }
+}
+
 /// Why a lookup found nothing usable (fetch from origin, then maybe store).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MissReason {

@@ -11,13 +11,33 @@
 //!
 //! | mode | paths | why |
 //! | --- | --- | --- |
+//! | revalidate | `**/*-SNAPSHOT/**` | Maven/Gradle snapshots are rebuilt under one version (checked first) |
 //! | immutable | `**/pool/**/*.deb` (`.udeb`, `.ddeb`, `.dsc`, `.tar.*`, `.diff.gz`), `**/by-hash/**` | apt pool files are versioned; by-hash files are content-addressed |
 //! | immutable | `**/packages/**/*.whl`, `*.tar.gz`, `*.zip`, `*.whl.metadata` | Python distribution files are versioned and never re-uploaded |
 //! | immutable | `**/-/*.tgz` | npm tarballs are versioned |
 //! | immutable | `**/blobs/sha256:*` | OCI blobs are content-addressed |
+//! | immutable | `**/<name>-<version>-r<N>.apk` | apk packages are versioned |
+//! | immutable | `**/<name>-<version>-<release>.<arch>.rpm`, `**/repodata/<hex digest>-*` | RPMs are versioned; dnf metadata files are named by their digest |
+//! | immutable | `**/*.crate`, `**/api/v1/crates/*/*/download` | crate files are versioned |
+//! | immutable | `**/*/@v/v*.*.*.info` (`.mod`, `.zip`) | a Go module version's files never change |
+//! | immutable | `**/<artifact>/<version>/<artifact>-<version>*` | Maven/Gradle release files (`.jar`, `.pom`, `.module`, checksums) are never redeployed |
+//! | immutable | `**/*.gem`, `**/quick/Marshal.4.8/*.gemspec.rz` | gems and their specs are versioned |
+//! | immutable | `**/*.conda`, `**/{noarch,linux-*,osx-*,win-*}/*.tar.bz2` | conda packages are versioned |
 //! | revalidate | `**/Release`, `**/InRelease`, `**/Release.gpg`, `**/Packages*`, `**/Sources*`, `**/Contents-*`, `**/Translation-*`, `**/dists/**` | apt indexes change in place (a stale `Translation` or `Contents` beside a fresh `InRelease` is a hash-sum mismatch) |
 //! | revalidate | `**/simple/**` | Python simple index pages change on every upload |
-//! | revalidate | `/*`, `/@*/*` | npm packuments (paths without `/-/`) change on every publish |
+//! | revalidate | `**/APKINDEX.tar.gz` | the apk index |
+//! | revalidate | `**/repodata/*` | `repomd.xml` names the current metadata files |
+//! | revalidate | `**/config.json`, `**/1/<a>`, `**/2/<ab>`, `**/3/<a>/<abc>`, `**/<ab>/<cd>/<abcd…>` | cargo sparse index files gain a line per publish |
+//! | revalidate | `**/@v/list`, `**/@latest`, `**/@v/*` | Go version lists and queries (a branch's `.info`) |
+//! | revalidate | `**/maven-metadata.xml*` | Maven version lists |
+//! | revalidate | `**/info/*`, `**/versions`, `**/names`, `**/*specs.4.8.gz` | the RubyGems compact index and spec lists |
+//! | revalidate | `**/repodata.json*`, `**/current_repodata.json*`, `**/channeldata.json` | conda channel indexes (and their `.zst`/`.bz2` forms) |
+//! | revalidate | `/*`, `/@*/*` | npm packuments (paths without `/-/`) change on every publish; last, so files above keep their mode at the top level |
+//!
+//! The rules are tried in that order. Shapes in `<angle brackets>` are
+//! checked by code (the parts of a file name must agree with each other or
+//! with its directories), so a `current.rpm` or a `tool/latest/tool.jar`
+//! is not taken for a versioned file.
 //!
 //! A rule as it appears in the configuration file:
 //!
@@ -87,6 +107,7 @@ pub struct Rule {
 enum PathMatch {
     Prefix(String),
     Glob(Glob),
+    Layout(Layout),
 }
 
 impl Rule {
@@ -123,10 +144,14 @@ impl Rule {
         })
     }
 
-    fn builtin(path: &str, mode: Mode) -> Self {
+    fn builtin(shape: Shape, mode: Mode) -> Self {
+        let path = match shape {
+            Shape::Glob(glob) => PathMatch::Glob(Glob::new(glob)),
+            Shape::Layout(layout) => PathMatch::Layout(layout),
+        };
         Rule {
             domain: None,
-            path: PathMatch::Glob(Glob::new(path)),
+            path,
             mode,
             builtin: true,
         }
@@ -142,6 +167,7 @@ impl Rule {
             && match &self.path {
                 PathMatch::Prefix(p) => path.starts_with(p.as_str()),
                 PathMatch::Glob(g) => g.matches(path),
+                PathMatch::Layout(l) => l.matches(path),
             }
     }
 
@@ -161,6 +187,7 @@ impl fmt::Display for Rule {
         let path = match &self.path {
             PathMatch::Prefix(p) => p.as_str(),
             PathMatch::Glob(g) => g.as_str(),
+            PathMatch::Layout(l) => l.as_str(),
         };
         match &self.domain {
             Some(d) => write!(f, "{origin} {} {path} => {}", d.as_str(), self.mode),
@@ -169,39 +196,198 @@ impl fmt::Display for Rule {
     }
 }
 
-/// Paths of versioned or content-addressed files.
-const BUILTIN_IMMUTABLE: &[&str] = &[
-    "**/pool/**/*.deb",
-    "**/pool/**/*.udeb",
-    "**/pool/**/*.ddeb",
-    "**/pool/**/*.dsc",
-    "**/pool/**/*.tar.*",
-    "**/pool/**/*.diff.gz",
-    "**/by-hash/**",
-    "**/packages/**/*.whl",
-    "**/packages/**/*.whl.metadata",
-    "**/packages/**/*.tar.gz",
-    "**/packages/**/*.zip",
-    "**/-/*.tgz",
-    "**/blobs/sha256:*",
-];
+/// A built-in path shape: a glob, or a repository layout a glob cannot
+/// say.
+#[derive(Debug, Clone, Copy)]
+enum Shape {
+    Glob(&'static str),
+    Layout(Layout),
+}
 
-/// Paths of index files that change in place.
-const BUILTIN_REVALIDATE: &[&str] = &[
-    "**/Release",
-    "**/InRelease",
-    "**/Release.gpg",
-    "**/Packages*",
-    "**/Sources*",
-    "**/Contents-*",
-    "**/Translation-*",
+/// Repository layouts checked by code: file names whose parts must agree
+/// with each other or with their directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// An Alpine package: `<name>-<version>-r<N>.apk`.
+    ApkPackage,
+    /// A package file: `<name>-<version>-<release>.<arch>.rpm`.
+    Rpm,
+    /// A dnf/yum metadata file named by its digest, as `repomd.xml` lists
+    /// them: `repodata/<hex digest>-primary.xml.gz`.
+    HashNamedRepodata,
+    /// A file of a cargo sparse index: `1/a`, `2/ab`, `3/a/abc`,
+    /// `ab/cd/abcd…` (the crate name lower-cased, and the directories its
+    /// first letters).
+    CargoIndex,
+    /// A Maven/Gradle release file: `<artifact>/<version>/<artifact>-<version>*`
+    /// (`.jar`, `.pom`, `.module`, classifiers, checksums and signatures);
+    /// never a `-SNAPSHOT` version.
+    MavenRelease,
+}
+
+impl Layout {
+    fn as_str(self) -> &'static str {
+        match self {
+            Layout::ApkPackage => "**/<name>-<version>-r<N>.apk",
+            Layout::Rpm => "**/<name>-<version>-<release>.<arch>.rpm",
+            Layout::HashNamedRepodata => "**/repodata/<hex digest>-*",
+            Layout::CargoIndex => "**/1/<a>, **/2/<ab>, **/3/<a>/<abc>, **/<ab>/<cd>/<abcd…>",
+            Layout::MavenRelease => "**/<artifact>/<version>/<artifact>-<version>*",
+        }
+    }
+
+    fn matches(self, path: &str) -> bool {
+        let mut segments = path.rsplit('/');
+        let name = segments.next().unwrap_or_default();
+        let parent = segments.next().unwrap_or_default();
+        let grandparent = segments.next();
+        match self {
+            Layout::ApkPackage => name
+                .strip_suffix(".apk")
+                .and_then(|stem| stem.rsplit_once("-r"))
+                .is_some_and(|(name_version, release)| {
+                    name_version.contains('-') && all_digits(release)
+                }),
+            Layout::Rpm => name
+                .strip_suffix(".rpm")
+                .and_then(|stem| stem.rsplit_once('.'))
+                .is_some_and(|(nvr, arch)| {
+                    !arch.is_empty()
+                        && arch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                        && nvr.rsplitn(3, '-').filter(|part| !part.is_empty()).count() == 3
+                }),
+            Layout::HashNamedRepodata => {
+                parent == "repodata"
+                    && name.split_once('-').is_some_and(|(digest, _)| {
+                        digest.len() >= 32 && digest.bytes().all(|b| b.is_ascii_hexdigit())
+                    })
+            }
+            Layout::CargoIndex => {
+                let crate_name = name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+                crate_name
+                    && match name.len() {
+                        0 => false,
+                        1 => parent == "1",
+                        2 => parent == "2",
+                        3 => parent == &name[..1] && grandparent == Some("3"),
+                        _ => parent == &name[2..4] && grandparent == Some(&name[..2]),
+                    }
+            }
+            Layout::MavenRelease => {
+                let (artifact, version) = (grandparent.unwrap_or_default(), parent);
+                !artifact.is_empty()
+                    && !version.is_empty()
+                    && !version.ends_with("-SNAPSHOT")
+                    && name
+                        .strip_prefix(artifact)
+                        .and_then(|rest| rest.strip_prefix('-'))
+                        .and_then(|rest| rest.strip_prefix(version))
+                        .is_some_and(|rest| rest.starts_with(['.', '-']))
+            }
+        }
+    }
+}
+
+fn all_digits(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+use Layout::{ApkPackage, CargoIndex, HashNamedRepodata, MavenRelease, Rpm};
+use Mode::{Immutable, Revalidate};
+use Shape::{Glob as G, Layout as L};
+
+/// The built-in rules, in order: the first that matches wins. Exceptions
+/// come first (index files inside trees of immutable files), then the
+/// versioned or content-addressed files, then the index files that change
+/// in place.
+const BUILTIN: &[(Shape, Mode)] = &[
+    // Maven/Gradle snapshots are rebuilt under the same version.
+    (G("**/*-SNAPSHOT/**"), Revalidate),
+    // apt pool files are versioned; by-hash files are content-addressed.
+    (G("**/pool/**/*.deb"), Immutable),
+    (G("**/pool/**/*.udeb"), Immutable),
+    (G("**/pool/**/*.ddeb"), Immutable),
+    (G("**/pool/**/*.dsc"), Immutable),
+    (G("**/pool/**/*.tar.*"), Immutable),
+    (G("**/pool/**/*.diff.gz"), Immutable),
+    (G("**/by-hash/**"), Immutable),
+    // Python distribution files are never re-uploaded.
+    (G("**/packages/**/*.whl"), Immutable),
+    (G("**/packages/**/*.whl.metadata"), Immutable),
+    (G("**/packages/**/*.tar.gz"), Immutable),
+    (G("**/packages/**/*.zip"), Immutable),
+    // npm tarballs.
+    (G("**/-/*.tgz"), Immutable),
+    // OCI blobs.
+    (G("**/blobs/sha256:*"), Immutable),
+    // apk packages.
+    (L(ApkPackage), Immutable),
+    // dnf/yum: packages, and the metadata named by its digest.
+    (L(Rpm), Immutable),
+    (L(HashNamedRepodata), Immutable),
+    // cargo: crate files, as a static file or through the download API.
+    (G("**/*.crate"), Immutable),
+    (G("**/api/v1/crates/*/*/download"), Immutable),
+    // Go module proxy: a version's files (`@v/<query>.info` for a branch
+    // or an incomplete version is not one; it falls to `@v/*` below).
+    (G("**/*/@v/v*.*.*.info"), Immutable),
+    (G("**/*/@v/v*.*.*.mod"), Immutable),
+    (G("**/*/@v/v*.*.*.zip"), Immutable),
+    // Maven/Gradle release files and their checksums.
+    (L(MavenRelease), Immutable),
+    // RubyGems packages and gemspecs.
+    (G("**/*.gem"), Immutable),
+    (G("**/quick/Marshal.4.8/*.gemspec.rz"), Immutable),
+    // conda packages (`.tar.bz2` only in a platform directory).
+    (G("**/*.conda"), Immutable),
+    (G("**/noarch/*.tar.bz2"), Immutable),
+    (G("**/linux-*/*.tar.bz2"), Immutable),
+    (G("**/osx-*/*.tar.bz2"), Immutable),
+    (G("**/win-*/*.tar.bz2"), Immutable),
+    // apt indexes (a stale `Translation` or `Contents` beside a fresh
+    // `InRelease` is a hash-sum mismatch).
+    (G("**/Release"), Revalidate),
+    (G("**/InRelease"), Revalidate),
+    (G("**/Release.gpg"), Revalidate),
+    (G("**/Packages*"), Revalidate),
+    (G("**/Sources*"), Revalidate),
+    (G("**/Contents-*"), Revalidate),
+    (G("**/Translation-*"), Revalidate),
     // Everything else apt reads from `dists/` is an index too (i18n,
     // dep11, cnf, pdiff Index files), all replaced in place; by-hash files
     // matched the immutable rule first.
-    "**/dists/**",
-    "**/simple/**",
-    "/*",
-    "/@*/*",
+    (G("**/dists/**"), Revalidate),
+    // Python simple index pages.
+    (G("**/simple/**"), Revalidate),
+    // apk index.
+    (G("**/APKINDEX.tar.gz"), Revalidate),
+    // dnf/yum: `repomd.xml` (and its signature), and metadata files not
+    // named by their digest.
+    (G("**/repodata/*"), Revalidate),
+    // cargo sparse index.
+    (G("**/config.json"), Revalidate),
+    (L(CargoIndex), Revalidate),
+    // Go module proxy: version lists and queries.
+    (G("**/@v/list"), Revalidate),
+    (G("**/@latest"), Revalidate),
+    (G("**/@v/*"), Revalidate),
+    // Maven/Gradle metadata (and its checksums).
+    (G("**/maven-metadata.xml*"), Revalidate),
+    // RubyGems compact index and the older spec indexes.
+    (G("**/info/*"), Revalidate),
+    (G("**/versions"), Revalidate),
+    (G("**/names"), Revalidate),
+    (G("**/*specs.4.8.gz"), Revalidate),
+    // conda channel indexes (`.zst`, `.bz2` and other variants).
+    (G("**/repodata.json*"), Revalidate),
+    (G("**/current_repodata.json*"), Revalidate),
+    (G("**/channeldata.json"), Revalidate),
+    // npm packuments: paths without `/-/`, last so that every file above
+    // keeps its own mode at the top level.
+    (G("/*"), Revalidate),
+    (G("/@*/*"), Revalidate),
 ];
 
 /// The ordered rule set: configured rules first, then the built-ins.
@@ -231,14 +417,9 @@ impl Rules {
     }
 
     fn builtin_rules() -> impl Iterator<Item = Rule> {
-        BUILTIN_IMMUTABLE
+        BUILTIN
             .iter()
-            .map(|p| Rule::builtin(p, Mode::Immutable))
-            .chain(
-                BUILTIN_REVALIDATE
-                    .iter()
-                    .map(|p| Rule::builtin(p, Mode::Revalidate)),
-            )
+            .map(|&(shape, mode)| Rule::builtin(shape, mode))
     }
 
     /// The first rule matching this host name and path, if any.
@@ -330,6 +511,329 @@ mod tests {
         assert_eq!(mode("/@scope/pkg/-/pkg-1.0.0.tgz"), Mode::Immutable);
         assert_eq!(mode("/left-pad"), Mode::Revalidate);
         assert_eq!(mode("/@scope/pkg"), Mode::Revalidate);
+    }
+
+    /// Asserts the mode of every path, naming the first that differs.
+    fn modes(want: Mode, paths: &[&str]) {
+        for path in paths {
+            assert_eq!(mode(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn apk_packages_and_index() {
+        modes(
+            Mode::Immutable,
+            &[
+                "/alpine/v3.19/main/x86_64/musl-1.2.4_git20230717-r4.apk",
+                "/alpine/edge/community/aarch64/py3-requests-2.31.0-r1.apk",
+                "/hello-1.0-r0.apk",
+            ],
+        );
+        modes(
+            Mode::Revalidate,
+            &[
+                "/alpine/v3.19/main/x86_64/APKINDEX.tar.gz",
+                "/APKINDEX.tar.gz",
+            ],
+        );
+        // Not an Alpine package name: no `-r<N>` release.
+        modes(
+            Mode::Default,
+            &[
+                "/downloads/app-release.apk",
+                "/downloads/app-latest.apk",
+                "/downloads/app-r.apk",
+            ],
+        );
+    }
+
+    #[test]
+    fn dnf_packages_metadata_and_repomd() {
+        modes(
+            Mode::Immutable,
+            &[
+                "/fedora/linux/releases/39/Everything/x86_64/os/Packages/h/hello-2.12.1-2.fc39.x86_64.rpm",
+                "/centos/9-stream/BaseOS/x86_64/os/Packages/bash-5.1.8-9.el9.x86_64.rpm",
+                "/epel/9/Everything/source/tree/Packages/h/hello-2.12-1.el9.src.rpm",
+                "/repo/noarch/tzdata-2024a-1.fc39.noarch.rpm",
+                concat!(
+                    "/fedora/linux/releases/39/Everything/x86_64/os/repodata/",
+                    "3b5ac6b2e8a4c9d7f0e1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7",
+                    "-primary.xml.zck"
+                ),
+                "/repo/repodata/0123456789abcdef0123456789abcdef-filelists.xml.gz",
+                "/repo/repodata/da39a3ee5e6b4b0d3255bfef95601890afd80709-comps-Everything.x86_64.xml",
+            ],
+        );
+        modes(
+            Mode::Revalidate,
+            &[
+                "/fedora/linux/releases/39/Everything/x86_64/os/repodata/repomd.xml",
+                "/repo/repodata/repomd.xml.asc",
+                // Metadata not named by its digest is replaced in place.
+                "/repo/repodata/primary.xml.gz",
+                "/repo/repodata/abc-primary.xml.gz",
+            ],
+        );
+        // A "current" download is not a versioned package file.
+        modes(
+            Mode::Default,
+            &[
+                "/downloads/tool_current_x86_64.rpm",
+                "/downloads/tool-latest.rpm",
+            ],
+        );
+    }
+
+    #[test]
+    fn cargo_sparse_index_and_crates() {
+        modes(
+            Mode::Revalidate,
+            &[
+                "/config.json",
+                "/index/config.json",
+                "/1/a",
+                "/2/ab",
+                "/3/s/syn",
+                "/se/rd/serde",
+                "/to/ki/tokio-util",
+                "/index/se/rd/serde_json",
+            ],
+        );
+        modes(
+            Mode::Immutable,
+            &[
+                "/api/v1/crates/serde/1.0.197/download",
+                "/crates/serde/serde-1.0.197.crate",
+                "/serde/serde-1.0.197.crate",
+            ],
+        );
+        // Look like index paths, but the directories are not the name's
+        // first letters (or the name is not a crate name).
+        modes(
+            Mode::Default,
+            &[
+                "/en/us/index",
+                "/3/x/syn",
+                "/se/rd/sedre",
+                "/2/abc",
+                "/se/rd/Serde",
+            ],
+        );
+    }
+
+    #[test]
+    fn go_module_proxy() {
+        modes(
+            Mode::Immutable,
+            &[
+                "/golang.org/x/text/@v/v0.14.0.info",
+                "/golang.org/x/text/@v/v0.14.0.mod",
+                "/golang.org/x/text/@v/v0.14.0.zip",
+                "/github.com/!burnt!sushi/toml/@v/v1.3.2.zip",
+                "/example.test/m/@v/v0.0.0-20240101000000-0123456789ab.info",
+                "/example.test/m/@v/v2.0.0+incompatible.mod",
+                "/goproxy/example.test/m/@v/v1.0.0.zip",
+            ],
+        );
+        modes(
+            Mode::Revalidate,
+            &[
+                "/golang.org/x/text/@v/list",
+                "/golang.org/x/text/@latest",
+                // A query, not a version: resolves to another one tomorrow.
+                "/example.test/m/@v/master.info",
+                "/example.test/m/@v/v1.info",
+            ],
+        );
+        // `@v/list` is never immutable, even at the top level.
+        assert_ne!(mode("/@v/list"), Mode::Immutable);
+    }
+
+    #[test]
+    fn maven_and_gradle() {
+        modes(
+            Mode::Immutable,
+            &[
+                "/maven2/org/apache/commons/commons-lang3/3.14.0/commons-lang3-3.14.0.jar",
+                "/maven2/org/apache/commons/commons-lang3/3.14.0/commons-lang3-3.14.0.pom",
+                "/maven2/org/apache/commons/commons-lang3/3.14.0/commons-lang3-3.14.0.jar.sha1",
+                "/maven2/org/apache/commons/commons-lang3/3.14.0/commons-lang3-3.14.0.pom.asc",
+                "/maven2/org/apache/commons/commons-lang3/3.14.0/commons-lang3-3.14.0-sources.jar",
+                "/m2/org/jetbrains/kotlin/kotlin-stdlib/1.9.22/kotlin-stdlib-1.9.22.module",
+                "/com/example/app/1.0/app-1.0.jar",
+            ],
+        );
+        modes(
+            Mode::Revalidate,
+            &[
+                "/maven2/org/apache/commons/commons-lang3/maven-metadata.xml",
+                "/maven2/org/apache/commons/commons-lang3/maven-metadata.xml.sha1",
+                "/maven2/com/example/app/1.1-SNAPSHOT/maven-metadata.xml",
+                // A SNAPSHOT jar is rebuilt under the same version.
+                "/maven2/com/example/app/1.1-SNAPSHOT/app-1.1-SNAPSHOT.jar",
+                "/maven2/com/example/app/1.1-SNAPSHOT/app-1.1-20240101.120000-3.jar",
+                "/maven2/com/example/app/1.1-SNAPSHOT/app-1.1-SNAPSHOT.pom.sha1",
+            ],
+        );
+        // Not named after its directories: not a release file.
+        modes(
+            Mode::Default,
+            &["/tool/latest/tool.jar", "/lib/1.0/other-1.0.jar"],
+        );
+    }
+
+    #[test]
+    fn rubygems() {
+        modes(
+            Mode::Immutable,
+            &[
+                "/gems/rails-7.1.3.gem",
+                "/api/gems/mirror/gems/nokogiri-1.16.0-x86_64-linux.gem",
+                "/quick/Marshal.4.8/rails-7.1.3.gemspec.rz",
+            ],
+        );
+        modes(
+            Mode::Revalidate,
+            &[
+                "/versions",
+                "/names",
+                "/info/rails",
+                "/api/gems/mirror/versions",
+                "/api/gems/mirror/info/nokogiri",
+                "/specs.4.8.gz",
+                "/latest_specs.4.8.gz",
+                "/prerelease_specs.4.8.gz",
+            ],
+        );
+    }
+
+    #[test]
+    fn conda() {
+        modes(
+            Mode::Revalidate,
+            &[
+                "/conda-forge/linux-64/repodata.json",
+                "/conda-forge/linux-64/repodata.json.zst",
+                "/conda-forge/linux-64/repodata.json.bz2",
+                "/conda-forge/noarch/current_repodata.json",
+                "/conda-forge/noarch/current_repodata.json.zst",
+                "/conda-forge/channeldata.json",
+            ],
+        );
+        modes(
+            Mode::Immutable,
+            &[
+                "/conda-forge/linux-64/numpy-1.26.4-py312heda63a1_0.conda",
+                "/conda-forge/noarch/requests-2.31.0-pyhd8ed1ab_0.tar.bz2",
+                "/main/linux-aarch64/zlib-1.2.13-h5eee18b_0.tar.bz2",
+                "/main/osx-arm64/zlib-1.2.13-h5eee18b_0.tar.bz2",
+                "/main/win-64/zlib-1.2.13-h8cc25b3_0.tar.bz2",
+            ],
+        );
+        // A bzip2 tarball outside a conda platform directory.
+        assert_eq!(mode("/downloads/tool/tool.tar.bz2"), Mode::Default);
+    }
+
+    #[test]
+    fn npm_packuments_do_not_take_top_level_files_of_other_ecosystems() {
+        // Index files at the top level revalidate, by their own rule or
+        // npm's.
+        modes(
+            Mode::Revalidate,
+            &["/config.json", "/versions", "/names", "/APKINDEX.tar.gz"],
+        );
+        // Versioned files at the top level keep their own mode.
+        modes(
+            Mode::Immutable,
+            &[
+                "/hello-1.0-r0.apk",
+                "/hello-2.12-1.fc39.x86_64.rpm",
+                "/serde-1.0.197.crate",
+                "/rails-7.1.3.gem",
+                "/numpy-1.26.4-py312heda63a1_0.conda",
+            ],
+        );
+        // And packuments stay packuments.
+        modes(
+            Mode::Revalidate,
+            &["/left-pad", "/@scope/pkg", "/@scope%2fpkg", "/config"],
+        );
+    }
+
+    #[test]
+    fn every_builtin_rule_is_reachable() {
+        // A rule shadowed by those before it for every path would be dead
+        // weight: each built-in must be the first match for some path.
+        let rules = Rules::default();
+        let samples = [
+            "/a/1.0-SNAPSHOT/a-1.0-SNAPSHOT.jar",
+            "/pool/a_1.deb",
+            "/pool/a_1.udeb",
+            "/pool/a_1.ddeb",
+            "/pool/a_1.dsc",
+            "/pool/a_1.tar.xz",
+            "/pool/a_1.diff.gz",
+            "/dists/by-hash/SHA256/ab",
+            "/packages/a-1-py3-none-any.whl",
+            "/packages/a-1-py3-none-any.whl.metadata",
+            "/packages/a-1.tar.gz",
+            "/packages/a-1.zip",
+            "/a/-/a-1.tgz",
+            "/v2/a/blobs/sha256:ab",
+            "/a-1-r0.apk",
+            "/a-1-1.x86_64.rpm",
+            "/repodata/0123456789abcdef0123456789abcdef-primary.xml.gz",
+            "/a/a-1.crate",
+            "/api/v1/crates/a/1/download",
+            "/m/@v/v1.0.0.info",
+            "/m/@v/v1.0.0.mod",
+            "/m/@v/v1.0.0.zip",
+            "/a/1.0/a-1.0.jar",
+            "/gems/a-1.gem",
+            "/quick/Marshal.4.8/a-1.gemspec.rz",
+            "/linux-64/a-1-0.conda",
+            "/noarch/a-1-0.tar.bz2",
+            "/linux-64/a-1-0.tar.bz2",
+            "/osx-64/a-1-0.tar.bz2",
+            "/win-64/a-1-0.tar.bz2",
+            "/dists/stable/Release",
+            "/dists/stable/InRelease",
+            "/dists/stable/Release.gpg",
+            "/dists/stable/main/binary-amd64/Packages.xz",
+            "/dists/stable/main/source/Sources.xz",
+            "/dists/stable/main/Contents-amd64.gz",
+            "/dists/stable/main/i18n/Translation-en",
+            "/dists/stable/main/i18n/Index",
+            "/simple/a/",
+            "/alpine/APKINDEX.tar.gz",
+            "/repo/repodata/repomd.xml",
+            "/index/config.json",
+            "/index/3/s/syn",
+            "/m/@v/list",
+            "/m/@latest",
+            "/m/@v/master.info",
+            "/a/maven-metadata.xml",
+            "/api/info/a",
+            "/api/versions",
+            "/api/names",
+            "/api/specs.4.8.gz",
+            "/linux-64/repodata.json",
+            "/linux-64/current_repodata.json",
+            "/conda-forge/channeldata.json",
+            "/a",
+            "/@scope/a",
+        ];
+        for rule in rules.rules.iter() {
+            assert!(
+                samples.iter().any(|path| rules
+                    .matching("repo.example.test", path)
+                    .map(|r| r as *const Rule)
+                    == Some(rule as *const Rule)),
+                "no sample path reaches {rule}"
+            );
+        }
     }
 
     #[test]

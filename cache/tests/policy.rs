@@ -423,3 +423,139 @@ async fn cookies_set_by_the_origin_are_not_stored_or_replayed_on_hits() {
     // Fresh again after the 304.
     no_cookie(&*hit_at(&cache, &get(FILE), t(110)).await);
 }
+
+/// Stores an index the way an origin without validators sends it (no
+/// `ETag`, no `Last-Modified`) at `now`.
+async fn store_unvalidated(cache: &Cache, req: &http::request::Parts, now: SystemTime) {
+    let res = ok(&[("content-type", "application/gzip")]);
+    origin_answer(cache, req, &res, b"APKINDEX v1", now)
+        .await
+        .expect("stored");
+}
+
+#[tokio::test]
+async fn an_index_without_validators_is_served_within_the_unvalidated_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = PolicyConfig {
+        unvalidated_window: Duration::from_secs(10),
+        ..PolicyConfig::default()
+    };
+    let cache = cache_with(dir.path(), Default::default(), policy).await;
+    let index = get("https://apk.example.test/alpine/v3.19/main/x86_64/APKINDEX.tar.gz");
+    store_unvalidated(&cache, &index, t(0)).await;
+
+    // Within the window: served as stored, without asking the origin, even
+    // to a client asking for a revalidated copy (apt sends max-age=0).
+    let hit = hit_at(&cache, &index, t(9)).await;
+    assert_eq!(hit.body.bytes().await.unwrap(), &b"APKINDEX v1"[..]);
+    assert_eq!(hit.response.headers["age"], "9");
+    assert_eq!(
+        hit.reason.to_string(),
+        "index without validators downloaded 9s ago, within the unvalidated window"
+    );
+    let max_age_0 = get_with(
+        index.uri.to_string().as_str(),
+        &[("cache-control", "max-age=0")],
+    );
+    hit_at(&cache, &max_age_0, t(9)).await;
+
+    // After it: the origin is asked again (unconditionally: nothing to
+    // send); its answer starts a new window.
+    let Lookup::Stale(stale) = cache.lookup(&index, t(10)).await.unwrap() else {
+        panic!("the window is over");
+    };
+    assert!(!stale.revalidation.headers.contains_key("if-none-match"));
+    assert!(!stale.revalidation.headers.contains_key("if-modified-since"));
+    store_unvalidated(&cache, &index, t(10)).await;
+    hit_at(&cache, &index, t(19)).await;
+}
+
+#[tokio::test]
+async fn the_unvalidated_window_leaves_validated_and_non_index_entries_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path()).await;
+    // An index with a validator revalidates: a 304 is cheap.
+    let release = get("https://deb.example.test/debian/dists/stable/Release");
+    origin_answer(&cache, &release, &ok(&[("etag", "\"r1\"")]), b"Suite", t(0))
+        .await
+        .unwrap();
+    assert!(matches!(
+        cache.lookup(&release, t(1)).await.unwrap(),
+        Lookup::Stale(_)
+    ));
+    // A file under plain HTTP semantics that says no-cache is the origin's
+    // choice, window or not.
+    let page = get("https://files.example.test/assets/status.json");
+    origin_answer(
+        &cache,
+        &page,
+        &ok(&[("cache-control", "no-cache")]),
+        b"{}",
+        t(0),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        cache.lookup(&page, t(1)).await.unwrap(),
+        Lookup::Stale(_)
+    ));
+}
+
+#[tokio::test]
+async fn with_a_zero_unvalidated_window_an_index_without_validators_always_revalidates() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = PolicyConfig {
+        unvalidated_window: Duration::ZERO,
+        ..PolicyConfig::default()
+    };
+    let cache = cache_with(dir.path(), Default::default(), policy).await;
+    let index = get("https://conda.example.test/conda-forge/linux-64/repodata.json");
+    store_unvalidated(&cache, &index, t(0)).await;
+    for at in [0, 1, 5] {
+        assert!(
+            matches!(cache.lookup(&index, t(at)).await.unwrap(), Lookup::Stale(_)),
+            "at {at}s"
+        );
+    }
+}
+
+/// Twenty jobs starting within a minute, each fetching one index whose
+/// origin sends no validators, one after another (concurrent ones share
+/// one request in the proxy): the origin downloads it once per window.
+/// Prints the figures for several windows:
+/// `cargo test -p cistern-cache --test policy twenty_jobs -- --nocapture`.
+#[tokio::test]
+async fn twenty_jobs_a_minute_download_an_index_without_validators_once_per_window() {
+    // One job every three seconds: the window's worst case, as no two
+    // share a request by arriving together.
+    let starts: Vec<u64> = (0..20).map(|job| job * 3).collect();
+    let index_size = 2_500_000u64;
+    let mut figures = Vec::new();
+    for window in [0u64, 5, 10, 30, 60] {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = PolicyConfig {
+            unvalidated_window: Duration::from_secs(window),
+            ..PolicyConfig::default()
+        };
+        let cache = cache_with(dir.path(), Default::default(), policy).await;
+        let index = get("https://rpm.example.test/el9/repodata/repomd.xml");
+        let mut downloads = 0u64;
+        for &at in &starts {
+            if !matches!(cache.lookup(&index, t(at)).await.unwrap(), Lookup::Hit(_)) {
+                downloads += 1;
+                store_unvalidated(&cache, &index, t(at)).await;
+            }
+        }
+        figures.push((window, downloads));
+        println!(
+            "unvalidated_window {window:>2}s: {downloads:>2} downloads for 20 jobs, \
+             {:.1} MB of {:.1} MB for a {:.1} MB index",
+            (downloads * index_size) as f64 / 1e6,
+            (20 * index_size) as f64 / 1e6,
+            index_size as f64 / 1e6
+        );
+    }
+    assert_eq!(figures[0], (0, 20), "no window: every job downloads");
+    let ten = figures.iter().find(|(w, _)| *w == 10).unwrap().1;
+    assert_eq!(ten, 5, "a 10s window: one download per 12s (four jobs)");
+}

@@ -149,8 +149,8 @@ pub fn cache(parts: &Parts) -> Value {
     let Some((caching, running)) = &parts.caching else {
         return json!({ "enabled": false });
     };
-    let mut domains: Vec<(&str, [u64; 8])> = running.metrics.snapshot().into_iter().collect();
-    domains.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then(a.0.cmp(b.0)));
+    let mut domains: Vec<(String, [u64; 8])> = running.metrics.snapshot().into_iter().collect();
+    domains.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then(a.0.cmp(&b.0)));
     let row = |values: &[u64; 8]| {
         let mut obj = serde_json::Map::new();
         for (i, (name, _, _)) in ROWS.iter().enumerate() {

@@ -125,7 +125,7 @@ fn counters(
             prometheus_client::metrics::MetricType::Counter,
         )?;
         for (domain, values) in &snapshot {
-            let labels = [("domain", *domain)];
+            let labels = [("domain", domain.as_str())];
             ConstCounter::new(values[i]).encode(family.encode_family(&labels)?)?;
         }
     }
@@ -136,7 +136,7 @@ fn counters(
         prometheus_client::metrics::MetricType::Histogram,
     )?;
     for (domain, c) in metrics.domains() {
-        let labels = [("domain", domain)];
+        let labels = [("domain", domain.as_str())];
         c.origin_latency.encode(family.encode_family(&labels)?)?;
     }
     Ok(())

@@ -272,6 +272,12 @@ impl DockerProxy {
         };
         // One value, edited in place by each stage, serialised once below.
         owned.body(&self.client, &ex.route, &mut body).await?;
+        if let Some(inject) = &self.inject {
+            let daemon = crate::daemon::client::Daemon::new(&self.client);
+            inject
+                .learn_for_create(daemon, &conn.listener, &ex.route, &body)
+                .await;
+        }
         ex.injected = inject::prepare(
             self.inject.as_ref(),
             &conn.listener,

@@ -43,6 +43,7 @@ pub mod env;
 pub mod error;
 pub mod hosts;
 pub mod images;
+pub mod learn;
 pub mod trust;
 
 use bytes::Bytes;
@@ -74,6 +75,8 @@ pub struct Injector {
     caching: Handout,
     /// Listeners with `caching_inject: false`.
     off: Vec<String>,
+    /// Repository hosts found per image.
+    images: learn::ImageHosts,
 }
 
 /// A container create about to be forwarded with injection.
@@ -117,9 +120,44 @@ pub fn prepare(
 
 impl Injector {
     /// Injection with `caching`, on every listener but those named in `off`
-    /// (`caching_inject: false`).
-    pub fn new(caching: Handout, off: Vec<String>) -> Injector {
-        Injector { caching, off }
+    /// (`caching_inject: false`). `local_layers`: the daemon's image layers
+    /// are on this host (it is reached through a unix socket), so images
+    /// are read for the repository hosts they name.
+    pub fn new(caching: Handout, off: Vec<String>, local_layers: bool) -> Injector {
+        Injector {
+            caching,
+            off,
+            images: learn::ImageHosts::new(local_layers),
+        }
+    }
+
+    /// Before a container create is injected: the repository hosts its
+    /// image and environment name join the cached set (when
+    /// `caching.discover` admits them), so this very container is routed
+    /// and trusted for them.
+    pub async fn learn_for_create(
+        &self,
+        daemon: crate::daemon::client::Daemon<'_>,
+        listener: &str,
+        route: &Route,
+        body: &Body,
+    ) {
+        let Body::Json(value) = body else { return };
+        if route.endpoint != Endpoint::ContainerCreate
+            || !self.on_listener(listener)
+            || !self.caching.learn_images
+        {
+            return;
+        }
+        let image = value.get("Image").and_then(Json::as_str).unwrap_or("");
+        if images::skipped(&self.caching.skip_images, image) {
+            return;
+        }
+        let env = learn::env_from(value.get("Env").into_iter().flat_map(Json::strings));
+        let found = self.images.for_create(daemon, image, &env).await;
+        if !found.is_empty() {
+            self.caching.learn(&found, OffsetDateTime::now_utc());
+        }
     }
 
     fn on_listener(&self, listener: &str) -> bool {
@@ -139,7 +177,7 @@ impl Injector {
         }
         let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
         let cfg = &self.caching;
-        match hosts::build_query(query, &cfg.domains, &cfg.address) {
+        match hosts::build_query(query, &cfg.domains(), &cfg.address) {
             Some(query) => format!("{path}?{query}"),
             None => target,
         }
@@ -182,7 +220,7 @@ impl Injector {
                 }
             }
         };
-        hosts::container_create(value, &cfg.domains, &cfg.address);
+        hosts::container_create(value, &cfg.domains(), &cfg.address);
         env::container_create(value, &cfg.env);
         let ids: Vec<String> = cas.iter().map(|c| c.id.clone()).collect();
         env::label(value, &ids);

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
 
+use super::learn::LeftOut;
 use super::proxy::open_cache;
 use super::{Caching, CachingConfig};
 
@@ -26,6 +27,35 @@ pub async fn cache_stats(config: &CachingConfig) -> Result<String, CommandError>
         stats.entries,
         stats.bytes
     ))
+}
+
+/// `cistern cache domains`: one line per host of the cached set, then the
+/// hosts discovery found but left out.
+pub fn cache_domains(config: &CachingConfig) -> String {
+    let learned = &config.learned;
+    let mut out = String::new();
+    for domain in &config.domains {
+        match learned.added.get(domain) {
+            Some(places) => {
+                for (i, f) in places.iter().enumerate() {
+                    let head = if i == 0 { domain.as_str() } else { "" };
+                    let _ = writeln!(out, "{head:<40} learned: {} ({})", f.tool, f.from);
+                }
+            }
+            None => {
+                let _ = writeln!(out, "{domain:<40} configured");
+            }
+        }
+    }
+    for (host, why) in &learned.left_out {
+        let why = match why {
+            LeftOut::Covered(domain) => format!("left out: covered by {domain}"),
+            LeftOut::Filtered => "left out: discover.allow/deny".to_owned(),
+            LeftOut::OverLimit => "left out: over discover.max_hosts".to_owned(),
+        };
+        let _ = writeln!(out, "{host:<40} {why}");
+    }
+    out
 }
 
 /// `cistern cache verify`.

@@ -23,8 +23,13 @@ pub const DEFAULT_CA_PATH: &str = "/etc/cistern/ca.pem";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCaching {
-    /// Cached domains; each covers itself and its subdomains.
+    /// Cached domains; each covers itself and its subdomains. Default: none
+    /// besides what `discover` finds.
+    #[serde(default)]
     pub domains: Vec<String>,
+    /// Which repository hosts cistern finds by itself.
+    #[serde(default)]
+    pub discover: RawDiscover,
     /// Where CA keys and other state live (mode 0700). Default /var/lib/cistern.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
@@ -52,6 +57,42 @@ pub struct RawCaching {
     #[serde(default)]
     pub forward_proxy: Option<RawForwardProxy>,
 }
+
+/// `caching.discover`: learning the hosts package managers download from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscover {
+    /// Read the host's package-manager configuration at start. Default true.
+    #[serde(default)]
+    pub host: Option<bool>,
+    /// Read each image a container is created from (and the create's
+    /// environment). Default true.
+    #[serde(default)]
+    pub images: Option<bool>,
+    /// Host-name globs a learned host must match (`*.example.test`). Default:
+    /// any.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Host-name globs no learned host may match. Default: none.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// At most this many learned hosts join the cached set. Default 64.
+    #[serde(default)]
+    pub max_hosts: Option<usize>,
+}
+
+/// The validated `caching.discover`.
+#[derive(Debug, Clone)]
+pub struct DiscoverConfig {
+    pub host: bool,
+    pub images: bool,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub max_hosts: usize,
+}
+
+/// Default of `caching.discover.max_hosts`.
+pub const DEFAULT_MAX_LEARNED_HOSTS: usize = 64;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +146,12 @@ pub struct RawCache {
     /// origin fails. Default: off.
     #[serde(default)]
     pub stale_if_error: Option<HumanDuration>,
+    /// An always-revalidate index whose origin sends no `ETag` and no
+    /// `Last-Modified` is served without asking the origin while it was
+    /// downloaded less than this long ago (asking could only download it
+    /// whole again). `0s` turns it off. Default 10s.
+    #[serde(default)]
+    pub unvalidated_window: Option<HumanDuration>,
     /// How long concurrent misses wait for the one fetch in flight to start
     /// (then they read along with it), and for it to make progress. Default
     /// 60s.
@@ -234,7 +281,13 @@ pub enum InjectFailure {
 /// The validated `caching:` section.
 #[derive(Debug, Clone)]
 pub struct CachingConfig {
+    /// The cached domains: the configured ones, and after
+    /// [`CachingConfig::learn_at_start`] the learned ones too.
     pub domains: Vec<String>,
+    /// How hosts are learned.
+    pub discover: DiscoverConfig,
+    /// What [`CachingConfig::learn_at_start`] added (empty before).
+    pub learned: super::learn::Learned,
     pub state_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub ca_lifetime: Duration,
@@ -271,6 +324,9 @@ pub struct CachingConfig {
     pub immutable_ttl: Duration,
     /// Stale-if-error window; `None`: off.
     pub stale_if_error: Option<Duration>,
+    /// How long an index without validators is served without asking the
+    /// origin; zero: off.
+    pub unvalidated_window: Duration,
     /// Single-flight wait.
     pub lock_timeout: Duration,
     /// Bodies up to this size are checked whole before they are served.
@@ -294,8 +350,23 @@ pub struct CachingConfig {
 impl RawCaching {
     /// Checks the section; the error names the offending key.
     pub fn validate(self) -> Result<CachingConfig, String> {
-        if self.domains.is_empty() {
-            return Err("domains: list at least one cached domain".into());
+        let discover = DiscoverConfig {
+            host: self.discover.host.unwrap_or(true),
+            images: self.discover.images.unwrap_or(true),
+            allow: self.discover.allow,
+            deny: self.discover.deny,
+            max_hosts: self.discover.max_hosts.unwrap_or(DEFAULT_MAX_LEARNED_HOSTS),
+        };
+        if self.domains.is_empty() && !discover.host && !discover.images {
+            return Err(
+                "domains: list at least one cached domain (or turn on discover.host or discover.images)"
+                    .into(),
+            );
+        }
+        for (key, globs) in [("allow", &discover.allow), ("deny", &discover.deny)] {
+            if let Some(i) = globs.iter().position(|g| g.trim().is_empty()) {
+                return Err(format!("discover.{key}[{i}]: empty pattern"));
+            }
         }
         if self.admin.is_some() {
             return Err(
@@ -334,6 +405,8 @@ impl RawCaching {
             inject_skip_images: self.inject.skip_images,
             inject_on_failure: self.inject.on_failure.unwrap_or_default(),
             domains: self.domains,
+            discover,
+            learned: Default::default(),
             state_dir: self
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from("/var/lib/cistern")),
@@ -372,6 +445,10 @@ impl RawCaching {
                 .immutable_ttl
                 .map_or(cistern_cache::policy::DEFAULT_IMMUTABLE_TTL, |d| d.0),
             stale_if_error: self.cache.stale_if_error.map(|d| d.0),
+            unvalidated_window: self
+                .cache
+                .unvalidated_window
+                .map_or(cistern_cache::policy::DEFAULT_UNVALIDATED_WINDOW, |d| d.0),
             lock_timeout: self
                 .cache
                 .lock_timeout
@@ -418,8 +495,14 @@ impl RawCaching {
                 ));
             }
         }
-        // The CA crate checks domains and durations itself.
-        config.ca_config().map_err(|err| format!("{err}"))?;
+        // The CA crate checks domains and durations itself. With no domain
+        // configured (all are to be learned at start), the durations are
+        // checked against a name that stands for them.
+        let mut probe = config.clone();
+        if probe.domains.is_empty() {
+            probe.domains = vec!["learned.invalid".into()];
+        }
+        probe.ca_config().map_err(|err| format!("{err}"))?;
         Ok(config)
     }
 }

@@ -5,6 +5,8 @@
 //! route ─ refused (unknown host 403, SNI/Host mismatch 421, CONNECT 405)
 //!   └─ lookup ─┬─ Bypass(reason) ──────────► forward untouched
 //!              ├─ Hit ─────────────────────► 304 | 206 | 416 | 200 from disk
+//!              │  (fresh, or an index without validators downloaded
+//!              │   within `caching.cache.unvalidated_window`)
 //!              ├─ Stale ─► conditional GET ─┬─ 304 → refresh meta → serve hit
 //!              │                            ├─ 5xx/error → stale-if-error or 502
 //!              │                            └─ 200 → store + tee (as a miss)
@@ -36,8 +38,8 @@ use std::time::{Duration, SystemTime};
 
 use cistern_cache::{
     content_length, evaluate_conditionals, evaluate_range, Cache, Conditional, Flight, FlightGuard,
-    FlightWaiter, Following, Hit, Lookup, Miss, RangeDecision, Revalidation, Stale, StoreStart,
-    Tail, WaitOutcome,
+    FlightWaiter, Following, Hit, HitReason, Lookup, Miss, RangeDecision, Revalidation, Stale,
+    StoreStart, Tail, WaitOutcome,
 };
 use futures_util::StreamExt;
 use http::header::{
@@ -54,6 +56,7 @@ use super::body::{Metered, RequestLog, Source};
 use super::conn::{ConnInfo, Scheme};
 use super::domains::{normalise, split_authority, Domains};
 use super::error::ProxyError;
+use super::learn::CachedSet;
 use super::metrics::{DomainCounters, Metrics};
 use super::tee;
 use super::upstream::OriginClient;
@@ -72,7 +75,7 @@ const X_CACHE: HeaderName = HeaderName::from_static("x-cistern-cache");
 
 /// The shared state of the proxy's request handling.
 pub struct Proxy {
-    domains: Domains,
+    domains: Arc<CachedSet>,
     cache: Cache,
     origin: OriginClient,
     metrics: Arc<Metrics>,
@@ -111,7 +114,7 @@ fn bump(counter: &Counter, field: fn(&DomainCounters) -> &std::sync::atomic::Ato
 impl Proxy {
     /// Builds the handler state.
     pub fn new(
-        domains: Domains,
+        domains: Arc<CachedSet>,
         cache: Cache,
         origin: OriginClient,
         metrics: Arc<Metrics>,
@@ -151,9 +154,9 @@ impl Proxy {
         &self.cache
     }
 
-    /// The cached domains.
-    pub fn domains(&self) -> &Domains {
-        &self.domains
+    /// The cached domains now.
+    pub fn domains(&self) -> Arc<Domains> {
+        self.domains.domains()
     }
 
     /// Serves one request.
@@ -232,7 +235,8 @@ impl Proxy {
         };
         let (host, port) = split_authority(&authority)
             .ok_or_else(|| refuse(StatusCode::BAD_REQUEST, "malformed Host".into()))?;
-        let domain = self.domains.matching(&host).ok_or_else(|| {
+        let domains = self.domains.domains();
+        let domain = domains.matching(&host).ok_or_else(|| {
             refuse(
                 StatusCode::FORBIDDEN,
                 format!("{host} is not a cached domain"),
@@ -319,7 +323,8 @@ impl Proxy {
             }
             Lookup::Hit(hit) => {
                 bump(counter, |c| &c.hits);
-                self.serve_hit(&parts, *hit, "hit", "fresh".into()).await
+                let reason = hit.reason.to_string();
+                self.serve_hit(&parts, *hit, "hit", reason).await
             }
             Lookup::Stale(stale) => self.revalidate(parts, *stale, counter).await,
             Lookup::Miss(miss) => self.miss(parts, *miss, counter).await,
@@ -339,6 +344,7 @@ impl Proxy {
             entry,
             response: mut head,
             body,
+            ..
         } = hit;
         strip_hop_by_hop(&mut head.headers, false);
         head.version = Version::HTTP_11;
@@ -643,6 +649,7 @@ impl Proxy {
                             entry: stale.entry,
                             response: head,
                             body,
+                            reason: HitReason::Fresh,
                         };
                         self.serve_hit(&parts, hit, "hit", reason).await
                     }

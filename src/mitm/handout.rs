@@ -10,13 +10,15 @@ use cistern_ca::CaStore;
 use time::OffsetDateTime;
 
 pub use super::config::{InjectFailure, DEFAULT_CA_PATH as CA_PATH};
+use super::learn::CachedSet;
 use super::Caching;
+use crate::discover::Found;
 
 /// The caching room's view for injection ([`Caching::handout`]).
 #[derive(Debug, Clone)]
 pub struct Handout {
     /// The cached domains, pointed at the proxy in containers.
-    pub domains: Vec<String>,
+    set: Arc<CachedSet>,
     /// What they resolve to in containers (`host-gateway` or an IP).
     pub address: String,
     /// `NAME=value` entries added to every container's environment.
@@ -27,6 +29,9 @@ pub struct Handout {
     pub on_failure: InjectFailure,
     /// Whether builds get the cached domains as extra hosts.
     pub builds: bool,
+    /// Whether images are read for the repository hosts they name
+    /// (`caching.discover.images`).
+    pub learn_images: bool,
     ca: Arc<CaStore>,
 }
 
@@ -44,18 +49,30 @@ impl Caching {
     pub fn handout(&self) -> Handout {
         let cfg = &self.config;
         Handout {
-            domains: cfg.domains.clone(),
+            set: self.set.clone(),
             address: cfg.inject_address.clone(),
             env: cfg.inject_env.clone(),
             skip_images: cfg.inject_skip_images.clone(),
             on_failure: cfg.inject_on_failure,
             builds: cfg.inject_builds,
+            learn_images: cfg.discover.images,
             ca: self.ca.clone(),
         }
     }
 }
 
 impl Handout {
+    /// The cached domains now.
+    pub fn domains(&self) -> Vec<String> {
+        self.set.domains().iter().map(str::to_owned).collect()
+    }
+
+    /// Caches the admitted hosts of `found` (see [`CachedSet::learn`]);
+    /// returns those added.
+    pub fn learn(&self, found: &[Found], now: OffsetDateTime) -> Vec<String> {
+        self.set.learn(found, now)
+    }
+
     /// The hand-out rule: make sure a CA outliving the job exists, then hand
     /// out every CA valid now, newest first.
     pub fn cas_for_new_container(&self, now: OffsetDateTime) -> Result<Vec<HandedCa>, String> {

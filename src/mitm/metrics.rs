@@ -1,12 +1,13 @@
 //! Per-domain counters of the caching proxy, logged periodically and read
 //! by the admin listener ([`crate::admin`] renders them).
 //!
-//! Domains are the configured ones (a request for `a.deb.example.test`
-//! counts under `deb.example.test`), so the label set is fixed at start.
+//! Domains are the cached ones (a request for `a.deb.example.test` counts
+//! under `deb.example.test`): the configured domains, and those learned
+//! while running, so the label set stays as small as the cached set.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -54,10 +55,11 @@ impl Default for DomainCounters {
     }
 }
 
-/// The counter table, one row per configured domain.
+/// The counter table, one row per cached domain (configured or learned: a
+/// row is added when a learned domain is first served).
 #[derive(Debug, Default)]
 pub struct Metrics {
-    domains: BTreeMap<String, Arc<DomainCounters>>,
+    domains: RwLock<BTreeMap<String, Arc<DomainCounters>>>,
 }
 
 /// (metric name, help, accessor)
@@ -115,30 +117,49 @@ impl Metrics {
     /// A table for these domains.
     pub fn new<'a>(domains: impl IntoIterator<Item = &'a str>) -> Self {
         Metrics {
-            domains: domains
-                .into_iter()
-                .map(|d| (d.to_owned(), Arc::default()))
-                .collect(),
+            domains: RwLock::new(
+                domains
+                    .into_iter()
+                    .map(|d| (d.to_owned(), Arc::default()))
+                    .collect(),
+            ),
         }
     }
 
-    /// The counters of a configured domain.
+    /// The counters of a cached domain (the proxy serves cached domains
+    /// only, so the table stays as small as the cached set).
     pub fn domain(&self, domain: &str) -> Option<Arc<DomainCounters>> {
-        self.domains.get(domain).cloned()
+        if let Some(counters) = self
+            .domains
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(domain)
+        {
+            return Some(counters.clone());
+        }
+        let mut domains = self.domains.write().unwrap_or_else(PoisonError::into_inner);
+        Some(domains.entry(domain.to_owned()).or_default().clone())
     }
 
     /// Every domain's counters (for the latency histograms).
-    pub fn domains(&self) -> impl Iterator<Item = (&str, &Arc<DomainCounters>)> {
-        self.domains.iter().map(|(d, c)| (d.as_str(), c))
+    pub fn domains(&self) -> Vec<(String, Arc<DomainCounters>)> {
+        self.domains
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(d, c)| (d.clone(), c.clone()))
+            .collect()
     }
 
     /// A snapshot: per domain, the [`ROWS`] in order.
-    pub fn snapshot(&self) -> BTreeMap<&str, [u64; 8]> {
+    pub fn snapshot(&self) -> BTreeMap<String, [u64; 8]> {
         self.domains
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .map(|(d, c)| {
                 (
-                    d.as_str(),
+                    d.clone(),
                     ROWS.map(|(_, _, get)| get(c).load(Ordering::Relaxed)),
                 )
             })

@@ -41,6 +41,7 @@ pub mod error;
 pub mod forward;
 pub mod handler;
 pub mod handout;
+pub mod learn;
 pub mod listeners;
 pub mod metrics;
 pub mod plain;
@@ -61,15 +62,20 @@ pub use error::StartError;
 pub struct Caching {
     pub config: CachingConfig,
     pub ca: Arc<CaStore>,
+    /// The cached domains now (they grow as hosts are learned).
+    pub set: Arc<learn::CachedSet>,
 }
 
 impl Caching {
-    /// Opens (or creates) the CA store in the state directory.
+    /// Opens (or creates) the CA store in the state directory, for the
+    /// domains of `config` (with what [`CachingConfig::learn_at_start`]
+    /// added).
     pub fn open(config: CachingConfig) -> Result<Caching, cistern_ca::Error> {
-        let ca = CaStore::open(config.ca_config()?, time::OffsetDateTime::now_utc())?;
-        Ok(Caching {
-            config,
-            ca: Arc::new(ca),
-        })
+        let ca = Arc::new(CaStore::open(
+            config.ca_config()?,
+            time::OffsetDateTime::now_utc(),
+        )?);
+        let set = Arc::new(learn::CachedSet::new(&config, ca.clone()));
+        Ok(Caching { config, ca, set })
     }
 }

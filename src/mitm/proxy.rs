@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::conn::{ListenerInfo, Scheme};
-use super::domains::Domains;
 use super::error::StartError;
 use super::forward::ForwardProxy;
 use super::handler::Proxy;
@@ -56,6 +55,7 @@ pub async fn open_cache(config: &CachingConfig) -> Result<Cache, StartError> {
         rules,
         immutable_ttl: config.immutable_ttl,
         stale_if_error: config.stale_if_error,
+        unvalidated_window: config.unvalidated_window,
     });
     Ok(Cache::new(store, policy))
 }
@@ -93,7 +93,6 @@ pub async fn start(
         Some(f) => Some(bind("forward proxy", f.listen).await?),
         None => None,
     };
-    let domains = Domains::new(&config.domains);
     let cache = open_cache(config).await?;
     let origin = upstream::client(
         &config.extra_roots,
@@ -102,11 +101,11 @@ pub async fn start(
     )?;
     let tls = TlsAcceptor::from(server_config(LeafResolver::new(
         caching.ca.clone(),
-        domains.clone(),
+        caching.set.clone(),
     ))?);
-    let metrics = Arc::new(Metrics::new(domains.iter()));
+    let metrics = Arc::new(Metrics::new(caching.set.domains().iter()));
     let proxy = Arc::new(Proxy::new(
-        domains,
+        caching.set.clone(),
         cache,
         origin,
         metrics.clone(),

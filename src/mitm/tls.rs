@@ -37,27 +37,27 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use super::domains::Domains;
 use super::error::StartError;
+use super::learn::CachedSet;
 use cistern_ca::CaStore;
 
 /// Picks the leaf for a handshake's SNI name (see the module doc).
 #[derive(Debug)]
 pub struct LeafResolver {
     ca: Arc<CaStore>,
-    domains: Domains,
+    domains: Arc<CachedSet>,
 }
 
 impl LeafResolver {
     /// A resolver over the shared CA store.
-    pub fn new(ca: Arc<CaStore>, domains: Domains) -> Self {
+    pub fn new(ca: Arc<CaStore>, domains: Arc<CachedSet>) -> Self {
         LeafResolver { ca, domains }
     }
 
     /// The leaf for `sni` at `now`, signed by the oldest valid CA that
     /// permits it (see the module doc).
     pub fn leaf_for(&self, sni: &str, now: time::OffsetDateTime) -> Option<Arc<CertifiedKey>> {
-        if self.domains.matching(sni).is_none() {
+        if self.domains.domains().matching(sni).is_none() {
             tracing::info!(sni, "TLS handshake refused: not a cached domain");
             return None;
         }
@@ -125,7 +125,15 @@ mod tests {
         let ca = store(dir.path(), &domains, now);
         let new = ca.current_for_new_container(now).unwrap();
         assert_ne!(new.id, old.id);
-        let resolver = LeafResolver::new(ca, Domains::new(domains));
+        let config = serde_yaml::from_str::<crate::mitm::RawCaching>(&format!(
+            "domains: [old.example, new.example]\nstate_dir: {}\n",
+            dir.path().display()
+        ))
+        .unwrap()
+        .validate()
+        .unwrap();
+        let set = Arc::new(CachedSet::new(&config, ca.clone()));
+        let resolver = LeafResolver::new(ca, set);
 
         let leaf = resolver.leaf_for("deb.new.example", now).expect("a leaf");
         assert_eq!(signer(&leaf), new.der.as_ref());

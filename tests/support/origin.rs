@@ -52,6 +52,9 @@ pub struct File {
     pub by_accept: Vec<(&'static str, Bytes)>,
     /// More headers sent with every `200` (`cache-control`, `set-cookie`...).
     pub headers: Vec<(&'static str, String)>,
+    /// Whether `ETag` and `Last-Modified` are sent (and conditionals
+    /// answered); without them the file is sent whole every time.
+    pub validators: bool,
 }
 
 impl File {
@@ -71,6 +74,16 @@ impl File {
             behaviour: Behaviour::Normal,
             by_accept: Vec::new(),
             headers: Vec::new(),
+            validators: true,
+        }
+    }
+
+    /// A file sent with no `ETag` and no `Last-Modified`, as some mirrors
+    /// send their index files.
+    pub fn without_validators(body: impl Into<Bytes>) -> File {
+        File {
+            validators: false,
+            ..File::new(body)
         }
     }
 
@@ -82,6 +95,7 @@ impl File {
                 behaviour: self.behaviour,
                 by_accept: self.by_accept.clone(),
                 headers: self.headers.clone(),
+                validators: self.validators,
                 ..File::new(body.clone())
             },
             None => self,
@@ -246,10 +260,12 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
         .headers()
         .get("if-none-match")
         .and_then(|v| v.to_str().ok());
-    if inm.is_some_and(|v| {
-        v.split(',')
-            .any(|t| t.trim().trim_start_matches("W/") == file.etag)
-    }) {
+    if file.validators
+        && inm.is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == file.etag)
+        })
+    {
         state
             .counts
             .lock()
@@ -268,10 +284,12 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
             )
             .unwrap();
     }
-    let mut builder = Response::builder()
-        .header("etag", &file.etag)
-        .header("last-modified", LAST_MODIFIED)
-        .header("content-type", file.content_type);
+    let mut builder = Response::builder().header("content-type", file.content_type);
+    if file.validators {
+        builder = builder
+            .header("etag", &file.etag)
+            .header("last-modified", LAST_MODIFIED);
+    }
     if vary {
         builder = builder.header("vary", "Accept");
     }

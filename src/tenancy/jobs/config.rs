@@ -37,6 +37,24 @@ pub struct RawJobRule {
     /// The policy of the job's socket. Default: the listener's.
     #[serde(default)]
     pub policy: Option<PolicyConfig>,
+    /// When the job ends. Default: `stop`.
+    #[serde(default)]
+    pub ends: JobEnd,
+}
+
+/// When a job ends, and everything it made goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobEnd {
+    /// When its container stops (dies) or is removed: for runners that run
+    /// each job container once.
+    #[default]
+    Stop,
+    /// Only when its container is removed: for runners that start the same
+    /// container again for each stage of a job (GitLab Runner's docker
+    /// executor runs `script` and `after_script` as two starts of the build
+    /// container) and remove it when the job is over.
+    Remove,
 }
 
 /// Validated `jobs:`.
@@ -55,6 +73,7 @@ pub struct JobRule {
     pub listeners: Vec<String>,
     pub mount: PathBuf,
     pub policy: Option<Arc<Policy>>,
+    pub ends: JobEnd,
 }
 
 impl RawJobs {
@@ -112,6 +131,7 @@ impl RawJobs {
                 listeners: raw.listeners,
                 mount,
                 policy,
+                ends: raw.ends,
             });
         }
         Ok(JobsConfig { socket_dir, rules })
@@ -160,6 +180,9 @@ mod tests {
             .is_none());
         let (_, any) = j.rule_for("other", &body(r#"{"any.job":""}"#)).unwrap();
         assert_eq!(any.mount, Path::new(DEFAULT_MOUNT));
+        assert_eq!(any.ends, JobEnd::Stop);
+        let j = jobs("rules:\n  - {label: ci.job, ends: remove}\n").unwrap();
+        assert_eq!(j.rules[0].ends, JobEnd::Remove);
         assert!(j.rule_for("runner", &body("null")).is_none());
     }
 
@@ -187,6 +210,7 @@ mod tests {
             );
         }
         assert!(jobs("rules:\n  - {label: x, mount: /run/docker.sock}\n").is_ok());
+        assert!(serde_yaml::from_str::<RawJobs>("rules:\n  - {label: x, ends: exit}\n").is_err());
         assert!(jobs("socket_dir: rel\n")
             .unwrap_err()
             .contains("socket_dir"));

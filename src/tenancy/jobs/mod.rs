@@ -24,7 +24,9 @@
 //!    [`JOB_LABEL`]`=<id>`;
 //! 5. forwards the create; if the daemon refuses it, the job is closed at once.
 //!
-//! The job ends when its container dies or is removed: [`watch`] follows the
+//! The job ends when its container dies or is removed (only when it is
+//! removed, for a rule with `ends: remove`: GitLab Runner starts its build
+//! container once per stage of a job): [`watch`] follows the
 //! daemon's `die`/`destroy` events for containers with [`JOB_LABEL`], and on
 //! every (re)connection to the daemon, and at start, [`reconcile`]s the
 //! registry with the containers that exist. Ending a job closes its socket
@@ -57,7 +59,7 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-pub use self::config::{JobRule, JobsConfig, RawJobs};
+pub use self::config::{JobEnd, JobRule, JobsConfig, RawJobs};
 use crate::daemon::client::Daemon;
 use crate::daemon::error::DockerError;
 use crate::daemon::upstream::UpstreamClient;
@@ -478,6 +480,16 @@ impl Jobs {
         }
     }
 
+    /// Whether the job `id` ends when its container stops (its rule's
+    /// `ends`; a job whose rule is no longer configured does).
+    fn ends_on_stop(&self, id: &str) -> bool {
+        self.registry()
+            .ok()
+            .and_then(|r| r.jobs.get(id).map(|record| record.rule))
+            .and_then(|rule| self.config.rules.get(rule))
+            .map_or(true, |rule| rule.ends == JobEnd::Stop)
+    }
+
     /// Whether a job's socket is served by this process.
     fn is_live(&self, id: &str) -> bool {
         self.live.lock().is_ok_and(|l| l.contains_key(id))
@@ -535,7 +547,8 @@ fn mount_socket(value: &mut Json, opened: &Started, file: Option<&str>, label: &
 
 /// What reconciliation found for one job.
 enum JobState {
-    /// Its container exists and has not stopped.
+    /// Its container exists and has not stopped (or, for a rule that ends
+    /// jobs on removal, has not been removed).
     Alive,
     /// Its container stopped or is gone.
     Over(&'static str),
@@ -570,6 +583,7 @@ async fn job_state(
     client: &UpstreamClient,
     id: &str,
     record: &JobRecord,
+    ends_on_stop: bool,
 ) -> Result<JobState, DockerError> {
     Ok(match labelled_container(client, JOB_LABEL, id).await? {
         None if record.container.is_none()
@@ -578,7 +592,7 @@ async fn job_state(
             JobState::Pending
         }
         None => JobState::Over("its container is gone"),
-        Some((_, state)) if state == "exited" || state == "dead" => {
+        Some((_, state)) if ends_on_stop && (state == "exited" || state == "dead") => {
             JobState::Over("its container stopped")
         }
         Some(_) => JobState::Alive,
@@ -603,7 +617,7 @@ pub async fn reconcile(
     };
     let mut serve = Vec::new();
     for (id, record) in registry.jobs {
-        match job_state(client, &id, &record).await {
+        match job_state(client, &id, &record, jobs.ends_on_stop(&id)).await {
             Ok(JobState::Over(why)) => jobs.finish(client, &id, why).await,
             Ok(JobState::Alive) if !jobs.is_live(&id) && !served(&record.socket).await => {
                 let Some(policy) = listener_policy(&record.listener) else {
@@ -714,7 +728,9 @@ async fn follow(jobs: &Jobs, client: &UpstreamClient, mut body: hyper::body::Inc
                         continue;
                     };
                     if let Some(job) = &event.job {
-                        if !jobs.is_job_container(job, &event.container) {
+                        if !jobs.is_job_container(job, &event.container)
+                            || (event.action == "die" && !jobs.ends_on_stop(job))
+                        {
                             continue;
                         }
                         let why = if event.action == "die" {
@@ -887,6 +903,7 @@ mod tests {
             listeners: Vec::new(),
             mount: PathBuf::from("/var/run/docker.sock"),
             policy: None,
+            ends: JobEnd::Stop,
         };
         let job = Started {
             id: "0a1b2c3d4e5f".into(),

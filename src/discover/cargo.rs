@@ -1,0 +1,124 @@
+//! cargo: sparse registries in its configuration files and environment, and
+//! the registries cargo has already used, from its own index cache (its
+//! built-in default lives in the cargo binary).
+
+use super::files::{is_plain_absolute, Files};
+use super::{homes, push, Env, Found, Tool};
+
+pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
+    let mut cargo_homes: Vec<String> = homes(env).iter().map(|h| format!("{h}/.cargo")).collect();
+    if let Some(home) = env.get("CARGO_HOME").filter(|p| is_plain_absolute(p)) {
+        cargo_homes.insert(0, home.trim_end_matches('/').to_owned());
+    }
+    for home in &cargo_homes {
+        for name in ["config.toml", "config"] {
+            let path = format!("{home}/{name}");
+            if let Some(text) = files.read(&path) {
+                from_config(&text, &path, found);
+            }
+        }
+        index_cache(files, home, found);
+    }
+    for (name, value) in env {
+        let is_index = name == "CARGO_REGISTRY_INDEX"
+            || (name.starts_with("CARGO_REGISTRIES_") && name.ends_with("_INDEX"));
+        if is_index {
+            sparse(value, &format!("env {name}"), found);
+        }
+    }
+}
+
+/// `[source.NAME] registry = "sparse+https://…"` (source replacement) and
+/// `[registries.NAME] index = "sparse+https://…"`.
+fn from_config(text: &str, path: &str, found: &mut Vec<Found>) {
+    let Ok(config) = text.parse::<toml::Table>() else {
+        return;
+    };
+    for (table, key) in [("source", "registry"), ("registries", "index")] {
+        let entries = config.get(table).and_then(toml::Value::as_table);
+        for entry in entries.into_iter().flat_map(|t| t.values()) {
+            if let Some(url) = entry.get(key).and_then(toml::Value::as_str) {
+                sparse(url, path, found);
+            }
+        }
+    }
+}
+
+/// Only sparse registries are plain HTTP downloads a cache can serve; a git
+/// index is fetched over git.
+fn sparse(url: &str, from: &str, found: &mut Vec<Found>) {
+    if url.starts_with("sparse+") {
+        push(found, url, Tool::Cargo, from);
+    }
+}
+
+/// `registry/index/<host>-<hash>/` is where cargo keeps each sparse
+/// registry it used; its `config.json` names the download host (`dl`).
+fn index_cache(files: &dyn Files, home: &str, found: &mut Vec<Found>) {
+    let dir = format!("{home}/registry/index");
+    for name in files.list(&dir) {
+        let Some((host, hash)) = name.rsplit_once('-') else {
+            continue;
+        };
+        if hash.len() != 16 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        let config = format!("{dir}/{name}/config.json");
+        let Some(text) = files.read(&config) else {
+            continue;
+        };
+        // Only a sparse index has a config.json at its root in the cache.
+        push(found, &format!("https://{host}/"), Tool::Cargo, &config);
+        let dl = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("dl")?.as_str().map(str::to_owned));
+        if let Some(dl) = dl {
+            push(found, &dl, Tool::Cargo, &config);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::files::fixture::Mem;
+    use super::*;
+
+    fn hosts(fs: &Mem, env: &Env) -> Vec<String> {
+        let mut found = Vec::new();
+        find(fs, env, &mut found);
+        found.into_iter().map(|f| f.host).collect()
+    }
+
+    #[test]
+    fn sparse_registries_from_config_environment_and_the_index_cache() {
+        let fs = Mem::with(&[
+            (
+                "/usr/local/cargo/config.toml",
+                "[source.crates-io]\nreplace-with = \"mirror\"\n[source.mirror]\nregistry = \"sparse+https://mirror.example.test/index/\"\n\
+                 [registries.corp]\nindex = \"sparse+https://corp.example.test/\"\n[registries.git]\nindex = \"https://git.example.test/index.git\"\n",
+            ),
+            (
+                "/root/.cargo/registry/index/index.example.test-0123456789abcdef/config.json",
+                r#"{"dl":"https://static.example.test/crates","api":"https://api.example.test"}"#,
+            ),
+            ("/root/.cargo/registry/index/git.example.test-0123456789abcdef/.git/HEAD", "x"),
+        ]);
+        let env = Env::from([
+            ("CARGO_HOME".into(), "/usr/local/cargo".into()),
+            (
+                "CARGO_REGISTRIES_OTHER_INDEX".into(),
+                "sparse+https://other.example.test/".into(),
+            ),
+        ]);
+        assert_eq!(
+            hosts(&fs, &env),
+            [
+                "mirror.example.test",
+                "corp.example.test",
+                "index.example.test",
+                "static.example.test",
+                "other.example.test"
+            ]
+        );
+    }
+}

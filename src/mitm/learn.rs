@@ -1,0 +1,310 @@
+//! How learned repository hosts join the cached set, and the set itself
+//! while cistern runs.
+//!
+//! [`crate::discover`] finds the hosts package managers download from: on
+//! this host at start, and in each image a container is created from. This
+//! decides which of them the caching proxy serves: those the operator's
+//! `caching.discover` allow and deny globs admit, not already covered by a
+//! cached domain, at most `max_hosts` learned hosts in all.
+//!
+//! [`CachedSet`] is the cached set at run time, shared by the proxy (which
+//! names it serves), the TLS side (which names get leaves) and injection
+//! (which names containers are routed and trusted for). When it grows, the
+//! CA store makes a generation constrained to the grown set at once, so the
+//! very container whose image named the host trusts the proxy for it; the
+//! containers created before keep what they were given. Hosts learned from
+//! images are kept in `<state_dir>/learned-hosts.json` and cached again
+//! after a restart (hosts learned from this host are found again anyway).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use cistern_ca::CaStore;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::discover::{self, Filter, Found, Root};
+
+use super::config::CachingConfig;
+use super::domains::Domains;
+
+/// Name of the file, in `caching.state_dir`, that keeps the hosts learned
+/// from images.
+pub const LEARNED_FILE: &str = "learned-hosts.json";
+
+/// Why a found host is not in the cached set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeftOut {
+    /// A configured domain covers it already (itself or a parent).
+    Covered(String),
+    /// `discover.allow` does not admit it, or `discover.deny` names it.
+    Filtered,
+    /// Over `discover.max_hosts`.
+    OverLimit,
+}
+
+/// The learned part of the cached set.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Learned {
+    /// Hosts added to the cached set, each with every place it was found.
+    pub added: BTreeMap<String, Vec<Found>>,
+    /// Hosts found but not added, and why.
+    pub left_out: BTreeMap<String, LeftOut>,
+}
+
+/// Splits what discovery found into hosts to add and hosts left out, given
+/// the domains cached already and how many hosts were learned already.
+fn learn(config: &CachingConfig, cached: &Domains, already: usize, found: &[Found]) -> Learned {
+    let d = &config.discover;
+    let filter = Filter::new(&d.allow, &d.deny, d.max_hosts.saturating_sub(already));
+    let mut learned = Learned::default();
+    let mut candidates = Vec::new();
+    for f in found {
+        if let Some(domain) = cached.matching(&f.host) {
+            if domain != f.host {
+                learned
+                    .left_out
+                    .insert(f.host.clone(), LeftOut::Covered(domain.to_owned()));
+            }
+        } else if !filter.admits(&f.host) {
+            learned.left_out.insert(f.host.clone(), LeftOut::Filtered);
+        } else {
+            candidates.push(f.clone());
+        }
+    }
+    let (kept, over) = filter.hosts(&candidates);
+    for host in over {
+        learned.left_out.insert(host, LeftOut::OverLimit);
+    }
+    for host in kept {
+        let places = candidates
+            .iter()
+            .filter(|f| f.host == host)
+            .cloned()
+            .collect();
+        learned.added.insert(host, places);
+    }
+    learned
+}
+
+/// `learned-hosts.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LearnedFile {
+    /// Host → where it was found.
+    hosts: BTreeMap<String, Vec<Found>>,
+}
+
+fn read_learned(state_dir: &Path) -> LearnedFile {
+    let path = state_dir.join(LEARNED_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
+            tracing::warn!(path = %path.display(), error = %err, "unreadable learned hosts file, starting afresh");
+            LearnedFile::default()
+        }),
+        Err(_) => LearnedFile::default(),
+    }
+}
+
+impl CachingConfig {
+    /// At start: with `discover.host` on, reads the host's package-manager
+    /// configuration (with this process's environment as theirs); then the
+    /// hosts learned from images in earlier runs. Adds the admitted hosts to
+    /// `domains` and records them in `learned` (for logs and `cistern cache
+    /// domains`).
+    pub fn learn_at_start(&mut self) -> &Learned {
+        let mut found = Vec::new();
+        if self.discover.host {
+            let env: discover::Env = std::env::vars().collect();
+            found = discover::find(&Root::new("/"), &env);
+        }
+        found.extend(read_learned(&self.state_dir).hosts.into_values().flatten());
+        let learned = learn(self, &Domains::new(&self.domains), 0, &found);
+        self.domains.extend(learned.added.keys().cloned());
+        self.learned = learned;
+        &self.learned
+    }
+}
+
+/// The cached set while cistern runs.
+#[derive(Debug)]
+pub struct CachedSet {
+    now: RwLock<Arc<Domains>>,
+    ca: Arc<CaStore>,
+    config: CachingConfig,
+    /// Hosts learned so far (at start and since), for the bound.
+    learned: Mutex<usize>,
+    /// Hosts learned from images, as kept in the file.
+    from_images: Mutex<LearnedFile>,
+    file: PathBuf,
+}
+
+impl CachedSet {
+    /// The set of `config` (after [`CachingConfig::learn_at_start`]), whose
+    /// generations `ca` makes.
+    pub fn new(config: &CachingConfig, ca: Arc<CaStore>) -> CachedSet {
+        let from_images = read_learned(&config.state_dir);
+        CachedSet {
+            now: RwLock::new(Arc::new(Domains::new(ca.domains().iter()))),
+            ca,
+            learned: Mutex::new(config.learned.added.len()),
+            from_images: Mutex::new(from_images),
+            file: config.state_dir.join(LEARNED_FILE),
+            config: config.clone(),
+        }
+    }
+
+    /// The cached domains now.
+    pub fn domains(&self) -> Arc<Domains> {
+        self.now
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Adds the admitted hosts of `found` (found in an image, or a create's
+    /// environment) to the set: kept in the learned hosts file, then a CA
+    /// generation for the grown set. Returns the hosts added.
+    pub fn learn(&self, found: &[Found], now: OffsetDateTime) -> Vec<String> {
+        let mut count = self.learned.lock().unwrap_or_else(PoisonError::into_inner);
+        let learned = learn(&self.config, &self.domains(), *count, found);
+        for (host, why) in &learned.left_out {
+            if *why != LeftOut::Covered(host.clone()) {
+                tracing::debug!(%host, ?why, "learned repository host left out");
+            }
+        }
+        if learned.added.is_empty() {
+            return Vec::new();
+        }
+        let added: Vec<String> = learned.added.keys().cloned().collect();
+        {
+            let mut file = self
+                .from_images
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            file.hosts.extend(learned.added.clone());
+            if let Err(err) = write_atomic(&self.file, &file) {
+                tracing::warn!(path = %self.file.display(), error = %err, "cannot keep the learned hosts; they are cached until cistern stops");
+            }
+        }
+        match self.ca.add_domains(&added, now) {
+            Ok(generation) => {
+                *count += added.len();
+                *self.now.write().unwrap_or_else(PoisonError::into_inner) =
+                    Arc::new(Domains::new(self.ca.domains().iter()));
+                for (host, places) in &learned.added {
+                    let from: Vec<String> = places
+                        .iter()
+                        .map(|f| format!("{} ({})", f.tool, f.from))
+                        .collect();
+                    tracing::info!(%host, from = %from.join(", "), ca = ?generation.as_ref().map(|g| g.id.to_string()), "caching a learned repository host");
+                }
+                added
+            }
+            Err(err) => {
+                tracing::warn!(hosts = ?added, error = %err, "learned hosts not cached: no CA for them");
+                Vec::new()
+            }
+        }
+    }
+}
+
+fn write_atomic(path: &Path, file: &LearnedFile) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::Tool;
+    use crate::mitm::RawCaching;
+
+    fn config(yaml: &str) -> CachingConfig {
+        serde_yaml::from_str::<RawCaching>(yaml)
+            .unwrap()
+            .validate()
+            .unwrap()
+    }
+
+    fn found(host: &str) -> Found {
+        Found {
+            host: host.into(),
+            tool: Tool::Apt,
+            from: "/etc/apt/sources.list".into(),
+        }
+    }
+
+    #[test]
+    fn configured_domains_cover_learned_subdomains_and_filters_apply() {
+        let cfg = config(
+            "domains: [example.test]\ndiscover: { deny: ['*.internal.example'], max_hosts: 1 }\n",
+        );
+        let learned = learn(
+            &cfg,
+            &Domains::new(&cfg.domains),
+            0,
+            &[
+                found("deb.example.test"),
+                found("pkgs.example"),
+                found("repo.internal.example"),
+                found("more.example"),
+            ],
+        );
+        assert_eq!(learned.added.keys().collect::<Vec<_>>(), ["pkgs.example"]);
+        assert_eq!(
+            learned.left_out["deb.example.test"],
+            LeftOut::Covered("example.test".into())
+        );
+        assert_eq!(learned.left_out["repo.internal.example"], LeftOut::Filtered);
+        assert_eq!(learned.left_out["more.example"], LeftOut::OverLimit);
+    }
+
+    #[test]
+    fn the_set_grows_with_a_new_ca_generation_is_kept_and_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&format!(
+            "domains: [example.test]\nstate_dir: {}\ndiscover: {{ host: false, max_hosts: 2 }}\n",
+            dir.path().display()
+        ));
+        let now = OffsetDateTime::now_utc();
+        let ca = Arc::new(CaStore::open(cfg.ca_config().unwrap(), now).unwrap());
+        let set = CachedSet::new(&cfg, ca.clone());
+        let before = ca.current_for_new_container(now).unwrap();
+        assert_eq!(set.learn(&[found("pkgs.example")], now), ["pkgs.example"]);
+        assert!(set.domains().matching("pkgs.example").is_some());
+        let after = ca.current_for_new_container(now).unwrap();
+        assert_ne!(before.id, after.id, "a generation permitting the new host");
+        // Known, covered: nothing new.
+        assert!(set
+            .learn(&[found("pkgs.example"), found("a.example.test")], now)
+            .is_empty());
+        // The bound counts every learned host.
+        assert_eq!(
+            set.learn(&[found("b.example"), found("c.example")], now),
+            ["b.example"]
+        );
+        assert!(set.domains().matching("c.example").is_none());
+
+        // After a restart, the hosts learned from images are cached again.
+        let mut again = cfg.clone();
+        again.learn_at_start();
+        assert_eq!(again.domains, ["example.test", "b.example", "pkgs.example"]);
+    }
+
+    #[test]
+    fn no_domains_are_needed_when_hosts_are_learned_but_one_is_without() {
+        assert!(config("{}").domains.is_empty());
+        assert!(config("discover: { host: false }").domains.is_empty());
+        let err = serde_yaml::from_str::<RawCaching>("discover: { host: false, images: false }")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.contains("discover.host"), "{err}");
+    }
+}
