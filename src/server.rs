@@ -30,11 +30,6 @@ pub enum ServeError {
     Ca(#[source] cistern_ca::Error),
     #[error("caching proxy: {0}")]
     CachingProxy(#[source] crate::mitm::StartError),
-    #[error(
-        "caching: no domain to cache: none is configured in caching.domains and no package \
-         manager on this host names a repository (see `cistern cache domains`)"
-    )]
-    NoDomains,
 }
 
 /// One log line per learned host and per host left out.
@@ -92,11 +87,15 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
             let mut cfg = cfg.clone();
             log_learned(cfg.learn_at_start());
             if cfg.domains.is_empty() {
-                return Err(ServeError::NoDomains);
+                // Nothing to cache yet, and a CA must name what it permits:
+                // the Docker side runs without caching.
+                tracing::warn!("caching is off: no domain is configured in caching.domains and no package manager on this host names a repository (see `cistern cache domains`)");
+                None
+            } else {
+                let caching = Arc::new(Caching::open(cfg).map_err(ServeError::Ca)?);
+                tokio::spawn(ca_maintenance(caching.clone(), shutdown.clone()));
+                Some(caching)
             }
-            let caching = Arc::new(Caching::open(cfg).map_err(ServeError::Ca)?);
-            tokio::spawn(ca_maintenance(caching.clone(), shutdown.clone()));
-            Some(caching)
         }
         None => None,
     };

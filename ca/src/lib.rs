@@ -35,3 +35,10 @@ pub use config::{CaConfig, KeyAlgorithm};
 pub use error::{Error, Result};
 pub use leaf::Leaf;
 pub use store::{CaStore, TickReport};
+
+/// A cached domain as a CA generation's name constraints hold it (lower
+/// case, no root dot), or why it cannot be one: what [`CaConfig`] and
+/// [`CaStore::add_domains`] accept.
+pub fn domain_name(domain: &str) -> Result<String> {
+    name::domain(domain)
+}

@@ -210,6 +210,10 @@ mod tests {
             ListenerKind::Unix(u) => assert_eq!(u.path, PathBuf::from("/run/cistern/docker.sock")),
             other => panic!("{other:?}"),
         }
+        // Caching is on, with nothing configured: every domain is learned.
+        let caching = cfg.caching.expect("caching on by default");
+        assert!(caching.domains.is_empty());
+        assert!(caching.discover.host && caching.discover.images);
     }
 
     #[test]
@@ -356,6 +360,17 @@ mod tests {
             format!("{:?}", cfg.listeners[0].identity),
             "Certificate(Dns, 1 mapped, unmapped Refuse)"
         );
+        // Verified client certificates that name no one (docker-machine's)
+        // authenticate a `fixed` tenant off loopback.
+        let cfg = parse(
+            "f.yaml",
+            &listener(
+                &format!("{{cert: {cert}, key: {key}, client_ca: {ca}}}"),
+                "    identity: {fixed: runner}\n",
+            ),
+        )
+        .unwrap();
+        assert!(matches!(cfg.listeners[0].identity, Identity::Fixed(_)));
 
         assert_eq!(
             error_of(&listener(&format!("{{cert: {cert}, key: {other_key}}}"), "")),

@@ -337,9 +337,13 @@ fn listener_identity(
 
 /// A TCP listener off loopback must know who its clients are: TLS alone
 /// only encrypts, so without client certificates or credentials anyone who
-/// reaches the port would use Docker, which takes `insecure: true`.
+/// reaches the port would use Docker, which takes `insecure: true`. Verified
+/// client certificates authenticate whatever the identity (a `fixed` tenant
+/// for certificates that name no one, as docker-machine's).
 fn open_to_anyone(tcp: &TcpListener, identity: &Identity) -> Result<(), String> {
-    let authenticated = matches!(identity, Identity::Certificate(_) | Identity::Tokens(_));
+    let verifies_clients = matches!(&tcp.tls, Some(tls) if tls.files.client_ca.is_some());
+    let authenticated =
+        verifies_clients || matches!(identity, Identity::Certificate(_) | Identity::Tokens(_));
     if tcp.address.ip().is_loopback() || tcp.insecure || authenticated {
         return Ok(());
     }

@@ -29,17 +29,10 @@ pub fn host_of(url: &str) -> Option<String> {
     if authority.port_u16().is_some_and(|p| p != default_port) {
         return None;
     }
-    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
-    let is_name = host.contains('.')
-        && host.parse::<std::net::IpAddr>().is_err()
-        && !host.starts_with('[')
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    is_name.then_some(host)
+    // A name a CA's name constraints can hold (no IP, labels of letters,
+    // digits and inner hyphens), with at least one dot.
+    let host = cistern_ca::domain_name(authority.host()).ok()?;
+    host.contains('.').then_some(host)
 }
 
 #[cfg(test)]
@@ -83,6 +76,8 @@ mod tests {
             "ftp://ftp.example.test/",
             "https://user:secret@private.example.test/simple",
             "https://$basearch.example.test/",
+            "https://-bad.example.test/",
+            "https://under_score.example.test/",
             "direct",
             "",
         ] {

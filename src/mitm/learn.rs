@@ -96,15 +96,24 @@ struct LearnedFile {
     hosts: BTreeMap<String, Vec<Found>>,
 }
 
+/// Reads the learned hosts file (empty when missing or unreadable).
 fn read_learned(state_dir: &Path) -> LearnedFile {
     let path = state_dir.join(LEARNED_FILE);
-    match std::fs::read(&path) {
+    let mut file: LearnedFile = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
             tracing::warn!(path = %path.display(), error = %err, "unreadable learned hosts file, starting afresh");
             LearnedFile::default()
         }),
         Err(_) => LearnedFile::default(),
-    }
+    };
+    // A host that is not a name a CA can hold (the file was edited by hand,
+    // say) is dropped, as is a place that names another host.
+    file.hosts.retain(|host, places| {
+        places.retain(|f| f.host == *host);
+        let usable = discover::host_of(&format!("https://{host}/")).as_deref() == Some(host);
+        usable && !places.is_empty()
+    });
+    file
 }
 
 impl CachingConfig {
@@ -178,19 +187,20 @@ impl CachedSet {
             return Vec::new();
         }
         let added: Vec<String> = learned.added.keys().cloned().collect();
-        {
-            let mut file = self
-                .from_images
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            file.hosts.extend(learned.added.clone());
-            if let Err(err) = write_atomic(&self.file, &file) {
-                tracing::warn!(path = %self.file.display(), error = %err, "cannot keep the learned hosts; they are cached until cistern stops");
-            }
-        }
         match self.ca.add_domains(&added, now) {
             Ok(generation) => {
                 *count += added.len();
+                // Kept only once a CA holds them: a name kept is a name the
+                // next start's CA configuration accepts.
+                let mut file = self
+                    .from_images
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                file.hosts.extend(learned.added.clone());
+                if let Err(err) = write_atomic(&self.file, &file) {
+                    tracing::warn!(path = %self.file.display(), error = %err, "cannot keep the learned hosts; they are cached until cistern stops");
+                }
+                drop(file);
                 *self.now.write().unwrap_or_else(PoisonError::into_inner) =
                     Arc::new(Domains::new(self.ca.domains().iter()));
                 for (host, places) in &learned.added {

@@ -146,11 +146,21 @@ pub fn busybox() -> &'static str {
 /// `scripts/debian-image` (debootstrap and `docker import`, no registry), also
 /// tagged with each of `tags`. Returns its `cistern-test/debian:<suite>` name.
 pub fn debian_image(tags: &[&str]) -> String {
+    debian_image_with(&[], tags)
+}
+
+/// [`debian_image`] with the Debian packages `include` installed by
+/// debootstrap on the host (no container downloads anything); its name is
+/// `cistern-test/debian:<suite>-<package>...`.
+pub fn debian_image_with(include: &[&str], tags: &[&str]) -> String {
     let sock = daemon();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/debian-image");
+    let mut cmd = Command::new(script);
+    if !include.is_empty() {
+        cmd.arg("--include").arg(include.join(","));
+    }
     let out = run_ok(
-        Command::new(script)
-            .args(tags)
+        cmd.args(tags)
             .env("DOCKER_HOST", format!("unix://{}", sock.display())),
     );
     out.trim().to_string()

@@ -114,6 +114,8 @@ pub struct Counts {
     pub not_modified: u32,
     /// Requests with `Range`.
     pub ranged: u32,
+    /// Body bytes of the whole-file answers (`200` to a `GET`).
+    pub bytes: u64,
 }
 
 #[derive(Default)]
@@ -214,6 +216,17 @@ impl Origin {
             .down
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.task.abort();
+    }
+
+    /// Body bytes of every whole-file answer so far, all paths together.
+    pub fn bytes_sent(&self) -> u64 {
+        self.state
+            .counts
+            .lock()
+            .unwrap()
+            .values()
+            .map(|c| c.bytes)
+            .sum()
     }
 
     /// What the origin saw for `path`.
@@ -326,6 +339,13 @@ async fn serve(state: &State, req: Request<Incoming>) -> Response<Body> {
             )
             .unwrap();
     }
+    state
+        .counts
+        .lock()
+        .unwrap()
+        .entry(path.clone())
+        .or_default()
+        .bytes += file.body.len() as u64;
     let builder = if matches!(
         file.behaviour,
         Behaviour::CutShortChunked | Behaviour::Chunked
