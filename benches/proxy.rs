@@ -94,7 +94,7 @@ impl Cistern {
         std::fs::write(
             &config,
             format!(
-                "log:\n  level: warn\nupstream:\n  unix: {}\nlisteners:\n  - unix:\n      path: {}\n",
+                "log:\n  level: warn\nadmin: none\nupstream:\n  unix: {}\nlisteners:\n  - unix:\n      path: {}\n",
                 daemon.display(),
                 sock.display()
             ),

@@ -144,6 +144,11 @@ pub async fn run(file: Option<&Path>, options: &Options) -> Vec<Check> {
             ListenerKind::Tcp(tcp) => bind_check(&name, tcp.address),
         });
     }
+    match &config.admin {
+        Some(crate::admin::AdminConfig::Tcp(address)) => checks.push(bind_check("admin", *address)),
+        Some(crate::admin::AdminConfig::Unix(unix)) => checks.push(unix_listener("admin", unix)),
+        None => {}
+    }
     checks.push(directory("state dir", &config.state_dir));
     match &config.caching {
         Some(caching) => checks.extend(caching_checks(&config, caching, options).await),
@@ -626,7 +631,6 @@ async fn caching_checks(
             "set `caching.proxy.http` and `caching.proxy.https`, or `caching.inject.address`",
         )),
     }
-    checks.push(bind_check("caching admin", caching.admin));
     if let Some(forward) = &caching.forward_proxy {
         checks.push(bind_check("caching forward proxy", forward.listen));
     }

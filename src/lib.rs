@@ -26,14 +26,18 @@
 //!   sockets.
 //! - [`docker`]: the Docker API proxy: the request phases on one exchange,
 //!   hijacked connections, the access log, how its listeners are served.
+//! - [`admin`]: the admin listener: health, readiness, Prometheus metrics,
+//!   the JSON API and the status page, over every room above (nothing
+//!   imports it but the server).
 //! - [`config`]: the YAML configuration, raw and validated; each room gets
 //!   its own section from it.
 //! - [`server`]: builds each room from its section, binds listeners, starts
-//!   both proxies, and shuts down in order.
+//!   both proxies and the admin listener, and shuts down in order.
 //! - [`doctor`]: `cistern doctor`, the checks that a configuration can run
 //!   on this host, beside the server (it sees the whole config too).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod discover;

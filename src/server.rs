@@ -1,7 +1,7 @@
-//! Runs cistern: binds every listener, starts the Docker proxy and the
-//! caching proxy, serves until the shutdown token fires, then drains. How a
-//! connection is accepted and served is the serve layer's
-//! ([`crate::listen::serve`]); this is the wiring.
+//! Runs cistern: binds every listener, starts the Docker proxy, the
+//! caching proxy and the admin listener, serves until the shutdown token
+//! fires, then drains. How a connection is accepted and served is the serve
+//! layer's ([`crate::listen::serve`]); this is the wiring.
 //!
 //! Shutdown order: stop accepting and remove socket files at once (a client
 //! never connects to a socket nobody serves), ask every connection to finish
@@ -154,6 +154,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
         .await;
     // Job containers: ended jobs cleaned up, live ones served again.
     tokio::spawn(proxy.clone().watch_jobs());
+    let mut cache = None;
     if let Some(caching) = &caching {
         let bridge = match crate::mitm::address::needs_bridge(&caching.config) {
             true => Some(bridge_network(&config.upstream).await),
@@ -161,9 +162,23 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
         };
         let addresses = crate::mitm::address::listen_addresses(&caching.config, bridge)
             .map_err(ServeError::CachingProxy)?;
-        crate::mitm::proxy::start(caching.clone(), addresses, tasks.clone(), shutdown.clone())
-            .await
-            .map_err(ServeError::CachingProxy)?;
+        let running =
+            crate::mitm::proxy::start(caching.clone(), addresses, tasks.clone(), shutdown.clone())
+                .await
+                .map_err(ServeError::CachingProxy)?;
+        cache = Some((caching.clone(), running));
+    }
+    // The admin listener binds once everything it shows runs (so that it
+    // answering means cistern is up), and before the Docker listeners
+    // serve: a port in use still stops cistern before any client is served.
+    if let Some(admin) = &config.admin {
+        let socket = crate::admin::bind(admin).await?;
+        let parts = crate::admin::Parts {
+            instance: config.instance.clone(),
+            docker: proxy.clone(),
+            caching: cache,
+        };
+        crate::admin::start(socket, parts, &tasks, shutdown.clone());
     }
     tokio::spawn(reload_on_sighup(tls_listeners, shutdown.clone()));
     let accept_loops = TaskTracker::new();

@@ -31,6 +31,9 @@ const SHOWN_IN_COMMENTS: &[&str] = &[
     "caching.proxy.https",
     // Its default, the listener's policy, cannot be written as a value.
     "jobs.rules[].policy",
+    // Exactly one of `admin.tcp` and `admin.unix` (with its mode).
+    "admin.unix",
+    "admin.mode",
 ];
 
 /// Subtrees the README documents by one `.*` row whose meaning does not list

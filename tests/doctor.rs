@@ -15,7 +15,15 @@ fn doctor(config: &str) -> (Output, String, tempfile::TempDir) {
 fn doctor_with(config: &str, args: &[&str]) -> (Output, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cistern.yaml");
-    let config = config.replace("{dir}", &dir.path().display().to_string());
+    let mut config = config.replace("{dir}", &dir.path().display().to_string());
+    // A port of its own for the admin listener: tests run side by side.
+    if !config.lines().any(|l| l.starts_with("admin:")) {
+        config = format!(
+            "{}\nadmin:\n  tcp: 127.0.0.1:{}\n",
+            config.trim_end(),
+            free_port()
+        );
+    }
     std::fs::write(&file, config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cistern"))
         .arg("doctor")
@@ -101,7 +109,7 @@ fn an_invalid_configuration_fails_with_the_check_config_error() {
 fn with_caching_the_proxy_addresses_cache_dir_and_ca_are_checked() {
     let (http, https, admin) = (free_port(), free_port(), free_port());
     let config = format!(
-        "state_dir: {{dir}}/state\nupstream:\n  unix: {}\nlisteners:\n  - unix: {{path: {{dir}}/docker.sock}}\ncaching:\n  domains: [deb.example.test, pypi.example.test]\n  state_dir: {{dir}}/state\n  cache_dir: {{dir}}/cache\n  proxy:\n    http: 127.0.0.1:{http}\n    https: 127.0.0.1:{https}\n  admin: 127.0.0.1:{admin}\n",
+        "admin:\n  tcp: 127.0.0.1:{admin}\nstate_dir: {{dir}}/state\nupstream:\n  unix: {}\nlisteners:\n  - unix: {{path: {{dir}}/docker.sock}}\ncaching:\n  domains: [deb.example.test, pypi.example.test]\n  state_dir: {{dir}}/state\n  cache_dir: {{dir}}/cache\n  proxy:\n    http: 127.0.0.1:{http}\n    https: 127.0.0.1:{https}\n",
         daemon().display()
     );
     let (out, stdout, _dir) = doctor(&config);
@@ -119,6 +127,10 @@ fn with_caching_the_proxy_addresses_cache_dir_and_ca_are_checked() {
         "{stdout}"
     );
     assert!(stdout.contains("ok    cache dir: "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("ok    admin: 127.0.0.1:{admin} can be bound")),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("ok    caching domains: 2 domain(s): deb.example.test, pypi.example.test"),
         "{stdout}"
@@ -158,8 +170,7 @@ fn a_served_listener_socket_fails_naming_who_serves_it() {
 fn bridge_caching(state: &str) -> String {
     let bridge = bridge_address();
     format!(
-        "caching:\n  domains: [deb.example.test]\n  state_dir: {state}/state\n  cache_dir: {state}/cache\n  proxy:\n    http: {bridge}:{}\n    https: {bridge}:{}\n  admin: 127.0.0.1:{}\n",
-        free_port(),
+        "caching:\n  domains: [deb.example.test]\n  state_dir: {state}/state\n  cache_dir: {state}/cache\n  proxy:\n    http: {bridge}:{}\n    https: {bridge}:{}\n",
         free_port(),
         free_port()
     )
@@ -220,9 +231,8 @@ fn with_cistern_running_a_container_reaches_the_caching_proxy() {
 #[test]
 fn without_proxy_addresses_the_caching_proxy_is_checked_on_the_bridge_address() {
     let config = format!(
-        "state_dir: {{dir}}/state\nupstream:\n  unix: {}\nlisteners:\n  - unix: {{path: {{dir}}/docker.sock}}\ncaching:\n  domains: [deb.example.test]\n  state_dir: {{dir}}/state\n  cache_dir: {{dir}}/cache\n  admin: 127.0.0.1:{}\n",
-        daemon().display(),
-        free_port()
+        "state_dir: {{dir}}/state\nupstream:\n  unix: {}\nlisteners:\n  - unix: {{path: {{dir}}/docker.sock}}\ncaching:\n  domains: [deb.example.test]\n  state_dir: {{dir}}/state\n  cache_dir: {{dir}}/cache\n",
+        daemon().display()
     );
     let (_out, stdout, _dir) = doctor(&config);
     // Found as `serve` finds it: the daemon's bridge inspect. Whether the

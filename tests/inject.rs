@@ -66,7 +66,7 @@ impl Caching {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("docker.sock");
         let state = dir.path().join("state");
-        let mut config = format!(
+        let config = format!(
             "upstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix:\n      path: {sock}\n      mode: \"0600\"\n{extra_listeners}\
              caching:\n  domains: [{PKGS}, {REPO}]\n  discover: {{host: false}}\n  state_dir: {state}\n  cache_dir: {cache}\n  \
              proxy: {{http: \"127.0.0.1:{http}\", https: \"127.0.0.1:{https}\"}}\n  inject: {inject}\n  ca: {ca}\n",
@@ -77,17 +77,6 @@ impl Caching {
             http = free_port(),
             https = free_port(),
         );
-        // The caching proxy's admin listener, where this build knows it: each
-        // cistern of these parallel tests needs its own port.
-        let with_admin = format!("{config}  admin: \"127.0.0.1:{}\"\n", free_port());
-        let check = dir.path().join("check.yaml");
-        std::fs::write(&check, &with_admin).unwrap();
-        let checked = run(Command::new(env!("CARGO_BIN_EXE_cistern"))
-            .arg("check-config")
-            .arg(&check));
-        if checked.status.success() {
-            config = with_admin;
-        }
         let mut caching = Caching {
             cistern: None,
             dir,
@@ -949,13 +938,12 @@ fn a_bundle_on_a_volume_is_left_alone() {
 /// `inject.address` left at host-gateway; `extra` adds keys under it.
 fn default_address_config(dir: &Path, socket: &Path, extra: &str) -> String {
     format!(
-        "upstream:\n  unix: {daemon}\nlisteners:\n  - unix: {{path: {sock}}}\n\
-         caching:\n  domains: [{PKGS}]\n  state_dir: {state}\n  cache_dir: {cache}\n  admin: \"127.0.0.1:{admin}\"\n{extra}",
+        "admin: none\nupstream:\n  unix: {daemon}\nlisteners:\n  - unix: {{path: {sock}}}\n\
+         caching:\n  domains: [{PKGS}]\n  state_dir: {state}\n  cache_dir: {cache}\n{extra}",
         daemon = daemon().display(),
         sock = socket.display(),
         state = dir.join("state").display(),
         cache = dir.join("cache").display(),
-        admin = free_port(),
     )
 }
 
@@ -1137,14 +1125,13 @@ impl DomainChanges {
         let template = format!(
             "upstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix:\n      path: {sock}\n      mode: \"0600\"\n\
              caching:\n  domains: [DOMAINS]\n  discover: {{host: HOST}}\n  state_dir: {state}\n  cache_dir: {cache}\n  \
-             proxy: {{http: \"{gateway}:{http}\", https: \"{gateway}:{https}\"}}\n  admin: \"127.0.0.1:{admin}\"\n  \
+             proxy: {{http: \"{gateway}:{http}\", https: \"{gateway}:{https}\"}}\n  \
              upstream:\n    extra_roots: [{root}]\n    overrides: {{{KEPT}: \"{o}\", {ADDED}: \"{o}\", {REMOVED}: \"{o}\"}}\n",
             daemon = daemon().display(),
             sock = socket.display(),
             state = dir.path().join("state").display(),
             cache = dir.path().join("cache").display(),
             http = free_port(),
-            admin = free_port(),
             root = root.display(),
             o = origin.addr,
         );

@@ -10,6 +10,10 @@ use support::{daemon, docker_at, run_ok, Cistern};
 
 fn cistern_cmd(config: &str, dir: &std::path::Path) -> Command {
     let path = dir.join("cistern.yaml");
+    let config = match config.contains("\nadmin:") {
+        true => config.to_owned(),
+        false => format!("{config}admin: none\n"),
+    };
     std::fs::write(&path, config).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cistern"));
     cmd.args(["serve", "--config"]).arg(path);
@@ -77,13 +81,15 @@ fn a_port_in_use_is_an_error_that_says_so_once() {
         unix_config(&socket, "0600")
     );
     let forward = format!(
-        "{}caching:\n  domains: [deb.example.test]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy: {{http: 127.0.0.1:0, https: 127.0.0.1:0}}\n  admin: 127.0.0.1:0\n  forward_proxy:\n    listen: {address}\n",
+        "{}caching:\n  domains: [deb.example.test]\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy: {{http: 127.0.0.1:0, https: 127.0.0.1:0}}\n  forward_proxy:\n    listen: {address}\n",
         unix_config(&socket, "0600"),
         state = dir.path().join("state").display(),
         cache = dir.path().join("cache").display(),
     );
+    let admin = format!("{}admin:\n  tcp: {address}\n", unix_config(&socket, "0600"));
     for (config, what) in [
         (docker_tcp, format!("listener tcp: cannot bind {address}")),
+        (admin, format!("listener admin: cannot bind {address}")),
         (
             forward,
             format!("cannot listen on {address} (forward proxy)"),

@@ -45,6 +45,9 @@ pub struct Config {
     /// Limits on Docker API client connections, on every listener and job
     /// socket.
     pub clients: ClientLimits,
+    /// The admin listener (health, metrics, the JSON API, the status page);
+    /// `None`: `admin: none`.
+    pub admin: Option<crate::admin::AdminConfig>,
 }
 
 /// What happens at start to the resources of `cleanup: true` tenants an
@@ -455,6 +458,49 @@ mod tests {
             let err = caching(zero).unwrap_err().to_string();
             assert!(err.starts_with("f.yaml:3:"), "{zero}: {err}");
         }
+    }
+
+    #[test]
+    fn the_admin_listener_defaults_to_loopback_and_moves_out_of_caching() {
+        use crate::admin::AdminConfig;
+        let admin = |text: &str| parse("f.yaml", text).map(|c| c.admin);
+        assert!(matches!(
+            admin("").unwrap(),
+            Some(AdminConfig::Tcp(a)) if a.to_string() == "127.0.0.1:9477"
+        ));
+        assert!(admin("admin: none\n").unwrap().is_none());
+        assert!(matches!(
+            admin("admin:\n  tcp: 127.0.0.1:9999\n").unwrap(),
+            Some(AdminConfig::Tcp(a)) if a.port() == 9999
+        ));
+        match admin("admin:\n  unix: /run/c/admin.sock\n").unwrap() {
+            Some(AdminConfig::Unix(u)) => {
+                assert_eq!(u.path, PathBuf::from("/run/c/admin.sock"));
+                assert_eq!(u.mode, 0o600);
+            }
+            other => panic!("{other:?}"),
+        }
+        match admin("admin: {unix: /run/c/admin.sock, mode: \"0660\"}\n").unwrap() {
+            Some(AdminConfig::Unix(u)) => assert_eq!(u.mode, 0o660),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            admin("admin: {tcp: 0.0.0.0:9477, insecure: true}\n").unwrap(),
+            Some(AdminConfig::Tcp(_))
+        ));
+        assert!(error_of("admin:\n  tcp: 0.0.0.0:9477\n")
+            .starts_with("f.yaml: admin.tcp: `0.0.0.0:9477` is not a loopback address"));
+        assert_eq!(
+            error_of("admin: {tcp: 127.0.0.1:1, unix: /a.sock}\n"),
+            "f.yaml: admin: set either `tcp` or `unix`, not both"
+        );
+        assert!(error_of("admin: {mode: \"0600\"}\n").contains("admin.mode"));
+        assert!(error_of("admin: off\n").contains("`off`: write `none`"));
+        assert!(error_of("admin: {unix: relative.sock}\n").contains("must be an absolute path"));
+        assert!(
+            error_of("caching:\n  domains: [deb.example.test]\n  admin: 127.0.0.1:9477\n")
+                .contains("admin: moved to the top level")
+        );
     }
 
     #[test]

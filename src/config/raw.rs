@@ -42,6 +42,64 @@ pub struct RawConfig {
     /// Limits on Docker API client connections.
     #[serde(default)]
     pub clients: RawClients,
+    /// The admin listener: `none`, or where it listens.
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+/// `admin:` as written: absent (the default address), `none`, or a mapping.
+#[derive(Debug, Default)]
+pub enum RawAdmin {
+    #[default]
+    Default,
+    Off,
+    On(RawAdminFields),
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminFields {
+    #[serde(default)]
+    pub tcp: Option<SocketAddr>,
+    /// Allows a TCP address off loopback.
+    #[serde(default)]
+    pub insecure: Option<bool>,
+    #[serde(default)]
+    pub unix: Option<AbsolutePath>,
+    #[serde(default)]
+    pub mode: Option<FileMode>,
+}
+
+impl<'de> Deserialize<'de> for RawAdmin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawAdmin;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`none`, or a mapping with `tcp` or `unix`")
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<RawAdmin, E> {
+                Ok(RawAdmin::Default)
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawAdmin, E> {
+                match v {
+                    "none" => Ok(RawAdmin::Off),
+                    _ => Err(E::custom(format!(
+                        "`{v}`: write `none`, or a mapping with `tcp` or `unix`"
+                    ))),
+                }
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawAdmin, A::Error> {
+                RawAdminFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawAdmin::On)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{
-    RawCertFrom, RawCertificate, RawConfig, RawIdentity, RawLogFormat, RawUnmapped, UserOrId,
+    RawAdmin, RawAdminFields, RawCertFrom, RawCertificate, RawConfig, RawIdentity, RawLogFormat,
+    RawUnmapped, UserOrId,
 };
 use super::{
     Config, ConfigError, Listener, ListenerKind, LogConfig, LogFormat, TcpListener, TlsListener,
     UnixListener, Upstream, UpstreamEndpoint,
 };
+use crate::admin::AdminConfig;
 use crate::listen::TlsFiles;
 use crate::policy::Policy;
 use crate::tenancy::ownership::identity::{
@@ -179,7 +181,10 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
         },
     };
 
+    let admin = admin(raw.admin).map_err(|(key, message)| invalid(key, message))?;
+
     Ok(Config {
+        admin,
         instance,
         state_dir,
         jobs,
@@ -203,6 +208,54 @@ pub(super) fn validate(file: &str, raw: RawConfig) -> Result<Config, ConfigError
         upstream,
         listeners,
     })
+}
+
+/// The admin listener: the default loopback address, `none`, a TCP address
+/// (off loopback only with `insecure: true`: it shows tenants and their
+/// resources) or a unix socket (mode 0600 unless set).
+fn admin(raw: RawAdmin) -> Result<Option<AdminConfig>, (String, String)> {
+    let key = |k: &str| format!("admin.{k}");
+    let fields = match raw {
+        RawAdmin::Off => return Ok(None),
+        RawAdmin::Default => RawAdminFields::default(),
+        RawAdmin::On(fields) => fields,
+    };
+    match (fields.tcp, fields.unix) {
+        (Some(_), Some(_)) => Err((
+            "admin".into(),
+            "set either `tcp` or `unix`, not both".into(),
+        )),
+        (tcp, None) => {
+            if fields.mode.is_some() {
+                return Err((key("mode"), "applies to a `unix` socket only".into()));
+            }
+            let address = tcp.unwrap_or(crate::admin::config::DEFAULT_ADDRESS);
+            if !address.ip().is_loopback() && fields.insecure != Some(true) {
+                return Err((
+                    key("tcp"),
+                    format!(
+                        "`{address}` is not a loopback address: the admin listener shows \
+                         tenants and their resources to anyone who reaches it; use a unix \
+                         socket, or set `insecure: true`"
+                    ),
+                ));
+            }
+            Ok(Some(AdminConfig::Tcp(address)))
+        }
+        (None, Some(path)) => {
+            if fields.insecure.is_some() {
+                return Err((key("insecure"), "applies to `tcp` only".into()));
+            }
+            Ok(Some(AdminConfig::Unix(UnixListener {
+                path: path.0,
+                mode: fields
+                    .mode
+                    .map_or(crate::admin::config::DEFAULT_MODE, |m| m.0),
+                owner: None,
+                group: None,
+            })))
+        }
+    }
 }
 
 /// A listener's identity: as configured, or `peer` for unix, `certificate`

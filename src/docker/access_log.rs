@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -25,6 +25,8 @@ pub struct RequestRecord {
     bytes_out: AtomicU64,
     upgraded: AtomicBool,
     complete: AtomicBool,
+    /// The endpoint group counted in metrics, once the route is known.
+    group: OnceLock<&'static str>,
 }
 
 impl RequestRecord {
@@ -40,7 +42,18 @@ impl RequestRecord {
             bytes_out: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
             complete: AtomicBool::new(false),
+            group: OnceLock::new(),
         })
+    }
+
+    /// Records the endpoint group ([`super::metrics::group_of`]).
+    pub fn set_group(&self, group: &'static str) {
+        let _ = self.group.set(group);
+    }
+
+    /// The endpoint group, if the request was classified.
+    pub fn group(&self) -> Option<&'static str> {
+        self.group.get().copied()
     }
 
     pub fn set_status(&self, status: u16) {

@@ -31,6 +31,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use super::access_log::{Counted, Direction, RequestRecord};
+use super::metrics::{group_of, DockerMetrics, RefusalEvent};
 use super::{daemon_uri, drain, headers, hijack, read_capped};
 use super::{ConnInfo, DockerProxy};
 use crate::daemon::error::DockerError;
@@ -46,6 +47,8 @@ use crate::wire::route::{self, Route};
 /// What one request learned on its way through the phases.
 pub(super) struct Exchange<'a> {
     pub conn: &'a ConnInfo,
+    /// Where refusals are counted.
+    pub metrics: &'a DockerMetrics,
     pub record: &'a Arc<RequestRecord>,
     /// Who is asking.
     pub owner: Owner,
@@ -68,7 +71,7 @@ impl Exchange<'_> {
     fn refused(&self, refusal: Refusal) -> Result<(), DockerError> {
         match self.conn.policy.decide(refusal) {
             policy::Decision::Audit(refusal) => {
-                log_refusal(self.conn, self.record, &self.route, &refusal, true);
+                self.note_refusal(&refusal, true);
                 Ok(())
             }
             policy::Decision::Refuse(refusal) => Err(self.refuse(refusal)),
@@ -77,15 +80,30 @@ impl Exchange<'_> {
 
     /// A refusal that ends the request whatever the policy's mode.
     fn refuse(&self, refusal: Refusal) -> DockerError {
-        log_refusal(self.conn, self.record, &self.route, &refusal, false);
+        self.note_refusal(&refusal, false);
         DockerError::client(refusal.status, refusal.message)
+    }
+
+    /// Logs a refusal and counts it for the admin listener.
+    fn note_refusal(&self, refusal: &Refusal, audit: bool) {
+        log_refusal(self.conn, self.record, &self.route, refusal, audit);
+        self.metrics.refusal(RefusalEvent {
+            time: time::OffsetDateTime::now_utc(),
+            tenant: self.owner.tenant.to_string(),
+            listener: self.conn.listener.to_string(),
+            rule: refusal.rule,
+            method: self.record.method.clone(),
+            path: self.record.path.clone(),
+            status: refusal.status.as_u16(),
+            audit,
+        });
     }
 }
 
 impl DockerProxy {
     /// Phase 1 (no I/O): identity, route, headers, endpoint group and query.
     pub(super) fn request_phase<'a>(
-        &self,
+        &'a self,
         req: &mut Request<Incoming>,
         conn: &'a ConnInfo,
         record: &'a Arc<RequestRecord>,
@@ -105,8 +123,10 @@ impl DockerProxy {
             .to_string();
         let route = route::classify(req.method(), &target)
             .map_err(|err| DockerError::client(err.status(), err.to_string()))?;
+        record.set_group(group_of(&route.endpoint));
         let mut ex = Exchange {
             conn,
+            metrics: &self.metrics,
             record,
             owner,
             route,

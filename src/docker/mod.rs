@@ -14,13 +14,15 @@
 //! Bodies are never buffered whole here: frames pass through one at a time, so
 //! a slow client slows the daemon (back-pressure) and a 20 GB `docker load`
 //! costs no memory. Upgraded connections (attach, exec) are handed to
-//! [`hijack`] once both sides switched protocols.
+//! [`hijack`] once both sides switched protocols. Requests and policy
+//! refusals are counted in [`metrics`] for the admin listener.
 
 pub mod access_log;
 mod exchange;
 pub mod headers;
 pub mod hijack;
 pub mod listener;
+pub mod metrics;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -131,6 +133,8 @@ pub struct DockerProxy {
     limits: ClientLimits,
     /// Open connections per client, over every listener and job socket.
     connections: Arc<ConnectionLimit<ClientKey>>,
+    /// Requests and refusals, for the admin listener.
+    metrics: Arc<metrics::DockerMetrics>,
 }
 
 /// What the Docker proxy is built from: the rooms it drives, each built by
@@ -162,7 +166,28 @@ impl DockerProxy {
                 parts.limits.max_connections_per_client,
                 "clients.max_connections_per_client",
             ),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Requests and refusals counted so far.
+    pub fn metrics(&self) -> &Arc<metrics::DockerMetrics> {
+        &self.metrics
+    }
+
+    /// The pooled connection to the daemon.
+    pub fn upstream(&self) -> &UpstreamClient {
+        &self.client
+    }
+
+    /// Who owns what.
+    pub fn ownership(&self) -> &ownership::Ownership {
+        &self.ownership
+    }
+
+    /// Job and container sockets.
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
     }
 
     /// Client connection limits (`clients:`).
@@ -312,6 +337,8 @@ impl DockerProxy {
             }
         };
         record.set_status(response.status().as_u16());
+        self.metrics
+            .request(record.group(), response.status().as_u16());
         let (parts, body) = response.into_parts();
         if body.is_end_stream() {
             record.set_complete();

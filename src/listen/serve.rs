@@ -1,8 +1,8 @@
 //! The serve layer: one accept loop for every listener cistern has (the
-//! Docker listeners, job and container sockets, the caching proxy's HTTP,
-//! HTTPS and admin listeners, the forward proxy). What a connection is
-//! served is a [`Service`]'s; how it is accepted, capped, secured, timed
-//! and shut down is the same for all, and lives here.
+//! Docker listeners, job and container sockets, the caching proxy's HTTP
+//! and HTTPS listeners, the forward proxy, the admin listener). What a
+//! connection is served is a [`Service`]'s; how it is accepted, capped,
+//! secured, timed and shut down is the same for all, and lives here.
 //!
 //! Each accepted connection, in order:
 //! 1. takes a place among its client's ([`Service::admit`], usually a

@@ -48,9 +48,10 @@ pub struct RawCaching {
     /// How the proxy reaches origins.
     #[serde(default)]
     pub upstream: RawOriginUpstream,
-    /// Admin listener serving `/metrics`. Default 127.0.0.1:9477.
+    /// Moved to the top-level `admin:` (the admin listener is cistern's,
+    /// not the caching proxy's): named here only to say so.
     #[serde(default)]
-    pub admin: Option<SocketAddr>,
+    pub admin: Option<serde::de::IgnoredAny>,
     /// An explicit forward proxy for clients that set `http_proxy` /
     /// `https_proxy`. Default: off.
     #[serde(default)]
@@ -313,8 +314,6 @@ pub struct CachingConfig {
     pub inject_on_failure: InjectFailure,
     /// Whether builds get the extra hosts too (`caching.inject.builds`).
     pub inject_builds: bool,
-    /// Admin listener (`/metrics`).
-    pub admin: SocketAddr,
     /// Cache content size limit in bytes.
     pub max_size: Option<u64>,
     /// Largest body stored, in bytes.
@@ -368,6 +367,13 @@ impl RawCaching {
             if let Some(i) = globs.iter().position(|g| g.trim().is_empty()) {
                 return Err(format!("discover.{key}[{i}]: empty pattern"));
             }
+        }
+        if self.admin.is_some() {
+            return Err(
+                "admin: moved to the top level: `admin:` beside `caching:` (it serves \
+                 whether or not caching is on)"
+                    .into(),
+            );
         }
         let algorithm = match self.ca.algorithm {
             None | Some(RawAlgorithm::EcdsaP256) => cistern_ca::KeyAlgorithm::EcdsaP256,
@@ -427,9 +433,6 @@ impl RawCaching {
                 .max_connections_per_client
                 .map_or(256, |n| n.get()),
             inject_address,
-            admin: self
-                .admin
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9477))),
             max_size: self.cache.max_size.map(|s| s.0),
             max_object: self
                 .cache

@@ -860,7 +860,13 @@ impl Proxy {
         strip_hop_by_hop(req.headers_mut(), false);
         req.headers_mut().append(VIA, self.via.clone());
         let host = parts.uri.host().unwrap_or_default().to_owned();
+        let started = std::time::Instant::now();
         let sent = self.origin.request(req).await;
+        if sent.is_ok() {
+            counter
+                .origin_latency
+                .observe(started.elapsed().as_secs_f64());
+        }
         if sent
             .as_ref()
             .map_or(true, |res| res.status().is_server_error())

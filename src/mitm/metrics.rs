@@ -1,18 +1,23 @@
-//! Per-domain counters of the caching proxy, rendered as Prometheus text
-//! for the admin listener's `/metrics` and logged periodically.
+//! Per-domain counters of the caching proxy, logged periodically and read
+//! by the admin listener ([`crate::admin`] renders them).
 //!
-//! Domains are the configured ones (a request for `a.deb.example.test`
-//! counts under `deb.example.test`), so the label set is fixed at start.
+//! Domains are the cached ones (a request for `a.deb.example.test` counts
+//! under `deb.example.test`): the configured domains, and those learned
+//! while running, so the label set stays as small as the cached set.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use cistern_cache::Stats;
+use prometheus_client::metrics::histogram::Histogram;
+
+/// Buckets of the origin latency histogram, in seconds: 5 ms to ~41 s.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
 
 /// Counters of one configured domain.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DomainCounters {
     /// Requests answered (any outcome).
     pub requests: AtomicU64,
@@ -30,6 +35,24 @@ pub struct DomainCounters {
     pub bytes_from_origin: AtomicU64,
     /// Origin connection failures, 5xx-free errors and cut-short bodies.
     pub origin_errors: AtomicU64,
+    /// Seconds from sending a request to an origin to its response head.
+    pub origin_latency: Histogram,
+}
+
+impl Default for DomainCounters {
+    fn default() -> Self {
+        DomainCounters {
+            requests: AtomicU64::default(),
+            hits: AtomicU64::default(),
+            misses: AtomicU64::default(),
+            revalidations: AtomicU64::default(),
+            bypasses: AtomicU64::default(),
+            bytes_from_cache: AtomicU64::default(),
+            bytes_from_origin: AtomicU64::default(),
+            origin_errors: AtomicU64::default(),
+            origin_latency: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
 }
 
 /// The counter table, one row per cached domain (configured or learned: a
@@ -40,13 +63,14 @@ pub struct Metrics {
 }
 
 /// (metric name, help, accessor)
-type Row = (
+pub type Row = (
     &'static str,
     &'static str,
     fn(&DomainCounters) -> &AtomicU64,
 );
 
-const ROWS: [Row; 8] = [
+/// The counters, in [`Metrics::snapshot`]'s order.
+pub const ROWS: [Row; 8] = [
     (
         "cistern_cache_requests_total",
         "Requests to cached domains.",
@@ -117,7 +141,17 @@ impl Metrics {
         Some(domains.entry(domain.to_owned()).or_default().clone())
     }
 
-    /// A snapshot: per domain, metric name → value.
+    /// Every domain's counters (for the latency histograms).
+    pub fn domains(&self) -> Vec<(String, Arc<DomainCounters>)> {
+        self.domains
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(d, c)| (d.clone(), c.clone()))
+            .collect()
+    }
+
+    /// A snapshot: per domain, the [`ROWS`] in order.
     pub fn snapshot(&self) -> BTreeMap<String, [u64; 8]> {
         self.domains
             .read()
@@ -130,86 +164,6 @@ impl Metrics {
                 )
             })
             .collect()
-    }
-
-    /// Prometheus text exposition (version 0.0.4).
-    pub fn render(&self, store: &Stats) -> String {
-        let mut out = String::new();
-        let snapshot = self.snapshot();
-        for (i, (name, help, _)) in ROWS.iter().enumerate() {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (domain, values) in &snapshot {
-                let _ = writeln!(out, "{name}{{domain=\"{}\"}} {}", escape(domain), values[i]);
-            }
-        }
-        let gauges: [(&str, &str, u64); 5] = [
-            (
-                "cistern_cache_entries",
-                "Entries in the disk cache.",
-                store.entries,
-            ),
-            (
-                "cistern_cache_size_bytes",
-                "Distinct content bytes in the disk cache.",
-                store.bytes,
-            ),
-            (
-                "cistern_cache_in_flight",
-                "Origin fetches in flight under single-flight.",
-                store.in_flight,
-            ),
-            (
-                "cistern_cache_memory_bytes",
-                "Bytes of verified bodies held in memory.",
-                store.memory_bytes,
-            ),
-            (
-                "cistern_cache_memory_entries",
-                "Verified bodies held in memory.",
-                store.memory_entries,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        if let Some(max) = store.max_bytes {
-            let _ = writeln!(
-                out,
-                "# HELP cistern_cache_max_size_bytes Configured size limit.\n# TYPE cistern_cache_max_size_bytes gauge\ncistern_cache_max_size_bytes {max}"
-            );
-        }
-        let totals: [(&str, &str, u64); 4] = [
-            (
-                "cistern_cache_evictions_total",
-                "Entries evicted for space.",
-                store.evictions,
-            ),
-            (
-                "cistern_cache_aborted_writes_total",
-                "Cache writes dropped before commit.",
-                store.aborted_writes,
-            ),
-            (
-                "cistern_cache_corrupt_total",
-                "Entries dropped after failing their integrity check.",
-                store.corrupt,
-            ),
-            (
-                "cistern_cache_memory_hits_total",
-                "Hits whose body was sent from memory.",
-                store.memory_hits,
-            ),
-        ];
-        for (name, help, value) in totals {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        }
-        out
     }
 
     /// Logs one line per domain whose counters changed since `last`;
@@ -237,30 +191,5 @@ impl Metrics {
             }
         }
         now
-    }
-}
-
-fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counters_render_as_prometheus_text_per_domain() {
-        let m = Metrics::new(["deb.example.test", "npm.example.test"]);
-        let c = m.domain("deb.example.test").unwrap();
-        c.hits.fetch_add(3, Ordering::Relaxed);
-        c.bytes_from_cache.fetch_add(4096, Ordering::Relaxed);
-        let text = m.render(&Stats::default());
-        assert!(text.contains("# TYPE cistern_cache_hits_total counter"));
-        assert!(text.contains("cistern_cache_hits_total{domain=\"deb.example.test\"} 3"));
-        assert!(text.contains("cistern_cache_hits_total{domain=\"npm.example.test\"} 0"));
-        assert!(
-            text.contains("cistern_cache_bytes_from_cache_total{domain=\"deb.example.test\"} 4096")
-        );
-        assert!(text.contains("cistern_cache_entries 0"));
     }
 }

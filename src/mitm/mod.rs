@@ -4,11 +4,11 @@
 //!
 //! The proxy, one concept per module (each imports only those below it):
 //! - [`commands`]: `cistern cache …` and `cistern ca …`;
-//! - [`proxy`]: binds the HTTP/HTTPS/admin listeners and starts them on
-//!   the serve layer ([`crate::listen::serve`]);
+//! - [`proxy`]: binds the HTTP/HTTPS listeners and starts them on the
+//!   serve layer ([`crate::listen::serve`]);
 //! - [`forward`]: the optional explicit forward proxy (CONNECT, absolute
 //!   URLs) in front of the same handler;
-//! - [`listeners`]: what the HTTP, HTTPS and admin listeners serve: caps
+//! - [`listeners`]: what the HTTP and HTTPS listeners serve: caps
 //!   per client address ([`crate::listen::limit`]), `sendfile` on plain
 //!   connections, the handler;
 //! - [`handler`]: one request through the cache state machine;
@@ -24,7 +24,8 @@
 //! - [`domains`]: which hosts are served (configured domains only);
 //! - [`plain`]: plain-TCP client connections, which send checked hits
 //!   from the page cache with `sendfile`;
-//! - [`metrics`]: per-domain counters and the Prometheus text;
+//! - [`metrics`]: per-domain counters and origin latencies (the admin
+//!   listener, [`crate::admin`], serves them);
 //! - [`error`]: start-up and request-path errors.
 //!
 //! The body type, the hop-by-hop stripper and the error-chain formatter

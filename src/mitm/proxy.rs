@@ -1,5 +1,5 @@
-//! Starting the caching proxy: bind its HTTP, HTTPS and admin listeners
-//! (and the forward proxy's, when configured), open the disk cache, build
+//! Starting the caching proxy: bind its HTTP and HTTPS listeners (and the
+//! forward proxy's, when configured), open the disk cache, build
 //! the origin client, and serve the listeners with the serve layer
 //! ([`crate::listen::serve`]) until the shutdown token fires. The HTTP,
 //! HTTPS and forward listeners serve HTTP/1.1, and HTTP/2 chosen by ALPN or
@@ -23,7 +23,6 @@ use super::conn::{ListenerInfo, Scheme};
 use super::error::StartError;
 use super::forward::ForwardProxy;
 use super::handler::Proxy;
-use super::listeners::Admin;
 use super::metrics::Metrics;
 use super::tls::{server_config, LeafResolver};
 use super::{upstream, Caching, CachingConfig};
@@ -71,6 +70,14 @@ async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, St
         })
 }
 
+/// What a running caching proxy shows the admin listener: its cache and
+/// its counters.
+#[derive(Clone)]
+pub struct Running {
+    pub cache: Cache,
+    pub metrics: Arc<Metrics>,
+}
+
 /// Binds and starts the caching proxy on `http` and `https` (see
 /// [`super::address::listen_addresses`]). Returns once it is listening.
 pub async fn start(
@@ -78,11 +85,10 @@ pub async fn start(
     (http_at, https_at): (SocketAddr, SocketAddr),
     tasks: TaskTracker,
     shutdown: CancellationToken,
-) -> Result<(), StartError> {
+) -> Result<Running, StartError> {
     let config = &caching.config;
     let http = bind("http", http_at).await?;
     let https = bind("https", https_at).await?;
-    let admin = bind("admin", config.admin).await?;
     let forward = match &config.forward_proxy {
         Some(f) => Some(bind("forward proxy", f.listen).await?),
         None => None,
@@ -135,7 +141,6 @@ pub async fn start(
     tracing::info!(
         http = %http_at,
         https = %https_at,
-        admin = %config.admin,
         cache_dir = %config.cache_dir.display(),
         domains = ?config.domains,
         "caching proxy listening"
@@ -155,15 +160,12 @@ pub async fn start(
         tasks.clone(),
         shutdown.clone(),
     ));
-    tasks.spawn(serve::run(
-        Listener::new("admin", Socket::Tcp(admin), idle),
-        Arc::new(Admin::new(proxy.clone(), metrics.clone())),
-        (),
-        tasks.clone(),
-        shutdown.clone(),
-    ));
+    let running = Running {
+        cache: proxy.cache().clone(),
+        metrics: metrics.clone(),
+    };
     tasks.spawn(housekeeping(proxy, metrics, shutdown));
-    Ok(())
+    Ok(running)
 }
 
 /// Logs counters that changed and saves LRU access times, every minute

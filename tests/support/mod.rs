@@ -362,6 +362,12 @@ impl Cistern {
         config: &str,
     ) -> Cistern {
         let config_path = dir.path().join("cistern.yaml");
+        // Tests run side by side: no admin listener on the default port
+        // unless the test configures one.
+        let config = match config.lines().any(|l| l.starts_with("admin:")) {
+            true => config.to_owned(),
+            false => format!("{}\nadmin: none\n", config.trim_end()),
+        };
         std::fs::write(&config_path, config).unwrap();
         let log = dir.path().join("cistern.log");
         let bin = env!("CARGO_BIN_EXE_cistern");
