@@ -160,7 +160,7 @@ fn main() -> ExitCode {
             };
             doctor(config.as_deref(), &options)
         }
-        Command::Cache { action, config } => caching_command(config, |caching| {
+        Command::Cache { action, config } => caching_command(config, |caching, admin| {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -169,7 +169,13 @@ fn main() -> ExitCode {
                 use cistern::mitm::commands;
                 match &action {
                     CacheAction::Stats => commands::cache_stats(caching).await,
-                    CacheAction::Domains => Ok(commands::cache_domains(caching)),
+                    CacheAction::Domains => {
+                        let running = match &admin {
+                            Some(admin) => cistern::admin::client::cache_hit_ratios(admin).await,
+                            None => None,
+                        };
+                        Ok(commands::cache_domains(caching, running.as_ref()))
+                    }
                     CacheAction::Verify => commands::cache_verify(caching).await,
                     CacheAction::Gc => commands::cache_gc(caching).await,
                     CacheAction::Purge { pattern } => {
@@ -178,7 +184,7 @@ fn main() -> ExitCode {
                 }
             })
         }),
-        Command::Ca { action, config } => caching_command(config, |caching| match action {
+        Command::Ca { action, config } => caching_command(config, |caching, _| match action {
             CaAction::Show { all } => cistern::mitm::commands::ca_show(caching, all),
             CaAction::Rotate => cistern::mitm::commands::ca_rotate(caching),
         }),
@@ -239,7 +245,10 @@ fn load_config(path: Option<PathBuf>) -> Result<config::Config, ExitCode> {
 /// section, runs `command` on it and prints the result.
 fn caching_command(
     path: Option<PathBuf>,
-    command: impl FnOnce(&cistern::mitm::CachingConfig) -> Result<String, String>,
+    command: impl FnOnce(
+        &cistern::mitm::CachingConfig,
+        Option<cistern::admin::AdminConfig>,
+    ) -> Result<String, String>,
 ) -> ExitCode {
     let cfg = match load_config(path) {
         Ok(cfg) => cfg,
@@ -251,7 +260,7 @@ fn caching_command(
     };
     // The same cached set as `serve` (the CA commands make CAs for it).
     caching.learn_at_start();
-    match command(&caching) {
+    match command(&caching, cfg.admin) {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS

@@ -226,9 +226,10 @@ fn apt_and_pip_in_a_debian_container_get_their_second_run_from_the_cache_with_no
     // where the learned names are routed: the bridge address, ports 80 and
     // 443, as the default does.
     let config = format!(
-        "upstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix:\n      path: {sock}\n      mode: \"0600\"\n\
+        "admin: {{tcp: \"127.0.0.1:{admin}\"}}\nupstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix:\n      path: {sock}\n      mode: \"0600\"\n\
          caching:\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy: {{http: \"{gateway}:80\", https: \"{gateway}:443\"}}\n  \
          upstream:\n    extra_roots: [{root}]\n    overrides: {{{DEB}: \"{apt}\", {PYPI}: \"{pip}\"}}\n",
+        admin = support::free_port(),
         daemon = daemon().display(),
         sock = socket.display(),
         state = dir.path().join("state").display(),
@@ -289,5 +290,10 @@ fn apt_and_pip_in_a_debian_container_get_their_second_run_from_the_cache_with_no
             .to_string()
     };
     assert!(line(DEB).contains("apt (image "), "{out}");
+    // With the running cistern's figures: the second run's hits count.
+    assert!(
+        line(DEB).contains(" requests, hit ratio ") && line(DEB).ends_with('%'),
+        "{out}"
+    );
     assert!(line(PYPI).contains("/etc/pip.conf"), "{out}");
 }

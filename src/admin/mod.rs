@@ -18,6 +18,7 @@
 //! served by the one accept loop ([`crate::listen::serve`]).
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod history;
 pub mod metrics;

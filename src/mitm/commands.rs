@@ -3,6 +3,7 @@
 //! server uses. They work while cistern runs (the cache directory is safe
 //! for concurrent processes).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use sha2::{Digest, Sha256};
@@ -29,21 +30,40 @@ pub async fn cache_stats(config: &CachingConfig) -> Result<String, CommandError>
     ))
 }
 
-/// `cistern cache domains`: one line per host of the cached set, then the
-/// hosts discovery found but left out.
-pub fn cache_domains(config: &CachingConfig) -> String {
+/// `cistern cache domains`: one line per host of the cached set, with its
+/// hit ratio when `running` has the running cistern's figures (per domain:
+/// requests, hit ratio), then the hosts discovery found but left out.
+pub fn cache_domains(
+    config: &CachingConfig,
+    running: Option<&BTreeMap<String, (u64, Option<f64>)>>,
+) -> String {
     let learned = &config.learned;
     let mut out = String::new();
+    if running.is_none() {
+        out.push_str("(no running cistern answered on the admin listener: no hit ratios)\n");
+    }
     for domain in &config.domains {
+        let ratio = match running.map(|r| r.get(domain)) {
+            None => String::new(),
+            Some(None) | Some(Some((0, _))) => "  no requests yet".to_owned(),
+            Some(Some((requests, ratio))) => format!(
+                "  {requests} requests, hit ratio {}",
+                ratio.map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0))
+            ),
+        };
         match learned.added.get(domain) {
             Some(places) => {
                 for (i, f) in places.iter().enumerate() {
-                    let head = if i == 0 { domain.as_str() } else { "" };
-                    let _ = writeln!(out, "{head:<40} learned: {} ({})", f.tool, f.from);
+                    let (head, tail) = if i == 0 {
+                        (domain.as_str(), ratio.as_str())
+                    } else {
+                        ("", "")
+                    };
+                    let _ = writeln!(out, "{head:<40} learned: {} ({}){tail}", f.tool, f.from);
                 }
             }
             None => {
-                let _ = writeln!(out, "{domain:<40} configured");
+                let _ = writeln!(out, "{domain:<40} configured{ratio}");
             }
         }
     }
