@@ -88,15 +88,21 @@ impl Cistern {
     }
 
     fn start_binary(bin: &Path, daemon: &Path) -> Cistern {
+        Self::start_with(bin, daemon, "")
+    }
+
+    /// With `extra` YAML appended to the configuration (paths: `{dir}`).
+    fn start_with(bin: &Path, daemon: &Path, extra: &str) -> Cistern {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("docker.sock");
         let config = dir.path().join("c.yaml");
         std::fs::write(
             &config,
             format!(
-                "log:\n  level: warn\nadmin: none\nupstream:\n  unix: {}\nlisteners:\n  - unix:\n      path: {}\n",
+                "log:\n  level: warn\nadmin: none\nupstream:\n  unix: {}\nlisteners:\n  - unix:\n      path: {}\n{}",
                 daemon.display(),
-                sock.display()
+                sock.display(),
+                extra.replace("{dir}", &dir.path().display().to_string())
             ),
         )
         .unwrap();
@@ -391,6 +397,9 @@ async fn main() {
     if let Some(baseline) = std::env::var_os("CISTERN_BENCH_BASELINE") {
         return against_baseline(Path::new(&baseline), &daemon, scale).await;
     }
+    if std::env::var_os("CISTERN_BENCH_LEARNING").is_some() {
+        return learning_cost(&daemon, scale).await;
+    }
     let cistern = Cistern::start(&daemon);
     let sides = [
         Side {
@@ -607,6 +616,46 @@ async fn main() {
     println!(
         "cistern peak RSS over the whole run          {:>8.1} MB",
         cistern.rss_kib("VmHWM:") as f64 / 1024.0
+    );
+}
+
+/// What reading images for repository hosts costs a container create:
+/// cistern with caching and `discover.images` on against the same with it
+/// off, interleaved, five rounds (the image is read once; each create after
+/// that is one image inspect and a look-up).
+async fn learning_cost(daemon: &Path, scale: f64) {
+    let bin = Path::new(env!("CARGO_BIN_EXE_cistern"));
+    let caching = |images: bool| {
+        format!(
+            "caching:\n  domains: [bench.example.test]\n  discover: {{host: false, images: {images}}}\n  state_dir: {{dir}}/state\n  cache_dir: {{dir}}/cache\n  proxy: {{http: \"127.0.0.1:0\", https: \"127.0.0.1:0\"}}\n"
+        )
+    };
+    let off = Cistern::start_with(bin, daemon, &caching(false));
+    let on = Cistern::start_with(bin, daemon, &caching(true));
+    let sides = [
+        Side {
+            sock: off.sock.clone(),
+        },
+        Side {
+            sock: on.sock.clone(),
+        },
+    ];
+    let creates = (50.0 * scale).max(10.0) as usize;
+    let mut rows: [Vec<f64>; 2] = Default::default();
+    for _ in 0..5 {
+        for (i, side) in sides.iter().enumerate() {
+            rows[i].push(create_only(side, creates).await);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let [off_ms, on_ms] = rows.map(median);
+    println!(
+        "container create with caching p50: discover.images off {off_ms:.2} ms, on {on_ms:.2} ms: {:+.2} ms per create ({:.3}x)",
+        on_ms - off_ms,
+        on_ms / off_ms
     );
 }
 
