@@ -2251,51 +2251,13 @@ async fn with_others_tunnel_the_forward_proxy_relays_other_hosts_uncached() {
     assert_ne!(got.exit, 0, "{got:?}");
 }
 
-/// A busybox-based image with the host's curl, its libraries (found with
-/// `ldd`) and a Debian-layout CA bundle for the injection to append to.
-fn curl_image() -> &'static str {
-    const TAG: &str = "cistern-test/cache-curl:latest";
-    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| {
-        let ctx = tempfile::tempdir().unwrap();
-        let root = ctx.path().join("root");
-        let ldd = support::run_ok(Command::new("ldd").arg("/usr/bin/curl"));
-        let mut paths = vec!["/usr/bin/curl".to_owned()];
-        for line in ldd.lines() {
-            let field = match line.split_once("=>") {
-                Some((_, rest)) => rest.split_whitespace().next(),
-                None => line.split_whitespace().next(),
-            };
-            if let Some(path) = field.filter(|p| p.starts_with('/')) {
-                paths.push(path.to_owned());
-            }
-        }
-        for path in &paths {
-            let target = root.join(path.trim_start_matches('/'));
-            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-            std::fs::copy(path, &target).unwrap();
-        }
-        let bundle = root.join("etc/ssl/certs/ca-certificates.crt");
-        std::fs::create_dir_all(bundle.parent().unwrap()).unwrap();
-        std::fs::write(&bundle, "").unwrap();
-        std::fs::write(root.join("etc/nsswitch.conf"), "hosts: files dns\n").unwrap();
-        std::fs::write(
-            ctx.path().join("Dockerfile"),
-            format!("FROM {}\nCOPY root/ /\n", support::busybox()),
-        )
-        .unwrap();
-        support::build_tagged(TAG, ctx.path());
-    });
-    TAG
-}
-
 fn bridge_gateway() -> String {
     support::bridge_address().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_container_downloads_through_the_injected_hosts_and_ca_and_hits_the_second_time() {
-    let image = tokio::task::block_in_place(curl_image);
+    let image = tokio::task::block_in_place(support::curl_image);
     let gateway = bridge_gateway();
     // The proxy listens where containers reach the host; the extra hosts
     // cistern injects point the cached domains there.
@@ -2428,7 +2390,7 @@ fn sha256_hex(data: &[u8]) -> String {
 
 impl Containers {
     async fn start(extra: &str) -> Containers {
-        let image = tokio::task::block_in_place(curl_image);
+        let image = tokio::task::block_in_place(support::curl_image);
         let gateway = bridge_gateway();
         let mut s = Setup::start(extra).await;
         s.http_bind = Some(format!("{gateway}:{}", support::free_port()));

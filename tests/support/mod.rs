@@ -220,6 +220,44 @@ pub fn build_tagged(tag: &str, ctx: &Path) {
     }
 }
 
+/// A busybox-based image with the host's curl, its libraries (found with
+/// `ldd`) and a Debian-layout CA bundle for the injection to append to.
+pub fn curl_image() -> &'static str {
+    const TAG: &str = "cistern-test/cache-curl:latest";
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let ctx = tempfile::tempdir().unwrap();
+        let root = ctx.path().join("root");
+        let ldd = run_ok(Command::new("ldd").arg("/usr/bin/curl"));
+        let mut paths = vec!["/usr/bin/curl".to_owned()];
+        for line in ldd.lines() {
+            let field = match line.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next(),
+                None => line.split_whitespace().next(),
+            };
+            if let Some(path) = field.filter(|p| p.starts_with('/')) {
+                paths.push(path.to_owned());
+            }
+        }
+        for path in &paths {
+            let target = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(path, &target).unwrap();
+        }
+        let bundle = root.join("etc/ssl/certs/ca-certificates.crt");
+        std::fs::create_dir_all(bundle.parent().unwrap()).unwrap();
+        std::fs::write(&bundle, "").unwrap();
+        std::fs::write(root.join("etc/nsswitch.conf"), "hosts: files dns\n").unwrap();
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM {}\nCOPY root/ /\n", busybox()),
+        )
+        .unwrap();
+        build_tagged(TAG, ctx.path());
+    });
+    TAG
+}
+
 /// The IPv4 address containers on the default bridge reach the host at
 /// (what `host-gateway` resolves to): the bridge network's gateway when the
 /// daemon reports one, else the address of the bridge's interface
