@@ -1,31 +1,48 @@
 # cistern's container image: `cistern serve` as PID 1 in front of the host's
 # daemon (README, "Container image", has the `docker run` line).
 #
-#   docker build -t cistern .                    # compiles cistern in `build`
-#   docker build --target prebuilt -t cistern .  # packages dist/cistern instead
+#   docker build -t cistern .
 #
-# Two ways to the same runtime stage:
-# - The default (the last stage) compiles cistern in a Rust image of the same
-#   Debian suite, so the binary links against the glibc it runs with. This
-#   needs `rust:1-<suite>` from a registry.
-# - `--target prebuilt` copies a binary built on a host of the same Debian
-#   suite: `cargo build --release --locked -p cistern && mkdir -p dist &&
-#   objcopy --strip-debug target/release/cistern dist/cistern` (another path
-#   in the context with `--build-arg CISTERN_BINARY=...`). For hosts without
-#   a Rust image, and for tests/image.rs: no registry is reachable there, and
-#   compiling from nothing in the build would take many minutes that the
-#   host's own release build has spent already.
-# Both take the runtime from `base`, the only stage they share, so the test
-# runs what users run, down to the binary's origin.
+# The binary comes from the `build` stage, in one of two ways:
+# - by default it is compiled there, in a Rust image of the same Debian suite
+#   as the runtime, so it links against the glibc it runs with; this needs
+#   `rust:1-<suite>` from a registry;
+# - with `--build-arg CISTERN_BINARY=dist/cistern --build-arg
+#   BUILD_IMAGE=debian:bookworm-slim` it is a binary built on a host of the
+#   same suite, copied from the build context: `cargo build --release
+#   --locked -p cistern && mkdir -p dist && objcopy --strip-debug
+#   target/release/cistern dist/cistern`. For hosts without a Rust image, and
+#   for tests/image.rs: no registry is reachable there, and compiling from
+#   nothing would take many minutes the host's build has spent already.
+# Both end in the same runtime stage (the last), so the test runs what users
+# run.
 #
-# Stage order matters: the classic builder (DOCKER_BUILDKIT=0) runs every stage
-# up to the target, whether the target needs it or not, so `prebuilt` comes
-# before `build`. BuildKit runs only the stages the target needs.
+# A build argument rather than a stage per source, chosen with --target: the
+# classic builder (the default of Debian's docker.io 20.10, or
+# DOCKER_BUILDKIT=0) runs every stage up to the target, needed or not, so a
+# `prebuilt` stage would break the default build where dist/ is empty.
 
 # The host's Debian suite (`. /etc/os-release; echo $VERSION_CODENAME`).
 ARG DEBIAN_SUITE=bookworm
+# The image the `build` stage runs in.
+ARG BUILD_IMAGE=rust:1-${DEBIAN_SUITE}
 
-FROM debian:${DEBIAN_SUITE}-slim AS base
+FROM ${BUILD_IMAGE} AS build
+# A binary in the build context to package instead of compiling one.
+ARG CISTERN_BINARY=
+WORKDIR /src
+COPY . .
+# Compiled: debug information stripped (the release profile keeps line
+# tables for local profiling); symbols stay, so backtraces name functions.
+RUN set -eu; \
+    if [ -n "$CISTERN_BINARY" ]; then \
+        cp "$CISTERN_BINARY" /cistern; \
+    else \
+        cargo build --release --locked -p cistern; \
+        objcopy --strip-debug target/release/cistern /cistern; \
+    fi
+
+FROM debian:${DEBIAN_SUITE}-slim
 # The caching proxy verifies origins against the operating system's trust
 # store (/etc/ssl/certs/ca-certificates.crt); slim images have none.
 RUN apt-get update \
@@ -45,18 +62,4 @@ LABEL org.opencontainers.image.title="cistern" \
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/cistern"]
 CMD ["serve", "--config", "/etc/cistern/cistern.yaml"]
-
-FROM base AS prebuilt
-ARG CISTERN_BINARY=dist/cistern
-COPY ${CISTERN_BINARY} /usr/local/bin/cistern
-
-FROM rust:1-${DEBIAN_SUITE} AS build
-WORKDIR /src
-COPY . .
-# Debug information stripped (the release profile keeps line tables for
-# local profiling); symbols stay, so backtraces still name functions.
-RUN cargo build --release --locked -p cistern \
-    && objcopy --strip-debug target/release/cistern /cistern
-
-FROM base
 COPY --from=build /cistern /usr/local/bin/cistern

@@ -3,9 +3,9 @@
 //!
 //! No registry is reachable: `scripts/debian-image` makes the runtime base
 //! (`debian:<suite>-slim`) with debootstrap, and the image is built with
-//! `--target prebuilt` from this checkout's binary (the test run's, or
-//! `$CISTERN_IMAGE_BINARY`), stripped of its debug information as the
-//! `build` stage strips it. The runtime stage is the one users get. The test then checks, through the containerised cistern's
+//! `CISTERN_BINARY`, from this checkout's binary (the test run's, or
+//! `$CISTERN_IMAGE_BINARY`) rather than compiled in a Rust image. The
+//! runtime stage is the one users get. The test then checks, through the containerised cistern's
 //! socket, what a CI job sees: the policy, its tenant, the cache injection and
 //! a download served from the cache; and that `docker stop` ends cistern
 //! cleanly.
@@ -50,8 +50,8 @@ fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cistern")))
 }
 
-/// A copy of the binary in the checkout's `dist/` for `--target prebuilt`,
-/// deleted when dropped.
+/// A copy of the binary in the checkout's `dist/`, stripped as the `build`
+/// stage strips what it compiles, for `CISTERN_BINARY`; deleted when dropped.
 struct DistBinary(PathBuf);
 
 impl DistBinary {
@@ -182,6 +182,7 @@ fn the_image_runs_cistern_as_pid_1_with_policy_tenancy_and_caching_and_stops_cle
 
     let id = unique("image");
     let tag = format!("cistern-test/cistern:{id}");
+    let build_tag = format!("cistern-test/cistern-build:{id}");
     let container = format!("cistern-{id}");
     let (state, cache) = (format!("{id}-state"), format!("{id}-cache"));
     let instance = id.clone();
@@ -195,23 +196,31 @@ fn the_image_runs_cistern_as_pid_1_with_policy_tenancy_and_caching_and_stops_cle
         containers: [vec![container.clone()], jobs.to_vec()].concat(),
         volumes: vec![state.clone(), cache.clone()],
         networks: vec![],
-        images: vec![tag.clone()],
+        images: vec![tag.clone(), build_tag.clone()],
     };
 
     // Build: the runtime stage users get, with this checkout's binary.
+    // The `build` stage is built and tagged first, so that it can be
+    // removed: the classic builder leaves a multi-stage build's other stages
+    // as untagged images.
     let binary = DistBinary::new(&binary(), &format!("cistern-{id}"));
     let started = Instant::now();
-    let out = run_ok(
-        docker_direct()
-            .env("DOCKER_BUILDKIT", "0")
-            .args(["build", "--target", "prebuilt", "-t", &tag])
+    let build = |tag: &str, target: Option<&str>| {
+        let mut cmd = docker_direct();
+        cmd.env("DOCKER_BUILDKIT", "0")
+            .args(["build", "--force-rm", "-t", tag])
+            .args(target.map(|t| format!("--target={t}")))
             .arg(format!("--build-arg=DEBIAN_SUITE={suite}"))
+            .arg(format!("--build-arg=BUILD_IMAGE=debian:{suite}-slim"))
             .arg(format!(
                 "--build-arg=CISTERN_BINARY=dist/{}",
                 binary.0.file_name().unwrap().to_string_lossy()
             ))
-            .arg(checkout()),
-    );
+            .arg(checkout());
+        run_ok(&mut cmd)
+    };
+    let out = build(&build_tag, Some("build"));
+    build(&tag, None);
     drop(binary);
     let size: u64 = inspect("{{.Size}}", &tag).parse().unwrap();
     eprintln!(
