@@ -5,10 +5,10 @@
 //! (`debian:<suite>-slim`) with debootstrap, and the image is built with
 //! `CISTERN_BINARY`, from this checkout's binary (the test run's, or
 //! `$CISTERN_IMAGE_BINARY`) rather than compiled in a Rust image. The
-//! runtime stage is the one users get. The test then checks, through the containerised cistern's
-//! socket, what a CI job sees: the policy, its tenant, the cache injection and
-//! a download served from the cache; and that `docker stop` ends cistern
-//! cleanly.
+//! runtime stage is the one users get. The test then checks, through the
+//! containerised cistern's socket, what a CI job sees: the policy, its
+//! tenant, the cache injection and a download served from the cache; and
+//! that `docker stop` ends cistern cleanly.
 
 #[path = "support/origin.rs"]
 mod origin;
@@ -79,8 +79,15 @@ impl Drop for DistBinary {
 /// with a `caching:` section, here for the local origin, and with the host
 /// directory shared at the same path as `/run/cistern` (a test directory, so
 /// as not to take the host's `/run/cistern`).
-fn test_config(run_dir: &Path, instance: &str, caching: &str) -> String {
-    let image_config = std::fs::read_to_string(checkout().join("config/container.yaml")).unwrap();
+fn test_config(image: &str, run_dir: &Path, instance: &str, caching: &str) -> String {
+    let image_config = run_ok(docker_direct().args([
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        image,
+        "/etc/cistern/cistern.yaml",
+    ]));
     assert!(
         image_config.contains("/run/cistern/"),
         "the image's config puts its sockets under /run/cistern"
@@ -145,16 +152,18 @@ fn rss_kib(pid: &str) -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
-/// One download in a container created through cistern: curl's exit code,
-/// the status, `x-cistern-cache` and the file's sha256.
+/// One download in a container created through cistern: whether the
+/// container holds cistern's CA at `/etc/cistern/ca.pem`, curl's exit code
+/// (curl verifies against the system bundle the CA was appended to), the
+/// status, `x-cistern-cache` and the file's sha256.
 fn download(sock: &Path, name: &str, image: &str, url: &str) -> (String, String) {
     let script = format!(
         "export PATH=/bin:/usr/bin
-test -s /etc/cistern/ca.pem || echo 'no /etc/cistern/ca.pem'
+ca=$(grep -c 'BEGIN CERTIFICATE' /etc/cistern/ca.pem)
 code=$(curl -sS --max-time 30 -o /tmp/f -D /tmp/h -w '%{{http_code}}' {url})
 rc=$?
 cache=$(tr -d '\\r' </tmp/h | grep -i '^x-cistern-cache:' | cut -d: -f2 | tr -d ' ')
-echo \"got $rc $code ${{cache:--}} $(sha256sum /tmp/f | cut -d' ' -f1)\""
+echo \"got ca=$ca $rc $code ${{cache:--}} $(sha256sum /tmp/f | cut -d' ' -f1)\""
     );
     let out = run(docker_at(sock).args(["run", "--name", name, image, "/bin/sh", "-c", &script]));
     let text = format!(
@@ -286,7 +295,7 @@ fn the_image_runs_cistern_as_pid_1_with_policy_tenancy_and_caching_and_stops_cle
         admin = support::free_port(),
         origin = origin.addr,
     );
-    let config = test_config(&run_dir, &instance, &caching);
+    let config = test_config(&tag, &run_dir, &instance, &caching);
     std::fs::write(etc.join("cistern.yaml"), &config).unwrap();
     let checked = run_ok(
         docker_direct()
@@ -365,12 +374,12 @@ fn the_image_runs_cistern_as_pid_1_with_policy_tenancy_and_caching_and_stops_cle
     let (first, text) = download(&sock, &jobs[0], curl, &url);
     assert_eq!(
         first,
-        format!("0 200 miss {sha256}"),
+        format!("ca=1 0 200 miss {sha256}"),
         "{text}\n{}",
         logs(&container)
     );
     let (second, text) = download(&sock, &jobs[1], curl, &url);
-    assert_eq!(second, format!("0 200 hit {sha256}"), "{text}");
+    assert_eq!(second, format!("ca=1 0 200 hit {sha256}"), "{text}");
     assert_eq!(origin.counts(path).requests, 1);
 
     // The container carries its tenant and got the injection.
