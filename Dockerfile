@@ -44,10 +44,13 @@ RUN set -eu; \
 
 FROM debian:${DEBIAN_SUITE}-slim
 # The caching proxy verifies origins against the operating system's trust
-# store (/etc/ssl/certs/ca-certificates.crt); slim images have none.
-RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates \
-    && apt-get clean && rm -rf /var/lib/apt/lists/*
+# store (/etc/ssl/certs/ca-certificates.crt); slim images have none. A base
+# that has it (tests/image.rs's, made by debootstrap) downloads nothing.
+RUN if ! dpkg -s ca-certificates >/dev/null 2>&1; then \
+        apt-get update \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates \
+        && apt-get clean && rm -rf /var/lib/apt/lists/*; \
+    fi
 COPY config/container.yaml /etc/cistern/cistern.yaml
 # State (tenants' images, jobs, container sockets' records, the CA keys) and
 # the disk cache: kept across upgrades by mounting the same volumes.
