@@ -2,7 +2,7 @@
 //! the registries cargo has already used, from its own index cache (its
 //! built-in default lives in the cargo binary).
 
-use super::files::{is_plain_absolute, Files};
+use super::files::{expand, is_plain_absolute, Files};
 use super::{homes, push, Env, Found, Tool};
 
 pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
@@ -10,14 +10,36 @@ pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
     if let Some(home) = env.get("CARGO_HOME").filter(|p| is_plain_absolute(p)) {
         cargo_homes.insert(0, home.trim_end_matches('/').to_owned());
     }
+    let mut replaced = false;
     for home in &cargo_homes {
         for name in ["config.toml", "config"] {
             let path = format!("{home}/{name}");
             if let Some(text) = files.read(&path) {
-                from_config(&text, &path, found);
+                replaced |= from_config(&text, &path, found);
             }
         }
         index_cache(files, home, found);
+    }
+    if !replaced {
+        let mut binaries: Vec<String> = BINARIES.iter().flat_map(|p| expand(files, p)).collect();
+        let mut rustup_homes: Vec<String> =
+            homes(env).iter().map(|h| format!("{h}/.rustup")).collect();
+        rustup_homes.extend(
+            env.get("RUSTUP_HOME")
+                .filter(|p| is_plain_absolute(p))
+                .cloned(),
+        );
+        for home in rustup_homes {
+            binaries.extend(expand(
+                files,
+                &format!("{}/toolchains/*/bin/cargo", home.trim_end_matches('/')),
+            ));
+        }
+        binaries.sort();
+        binaries.dedup();
+        for binary in binaries {
+            built_in(files, &binary, found);
+        }
     }
     for (name, value) in env {
         let is_index = name == "CARGO_REGISTRY_INDEX"
@@ -29,10 +51,11 @@ pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
 }
 
 /// `[source.NAME] registry = "sparse+https://…"` (source replacement) and
-/// `[registries.NAME] index = "sparse+https://…"`.
-fn from_config(text: &str, path: &str, found: &mut Vec<Found>) {
+/// `[registries.NAME] index = "sparse+https://…"`. Returns whether crates.io
+/// is replaced (`[source.crates-io] replace-with`).
+fn from_config(text: &str, path: &str, found: &mut Vec<Found>) -> bool {
     let Ok(config) = text.parse::<toml::Table>() else {
-        return;
+        return false;
     };
     for (table, key) in [("source", "registry"), ("registries", "index")] {
         let entries = config.get(table).and_then(toml::Value::as_table);
@@ -41,6 +64,41 @@ fn from_config(text: &str, path: &str, found: &mut Vec<Found>) {
                 sparse(url, path, found);
             }
         }
+    }
+    config
+        .get("source")
+        .and_then(|s| s.get("crates-io"))
+        .and_then(|c| c.get("replace-with"))
+        .is_some()
+}
+
+/// Where cargo itself lives in common installs (Debian's `cargo`, the rust
+/// images' toolchain under `/usr/local/rustup`); rustup's toolchains under
+/// each home are added.
+const BINARIES: [&str; 2] = ["/usr/bin/cargo", "/usr/local/rustup/toolchains/*/bin/cargo"];
+
+/// Largest cargo binary read.
+const MAX_BINARY: u64 = 128 << 20;
+
+/// cargo's built-in crates.io index, read from the cargo binary: the host of
+/// each `sparse+https://` string in it (cargo since 1.70 defaults to the
+/// sparse protocol; an older cargo holds a git URL only, which is not
+/// cached). Strings run into each other in a binary: only the host is taken,
+/// and a host without a dot is no host.
+fn built_in(files: &dyn Files, binary: &str, found: &mut Vec<Found>) {
+    const PREFIX: &[u8] = b"sparse+https://";
+    let Some(bytes) = files.read_bytes(binary, MAX_BINARY) else {
+        return;
+    };
+    let from = format!("cargo built-in default ({binary})");
+    for at in memchr::memmem::find_iter(&bytes, PREFIX) {
+        let host: String = bytes[at + PREFIX.len()..]
+            .iter()
+            .take(253)
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
+            .map(|&b| b as char)
+            .collect();
+        push(found, &format!("https://{host}/"), Tool::Cargo, &from);
     }
 }
 
@@ -120,5 +178,21 @@ mod tests {
                 "other.example.test"
             ]
         );
+    }
+
+    #[test]
+    fn the_built_in_index_from_the_cargo_binary_unless_crates_io_is_replaced() {
+        let mut binary =
+            b"\x7fELF...sparse+https://iints\0..sparse+https://index.example.test/\x01".to_vec();
+        binary.extend_from_slice(b"registry+https://github.example.test/index");
+        let path = "/root/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/bin/cargo";
+        let fs = Mem::with(&[]).with_bytes(path, binary.clone());
+        assert_eq!(hosts(&fs, &Env::new()), ["index.example.test"]);
+        let fs = Mem::with(&[(
+            "/root/.cargo/config.toml",
+            "[source.crates-io]\nreplace-with = \"corp\"\n[source.corp]\nregistry = \"sparse+https://corp.example.test/\"\n",
+        )])
+        .with_bytes(path, binary);
+        assert_eq!(hosts(&fs, &Env::new()), ["corp.example.test"]);
     }
 }

@@ -11,11 +11,17 @@ pub const MAX_FILE: u64 = 1 << 20;
 
 /// Read access to a file system by absolute path (`/etc/apt/sources.list`).
 pub trait Files {
-    /// The text of a regular file, `None` when it is missing, unreadable,
-    /// not UTF-8 or larger than [`MAX_FILE`].
-    fn read(&self, path: &str) -> Option<String>;
+    /// The bytes of a regular file, `None` when it is missing, unreadable
+    /// or larger than `max`.
+    fn read_bytes(&self, path: &str, max: u64) -> Option<Vec<u8>>;
     /// The names of a directory's entries, sorted; empty when it is missing.
     fn list(&self, dir: &str) -> Vec<String>;
+
+    /// The text of a regular file, `None` when it is missing, unreadable,
+    /// not UTF-8 or larger than [`MAX_FILE`].
+    fn read(&self, path: &str) -> Option<String> {
+        String::from_utf8(self.read_bytes(path, MAX_FILE)?).ok()
+    }
 }
 
 /// A directory as the root of the file system: `/` for the host. Symbolic
@@ -37,13 +43,13 @@ impl Root {
 }
 
 impl Files for Root {
-    fn read(&self, path: &str) -> Option<String> {
+    fn read_bytes(&self, path: &str, max: u64) -> Option<Vec<u8>> {
         let path = self.path(path);
         let meta = std::fs::metadata(&path).ok()?;
-        if !meta.is_file() || meta.len() > MAX_FILE {
+        if !meta.is_file() || meta.len() > max {
             return None;
         }
-        std::fs::read_to_string(path).ok()
+        std::fs::read(path).ok()
     }
 
     fn list(&self, dir: &str) -> Vec<String> {
@@ -62,7 +68,7 @@ impl Files for Root {
 pub struct NoFiles;
 
 impl Files for NoFiles {
-    fn read(&self, _: &str) -> Option<String> {
+    fn read_bytes(&self, _: &str, _: u64) -> Option<Vec<u8>> {
         None
     }
 
@@ -117,21 +123,34 @@ pub mod fixture {
 
     use super::Files;
 
+    /// Text files, and binary ones.
     #[derive(Default)]
-    pub struct Mem(pub BTreeMap<String, String>);
+    pub struct Mem(pub BTreeMap<String, String>, pub BTreeMap<String, Vec<u8>>);
 
     impl Mem {
         pub fn with(files: &[(&str, &str)]) -> Self {
-            Mem(files
-                .iter()
-                .map(|(p, t)| (p.to_string(), t.to_string()))
-                .collect())
+            Mem(
+                files
+                    .iter()
+                    .map(|(p, t)| (p.to_string(), t.to_string()))
+                    .collect(),
+                BTreeMap::new(),
+            )
+        }
+
+        pub fn with_bytes(mut self, path: &str, bytes: Vec<u8>) -> Self {
+            self.1.insert(path.to_owned(), bytes);
+            self
         }
     }
 
     impl Files for Mem {
-        fn read(&self, path: &str) -> Option<String> {
-            self.0.get(path).cloned()
+        fn read_bytes(&self, path: &str, max: u64) -> Option<Vec<u8>> {
+            self.0
+                .get(path)
+                .map(|t| t.as_bytes().to_vec())
+                .or_else(|| self.1.get(path).cloned())
+                .filter(|b| b.len() as u64 <= max)
         }
 
         fn list(&self, dir: &str) -> Vec<String> {
@@ -139,9 +158,11 @@ pub mod fixture {
             let mut names: Vec<String> = self
                 .0
                 .keys()
+                .chain(self.1.keys())
                 .filter_map(|p| p.strip_prefix(&prefix))
                 .map(|rest| rest.split('/').next().unwrap_or_default().to_owned())
                 .collect();
+            names.sort();
             names.dedup();
             names
         }

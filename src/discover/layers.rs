@@ -17,7 +17,7 @@ use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 
-use super::files::{Files, MAX_FILE};
+use super::files::Files;
 
 /// Links followed in one lookup at most (as the kernel's 40, but lower:
 /// configuration paths are short).
@@ -141,9 +141,9 @@ fn is_whiteout(meta: &Metadata) -> bool {
 }
 
 impl Files for Layers {
-    fn read(&self, path: &str) -> Option<String> {
+    fn read_bytes(&self, path: &str, max: u64) -> Option<Vec<u8>> {
         let (layer, comps, meta) = self.resolve(path)?;
-        if !meta.is_file() || meta.len() > MAX_FILE {
+        if !meta.is_file() || meta.len() > max {
             return None;
         }
         let file = std::fs::OpenOptions::new()
@@ -151,9 +151,9 @@ impl Files for Layers {
             .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
             .open(self.host_path(layer, &comps))
             .ok()?;
-        let mut text = String::new();
-        file.take(MAX_FILE).read_to_string(&mut text).ok()?;
-        Some(text)
+        let mut bytes = Vec::new();
+        file.take(max).read_to_end(&mut bytes).ok()?;
+        Some(bytes)
     }
 
     fn list(&self, dir: &str) -> Vec<String> {
