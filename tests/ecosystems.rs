@@ -1,0 +1,631 @@
+//! Each ecosystem's real client, as Debian ships it, run twice through
+//! cistern in fresh containers against a local origin shaped like its
+//! repository, with TLS verification on: the second run is served from the
+//! cache (packages: no byte from the origin; indexes: revalidated).
+//!
+//! As in `tests/zero_config.rs`, nothing names the repository to cistern but
+//! the image: its package-manager configuration (`.npmrc`, `GOPROXY`,
+//! `gemrc`, cargo's `config.toml`, maven's `settings.xml`) names a
+//! placeholder host that only cistern's `caching.upstream.overrides`
+//! resolves, served over HTTPS with a test CA that cistern trusts
+//! (`caching.upstream.extra_roots`). The client trusts cistern's CA through
+//! the trust store cistern injects into the container, plus what the tool
+//! needs to read it (`NODE_EXTRA_CA_CERTS` for npm, injected by default;
+//! Java's keystore for maven).
+//!
+//! The job images are Debian images with the client installed on the host by
+//! debootstrap (`support::debian_image_with`): no container downloads
+//! anything but from the local origins. The proxy listens on the bridge
+//! address, ports 80 and 443, where learned names are routed: the tests in
+//! this file take turns.
+//!
+//! cargo: Debian bookworm's cargo (0.66) has no stable sparse-registry
+//! support, so the sparse index layout is fetched with curl in a container
+//! whose cargo configuration names the registry.
+
+#[path = "support/origin.rs"]
+mod origin;
+mod support;
+
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use origin::{File, Origin, TestCa};
+use sha2::{Digest, Sha256};
+use support::{bridge_address, daemon, debian_image_with, run, run_ok, unique, Cistern, Cleanup};
+
+/// The proxy's ports on the bridge address are one for all the tests here.
+static PROXY_PORTS: Mutex<()> = Mutex::new(());
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Runs a Python script on the host with `args`; its standard output.
+fn python(script: &str, args: &[&std::path::Path]) -> String {
+    run_ok(Command::new("python3").args(["-c", script]).args(args))
+}
+
+/// A local HTTPS origin for `host`, cistern started in front of the daemon
+/// with no `domains` (the host is learned from the job's image), and the
+/// tokio runtime the origin runs on.
+struct Ecosystem {
+    name: &'static str,
+    origin: Origin,
+    cistern: Cistern,
+    _dir: tempfile::TempDir,
+    _runtime: tokio::runtime::Runtime,
+    _ports: MutexGuard<'static, ()>,
+}
+
+impl Ecosystem {
+    /// The origin alone; [`Ecosystem::start`] starts cistern once the files
+    /// are in place.
+    fn origin(host: &str) -> (tokio::runtime::Runtime, Origin, TestCa) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let ca = TestCa::new(&[host]);
+        let origin = runtime.block_on(Origin::start(Some(ca.server.clone())));
+        (runtime, origin, ca)
+    }
+
+    fn start(
+        name: &'static str,
+        host: &str,
+        (runtime, origin, ca): (tokio::runtime::Runtime, Origin, TestCa),
+    ) -> Ecosystem {
+        let ports = PROXY_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let origin_ca = dir.path().join("origin-ca.pem");
+        std::fs::write(&origin_ca, &ca.ca_pem).unwrap();
+        let run_dir = tempfile::tempdir().unwrap();
+        let socket = run_dir.path().join("docker.sock");
+        let gateway = bridge_address();
+        let config = format!(
+            "upstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix:\n      path: {sock}\n      mode: \"0600\"\n\
+             caching:\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy: {{http: \"{gateway}:80\", https: \"{gateway}:443\"}}\n  \
+             upstream:\n    extra_roots: [{root}]\n    overrides: {{{host}: \"{addr}\"}}\n",
+            daemon = daemon().display(),
+            sock = socket.display(),
+            state = dir.path().join("state").display(),
+            cache = dir.path().join("cache").display(),
+            root = origin_ca.display(),
+            addr = origin.addr,
+        );
+        let cistern = Cistern::start_with_config(run_dir, socket, &config);
+        Ecosystem {
+            name,
+            origin,
+            cistern,
+            _dir: dir,
+            _runtime: runtime,
+            _ports: ports,
+        }
+    }
+
+    /// Runs `script` with `sh -ec` in a fresh container of `image` created
+    /// through cistern, removed afterwards; returns its output.
+    fn job(&self, image: &str, script: &str) -> String {
+        let name = unique(&format!("ecosystem-{}", self.name));
+        let _cleanup = Cleanup::container(&name);
+        let out = run(self
+            .cistern
+            .docker()
+            .args(["run", "--name", &name, image, "sh", "-ec", script]));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "the {} job failed:\n{text}\ncistern:\n{}",
+            self.name,
+            self.cistern.logs()
+        );
+        text
+    }
+
+    /// Runs the job twice, checking each run's output with `check`; the
+    /// origin's bytes for the first and the second run.
+    fn twice(&self, image: &str, script: &str, check: impl Fn(&str)) -> (u64, u64) {
+        let started = Instant::now();
+        check(&self.job(image, script));
+        let first = self.origin.bytes_sent();
+        let first_time = started.elapsed();
+        let started = Instant::now();
+        check(&self.job(image, script));
+        let second = self.origin.bytes_sent() - first;
+        println!(
+            "{}: first run {first} B from the origin in {:.1?}, second run {second} B in {:.1?}",
+            self.name,
+            first_time,
+            started.elapsed()
+        );
+        println!("{}", self.requests());
+        (first, second)
+    }
+
+    /// The requests cistern served for the origin's host, one line each:
+    /// method, path, cache state and reason (from its access log).
+    fn requests(&self) -> String {
+        self.cistern
+            .logs()
+            .lines()
+            .filter(|l| l.contains("cache request"))
+            .map(|l| {
+                let field = |name: &str| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                        .unwrap_or("")
+                        .to_string()
+                };
+                let reason = l
+                    .split_once("reason=")
+                    .map(|(_, r)| r.split(" status=").next().unwrap_or(r))
+                    .unwrap_or("");
+                format!(
+                    "  {} {} {} {} ({reason})",
+                    field("method"),
+                    field("path"),
+                    field("status"),
+                    field("state"),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Asserts the second run took nothing from the origin for `paths` (all
+    /// from the cache: one whole download each, in the first run).
+    fn assert_cached(&self, paths: &[String]) {
+        for path in paths {
+            let counts = self.origin.counts(path);
+            assert_eq!(
+                counts.requests,
+                1,
+                "{path}: {counts:?}\n{}",
+                self.requests()
+            );
+        }
+    }
+
+    /// Asserts the index at `path` was revalidated (answered 304) in the
+    /// second run.
+    fn assert_revalidated(&self, path: &str) {
+        let counts = self.origin.counts(path);
+        assert!(
+            counts.not_modified >= 1,
+            "{path}: {counts:?}\n{}",
+            self.requests()
+        );
+    }
+
+    /// Asserts cistern learned `host` from `from` in the job's image.
+    fn assert_learned(&self, host: &str, from: &str) {
+        let out = run_ok(
+            Command::new(env!("CARGO_BIN_EXE_cistern"))
+                .args(["cache", "domains", "--config"])
+                .arg(self.cistern.dir.path().join("cistern.yaml")),
+        );
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(host))
+            .unwrap_or_else(|| panic!("{host} is not listed:\n{out}"));
+        assert!(line.contains(from), "{out}");
+    }
+}
+
+/// A job image: `FROM base`, the files written at their paths, and the
+/// extra Dockerfile lines; built and tagged `tag`. Returns the seconds the
+/// Debian base took (its first build installs the client) and the tag.
+fn job_image(tag: &str, packages: &[&str], files: &[(&str, String)], extra: &str) -> String {
+    let started = Instant::now();
+    let base = debian_image_with(packages, &[]);
+    println!(
+        "{tag}: Debian image with {packages:?} ready in {:.1?}",
+        started.elapsed()
+    );
+    let ctx = tempfile::tempdir().unwrap();
+    let mut dockerfile = format!("FROM {base}\n");
+    for (i, (path, text)) in files.iter().enumerate() {
+        std::fs::write(ctx.path().join(format!("f{i}")), text).unwrap();
+        dockerfile.push_str(&format!("COPY f{i} {path}\n"));
+    }
+    dockerfile.push_str(extra);
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    support::build_tagged(tag, ctx.path());
+    tag.to_string()
+}
+
+// ---------------------------------------------------------------- npm
+
+const NPM: &str = "npm.eco.example.test";
+const NPM_PACKAGES: [(&str, usize); 2] = [("zc-alpha", 500_000), ("zc-beta", 300_000)];
+
+/// An npm tarball (`package/package.json`, `package/data.bin`) and its
+/// `sha512-…` integrity, made with Python's tarfile.
+fn npm_tarball(name: &str, size: usize, seed: u64) -> (Vec<u8>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.bin");
+    std::fs::write(&data, origin::random_bytes(size, seed)).unwrap();
+    let out = dir.path().join("out.tgz");
+    let script = r#"
+import base64, hashlib, io, json, sys, tarfile
+name, data, out = sys.argv[1], open(sys.argv[2], "rb").read(), sys.argv[3]
+manifest = json.dumps({"name": name, "version": "1.0.0", "main": "index.js"}).encode()
+files = {"package/package.json": manifest, "package/index.js": b"module.exports = 1;\n", "package/data.bin": data}
+with tarfile.open(out, "w:gz") as t:
+    for path, body in files.items():
+        info = tarfile.TarInfo(path)
+        info.size, info.mode, info.mtime = len(body), 0o644, 1700000000
+        t.addfile(info, io.BytesIO(body))
+print("sha512-" + base64.b64encode(hashlib.sha512(open(out, "rb").read()).digest()).decode())
+"#;
+    let name_arg = std::path::PathBuf::from(name);
+    let integrity = python(script, &[&name_arg, &data, &out]);
+    (std::fs::read(out).unwrap(), integrity.trim().to_string())
+}
+
+#[test]
+fn npm_installs_from_a_learned_registry_and_its_second_run_comes_from_the_cache() {
+    let image = job_image(
+        "cistern-test/eco-npm",
+        &["npm"],
+        &[(
+            "/root/.npmrc",
+            format!("registry=https://{NPM}/\naudit=false\nfund=false\nupdate-notifier=false\n"),
+        )],
+        "",
+    );
+    let parts = Ecosystem::origin(NPM);
+    let mut tarballs = Vec::new();
+    for (i, (name, size)) in NPM_PACKAGES.iter().enumerate() {
+        let (bytes, integrity) = npm_tarball(name, *size, 200 + i as u64);
+        let path = format!("/{name}/-/{name}-1.0.0.tgz");
+        let packument = serde_json::json!({
+            "name": name,
+            "dist-tags": {"latest": "1.0.0"},
+            "versions": {"1.0.0": {
+                "name": name,
+                "version": "1.0.0",
+                "dist": {"tarball": format!("https://{NPM}{path}"), "integrity": integrity},
+            }},
+        });
+        let mut packument = File::new(packument.to_string());
+        packument.content_type = "application/json";
+        parts.1.put(&format!("/{name}"), packument);
+        parts.1.put(&path, File::new(bytes));
+        tarballs.push(path);
+    }
+    let eco = Ecosystem::start("npm", NPM, parts);
+    let script = "mkdir /tmp/app && cd /tmp/app && npm install --no-save --loglevel=error zc-alpha zc-beta && \
+                  stat -c %s node_modules/zc-alpha/data.bin node_modules/zc-beta/data.bin";
+    eco.twice(&image, script, |out| {
+        assert!(out.contains("500000") && out.contains("300000"), "{out}")
+    });
+    eco.assert_cached(&tarballs);
+    eco.assert_revalidated("/zc-alpha");
+    eco.assert_learned(NPM, "/root/.npmrc");
+}
+
+// ---------------------------------------------------------------- go
+
+const GO: &str = "go.eco.example.test";
+const GO_MODULES: [(&str, usize); 2] = [("alpha", 400_000), ("beta", 200_000)];
+
+/// A module zip of `module@v1.0.0` (go.mod, one Go file, a data file), made
+/// with Python's zipfile.
+fn go_module_zip(module: &str, package: &str, go_mod: &str, size: usize, seed: u64) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("go.mod"), go_mod).unwrap();
+    std::fs::write(
+        dir.path().join("pkg.go"),
+        format!("package {package}\n\n// Name is the package's name.\nconst Name = \"{package}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("data.bin"),
+        origin::random_bytes(size, seed),
+    )
+    .unwrap();
+    let out = dir.path().join("out.zip");
+    let script = r#"
+import os, sys, zipfile
+src, module, out = sys.argv[1], sys.argv[2], sys.argv[3]
+with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+    for name in ("go.mod", "pkg.go", "data.bin"):
+        z.write(os.path.join(src, name), module + "@v1.0.0/" + name)
+"#;
+    let module_arg = std::path::PathBuf::from(module);
+    python(script, &[dir.path(), &module_arg, &out]);
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn go_gets_modules_from_a_learned_goproxy_and_its_second_run_comes_from_the_cache() {
+    let image = job_image(
+        "cistern-test/eco-go",
+        &["golang-go"],
+        &[],
+        &format!("ENV GOPROXY=https://{GO} GOSUMDB=off GOFLAGS=-mod=mod\n"),
+    );
+    let parts = Ecosystem::origin(GO);
+    let mut zips = Vec::new();
+    for (i, (package, size)) in GO_MODULES.iter().enumerate() {
+        let module = format!("{GO}/zc/{package}");
+        let go_mod = format!("module {module}\n\ngo 1.19\n");
+        let zip = go_module_zip(&module, package, &go_mod, *size, 300 + i as u64);
+        let base = format!("/{module}/@v");
+        parts.1.put(&format!("{base}/list"), File::new("v1.0.0\n"));
+        parts.1.put(
+            &format!("{base}/v1.0.0.info"),
+            File::new(r#"{"Version":"v1.0.0","Time":"2024-01-01T00:00:00Z"}"#),
+        );
+        parts
+            .1
+            .put(&format!("{base}/v1.0.0.mod"), File::new(go_mod.clone()));
+        parts.1.put(&format!("{base}/v1.0.0.zip"), File::new(zip));
+        zips.push(format!("{base}/v1.0.0.zip"));
+        zips.push(format!("{base}/v1.0.0.mod"));
+    }
+    let eco = Ecosystem::start("go", GO, parts);
+    let script = format!(
+        "mkdir /tmp/app && cd /tmp/app && printf 'module app\\n\\ngo 1.19\\n' > go.mod && \
+         printf 'package main\\n\\nimport (\\n\\t\"fmt\"\\n\\t\"{GO}/zc/alpha\"\\n\\t\"{GO}/zc/beta\"\\n)\\n\\nfunc main() {{ fmt.Println(alpha.Name, beta.Name) }}\\n' > main.go && \
+         go get {GO}/zc/alpha {GO}/zc/beta && go build -o app . && ./app && \
+         stat -c %s $(go env GOMODCACHE)/{GO}/zc/alpha@v1.0.0/data.bin"
+    );
+    eco.twice(&image, &script, |out| {
+        assert!(out.contains("alpha beta") && out.contains("400000"), "{out}")
+    });
+    eco.assert_cached(&zips);
+    eco.assert_revalidated(&format!("/{GO}/zc/alpha/@v/list"));
+    eco.assert_learned(GO, "GOPROXY");
+}
+
+// ---------------------------------------------------------------- gem
+
+const GEM: &str = "gems.eco.example.test";
+const GEMS: [(&str, usize); 2] = [("zc-alpha", 400_000), ("zc-beta", 200_000)];
+
+/// Runs `script` in a container of `image` on the daemon directly (no
+/// network needed) and copies its `/srv` out: files made by the
+/// ecosystem's own tools, for the origin to serve.
+fn made_in(image: &str, script: &str) -> tempfile::TempDir {
+    let name = unique("ecosystem-make");
+    let _cleanup = Cleanup::container(&name);
+    run_ok(support::docker_direct().args([
+        "run",
+        "--network",
+        "none",
+        "--name",
+        &name,
+        image,
+        "sh",
+        "-ec",
+        script,
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(
+        support::docker_direct()
+            .arg("cp")
+            .arg(format!("{name}:/srv/."))
+            .arg(dir.path()),
+    );
+    dir
+}
+
+/// Serves every file under `dir` at its path relative to `dir`.
+fn serve_dir(origin: &Origin, dir: &std::path::Path, under: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            serve_dir(origin, &path, under);
+        } else {
+            let rel = path.strip_prefix(under).unwrap().to_str().unwrap();
+            origin.put(&format!("/{rel}"), File::new(std::fs::read(&path).unwrap()));
+        }
+    }
+}
+
+#[test]
+fn gem_installs_from_a_learned_source_and_its_second_run_comes_from_the_cache() {
+    let image = job_image(
+        "cistern-test/eco-gem",
+        &["ruby"],
+        &[("/etc/gemrc", format!("---\n:sources:\n- https://{GEM}/\n"))],
+        "",
+    );
+    // The gems and the full index (specs, quick gemspecs), made by RubyGems.
+    let mut make = String::from("mkdir -p /srv/gems /build\n");
+    for (name, size) in GEMS {
+        make.push_str(&format!(
+            "mkdir -p /build/{name}/lib && cd /build/{name} && echo 'module Zc; end' > lib/{name}.rb && \
+             head -c {size} /dev/urandom > data.bin && \
+             printf 'Gem::Specification.new do |s|\\n  s.name = \"{name}\"\\n  s.version = \"1.0.0\"\\n  s.summary = \"cistern test gem\"\\n  s.authors = [\"cistern tests\"]\\n  s.license = \"MIT\"\\n  s.files = [\"lib/{name}.rb\", \"data.bin\"]\\nend\\n' > {name}.gemspec && \
+             gem build -q {name}.gemspec && mv {name}-1.0.0.gem /srv/gems/\n"
+        ));
+    }
+    make.push_str("gem generate_index -q --directory /srv\n");
+    let repository = made_in(&image, &make);
+    let parts = Ecosystem::origin(GEM);
+    serve_dir(&parts.1, repository.path(), repository.path());
+    let eco = Ecosystem::start("gem", GEM, parts);
+    let script = "gem install --no-document zc-alpha zc-beta && \
+                  stat -c %s $(gem contents zc-alpha | grep data.bin) $(gem contents zc-beta | grep data.bin)";
+    eco.twice(&image, script, |out| {
+        assert!(out.contains("400000") && out.contains("200000"), "{out}")
+    });
+    let gems: Vec<String> = GEMS
+        .iter()
+        .flat_map(|(name, _)| {
+            [
+                format!("/gems/{name}-1.0.0.gem"),
+                format!("/quick/Marshal.4.8/{name}-1.0.0.gemspec.rz"),
+            ]
+        })
+        .collect();
+    eco.assert_cached(&gems);
+    eco.assert_revalidated("/specs.4.8.gz");
+    eco.assert_learned(GEM, "/etc/gemrc");
+}
+
+// ---------------------------------------------------------------- cargo
+
+const CRATES: &str = "crates.eco.example.test";
+const CRATE_FILES: [(&str, usize); 2] = [("zc-alpha", 300_000), ("zc-beta", 200_000)];
+
+/// The sparse index layout, fetched with curl as cargo would (Debian
+/// bookworm's cargo 0.66 has no stable sparse-registry support).
+#[test]
+fn a_sparse_cargo_registry_learned_from_cargo_config_is_served_from_the_cache_the_second_time() {
+    let image = job_image(
+        "cistern-test/eco-cargo",
+        &["curl"],
+        &[(
+            "/root/.cargo/config.toml",
+            format!("[registries.zc]\nindex = \"sparse+https://{CRATES}/index/\"\n"),
+        )],
+        "",
+    );
+    let parts = Ecosystem::origin(CRATES);
+    let mut config = File::new(format!(
+        "{{\"dl\":\"https://{CRATES}/api/v1/crates\",\"api\":\"https://{CRATES}\"}}"
+    ));
+    config.content_type = "application/json";
+    parts.1.put("/index/config.json", config);
+    let mut crates = Vec::new();
+    for (i, (name, size)) in CRATE_FILES.iter().enumerate() {
+        let bytes = origin::random_bytes(*size, 400 + i as u64);
+        let entry = format!(
+            "{{\"name\":\"{name}\",\"vers\":\"1.0.0\",\"deps\":[],\"cksum\":\"{}\",\"features\":{{}},\"yanked\":false}}\n",
+            sha256_hex(&bytes)
+        );
+        parts
+            .1
+            .put(&format!("/index/{}/{}/{name}", &name[..2], &name[2..4]), File::new(entry));
+        let path = format!("/api/v1/crates/{name}/1.0.0/download");
+        parts.1.put(&path, File::new(bytes));
+        crates.push(path);
+    }
+    let eco = Ecosystem::start("cargo", CRATES, parts);
+    let script = format!(
+        "cd /tmp && curl -fsS https://{CRATES}/index/config.json >/dev/null && \
+         for n in alpha beta; do \
+           line=$(curl -fsS https://{CRATES}/index/zc/-$(echo $n | cut -c1)/zc-$n); \
+           sum=$(echo \"$line\" | sed 's/.*\"cksum\":\"\\([0-9a-f]*\\)\".*/\\1/'); \
+           curl -fsS -o zc-$n.crate https://{CRATES}/api/v1/crates/zc-$n/1.0.0/download; \
+           echo \"$sum  zc-$n.crate\" | sha256sum -c; stat -c %s zc-$n.crate; \
+         done"
+    );
+    eco.twice(&image, &script, |out| {
+        assert!(out.contains("300000") && out.contains("200000"), "{out}")
+    });
+    eco.assert_cached(&crates);
+    eco.assert_revalidated("/index/config.json");
+    eco.assert_revalidated("/index/zc/-a/zc-alpha");
+    eco.assert_learned(CRATES, "/root/.cargo/config.toml");
+}
+
+// ---------------------------------------------------------------- maven
+
+const MAVEN: &str = "maven.eco.example.test";
+
+/// A jar (a zip with a manifest and `data.bin`), made with Python's zipfile,
+/// and the SHA-1 of `bytes`-like files, in hex.
+fn jar(size: usize, seed: u64) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.bin");
+    std::fs::write(&data, origin::random_bytes(size, seed)).unwrap();
+    let out = dir.path().join("out.jar");
+    let script = r#"
+import sys, zipfile
+data, out = open(sys.argv[1], "rb").read(), sys.argv[2]
+with zipfile.ZipFile(out, "w") as z:
+    z.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\n\r\n")
+    z.writestr("data.bin", data)
+"#;
+    python(script, &[&data, &out]);
+    std::fs::read(out).unwrap()
+}
+
+fn sha1_hex(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, bytes).unwrap();
+    python(
+        "import hashlib, sys; print(hashlib.sha1(open(sys.argv[1], 'rb').read()).hexdigest())",
+        &[&file],
+    )
+    .trim()
+    .to_string()
+}
+
+/// Maven core resolves a project's parent POM and its build extensions
+/// itself (no plugin needed, so nothing but these comes from the
+/// repository): `mvn validate` on such a project downloads them.
+#[test]
+fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache() {
+    let pom = "<project xmlns=\"http://maven.apache.org/POM/4.0.0\">\n  <modelVersion>4.0.0</modelVersion>\n  \
+               <parent><groupId>test.zc</groupId><artifactId>zc-parent</artifactId><version>1.0.0</version></parent>\n  \
+               <artifactId>app</artifactId>\n  \
+               <build><extensions><extension><groupId>test.zc</groupId><artifactId>zc-ext</artifactId><version>1.0.0</version></extension></extensions></build>\n\
+               </project>\n";
+    let image = job_image(
+        "cistern-test/eco-maven",
+        &["maven"],
+        &[
+            (
+                "/root/.m2/settings.xml",
+                format!(
+                    "<settings>\n  <mirrors>\n    <mirror>\n      <id>zc</id>\n      <mirrorOf>*</mirrorOf>\n      \
+                     <url>https://{MAVEN}/maven2</url>\n    </mirror>\n  </mirrors>\n</settings>\n"
+                ),
+            ),
+            ("/app/pom.xml", pom.to_string()),
+        ],
+        "",
+    );
+    let parts = Ecosystem::origin(MAVEN);
+    let base = "/maven2/test/zc";
+    let parent = "<project xmlns=\"http://maven.apache.org/POM/4.0.0\">\n  <modelVersion>4.0.0</modelVersion>\n  \
+                  <groupId>test.zc</groupId><artifactId>zc-parent</artifactId><version>1.0.0</version><packaging>pom</packaging>\n</project>\n";
+    let ext_pom = "<project xmlns=\"http://maven.apache.org/POM/4.0.0\">\n  <modelVersion>4.0.0</modelVersion>\n  \
+                   <groupId>test.zc</groupId><artifactId>zc-ext</artifactId><version>1.0.0</version>\n</project>\n";
+    let ext_jar = jar(400_000, 500);
+    let mut artifacts = Vec::new();
+    for (path, bytes) in [
+        (
+            format!("{base}/zc-parent/1.0.0/zc-parent-1.0.0.pom"),
+            parent.as_bytes().to_vec(),
+        ),
+        (
+            format!("{base}/zc-ext/1.0.0/zc-ext-1.0.0.pom"),
+            ext_pom.as_bytes().to_vec(),
+        ),
+        (format!("{base}/zc-ext/1.0.0/zc-ext-1.0.0.jar"), ext_jar),
+    ] {
+        parts
+            .1
+            .put(&format!("{path}.sha1"), File::new(sha1_hex(&bytes)));
+        parts.1.put(&path, File::new(bytes));
+        artifacts.push(path);
+    }
+    let eco = Ecosystem::start("maven", MAVEN, parts);
+    // Java reads its own keystore, not the PEM bundles: cistern's CA is
+    // imported from the file cistern injects.
+    let script = "keytool -importcert -noprompt -cacerts -storepass changeit -alias cistern \
+                  -file /etc/cistern/ca.pem >/dev/null && \
+                  cd /app && mvn -B -q validate && \
+                  stat -c %s /root/.m2/repository/test/zc/zc-ext/1.0.0/zc-ext-1.0.0.jar";
+    eco.twice(&image, script, |out| {
+        // The jar: 400000 bytes of data, stored.
+        assert!(out.lines().any(|l| l.trim().parse::<u64>().is_ok_and(|n| n > 400_000)), "{out}")
+    });
+    eco.assert_cached(&artifacts);
+    eco.assert_learned(MAVEN, "/root/.m2/settings.xml");
+}
