@@ -31,6 +31,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
+use cistern_cache::rules::{Mode, Rules};
 use origin::{File, Origin, TestCa};
 use sha2::{Digest, Sha256};
 use support::{bridge_address, daemon, debian_image_with, run, run_ok, unique, Cistern, Cleanup};
@@ -48,6 +49,51 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// Runs a Python script on the host with `args`; its standard output.
 fn python(script: &str, args: &[&std::path::Path]) -> String {
     run_ok(Command::new("python3").args(["-c", script]).args(args))
+}
+
+/// Waits (up to three minutes) until ports 80 and 443 of `gateway` are free:
+/// another test binary on this host may be using them.
+fn wait_free(gateway: std::net::Ipv4Addr) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(180);
+    while [80, 443]
+        .iter()
+        .any(|port| std::net::TcpListener::bind((gateway, *port)).is_err())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// A request in cistern's access log.
+struct Logged {
+    method: String,
+    path: String,
+    status: u16,
+    state: String,
+    reason: String,
+    mode: Mode,
+}
+
+/// A digest (`md5`, `sha1`) of `bytes` in hex, by Python's hashlib.
+fn hex_digest(algorithm: &str, bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    std::fs::write(&file, bytes).unwrap();
+    let algorithm = std::path::PathBuf::from(algorithm);
+    python(
+        "import hashlib, sys; print(hashlib.new(sys.argv[1], open(sys.argv[2], 'rb').read()).hexdigest())",
+        &[&algorithm, &file],
+    )
+    .trim()
+    .to_string()
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    hex_digest("md5", bytes)
+}
+
+fn sha1_hex(bytes: &[u8]) -> String {
+    hex_digest("sha1", bytes)
 }
 
 /// A local HTTPS origin for `host`, cistern started in front of the daemon
@@ -84,6 +130,7 @@ impl Ecosystem {
         let run_dir = tempfile::tempdir().unwrap();
         let socket = run_dir.path().join("docker.sock");
         let gateway = bridge_address();
+        wait_free(gateway);
         let config = format!(
             "upstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix:\n      path: {sock}\n      mode: \"0600\"\n\
              caching:\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy: {{http: \"{gateway}:80\", https: \"{gateway}:443\"}}\n  \
@@ -149,9 +196,11 @@ impl Ecosystem {
         (first, second)
     }
 
-    /// The requests cistern served for the origin's host, one line each:
-    /// method, path, cache state and reason (from its access log).
-    fn requests(&self) -> String {
+    /// The requests cistern served, from its access log: method, path,
+    /// status, cache state and reason, and the built-in rules' mode for the
+    /// path.
+    fn logged_requests(&self) -> Vec<Logged> {
+        let rules = Rules::default();
         self.cistern
             .logs()
             .lines()
@@ -161,22 +210,54 @@ impl Ecosystem {
                     l.split_whitespace()
                         .find_map(|w| w.strip_prefix(&format!("{name}=")))
                         .unwrap_or("")
+                        .trim_matches('"')
                         .to_string()
                 };
                 let reason = l
                     .split_once("reason=")
                     .map(|(_, r)| r.split(" status=").next().unwrap_or(r))
-                    .unwrap_or("");
+                    .unwrap_or("")
+                    .to_string();
+                let path = field("path");
+                Logged {
+                    mode: rules.mode_for(&field("host"), &path),
+                    method: field("method"),
+                    status: field("status").parse().unwrap_or(0),
+                    state: field("state"),
+                    path,
+                    reason,
+                }
+            })
+            .collect()
+    }
+
+    fn requests(&self) -> String {
+        self.logged_requests()
+            .iter()
+            .map(|r| {
                 format!(
-                    "  {} {} {} {} ({reason})",
-                    field("method"),
-                    field("path"),
-                    field("status"),
-                    field("state"),
+                    "  {} {} {} {} ({}) [{}]",
+                    r.method, r.path, r.status, r.state, r.reason, r.mode
                 )
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Asserts the built-in rules classify every file the client fetched:
+    /// `immutable` for those `immutable` says, `revalidate` for the others
+    /// (none left to the origin's headers).
+    fn assert_classified(&self, immutable: impl Fn(&str) -> bool) {
+        let requests = self.logged_requests();
+        assert!(!requests.is_empty(), "{}", self.cistern.logs());
+        for r in requests.iter().filter(|r| r.status == 200 || r.status == 304) {
+            let want = if immutable(&r.path) {
+                Mode::Immutable
+            } else {
+                Mode::Revalidate
+            };
+            assert_eq!(r.mode, want, "{}: {}", r.path, self.requests());
+        }
     }
 
     /// Asserts the second run took nothing from the origin for `paths` (all
@@ -307,6 +388,7 @@ fn npm_installs_from_a_learned_registry_and_its_second_run_comes_from_the_cache(
     eco.twice(&image, script, |out| {
         assert!(out.contains("500000") && out.contains("300000"), "{out}")
     });
+    eco.assert_classified(|p| p.ends_with(".tgz"));
     eco.assert_cached(&tarballs);
     eco.assert_revalidated("/zc-alpha");
     eco.assert_learned(NPM, "/root/.npmrc");
@@ -382,6 +464,7 @@ fn go_gets_modules_from_a_learned_goproxy_and_its_second_run_comes_from_the_cach
     eco.twice(&image, &script, |out| {
         assert!(out.contains("alpha beta") && out.contains("400000"), "{out}")
     });
+    eco.assert_classified(|p| !p.ends_with("/list"));
     eco.assert_cached(&zips);
     eco.assert_revalidated(&format!("/{GO}/zc/alpha/@v/list"));
     eco.assert_learned(GO, "GOPROXY");
@@ -454,6 +537,19 @@ fn gem_installs_from_a_learned_source_and_its_second_run_comes_from_the_cache() 
     let repository = made_in(&image, &make);
     let parts = Ecosystem::origin(GEM);
     serve_dir(&parts.1, repository.path(), repository.path());
+    // The compact index beside it, as the real source has: RubyGems takes it
+    // when the source's root answers (its `HEAD /`).
+    let mut versions = String::from("created_at: 2024-01-01T00:00:00Z\n---\n");
+    for (name, _) in GEMS {
+        let gem = std::fs::read(repository.path().join(format!("gems/{name}-1.0.0.gem"))).unwrap();
+        let info = format!("---\n1.0.0 |checksum:{}\n", sha256_hex(&gem));
+        versions.push_str(&format!("{name} 1.0.0 {}\n", md5_hex(info.as_bytes())));
+        parts.1.put(&format!("/info/{name}"), File::new(info));
+    }
+    parts.1.put("/versions", File::new(versions));
+    let mut root = File::new("<!DOCTYPE html>\n<html><body>cistern test gems</body></html>\n");
+    root.content_type = "text/html";
+    parts.1.put("/", root);
     let eco = Ecosystem::start("gem", GEM, parts);
     let script = "gem install --no-document zc-alpha zc-beta && \
                   stat -c %s $(gem contents zc-alpha | grep data.bin) $(gem contents zc-beta | grep data.bin)";
@@ -469,8 +565,9 @@ fn gem_installs_from_a_learned_source_and_its_second_run_comes_from_the_cache() 
             ]
         })
         .collect();
+    eco.assert_classified(|p| p.ends_with(".gem") || p.ends_with(".gemspec.rz"));
     eco.assert_cached(&gems);
-    eco.assert_revalidated("/specs.4.8.gz");
+    eco.assert_revalidated("/info/zc-alpha");
     eco.assert_learned(GEM, "/etc/gemrc");
 }
 
@@ -525,6 +622,7 @@ fn a_sparse_cargo_registry_learned_from_cargo_config_is_served_from_the_cache_th
     eco.twice(&image, &script, |out| {
         assert!(out.contains("300000") && out.contains("200000"), "{out}")
     });
+    eco.assert_classified(|p| p.ends_with("/download"));
     eco.assert_cached(&crates);
     eco.assert_revalidated("/index/config.json");
     eco.assert_revalidated("/index/zc/-a/zc-alpha");
@@ -535,8 +633,7 @@ fn a_sparse_cargo_registry_learned_from_cargo_config_is_served_from_the_cache_th
 
 const MAVEN: &str = "maven.eco.example.test";
 
-/// A jar (a zip with a manifest and `data.bin`), made with Python's zipfile,
-/// and the SHA-1 of `bytes`-like files, in hex.
+/// A jar (a zip with a manifest and `data.bin`), made with Python's zipfile.
 fn jar(size: usize, seed: u64) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data.bin");
@@ -553,17 +650,6 @@ with zipfile.ZipFile(out, "w") as z:
     std::fs::read(out).unwrap()
 }
 
-fn sha1_hex(bytes: &[u8]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("f");
-    std::fs::write(&file, bytes).unwrap();
-    python(
-        "import hashlib, sys; print(hashlib.sha1(open(sys.argv[1], 'rb').read()).hexdigest())",
-        &[&file],
-    )
-    .trim()
-    .to_string()
-}
 
 /// Maven core resolves a project's parent POM and its build extensions
 /// itself (no plugin needed, so nothing but these comes from the
@@ -626,6 +712,7 @@ fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache(
         // The jar: 400000 bytes of data, stored.
         assert!(out.lines().any(|l| l.trim().parse::<u64>().is_ok_and(|n| n > 400_000)), "{out}")
     });
+    eco.assert_classified(|_| true);
     eco.assert_cached(&artifacts);
     eco.assert_learned(MAVEN, "/root/.m2/settings.xml");
 }
