@@ -651,14 +651,15 @@ with zipfile.ZipFile(out, "w") as z:
 }
 
 
-/// Maven core resolves a project's parent POM and its build extensions
-/// itself (no plugin needed, so nothing but these comes from the
-/// repository): `mvn validate` on such a project downloads them.
+/// Maven core resolves a project's parent POM (here by a version range,
+/// through `maven-metadata.xml`) and its build extensions itself: no plugin
+/// is needed, so nothing but these comes from the repository, and
+/// `mvn validate` on such a project downloads them.
 #[test]
 fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache() {
     let pom = "<project xmlns=\"http://maven.apache.org/POM/4.0.0\">\n  <modelVersion>4.0.0</modelVersion>\n  \
-               <parent><groupId>test.zc</groupId><artifactId>zc-parent</artifactId><version>1.0.0</version></parent>\n  \
-               <artifactId>app</artifactId>\n  \
+               <parent><groupId>test.zc</groupId><artifactId>zc-parent</artifactId><version>[1.0.0,2)</version></parent>\n  \
+               <groupId>test.app</groupId><artifactId>app</artifactId><version>1.0</version>\n  \
                <build><extensions><extension><groupId>test.zc</groupId><artifactId>zc-ext</artifactId><version>1.0.0</version></extension></extensions></build>\n\
                </project>\n";
     let image = job_image(
@@ -713,6 +714,17 @@ fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache(
              <groupId>org.codehaus.plexus</groupId><artifactId>plexus-utils</artifactId><version>1.1</version>\n</project>\n",
         ),
     );
+    // The parent's version is a range: its versions are listed in
+    // `maven-metadata.xml`, which revalidates.
+    let metadata = "<metadata>\n  <groupId>test.zc</groupId>\n  <artifactId>zc-parent</artifactId>\n  <versioning>\n    \
+                    <latest>1.0.0</latest>\n    <release>1.0.0</release>\n    <versions><version>1.0.0</version></versions>\n    \
+                    <lastUpdated>20240101000000</lastUpdated>\n  </versioning>\n</metadata>\n";
+    let metadata_path = format!("{base}/zc-parent/maven-metadata.xml");
+    parts.1.put(
+        &format!("{metadata_path}.sha1"),
+        File::new(sha1_hex(metadata.as_bytes())),
+    );
+    parts.1.put(&metadata_path, File::new(metadata));
     let eco = Ecosystem::start("maven", MAVEN, parts);
     // Java reads its own keystore, not the PEM bundles: cistern's CA is
     // imported from the file cistern injects.
@@ -728,7 +740,8 @@ fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache(
             "{out}"
         )
     });
-    eco.assert_classified(|_| true);
+    eco.assert_classified(|p| !p.contains("maven-metadata.xml"));
     eco.assert_cached(&artifacts);
+    eco.assert_revalidated(&metadata_path);
     eco.assert_learned(MAVEN, "/root/.m2/settings.xml");
 }
