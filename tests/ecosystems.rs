@@ -5,23 +5,30 @@
 //!
 //! As in `tests/zero_config.rs`, nothing names the repository to cistern but
 //! the image: its package-manager configuration (`.npmrc`, `GOPROXY`,
-//! `gemrc`, cargo's `config.toml`, maven's `settings.xml`) names a
-//! placeholder host that only cistern's `caching.upstream.overrides`
-//! resolves, served over HTTPS with a test CA that cistern trusts
-//! (`caching.upstream.extra_roots`). The client trusts cistern's CA through
-//! the trust store cistern injects into the container, plus what the tool
-//! needs to read it (`NODE_EXTRA_CA_CERTS` for npm, injected by default;
-//! Java's keystore for maven).
+//! `gemrc`, cargo's `config.toml`, a yum repo file, maven's `settings.xml`)
+//! names a placeholder host that only cistern's
+//! `caching.upstream.overrides` resolves, served over HTTPS with a test CA
+//! that cistern trusts (`caching.upstream.extra_roots`). The client trusts
+//! cistern's CA through the trust store cistern injects into the container,
+//! plus what the tool needs to read it (`NODE_EXTRA_CA_CERTS` for npm,
+//! injected by default; Java's keystore for maven). Every request the client
+//! made is checked against the built-in cache rules.
 //!
-//! The job images are Debian images with the client installed on the host by
-//! debootstrap (`support::debian_image_with`): no container downloads
-//! anything but from the local origins. The proxy listens on the bridge
-//! address, ports 80 and 443, where learned names are routed: the tests in
-//! this file take turns.
+//! The job images are built from a Debian image with the clients installed
+//! on the host by debootstrap and apt-get in a chroot
+//! (`support::debian_image_with`): no container downloads anything but from
+//! the local origins. The repositories' files are made by the ecosystem's
+//! own tools where that matters (RubyGems' `gem build` and
+//! `generate_index`, `rpmbuild` and `createrepo_c`, in a container of that
+//! image with no network), else by Python on the host (npm tarballs, Go
+//! module zips, jars). The proxy listens on the bridge address, ports 80
+//! and 443, where learned names are routed: the tests in this file take
+//! turns.
 //!
 //! cargo: Debian bookworm's cargo (0.66) has no stable sparse-registry
 //! support, so the sparse index layout is fetched with curl in a container
-//! whose cargo configuration names the registry.
+//! whose cargo configuration names the registry. Debian bookworm packages no
+//! apk-tools, so apk has no client test.
 
 #[path = "support/origin.rs"]
 mod origin;
@@ -35,6 +42,20 @@ use cistern_cache::rules::{Mode, Rules};
 use origin::{File, Origin, TestCa};
 use sha2::{Digest, Sha256};
 use support::{bridge_address, daemon, debian_image_with, run, run_ok, unique, Cistern, Cleanup};
+
+/// The Debian packages of the clients tested here (and the tools that make
+/// their repositories), in one image for all the tests: one debootstrap and
+/// one apt-get, on the host, the first time (then the daemon keeps it).
+/// Maven's is apart (see its test).
+const CLIENTS: &[&str] = &[
+    "npm",
+    "golang-go",
+    "ruby",
+    "curl",
+    "dnf",
+    "rpm",
+    "createrepo-c",
+];
 
 /// The proxy's ports on the bridge address are one for all the tests here.
 static PROXY_PORTS: Mutex<()> = Mutex::new(());
@@ -300,9 +321,8 @@ impl Ecosystem {
     }
 }
 
-/// A job image: `FROM base`, the files written at their paths, and the
-/// extra Dockerfile lines; built and tagged `tag`. Returns the seconds the
-/// Debian base took (its first build installs the client) and the tag.
+/// A job image: `FROM` the Debian image with `packages`, the files written
+/// at their paths, and the extra Dockerfile lines; built and tagged `tag`.
 fn job_image(tag: &str, packages: &[&str], files: &[(&str, String)], extra: &str) -> String {
     let started = Instant::now();
     let base = debian_image_with(packages, &[]);
@@ -355,7 +375,7 @@ print("sha512-" + base64.b64encode(hashlib.sha512(open(out, "rb").read()).digest
 fn npm_installs_from_a_learned_registry_and_its_second_run_comes_from_the_cache() {
     let image = job_image(
         "cistern-test/eco-npm",
-        &["npm"],
+        CLIENTS,
         &[(
             "/root/.npmrc",
             format!("registry=https://{NPM}/\naudit=false\nfund=false\nupdate-notifier=false\n"),
@@ -431,7 +451,7 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
 fn go_gets_modules_from_a_learned_goproxy_and_its_second_run_comes_from_the_cache() {
     let image = job_image(
         "cistern-test/eco-go",
-        &["golang-go"],
+        CLIENTS,
         &[],
         &format!("ENV GOPROXY=https://{GO} GOSUMDB=off GOFLAGS=-mod=mod\n"),
     );
@@ -519,7 +539,7 @@ fn serve_dir(origin: &Origin, dir: &std::path::Path, under: &std::path::Path) {
 fn gem_installs_from_a_learned_source_and_its_second_run_comes_from_the_cache() {
     let image = job_image(
         "cistern-test/eco-gem",
-        &["ruby"],
+        CLIENTS,
         &[("/etc/gemrc", format!("---\n:sources:\n- https://{GEM}/\n"))],
         "",
     );
@@ -582,7 +602,7 @@ const CRATE_FILES: [(&str, usize); 2] = [("zc-alpha", 300_000), ("zc-beta", 200_
 fn a_sparse_cargo_registry_learned_from_cargo_config_is_served_from_the_cache_the_second_time() {
     let image = job_image(
         "cistern-test/eco-cargo",
-        &["curl"],
+        CLIENTS,
         &[(
             "/root/.cargo/config.toml",
             format!("[registries.zc]\nindex = \"sparse+https://{CRATES}/index/\"\n"),
@@ -651,11 +671,16 @@ with zipfile.ZipFile(out, "w") as z:
 }
 
 
+/// Left out of CI (`--ignored` runs it): Java and Maven make the heaviest
+/// image (about two more minutes on first build), past the time the tests
+/// here may add.
+///
 /// Maven core resolves a project's parent POM (here by a version range,
 /// through `maven-metadata.xml`) and its build extensions itself: no plugin
 /// is needed, so nothing but these comes from the repository, and
 /// `mvn validate` on such a project downloads them.
 #[test]
+#[ignore = "Maven's image is too heavy for CI; run with --ignored"]
 fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache() {
     let pom = "<project xmlns=\"http://maven.apache.org/POM/4.0.0\">\n  <modelVersion>4.0.0</modelVersion>\n  \
                <parent><groupId>test.zc</groupId><artifactId>zc-parent</artifactId><version>[1.0.0,2)</version></parent>\n  \
@@ -726,10 +751,12 @@ fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache(
     );
     parts.1.put(&metadata_path, File::new(metadata));
     let eco = Ecosystem::start("maven", MAVEN, parts);
-    // Java reads its own keystore, not the PEM bundles: cistern's CA is
-    // imported from the file cistern injects.
-    let script = "keytool -importcert -noprompt -cacerts -storepass changeit -alias cistern \
-                  -file /etc/cistern/ca.pem >/dev/null && \
+    // Java reads its own keystore, not the PEM bundles: cistern's CAs are
+    // imported from the file cistern injects, one by one (keytool takes the
+    // first certificate of a file), as the README says.
+    let script = "awk '/BEGIN CERT/ {n++} n {print > (\"/tmp/cistern-ca-\" n \".pem\")}' /etc/cistern/ca.pem && \
+                  for f in /tmp/cistern-ca-*.pem; do keytool -importcert -noprompt -cacerts -storepass changeit \
+                  -alias \"$(basename $f .pem)\" -file $f >/dev/null; done && \
                   cd /app && mvn -B -q validate && \
                   stat -c %s /root/.m2/repository/test/zc/zc-ext/1.0.0/zc-ext-1.0.0.jar";
     eco.twice(&image, script, |out| {
@@ -744,4 +771,52 @@ fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache(
     eco.assert_cached(&artifacts);
     eco.assert_revalidated(&metadata_path);
     eco.assert_learned(MAVEN, "/root/.m2/settings.xml");
+}
+
+// ---------------------------------------------------------------- dnf
+
+const RPM: &str = "rpm.eco.example.test";
+const RPMS: [(&str, usize); 2] = [("zc-alpha", 400_000), ("zc-beta", 200_000)];
+
+#[test]
+fn dnf_installs_from_a_learned_repository_and_its_second_run_comes_from_the_cache() {
+    // rpmbuild and createrepo_c (in the image) make the repository.
+    let image = job_image(
+        "cistern-test/eco-dnf",
+        CLIENTS,
+        &[(
+            "/etc/yum.repos.d/zc.repo",
+            format!("[zc]\nname=zc\nbaseurl=https://{RPM}/repo/\nenabled=1\ngpgcheck=0\n"),
+        )],
+        "",
+    );
+    let mut make = String::from("mkdir -p /srv/repo /build\n");
+    for (name, size) in RPMS {
+        make.push_str(&format!(
+            "printf 'Name: {name}\\nVersion: 1.0\\nRelease: 1\\nSummary: cistern test package\\nLicense: MIT\\nBuildArch: noarch\\nAutoReqProv: no\\n\
+             %%description\\ncistern test package\\n%%install\\nmkdir -p %%{{buildroot}}/opt/{name}\\nhead -c {size} /dev/urandom > %%{{buildroot}}/opt/{name}/data\\n\
+             %%files\\n/opt/{name}/data\\n' > /build/{name}.spec && \
+             rpmbuild -bb --quiet --define '_topdir /build/rpm' /build/{name}.spec && \
+             mv /build/rpm/RPMS/noarch/{name}-1.0-1.noarch.rpm /srv/repo/\n"
+        ));
+    }
+    make.push_str("createrepo_c -q /srv/repo\n");
+    let repository = made_in(&image, &make);
+    let parts = Ecosystem::origin(RPM);
+    serve_dir(&parts.1, repository.path(), repository.path());
+    let eco = Ecosystem::start("dnf", RPM, parts);
+    let script = "dnf -y -q --installroot=/tmp/root --releasever=1 --setopt=reposdir=/etc/yum.repos.d \
+                  install zc-alpha zc-beta && \
+                  stat -c %s /tmp/root/opt/zc-alpha/data /tmp/root/opt/zc-beta/data";
+    eco.twice(&image, script, |out| {
+        assert!(out.contains("400000") && out.contains("200000"), "{out}")
+    });
+    eco.assert_classified(|p| !p.ends_with("/repomd.xml"));
+    let rpms: Vec<String> = RPMS
+        .iter()
+        .map(|(name, _)| format!("/repo/{name}-1.0-1.noarch.rpm"))
+        .collect();
+    eco.assert_cached(&rpms);
+    eco.assert_revalidated("/repo/repodata/repomd.xml");
+    eco.assert_learned(RPM, "/etc/yum.repos.d/zc.repo");
 }
