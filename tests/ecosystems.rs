@@ -271,7 +271,10 @@ impl Ecosystem {
     fn assert_classified(&self, immutable: impl Fn(&str) -> bool) {
         let requests = self.logged_requests();
         assert!(!requests.is_empty(), "{}", self.cistern.logs());
-        for r in requests.iter().filter(|r| r.status == 200 || r.status == 304) {
+        for r in requests
+            .iter()
+            .filter(|r| r.status == 200 || r.status == 304)
+        {
             let want = if immutable(&r.path) {
                 Mode::Immutable
             } else {
@@ -426,7 +429,9 @@ fn go_module_zip(module: &str, package: &str, go_mod: &str, size: usize, seed: u
     std::fs::write(dir.path().join("go.mod"), go_mod).unwrap();
     std::fs::write(
         dir.path().join("pkg.go"),
-        format!("package {package}\n\n// Name is the package's name.\nconst Name = \"{package}\"\n"),
+        format!(
+            "package {package}\n\n// Name is the package's name.\nconst Name = \"{package}\"\n"
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -482,7 +487,10 @@ fn go_gets_modules_from_a_learned_goproxy_and_its_second_run_comes_from_the_cach
          stat -c %s $(go env GOMODCACHE)/{GO}/zc/alpha@v1.0.0/data.bin"
     );
     eco.twice(&image, &script, |out| {
-        assert!(out.contains("alpha beta") && out.contains("400000"), "{out}")
+        assert!(
+            out.contains("alpha beta") && out.contains("400000"),
+            "{out}"
+        )
     });
     eco.assert_classified(|p| !p.ends_with("/list"));
     eco.assert_cached(&zips);
@@ -622,9 +630,10 @@ fn a_sparse_cargo_registry_learned_from_cargo_config_is_served_from_the_cache_th
             "{{\"name\":\"{name}\",\"vers\":\"1.0.0\",\"deps\":[],\"cksum\":\"{}\",\"features\":{{}},\"yanked\":false}}\n",
             sha256_hex(&bytes)
         );
-        parts
-            .1
-            .put(&format!("/index/{}/{}/{name}", &name[..2], &name[2..4]), File::new(entry));
+        parts.1.put(
+            &format!("/index/{}/{}/{name}", &name[..2], &name[2..4]),
+            File::new(entry),
+        );
         let path = format!("/api/v1/crates/{name}/1.0.0/download");
         parts.1.put(&path, File::new(bytes));
         crates.push(path);
@@ -669,7 +678,6 @@ with zipfile.ZipFile(out, "w") as z:
     python(script, &[&data, &out]);
     std::fs::read(out).unwrap()
 }
-
 
 /// Left out of CI (`--ignored` runs it): Java and Maven make the heaviest
 /// image (about two more minutes on first build), past the time the tests
@@ -763,7 +771,9 @@ fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache(
         // The jar: 400000 bytes of data, stored.
         let sizes = out.split(|c: char| !c.is_ascii_digit());
         assert!(
-            sizes.filter_map(|n| n.parse::<u64>().ok()).any(|n| n > 400_000),
+            sizes
+                .filter_map(|n| n.parse::<u64>().ok())
+                .any(|n| n > 400_000),
             "{out}"
         )
     });
@@ -805,7 +815,8 @@ fn dnf_installs_from_a_learned_repository_and_its_second_run_comes_from_the_cach
     let parts = Ecosystem::origin(RPM);
     serve_dir(&parts.1, repository.path(), repository.path());
     let eco = Ecosystem::start("dnf", RPM, parts);
-    let script = "dnf -y -q --installroot=/tmp/root --releasever=1 --setopt=reposdir=/etc/yum.repos.d \
+    let script =
+        "dnf -y -q --installroot=/tmp/root --releasever=1 --setopt=reposdir=/etc/yum.repos.d \
                   install zc-alpha zc-beta && \
                   stat -c %s /tmp/root/opt/zc-alpha/data /tmp/root/opt/zc-beta/data";
     eco.twice(&image, script, |out| {
