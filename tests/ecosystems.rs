@@ -34,6 +34,7 @@
 mod origin;
 mod support;
 
+use std::ffi::OsStr;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -68,7 +69,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// Runs a Python script on the host with `args`; its standard output.
-fn python(script: &str, args: &[&std::path::Path]) -> String {
+fn python(script: &str, args: &[&OsStr]) -> String {
     run_ok(Command::new("python3").args(["-c", script]).args(args))
 }
 
@@ -100,10 +101,9 @@ fn hex_digest(algorithm: &str, bytes: &[u8]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("f");
     std::fs::write(&file, bytes).unwrap();
-    let algorithm = std::path::PathBuf::from(algorithm);
     python(
         "import hashlib, sys; print(hashlib.new(sys.argv[1], open(sys.argv[2], 'rb').read()).hexdigest())",
-        &[&algorithm, &file],
+        &[OsStr::new(algorithm), file.as_os_str()],
     )
     .trim()
     .to_string()
@@ -115,6 +115,27 @@ fn md5_hex(bytes: &[u8]) -> String {
 
 fn sha1_hex(bytes: &[u8]) -> String {
     hex_digest("sha1", bytes)
+}
+
+/// A local HTTPS origin for one host, with the test CA its certificate is
+/// signed by and the tokio runtime it runs on.
+struct Repository {
+    runtime: tokio::runtime::Runtime,
+    origin: Origin,
+    ca: TestCa,
+}
+
+impl Repository {
+    fn new(host: &str) -> Repository {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let ca = TestCa::new(&[host]);
+        let origin = runtime.block_on(Origin::start(Some(ca.server.clone())));
+        Repository {
+            runtime,
+            origin,
+            ca,
+        }
+    }
 }
 
 /// A local HTTPS origin for `host`, cistern started in front of the daemon
@@ -130,20 +151,14 @@ struct Ecosystem {
 }
 
 impl Ecosystem {
-    /// The origin alone; [`Ecosystem::start`] starts cistern once the files
-    /// are in place.
-    fn origin(host: &str) -> (tokio::runtime::Runtime, Origin, TestCa) {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let ca = TestCa::new(&[host]);
-        let origin = runtime.block_on(Origin::start(Some(ca.server.clone())));
-        (runtime, origin, ca)
-    }
-
-    fn start(
-        name: &'static str,
-        host: &str,
-        (runtime, origin, ca): (tokio::runtime::Runtime, Origin, TestCa),
-    ) -> Ecosystem {
+    /// Starts cistern in front of the daemon for `repository`, once its
+    /// files are in place.
+    fn start(name: &'static str, host: &str, repository: Repository) -> Ecosystem {
+        let Repository {
+            runtime,
+            origin,
+            ca,
+        } = repository;
         let ports = PROXY_PORTS.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let origin_ca = dir.path().join("origin-ca.pem");
@@ -369,8 +384,10 @@ with tarfile.open(out, "w:gz") as t:
         t.addfile(info, io.BytesIO(body))
 print("sha512-" + base64.b64encode(hashlib.sha512(open(out, "rb").read()).digest()).decode())
 "#;
-    let name_arg = std::path::PathBuf::from(name);
-    let integrity = python(script, &[&name_arg, &data, &out]);
+    let integrity = python(
+        script,
+        &[OsStr::new(name), data.as_os_str(), out.as_os_str()],
+    );
     (std::fs::read(out).unwrap(), integrity.trim().to_string())
 }
 
@@ -385,7 +402,7 @@ fn npm_installs_from_a_learned_registry_and_its_second_run_comes_from_the_cache(
         )],
         "",
     );
-    let parts = Ecosystem::origin(NPM);
+    let repository = Repository::new(NPM);
     let mut tarballs = Vec::new();
     for (i, (name, size)) in NPM_PACKAGES.iter().enumerate() {
         let (bytes, integrity) = npm_tarball(name, *size, 200 + i as u64);
@@ -401,11 +418,11 @@ fn npm_installs_from_a_learned_registry_and_its_second_run_comes_from_the_cache(
         });
         let mut packument = File::new(packument.to_string());
         packument.content_type = "application/json";
-        parts.1.put(&format!("/{name}"), packument);
-        parts.1.put(&path, File::new(bytes));
+        repository.origin.put(&format!("/{name}"), packument);
+        repository.origin.put(&path, File::new(bytes));
         tarballs.push(path);
     }
-    let eco = Ecosystem::start("npm", NPM, parts);
+    let eco = Ecosystem::start("npm", NPM, repository);
     let script = "mkdir /tmp/app && cd /tmp/app && npm install --no-save --loglevel=error zc-alpha zc-beta && \
                   stat -c %s node_modules/zc-alpha/data.bin node_modules/zc-beta/data.bin";
     eco.twice(&image, script, |out| {
@@ -447,8 +464,10 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
     for name in ("go.mod", "pkg.go", "data.bin"):
         z.write(os.path.join(src, name), module + "@v1.0.0/" + name)
 "#;
-    let module_arg = std::path::PathBuf::from(module);
-    python(script, &[dir.path(), &module_arg, &out]);
+    python(
+        script,
+        &[dir.path().as_os_str(), OsStr::new(module), out.as_os_str()],
+    );
     std::fs::read(out).unwrap()
 }
 
@@ -460,26 +479,30 @@ fn go_gets_modules_from_a_learned_goproxy_and_its_second_run_comes_from_the_cach
         &[],
         &format!("ENV GOPROXY=https://{GO} GOSUMDB=off GOFLAGS=-mod=mod\n"),
     );
-    let parts = Ecosystem::origin(GO);
+    let repository = Repository::new(GO);
     let mut zips = Vec::new();
     for (i, (package, size)) in GO_MODULES.iter().enumerate() {
         let module = format!("{GO}/zc/{package}");
         let go_mod = format!("module {module}\n\ngo 1.19\n");
         let zip = go_module_zip(&module, package, &go_mod, *size, 300 + i as u64);
         let base = format!("/{module}/@v");
-        parts.1.put(&format!("{base}/list"), File::new("v1.0.0\n"));
-        parts.1.put(
+        repository
+            .origin
+            .put(&format!("{base}/list"), File::new("v1.0.0\n"));
+        repository.origin.put(
             &format!("{base}/v1.0.0.info"),
             File::new(r#"{"Version":"v1.0.0","Time":"2024-01-01T00:00:00Z"}"#),
         );
-        parts
-            .1
+        repository
+            .origin
             .put(&format!("{base}/v1.0.0.mod"), File::new(go_mod.clone()));
-        parts.1.put(&format!("{base}/v1.0.0.zip"), File::new(zip));
+        repository
+            .origin
+            .put(&format!("{base}/v1.0.0.zip"), File::new(zip));
         zips.push(format!("{base}/v1.0.0.zip"));
         zips.push(format!("{base}/v1.0.0.mod"));
     }
-    let eco = Ecosystem::start("go", GO, parts);
+    let eco = Ecosystem::start("go", GO, repository);
     let script = format!(
         "mkdir /tmp/app && cd /tmp/app && printf 'module app\\n\\ngo 1.19\\n' > go.mod && \
          printf 'package main\\n\\nimport (\\n\\t\"fmt\"\\n\\t\"{GO}/zc/alpha\"\\n\\t\"{GO}/zc/beta\"\\n)\\n\\nfunc main() {{ fmt.Println(alpha.Name, beta.Name) }}\\n' > main.go && \
@@ -562,23 +585,25 @@ fn gem_installs_from_a_learned_source_and_its_second_run_comes_from_the_cache() 
         ));
     }
     make.push_str("gem generate_index -q --directory /srv\n");
-    let repository = made_in(&image, &make);
-    let parts = Ecosystem::origin(GEM);
-    serve_dir(&parts.1, repository.path(), repository.path());
+    let made = made_in(&image, &make);
+    let repository = Repository::new(GEM);
+    serve_dir(&repository.origin, made.path(), made.path());
     // The compact index beside it, as the real source has: RubyGems takes it
     // when the source's root answers (its `HEAD /`).
     let mut versions = String::from("created_at: 2024-01-01T00:00:00Z\n---\n");
     for (name, _) in GEMS {
-        let gem = std::fs::read(repository.path().join(format!("gems/{name}-1.0.0.gem"))).unwrap();
+        let gem = std::fs::read(made.path().join(format!("gems/{name}-1.0.0.gem"))).unwrap();
         let info = format!("---\n1.0.0 |checksum:{}\n", sha256_hex(&gem));
         versions.push_str(&format!("{name} 1.0.0 {}\n", md5_hex(info.as_bytes())));
-        parts.1.put(&format!("/info/{name}"), File::new(info));
+        repository
+            .origin
+            .put(&format!("/info/{name}"), File::new(info));
     }
-    parts.1.put("/versions", File::new(versions));
+    repository.origin.put("/versions", File::new(versions));
     let mut root = File::new("<!DOCTYPE html>\n<html><body>cistern test gems</body></html>\n");
     root.content_type = "text/html";
-    parts.1.put("/", root);
-    let eco = Ecosystem::start("gem", GEM, parts);
+    repository.origin.put("/", root);
+    let eco = Ecosystem::start("gem", GEM, repository);
     let script = "gem install --no-document zc-alpha zc-beta && \
                   stat -c %s $(gem contents zc-alpha | grep data.bin) $(gem contents zc-beta | grep data.bin)";
     eco.twice(&image, script, |out| {
@@ -617,12 +642,12 @@ fn a_sparse_cargo_registry_learned_from_cargo_config_is_served_from_the_cache_th
         )],
         "",
     );
-    let parts = Ecosystem::origin(CRATES);
+    let repository = Repository::new(CRATES);
     let mut config = File::new(format!(
         "{{\"dl\":\"https://{CRATES}/api/v1/crates\",\"api\":\"https://{CRATES}\"}}"
     ));
     config.content_type = "application/json";
-    parts.1.put("/index/config.json", config);
+    repository.origin.put("/index/config.json", config);
     let mut crates = Vec::new();
     for (i, (name, size)) in CRATE_FILES.iter().enumerate() {
         let bytes = origin::random_bytes(*size, 400 + i as u64);
@@ -630,15 +655,15 @@ fn a_sparse_cargo_registry_learned_from_cargo_config_is_served_from_the_cache_th
             "{{\"name\":\"{name}\",\"vers\":\"1.0.0\",\"deps\":[],\"cksum\":\"{}\",\"features\":{{}},\"yanked\":false}}\n",
             sha256_hex(&bytes)
         );
-        parts.1.put(
+        repository.origin.put(
             &format!("/index/{}/{}/{name}", &name[..2], &name[2..4]),
             File::new(entry),
         );
         let path = format!("/api/v1/crates/{name}/1.0.0/download");
-        parts.1.put(&path, File::new(bytes));
+        repository.origin.put(&path, File::new(bytes));
         crates.push(path);
     }
-    let eco = Ecosystem::start("cargo", CRATES, parts);
+    let eco = Ecosystem::start("cargo", CRATES, repository);
     let script = format!(
         "cd /tmp && curl -fsS https://{CRATES}/index/config.json >/dev/null && \
          for n in alpha beta; do \
@@ -675,7 +700,7 @@ with zipfile.ZipFile(out, "w") as z:
     z.writestr("META-INF/MANIFEST.MF", "Manifest-Version: 1.0\r\n\r\n")
     z.writestr("data.bin", data)
 "#;
-    python(script, &[&data, &out]);
+    python(script, &[data.as_os_str(), out.as_os_str()]);
     std::fs::read(out).unwrap()
 }
 
@@ -710,7 +735,7 @@ fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache(
         ],
         "",
     );
-    let parts = Ecosystem::origin(MAVEN);
+    let repository = Repository::new(MAVEN);
     let base = "/maven2/test/zc";
     let parent = "<project xmlns=\"http://maven.apache.org/POM/4.0.0\">\n  <modelVersion>4.0.0</modelVersion>\n  \
                   <groupId>test.zc</groupId><artifactId>zc-parent</artifactId><version>1.0.0</version><packaging>pom</packaging>\n</project>\n";
@@ -734,13 +759,13 @@ fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache(
             jar(1000, 501),
         ),
     ] {
-        parts
-            .1
+        repository
+            .origin
             .put(&format!("{path}.sha1"), File::new(sha1_hex(&bytes)));
-        parts.1.put(&path, File::new(bytes));
+        repository.origin.put(&path, File::new(bytes));
         artifacts.push(path);
     }
-    parts.1.put(
+    repository.origin.put(
         "/maven2/org/codehaus/plexus/plexus-utils/1.1/plexus-utils-1.1.pom",
         File::new(
             "<project xmlns=\"http://maven.apache.org/POM/4.0.0\">\n  <modelVersion>4.0.0</modelVersion>\n  \
@@ -753,12 +778,12 @@ fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache(
                     <latest>1.0.0</latest>\n    <release>1.0.0</release>\n    <versions><version>1.0.0</version></versions>\n    \
                     <lastUpdated>20240101000000</lastUpdated>\n  </versioning>\n</metadata>\n";
     let metadata_path = format!("{base}/zc-parent/maven-metadata.xml");
-    parts.1.put(
+    repository.origin.put(
         &format!("{metadata_path}.sha1"),
         File::new(sha1_hex(metadata.as_bytes())),
     );
-    parts.1.put(&metadata_path, File::new(metadata));
-    let eco = Ecosystem::start("maven", MAVEN, parts);
+    repository.origin.put(&metadata_path, File::new(metadata));
+    let eco = Ecosystem::start("maven", MAVEN, repository);
     // Java reads its own keystore, not the PEM bundles: cistern's CAs are
     // imported from the file cistern injects, one by one (keytool takes the
     // first certificate of a file), as the README says.
@@ -811,10 +836,10 @@ fn dnf_installs_from_a_learned_repository_and_its_second_run_comes_from_the_cach
         ));
     }
     make.push_str("createrepo_c -q /srv/repo\n");
-    let repository = made_in(&image, &make);
-    let parts = Ecosystem::origin(RPM);
-    serve_dir(&parts.1, repository.path(), repository.path());
-    let eco = Ecosystem::start("dnf", RPM, parts);
+    let made = made_in(&image, &make);
+    let repository = Repository::new(RPM);
+    serve_dir(&repository.origin, made.path(), made.path());
+    let eco = Ecosystem::start("dnf", RPM, repository);
     let script =
         "dnf -y -q --installroot=/tmp/root --releasever=1 --setopt=reposdir=/etc/yum.repos.d \
                   install zc-alpha zc-beta && \
