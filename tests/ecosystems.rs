@@ -25,10 +25,11 @@
 //! and 443, where learned names are routed: the tests in this file take
 //! turns.
 //!
-//! cargo: Debian bookworm's cargo (0.66) has no stable sparse-registry
-//! support, so the sparse index layout is fetched with curl in a container
-//! whose cargo configuration names the registry. Debian bookworm packages no
-//! apk-tools, so apk has no client test.
+//! cargo: Debian bookworm's cargo (0.66) has the sparse protocol as an
+//! unstable feature (`-Z sparse-registry`, taken by a stable cargo with
+//! `RUSTC_BOOTSTRAP=1`); its image is heavy, so CI fetches the sparse layout
+//! with curl and the real cargo runs with `--ignored`, as maven does.
+//! Debian bookworm packages no apk-tools, so apk has no client test.
 
 #[path = "support/origin.rs"]
 mod origin;
@@ -636,19 +637,34 @@ fn gem_installs_from_a_learned_source_and_its_second_run_comes_from_the_cache() 
 const CRATES: &str = "crates.eco.example.test";
 const CRATE_FILES: [(&str, usize); 2] = [("zc-alpha", 300_000), ("zc-beta", 200_000)];
 
-/// The sparse index layout, fetched with curl as cargo would (Debian
-/// bookworm's cargo 0.66 has no stable sparse-registry support).
-#[test]
-fn a_sparse_cargo_registry_learned_from_cargo_config_is_served_from_the_cache_the_second_time() {
-    let image = job_image(
-        "cistern-test/eco-cargo",
-        CLIENTS,
-        &[(
-            "/root/.cargo/config.toml",
-            format!("[registries.zc]\nindex = \"sparse+https://{CRATES}/index/\"\n"),
-        )],
-        "",
+/// A `.crate` (a gzipped tar of `<name>-1.0.0/` with its manifest, a library
+/// and a data file), made with Python's tarfile.
+fn crate_file(name: &str, size: usize, seed: u64) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data.bin");
+    std::fs::write(&data, origin::random_bytes(size, seed)).unwrap();
+    let out = dir.path().join("out.crate");
+    let script = r#"
+import io, sys, tarfile
+name, data, out = sys.argv[1], open(sys.argv[2], "rb").read(), sys.argv[3]
+manifest = f'[package]\nname = "{name}"\nversion = "1.0.0"\nedition = "2018"\n'.encode()
+files = {"Cargo.toml": manifest, "src/lib.rs": b"pub const NAME: &str = \"zc\";\n", "data.bin": data}
+with tarfile.open(out, "w:gz") as t:
+    for path, body in files.items():
+        info = tarfile.TarInfo(f"{name}-1.0.0/{path}")
+        info.size, info.mode, info.mtime = len(body), 0o644, 1700000000
+        t.addfile(info, io.BytesIO(body))
+"#;
+    python(
+        script,
+        &[OsStr::new(name), data.as_os_str(), out.as_os_str()],
     );
+    std::fs::read(out).unwrap()
+}
+
+/// A sparse registry (`config.json`, index files, downloads) with
+/// `CRATE_FILES` on a new origin; the download paths.
+fn crates_repository() -> (Repository, Vec<String>) {
     let repository = Repository::new(CRATES);
     let mut config = File::new(format!(
         "{{\"dl\":\"https://{CRATES}/api/v1/crates\",\"api\":\"https://{CRATES}\"}}"
@@ -657,7 +673,7 @@ fn a_sparse_cargo_registry_learned_from_cargo_config_is_served_from_the_cache_th
     repository.origin.put("/index/config.json", config);
     let mut crates = Vec::new();
     for (i, (name, size)) in CRATE_FILES.iter().enumerate() {
-        let bytes = origin::random_bytes(*size, 400 + i as u64);
+        let bytes = crate_file(name, *size, 400 + i as u64);
         let entry = format!(
             "{{\"name\":\"{name}\",\"vers\":\"1.0.0\",\"deps\":[],\"cksum\":\"{}\",\"features\":{{}},\"yanked\":false}}\n",
             sha256_hex(&bytes)
@@ -670,24 +686,73 @@ fn a_sparse_cargo_registry_learned_from_cargo_config_is_served_from_the_cache_th
         repository.origin.put(&path, File::new(bytes));
         crates.push(path);
     }
-    let eco = Ecosystem::start("cargo", CRATES, repository);
+    (repository, crates)
+}
+
+/// What both cargo tests check once the job ran twice.
+fn assert_crates(eco: &Ecosystem, crates: &[String]) {
+    eco.assert_classified(|p| p.ends_with("/download"));
+    eco.assert_cached(crates);
+    eco.assert_revalidated("/index/config.json");
+    eco.assert_revalidated("/index/zc/-a/zc-alpha");
+    eco.assert_learned(CRATES, "/root/.cargo/config.toml");
+}
+
+fn cargo_config() -> (&'static str, String) {
+    (
+        "/root/.cargo/config.toml",
+        format!("[registries.zc]\nindex = \"sparse+https://{CRATES}/index/\"\n"),
+    )
+}
+
+/// The sparse registry layout fetched with curl, as cargo fetches it, in the
+/// image of the other clients: Debian's cargo brings rustc, LLVM and gcc
+/// (about 600 MB more), past the time these tests may add to CI; the next
+/// test runs Debian's cargo itself.
+#[test]
+fn a_sparse_cargo_registry_learned_from_cargo_config_is_served_from_the_cache_the_second_time() {
+    let image = job_image(
+        "cistern-test/eco-cargo-curl",
+        CLIENTS,
+        &[cargo_config()],
+        "",
+    );
+    let (repository, crates) = crates_repository();
+    let eco = Ecosystem::start("cargo-curl", CRATES, repository);
     let script = format!(
         "cd /tmp && curl -fsS https://{CRATES}/index/config.json >/dev/null && \
          for n in alpha beta; do \
            line=$(curl -fsS https://{CRATES}/index/zc/-$(echo $n | cut -c1)/zc-$n); \
            sum=$(echo \"$line\" | sed 's/.*\"cksum\":\"\\([0-9a-f]*\\)\".*/\\1/'); \
            curl -fsS -o zc-$n.crate https://{CRATES}/api/v1/crates/zc-$n/1.0.0/download; \
-           echo \"$sum  zc-$n.crate\" | sha256sum -c; stat -c %s zc-$n.crate; \
+           echo \"$sum  zc-$n.crate\" | sha256sum -c; tar -xzf zc-$n.crate; stat -c %s zc-$n-1.0.0/data.bin; \
          done"
     );
     eco.twice(&image, &script, |out| {
         assert!(out.contains("300000") && out.contains("200000"), "{out}")
     });
-    eco.assert_classified(|p| p.ends_with("/download"));
-    eco.assert_cached(&crates);
-    eco.assert_revalidated("/index/config.json");
-    eco.assert_revalidated("/index/zc/-a/zc-alpha");
-    eco.assert_learned(CRATES, "/root/.cargo/config.toml");
+    assert_crates(&eco, &crates);
+}
+
+/// Debian bookworm's cargo (0.66) has the sparse protocol as an unstable
+/// feature: `-Z sparse-registry`, which a stable cargo takes with
+/// `RUSTC_BOOTSTRAP=1`. Left out of CI (`--ignored` runs it): its image
+/// (cargo, rustc, LLVM, gcc) is the heavy part.
+#[test]
+#[ignore = "Debian's cargo image is too heavy for CI; run with --ignored"]
+fn cargo_fetches_from_a_learned_sparse_registry_and_its_second_run_comes_from_the_cache() {
+    let image = job_image("cistern-test/eco-cargo", &["cargo"], &[cargo_config()], "");
+    let (repository, crates) = crates_repository();
+    let eco = Ecosystem::start("cargo", CRATES, repository);
+    let script = "mkdir -p /tmp/app/src && cd /tmp/app && echo 'fn main() {}' > src/main.rs && \
+                  printf '[package]\\nname = \"app\"\\nversion = \"0.1.0\"\\nedition = \"2018\"\\n\\n[dependencies]\\n\
+                  zc-alpha = { version = \"1\", registry = \"zc\" }\\nzc-beta = { version = \"1\", registry = \"zc\" }\\n' > Cargo.toml && \
+                  RUSTC_BOOTSTRAP=1 cargo -Z sparse-registry fetch -q && \
+                  stat -c %s /root/.cargo/registry/src/*/zc-alpha-1.0.0/data.bin /root/.cargo/registry/src/*/zc-beta-1.0.0/data.bin";
+    eco.twice(&image, script, |out| {
+        assert!(out.contains("300000") && out.contains("200000"), "{out}")
+    });
+    assert_crates(&eco, &crates);
 }
 
 // ---------------------------------------------------------------- maven
