@@ -23,6 +23,7 @@
 
 use std::fmt;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::{request, response};
@@ -31,10 +32,12 @@ use crate::conditional::content_length;
 use crate::entry::Entry;
 use crate::error::Result;
 use crate::key::CacheKey;
+use crate::lock::Flight;
 use crate::policy::{Cacheable, Freshness, Policy, Revalidated, StoreDecision};
 use crate::read::Body;
 use crate::reason::{BypassReason, HitReason, MissReason, NoStoreReason};
 use crate::rules::Mode;
+use crate::shared::Shared;
 use crate::storage::Storage;
 use crate::store::Store;
 use crate::write::Writer;
@@ -120,17 +123,70 @@ pub enum Revalidation {
     Modified,
 }
 
-/// Store plus policy.
+/// Store plus policy, and the shared tier behind the store when there is
+/// one.
 #[derive(Debug, Clone)]
 pub struct Cache {
     store: Store,
     policy: Policy,
+    shared: Option<Shared>,
 }
 
 impl Cache {
     /// Combines a store and a policy.
     pub fn new(store: Store, policy: Policy) -> Self {
-        Cache { store, policy }
+        Cache {
+            store,
+            policy,
+            shared: None,
+        }
+    }
+
+    /// Puts `shared` behind the store: local misses look there before the
+    /// origin, and shareable commits are uploaded to it.
+    pub fn with_shared(mut self, shared: Shared) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The shared tier, if there is one.
+    pub fn shared(&self) -> Option<&Shared> {
+        self.shared.as_ref()
+    }
+
+    /// The committed entry for `key`: the local store's, else one the
+    /// shared tier has, filled into the local store first (checked against
+    /// its content address). The shared tier's failures are misses. A key
+    /// already being fetched on this host is left to that fetch (the
+    /// caller follows it).
+    async fn find(&self, key: &CacheKey) -> Result<Option<Entry>> {
+        if let Some(entry) = self.store.lookup(key).await? {
+            return Ok(Some(entry));
+        }
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let Flight::Leader(guard) = self.store.lock(key) else {
+            return Ok(None);
+        };
+        if let Some(entry) = self.store.lookup(key).await? {
+            guard.finish(true);
+            return Ok(Some(entry));
+        }
+        let Some(meta) = shared.lookup(key).await else {
+            guard.finish(false);
+            return Ok(None);
+        };
+        let writer = match self.store.miss(key, meta.clone()).await {
+            Ok(writer) => writer,
+            Err(e) => {
+                guard.finish(false);
+                return Err(e);
+            }
+        };
+        let filled = shared.fill(writer, &meta).await.ok();
+        guard.finish(filled.is_some());
+        Ok(filled)
     }
 
     /// The store (stats, verify, gc, purge, single-flight, ranges).
@@ -162,7 +218,7 @@ impl Cache {
                 reason,
             })))
         };
-        let Some(entry) = self.store.lookup(&cacheable.key).await? else {
+        let Some(entry) = self.find(&cacheable.key).await? else {
             return miss(&cacheable.key, MissReason::NotCached);
         };
         let (entry, freshness) = match self.policy.freshness(req, &entry.meta, now) {
@@ -173,7 +229,7 @@ impl Cache {
                 else {
                     return miss(&cacheable.key, MissReason::VaryMismatch);
                 };
-                let Some(entry) = self.store.lookup(&variant).await? else {
+                let Some(entry) = self.find(&variant).await? else {
                     return miss(&variant, MissReason::VaryMismatch);
                 };
                 let freshness = self.policy.freshness(req, &entry.meta, now);
@@ -262,9 +318,11 @@ impl Cache {
                     }
                 }
                 let key = self.store_key(cacheable, req, now).await?;
-                Ok(StoreStart::Store(Box::new(
-                    self.store.miss(&key, *meta).await?,
-                )))
+                let mut writer = self.store.miss(&key, *meta).await?;
+                if let Some(shared) = self.shared.as_ref().filter(|_| self.policy.shareable(req)) {
+                    writer.on_commit(Arc::new(shared.clone()));
+                }
+                Ok(StoreStart::Store(Box::new(writer)))
             }
             StoreDecision::NoStore(reason) => Ok(StoreStart::NoStore(reason)),
         }
@@ -284,6 +342,14 @@ impl Cache {
         {
             Revalidated::NotModified { meta, response } => {
                 let entry = self.store.update_meta(&stale.entry, *meta).await?;
+                // The new freshness serves the fleet too.
+                if let Some(shared) = self
+                    .shared
+                    .as_ref()
+                    .filter(|_| self.policy.shareable(&stale.revalidation))
+                {
+                    shared.upload(&entry);
+                }
                 match self.store.hit(&entry).await {
                     Ok(body) => Ok(Revalidation::NotModified(Box::new(Hit {
                         entry,

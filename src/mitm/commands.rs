@@ -21,12 +21,29 @@ pub async fn cache_stats(config: &CachingConfig) -> Result<String, CommandError>
     let limit = stats
         .max_bytes
         .map_or_else(|| "none".to_owned(), |m| format!("{m} bytes"));
-    Ok(format!(
+    let mut out = format!(
         "cache: {}\nentries: {}\nbytes: {}\nlimit: {limit}\n",
         config.cache_dir.display(),
         stats.entries,
         stats.bytes
-    ))
+    );
+    if let Some(settings) = &config.shared {
+        let _ = writeln!(out, "shared: {}/{}", settings.bucket, settings.prefix);
+        // The running server's counters (this process has made no request).
+        match super::shared::load_stats(&config.cache_dir) {
+            Some(s) => {
+                let _ = write!(
+                    out,
+                    "shared lookups: {}\nshared hits: {}\nshared hit bytes: {}\nshared uploads: {}\nshared upload bytes: {}\nshared errors: {}\nshared corrupt: {}\nshared dropped uploads: {}\n",
+                    s.lookups, s.hits, s.hit_bytes, s.uploads, s.upload_bytes, s.errors, s.corrupt, s.dropped
+                );
+            }
+            None => out.push_str(
+                "shared counters: none saved yet (the server saves them while it runs)\n",
+            ),
+        }
+    }
+    Ok(out)
 }
 
 /// `cistern cache domains`: one line per host of the cached set, then the

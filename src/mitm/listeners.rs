@@ -74,7 +74,14 @@ impl Admin {
 
     fn answer(&self, path: &str) -> Response<Full<Bytes>> {
         let text = match path {
-            "/metrics" => Some(self.metrics.render(&self.proxy.cache().store().stats())),
+            "/metrics" => {
+                let cache = self.proxy.cache();
+                let mut text = self.metrics.render(&cache.store().stats());
+                if let Some(shared) = cache.shared() {
+                    text.push_str(&Metrics::render_shared(&shared.stats()));
+                }
+                Some(text)
+            }
             "/healthz" => Some("ok\n".to_owned()),
             _ => None,
         };

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use cistern_cache::Stats;
+use cistern_cache::{SharedStats, Stats};
 
 /// Counters of one configured domain.
 #[derive(Debug, Default)]
@@ -201,6 +201,65 @@ impl Metrics {
                 "cistern_cache_memory_hits_total",
                 "Hits whose body was sent from memory.",
                 store.memory_hits,
+            ),
+        ];
+        for (name, help, value) in totals {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        out
+    }
+
+    /// The shared cache tier's counters, in the same text format.
+    pub fn render_shared(shared: &SharedStats) -> String {
+        let mut out = String::new();
+        let totals: [(&str, &str, u64); 9] = [
+            (
+                "cistern_cache_shared_lookups_total",
+                "Local misses looked up in the shared tier.",
+                shared.lookups,
+            ),
+            (
+                "cistern_cache_shared_hits_total",
+                "Bodies filled from the shared tier.",
+                shared.hits,
+            ),
+            (
+                "cistern_cache_shared_hit_bytes_total",
+                "Bytes filled from the shared tier.",
+                shared.hit_bytes,
+            ),
+            (
+                "cistern_cache_shared_uploads_total",
+                "Bodies uploaded to the shared tier.",
+                shared.uploads,
+            ),
+            (
+                "cistern_cache_shared_upload_bytes_total",
+                "Bytes uploaded to the shared tier.",
+                shared.upload_bytes,
+            ),
+            (
+                "cistern_cache_shared_index_uploads_total",
+                "Index objects written to the shared tier.",
+                shared.index_uploads,
+            ),
+            (
+                "cistern_cache_shared_errors_total",
+                "Failed or timed-out requests to the shared tier.",
+                shared.errors,
+            ),
+            (
+                "cistern_cache_shared_corrupt_total",
+                "Shared objects that failed their content address (deleted).",
+                shared.corrupt,
+            ),
+            (
+                "cistern_cache_shared_dropped_uploads_total",
+                "Uploads dropped because the upload queue was full.",
+                shared.dropped,
             ),
         ];
         for (name, help, value) in totals {

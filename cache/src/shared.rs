@@ -1,0 +1,508 @@
+//! The shared tier: a second cache level on S3-compatible object storage,
+//! shared by a fleet of runners, each with its own disk cache in front.
+//!
+//! What is stored, under the configured prefix:
+//! - `content/sha256/<hex>`: bodies, by their SHA-256, so a body is stored
+//!   once across the fleet (an upload first asks whether it is there);
+//! - `index/<hex of the key's SHA-256>`: one small JSON object per cache
+//!   key: the key and its [`Meta`] (the response head, the freshness
+//!   policy with its validators, the time it was stored or last
+//!   revalidated, the content address). A runner's revalidation rewrites
+//!   it, so the next runner starts from that state.
+//!
+//! The tier never stands between a client and the origin:
+//! - a lookup ([`Shared::lookup`]) or a fill ([`Shared::fill`]) that fails
+//!   or takes longer than the configured timeout is an error the caching
+//!   path takes for a miss (counted, logged), and the origin answers;
+//! - a fill writes the object into the local store through a [`Writer`]
+//!   that only commits a body hashing to the content address it was
+//!   fetched under: a corrupt or truncated object is never stored or
+//!   served, and is deleted from the bucket so the origin's copy replaces
+//!   it on the next upload;
+//! - uploads run in one background task fed by a bounded queue: a commit
+//!   enqueues and returns ([`Committed`]); a full queue drops the upload
+//!   (counted).
+//!
+//! It does not decide what may be shared: the caching path (`cache.rs`)
+//! attaches uploads only to writes the policy stored and found shareable.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cacache::Integrity;
+use futures_util::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ClientOptions, ObjectStore, PutPayload, RetryConfig};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::entry::Entry;
+use crate::error::{Error, Result};
+use crate::key::CacheKey;
+use crate::layout::content_path;
+use crate::meta::Meta;
+use crate::storage::Committed;
+use crate::write::Writer;
+
+/// Default [`SharedConfig::upload_queue`].
+pub const DEFAULT_UPLOAD_QUEUE: usize = 256;
+/// Default [`SharedConfig::timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Static credentials for the store. `Debug` never shows the secret parts.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The access key id.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: String,
+    /// A session token, for temporary credentials.
+    pub session_token: Option<String>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Typed settings of the shared tier.
+#[derive(Debug, Clone)]
+pub struct SharedConfig {
+    /// The S3 endpoint URL (`https://s3.example:9000`); `None`: AWS S3 for
+    /// `region`. Requests use path-style addressing with an endpoint.
+    pub endpoint: Option<String>,
+    /// The bucket.
+    pub bucket: String,
+    /// The region (any value for most S3-compatible stores).
+    pub region: String,
+    /// Prefix of every object name (no leading or trailing `/`); empty:
+    /// none.
+    pub prefix: String,
+    /// Credentials.
+    pub credentials: Credentials,
+    /// Uploads waiting at most; more are dropped (counted).
+    pub upload_queue: usize,
+    /// Longest wait for the store: for a lookup's answer, and between two
+    /// chunks of a body. Past it the request goes to the origin.
+    pub timeout: Duration,
+    /// CA certificates (PEM) trusted for the endpoint besides the
+    /// system's.
+    pub extra_roots: Vec<Vec<u8>>,
+}
+
+/// The shared tier's counters since it was opened.
+#[derive(Debug, Default)]
+struct Counters {
+    lookups: AtomicU64,
+    hits: AtomicU64,
+    hit_bytes: AtomicU64,
+    uploads: AtomicU64,
+    upload_bytes: AtomicU64,
+    index_uploads: AtomicU64,
+    errors: AtomicU64,
+    corrupt: AtomicU64,
+    dropped: AtomicU64,
+    /// Uploads queued and not yet done.
+    pending: AtomicU64,
+}
+
+/// A snapshot of the shared tier's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedStats {
+    /// Local misses looked up in the shared tier.
+    pub lookups: u64,
+    /// Bodies filled into the local store from the shared tier.
+    pub hits: u64,
+    /// Bytes of those bodies.
+    pub hit_bytes: u64,
+    /// Bodies uploaded (those already there are not counted).
+    pub uploads: u64,
+    /// Bytes of those bodies.
+    pub upload_bytes: u64,
+    /// Index objects written (after a store or a revalidation).
+    pub index_uploads: u64,
+    /// Failed or timed-out requests to the store.
+    pub errors: u64,
+    /// Bodies that did not match their content address (deleted).
+    pub corrupt: u64,
+    /// Uploads dropped because the queue was full.
+    pub dropped: u64,
+}
+
+/// What is stored in an index object.
+#[derive(Debug, Serialize, Deserialize)]
+struct IndexObject {
+    /// The cache key, checked on read (the name is only its hash).
+    key: String,
+    /// The entry's metadata, with its content address.
+    meta: Meta,
+}
+
+/// One queued upload: the entry's body (unless the tier has it) and its
+/// index object.
+#[derive(Debug)]
+struct Upload {
+    key: String,
+    meta: Meta,
+    integrity: Integrity,
+}
+
+/// The shared tier. Cheap to clone; clones share the store, the counters
+/// and the upload queue. The upload task ends when the last clone is
+/// dropped.
+#[derive(Clone)]
+pub struct Shared {
+    inner: Arc<Inner>,
+    queue: mpsc::Sender<Upload>,
+}
+
+struct Inner {
+    store: Arc<dyn ObjectStore>,
+    bucket: String,
+    prefix: String,
+    timeout: Duration,
+    /// The local cache directory, where uploads read bodies from.
+    dir: PathBuf,
+    counters: Counters,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("bucket", &self.inner.bucket)
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Connects to the store (nothing is sent yet) and starts the upload
+    /// task on the current runtime. `dir` is the local cache directory.
+    pub fn open(config: &SharedConfig, dir: impl Into<PathBuf>) -> Result<Shared> {
+        let shared_err = |op, e: object_store::Error| Error::Shared {
+            op,
+            source: Box::new(e),
+        };
+        let mut client = ClientOptions::new()
+            .with_timeout(config.timeout.max(Duration::from_secs(1)) * 30)
+            .with_connect_timeout(config.timeout);
+        for pem in &config.extra_roots {
+            let cert = object_store::Certificate::from_pem(pem)
+                .map_err(|e| shared_err("reading an extra root", e))?;
+            client = client.with_root_certificate(cert);
+        }
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&config.bucket)
+            .with_region(&config.region)
+            .with_access_key_id(&config.credentials.access_key_id)
+            .with_secret_access_key(&config.credentials.secret_access_key)
+            .with_client_options(client)
+            // A store that is down is the origin's turn, not a retry's.
+            .with_retry(RetryConfig {
+                max_retries: 0,
+                retry_timeout: config.timeout,
+                ..RetryConfig::default()
+            });
+        if let Some(token) = &config.credentials.session_token {
+            builder = builder.with_token(token);
+        }
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"))
+                .with_virtual_hosted_style_request(false);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| shared_err("configuring the store", e))?;
+        let inner = Arc::new(Inner {
+            store: Arc::new(store),
+            bucket: config.bucket.clone(),
+            prefix: config.prefix.trim_matches('/').to_owned(),
+            timeout: config.timeout,
+            dir: dir.into(),
+            counters: Counters::default(),
+        });
+        let (queue, rx) = mpsc::channel(config.upload_queue.max(1));
+        tokio::spawn(upload_task(inner.clone(), rx));
+        Ok(Shared { inner, queue })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> SharedStats {
+        let c = &self.inner.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SharedStats {
+            lookups: load(&c.lookups),
+            hits: load(&c.hits),
+            hit_bytes: load(&c.hit_bytes),
+            uploads: load(&c.uploads),
+            upload_bytes: load(&c.upload_bytes),
+            index_uploads: load(&c.index_uploads),
+            errors: load(&c.errors),
+            corrupt: load(&c.corrupt),
+            dropped: load(&c.dropped),
+        }
+    }
+
+    /// The object name of a key's index object.
+    pub fn index_name(&self, key: &CacheKey) -> String {
+        self.inner.index_path(key.as_str()).to_string()
+    }
+
+    /// The object name of a body by its content address (`sha256-…`);
+    /// `None` for another algorithm.
+    pub fn content_name(&self, integrity: &str) -> Option<String> {
+        let integrity = integrity.parse::<Integrity>().ok()?;
+        Some(self.inner.content_path(&integrity)?.to_string())
+    }
+
+    /// The metadata the tier holds for `key`, if any. Errors (the store
+    /// down, slow or answering nonsense) are counted and logged, and come
+    /// back as `None`: the caller asks the origin.
+    pub async fn lookup(&self, key: &CacheKey) -> Option<Meta> {
+        let inner = &self.inner;
+        inner.counters.lookups.fetch_add(1, Ordering::Relaxed);
+        let path = inner.index_path(key.as_str());
+        let got = tokio::time::timeout(inner.timeout, async {
+            inner.store.get(&path).await?.bytes().await
+        })
+        .await;
+        let bytes = match got {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(object_store::Error::NotFound { .. })) => return None,
+            Ok(Err(e)) => {
+                inner.failed("looking up an index object", &e);
+                return None;
+            }
+            Err(_) => {
+                inner.failed("looking up an index object", &"timed out");
+                return None;
+            }
+        };
+        match serde_json::from_slice::<IndexObject>(&bytes) {
+            Ok(index)
+                if index.key == key.as_str() && index.meta.integrity.starts_with("sha256-") =>
+            {
+                Some(index.meta)
+            }
+            Ok(_) => {
+                inner.failed("reading an index object", &"it names another key");
+                None
+            }
+            Err(e) => {
+                inner.failed("reading an index object", &e);
+                None
+            }
+        }
+    }
+
+    /// Streams the body `meta` names into `writer` (opened by the local
+    /// store for the key, with `meta`) and commits it there, if it hashes
+    /// to its content address. On an error nothing is stored; a body that
+    /// does not match is deleted from the tier.
+    pub(crate) async fn fill(&self, mut writer: Writer, meta: &Meta) -> Result<Entry> {
+        let inner = &self.inner;
+        let integrity = meta
+            .integrity
+            .parse::<Integrity>()
+            .map_err(|e| Error::Shared {
+                op: "reading a content address",
+                source: Box::new(e),
+            })?;
+        let path = inner.content_path(&integrity).ok_or(Error::Shared {
+            op: "reading a content address",
+            source: "not a SHA-256".into(),
+        })?;
+        writer.expect_address(integrity.clone());
+        let result = self.stream_into(&mut writer, &path).await;
+        if let Err(e) = result {
+            inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, object = %path, "shared cache tier fill failed; asking the origin");
+            return Err(e);
+        }
+        let size = writer.written();
+        match writer.commit().await {
+            Ok(entry) => {
+                inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+                inner.counters.hit_bytes.fetch_add(size, Ordering::Relaxed);
+                tracing::debug!(key = %entry.key, size, "filled from the shared cache tier");
+                Ok(entry)
+            }
+            Err(e @ (Error::AddressMismatch { .. } | Error::LengthMismatch { .. })) => {
+                inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, object = %path, "corrupt object in the shared cache tier; deleting it");
+                let deleted = tokio::time::timeout(inner.timeout, inner.store.delete(&path)).await;
+                if !matches!(deleted, Ok(Ok(()))) {
+                    inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn stream_into(&self, writer: &mut Writer, path: &ObjectPath) -> Result<()> {
+        let inner = &self.inner;
+        let shared_err =
+            |op, e: Box<dyn std::error::Error + Send + Sync>| Error::Shared { op, source: e };
+        let got = tokio::time::timeout(inner.timeout, inner.store.get(path))
+            .await
+            .map_err(|e| shared_err("fetching a body", Box::new(e)))?
+            .map_err(|e| shared_err("fetching a body", Box::new(e)))?;
+        let mut stream = got.into_stream();
+        loop {
+            let next = tokio::time::timeout(inner.timeout, stream.next())
+                .await
+                .map_err(|e| shared_err("reading a body", Box::new(e)))?;
+            match next {
+                None => return Ok(()),
+                Some(Ok(chunk)) => writer.write_bytes(chunk).await?,
+                Some(Err(e)) => return Err(shared_err("reading a body", Box::new(e))),
+            }
+        }
+    }
+
+    /// Queues the upload of a committed entry (its body unless the tier
+    /// has it, then its index object). Never waits: with the queue full
+    /// the upload is dropped (counted).
+    pub fn upload(&self, entry: &Entry) {
+        let upload = Upload {
+            key: entry.key.as_str().to_owned(),
+            meta: entry.meta.clone(),
+            integrity: entry.integrity.clone(),
+        };
+        self.inner.counters.pending.fetch_add(1, Ordering::Relaxed);
+        if self.queue.try_send(upload).is_err() {
+            self.inner.counters.pending.fetch_sub(1, Ordering::Relaxed);
+            self.inner.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(key = %entry.key, "shared cache tier upload queue full; upload dropped");
+        }
+    }
+
+    /// Waits until no upload is queued or running, or `limit` has passed
+    /// (at shutdown, and for tests). Returns whether none is left.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let until = tokio::time::Instant::now() + limit;
+        while self.inner.counters.pending.load(Ordering::Relaxed) > 0 {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
+}
+
+impl Committed for Shared {
+    fn committed(&self, entry: &Entry) {
+        self.upload(entry);
+    }
+}
+
+impl Inner {
+    fn failed(&self, op: &str, error: &dyn fmt::Display) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %error, "shared cache tier failed while {op}; asking the origin");
+    }
+
+    fn name(&self, rest: String) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(rest)
+        } else {
+            ObjectPath::from(format!("{}/{rest}", self.prefix))
+        }
+    }
+
+    fn index_path(&self, key: &str) -> ObjectPath {
+        let (_, hex) = Integrity::from(key.as_bytes()).to_hex();
+        self.name(format!("index/{hex}"))
+    }
+
+    fn content_path(&self, integrity: &Integrity) -> Option<ObjectPath> {
+        let (algorithm, hex) = integrity.to_hex();
+        (algorithm == ssri::Algorithm::Sha256).then(|| self.name(format!("content/sha256/{hex}")))
+    }
+
+    /// One upload: the body if the tier does not have it, then the index
+    /// object (after the body, so an index object never names a body that
+    /// is not there yet).
+    async fn upload(&self, upload: &Upload) -> Result<()> {
+        let shared_err = |op, e: object_store::Error| Error::Shared {
+            op,
+            source: Box::new(e),
+        };
+        let Some(path) = self.content_path(&upload.integrity) else {
+            return Ok(());
+        };
+        match self.store.head(&path).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => {
+                let file = content_path(&self.dir, &upload.integrity);
+                let mut body = tokio::fs::File::open(&file)
+                    .await
+                    .map_err(|e| Error::io("reading a body to upload", e))?;
+                let mut out = object_store::buffered::BufWriter::new(self.store.clone(), path);
+                let sent = tokio::io::copy(&mut body, &mut out).await;
+                let sent = match sent {
+                    Ok(n) => out.shutdown().await.map(|()| n),
+                    Err(e) => {
+                        let _ = out.abort().await;
+                        Err(e)
+                    }
+                };
+                let sent = sent.map_err(|e| Error::Shared {
+                    op: "uploading a body",
+                    source: Box::new(e),
+                })?;
+                self.counters.uploads.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .upload_bytes
+                    .fetch_add(sent, Ordering::Relaxed);
+            }
+            Err(e) => return Err(shared_err("checking for a body", e)),
+        }
+        let index = IndexObject {
+            key: upload.key.clone(),
+            meta: upload.meta.clone(),
+        };
+        let json = serde_json::to_vec(&index).map_err(|source| Error::Metadata {
+            key: upload.key.clone(),
+            source,
+        })?;
+        self.store
+            .put(
+                &self.index_path(&upload.key),
+                PutPayload::from(Bytes::from(json)),
+            )
+            .await
+            .map_err(|e| shared_err("writing an index object", e))?;
+        self.counters.index_uploads.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Runs the queued uploads one at a time, until every [`Shared`] is gone.
+async fn upload_task(inner: Arc<Inner>, mut rx: mpsc::Receiver<Upload>) {
+    while let Some(upload) = rx.recv().await {
+        if let Err(e) = inner.upload(&upload).await {
+            inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, key = %upload.key, "shared cache tier upload failed");
+        }
+        inner.counters.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
