@@ -383,3 +383,54 @@ impl Cache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    fn meta() -> crate::meta::Meta {
+        let req = http::Request::get("https://files.example.test/a")
+            .body(())
+            .unwrap();
+        let res = http::Response::new(());
+        crate::meta::Meta {
+            url: "https://files.example.test/a".into(),
+            status: http::StatusCode::OK,
+            headers: http::HeaderMap::new(),
+            policy: http_cache_semantics::CachePolicy::new(&req, &res),
+            mode: Mode::Default,
+            stored_at_ms: 0,
+            size: 0,
+            integrity: String::new(),
+            check: None,
+            blocks: None,
+        }
+    }
+
+    /// A fill from the shared tier commits only the body its content
+    /// address names.
+    #[tokio::test]
+    async fn a_write_expecting_a_content_address_stores_only_that_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreConfig::default())
+            .await
+            .unwrap();
+        let key = CacheKey::parse("GET https://files.example.test/a").unwrap();
+        let good = cacache::Integrity::from(b"the body");
+
+        let mut writer = store.miss(&key, meta()).await.unwrap();
+        writer.expect_address(good.clone());
+        writer.write(b"the bodY").await.unwrap();
+        let err = writer.commit().await.unwrap_err();
+        assert!(matches!(err, crate::Error::AddressMismatch { .. }), "{err}");
+        assert!(store.lookup(&key).await.unwrap().is_none());
+        assert_eq!(store.stats().bytes, 0);
+
+        let mut writer = store.miss(&key, meta()).await.unwrap();
+        writer.expect_address(good.clone());
+        writer.write(b"the body").await.unwrap();
+        let entry = writer.commit().await.unwrap();
+        assert!(entry.integrity.matches(&good).is_some());
+    }
+}

@@ -787,6 +787,18 @@ mod tests {
     }
 
     #[test]
+    fn only_requests_without_credentials_or_cookies_are_shared() {
+        let p = Policy::default();
+        let r = req("https://files.example.test/pool/a.deb");
+        assert!(p.shareable(&r));
+        for (name, value) in [(AUTHORIZATION, "Bearer t"), (COOKIE, "session=one")] {
+            let mut r = r.clone();
+            r.headers.insert(name, HeaderValue::from_static(value));
+            assert!(!p.shareable(&r), "{value}");
+        }
+    }
+
+    #[test]
     fn authorised_and_non_get_requests_bypass() {
         let p = Policy::default();
         let mut r = req("https://files.example.test/x");
