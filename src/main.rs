@@ -99,7 +99,12 @@ enum CacheAction {
     /// Read every entry and drop those that fail their integrity check.
     Verify,
     /// Evict down to the size limit and delete unreferenced content.
-    Gc,
+    Gc {
+        /// Also expire the shared tier (`caching.cache.shared`): remove
+        /// what no runner stored or revalidated for this long (`30d`).
+        #[arg(long, value_name = "AGE")]
+        shared_older_than: Option<humantime::Duration>,
+    },
     /// Remove entries whose URL matches a glob (`https://deb.example.test/**`);
     /// without one, everything.
     Purge {
@@ -171,7 +176,9 @@ fn main() -> ExitCode {
                     CacheAction::Stats => commands::cache_stats(caching).await,
                     CacheAction::Domains => Ok(commands::cache_domains(caching)),
                     CacheAction::Verify => commands::cache_verify(caching).await,
-                    CacheAction::Gc => commands::cache_gc(caching).await,
+                    CacheAction::Gc { shared_older_than } => {
+                        commands::cache_gc(caching, shared_older_than.map(Into::into)).await
+                    }
                     CacheAction::Purge { pattern } => {
                         commands::cache_purge(caching, pattern.as_deref()).await
                     }

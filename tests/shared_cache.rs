@@ -253,8 +253,13 @@ impl Runner {
     }
 
     fn stats(&self) -> String {
+        self.command(&["cache", "stats"])
+    }
+
+    fn command(&self, args: &[&str]) -> String {
         let out = Command::new(env!("CARGO_BIN_EXE_cistern"))
-            .args(["cache", "stats", "--config"])
+            .args(args)
+            .arg("--config")
             .arg(&self.config)
             .output()
             .unwrap();
@@ -353,6 +358,23 @@ async fn a_cold_runner_gets_what_another_runner_downloaded_from_the_shared_tier(
     );
     secret_never_logged(&a);
     secret_never_logged(&b);
+
+    // Expiry by age: nothing is a day old; everything is older than 0s.
+    let gc = b.command(&["cache", "gc", "--shared-older-than", "1d"]);
+    assert!(gc.contains("removed 0 index objects and 0 bodies"), "{gc}");
+    let gc = b.command(&["cache", "gc", "--shared-older-than", "0s"]);
+    let total: usize = files.iter().map(|(_, body)| body.len()).sum();
+    assert!(
+        gc.contains(&format!(
+            "removed {n} index objects and {n} bodies ({total} bytes)",
+            n = files.len()
+        )),
+        "{gc}"
+    );
+    let left: Vec<_> =
+        futures_util::StreamExt::collect::<Vec<_>>(bucket.list(Some(&ObjectPath::from("ci"))))
+            .await;
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -408,6 +408,106 @@ impl Shared {
     }
 }
 
+/// What [`Shared::expire`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpireReport {
+    /// Index objects removed.
+    pub index_objects: u64,
+    /// Bodies removed.
+    pub bodies: u64,
+    /// Bytes of those bodies.
+    pub bytes: u64,
+}
+
+impl Shared {
+    /// Removes what no runner stored or revalidated for `age` (before
+    /// `now`): index objects last written before then, then bodies written
+    /// before then that no remaining index object names.
+    ///
+    /// Safe beside running runners: a body uploaded since the cutoff is
+    /// never removed, an index object is checked again just before it is
+    /// removed (one rewritten meanwhile stays), and an index object whose
+    /// body went anyway is a miss that the next runner's upload repairs.
+    pub async fn expire(&self, age: Duration, now: std::time::SystemTime) -> Result<ExpireReport> {
+        let inner = &self.inner;
+        let err = |op, e: object_store::Error| Error::Shared {
+            op,
+            source: Box::new(e),
+        };
+        let cutoff_ms = i64::try_from(crate::meta::unix_ms(
+            now.checked_sub(age).unwrap_or(std::time::UNIX_EPOCH),
+        ))
+        .unwrap_or(i64::MAX);
+        let mut report = ExpireReport::default();
+        let mut kept = std::collections::HashSet::new();
+        let index: Vec<_> = inner
+            .store
+            .list(Some(&inner.name("index".into())))
+            .collect()
+            .await;
+        for object in index {
+            let object = object.map_err(|e| err("listing index objects", e))?;
+            if object.last_modified.timestamp_millis() < cutoff_ms {
+                // Checked again: a runner may have just rewritten it.
+                match inner.store.head(&object.location).await {
+                    Ok(now) if now.last_modified.timestamp_millis() < cutoff_ms => {
+                        match inner.store.delete(&object.location).await {
+                            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                                report.index_objects += 1;
+                                continue;
+                            }
+                            Err(e) => return Err(err("removing an index object", e)),
+                        }
+                    }
+                    Err(object_store::Error::NotFound { .. }) => continue,
+                    Ok(_) => {}
+                    Err(e) => return Err(err("checking an index object", e)),
+                }
+            }
+            let bytes = match inner.store.get(&object.location).await {
+                Ok(got) => got
+                    .bytes()
+                    .await
+                    .map_err(|e| err("reading an index object", e))?,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(err("reading an index object", e)),
+            };
+            if let Ok(index) = serde_json::from_slice::<IndexObject>(&bytes) {
+                if let Some(path) = index
+                    .meta
+                    .integrity
+                    .parse::<Integrity>()
+                    .ok()
+                    .and_then(|i| inner.content_path(&i))
+                {
+                    kept.insert(path);
+                }
+            }
+        }
+        let bodies: Vec<_> = inner
+            .store
+            .list(Some(&inner.name("content".into())))
+            .collect()
+            .await;
+        for object in bodies {
+            let object = object.map_err(|e| err("listing bodies", e))?;
+            if object.last_modified.timestamp_millis() >= cutoff_ms
+                || kept.contains(&object.location)
+            {
+                continue;
+            }
+            match inner.store.delete(&object.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    report.bodies += 1;
+                    report.bytes += object.size;
+                }
+                Err(e) => return Err(err("removing a body", e)),
+            }
+        }
+        Ok(report)
+    }
+}
+
 impl Committed for Shared {
     fn committed(&self, entry: &Entry) {
         self.upload(entry);

@@ -91,7 +91,10 @@ pub async fn cache_verify(config: &CachingConfig) -> Result<String, CommandError
 }
 
 /// `cistern cache gc`.
-pub async fn cache_gc(config: &CachingConfig) -> Result<String, CommandError> {
+pub async fn cache_gc(
+    config: &CachingConfig,
+    shared_older_than: Option<std::time::Duration>,
+) -> Result<String, CommandError> {
     let cache = open_cache(config).await.map_err(|e| e.to_string())?;
     let store = cache.store();
     let evicted = match config.max_size {
@@ -99,10 +102,25 @@ pub async fn cache_gc(config: &CachingConfig) -> Result<String, CommandError> {
         None => 0,
     };
     let report = store.gc().await.map_err(|e| e.to_string())?;
-    Ok(format!(
+    let mut out = format!(
         "evicted {evicted} entries over the size limit; removed {} unreferenced files ({} bytes)\n",
         report.removed_files, report.freed_bytes
-    ))
+    );
+    if let Some(age) = shared_older_than {
+        let Some(shared) = cache.shared() else {
+            return Err("--shared-older-than: no caching.cache.shared is configured".into());
+        };
+        let expired = shared
+            .expire(age, std::time::SystemTime::now())
+            .await
+            .map_err(|e| crate::http::error::chain(&e))?;
+        let _ = writeln!(
+            out,
+            "shared tier: removed {} index objects and {} bodies ({} bytes)",
+            expired.index_objects, expired.bodies, expired.bytes
+        );
+    }
+    Ok(out)
 }
 
 /// `cistern cache purge [URL-glob]` (default: everything).
