@@ -28,6 +28,7 @@ use std::time::SystemTime;
 
 use http::{request, response};
 
+use crate::check::block_checks;
 use crate::conditional::content_length;
 use crate::entry::Entry;
 use crate::error::Result;
@@ -155,10 +156,13 @@ impl Cache {
     }
 
     /// The committed entry for `key`: the local store's, else one the
-    /// shared tier has, filled into the local store first (checked against
-    /// its content address). The shared tier's failures are misses. A key
-    /// already being fetched on this host is left to that fetch (the
-    /// caller follows it).
+    /// shared tier has, filled into the local store (checked against its
+    /// content address). A small body is filled before it is returned; a
+    /// large one is filled by a task that leads the key's single-flight,
+    /// and `None` sends the caller, as a miss, to read along with it (see
+    /// `tail.rs`). The shared tier's failures are misses. A key already
+    /// being fetched on this host is left to that fetch (the caller
+    /// follows it).
     async fn find(&self, key: &CacheKey) -> Result<Option<Entry>> {
         if let Some(entry) = self.store.lookup(key).await? {
             return Ok(Some(entry));
@@ -177,14 +181,34 @@ impl Cache {
             guard.finish(false);
             return Ok(None);
         };
-        let writer = match self.store.miss(key, meta.clone()).await {
+        let Some(body) = shared.open_body(&meta).await else {
+            guard.finish(false);
+            return Ok(None);
+        };
+        let mut writer = match self.store.miss(key, meta.clone()).await {
             Ok(writer) => writer,
             Err(e) => {
                 guard.finish(false);
                 return Err(e);
             }
         };
-        let filled = shared.fill(writer, &meta).await.ok();
+        // A large body streams to the requests that follow this fill
+        // (the caller among them, as a miss) while it is written, each
+        // block checked against what the storing runner recorded.
+        let blocks = (meta.size > self.store.config().verify_before_serve)
+            .then(|| block_checks(meta.blocks.as_deref(), meta.size))
+            .flatten();
+        if let Some(blocks) = blocks {
+            writer.expect_blocks(meta.size, blocks);
+            guard.publish(writer.tail());
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let filled = shared.fill(writer, &meta, body).await;
+                guard.finish(filled.is_ok());
+            });
+            return Ok(None);
+        }
+        let filled = shared.fill(writer, &meta, body).await.ok();
         guard.finish(filled.is_some());
         Ok(filled)
     }
@@ -423,7 +447,10 @@ mod tests {
         writer.expect_address(good.clone());
         writer.write(b"the bodY").await.unwrap();
         let err = writer.commit().await.unwrap_err();
-        assert!(matches!(err, crate::Error::AddressMismatch { .. }), "{err}");
+        assert!(
+            matches!(err, crate::error::Error::AddressMismatch { .. }),
+            "{err}"
+        );
         assert!(store.lookup(&key).await.unwrap().is_none());
         assert_eq!(store.stats().bytes, 0);
 

@@ -161,6 +161,13 @@ struct Upload {
     integrity: Integrity,
 }
 
+/// A body of the tier, its first answer in.
+pub(crate) struct ObjectBody {
+    integrity: Integrity,
+    path: ObjectPath,
+    stream: futures_util::stream::BoxStream<'static, object_store::Result<Bytes>>,
+}
+
 /// The shared tier. Cheap to clone; clones share the store, the counters
 /// and the upload queue. The upload task ends when the last clone is
 /// dropped.
@@ -311,32 +318,94 @@ impl Shared {
         }
     }
 
-    /// Streams the body `meta` names into `writer` (opened by the local
-    /// store for the key, with `meta`) and commits it there, if it hashes
-    /// to its content address. On an error nothing is stored; a body that
-    /// does not match is deleted from the tier.
-    pub(crate) async fn fill(&self, mut writer: Writer, meta: &Meta) -> Result<Entry> {
+    /// Opens the body `meta` names, once its first answer came within the
+    /// timeout. `None` (counted, logged) when the tier does not have it or
+    /// failed: the caller asks the origin, whose copy is then uploaded.
+    pub(crate) async fn open_body(&self, meta: &Meta) -> Option<ObjectBody> {
         let inner = &self.inner;
-        let integrity = meta
-            .integrity
-            .parse::<Integrity>()
-            .map_err(|e| Error::Shared {
-                op: "reading a content address",
-                source: Box::new(e),
-            })?;
-        let path = inner.content_path(&integrity).ok_or(Error::Shared {
-            op: "reading a content address",
-            source: "not a SHA-256".into(),
-        })?;
-        writer.expect_address(integrity.clone());
-        let result = self.stream_into(&mut writer, &path).await;
-        if let Err(e) = result {
+        let integrity = meta.integrity.parse::<Integrity>().ok()?;
+        let path = inner.content_path(&integrity)?;
+        match tokio::time::timeout(inner.timeout, inner.store.get(&path)).await {
+            Ok(Ok(got)) => Some(ObjectBody {
+                integrity,
+                path,
+                stream: got.into_stream(),
+            }),
+            Ok(Err(object_store::Error::NotFound { .. })) => {
+                tracing::info!(object = %path, "an index object of the shared cache tier names a body it does not have");
+                None
+            }
+            Ok(Err(e)) => {
+                inner.failed("fetching a body", &e);
+                None
+            }
+            Err(_) => {
+                inner.failed("fetching a body", &"timed out");
+                None
+            }
+        }
+    }
+
+    /// Streams `body` into `writer` (opened by the local store for the key,
+    /// with `meta`) and commits it there if it hashes to its content
+    /// address. On an error nothing is stored and requests reading along
+    /// go on from the origin (`Writer::source_failed`); a body that does
+    /// not match (or is cut short) is deleted from the tier.
+    pub(crate) async fn fill(
+        &self,
+        mut writer: Writer,
+        meta: &Meta,
+        body: ObjectBody,
+    ) -> Result<Entry> {
+        let inner = &self.inner;
+        let ObjectBody {
+            integrity,
+            path,
+            mut stream,
+        } = body;
+        writer.expect_address(integrity);
+        let streamed = loop {
+            let next = match tokio::time::timeout(inner.timeout, stream.next()).await {
+                Ok(next) => next,
+                Err(e) => {
+                    break Err(Error::Shared {
+                        op: "reading a body",
+                        source: Box::new(e),
+                    })
+                }
+            };
+            match next {
+                None => break Ok(()),
+                Some(Ok(chunk)) => {
+                    if let Err(e) = writer.write_bytes(chunk).await {
+                        break Err(e);
+                    }
+                }
+                Some(Err(e)) => {
+                    break Err(Error::Shared {
+                        op: "reading a body",
+                        source: Box::new(e),
+                    })
+                }
+            }
+        };
+        if let Err(e) = streamed {
             inner.counters.errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, object = %path, "shared cache tier fill failed; asking the origin");
+            writer.source_failed();
             return Err(e);
         }
         let size = writer.written();
-        match writer.commit().await {
+        let committed = if size == meta.size {
+            writer.commit().await
+        } else {
+            writer.source_failed();
+            Err(Error::LengthMismatch {
+                expected: meta.size,
+                actual: size,
+            })
+        };
+        match committed {
             Ok(entry) => {
                 inner.counters.hits.fetch_add(1, Ordering::Relaxed);
                 inner.counters.hit_bytes.fetch_add(size, Ordering::Relaxed);
@@ -344,36 +413,15 @@ impl Shared {
                 Ok(entry)
             }
             Err(e @ (Error::AddressMismatch { .. } | Error::LengthMismatch { .. })) => {
-                inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, object = %path, "corrupt object in the shared cache tier; deleting it");
                 let deleted = tokio::time::timeout(inner.timeout, inner.store.delete(&path)).await;
                 if !matches!(deleted, Ok(Ok(()))) {
                     inner.counters.errors.fetch_add(1, Ordering::Relaxed);
                 }
+                inner.counters.corrupt.fetch_add(1, Ordering::Relaxed);
                 Err(e)
             }
             Err(e) => Err(e),
-        }
-    }
-
-    async fn stream_into(&self, writer: &mut Writer, path: &ObjectPath) -> Result<()> {
-        let inner = &self.inner;
-        let shared_err =
-            |op, e: Box<dyn std::error::Error + Send + Sync>| Error::Shared { op, source: e };
-        let got = tokio::time::timeout(inner.timeout, inner.store.get(path))
-            .await
-            .map_err(|e| shared_err("fetching a body", Box::new(e)))?
-            .map_err(|e| shared_err("fetching a body", Box::new(e)))?;
-        let mut stream = got.into_stream();
-        loop {
-            let next = tokio::time::timeout(inner.timeout, stream.next())
-                .await
-                .map_err(|e| shared_err("reading a body", Box::new(e)))?;
-            match next {
-                None => return Ok(()),
-                Some(Ok(chunk)) => writer.write_bytes(chunk).await?,
-                Some(Err(e)) => return Err(shared_err("reading a body", Box::new(e))),
-            }
         }
     }
 

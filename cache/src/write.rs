@@ -86,6 +86,8 @@ enum Msg {
     Data(Vec<Bytes>, OwnedSemaphorePermit),
     /// The body ended cleanly: hash, move into place, answer.
     End(Option<Integrity>, oneshot::Sender<std::io::Result<Stored>>),
+    /// The source of the body failed: followers go on from elsewhere.
+    SourceFailed,
 }
 
 /// A body on disk under its content address.
@@ -197,6 +199,26 @@ impl Writer {
     /// commit with [`Error::AddressMismatch`].
     pub(crate) fn expect_address(&mut self, integrity: Integrity) {
         self.address = Some(integrity);
+    }
+
+    /// Requests reading along with this write ([`Writer::tail`]) check
+    /// each block against `blocks` before they hand it out (a fill from
+    /// the shared tier, whose blocks the storing runner recorded).
+    pub(crate) fn expect_blocks(&mut self, size: u64, blocks: Vec<u64>) {
+        self.tail.expect_blocks(size, blocks);
+    }
+
+    /// Gives the write up because its *source* failed (the shared tier
+    /// went away mid-body, or sent a body that does not match): unlike a
+    /// dropped write, requests reading along go on from the origin after
+    /// what they have read, as after a failed disk write.
+    pub(crate) fn source_failed(mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::SourceFailed);
+            let _ = std::fs::remove_file(&self.tmp_path);
+            self.count_abort();
+        }
+        self.thread = None;
     }
 
     /// Tells `hook` of the commit.
@@ -375,6 +397,10 @@ fn run(
                     size += chunk.len() as u64;
                 }
                 progress.send_modify(|p| p.written = size);
+            }
+            Msg::SourceFailed => {
+                progress.send_modify(|p| p.end = End::WriteFailed);
+                return Ok(());
             }
             Msg::End(address, answer) => {
                 let stored = persist(file, size, &dir, address.as_ref());
