@@ -10,6 +10,7 @@ mod support;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -493,4 +494,45 @@ async fn a_corrupt_object_in_the_bucket_is_detected_and_replaced() {
     for (path, body) in &files {
         assert_eq!(b.get(path).await.1.unwrap(), body);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cold_runners_missing_the_same_files_at_once_download_each_about_once() {
+    let weed = Weed::start();
+    let origin = Origin::start(None).await;
+    let files = packages(&origin, 6);
+    // Slow enough that every runner asks while the first is downloading.
+    for (path, _) in &files {
+        origin.set_behaviour(path, origin::Behaviour::Slow(Duration::from_millis(300)));
+    }
+    weed.ready().await;
+    let runners: Vec<Arc<Runner>> = (0..3)
+        .map(|_| Arc::new(Runner::start(&weed, &origin, "ci")))
+        .collect();
+    let mut gets = Vec::new();
+    for runner in &runners {
+        for (path, body) in &files {
+            let (runner, path, body) = (runner.clone(), path.clone(), body.clone());
+            gets.push(tokio::spawn(async move {
+                let (status, got) = runner.get(&path).await;
+                assert_eq!(status, 200, "{path}");
+                assert_eq!(got.unwrap(), body, "{path}");
+            }));
+        }
+    }
+    for get in gets {
+        get.await.unwrap();
+    }
+    let requests: Vec<u32> = files
+        .iter()
+        .map(|(p, _)| origin.counts(p).requests)
+        .collect();
+    assert_eq!(requests, vec![1; files.len()], "origin requests per file");
+    let mut leads = 0;
+    for runner in &runners {
+        leads += runner
+            .metric("cistern_cache_shared_fleet_leads_total")
+            .await;
+    }
+    assert_eq!(leads, files.len() as u64);
 }

@@ -163,7 +163,12 @@ impl Cache {
     /// `tail.rs`). The shared tier's failures are misses. A key already
     /// being fetched on this host is left to that fetch (the caller
     /// follows it).
-    async fn find(&self, key: &CacheKey) -> Result<Option<Entry>> {
+    ///
+    /// With `lead`, a key nobody in the fleet has is claimed for the fleet
+    /// (`Shared::claim`): this runner's download is the one the others
+    /// wait for. Only for requests whose answer is stored and shared
+    /// ([`Cache::leads_for_fleet`]).
+    async fn find(&self, key: &CacheKey, lead: bool) -> Result<Option<Entry>> {
         if let Some(entry) = self.store.lookup(key).await? {
             return Ok(Some(entry));
         }
@@ -177,9 +182,38 @@ impl Cache {
             guard.finish(true);
             return Ok(Some(entry));
         }
-        let Some(meta) = shared.lookup(key).await else {
-            guard.finish(false);
-            return Ok(None);
+        let meta = match shared.lookup(key).await {
+            Some(meta) => meta,
+            None if !lead => {
+                guard.finish(false);
+                return Ok(None);
+            }
+            // Nobody in the fleet has it: download it for the fleet, or
+            // wait for the runner that does.
+            None => match shared.claim(key).await {
+                Some(false) => match shared.wait_for(key).await {
+                    Some(meta) => meta,
+                    None => {
+                        guard.finish(false);
+                        return Ok(None);
+                    }
+                },
+                // Uploaded between the lookup and the claim?
+                Some(true) => match shared.lookup(key).await {
+                    Some(meta) => {
+                        shared.release(key);
+                        meta
+                    }
+                    None => {
+                        guard.finish(false);
+                        return Ok(None);
+                    }
+                },
+                None => {
+                    guard.finish(false);
+                    return Ok(None);
+                }
+            },
         };
         let Some(body) = shared.open_body(&meta).await else {
             guard.finish(false);
@@ -223,6 +257,16 @@ impl Cache {
         &self.policy
     }
 
+    /// Whether a miss of `req` may download for the fleet: a whole `GET`
+    /// whose answer would be shared (a range, a `HEAD` or a request with
+    /// cookies is fetched but never uploaded, and the fleet would wait on
+    /// it for nothing).
+    fn leads_for_fleet(&self, req: &request::Parts) -> bool {
+        req.method == http::Method::GET
+            && !req.headers.contains_key(http::header::RANGE)
+            && self.policy.shareable(req)
+    }
+
     /// Looks a request up at `now`.
     pub async fn lookup(&self, req: &request::Parts, now: SystemTime) -> Result<Lookup> {
         let counters = self.store.counters();
@@ -242,7 +286,8 @@ impl Cache {
                 reason,
             })))
         };
-        let Some(entry) = self.find(&cacheable.key).await? else {
+        let lead = self.leads_for_fleet(req);
+        let Some(entry) = self.find(&cacheable.key, lead).await? else {
             return miss(&cacheable.key, MissReason::NotCached);
         };
         let (entry, freshness) = match self.policy.freshness(req, &entry.meta, now) {
@@ -253,7 +298,7 @@ impl Cache {
                 else {
                     return miss(&cacheable.key, MissReason::VaryMismatch);
                 };
-                let Some(entry) = self.find(&variant).await? else {
+                let Some(entry) = self.find(&variant, lead).await? else {
                     return miss(&variant, MissReason::VaryMismatch);
                 };
                 let freshness = self.policy.freshness(req, &entry.meta, now);
@@ -343,12 +388,22 @@ impl Cache {
                 }
                 let key = self.store_key(cacheable, req, now).await?;
                 let mut writer = self.store.miss(&key, *meta).await?;
-                if let Some(shared) = self.shared.as_ref().filter(|_| self.policy.shareable(req)) {
-                    writer.on_commit(Arc::new(shared.clone()));
+                if let Some(shared) = &self.shared {
+                    if self.policy.shareable(req) {
+                        writer.on_commit(Arc::new(shared.clone()));
+                    } else {
+                        shared.release(&cacheable.key);
+                    }
                 }
                 Ok(StoreStart::Store(Box::new(writer)))
             }
-            StoreDecision::NoStore(reason) => Ok(StoreStart::NoStore(reason)),
+            StoreDecision::NoStore(reason) => {
+                // Nothing of it will be uploaded: let the fleet go on.
+                if let Some(shared) = &self.shared {
+                    shared.release(&cacheable.key);
+                }
+                Ok(StoreStart::NoStore(reason))
+            }
         }
     }
 

@@ -16,12 +16,22 @@
 //!   path takes for a miss (counted, logged), and the origin answers;
 //! - a fill writes the object into the local store through a [`Writer`]
 //!   that only commits a body hashing to the content address it was
-//!   fetched under: a corrupt or truncated object is never stored or
-//!   served, and is deleted from the bucket so the origin's copy replaces
-//!   it on the next upload;
+//!   fetched under: a corrupt or truncated object is never stored, and is
+//!   deleted from the bucket so the origin's copy replaces it on the next
+//!   upload. Requests reading along with a fill (`tail.rs`) get only
+//!   blocks that match the checksums the storing runner recorded, and go
+//!   on from the origin at the first that does not, or when the store
+//!   fails mid-body;
 //! - uploads run in one background task fed by a bounded queue: a commit
 //!   enqueues and returns ([`Committed`]); a full queue drops the upload
 //!   (counted).
+//!
+//! - `lock/<hex of the key's SHA-256>`: the fleet-wide single download.
+//!   A runner that misses a key the tier does not have creates its lock
+//!   object with a conditional write ([`Shared::claim`]) and downloads it;
+//!   the others wait for its index object ([`Shared::wait_for`]). The lock
+//!   is removed after the upload, or when nothing will be uploaded; one
+//!   older than [`FLEET_LOCK_TTL`] is abandoned.
 //!
 //! It does not decide what may be shared: the caching path (`cache.rs`)
 //! attaches uploads only to writes the policy stored and found shareable.
@@ -37,7 +47,7 @@ use cacache::Integrity;
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, ObjectStore, PutPayload, RetryConfig};
+use object_store::{ClientOptions, ObjectStore, PutMode, PutPayload, RetryConfig};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -49,6 +59,13 @@ use crate::layout::content_path;
 use crate::meta::Meta;
 use crate::storage::Committed;
 use crate::write::Writer;
+
+/// A fleet lock older than this is taken for abandoned (its runner's
+/// download failed, or the runner went away), and the longest a miss waits
+/// for another runner's download before it asks the origin itself.
+pub const FLEET_LOCK_TTL: Duration = Duration::from_secs(30);
+/// How often a waiting miss looks for the index object.
+const FLEET_POLL: Duration = Duration::from_millis(200);
 
 /// Default [`SharedConfig::upload_queue`].
 pub const DEFAULT_UPLOAD_QUEUE: usize = 256;
@@ -113,6 +130,8 @@ struct Counters {
     uploads: AtomicU64,
     upload_bytes: AtomicU64,
     index_uploads: AtomicU64,
+    fleet_leads: AtomicU64,
+    fleet_waits: AtomicU64,
     errors: AtomicU64,
     corrupt: AtomicU64,
     dropped: AtomicU64,
@@ -135,6 +154,13 @@ pub struct SharedStats {
     pub upload_bytes: u64,
     /// Index objects written (after a store or a revalidation).
     pub index_uploads: u64,
+    /// Misses this runner took the fleet lock for (it downloads them for
+    /// the fleet).
+    #[serde(default)]
+    pub fleet_leads: u64,
+    /// Misses that waited for another runner's download.
+    #[serde(default)]
+    pub fleet_waits: u64,
     /// Failed or timed-out requests to the store.
     pub errors: u64,
     /// Bodies that did not match their content address (deleted).
@@ -185,6 +211,10 @@ struct Inner {
     /// The local cache directory, where uploads read bodies from.
     dir: PathBuf,
     counters: Counters,
+    /// Keys whose fleet lock this runner holds: it downloads them from the
+    /// origin for the fleet, and releases the lock once it uploaded them
+    /// (or will not).
+    leading: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl fmt::Debug for Shared {
@@ -243,6 +273,7 @@ impl Shared {
             timeout: config.timeout,
             dir: dir.into(),
             counters: Counters::default(),
+            leading: std::sync::Mutex::default(),
         });
         let (queue, rx) = mpsc::channel(config.upload_queue.max(1));
         tokio::spawn(upload_task(inner.clone(), rx));
@@ -260,6 +291,8 @@ impl Shared {
             uploads: load(&c.uploads),
             upload_bytes: load(&c.upload_bytes),
             index_uploads: load(&c.index_uploads),
+            fleet_leads: load(&c.fleet_leads),
+            fleet_waits: load(&c.fleet_waits),
             errors: load(&c.errors),
             corrupt: load(&c.corrupt),
             dropped: load(&c.dropped),
@@ -425,6 +458,89 @@ impl Shared {
         }
     }
 
+    /// The fleet-wide single download: for a key the tier does not have,
+    /// creates its lock object with a conditional write (`If-None-Match:
+    /// *`). `Some(true)`: this runner has it and downloads the key for the
+    /// fleet ([`Shared::release`] once it uploaded it or will not);
+    /// `Some(false)`: another runner is downloading it; `None`: the store
+    /// failed (go to the origin alone).
+    pub(crate) async fn claim(&self, key: &CacheKey) -> Option<bool> {
+        let inner = &self.inner;
+        let path = inner.lock_path(key.as_str());
+        for _ in 0..2 {
+            let stamp = Bytes::from(crate::meta::unix_ms(std::time::SystemTime::now()).to_string());
+            let put = inner
+                .store
+                .put_opts(&path, PutPayload::from(stamp), PutMode::Create.into());
+            match tokio::time::timeout(inner.timeout, put).await {
+                Ok(Ok(_)) => {
+                    inner.lead(key.as_str());
+                    return Some(true);
+                }
+                Ok(Err(object_store::Error::AlreadyExists { .. })) => {}
+                Ok(Err(e)) => {
+                    inner.failed("taking a fleet lock", &e);
+                    return None;
+                }
+                Err(_) => {
+                    inner.failed("taking a fleet lock", &"timed out");
+                    return None;
+                }
+            }
+            // Held: by a live download, or abandoned?
+            let held = tokio::time::timeout(inner.timeout, inner.store.head(&path)).await;
+            match held {
+                Ok(Ok(lock)) if !inner.abandoned(lock.last_modified.timestamp_millis()) => {
+                    return Some(false);
+                }
+                Ok(Ok(_)) => {
+                    let _ = tokio::time::timeout(inner.timeout, inner.store.delete(&path)).await;
+                }
+                Ok(Err(object_store::Error::NotFound { .. })) => {}
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Waits for the runner holding `key`'s fleet lock to upload it: the
+    /// metadata once its index object is there; `None` when the lock went
+    /// without one, or after [`FLEET_LOCK_TTL`].
+    pub(crate) async fn wait_for(&self, key: &CacheKey) -> Option<Meta> {
+        let inner = &self.inner;
+        inner.counters.fleet_waits.fetch_add(1, Ordering::Relaxed);
+        let until = tokio::time::Instant::now() + FLEET_LOCK_TTL;
+        let lock = inner.lock_path(key.as_str());
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(FLEET_POLL).await;
+            if let Some(meta) = self.lookup(key).await {
+                return Some(meta);
+            }
+            match tokio::time::timeout(inner.timeout, inner.store.head(&lock)).await {
+                Ok(Ok(lock)) if !inner.abandoned(lock.last_modified.timestamp_millis()) => {}
+                Ok(Err(object_store::Error::NotFound { .. })) => {
+                    // Released: uploaded just now, or given up.
+                    return self.lookup(key).await;
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Releases `key`'s fleet lock if this runner holds it (its download
+    /// will not be stored, so nothing will be uploaded).
+    pub(crate) fn release(&self, key: &CacheKey) {
+        let inner = self.inner.clone();
+        if !inner.unlead(key.as_str()) {
+            return;
+        }
+        let path = inner.lock_path(key.as_str());
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(inner.timeout, inner.store.delete(&path)).await;
+        });
+    }
+
     /// Queues the upload of a committed entry (its body unless the tier
     /// has it, then its index object). Never waits: with the queue full
     /// the upload is dropped (counted).
@@ -438,6 +554,7 @@ impl Shared {
         if self.queue.try_send(upload).is_err() {
             self.inner.counters.pending.fetch_sub(1, Ordering::Relaxed);
             self.inner.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.release(&entry.key);
             tracing::debug!(key = %entry.key, "shared cache tier upload queue full; upload dropped");
         }
     }
@@ -576,6 +693,34 @@ impl Inner {
         }
     }
 
+    fn lock_path(&self, key: &str) -> ObjectPath {
+        let (_, hex) = Integrity::from(key.as_bytes()).to_hex();
+        self.name(format!("lock/{hex}"))
+    }
+
+    fn abandoned(&self, modified_ms: i64) -> bool {
+        let now =
+            i64::try_from(crate::meta::unix_ms(std::time::SystemTime::now())).unwrap_or(i64::MAX);
+        let ttl = i64::try_from(FLEET_LOCK_TTL.as_millis()).unwrap_or(i64::MAX);
+        now.saturating_sub(modified_ms) > ttl
+    }
+
+    fn lead(&self, key: &str) {
+        self.counters.fleet_leads.fetch_add(1, Ordering::Relaxed);
+        self.leading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.to_owned());
+    }
+
+    /// Forgets a lock this runner held; whether it held it.
+    fn unlead(&self, key: &str) -> bool {
+        self.leading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key)
+    }
+
     fn index_path(&self, key: &str) -> ObjectPath {
         let (_, hex) = Integrity::from(key.as_bytes()).to_hex();
         self.name(format!("index/{hex}"))
@@ -640,6 +785,9 @@ impl Inner {
             .await
             .map_err(|e| shared_err("writing an index object", e))?;
         self.counters.index_uploads.fetch_add(1, Ordering::Relaxed);
+        if self.unlead(&upload.key) {
+            let _ = self.store.delete(&self.lock_path(&upload.key)).await;
+        }
         Ok(())
     }
 }
@@ -650,6 +798,9 @@ async fn upload_task(inner: Arc<Inner>, mut rx: mpsc::Receiver<Upload>) {
         if let Err(e) = inner.upload(&upload).await {
             inner.counters.errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, key = %upload.key, "shared cache tier upload failed");
+            if inner.unlead(&upload.key) {
+                let _ = inner.store.delete(&inner.lock_path(&upload.key)).await;
+            }
         }
         inner.counters.pending.fetch_sub(1, Ordering::Relaxed);
     }

@@ -26,6 +26,13 @@
 //! at that client's, and the client reads the rest like a follower
 //! ([`Tail::reader_from`]).
 //!
+//! A body filled from the shared tier (see `shared.rs`) carries the
+//! checksums of its 256 KiB blocks recorded by the runner that stored it:
+//! readers then hand out only whole blocks that match, and at the first
+//! that does not (or when the fill's source fails) they stop as after a
+//! failed write, so the caller goes on from the origin: no byte of a
+//! corrupt shared object reaches a client.
+//!
 //! Readers map the part of the temp file already written (windows of up to
 //! 1 MiB, see `map.rs`) rather than copying it into buffers: each reader
 //! hashes its pieces where the page cache holds them, and a plain-HTTP

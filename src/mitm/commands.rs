@@ -34,8 +34,8 @@ pub async fn cache_stats(config: &CachingConfig) -> Result<String, CommandError>
             Some(s) => {
                 let _ = write!(
                     out,
-                    "shared lookups: {}\nshared hits: {}\nshared hit bytes: {}\nshared uploads: {}\nshared upload bytes: {}\nshared errors: {}\nshared corrupt: {}\nshared dropped uploads: {}\n",
-                    s.lookups, s.hits, s.hit_bytes, s.uploads, s.upload_bytes, s.errors, s.corrupt, s.dropped
+                    "shared lookups: {}\nshared hits: {}\nshared hit bytes: {}\nshared uploads: {}\nshared upload bytes: {}\nshared fleet leads: {}\nshared fleet waits: {}\nshared errors: {}\nshared corrupt: {}\nshared dropped uploads: {}\n",
+                    s.lookups, s.hits, s.hit_bytes, s.uploads, s.upload_bytes, s.fleet_leads, s.fleet_waits, s.errors, s.corrupt, s.dropped
                 );
             }
             None => out.push_str(

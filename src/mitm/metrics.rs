@@ -215,7 +215,7 @@ impl Metrics {
     /// The shared cache tier's counters, in the same text format.
     pub fn render_shared(shared: &SharedStats) -> String {
         let mut out = String::new();
-        let totals: [(&str, &str, u64); 9] = [
+        let totals: [(&str, &str, u64); 11] = [
             (
                 "cistern_cache_shared_lookups_total",
                 "Local misses looked up in the shared tier.",
@@ -245,6 +245,16 @@ impl Metrics {
                 "cistern_cache_shared_index_uploads_total",
                 "Index objects written to the shared tier.",
                 shared.index_uploads,
+            ),
+            (
+                "cistern_cache_shared_fleet_leads_total",
+                "Misses this runner downloaded for the fleet (it held their lock).",
+                shared.fleet_leads,
+            ),
+            (
+                "cistern_cache_shared_fleet_waits_total",
+                "Misses that waited for another runner's download.",
+                shared.fleet_waits,
             ),
             (
                 "cistern_cache_shared_errors_total",
