@@ -191,6 +191,11 @@ impl Runner {
 
     /// GETs `path` from the cached domain through this runner.
     async fn get(&self, path: &str) -> (u16, Result<Bytes, String>) {
+        self.get_within(path, Duration::from_secs(20)).await
+    }
+
+    /// GETs `path`, answered within `limit`.
+    async fn get_within(&self, path: &str, limit: Duration) -> (u16, Result<Bytes, String>) {
         let fetch = async {
             let tcp = tokio::net::TcpStream::connect(self.http).await.unwrap();
             let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
@@ -211,7 +216,7 @@ impl Runner {
                 .map_err(|e| e.to_string());
             (status, body)
         };
-        tokio::time::timeout(Duration::from_secs(20), fetch)
+        tokio::time::timeout(limit, fetch)
             .await
             .unwrap_or_else(|_| panic!("no answer for {path}:\n{}", self.cistern.logs()))
     }
@@ -535,4 +540,134 @@ async fn cold_runners_missing_the_same_files_at_once_download_each_about_once() 
             .await;
     }
     assert_eq!(leads, files.len() as u64);
+}
+
+/// GETs every path through `runner`, `parallel` at a time; returns the
+/// time taken and checks each body.
+async fn timed_gets(runner: &Arc<Runner>, files: &[(String, Bytes)], parallel: usize) -> Duration {
+    let started = Instant::now();
+    let files = Arc::new(files.to_vec());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..parallel)
+        .map(|_| {
+            let (runner, files, next) = (runner.clone(), files.clone(), next.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((path, body)) = files.get(i) else {
+                        return;
+                    };
+                    let (status, got) = runner.get_within(path, Duration::from_secs(600)).await;
+                    assert_eq!(status, 200);
+                    assert!(got.unwrap() == *body, "{path}");
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    started.elapsed()
+}
+
+fn rate(bytes: usize, took: Duration) -> String {
+    format!(
+        "{:.0} MB/s ({:.2} s)",
+        bytes as f64 / 1e6 / took.as_secs_f64(),
+        took.as_secs_f64()
+    )
+}
+
+/// The figures in the README: `cargo test --release --test shared_cache
+/// -- --ignored --nocapture bench`. `CISTERN_BENCH_BIG` sets the large
+/// file's size in MB (default 1024).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark"]
+async fn bench_shared_tier() {
+    let big_mb: usize = std::env::var("CISTERN_BENCH_BIG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let weed = Weed::start();
+    let origin = Origin::start(None).await;
+    weed.ready().await;
+    let small: Vec<(String, Bytes)> = (0..200)
+        .map(|i| {
+            let path = format!("/packages/bench/small{i}-1.0-py3-none-any.whl");
+            let body = random_bytes(1_000_000, 1000 + i);
+            origin.put(&path, File::new(body.clone()));
+            (path, body)
+        })
+        .collect();
+    let big = vec![(
+        "/packages/bench/big-1.0-py3-none-any.whl".to_owned(),
+        random_bytes(big_mb * 1_000_000, 5),
+    )];
+    origin.put(&big[0].0, File::new(big[0].1.clone()));
+    for (name, files, parallel) in [
+        ("200 x 1 MB", &small, 8),
+        (&format!("1 x {big_mb} MB")[..], &big, 1),
+    ] {
+        let bytes: usize = files.iter().map(|(_, b)| b.len()).sum();
+        let a = Arc::new(Runner::start(&weed, &origin, "bench"));
+        let from_origin = timed_gets(&a, files, parallel).await;
+        let local = timed_gets(&a, files, parallel).await;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while a.metric("cistern_cache_shared_index_uploads_total").await < files.len() as u64 {
+            assert!(Instant::now() < deadline, "uploads did not finish");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let b = Arc::new(Runner::start(&weed, &origin, "bench"));
+        let shared = timed_gets(&b, files, parallel).await;
+        println!(
+            "{name}: origin (miss) {}; local hit {}; shared-tier hit {}",
+            rate(bytes, from_origin),
+            rate(bytes, local),
+            rate(bytes, shared)
+        );
+    }
+    // Ten cold runners, the same twenty files at once.
+    let files: Vec<(String, Bytes)> = (0..20)
+        .map(|i| {
+            let path = format!("/packages/bench/fleet{i}-1.0-py3-none-any.whl");
+            let body = random_bytes(1_000_000, 2000 + i);
+            origin.put(&path, File::new(body.clone()));
+            (path, body)
+        })
+        .collect();
+    let runners: Vec<Arc<Runner>> = (0..10)
+        .map(|_| Arc::new(Runner::start(&weed, &origin, "fleet")))
+        .collect();
+    let started = Instant::now();
+    let gets: Vec<_> = runners
+        .iter()
+        .map(|r| {
+            let (r, files) = (r.clone(), files.clone());
+            tokio::spawn(async move { timed_gets(&r, &files, 20).await })
+        })
+        .collect();
+    for get in gets {
+        get.await.unwrap();
+    }
+    let took = started.elapsed();
+    let requests: u32 = files.iter().map(|(p, _)| origin.counts(p).requests).sum();
+    let mut counters = [0u64; 4];
+    for r in &runners {
+        for (i, name) in ["fleet_leads", "fleet_waits", "hits", "errors"]
+            .iter()
+            .enumerate()
+        {
+            counters[i] += r
+                .metric(&format!("cistern_cache_shared_{name}_total"))
+                .await;
+        }
+    }
+    println!(
+        "10 cold runners x the same 20 files at once: {requests} origin requests for 200 downloads ({:.2} s); fleet leads {}, waits {}, shared hits {}, store errors {}",
+        took.as_secs_f64(),
+        counters[0],
+        counters[1],
+        counters[2],
+        counters[3]
+    );
 }

@@ -66,6 +66,8 @@ use crate::write::Writer;
 pub const FLEET_LOCK_TTL: Duration = Duration::from_secs(30);
 /// How often a waiting miss looks for the index object.
 const FLEET_POLL: Duration = Duration::from_millis(200);
+/// Failed looks at a fleet lock after which a waiting miss gives up.
+const FLEET_WAIT_FAILURES: u32 = 3;
 
 /// Default [`SharedConfig::upload_queue`].
 pub const DEFAULT_UPLOAD_QUEUE: usize = 256;
@@ -511,18 +513,29 @@ impl Shared {
         inner.counters.fleet_waits.fetch_add(1, Ordering::Relaxed);
         let until = tokio::time::Instant::now() + FLEET_LOCK_TTL;
         let lock = inner.lock_path(key.as_str());
-        while tokio::time::Instant::now() < until {
+        // A slow answer or two is no reason to download again; a store
+        // that keeps failing is.
+        let mut failures = 0;
+        while tokio::time::Instant::now() < until && failures < FLEET_WAIT_FAILURES {
             tokio::time::sleep(FLEET_POLL).await;
             if let Some(meta) = self.lookup(key).await {
                 return Some(meta);
             }
             match tokio::time::timeout(inner.timeout, inner.store.head(&lock)).await {
                 Ok(Ok(lock)) if !inner.abandoned(lock.last_modified.timestamp_millis()) => {}
+                Ok(Ok(_)) => return None,
                 Ok(Err(object_store::Error::NotFound { .. })) => {
                     // Released: uploaded just now, or given up.
                     return self.lookup(key).await;
                 }
-                _ => return None,
+                Ok(Err(e)) => {
+                    inner.failed("watching a fleet lock", &e);
+                    failures += 1;
+                }
+                Err(_) => {
+                    inner.failed("watching a fleet lock", &"timed out");
+                    failures += 1;
+                }
             }
         }
         None
