@@ -64,6 +64,8 @@ use crate::write::Writer;
 /// download failed, or the runner went away), and the longest a miss waits
 /// for another runner's download before it asks the origin itself.
 pub const FLEET_LOCK_TTL: Duration = Duration::from_secs(30);
+/// How long misses skip the tier after it failed one.
+const BACKOFF: Duration = Duration::from_secs(5);
 /// How often a waiting miss looks for the index object.
 const FLEET_POLL: Duration = Duration::from_millis(200);
 /// Failed looks at a fleet lock after which a waiting miss gives up.
@@ -217,6 +219,10 @@ struct Inner {
     /// origin for the fleet, and releases the lock once it uploaded them
     /// (or will not).
     leading: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Until when the request path leaves the store alone after a failure
+    /// (uploads still try): a store that is down or blackholed costs one
+    /// timeout per [`BACKOFF`], not one per miss.
+    resting_until: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl fmt::Debug for Shared {
@@ -276,6 +282,7 @@ impl Shared {
             dir: dir.into(),
             counters: Counters::default(),
             leading: std::sync::Mutex::default(),
+            resting_until: std::sync::Mutex::default(),
         });
         let (queue, rx) = mpsc::channel(config.upload_queue.max(1));
         tokio::spawn(upload_task(inner.clone(), rx));
@@ -318,6 +325,9 @@ impl Shared {
     /// back as `None`: the caller asks the origin.
     pub async fn lookup(&self, key: &CacheKey) -> Option<Meta> {
         let inner = &self.inner;
+        if !inner.available() {
+            return None;
+        }
         inner.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let path = inner.index_path(key.as_str());
         let got = tokio::time::timeout(inner.timeout, async {
@@ -425,8 +435,7 @@ impl Shared {
             }
         };
         if let Err(e) = streamed {
-            inner.counters.errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, object = %path, "shared cache tier fill failed; asking the origin");
+            inner.failed("filling a body", &e);
             writer.source_failed();
             return Err(e);
         }
@@ -468,6 +477,9 @@ impl Shared {
     /// failed (go to the origin alone).
     pub(crate) async fn claim(&self, key: &CacheKey) -> Option<bool> {
         let inner = &self.inner;
+        if !inner.available() {
+            return None;
+        }
         let path = inner.lock_path(key.as_str());
         for _ in 0..2 {
             let stamp = Bytes::from(crate::meta::unix_ms(std::time::SystemTime::now()).to_string());
@@ -695,6 +707,11 @@ impl Committed for Shared {
 impl Inner {
     fn failed(&self, op: &str, error: &dyn fmt::Display) {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        *self
+            .resting_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(tokio::time::Instant::now() + BACKOFF);
         tracing::warn!(error = %error, "shared cache tier failed while {op}; asking the origin");
     }
 
@@ -704,6 +721,15 @@ impl Inner {
         } else {
             ObjectPath::from(format!("{}/{rest}", self.prefix))
         }
+    }
+
+    /// Whether misses may ask the store (it has not failed lately).
+    fn available(&self) -> bool {
+        let until = *self
+            .resting_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !matches!(until, Some(until) if tokio::time::Instant::now() < until)
     }
 
     fn lock_path(&self, key: &str) -> ObjectPath {
