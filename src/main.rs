@@ -90,7 +90,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CacheAction {
-    /// Entries, bytes and the size limit.
+    /// Entries, bytes and the size limit; with a shared tier, its counters
+    /// as the running server last saved them.
     Stats,
     /// The cached set: configured domains, the repository hosts learned
     /// from this host's package managers and where each was found, and the
