@@ -650,6 +650,16 @@ async fn bench_shared_tier() {
         get.await.unwrap();
     }
     let took = started.elapsed();
+    if std::env::var_os("CISTERN_BENCH_LOGS").is_some() {
+        for line in runners[0]
+            .cistern
+            .logs()
+            .lines()
+            .filter(|l| l.contains("shared"))
+        {
+            println!("{line}");
+        }
+    }
     let requests: u32 = files.iter().map(|(p, _)| origin.counts(p).requests).sum();
     let mut counters = [0u64; 4];
     for r in &runners {

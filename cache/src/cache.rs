@@ -205,6 +205,7 @@ impl Cache {
                         meta
                     }
                     None => {
+                        shared.leads();
                         guard.finish(false);
                         return Ok(None);
                     }

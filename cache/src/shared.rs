@@ -64,6 +64,9 @@ use crate::write::Writer;
 /// download failed, or the runner went away), and the longest a miss waits
 /// for another runner's download before it asks the origin itself.
 pub const FLEET_LOCK_TTL: Duration = Duration::from_secs(30);
+/// A conditional write answers more slowly than a read when many runners
+/// race for one lock: it gets this many times the timeout.
+const CLAIM_WAIT: u32 = 5;
 /// How long misses skip the tier after it failed one.
 const BACKOFF: Duration = Duration::from_secs(5);
 /// How often a waiting miss looks for the index object.
@@ -486,7 +489,7 @@ impl Shared {
             let put = inner
                 .store
                 .put_opts(&path, PutPayload::from(stamp), PutMode::Create.into());
-            match tokio::time::timeout(inner.timeout, put).await {
+            match tokio::time::timeout(inner.timeout * CLAIM_WAIT, put).await {
                 Ok(Ok(_)) => {
                     inner.lead(key.as_str());
                     return Some(true);
@@ -551,6 +554,15 @@ impl Shared {
             }
         }
         None
+    }
+
+    /// Counts a miss this runner downloads for the fleet (it holds the
+    /// lock, and the tier still has no index object for the key).
+    pub(crate) fn leads(&self) {
+        self.inner
+            .counters
+            .fleet_leads
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Releases `key`'s fleet lock if this runner holds it (its download
@@ -745,7 +757,6 @@ impl Inner {
     }
 
     fn lead(&self, key: &str) {
-        self.counters.fleet_leads.fetch_add(1, Ordering::Relaxed);
         self.leading
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
