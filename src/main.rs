@@ -90,7 +90,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CacheAction {
-    /// Entries, bytes and the size limit.
+    /// Entries, bytes and the size limit; with a shared tier, its counters
+    /// as the running server last saved them.
     Stats,
     /// The cached set: configured domains, the repository hosts learned
     /// from this host's package managers and where each was found, and the
@@ -99,7 +100,12 @@ enum CacheAction {
     /// Read every entry and drop those that fail their integrity check.
     Verify,
     /// Evict down to the size limit and delete unreferenced content.
-    Gc,
+    Gc {
+        /// Also expire the shared tier (`caching.cache.shared`): remove
+        /// what no runner stored or revalidated for this long (`30d`).
+        #[arg(long, value_name = "AGE")]
+        shared_older_than: Option<humantime::Duration>,
+    },
     /// Remove entries whose URL matches a glob (`https://deb.example.test/**`);
     /// without one, everything.
     Purge {
@@ -177,7 +183,9 @@ fn main() -> ExitCode {
                         Ok(commands::cache_domains(caching, running.as_ref()))
                     }
                     CacheAction::Verify => commands::cache_verify(caching).await,
-                    CacheAction::Gc => commands::cache_gc(caching).await,
+                    CacheAction::Gc { shared_older_than } => {
+                        commands::cache_gc(caching, shared_older_than.map(Into::into)).await
+                    }
                     CacheAction::Purge { pattern } => {
                         commands::cache_purge(caching, pattern.as_deref()).await
                     }

@@ -23,18 +23,22 @@
 
 use std::fmt;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::{request, response};
 
+use crate::check::block_checks;
 use crate::conditional::content_length;
 use crate::entry::Entry;
 use crate::error::Result;
 use crate::key::CacheKey;
+use crate::lock::Flight;
 use crate::policy::{Cacheable, Freshness, Policy, Revalidated, StoreDecision};
 use crate::read::Body;
 use crate::reason::{BypassReason, HitReason, MissReason, NoStoreReason};
 use crate::rules::Mode;
+use crate::shared::Shared;
 use crate::storage::Storage;
 use crate::store::Store;
 use crate::write::Writer;
@@ -120,17 +124,128 @@ pub enum Revalidation {
     Modified,
 }
 
-/// Store plus policy.
+/// Store plus policy, and the shared tier behind the store when there is
+/// one.
 #[derive(Debug, Clone)]
 pub struct Cache {
     store: Store,
     policy: Policy,
+    shared: Option<Shared>,
 }
 
 impl Cache {
     /// Combines a store and a policy.
     pub fn new(store: Store, policy: Policy) -> Self {
-        Cache { store, policy }
+        Cache {
+            store,
+            policy,
+            shared: None,
+        }
+    }
+
+    /// Puts `shared` behind the store: local misses look there before the
+    /// origin, and shareable commits are uploaded to it.
+    pub fn with_shared(mut self, shared: Shared) -> Self {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The shared tier, if there is one.
+    pub fn shared(&self) -> Option<&Shared> {
+        self.shared.as_ref()
+    }
+
+    /// The committed entry for `key`: the local store's, else one the
+    /// shared tier has, filled into the local store (checked against its
+    /// content address). A small body is filled before it is returned; a
+    /// large one is filled by a task that leads the key's single-flight,
+    /// and `None` sends the caller, as a miss, to read along with it (see
+    /// `tail.rs`). The shared tier's failures are misses. A key already
+    /// being fetched on this host is left to that fetch (the caller
+    /// follows it).
+    ///
+    /// With `lead`, a key nobody in the fleet has is claimed for the fleet
+    /// (`Shared::claim`): this runner's download is the one the others
+    /// wait for. Only for requests whose answer is stored and shared
+    /// ([`Cache::leads_for_fleet`]).
+    async fn find(&self, key: &CacheKey, lead: bool) -> Result<Option<Entry>> {
+        if let Some(entry) = self.store.lookup(key).await? {
+            return Ok(Some(entry));
+        }
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
+        let Flight::Leader(guard) = self.store.lock(key) else {
+            return Ok(None);
+        };
+        if let Some(entry) = self.store.lookup(key).await? {
+            guard.finish(true);
+            return Ok(Some(entry));
+        }
+        let meta = match shared.lookup(key).await {
+            Some(meta) => meta,
+            None if !lead => {
+                guard.finish(false);
+                return Ok(None);
+            }
+            // Nobody in the fleet has it: download it for the fleet, or
+            // wait for the runner that does.
+            None => match shared.claim(key).await {
+                Some(false) => match shared.wait_for(key).await {
+                    Some(meta) => meta,
+                    None => {
+                        guard.finish(false);
+                        return Ok(None);
+                    }
+                },
+                // Uploaded between the lookup and the claim?
+                Some(true) => match shared.lookup(key).await {
+                    Some(meta) => {
+                        shared.release(key);
+                        meta
+                    }
+                    None => {
+                        shared.leads();
+                        guard.finish(false);
+                        return Ok(None);
+                    }
+                },
+                None => {
+                    guard.finish(false);
+                    return Ok(None);
+                }
+            },
+        };
+        let Some(body) = shared.open_body(&meta).await else {
+            guard.finish(false);
+            return Ok(None);
+        };
+        let mut writer = match self.store.miss(key, meta.clone()).await {
+            Ok(writer) => writer,
+            Err(e) => {
+                guard.finish(false);
+                return Err(e);
+            }
+        };
+        // A large body streams to the requests that follow this fill
+        // (the caller among them, as a miss) while it is written, each
+        // block checked against what the storing runner recorded.
+        let blocks = (meta.size > self.store.config().verify_before_serve)
+            .then(|| block_checks(meta.blocks.as_deref(), meta.size))
+            .flatten();
+        if let Some(blocks) = blocks {
+            writer.expect_blocks(meta.size, blocks);
+            guard.publish(writer.tail());
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let filled = shared.fill(writer, &meta, body).await;
+                guard.finish(filled.is_ok());
+            });
+            return Ok(None);
+        }
+        let filled = shared.fill(writer, &meta, body).await.ok();
+        guard.finish(filled.is_some());
+        Ok(filled)
     }
 
     /// The store (stats, verify, gc, purge, single-flight, ranges).
@@ -141,6 +256,16 @@ impl Cache {
     /// The policy.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Whether a miss of `req` may download for the fleet: a whole `GET`
+    /// whose answer would be shared (a range, a `HEAD` or a request with
+    /// cookies is fetched but never uploaded, and the fleet would wait on
+    /// it for nothing).
+    fn leads_for_fleet(&self, req: &request::Parts) -> bool {
+        req.method == http::Method::GET
+            && !req.headers.contains_key(http::header::RANGE)
+            && self.policy.shareable(req)
     }
 
     /// Looks a request up at `now`.
@@ -162,7 +287,8 @@ impl Cache {
                 reason,
             })))
         };
-        let Some(entry) = self.store.lookup(&cacheable.key).await? else {
+        let lead = self.leads_for_fleet(req);
+        let Some(entry) = self.find(&cacheable.key, lead).await? else {
             return miss(&cacheable.key, MissReason::NotCached);
         };
         let (entry, freshness) = match self.policy.freshness(req, &entry.meta, now) {
@@ -173,7 +299,7 @@ impl Cache {
                 else {
                     return miss(&cacheable.key, MissReason::VaryMismatch);
                 };
-                let Some(entry) = self.store.lookup(&variant).await? else {
+                let Some(entry) = self.find(&variant, lead).await? else {
                     return miss(&variant, MissReason::VaryMismatch);
                 };
                 let freshness = self.policy.freshness(req, &entry.meta, now);
@@ -262,11 +388,23 @@ impl Cache {
                     }
                 }
                 let key = self.store_key(cacheable, req, now).await?;
-                Ok(StoreStart::Store(Box::new(
-                    self.store.miss(&key, *meta).await?,
-                )))
+                let mut writer = self.store.miss(&key, *meta).await?;
+                if let Some(shared) = &self.shared {
+                    if self.policy.shareable(req) {
+                        writer.on_commit(Arc::new(shared.clone()));
+                    } else {
+                        shared.release(&cacheable.key);
+                    }
+                }
+                Ok(StoreStart::Store(Box::new(writer)))
             }
-            StoreDecision::NoStore(reason) => Ok(StoreStart::NoStore(reason)),
+            StoreDecision::NoStore(reason) => {
+                // Nothing of it will be uploaded: let the fleet go on.
+                if let Some(shared) = &self.shared {
+                    shared.release(&cacheable.key);
+                }
+                Ok(StoreStart::NoStore(reason))
+            }
         }
     }
 
@@ -284,6 +422,14 @@ impl Cache {
         {
             Revalidated::NotModified { meta, response } => {
                 let entry = self.store.update_meta(&stale.entry, *meta).await?;
+                // The new freshness serves the fleet too.
+                if let Some(shared) = self
+                    .shared
+                    .as_ref()
+                    .filter(|_| self.policy.shareable(&stale.revalidation))
+                {
+                    shared.upload(&entry);
+                }
                 match self.store.hit(&entry).await {
                     Ok(body) => Ok(Revalidation::NotModified(Box::new(Hit {
                         entry,
@@ -315,5 +461,59 @@ impl Cache {
             Err(e) if e.is_corrupt() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    fn meta() -> crate::meta::Meta {
+        let req = http::Request::get("https://files.example.test/a")
+            .body(())
+            .unwrap();
+        let res = http::Response::new(());
+        crate::meta::Meta {
+            url: "https://files.example.test/a".into(),
+            status: http::StatusCode::OK,
+            headers: http::HeaderMap::new(),
+            policy: http_cache_semantics::CachePolicy::new(&req, &res),
+            mode: Mode::Default,
+            stored_at_ms: 0,
+            size: 0,
+            integrity: String::new(),
+            check: None,
+            blocks: None,
+        }
+    }
+
+    /// A fill from the shared tier commits only the body its content
+    /// address names.
+    #[tokio::test]
+    async fn a_write_expecting_a_content_address_stores_only_that_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreConfig::default())
+            .await
+            .unwrap();
+        let key = CacheKey::parse("GET https://files.example.test/a").unwrap();
+        let good = cacache::Integrity::from(b"the body");
+
+        let mut writer = store.miss(&key, meta()).await.unwrap();
+        writer.expect_address(good.clone());
+        writer.write(b"the bodY").await.unwrap();
+        let err = writer.commit().await.unwrap_err();
+        assert!(
+            matches!(err, crate::error::Error::AddressMismatch { .. }),
+            "{err}"
+        );
+        assert!(store.lookup(&key).await.unwrap().is_none());
+        assert_eq!(store.stats().bytes, 0);
+
+        let mut writer = store.miss(&key, meta()).await.unwrap();
+        writer.expect_address(good.clone());
+        writer.write(b"the body").await.unwrap();
+        let entry = writer.commit().await.unwrap();
+        assert!(entry.integrity.matches(&good).is_some());
     }
 }

@@ -103,6 +103,26 @@ pub enum Error {
     #[error("cannot build a cache key: {0}")]
     InvalidKey(&'static str),
 
+    /// The shared tier (S3-compatible object storage) failed or timed out.
+    /// The caller goes on with the local cache and the origin.
+    #[error("shared cache tier failed while {op}")]
+    Shared {
+        /// What the tier was doing.
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A body did not hash to the content address it was fetched under
+    /// (a corrupt or truncated object in the shared tier). Nothing was
+    /// stored.
+    #[error("body does not match its content address {expected}")]
+    AddressMismatch {
+        /// The content address it was fetched under.
+        expected: String,
+    },
+
     /// cacache reported an error that is not I/O or integrity related.
     #[error("cache index operation failed while {op}")]
     Store {

@@ -42,6 +42,8 @@
 //!    implements [`Storage`], keeps the index, the memory tier and the size
 //!    limit, and wires the lock to the writes in flight: a leader publishes
 //!    its write's tail ([`Flight`]).
+//!    [`shared`]: the shared tier on S3-compatible object storage, filled
+//!    into and uploaded from the local store through the handlers.
 //! 8. [`maintain`]: verify, gc and purge; [`cache`]: the state machine the
 //!    proxy drives (`Cache::lookup` …).
 #![deny(unsafe_code)]
@@ -65,6 +67,7 @@ pub mod policy;
 pub mod read;
 pub mod reason;
 pub mod rules;
+pub mod shared;
 pub mod storage;
 pub mod store;
 pub mod tail;
@@ -86,6 +89,7 @@ pub use policy::{Policy, PolicyConfig};
 pub use read::{Body, BodyReader, RangeReader};
 pub use reason::{BypassReason, HitReason, MissReason, NoStoreReason};
 pub use rules::{Mode, RuleConfig, Rules};
+pub use shared::{Credentials, ExpireReport, Shared, SharedConfig, SharedStats};
 pub use storage::Storage;
 pub use store::{
     Flight, FlightGuard, FlightWaiter, Following, SingleFlight, Stats, Store, StoreConfig,

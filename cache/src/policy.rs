@@ -44,8 +44,8 @@ use std::time::{Duration, SystemTime};
 
 use http::header::{
     HeaderName, AUTHORIZATION, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
-    ETAG, EXPIRES, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
-    LAST_MODIFIED, PRAGMA, RANGE, TRANSFER_ENCODING, VARY,
+    COOKIE, ETAG, EXPIRES, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, LAST_MODIFIED, PRAGMA, RANGE, TRANSFER_ENCODING, VARY,
 };
 use http::{request, response, HeaderMap, HeaderValue, Method, StatusCode};
 use http_cache_semantics::{AfterResponse, BeforeRequest, CacheOptions, CachePolicy};
@@ -202,6 +202,15 @@ impl Policy {
             return Err(BypassReason::Rule);
         }
         Ok(Cacheable { key, mode })
+    }
+
+    /// Whether what is stored for `req` may go to the shared tier, for
+    /// other tenants: never a response to a request with credentials
+    /// (`Authorization`, which bypasses the cache anyway, or cookies).
+    /// Responses that are `private` or `no-store` are never stored at all
+    /// ([`Policy::on_response`]), so they never get this far.
+    pub fn shareable(&self, req: &request::Parts) -> bool {
+        !req.headers.contains_key(AUTHORIZATION) && !req.headers.contains_key(COOKIE)
     }
 
     /// The request as the cache sees it for lookup and for fetching a body
@@ -774,6 +783,18 @@ mod tests {
         for (after, served) in [(500, true), (700, false)] {
             let at = now + day + Duration::from_secs(after);
             assert_eq!(p.stale_if_error(&meta, at).is_some(), served, "{after}s");
+        }
+    }
+
+    #[test]
+    fn only_requests_without_credentials_or_cookies_are_shared() {
+        let p = Policy::default();
+        let r = req("https://files.example.test/pool/a.deb");
+        assert!(p.shareable(&r));
+        for (name, value) in [(AUTHORIZATION, "Bearer t"), (COOKIE, "session=one")] {
+            let mut r = r.clone();
+            r.headers.insert(name, HeaderValue::from_static(value));
+            assert!(!p.shareable(&r), "{value}");
         }
     }
 

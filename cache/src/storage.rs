@@ -78,3 +78,10 @@ pub(crate) trait Admission: Send + Sync + fmt::Debug {
     /// A write was given up before it was admitted (counted).
     fn aborted(&self);
 }
+
+/// Told of each committed body of a write it was attached to (the shared
+/// tier uploads it). Called after the entry is indexed; never waits.
+pub(crate) trait Committed: Send + Sync + fmt::Debug {
+    /// `entry` is committed in the local store.
+    fn committed(&self, entry: &Entry);
+}

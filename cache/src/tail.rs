@@ -26,6 +26,13 @@
 //! at that client's, and the client reads the rest like a follower
 //! ([`Tail::reader_from`]).
 //!
+//! A body filled from the shared tier (see `shared.rs`) carries the
+//! checksums of its 256 KiB blocks recorded by the runner that stored it:
+//! readers then hand out only whole blocks that match, and at the first
+//! that does not (or when the fill's source fails) they stop as after a
+//! failed write, so the caller goes on from the origin: no byte of a
+//! corrupt shared object reaches a client.
+//!
 //! Readers map the part of the temp file already written (windows of up to
 //! 1 MiB, see `map.rs`) rather than copying it into buffers: each reader
 //! hashes its pieces where the page cache holds them, and a plain-HTTP
@@ -47,8 +54,10 @@ use twox_hash::XxHash3_128 as Xxh3;
 use crate::error::{Error, Result};
 use crate::meta::Meta;
 
+/// The block size of [`Meta::blocks`] checks.
+const BLOCK: usize = crate::check::BLOCK;
 /// Read size from the temp file (as for stored bodies).
-const PIECE: usize = crate::check::BLOCK;
+const PIECE: usize = BLOCK;
 /// Read size when hashing the part of the body a reader does not hand out.
 const PREFIX_CHUNK: usize = 4 * PIECE;
 /// Most bytes mapped at a time. Windows start on a piece boundary, which
@@ -95,6 +104,11 @@ pub struct Tail {
     followed: Arc<(AtomicBool, Notify)>,
     /// Readers map the file (see the module docs).
     map_reads: bool,
+    /// For a body filled from the shared tier: the size and `xxh3-64` of
+    /// each block that the runner which stored it recorded. Readers then
+    /// hand out only whole blocks that match, and go on from the origin at
+    /// the first that does not (see [`TailReader::resume_from`]).
+    expected: Option<Arc<(u64, Vec<u64>)>>,
 }
 
 impl std::fmt::Debug for Tail {
@@ -123,7 +137,14 @@ impl Tail {
             stall,
             followed: Arc::default(),
             map_reads,
+            expected: None,
         }
+    }
+
+    /// Readers check each block against `blocks` (of a body of `size`
+    /// bytes) before they hand it out.
+    pub(crate) fn expect_blocks(&mut self, size: u64, blocks: Vec<u64>) {
+        self.expected = Some(Arc::new((size, blocks)));
     }
 
     /// Waits until a follower reads along (returns at once if one did).
@@ -230,6 +251,29 @@ impl TailReader {
             if self.hashed < self.offset {
                 if progress.written >= self.offset {
                     self.hash_prefix().await?;
+                    continue;
+                }
+            } else if let Some(expected) = self.tail.expected.clone() {
+                // Whole blocks only, each checked before it is handed out.
+                let (size, blocks) = &*expected;
+                let block = self.offset / BLOCK as u64;
+                let block_end = ((block + 1) * BLOCK as u64).min(*size);
+                if self.offset < block_end && progress.written >= block_end {
+                    let want_len = block_end - self.offset;
+                    let data = self.read(block_end).await?;
+                    let whole = data.len() as u64 == want_len;
+                    let want = usize::try_from(block).ok().and_then(|b| blocks.get(b));
+                    if !whole || !crate::check::block_matches(want, &data) {
+                        self.offset -= data.len() as u64;
+                        tracing::warn!(key = %self.tail.key, offset = self.offset, "a block of a shared-tier body does not match its check; going on from the origin");
+                        self.stalled = true;
+                        continue;
+                    }
+                    self.hashed += data.len() as u64;
+                    self.hasher.write(&data);
+                    if let Some(previous) = self.held.replace(data) {
+                        return Ok(Some(previous));
+                    }
                     continue;
                 }
             } else if self.offset < progress.written {

@@ -51,7 +51,7 @@ use crate::error::{Error, Result};
 use crate::key::CacheKey;
 use crate::layout::content_path;
 use crate::meta::Meta;
-use crate::storage::Admission;
+use crate::storage::{Admission, Committed};
 use crate::tail::{End, Progress, Tail};
 
 /// Bytes of body that may wait for the disk per write. Small on purpose:
@@ -85,7 +85,9 @@ pub(crate) struct Target {
 enum Msg {
     Data(Vec<Bytes>, OwnedSemaphorePermit),
     /// The body ended cleanly: hash, move into place, answer.
-    End(oneshot::Sender<std::io::Result<Stored>>),
+    End(Option<Integrity>, oneshot::Sender<std::io::Result<Stored>>),
+    /// The source of the body failed: followers go on from elsewhere.
+    SourceFailed,
 }
 
 /// A body on disk under its content address.
@@ -115,6 +117,11 @@ pub struct Writer {
     /// The body as it is written, for requests that follow this download
     /// (see `tail.rs`).
     tail: Tail,
+    /// The content address the body must hash to (a fill from the shared
+    /// tier); a body that does not is never put in place.
+    address: Option<Integrity>,
+    /// Told of the commit (the shared tier's uploads).
+    hook: Option<Arc<dyn Committed>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -176,6 +183,8 @@ impl Writer {
             tx: Some(tx),
             thread: Some(thread),
             tail,
+            address: None,
+            hook: None,
         })
     }
 
@@ -183,6 +192,38 @@ impl Writer {
     /// download instead of fetching it again.
     pub fn tail(&self) -> Tail {
         self.tail.clone()
+    }
+
+    /// Commits only a body that hashes to `integrity`: one fetched by its
+    /// content address (from the shared tier). Any other is dropped at
+    /// commit with [`Error::AddressMismatch`].
+    pub(crate) fn expect_address(&mut self, integrity: Integrity) {
+        self.address = Some(integrity);
+    }
+
+    /// Requests reading along with this write ([`Writer::tail`]) check
+    /// each block against `blocks` before they hand it out (a fill from
+    /// the shared tier, whose blocks the storing runner recorded).
+    pub(crate) fn expect_blocks(&mut self, size: u64, blocks: Vec<u64>) {
+        self.tail.expect_blocks(size, blocks);
+    }
+
+    /// Gives the write up because its *source* failed (the shared tier
+    /// went away mid-body, or sent a body that does not match): unlike a
+    /// dropped write, requests reading along go on from the origin after
+    /// what they have read, as after a failed disk write.
+    pub(crate) fn source_failed(mut self) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Msg::SourceFailed);
+            let _ = std::fs::remove_file(&self.tmp_path);
+            self.count_abort();
+        }
+        self.thread = None;
+    }
+
+    /// Tells `hook` of the commit.
+    pub(crate) fn on_commit(&mut self, hook: Arc<dyn Committed>) {
+        self.hook = Some(hook);
     }
 
     /// Bytes written so far.
@@ -255,7 +296,7 @@ impl Writer {
         let sent = self
             .tx
             .take()
-            .is_some_and(|tx| tx.send(Msg::End(answer)).is_ok());
+            .is_some_and(|tx| tx.send(Msg::End(self.address.clone(), answer)).is_ok());
         if !sent {
             return Err(self.failure().await);
         }
@@ -263,6 +304,11 @@ impl Writer {
             Ok(Ok(stored)) => stored,
             Ok(Err(e)) => {
                 self.count_abort();
+                if let Some(expected) = self.address.as_ref().filter(|_| is_mismatch(&e)) {
+                    return Err(Error::AddressMismatch {
+                        expected: expected.to_string(),
+                    });
+                }
                 return Err(Error::io("committing a body", e));
             }
             Err(_) => return Err(self.failure().await),
@@ -278,11 +324,15 @@ impl Writer {
             self.count_abort();
             return Err(e);
         }
-        Ok(Entry {
+        let entry = Entry {
             key: self.key.clone(),
             meta,
             integrity,
-        })
+        };
+        if let Some(hook) = &self.hook {
+            hook.committed(&entry);
+        }
+        Ok(entry)
     }
 
     /// The error that stopped the writing thread (the write is aborted).
@@ -348,8 +398,12 @@ fn run(
                 }
                 progress.send_modify(|p| p.written = size);
             }
-            Msg::End(answer) => {
-                let stored = persist(file, size, &dir);
+            Msg::SourceFailed => {
+                progress.send_modify(|p| p.end = End::WriteFailed);
+                return Ok(());
+            }
+            Msg::End(address, answer) => {
+                let stored = persist(file, size, &dir, address.as_ref());
                 let end = match &stored {
                     Ok(stored) => End::Stored(stored.check),
                     Err(_) => End::WriteFailed,
@@ -364,10 +418,23 @@ fn run(
     Ok(())
 }
 
+/// The message of the error `persist` returns for a body that does not
+/// hash to its expected content address.
+const MISMATCH: &str = "the body does not hash to its content address";
+
+fn is_mismatch(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::InvalidData && e.to_string() == MISMATCH
+}
+
 /// Hashes the finished file, checks its length against what was received,
 /// and renames it to its content path (an existing file there has the same
 /// content: identical bodies are stored once).
-fn persist(mut file: tempfile::NamedTempFile, size: u64, dir: &Path) -> std::io::Result<Stored> {
+fn persist(
+    mut file: tempfile::NamedTempFile,
+    size: u64,
+    dir: &Path,
+    address: Option<&Integrity>,
+) -> std::io::Result<Stored> {
     file.as_file_mut().seek(SeekFrom::Start(0))?;
     let mut sha = ssri::IntegrityOpts::new().algorithm(ssri::Algorithm::Sha256);
     let mut check = Box::<Xxh3>::default();
@@ -395,6 +462,13 @@ fn persist(mut file: tempfile::NamedTempFile, size: u64, dir: &Path) -> std::io:
         ));
     }
     let integrity = sha.result();
+    if address.is_some_and(|expected| expected.matches(&integrity).is_none()) {
+        // Dropped with `file`: never put in place.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            MISMATCH,
+        ));
+    }
     let path = content_path(dir, &integrity);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;

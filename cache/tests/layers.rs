@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("read", 6),
     ("write", 6),
     ("store", 7),
+    ("shared", 7),
     ("maintain", 8),
     ("cache", 8),
 ];

@@ -219,6 +219,69 @@ impl Collector for CacheCollector {
         for (name, help, value) in totals {
             one(&mut encoder, name, help, ConstCounter::new(value))?;
         }
+        if let Some(shared) = self.0.cache.shared() {
+            let s = shared.stats();
+            let shared_totals: [(&str, &str, u64); 11] = [
+                (
+                    "cistern_cache_shared_lookups",
+                    "Local misses looked up in the shared tier",
+                    s.lookups,
+                ),
+                (
+                    "cistern_cache_shared_hits",
+                    "Bodies filled from the shared tier",
+                    s.hits,
+                ),
+                (
+                    "cistern_cache_shared_hit_bytes",
+                    "Bytes filled from the shared tier",
+                    s.hit_bytes,
+                ),
+                (
+                    "cistern_cache_shared_uploads",
+                    "Bodies uploaded to the shared tier",
+                    s.uploads,
+                ),
+                (
+                    "cistern_cache_shared_upload_bytes",
+                    "Bytes uploaded to the shared tier",
+                    s.upload_bytes,
+                ),
+                (
+                    "cistern_cache_shared_index_uploads",
+                    "Index objects written to the shared tier",
+                    s.index_uploads,
+                ),
+                (
+                    "cistern_cache_shared_fleet_leads",
+                    "Misses this runner downloaded for the fleet (it held their lock)",
+                    s.fleet_leads,
+                ),
+                (
+                    "cistern_cache_shared_fleet_waits",
+                    "Misses that waited for another runner's download",
+                    s.fleet_waits,
+                ),
+                (
+                    "cistern_cache_shared_errors",
+                    "Failed or timed-out requests to the shared tier",
+                    s.errors,
+                ),
+                (
+                    "cistern_cache_shared_corrupt",
+                    "Shared objects that failed their content address (deleted)",
+                    s.corrupt,
+                ),
+                (
+                    "cistern_cache_shared_dropped_uploads",
+                    "Uploads dropped because the upload queue was full",
+                    s.dropped,
+                ),
+            ];
+            for (name, help, value) in shared_totals {
+                one(&mut encoder, name, help, ConstCounter::new(value))?;
+            }
+        }
         Ok(())
     }
 }

@@ -22,12 +22,29 @@ pub async fn cache_stats(config: &CachingConfig) -> Result<String, CommandError>
     let limit = stats
         .max_bytes
         .map_or_else(|| "none".to_owned(), |m| format!("{m} bytes"));
-    Ok(format!(
+    let mut out = format!(
         "cache: {}\nentries: {}\nbytes: {}\nlimit: {limit}\n",
         config.cache_dir.display(),
         stats.entries,
         stats.bytes
-    ))
+    );
+    if let Some(settings) = &config.shared {
+        let _ = writeln!(out, "shared: {}/{}", settings.bucket, settings.prefix);
+        // The running server's counters (this process has made no request).
+        match super::shared::load_stats(&config.cache_dir) {
+            Some(s) => {
+                let _ = write!(
+                    out,
+                    "shared lookups: {}\nshared hits: {}\nshared hit bytes: {}\nshared uploads: {}\nshared upload bytes: {}\nshared fleet leads: {}\nshared fleet waits: {}\nshared errors: {}\nshared corrupt: {}\nshared dropped uploads: {}\n",
+                    s.lookups, s.hits, s.hit_bytes, s.uploads, s.upload_bytes, s.fleet_leads, s.fleet_waits, s.errors, s.corrupt, s.dropped
+                );
+            }
+            None => out.push_str(
+                "shared counters: none saved yet (the server saves them while it runs)\n",
+            ),
+        }
+    }
+    Ok(out)
 }
 
 /// `cistern cache domains`: one line per host of the cached set, with its
@@ -94,7 +111,10 @@ pub async fn cache_verify(config: &CachingConfig) -> Result<String, CommandError
 }
 
 /// `cistern cache gc`.
-pub async fn cache_gc(config: &CachingConfig) -> Result<String, CommandError> {
+pub async fn cache_gc(
+    config: &CachingConfig,
+    shared_older_than: Option<std::time::Duration>,
+) -> Result<String, CommandError> {
     let cache = open_cache(config).await.map_err(|e| e.to_string())?;
     let store = cache.store();
     let evicted = match config.max_size {
@@ -102,10 +122,25 @@ pub async fn cache_gc(config: &CachingConfig) -> Result<String, CommandError> {
         None => 0,
     };
     let report = store.gc().await.map_err(|e| e.to_string())?;
-    Ok(format!(
+    let mut out = format!(
         "evicted {evicted} entries over the size limit; removed {} unreferenced files ({} bytes)\n",
         report.removed_files, report.freed_bytes
-    ))
+    );
+    if let Some(age) = shared_older_than {
+        let Some(shared) = cache.shared() else {
+            return Err("--shared-older-than: no caching.cache.shared is configured".into());
+        };
+        let expired = shared
+            .expire(age, std::time::SystemTime::now())
+            .await
+            .map_err(|e| crate::http::error::chain(&e))?;
+        let _ = writeln!(
+            out,
+            "shared tier: removed {} index objects and {} bodies ({} bytes)",
+            expired.index_objects, expired.bodies, expired.bytes
+        );
+    }
+    Ok(out)
 }
 
 /// `cistern cache purge [URL-glob]` (default: everything).

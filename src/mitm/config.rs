@@ -177,6 +177,125 @@ pub struct RawCache {
     /// on a network filesystem. Default true.
     #[serde(default)]
     pub map_reads: Option<bool>,
+    /// A second tier on S3-compatible object storage, shared by a fleet of
+    /// runners. Default: none.
+    #[serde(default)]
+    pub shared: Option<RawShared>,
+}
+
+/// `caching.cache.shared`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShared {
+    /// S3 endpoint URL; default: AWS S3 for `region`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The bucket (required).
+    #[serde(default)]
+    pub bucket: String,
+    /// Region. Default `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Prefix of every object name. Default `cistern`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Where the credentials are read from: exactly one of `file` and `env`.
+    #[serde(default)]
+    pub credentials: RawSharedCredentials,
+    /// Uploads waiting at most. Default 256.
+    #[serde(default)]
+    pub upload_queue: Option<usize>,
+    /// Longest wait for the store before the origin is asked. Default 2s.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+}
+
+/// `caching.cache.shared.credentials`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharedCredentials {
+    /// A file of `access_key_id = …`, `secret_access_key = …` and optional
+    /// `session_token = …` lines (an AWS credentials file's `aws_` names
+    /// too).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// `true`: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+    /// `AWS_SESSION_TOKEN` from cistern's environment.
+    #[serde(default)]
+    pub env: Option<bool>,
+}
+
+/// The validated `caching.cache.shared` section. Credentials are read when
+/// the cache opens (see `shared.rs`), never kept in the configuration.
+#[derive(Debug, Clone)]
+pub struct SharedSettings {
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    pub region: String,
+    pub prefix: String,
+    pub credentials: CredentialSource,
+    pub upload_queue: usize,
+    pub timeout: Duration,
+}
+
+/// Where the shared tier's credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// A credentials file.
+    File(PathBuf),
+    /// The standard `AWS_*` variables of cistern's environment.
+    Env,
+}
+
+impl RawShared {
+    fn validate(self) -> Result<SharedSettings, String> {
+        if self.bucket.is_empty() {
+            return Err("cache.shared.bucket: required".into());
+        }
+        if let Some(endpoint) = &self.endpoint {
+            if !endpoint.starts_with("https://") && !endpoint.starts_with("http://") {
+                return Err(format!(
+                    "cache.shared.endpoint: `{endpoint}` is not an http:// or https:// URL"
+                ));
+            }
+        }
+        let credentials = match (self.credentials.file, self.credentials.env) {
+            (Some(file), None | Some(false)) if file.is_absolute() => CredentialSource::File(file),
+            (Some(file), None | Some(false)) => {
+                return Err(format!(
+                    "cache.shared.credentials.file: `{}` must be an absolute path",
+                    file.display()
+                ))
+            }
+            (None, Some(true)) => CredentialSource::Env,
+            _ => {
+                return Err(
+                    "cache.shared.credentials: set exactly one of `file` and `env: true`".into(),
+                )
+            }
+        };
+        let upload_queue = self
+            .upload_queue
+            .unwrap_or(cistern_cache::shared::DEFAULT_UPLOAD_QUEUE);
+        if upload_queue == 0 {
+            return Err("cache.shared.upload_queue: must be at least 1".into());
+        }
+        Ok(SharedSettings {
+            endpoint: self.endpoint,
+            bucket: self.bucket,
+            region: self.region.unwrap_or_else(|| "us-east-1".into()),
+            prefix: self
+                .prefix
+                .unwrap_or_else(|| "cistern".into())
+                .trim_matches('/')
+                .to_owned(),
+            credentials,
+            upload_queue,
+            timeout: self
+                .timeout
+                .map_or(cistern_cache::shared::DEFAULT_TIMEOUT, |d| d.0),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -337,6 +456,8 @@ pub struct CachingConfig {
     pub memory_max_object: u64,
     /// Large bodies are streamed from memory maps.
     pub map_reads: bool,
+    /// The shared tier; `None`: off.
+    pub shared: Option<SharedSettings>,
     /// Extra origin trust roots (PEM files).
     pub extra_roots: Vec<PathBuf>,
     /// Static resolution of origin names.
@@ -466,6 +587,7 @@ impl RawCaching {
                 .memory_max_object
                 .map_or(cistern_cache::DEFAULT_MEMORY_MAX_OBJECT, |s| s.0),
             map_reads: self.cache.map_reads.unwrap_or(true),
+            shared: self.cache.shared.map(RawShared::validate).transpose()?,
             extra_roots: self.upstream.extra_roots,
             overrides: self
                 .upstream

@@ -31,6 +31,10 @@ pub enum StartError {
     /// The cache directory could not be opened.
     #[error("cache directory: {0}")]
     Cache(#[source] cistern_cache::Error),
+    /// The shared cache tier's settings are unusable (credentials missing,
+    /// a bad endpoint).
+    #[error("shared cache tier: {0}")]
+    Shared(String),
     /// Origin trust roots or TLS settings are unusable.
     #[error("TLS: {0}")]
     Tls(String),

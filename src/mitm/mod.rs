@@ -15,6 +15,7 @@
 //! - [`address`]: where it listens by default (the address containers
 //!   reach the host at, never every address);
 //! - `tee`: a miss streamed to the client and into the cache at once;
+//! - [`shared`]: the shared cache tier's credentials and trust roots;
 //! - [`upstream`]: the origin client (system resolver + overrides, system
 //!   roots + extra roots, pooled);
 //! - [`body`]: the body a client is sent, counted, and the per-request log
@@ -46,6 +47,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod plain;
 pub mod proxy;
+pub mod shared;
 mod tee;
 pub mod tls;
 pub mod upstream;

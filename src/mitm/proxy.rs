@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cistern_cache::{Cache, Policy, PolicyConfig, Rules, Store, StoreConfig};
+use cistern_cache::{Cache, Policy, PolicyConfig, Rules, Shared, Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,9 @@ const LOG_PERIOD: Duration = Duration::from_secs(60);
 /// cache` commands in another process.
 const CHANGE_CHECK_PERIOD: Duration = Duration::from_secs(2);
 
+/// How long shutdown waits for queued uploads to the shared tier.
+const SHARED_DRAIN: Duration = Duration::from_secs(10);
+
 /// Opens the cache store described by the configuration.
 pub async fn open_cache(config: &CachingConfig) -> Result<Cache, StartError> {
     let store = Store::open(
@@ -50,6 +53,21 @@ pub async fn open_cache(config: &CachingConfig) -> Result<Cache, StartError> {
     )
     .await
     .map_err(StartError::Cache)?;
+    let shared = match &config.shared {
+        Some(settings) => {
+            let shared = super::shared::shared_config(settings, &config.extra_roots)?;
+            let shared = Shared::open(&shared, &config.cache_dir)
+                .map_err(|e| StartError::Shared(crate::http::error::chain(&e)))?;
+            tracing::info!(
+                endpoint = settings.endpoint.as_deref().unwrap_or("aws"),
+                bucket = %settings.bucket,
+                prefix = %settings.prefix,
+                "shared cache tier on"
+            );
+            Some(shared)
+        }
+        None => None,
+    };
     let rules = Rules::new(&config.rules).map_err(StartError::Cache)?;
     let policy = Policy::new(PolicyConfig {
         rules,
@@ -57,7 +75,11 @@ pub async fn open_cache(config: &CachingConfig) -> Result<Cache, StartError> {
         stale_if_error: config.stale_if_error,
         unvalidated_window: config.unvalidated_window,
     });
-    Ok(Cache::new(store, policy))
+    let cache = Cache::new(store, policy);
+    Ok(match shared {
+        Some(shared) => cache.with_shared(shared),
+        None => cache,
+    })
 }
 
 async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, StartError> {
@@ -169,10 +191,13 @@ pub async fn start(
 }
 
 /// Logs counters that changed and saves LRU access times, every minute
-/// and at shutdown; picks up what `cistern cache purge`/`verify` changed
+/// and at shutdown; saves the shared tier's counters for `cistern cache
+/// stats` when they change (and lets its uploads finish at shutdown);
+/// picks up what `cistern cache purge`/`verify` changed
 /// in the cache directory within seconds.
 async fn housekeeping(proxy: Arc<Proxy>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     let mut last = BTreeMap::new();
+    let mut last_shared = None;
     let mut next_log = tokio::time::Instant::now() + LOG_PERIOD;
     loop {
         let stop = tokio::select! {
@@ -183,6 +208,16 @@ async fn housekeeping(proxy: Arc<Proxy>, metrics: Arc<Metrics>, shutdown: Cancel
             Ok(true) => tracing::info!("cache changed by a cistern cache command; index reloaded"),
             Ok(false) => {}
             Err(err) => tracing::warn!(error = %err, "cannot reload the cache index"),
+        }
+        if let Some(shared) = proxy.cache().shared() {
+            if stop && !shared.drain(SHARED_DRAIN).await {
+                tracing::warn!("shared cache tier uploads still queued at shutdown; dropped");
+            }
+            let stats = shared.stats();
+            if last_shared.as_ref() != Some(&stats) {
+                super::shared::save_stats(proxy.cache().store().dir(), &stats).await;
+                last_shared = Some(stats);
+            }
         }
         if !stop && tokio::time::Instant::now() < next_log {
             continue;
