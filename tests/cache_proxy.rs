@@ -529,7 +529,7 @@ fn ecosystems(s: &Setup) -> Vec<(String, String, bool)> {
     let hex = "3b5ac6b2e8a4c9d7f0e1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7";
     let primary = format!("/fedora/39/x86_64/os/repodata/{hex}-primary.xml.gz");
     let maven = "/maven2/org/apache/commons/commons-lang3";
-    let text = "/goproxy/golang.org/x/text";
+    let text = "/goproxy/modules.example.test/x/text";
     let files: Vec<(String, bool)> = [
         // apk
         ("/alpine/v3.19/main/x86_64/APKINDEX.tar.gz", true),

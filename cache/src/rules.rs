@@ -628,9 +628,9 @@ mod tests {
         modes(
             Mode::Immutable,
             &[
-                "/golang.org/x/text/@v/v0.14.0.info",
-                "/golang.org/x/text/@v/v0.14.0.mod",
-                "/golang.org/x/text/@v/v0.14.0.zip",
+                "/modules.example.test/x/text/@v/v0.14.0.info",
+                "/modules.example.test/x/text/@v/v0.14.0.mod",
+                "/modules.example.test/x/text/@v/v0.14.0.zip",
                 "/github.com/!burnt!sushi/toml/@v/v1.3.2.zip",
                 "/example.test/m/@v/v0.0.0-20240101000000-0123456789ab.info",
                 "/example.test/m/@v/v2.0.0+incompatible.mod",
@@ -640,8 +640,8 @@ mod tests {
         modes(
             Mode::Revalidate,
             &[
-                "/golang.org/x/text/@v/list",
-                "/golang.org/x/text/@latest",
+                "/modules.example.test/x/text/@v/list",
+                "/modules.example.test/x/text/@latest",
                 // A query, not a version: resolves to another one tomorrow.
                 "/example.test/m/@v/master.info",
                 "/example.test/m/@v/v1.info",

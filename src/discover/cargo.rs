@@ -51,8 +51,8 @@ pub fn find(files: &dyn Files, env: &Env, found: &mut Vec<Found>) {
 }
 
 /// `[source.NAME] registry = "sparse+https://…"` (source replacement) and
-/// `[registries.NAME] index = "sparse+https://…"`. Returns whether crates.io
-/// is replaced (`[source.crates-io] replace-with`).
+/// `[registries.NAME] index = "sparse+https://…"`. Returns whether the default
+/// registry is replaced (`[source.crates-io] replace-with`).
 fn from_config(text: &str, path: &str, found: &mut Vec<Found>) -> bool {
     let Ok(config) = text.parse::<toml::Table>() else {
         return false;
@@ -80,7 +80,7 @@ const BINARIES: [&str; 2] = ["/usr/bin/cargo", "/usr/local/rustup/toolchains/*/b
 /// Largest cargo binary read.
 const MAX_BINARY: u64 = 128 << 20;
 
-/// cargo's built-in crates.io index, read from the cargo binary: the host of
+/// cargo's built-in default registry index, read from the cargo binary: the host of
 /// each `sparse+https://` string in it (cargo since 1.70 defaults to the
 /// sparse protocol; an older cargo holds a git URL only, which is not
 /// cached). Strings run into each other in a binary: only the host is taken,
@@ -181,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn the_built_in_index_from_the_cargo_binary_unless_crates_io_is_replaced() {
+    fn the_built_in_index_from_the_cargo_binary_unless_the_default_registry_is_replaced() {
         let mut binary =
             b"\x7fELF...sparse+https://iints\0..sparse+https://index.example.test/\x01".to_vec();
         binary.extend_from_slice(b"registry+https://github.example.test/index");
