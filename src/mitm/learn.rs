@@ -152,15 +152,14 @@ impl CachedSet {
     }
 
     /// Adds the admitted hosts of `found` (found in an image, or a create's
-    /// environment) to the set: kept in the learned hosts file, then a CA
-    /// generation for the grown set. Returns the hosts added.
+    /// environment) to the set: a CA generation for the grown set first,
+    /// then the hosts are kept in the learned hosts file. Returns the hosts
+    /// added.
     pub fn learn(&self, found: &[Found], now: OffsetDateTime) -> Vec<String> {
         let mut count = self.learned.lock().unwrap_or_else(PoisonError::into_inner);
         let learned = learn(&self.config, &self.domains(), *count, found);
         for (host, why) in &learned.left_out {
-            if *why != LeftOut::Covered(host.clone()) {
-                tracing::debug!(%host, ?why, "learned repository host left out");
-            }
+            tracing::debug!(%host, ?why, "learned repository host left out");
         }
         if learned.added.is_empty() {
             return Vec::new();
