@@ -2383,11 +2383,6 @@ get() {
 }
 "#;
 
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    format!("{:x}", sha2::Sha256::digest(data))
-}
-
 impl Containers {
     async fn start(extra: &str) -> Containers {
         let image = tokio::task::block_in_place(support::curl_image);
@@ -2424,7 +2419,7 @@ impl Containers {
     fn expected(&self, url: &str) -> (Bytes, String) {
         let path = url.parse::<Uri>().unwrap().path().to_owned();
         let body = origin_of(&self.s, url).file(&path).unwrap().body;
-        let sha = sha256_hex(&body);
+        let sha = support::sha256_hex(&body);
         (body, sha)
     }
 

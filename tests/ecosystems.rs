@@ -42,8 +42,10 @@ use std::time::Instant;
 
 use cistern_cache::rules::{Mode, Rules};
 use origin::{File, Origin, TestCa};
-use sha2::{Digest, Sha256};
-use support::{bridge_address, daemon, debian_image_with, run, run_ok, unique, Cistern, Cleanup};
+
+use support::{
+    bridge_address, daemon, debian_image_with, run_ok, sha256_hex, unique, Cistern, Cleanup,
+};
 
 /// The Debian packages of the clients tested here (and the tools that make
 /// their repositories), in one image for all the tests: one debootstrap and
@@ -61,13 +63,6 @@ const CLIENTS: &[&str] = &[
 
 /// The proxy's ports on the bridge address are one for all the tests here.
 static PROXY_PORTS: Mutex<()> = Mutex::new(());
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// Runs a Python script on the host with `args`; its standard output.
 fn python(script: &str, args: &[&OsStr]) -> String {
@@ -190,39 +185,16 @@ impl Ecosystem {
         }
     }
 
-    /// Runs `script` with `sh -ec` in a fresh container of `image` created
-    /// through cistern, removed afterwards; returns its output.
-    fn job(&self, image: &str, script: &str) -> String {
-        let name = unique(&format!("ecosystem-{}", self.name));
-        let _cleanup = Cleanup::container(&name);
-        let out = run(self
-            .cistern
-            .docker()
-            .args(["run", "--name", &name, image, "sh", "-ec", script]));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "the {} job failed:\n{text}\ncistern:\n{}",
-            self.name,
-            self.cistern.logs()
-        );
-        text
-    }
-
     /// Runs the job twice, checking each run's output with `check`: the
     /// first run downloads from the origin, the second takes no byte from
     /// it (files from the cache, indexes revalidated with a 304).
     fn twice(&self, image: &str, script: &str, check: impl Fn(&str)) {
         let started = Instant::now();
-        check(&self.job(image, script));
+        check(&self.cistern.job(image, script));
         let first = self.origin.bytes_sent();
         let first_time = started.elapsed();
         let started = Instant::now();
-        check(&self.job(image, script));
+        check(&self.cistern.job(image, script));
         let second = self.origin.bytes_sent() - first;
         println!(
             "{}: first run {first} B from the origin in {:.1?}, second run {second} B in {:.1?}",
@@ -334,16 +306,8 @@ impl Ecosystem {
 
     /// Asserts cistern learned `host` from `from` in the job's image.
     fn assert_learned(&self, host: &str, from: &str) {
-        let out = run_ok(
-            Command::new(env!("CARGO_BIN_EXE_cistern"))
-                .args(["cache", "domains", "--config"])
-                .arg(self.cistern.dir.path().join("cistern.yaml")),
-        );
-        let line = out
-            .lines()
-            .find(|l| l.starts_with(host))
-            .unwrap_or_else(|| panic!("{host} is not listed:\n{out}"));
-        assert!(line.contains(from), "{out}");
+        let line = self.cistern.cache_domains_line(host, &[]);
+        assert!(line.contains(from), "{line}");
     }
 }
 

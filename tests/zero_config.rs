@@ -17,9 +17,8 @@ mod support;
 use std::process::Command;
 
 use origin::{File, Origin};
-use sha2::{Digest, Sha256};
 use support::{
-    bridge_address, daemon, debian_image, debian_image_with, run, run_ok, unique, Cistern, Cleanup,
+    bridge_address, daemon, debian_image, debian_image_with, run_ok, sha256_hex, Cistern,
 };
 
 const DEB: &str = "deb.zero.example.test";
@@ -33,13 +32,6 @@ const DEBS: [(&str, usize); 3] = [
 ];
 /// The wheels of the Python index and their payload sizes.
 const WHEELS: [(&str, usize); 2] = [("zcpkg_one", 700_000), ("zcpkg_two", 400_000)];
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// A `.deb` of `name`, with `size` bytes of incompressible data under
 /// `/opt/<name>/`, built by `dpkg-deb`.
@@ -154,27 +146,6 @@ fn python_index(origin: &Origin) -> u64 {
     total
 }
 
-/// Runs `script` with `sh -ec` in a fresh container of `image` created
-/// through cistern, removed afterwards; returns its output.
-fn job(cistern: &Cistern, image: &str, script: &str) -> String {
-    let name = unique("zero-config-job");
-    let _cleanup = Cleanup::container(&name);
-    let out = run(cistern
-        .docker()
-        .args(["run", "--name", &name, image, "sh", "-ec", script]));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "the job failed:\n{text}\ncistern:\n{}",
-        cistern.logs()
-    );
-    text
-}
-
 #[test]
 fn apt_and_pip_in_a_debian_container_get_their_second_run_from_the_cache_with_no_domain_configured()
 {
@@ -249,9 +220,9 @@ fn apt_and_pip_in_a_debian_container_get_their_second_run_from_the_cache_with_no
                zcpkg-one zcpkg-two && ls /tmp/site";
 
     // First run: everything comes from the origins, through cistern.
-    let out = job(&cistern, apt_image, apt);
+    let out = cistern.job(apt_image, apt);
     assert!(out.contains("600000") && out.contains("900000"), "{out}");
-    let out = job(&cistern, pip_image, pip);
+    let out = cistern.job(pip_image, pip);
     assert!(
         out.contains("zcpkg_one") && out.contains("zcpkg_two"),
         "{out}"
@@ -262,8 +233,8 @@ fn apt_and_pip_in_a_debian_container_get_their_second_run_from_the_cache_with_no
     assert!(pip_first >= wheel_bytes, "{pip_first} < {wheel_bytes}");
 
     // Second run, in new containers: at least 95% of the bytes from the cache.
-    job(&cistern, apt_image, apt);
-    job(&cistern, pip_image, pip);
+    cistern.job(apt_image, apt);
+    cistern.job(pip_image, pip);
     let apt_second = apt_origin.bytes_sent() - apt_first;
     let pip_second = pip_origin.bytes_sent() - pip_first;
     println!(
@@ -278,22 +249,13 @@ fn apt_and_pip_in_a_debian_container_get_their_second_run_from_the_cache_with_no
     assert!(packages.not_modified >= 1, "{packages:?}");
 
     // Where the names came from.
-    let out = run_ok(
-        Command::new(env!("CARGO_BIN_EXE_cistern"))
-            .args(["cache", "domains", "--config"])
-            .arg(cistern.dir.path().join("cistern.yaml")),
-    );
-    let line = |host: &str| {
-        out.lines()
-            .find(|l| l.starts_with(host))
-            .unwrap_or_else(|| panic!("{host} is not listed:\n{out}"))
-            .to_string()
-    };
-    assert!(line(DEB).contains("apt (image "), "{out}");
+    let deb = cistern.cache_domains_line(DEB, &[]);
+    assert!(deb.contains("apt (image "), "{deb}");
     // With the running cistern's figures: the second run's hits count.
     assert!(
-        line(DEB).contains(" requests, hit ratio ") && line(DEB).ends_with('%'),
-        "{out}"
+        deb.contains(" requests, hit ratio ") && deb.ends_with('%'),
+        "{deb}"
     );
-    assert!(line(PYPI).contains("/etc/pip.conf"), "{out}");
+    let pypi = cistern.cache_domains_line(PYPI, &[]);
+    assert!(pypi.contains("/etc/pip.conf"), "{pypi}");
 }

@@ -83,6 +83,12 @@ pub fn run(cmd: &mut Command) -> Output {
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
+/// The SHA-256 of `bytes`, in lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
 /// Makes sure the busybox test image exists on the daemon.
 pub fn busybox() -> &'static str {
     static DONE: OnceLock<()> = OnceLock::new();
@@ -447,6 +453,44 @@ impl Cistern {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("cistern did not start listening:\n{}", self.logs());
+    }
+
+    /// Runs `script` with `sh -ec` in a fresh container of `image` created
+    /// through this cistern, removed afterwards; returns its output, and
+    /// panics with it and cistern's log when the script fails.
+    pub fn job(&self, image: &str, script: &str) -> String {
+        let name = unique("job");
+        let _cleanup = Cleanup::container(&name);
+        let out = run(self
+            .docker()
+            .args(["run", "--name", &name, image, "sh", "-ec", script]));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "the job failed:\n{text}\ncistern:\n{}",
+            self.logs()
+        );
+        text
+    }
+
+    /// The line `cistern cache domains` prints for `host` on this cistern's
+    /// configuration, run with `env` added to its environment (panics with
+    /// the whole listing when the host is not in it).
+    pub fn cache_domains_line(&self, host: &str, env: &[(&str, String)]) -> String {
+        let out = run_ok(
+            Command::new(env!("CARGO_BIN_EXE_cistern"))
+                .args(["cache", "domains", "--config"])
+                .arg(self.dir.path().join("cistern.yaml"))
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+        );
+        out.lines()
+            .find(|l| l.starts_with(host))
+            .unwrap_or_else(|| panic!("{host} is not listed:\n{out}"))
+            .to_string()
     }
 
     /// A docker CLI command pointed at this cistern.
