@@ -24,6 +24,9 @@
 //! - [`inject`]: cache routing and trust put into containers.
 //! - [`tenancy`]: ownership (who owns what) and per-job and per-container
 //!   sockets.
+//! - [`buildkit`]: BuildKit's `/grpc` calls under policy: gRPC framing, the
+//!   few BuildKit messages read, their judgement, and the HTTP/2 relay the
+//!   `/grpc` hijack runs.
 //! - [`docker`]: the Docker API proxy: the request phases on one exchange,
 //!   hijacked connections, the access log, how its listeners are served.
 //! - [`admin`]: the admin listener: health, readiness, Prometheus metrics,
@@ -38,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod buildkit;
 pub mod config;
 pub mod daemon;
 pub mod discover;

@@ -358,11 +358,30 @@ impl DockerProxy {
             let daemon_upgrade = hyper::upgrade::on(&mut response);
             // The stream keeps the connection's place while it runs.
             let slot = ex.conn.slot.clone();
-            let splice = hijack::splice(client_upgrade, daemon_upgrade, ex.record.clone());
-            self.tasks.spawn(async move {
-                splice.await;
-                drop(slot);
-            });
+            let record = ex.record.clone();
+            if matches!(ex.route.endpoint, route::Endpoint::Grpc) {
+                let grpc = Arc::new(crate::buildkit::Grpc {
+                    owner: ex.owner.clone(),
+                    policy: ex.conn.policy.name.clone(),
+                    allow: ex.conn.policy.buildkit.clone(),
+                    audit: ex.conn.policy.audit,
+                    listener: ex.conn.listener.clone(),
+                    registry: self.buildkit.clone(),
+                    ownership: self.ownership.clone(),
+                    daemon: self.client.clone(),
+                });
+                let relay = hijack::grpc(client_upgrade, daemon_upgrade, record, grpc);
+                self.tasks.spawn(async move {
+                    relay.await;
+                    drop(slot);
+                });
+            } else {
+                let splice = hijack::splice(client_upgrade, daemon_upgrade, record);
+                self.tasks.spawn(async move {
+                    splice.await;
+                    drop(slot);
+                });
+            }
             let (mut parts, _) = response.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers, true);
             return Ok(Response::from_parts(

@@ -5,6 +5,10 @@
 //! until its reader ends, then the other side's write half is shut down: a
 //! client that closes stdin (`echo hi | docker run -i ... cat`) makes the
 //! container see EOF while its output still flows back.
+//!
+//! BuildKit's `/grpc` is not spliced: [`grpc`] hands both sides to
+//! [`crate::buildkit::relay`], which speaks HTTP/2 on each and judges every
+//! call.
 
 use std::sync::Arc;
 
@@ -39,6 +43,30 @@ pub async fn splice(client: OnUpgrade, daemon: OnUpgrade, record: Arc<RequestRec
         }
         Err(err) => {
             tracing::debug!(path = %record.path, error = %err, "hijacked stream ended with an error");
+        }
+    }
+}
+
+/// Waits for both upgrades of a `POST /grpc` and relays its HTTP/2 calls
+/// under the listener's policy until the client's connection ends.
+pub async fn grpc(
+    client: OnUpgrade,
+    daemon: OnUpgrade,
+    record: Arc<RequestRecord>,
+    grpc: Arc<crate::buildkit::Grpc>,
+) {
+    let (client, daemon) = match tokio::try_join!(client, daemon) {
+        Ok(pair) => pair,
+        Err(err) => {
+            tracing::debug!(path = %record.path, error = %err, "upgrade did not complete");
+            return;
+        }
+    };
+    record.set_upgraded();
+    match crate::buildkit::relay(client, daemon, grpc).await {
+        Ok(()) => record.set_complete(),
+        Err(err) => {
+            tracing::debug!(path = %record.path, error = %err, "BuildKit gRPC connection ended with an error");
         }
     }
 }

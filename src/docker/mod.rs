@@ -14,7 +14,8 @@
 //! Bodies are never buffered whole here: frames pass through one at a time, so
 //! a slow client slows the daemon (back-pressure) and a 20 GB `docker load`
 //! costs no memory. Upgraded connections (attach, exec) are handed to
-//! [`hijack`] once both sides switched protocols. Requests and policy
+//! [`hijack`] once both sides switched protocols; BuildKit's `/grpc` is
+//! relayed call by call under policy ([`crate::buildkit`]). Requests and policy
 //! refusals are counted in [`metrics`] for the admin listener.
 
 pub mod access_log;
@@ -135,6 +136,8 @@ pub struct DockerProxy {
     connections: Arc<ConnectionLimit<ClientKey>>,
     /// Requests and refusals, for the admin listener.
     metrics: Arc<metrics::DockerMetrics>,
+    /// BuildKit sessions and builds by tenant, over every `/grpc` stream.
+    buildkit: Arc<crate::buildkit::Registry>,
 }
 
 /// What the Docker proxy is built from: the rooms it drives, each built by
@@ -167,6 +170,7 @@ impl DockerProxy {
                 "clients.max_connections_per_client",
             ),
             metrics: Arc::default(),
+            buildkit: Arc::default(),
         }
     }
 

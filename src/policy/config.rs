@@ -18,6 +18,8 @@
 //! socket_binds: [/var/run/docker.sock, /run/docker.sock]  # the default; [] = off
 //! unprivileged_images: [testcontainers/ryuk]  # Privileged dropped, not refused
 //! publish_host_ip: 127.0.0.1    # force published ports onto this address
+//! buildkit:                     # BuildKit `/grpc` calls: what they may do
+//!   allow: [network.host]       #   beyond the defaults (policy::buildkit)
 //! limits:                       # each { max, force, on_exceed: refuse|clamp },
 //!   memory: { max: 4GiB }       #   or null/none to lift it; `limits: none`
 //!   memory_swap: { max: 4GiB }  #   lifts them all
@@ -93,6 +95,16 @@ pub struct PolicyConfig {
     pub limits: Setting<LimitsConfig>,
     #[serde(default)]
     pub inject: InjectConfig,
+    #[serde(default)]
+    pub buildkit: BuildkitConfig,
+}
+
+/// `buildkit:` ([`super::buildkit`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildkitConfig {
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 /// A size: bytes, or a string with a unit.
@@ -241,6 +253,8 @@ pub enum PolicyError {
         "unprivileged_images entry {0:?} must be an image name (with an optional tag, no digest)"
     )]
     Image(String),
+    #[error("{0}")]
+    Buildkit(String),
 }
 
 /// Where clients usually find the Docker socket: what `socket_binds` maps by
@@ -359,6 +373,8 @@ impl PolicyConfig {
             },
             socket_binds,
             unprivileged_images,
+            buildkit: super::buildkit::Allow::parse(self.buildkit.allow.iter().map(String::as_str))
+                .map_err(PolicyError::Buildkit)?,
             audit: self.audit,
         })
     }

@@ -43,6 +43,7 @@
 //! the tenant's own containers.
 
 pub mod build;
+pub mod buildkit;
 pub mod config;
 pub mod devices;
 pub mod host;
@@ -151,6 +152,8 @@ pub struct Policy {
     pub socket_binds: Vec<String>,
     /// Images whose `Privileged: true` is dropped instead of refused.
     pub unprivileged_images: Vec<unprivileged::ImageName>,
+    /// What BuildKit's `/grpc` calls may do beyond the defaults.
+    pub buildkit: buildkit::Allow,
     pub audit: bool,
 }
 
@@ -178,6 +181,7 @@ fn unreachable_policy() -> Policy {
         inject: inject::Inject::default(),
         socket_binds: Vec::new(),
         unprivileged_images: Vec::new(),
+        buildkit: buildkit::Allow::default(),
         audit: false,
     }
 }
