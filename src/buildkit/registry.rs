@@ -170,7 +170,7 @@ mod tests {
         assert_eq!(r.build_ref("x", "a"), Whose::Unknown);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn waiting_sees_a_later_claim_or_gives_up() {
         let r = Arc::new(Registry::default());
         let r2 = r.clone();
@@ -182,7 +182,7 @@ mod tests {
         r.claim_ref("x", "a", Instant::now());
         assert_eq!(waiter.await.unwrap(), Whose::Mine);
         let gave_up = r
-            .wait(Duration::from_secs(5), |r| r.build_ref("z", "a"))
+            .wait(Duration::from_millis(100), |r| r.build_ref("z", "a"))
             .await;
         assert_eq!(gave_up, Whose::Unknown);
     }

@@ -55,7 +55,7 @@ const MAX_SMALL: usize = 64 << 10;
 const MAX_ANSWER: usize = 1 << 20;
 /// How long a `Solve` waits for its sessions, or a `Status` for its
 /// `Solve`, to show up on another stream.
-const PATIENCE: Duration = Duration::from_secs(10);
+const PATIENCE: Duration = Duration::from_secs(5);
 /// The header carrying a `Session` call's session ID (BuildKit's
 /// `session.headerSessionID`, lowercase as gRPC metadata).
 const SESSION_ID: &str = "x-docker-expose-session-uuid";
