@@ -320,7 +320,10 @@ fn platform() -> Platform {
 /// LLB: `cistern-test/busybox`, then `sh -c <script>` on it, with the
 /// given network and security modes; `marker` makes the step unique.
 fn definition(script: &str, network: i32, security: i32) -> Definition {
-    let image = format!("docker-image://docker.io/{}:latest", busybox());
+    let image = match busybox().contains(':') {
+        true => format!("docker-image://docker.io/{}", busybox()),
+        false => format!("docker-image://docker.io/{}:latest", busybox()),
+    };
     let source = Op {
         source: Some(SourceOp { identifier: image }),
         platform: Some(platform()),
