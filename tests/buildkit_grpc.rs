@@ -229,7 +229,10 @@ impl Client {
             .header("Host", "docker")
             .header("Connection", "Upgrade")
             .header("Upgrade", "h2c")
-            .header("X-Docker-Expose-Session-Grpc-Method", "/moby.buildkit.v1.Control/Solve")
+            .header(
+                "X-Docker-Expose-Session-Grpc-Method",
+                "/moby.buildkit.v1.Control/Solve",
+            )
             .body(Full::new(Bytes::new()))
             .unwrap();
         let resp = sender.send_request(req).await.unwrap();
@@ -249,9 +252,10 @@ impl Client {
         let mut framed = vec![0u8];
         framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
         framed.extend_from_slice(&body);
-        let mut req = hyper::Request::post(format!("http://docker/moby.buildkit.v1.Control/{method}"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers");
+        let mut req =
+            hyper::Request::post(format!("http://docker/moby.buildkit.v1.Control/{method}"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers");
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -414,7 +418,9 @@ async fn buildkit_calls_through_cistern_run_on_the_daemon_under_policy() {
     let bob = Client::connect(&sock("bob")).await;
 
     // ListWorkers: the daemon's answer, through cistern.
-    let workers = alice.call("ListWorkers", PruneRequest::default(), &[]).await;
+    let workers = alice
+        .call("ListWorkers", PruneRequest::default(), &[])
+        .await;
     workers.ok();
     let workers = ListWorkersResponse::decode(workers.messages[0].clone()).unwrap();
     assert!(
@@ -469,7 +475,9 @@ async fn buildkit_calls_through_cistern_run_on_the_daemon_under_policy() {
         String::from_utf8_lossy(&logs)
     );
     assert!(daemon_cache().await.iter().any(|d| d.contains(&marker)));
-    let built = support::run_ok(support::docker_direct().args(["image", "inspect", "-f", "{{.Id}}", &image]));
+    let built = support::run_ok(
+        support::docker_direct().args(["image", "inspect", "-f", "{{.Id}}", &image]),
+    );
     let digest = SolveResponse::decode(solved.messages[0].clone())
         .unwrap()
         .exporter_response
@@ -482,19 +490,32 @@ async fn buildkit_calls_through_cistern_run_on_the_daemon_under_policy() {
     let script = format!("echo {never}");
     let mut entitled = solve(&format!("ref-e-{id}"), definition(&script, 0, 0));
     entitled.entitlements = vec!["network.host".into()];
-    alice.call("Solve", entitled, &[]).await.refused("buildkit_entitlement");
+    alice
+        .call("Solve", entitled, &[])
+        .await
+        .refused("buildkit_entitlement");
     let host_net = solve(&format!("ref-n-{id}"), definition(&script, 1, 0));
-    alice.call("Solve", host_net, &[]).await.refused("buildkit_network_host");
+    alice
+        .call("Solve", host_net, &[])
+        .await
+        .refused("buildkit_network_host");
     let insecure = solve(&format!("ref-i-{id}"), definition(&script, 0, 1));
-    alice.call("Solve", insecure, &[]).await.refused("buildkit_insecure");
+    alice
+        .call("Solve", insecure, &[])
+        .await
+        .refused("buildkit_insecure");
     let mut others = solve(&format!("ref-o-{id}"), definition(&script, 0, 0));
     others.exporter = "moby".into();
     others.exporter_attrs = [("name".to_string(), format!("x-{id},{image}"))].into();
-    bob.call("Solve", others, &[]).await.refused("buildkit_image_name");
+    bob.call("Solve", others, &[])
+        .await
+        .refused("buildkit_image_name");
     let mut borrowed = solve(&format!("ref-s-{id}"), definition(&script, 0, 0));
     borrowed.session = format!("session-of-nobody-{id}");
     // (cistern waits a while for the session to be opened first.)
-    bob.call("Solve", borrowed, &[]).await.refused("buildkit_session");
+    bob.call("Solve", borrowed, &[])
+        .await
+        .refused("buildkit_session");
     assert!(
         !daemon_cache().await.iter().any(|d| d.contains(&never)),
         "a refused step ran"

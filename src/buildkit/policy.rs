@@ -417,7 +417,10 @@ mod tests {
         assert_eq!(rule(&none, req.clone()), "buildkit_entitlement");
         req.entitlements = vec!["security.insecure".into()];
         assert_eq!(rule(&none, req), "buildkit_entitlement");
-        assert_eq!(rule(&none, with_ops(vec![exec(1, 0)])), "buildkit_network_host");
+        assert_eq!(
+            rule(&none, with_ops(vec![exec(1, 0)])),
+            "buildkit_network_host"
+        );
         assert_eq!(rule(&none, with_ops(vec![exec(0, 1)])), "buildkit_insecure");
         assert_eq!(
             rule(&none, with_ops(vec![src("git://git.example/r.git", &[])])),
@@ -477,10 +480,7 @@ mod tests {
             "disk_usage",
         ])
         .unwrap();
-        let mut req = with_ops(vec![
-            exec(1, 1),
-            src("git://git.example/r.git", &[]),
-        ]);
+        let mut req = with_ops(vec![exec(1, 1), src("git://git.example/r.git", &[])]);
         req.entitlements = vec!["network.host".into(), "security.insecure".into()];
         req.frontend = "gateway.v0".into();
         req.frontend_attrs = [("force-network-mode".into(), "host".into())].into();
@@ -521,7 +521,10 @@ mod tests {
             solve(with_ops(vec![exec(7, 0)])),
         ] {
             let d = judge_solve(rules(&none), &body).unwrap_err();
-            assert_eq!((d.code, d.rule), (Code::InvalidArgument, "buildkit_malformed"));
+            assert_eq!(
+                (d.code, d.rule),
+                (Code::InvalidArgument, "buildkit_malformed")
+            );
         }
     }
 
@@ -545,7 +548,11 @@ mod tests {
     fn image_names_are_overridden_by_an_appended_entry() {
         let mut req = with_ops(vec![]);
         req.exporter = "moby".into();
-        req.exporter_attrs = [("name".into(), "app".into()), ("push".into(), "false".into())].into();
+        req.exporter_attrs = [
+            ("name".into(), "app".into()),
+            ("push".into(), "false".into()),
+        ]
+        .into();
         let msg = req.encode_to_vec();
         let edited = with_image_names(&msg, &["ns/t/app".into(), "ns/t/b".into()]);
         assert!(edited.starts_with(&msg));

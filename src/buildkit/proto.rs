@@ -264,12 +264,18 @@ mod tests {
         };
         let bytes = b.encode_to_vec();
         assert_eq!(bytes[0], key(3, 2));
-        assert_eq!(Definition { def: vec![vec![]] }.encode_to_vec()[0], key(1, 2));
+        assert_eq!(
+            Definition { def: vec![vec![]] }.encode_to_vec()[0],
+            key(1, 2)
+        );
         let resp = SolveResponse {
             exporter_response: [("k".into(), "v".into())].into(),
         };
         assert_eq!(resp.encode_to_vec()[0], key(1, 2));
-        assert_eq!(StatusRequest { r#ref: "r".into() }.encode_to_vec()[0], key(1, 2));
+        assert_eq!(
+            StatusRequest { r#ref: "r".into() }.encode_to_vec()[0],
+            key(1, 2)
+        );
         let prune = PruneRequest {
             filter: vec!["f".into()],
             all: true,

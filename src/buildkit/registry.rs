@@ -107,7 +107,10 @@ impl Registry {
     }
 
     pub fn session(&self, id: &str, tenant: &str) -> Whose {
-        whose(self.lock().sessions.get(id).map(|(t, _)| t.as_str()), tenant)
+        whose(
+            self.lock().sessions.get(id).map(|(t, _)| t.as_str()),
+            tenant,
+        )
     }
 
     pub fn build_ref(&self, r#ref: &str, tenant: &str) -> Whose {

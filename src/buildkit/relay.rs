@@ -184,7 +184,9 @@ impl Grpc {
             Method::Status => self.status(req, sender).await,
             Method::Session => self.session(req, sender).await,
             Method::Prune => self.prune(req, sender).await,
-            Method::DiskUsage if self.allow.disk_usage => Ok(forward(sender, streamed(req), None).await),
+            Method::DiskUsage if self.allow.disk_usage => {
+                Ok(forward(sender, streamed(req), None).await)
+            }
             Method::DiskUsage => {
                 let denied = Denied::policy(
                     &self.policy,
@@ -246,7 +248,11 @@ impl Grpc {
             }
         }
         let mapped = self.image_names(&path, &judged.image_names).await?;
-        if !judged.r#ref.is_empty() && !self.registry.claim_ref(&judged.r#ref, &tenant, Instant::now()) {
+        if !judged.r#ref.is_empty()
+            && !self
+                .registry
+                .claim_ref(&judged.r#ref, &tenant, Instant::now())
+        {
             return Err(Denied::policy(
                 &self.policy,
                 "buildkit_ref",
@@ -426,7 +432,9 @@ async fn read_capped(body: Incoming, cap: usize) -> Result<Bytes, Denied> {
             rule: "buildkit_malformed",
             message: format!("cistern: the request is over {cap} bytes (rule buildkit_malformed)"),
         }),
-        Err(err) => Err(Denied::malformed(format_args!("the request did not arrive whole: {err}"))),
+        Err(err) => Err(Denied::malformed(format_args!(
+            "the request did not arrive whole: {err}"
+        ))),
     }
 }
 
@@ -567,7 +575,10 @@ mod tests {
             ("/moby.buildkit.v1.Control/ListWorkers", Method::Pass),
             ("/moby.buildkit.v1.Control/Info", Method::Pass),
             ("/grpc.health.v1.Health/Check", Method::Pass),
-            ("/moby.buildkit.v1.Control/ListenBuildHistory", Method::Refused),
+            (
+                "/moby.buildkit.v1.Control/ListenBuildHistory",
+                Method::Refused,
+            ),
             ("/moby.filesync.v1.FileSync/DiffCopy", Method::Refused),
             ("/moby.buildkit.v1.Control/Solve/x", Method::Refused),
         ] {
