@@ -48,3 +48,30 @@ impl Allow {
         Ok(a)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyConfig;
+
+    fn policy(yaml: &str) -> Result<crate::policy::Policy, crate::policy::PolicyError> {
+        let config: PolicyConfig = serde_yaml::from_str(yaml).unwrap();
+        config.validate()
+    }
+
+    #[test]
+    fn the_config_lists_what_is_allowed() {
+        assert_eq!(policy("{}").unwrap().buildkit, Allow::default());
+        let p = policy("buildkit: { allow: [network.host, prune_all] }").unwrap();
+        assert_eq!(
+            p.buildkit,
+            Allow {
+                network_host: true,
+                prune_all: true,
+                ..Allow::default()
+            }
+        );
+        let err = policy("buildkit: { allow: [host] }").unwrap_err();
+        assert!(err.to_string().contains("unknown buildkit.allow entry"), "{err}");
+    }
+}
