@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::tenancy::ownership::labels::Owner;
+
 /// How long a build's ref stays the tenant's.
 const REF_TTL: Duration = Duration::from_secs(3600);
 
@@ -25,7 +27,13 @@ struct Inner {
     refs: HashMap<String, (String, Instant)>,
 }
 
-/// Sessions and build refs by tenant (a tenant key: tenant and instance).
+/// The key the registry knows a tenant by: its name and cistern instance.
+/// (The `/session` hijack registers its sessions with it too.)
+pub fn key(owner: &Owner) -> String {
+    format!("{}\n{}", owner.tenant.as_str(), owner.instance)
+}
+
+/// Sessions and build refs by tenant ([`key`]).
 #[derive(Debug, Default)]
 pub struct Registry {
     inner: Mutex<Inner>,

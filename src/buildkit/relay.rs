@@ -146,7 +146,7 @@ impl Grpc {
     }
 
     fn tenant_key(&self) -> String {
-        format!("{}\n{}", self.owner.tenant.as_str(), self.owner.instance)
+        super::registry::key(&self.owner)
     }
 
     /// A refusal as the listener decides it: `Ok` (logged) in audit mode

@@ -72,6 +72,9 @@ mod tests {
             }
         );
         let err = policy("buildkit: { allow: [host] }").unwrap_err();
-        assert!(err.to_string().contains("unknown buildkit.allow entry"), "{err}");
+        assert!(
+            err.to_string().contains("unknown buildkit.allow entry"),
+            "{err}"
+        );
     }
 }
