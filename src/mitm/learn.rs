@@ -25,7 +25,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::discover::{self, Filter, Found, Root};
+use crate::http::ProxyBody;
 
+use http_body_util::BodyExt;
+
+use super::body::Sniffed;
 use super::config::CachingConfig;
 use super::domains::{Domains, Learned, LeftOut};
 
@@ -195,6 +199,45 @@ impl CachedSet {
                 Vec::new()
             }
         }
+    }
+}
+
+/// Largest registry configuration file read for the host it names.
+const MAX_INDEX_CONFIG: usize = 64 << 10;
+
+impl CachedSet {
+    /// Whether hosts are learned while cistern runs (`discover.images`).
+    pub fn learns_at_run_time(&self) -> bool {
+        self.config.discover.images
+    }
+
+    /// `body`, the answer to a `GET` of `url` (a cached host's
+    /// `…/config.json`), passed on unchanged; once the client has it whole,
+    /// a cargo sparse registry's configuration gives its download host
+    /// (`dl`), which cargo fetches the `.crate` files from and which is
+    /// often another host than the index. It is learned like a host found
+    /// in an image (the filters and the bound apply); containers created
+    /// from then on are routed and trusted for it.
+    pub fn learn_from_index_config(
+        self: &Arc<Self>,
+        url: String,
+        expected: Option<u64>,
+        body: ProxyBody,
+    ) -> ProxyBody {
+        let set = self.clone();
+        let learn = move |bytes: bytes::Bytes| {
+            let found = discover::cargo_index_config(&bytes, &url);
+            if found.is_empty()
+                || found
+                    .iter()
+                    .all(|f| set.domains().matching(&f.host).is_some())
+            {
+                return;
+            }
+            // A new CA generation is made off the runtime's threads.
+            tokio::task::spawn_blocking(move || set.learn(&found, OffsetDateTime::now_utc()));
+        };
+        BodyExt::boxed_unsync(Sniffed::new(body, MAX_INDEX_CONFIG, expected, learn))
     }
 }
 
