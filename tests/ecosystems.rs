@@ -27,8 +27,10 @@
 //!
 //! cargo: Debian bookworm's cargo (0.66) has the sparse protocol as an
 //! unstable feature (`-Z sparse-registry`, taken by a stable cargo with
-//! `RUSTC_BOOTSTRAP=1`); its image is heavy, so CI fetches the sparse layout
-//! with curl and the real cargo runs with `--ignored`, as maven does.
+//! `RUSTC_BOOTSTRAP=1`). Its image (cargo, rustc, LLVM, gcc) and Maven's
+//! (Java) are the heavy ones: a few minutes each on their first build, then
+//! reused; both clients run in CI. The sparse layout is also fetched with
+//! curl, in the light image, for the download host learned from the index.
 //! Debian bookworm packages no apk-tools, so apk has no client test.
 
 #[path = "support/origin.rs"]
@@ -766,10 +768,8 @@ fn a_sparse_registrys_download_host_is_learned_from_its_index_config() {
 
 /// Debian bookworm's cargo (0.66) has the sparse protocol as an unstable
 /// feature: `-Z sparse-registry`, which a stable cargo takes with
-/// `RUSTC_BOOTSTRAP=1`. Left out of CI (`--ignored` runs it): its image
-/// (cargo, rustc, LLVM, gcc) is the heavy part.
+/// `RUSTC_BOOTSTRAP=1`.
 #[test]
-#[ignore = "Debian's cargo image is too heavy for CI; run with --ignored"]
 fn cargo_fetches_from_a_learned_sparse_registry_and_its_second_run_comes_from_the_cache() {
     let image = job_image("cistern-test/eco-cargo", &["cargo"], &[cargo_config()], "");
     let (repository, crates) = crates_repository(CRATES);
@@ -806,16 +806,11 @@ with zipfile.ZipFile(out, "w") as z:
     std::fs::read(out).unwrap()
 }
 
-/// Left out of CI (`--ignored` runs it): Java and Maven make the heaviest
-/// image (about two more minutes on first build), past the time the tests
-/// here may add.
-///
 /// Maven core resolves a project's parent POM (here by a version range,
 /// through `maven-metadata.xml`) and its build extensions itself: no plugin
 /// is needed, so nothing but these comes from the repository, and
 /// `mvn validate` on such a project downloads them.
 #[test]
-#[ignore = "Maven's image is too heavy for CI; run with --ignored"]
 fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache() {
     let pom = "<project xmlns=\"http://maven.apache.org/POM/4.0.0\">\n  <modelVersion>4.0.0</modelVersion>\n  \
                <parent><groupId>test.zc</groupId><artifactId>zc-parent</artifactId><version>[1.0.0,2)</version></parent>\n  \
