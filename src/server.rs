@@ -41,6 +41,13 @@ fn log_learned(learned: &crate::mitm::domains::Learned) {
             .collect();
         tracing::info!(%host, from = %from.join(", "), "caching a learned repository host");
     }
+    for (host, places) in &learned.routed {
+        let from: Vec<String> = places
+            .iter()
+            .map(|f| format!("{} ({})", f.tool, f.from))
+            .collect();
+        tracing::info!(%host, from = %from.join(", "), "routing a learned repository host under a cached domain");
+    }
     for (host, why) in &learned.left_out {
         tracing::debug!(%host, ?why, "learned repository host left out");
     }

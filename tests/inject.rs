@@ -1370,6 +1370,44 @@ fn repository_hosts_an_image_or_a_create_names_are_cached_for_that_very_containe
 }
 
 #[test]
+fn a_host_an_image_names_under_a_configured_domain_is_routed_by_name_with_no_new_ca() {
+    // The configured domain is the parent: extra hosts map exact names, so
+    // the image's host must be routed by its own name.
+    let parent = "domains.example";
+    let c = DomainChanges::start(&[parent]);
+    let image = unique("cistern-test/learned-sub").to_lowercase();
+    let _image = Cleanup::image(&image);
+    build_image(
+        &image,
+        &format!("FROM {}\nCOPY pip.conf /etc/pip.conf\n", curl_image()),
+        &[(
+            "pip.conf",
+            format!("[global]\nindex-url = https://{ADDED}/simple\n").as_bytes(),
+        )],
+    );
+    let name = unique("learned-sub");
+    let _container = Cleanup::container(&name);
+    run_ok(
+        c.caching
+            .docker()
+            .args(["run", "-d", "--name", &name, &image, "sleep", "600"]),
+    );
+    c.assert_reaches(&name, ADDED);
+    let hosts = strings(&inspect(c.caching.docker(), &name)["HostConfig"]["ExtraHosts"]);
+    assert!(
+        hosts.iter().any(|h| h.starts_with(&format!("{ADDED}:"))),
+        "{hosts:?}"
+    );
+    // The parent's name constraint covers it: no generation for it.
+    assert_eq!(c.permitted(&c.cas_of(&name)[0]), [parent]);
+    let line = c.caching.cistern().cache_domains_line(ADDED, &[]);
+    assert!(line.contains("routed (under a cached domain)"), "{line}");
+    assert!(line.contains("/etc/pip.conf"), "{line}");
+    // A sibling nobody named stays unrouted.
+    assert!(!hosts.iter().any(|h| h.contains(KEPT)), "{hosts:?}");
+}
+
+#[test]
 fn a_domain_added_at_a_restart_is_reached_at_once_by_new_containers_and_old_ones_keep_theirs() {
     let mut c = DomainChanges::start(&[KEPT]);
     let old = unique("domains-old");

@@ -84,9 +84,18 @@ pub fn cache_domains(
             }
         }
     }
+    for (host, places) in &learned.routed {
+        for (i, f) in places.iter().enumerate() {
+            let head = if i == 0 { host.as_str() } else { "" };
+            let _ = writeln!(
+                out,
+                "{head:<40} routed (under a cached domain), learned: {} ({})",
+                f.tool, f.from
+            );
+        }
+    }
     for (host, why) in &learned.left_out {
         let why = match why {
-            LeftOut::Covered(domain) => format!("left out: covered by {domain}"),
             LeftOut::Filtered => "left out: discover.allow/deny".to_owned(),
             LeftOut::OverLimit => "left out: over discover.max_hosts".to_owned(),
         };
