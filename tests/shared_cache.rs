@@ -1082,7 +1082,22 @@ async fn bench_shared_tier() {
             rate(bytes, shared)
         );
     }
-    // Ten cold runners, the same twenty files at once.
+    bench_fleet(&weed, &origin).await;
+}
+
+/// The README's fleet figure alone: `cargo test --release --test
+/// shared_cache -- --ignored --nocapture bench_fleet`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark"]
+async fn bench_fleet_burst() {
+    let weed = Weed::start();
+    let origin = Origin::start(None).await;
+    weed.ready().await;
+    bench_fleet(&weed, &origin).await;
+}
+
+/// Ten cold runners, the same twenty files at once.
+async fn bench_fleet(weed: &Weed, origin: &Origin) {
     let files: Vec<(String, Bytes)> = (0..20)
         .map(|i| {
             let path = format!("/packages/bench/fleet{i}-1.0-py3-none-any.whl");
@@ -1092,7 +1107,7 @@ async fn bench_shared_tier() {
         })
         .collect();
     let runners: Vec<Arc<Runner>> = (0..10)
-        .map(|_| Arc::new(Runner::start(&weed, &origin, "fleet")))
+        .map(|_| Arc::new(Runner::start(weed, origin, "fleet")))
         .collect();
     let started = Instant::now();
     let gets: Vec<_> = runners
@@ -1107,19 +1122,21 @@ async fn bench_shared_tier() {
     }
     let took = started.elapsed();
     if std::env::var_os("CISTERN_BENCH_LOGS").is_some() {
-        for line in runners[0]
-            .cistern
-            .logs()
-            .lines()
-            .filter(|l| l.contains("shared"))
-        {
-            println!("{line}");
+        for runner in &runners {
+            for line in runner
+                .cistern
+                .logs()
+                .lines()
+                .filter(|l| l.contains("shared"))
+            {
+                println!("{line}");
+            }
         }
     }
     let requests: u32 = files.iter().map(|(p, _)| origin.counts(p).requests).sum();
-    let mut counters = [0u64; 4];
+    let mut counters = [0u64; 5];
     for r in &runners {
-        for (i, name) in ["fleet_leads", "fleet_waits", "hits", "errors"]
+        for (i, name) in ["fleet_leads", "fleet_waits", "hits", "errors", "fleet_takeovers"]
             .iter()
             .enumerate()
         {
@@ -1129,11 +1146,12 @@ async fn bench_shared_tier() {
         }
     }
     println!(
-        "10 cold runners x the same 20 files at once: {requests} origin requests for 200 downloads ({:.2} s); fleet leads {}, waits {}, shared hits {}, store errors {}",
+        "10 cold runners x the same 20 files at once: {requests} origin requests for 200 downloads ({:.2} s); fleet leads {}, waits {}, shared hits {}, store errors {}, lock takeovers {}",
         took.as_secs_f64(),
         counters[0],
         counters[1],
         counters[2],
-        counters[3]
+        counters[3],
+        counters[4]
     );
 }

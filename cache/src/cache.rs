@@ -194,6 +194,7 @@ impl Cache {
             guard.finish(true);
             return Ok(Found::Entry(entry));
         }
+        let mut waited = false;
         let meta = match shared.lookup(key).await {
             Some(meta) => meta,
             None if !lead => {
@@ -203,7 +204,10 @@ impl Cache {
             // Nobody in the fleet has it: download it for the fleet, or
             // wait for the runner that does.
             None => match shared.lead_or_wait(key).await {
-                Fleet::Ready(meta) => meta,
+                Fleet::Ready(meta) => {
+                    waited = true;
+                    meta
+                }
                 Fleet::Lead(lead) => {
                     guard.finish(false);
                     return Ok(Found::Miss(Some(lead)));
@@ -214,7 +218,7 @@ impl Cache {
                 }
             },
         };
-        let Some(body) = shared.open_body(&meta).await else {
+        let Some(body) = shared.open_body(&meta, waited).await else {
             guard.finish(false);
             return Ok(Found::Miss(None));
         };

@@ -78,8 +78,10 @@ const FLEET_CLAIMS: usize = 3;
 /// A conditional write answers more slowly than a read when many runners
 /// race for one lock: it gets this many times the timeout.
 const CLAIM_WAIT: u32 = 5;
-/// How long misses skip the tier after it failed one.
+/// How long misses skip the tier after it failed [`REST_AFTER`] times in a
+/// row.
 const BACKOFF: Duration = Duration::from_secs(5);
+const REST_AFTER: u32 = 3;
 /// How often a waiting miss looks at the lock: first, and at most.
 const FLEET_POLL_MIN: Duration = Duration::from_millis(150);
 const FLEET_POLL_MAX: Duration = Duration::from_secs(1);
@@ -88,8 +90,6 @@ const FLEET_POLL_MAX: Duration = Duration::from_secs(1);
 const TOUCHED_MAX: usize = 100_000;
 /// Default [`SharedConfig::touch_every`].
 pub const DEFAULT_TOUCH_EVERY: Duration = Duration::from_secs(24 * 3600);
-/// Failed looks at a fleet lock after which a waiting miss gives up.
-const FLEET_WAIT_FAILURES: u32 = 3;
 
 /// Default [`SharedConfig::upload_queue`].
 pub const DEFAULT_UPLOAD_QUEUE: usize = 256;
@@ -265,6 +265,8 @@ struct Inner {
     /// When this runner last recorded a use of each key.
     touched: std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>,
     touch_every: Duration,
+    /// Failed requests since the store last answered.
+    failures_in_row: std::sync::atomic::AtomicU32,
     /// Until when the request path leaves the store alone after a failure
     /// (uploads still try): a store that is down or blackholed costs one
     /// timeout per [`BACKOFF`], not one per miss.
@@ -330,6 +332,7 @@ impl Shared {
             leading: std::sync::Mutex::default(),
             touched: std::sync::Mutex::default(),
             touch_every: config.touch_every,
+            failures_in_row: std::sync::atomic::AtomicU32::new(0),
             resting_until: std::sync::Mutex::default(),
         });
         let (queue, rx) = mpsc::channel(config.upload_queue.max(1));
@@ -374,10 +377,16 @@ impl Shared {
     /// down, slow or answering nonsense) are counted and logged, and come
     /// back as `None`: the caller asks the origin.
     pub async fn lookup(&self, key: &CacheKey) -> Option<Meta> {
-        let inner = &self.inner;
-        if !inner.available() {
+        if !self.inner.available() {
             return None;
         }
+        self.read_index(key).await
+    }
+
+    /// [`Shared::lookup`], even while misses leave the store alone (for a
+    /// runner in the middle of the fleet's single download).
+    async fn read_index(&self, key: &CacheKey) -> Option<Meta> {
+        let inner = &self.inner;
         inner.counters.lookups.fetch_add(1, Ordering::Relaxed);
         let path = inner.index_path(key.as_str());
         let got = tokio::time::timeout(inner.timeout, async {
@@ -388,12 +397,16 @@ impl Shared {
         .await;
         let bytes = match got {
             Ok(Ok((modified, bytes))) => {
+                inner.answered();
                 if older_than(modified, inner.touch_every) {
                     self.used(key);
                 }
                 bytes
             }
-            Ok(Err(object_store::Error::NotFound { .. })) => return None,
+            Ok(Err(object_store::Error::NotFound { .. })) => {
+                inner.answered();
+                return None;
+            }
             Ok(Err(e)) => {
                 inner.failed("looking up an index object", &e);
                 return None;
@@ -423,16 +436,23 @@ impl Shared {
     /// Opens the body `meta` names, once its first answer came within the
     /// timeout. `None` (counted, logged) when the tier does not have it or
     /// failed: the caller asks the origin, whose copy is then uploaded.
-    pub(crate) async fn open_body(&self, meta: &Meta) -> Option<ObjectBody> {
+    /// `patient`: for a miss that waited for another runner's download,
+    /// which the whole fleet now asks for at once: the first answer may
+    /// take [`CLAIM_WAIT`] times the timeout.
+    pub(crate) async fn open_body(&self, meta: &Meta, patient: bool) -> Option<ObjectBody> {
         let inner = &self.inner;
         let integrity = meta.integrity.parse::<Integrity>().ok()?;
         let path = inner.content_path(&integrity)?;
-        match tokio::time::timeout(inner.timeout, inner.store.get(&path)).await {
-            Ok(Ok(got)) => Some(ObjectBody {
-                integrity,
-                path,
-                stream: got.into_stream(),
-            }),
+        let wait = inner.timeout * if patient { CLAIM_WAIT } else { 1 };
+        match tokio::time::timeout(wait, inner.store.get(&path)).await {
+            Ok(Ok(got)) => {
+                inner.answered();
+                Some(ObjectBody {
+                    integrity,
+                    path,
+                    stream: got.into_stream(),
+                })
+            }
             Ok(Err(object_store::Error::NotFound { .. })) => {
                 tracing::info!(object = %path, "an index object of the shared cache tier names a body it does not have");
                 None
@@ -545,22 +565,47 @@ impl Shared {
         }
         let path = inner.lock_path(key.as_str());
         let mut waited = false;
-        for _ in 0..FLEET_CLAIMS {
-            let put = inner.store.put_opts(
-                &path,
-                PutPayload::from(lock_stamp()),
-                PutMode::Create.into(),
-            );
-            match tokio::time::timeout(inner.timeout * CLAIM_WAIT, put).await {
-                Ok(Ok(_)) => return self.led(key, path).await,
-                Ok(Err(object_store::Error::AlreadyExists { .. })) => {}
-                Ok(Err(e)) => {
-                    inner.failed("taking a fleet lock", &e);
-                    return Fleet::Alone;
-                }
-                Err(_) => {
-                    inner.failed("taking a fleet lock", &"timed out");
-                    return Fleet::Alone;
+        for attempt in 0..FLEET_CLAIMS {
+            // A lock already there (the usual case when many runners miss
+            // at once) is waited for without a conditional write, which
+            // some stores answer slowly under a burst.
+            let held = attempt == 0
+                && match tokio::time::timeout(inner.timeout, inner.store.head(&path)).await {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(object_store::Error::NotFound { .. })) => false,
+                    Ok(Err(e)) => {
+                        inner.failed("looking at a fleet lock", &e);
+                        return Fleet::Alone;
+                    }
+                    Err(_) => {
+                        inner.failed("looking at a fleet lock", &"timed out");
+                        return Fleet::Alone;
+                    }
+                };
+            if !held {
+                let put = inner.store.put_opts(
+                    &path,
+                    PutPayload::from(lock_stamp()),
+                    PutMode::Create.into(),
+                );
+                match tokio::time::timeout(inner.timeout * CLAIM_WAIT, put).await {
+                    Ok(Ok(_)) => {
+                        inner.answered();
+                        return self.led(key, path).await;
+                    }
+                    Ok(Err(object_store::Error::AlreadyExists { .. })) => inner.answered(),
+                    Ok(Err(e)) => {
+                        inner.failed("taking a fleet lock", &e);
+                        return Fleet::Alone;
+                    }
+                    // Slow under a burst, not down (it answered the
+                    // lookup): whoever's write landed leads, and a lock
+                    // nobody renews (this one's, if it landed) is taken
+                    // over. Wait for it rather than ask the origin.
+                    Err(_) => {
+                        inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(key = %key, "a fleet lock's conditional write timed out; waiting");
+                    }
                 }
             }
             if !waited {
@@ -621,7 +666,7 @@ impl Shared {
     /// uploaded between the lookup and the claim.
     async fn led(&self, key: &CacheKey, path: ObjectPath) -> Fleet {
         let lead = FleetLead::start(self.inner.clone(), key.as_str(), path);
-        match self.lookup(key).await {
+        match self.read_index(key).await {
             // Dropping the lead releases the lock.
             Some(meta) => Fleet::Ready(meta),
             None => {
@@ -642,12 +687,17 @@ impl Shared {
         let mut pause = FLEET_POLL_MIN;
         // The lock's version, and since when this runner has seen it.
         let mut seen: Option<(String, tokio::time::Instant)> = None;
-        let mut failures = 0;
-        while started.elapsed() < FLEET_WAIT_MAX && failures < FLEET_WAIT_FAILURES {
+        // When the store last answered: a slow answer or two under a
+        // burst is no reason to download again; a store silent for
+        // `LOCK_STALE` is.
+        let mut answered = tokio::time::Instant::now();
+        while started.elapsed() < FLEET_WAIT_MAX && answered.elapsed() < LOCK_STALE {
             tokio::time::sleep(jitter(pause)).await;
             pause = (pause * 3 / 2).min(FLEET_POLL_MAX);
             match tokio::time::timeout(inner.timeout, inner.store.head(path)).await {
                 Ok(Ok(lock)) => {
+                    inner.answered();
+                    answered = tokio::time::Instant::now();
                     let version = lock
                         .e_tag
                         .clone()
@@ -668,18 +718,18 @@ impl Shared {
                 }
                 Ok(Err(object_store::Error::NotFound { .. })) => {
                     // Released: uploaded just now, or given up.
-                    return match self.lookup(key).await {
+                    return match self.read_index(key).await {
                         Some(meta) => Waited::Ready(meta),
                         None => Waited::Released,
                     };
                 }
                 Ok(Err(e)) => {
-                    inner.failed("watching a fleet lock", &e);
-                    failures += 1;
+                    inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "watching a fleet lock failed");
                 }
                 Err(_) => {
-                    inner.failed("watching a fleet lock", &"timed out");
-                    failures += 1;
+                    inner.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("watching a fleet lock timed out");
                 }
             }
         }
@@ -1190,7 +1240,7 @@ impl FleetLead {
                 loop {
                     tokio::time::sleep(LOCK_REFRESH).await;
                     let put = inner.store.put(&path, PutPayload::from(lock_stamp()));
-                    if !matches!(tokio::time::timeout(inner.timeout, put).await, Ok(Ok(_))) {
+                    if !matches!(tokio::time::timeout(LOCK_REFRESH, put).await, Ok(Ok(_))) {
                         tracing::debug!(object = %path, "cannot renew a fleet lock");
                     }
                 }
@@ -1258,14 +1308,25 @@ fn jitter(pause: Duration) -> Duration {
 }
 
 impl Inner {
+    /// A request to the store failed: counted; after [`REST_AFTER`] in a
+    /// row, misses leave the store alone for [`BACKOFF`] (a single slow
+    /// answer under a burst does not send a runner to the origin for
+    /// everything).
     fn failed(&self, op: &str, error: &dyn fmt::Display) {
         self.counters.errors.fetch_add(1, Ordering::Relaxed);
-        *self
-            .resting_until
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(tokio::time::Instant::now() + BACKOFF);
+        if self.failures_in_row.fetch_add(1, Ordering::Relaxed) + 1 >= REST_AFTER {
+            *self
+                .resting_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(tokio::time::Instant::now() + BACKOFF);
+        }
         tracing::warn!(error = %error, "shared cache tier failed while {op}; asking the origin");
+    }
+
+    /// The store answered (found or not).
+    fn answered(&self) {
+        self.failures_in_row.store(0, Ordering::Relaxed);
     }
 
     fn name(&self, rest: String) -> ObjectPath {
