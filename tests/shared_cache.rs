@@ -804,7 +804,10 @@ async fn a_failed_or_dead_lead_does_not_hold_the_fleet_up() {
         killed.elapsed()
     );
     assert_eq!(origin.counts(&path).requests, 2);
-    assert_eq!(c.metric("cistern_cache_shared_fleet_takeovers_total").await, 1);
+    assert_eq!(
+        c.metric("cistern_cache_shared_fleet_takeovers_total").await,
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -836,11 +839,14 @@ async fn a_vary_variant_s_fleet_lock_is_released_under_its_own_key() {
         let runner = runner.clone();
         tokio::spawn(async move {
             let accept_y = [("accept", "application/y")];
-            runner.get_with(path, &accept_y, Duration::from_secs(20)).await
+            runner
+                .get_with(path, &accept_y, Duration::from_secs(20))
+                .await
         })
     };
     let led = get_y(&b);
-    b.wait_metric("cistern_cache_shared_fleet_leads_total", 1).await;
+    b.wait_metric("cistern_cache_shared_fleet_leads_total", 1)
+        .await;
     let waited = get_y(&c);
     for got in [led.await.unwrap(), waited.await.unwrap()] {
         assert_eq!(got.0, 200);
@@ -917,13 +923,22 @@ async fn gc_expires_the_shared_tier_by_last_use_and_by_size_one_gc_at_a_time() {
     // One gc at a time: while another holds the gc lock, gc says so and
     // removes nothing.
     bucket
-        .put(&ObjectPath::from("ci/gc.lock"), Bytes::from_static(b"1").into())
+        .put(
+            &ObjectPath::from("ci/gc.lock"),
+            Bytes::from_static(b"1").into(),
+        )
         .await
         .unwrap();
     let (ok, out) = a.try_command(&["cache", "gc", "--shared-max-size", "0"]);
-    assert!(!ok && out.contains("another runner's gc of the shared cache tier is running"), "{out}");
+    assert!(
+        !ok && out.contains("another runner's gc of the shared cache tier is running"),
+        "{out}"
+    );
     assert!(bucket.head(&content_name("ci", &files[1].1)).await.is_ok());
-    bucket.delete(&ObjectPath::from("ci/gc.lock")).await.unwrap();
+    bucket
+        .delete(&ObjectPath::from("ci/gc.lock"))
+        .await
+        .unwrap();
     let gc = a.command(&["cache", "gc", "--shared-max-size", "0"]);
     assert!(gc.contains("; 0 bytes of bodies left"), "{gc}");
     // The gc lock went with the gc.
@@ -973,9 +988,16 @@ async fn gc_racing_uploads_never_leaves_an_index_object_without_its_body() {
     assert!(!index.is_empty());
     for object in index {
         let object = object.unwrap();
-        let json: serde_json::Value =
-            serde_json::from_slice(&bucket.get(&object.location).await.unwrap().bytes().await.unwrap())
-                .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(
+            &bucket
+                .get(&object.location)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
         let integrity = json["meta"]["integrity"].as_str().unwrap();
         let hex: String = base64_hex(integrity.trim_start_matches("sha256-"));
         let body = ObjectPath::from(format!("ci/content/sha256/{hex}"));
@@ -1136,9 +1158,15 @@ async fn bench_fleet(weed: &Weed, origin: &Origin) {
     let requests: u32 = files.iter().map(|(p, _)| origin.counts(p).requests).sum();
     let mut counters = [0u64; 5];
     for r in &runners {
-        for (i, name) in ["fleet_leads", "fleet_waits", "hits", "errors", "fleet_takeovers"]
-            .iter()
-            .enumerate()
+        for (i, name) in [
+            "fleet_leads",
+            "fleet_waits",
+            "hits",
+            "errors",
+            "fleet_takeovers",
+        ]
+        .iter()
+        .enumerate()
         {
             counters[i] += r
                 .metric(&format!("cistern_cache_shared_{name}_total"))

@@ -87,7 +87,7 @@ pub struct Miss {
 
 /// What [`Cache::find`] found.
 enum Found {
-    Entry(Entry),
+    Entry(Box<Entry>),
     /// A miss; with this runner's lead of the key for the fleet.
     Miss(Option<Arc<FleetLead>>),
 }
@@ -182,7 +182,7 @@ impl Cache {
     /// under the key it was claimed for (a `Vary` variant's own key).
     async fn find(&self, key: &CacheKey, lead: bool) -> Result<Found> {
         if let Some(entry) = self.store.lookup(key).await? {
-            return Ok(Found::Entry(entry));
+            return Ok(Found::Entry(Box::new(entry)));
         }
         let Some(shared) = &self.shared else {
             return Ok(Found::Miss(None));
@@ -192,7 +192,7 @@ impl Cache {
         };
         if let Some(entry) = self.store.lookup(key).await? {
             guard.finish(true);
-            return Ok(Found::Entry(entry));
+            return Ok(Found::Entry(Box::new(entry)));
         }
         let mut waited = false;
         let meta = match shared.lookup(key).await {
@@ -206,7 +206,7 @@ impl Cache {
             None => match shared.lead_or_wait(key).await {
                 Fleet::Ready(meta) => {
                     waited = true;
-                    meta
+                    *meta
                 }
                 Fleet::Lead(lead) => {
                     guard.finish(false);
@@ -247,7 +247,7 @@ impl Cache {
         }
         let filled = shared.fill(writer, &meta, body).await.ok();
         guard.finish(filled.is_some());
-        Ok(filled.map_or(Found::Miss(None), Found::Entry))
+        Ok(filled.map_or(Found::Miss(None), |e| Found::Entry(Box::new(e))))
     }
 
     /// The store (stats, verify, gc, purge, single-flight, ranges).
@@ -293,7 +293,7 @@ impl Cache {
         let miss = |key: &CacheKey, reason| miss_led(key, reason, None);
         let lead = self.leads_for_fleet(req);
         let entry = match self.find(&cacheable.key, lead).await? {
-            Found::Entry(entry) => entry,
+            Found::Entry(entry) => *entry,
             Found::Miss(led) => return miss_led(&cacheable.key, MissReason::NotCached, led),
         };
         let (entry, freshness) = match self.policy.freshness(req, &entry.meta, now) {
@@ -305,7 +305,7 @@ impl Cache {
                     return miss(&cacheable.key, MissReason::VaryMismatch);
                 };
                 let entry = match self.find(&variant, lead).await? {
-                    Found::Entry(entry) => entry,
+                    Found::Entry(entry) => *entry,
                     Found::Miss(led) => return miss_led(&variant, MissReason::VaryMismatch, led),
                 };
                 let freshness = self.policy.freshness(req, &entry.meta, now);

@@ -104,7 +104,9 @@ pub enum Error {
     InvalidKey(&'static str),
 
     /// Another `cistern cache gc` of the shared tier holds its lock.
-    #[error("another runner's gc of the shared cache tier is running (its lock was written {since})")]
+    #[error(
+        "another runner's gc of the shared cache tier is running (its lock was written {since})"
+    )]
     SharedBusy {
         /// When its lock was written.
         since: String,

@@ -230,9 +230,11 @@ struct Upload {
 /// The upload task's work.
 #[derive(Debug)]
 enum Job {
-    Upload(Upload),
+    Upload(Box<Upload>),
     /// Records a use of the key (see [`SharedConfig::touch_every`]).
-    Touch { key: String },
+    Touch {
+        key: String,
+    },
 }
 
 /// A body of the tier, its first answer in.
@@ -643,8 +645,12 @@ impl Shared {
                         )) => {}
                         // A store without conditional overwrites: remove
                         // it and claim it like a released one.
-                        Ok(Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. })) => {
-                            let _ = tokio::time::timeout(inner.timeout, inner.store.delete(&path)).await;
+                        Ok(Err(
+                            object_store::Error::NotImplemented
+                            | object_store::Error::NotSupported { .. },
+                        )) => {
+                            let _ = tokio::time::timeout(inner.timeout, inner.store.delete(&path))
+                                .await;
                         }
                         Ok(Err(e)) => {
                             inner.failed("taking over a fleet lock", &e);
@@ -668,7 +674,7 @@ impl Shared {
         let lead = FleetLead::start(self.inner.clone(), key.as_str(), path);
         match self.read_index(key).await {
             // Dropping the lead releases the lock.
-            Some(meta) => Fleet::Ready(meta),
+            Some(meta) => Fleet::Ready(Box::new(meta)),
             None => {
                 self.inner
                     .counters
@@ -719,7 +725,7 @@ impl Shared {
                 Ok(Err(object_store::Error::NotFound { .. })) => {
                     // Released: uploaded just now, or given up.
                     return match self.read_index(key).await {
-                        Some(meta) => Waited::Ready(meta),
+                        Some(meta) => Waited::Ready(Box::new(meta)),
                         None => Waited::Released,
                     };
                 }
@@ -776,12 +782,12 @@ impl Shared {
     /// is dropped (the lock released) once the index object is written, or
     /// when the upload is dropped or fails.
     fn upload_led(&self, entry: &Entry, lead: Option<Arc<FleetLead>>) {
-        let job = Job::Upload(Upload {
+        let job = Job::Upload(Box::new(Upload {
             key: entry.key.as_str().to_owned(),
             meta: entry.meta.clone(),
             integrity: entry.integrity.clone(),
             _lead: lead,
-        });
+        }));
         self.inner.counters.pending.fetch_add(1, Ordering::Relaxed);
         if self.queue.try_send(job).is_err() {
             self.inner.counters.pending.fetch_sub(1, Ordering::Relaxed);
@@ -916,9 +922,13 @@ impl Shared {
             .await;
         for object in listed {
             let object = object.map_err(|e| err("listing bodies", e))?;
-            bodies.insert(object.location, (object.size, object.last_modified.timestamp_millis()));
+            bodies.insert(
+                object.location,
+                (object.size, object.last_modified.timestamp_millis()),
+            );
         }
-        let mut names: std::collections::HashMap<ObjectPath, u32> = std::collections::HashMap::new();
+        let mut names: std::collections::HashMap<ObjectPath, u32> =
+            std::collections::HashMap::new();
         for listed in &index {
             if let Some(body) = &listed.body {
                 *names.entry(body.clone()).or_default() += 1;
@@ -927,11 +937,12 @@ impl Shared {
         let mut total: u64 = bodies.values().map(|(size, _)| size).sum();
         // Bodies no index object names, old enough not to be an upload
         // under way: their bytes do not count.
-        let orphan_before = (since_ms.saturating_sub(grace_ms)).min(if expiry.older_than.is_some() {
-            cutoff_ms
-        } else {
-            i64::MAX
-        });
+        let orphan_before =
+            (since_ms.saturating_sub(grace_ms)).min(if expiry.older_than.is_some() {
+                cutoff_ms
+            } else {
+                i64::MAX
+            });
         let orphan = |location: &ObjectPath,
                       modified: i64,
                       names: &std::collections::HashMap<ObjectPath, u32>| {
@@ -1107,7 +1118,11 @@ impl GcLock {
         let path = inner.name(GC_LOCK.into());
         let create = inner
             .store
-            .put_opts(&path, PutPayload::from(lock_stamp()), PutMode::Create.into())
+            .put_opts(
+                &path,
+                PutPayload::from(lock_stamp()),
+                PutMode::Create.into(),
+            )
             .await;
         match create {
             Ok(_) => {}
@@ -1195,7 +1210,7 @@ impl Committed for Uploader {
 #[derive(Debug)]
 pub(crate) enum Fleet {
     /// Another runner's download is in the tier now.
-    Ready(Meta),
+    Ready(Box<Meta>),
     /// This runner downloads it for the fleet; the lock is held while the
     /// lead lives.
     Lead(Arc<FleetLead>),
@@ -1205,7 +1220,7 @@ pub(crate) enum Fleet {
 
 /// How a wait for another runner's download ended.
 enum Waited {
-    Ready(Meta),
+    Ready(Box<Meta>),
     /// The lock went without an upload.
     Released,
     /// Nobody rewrote the lock for [`LOCK_STALE`]: its version (`ETag`).
@@ -1270,7 +1285,10 @@ impl Drop for FleetLead {
                 .leading
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if leading.get(&self.key).is_some_and(|l| l.strong_count() == 0) {
+            if leading
+                .get(&self.key)
+                .is_some_and(|l| l.strong_count() == 0)
+            {
                 leading.remove(&self.key);
             }
         }
@@ -1489,9 +1507,9 @@ impl Inner {
                 tracing::debug!(object = %path, "recorded a use in the shared cache tier");
                 Ok(())
             }
-            Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {
-                Ok(())
-            }
+            Err(
+                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+            ) => Ok(()),
             Err(e) => Err(shared_err("recording a use", e)),
         }
     }
