@@ -946,7 +946,7 @@ async fn gc_expires_the_shared_tier_by_last_use_and_by_size_one_gc_at_a_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn gc_racing_uploads_never_leaves_an_index_object_without_its_body() {
+async fn gc_racing_uploads_and_reads_never_leaves_an_index_object_without_its_body() {
     let weed = Weed::start();
     let origin = Origin::start(None).await;
     // Forty keys, four bodies: most uploads find their body there already.
@@ -966,6 +966,16 @@ async fn gc_racing_uploads_never_leaves_an_index_object_without_its_body() {
         let (a, files) = (a.clone(), files.clone());
         async move { timed_gets(&a, &files, 4).await }
     });
+    // B reads the same files meanwhile (from the tier, waiting for A's
+    // downloads, or from the origin when a gc took them): each whole.
+    let b = Arc::new(Runner::start(&weed, &origin, "ci"));
+    let reads = tokio::spawn({
+        let (b, files) = (b.clone(), files.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            timed_gets(&b, &files, 4).await
+        }
+    });
     // gc after gc, down to nothing, while A uploads.
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut gcs = 0;
@@ -978,6 +988,7 @@ async fn gc_racing_uploads_never_leaves_an_index_object_without_its_body() {
         gcs += 1;
     }
     downloads.await.unwrap();
+    reads.await.unwrap();
     assert!(gcs >= 1);
     // Every index object left names a body the bucket has.
     let bucket = weed.bucket();

@@ -28,10 +28,17 @@
 //!
 //! - `lock/<hex of the key's SHA-256>`: the fleet-wide single download.
 //!   A runner that misses a key the tier does not have creates its lock
-//!   object with a conditional write ([`Shared::claim`]) and downloads it;
-//!   the others wait for its index object ([`Shared::wait_for`]). The lock
-//!   is removed after the upload, or when nothing will be uploaded; one
-//!   older than [`FLEET_LOCK_TTL`] is abandoned.
+//!   object with a conditional write ([`Shared::lead_or_wait`]) and
+//!   downloads it while its [`FleetLead`] renews the lock; the others
+//!   watch the lock, then fill from the tier. The lock is removed after the
+//!   upload, or as soon as nothing will be uploaded (the lead is dropped);
+//!   one nobody renews for [`LOCK_STALE`] is taken over.
+//! - `gc.lock`: held by the one `cistern cache gc` that runs
+//!   ([`Shared::expire`]).
+//!
+//! Uses: a hit rewrites its key's index object at most once per
+//! [`SharedConfig::touch_every`] ([`Shared::used`]), so the objects' last
+//! write is the key's last use, to within that, and gc goes by it.
 //!
 //! It does not decide what may be shared: the caching path (`cache.rs`)
 //! attaches uploads only to writes the policy stored and found shareable.
