@@ -42,6 +42,7 @@ use crate::policy::{self, BodyNeed, Refusal, RefusalKind, Verdict};
 use crate::tenancy::jobs::Opened;
 use crate::tenancy::ownership::labels::Owner;
 use crate::tenancy::ownership::owned::Owned;
+use crate::tenancy::sessions::{self, SessionGuard};
 use crate::wire::route::{self, Route};
 
 /// What one request learned on its way through the phases.
@@ -63,6 +64,8 @@ pub(super) struct Exchange<'a> {
     pub injected: Option<inject::Prepared>,
     /// A job's or a container's own socket opened for a create.
     pub opened: Option<Opened>,
+    /// A BuildKit session bound to the tenant while its hijack is open.
+    pub session: Option<SessionGuard>,
 }
 
 impl Exchange<'_> {
@@ -135,6 +138,7 @@ impl DockerProxy {
             client_upgrade: None,
             injected: None,
             opened: None,
+            session: None,
         };
         policy
             .inspect_headers(req.headers())
@@ -170,6 +174,7 @@ impl DockerProxy {
                 format!("{path}?{query}")
             };
         }
+        ex.session = self.bind_session(req.headers(), &ex)?;
         if let Some(inject) = &self.inject {
             ex.target =
                 inject.build_target(&conn.listener, &ex.route, std::mem::take(&mut ex.target));
@@ -178,6 +183,56 @@ impl DockerProxy {
             ex.client_upgrade = Some(hyper::upgrade::on(req));
         }
         Ok(ex)
+    }
+
+    /// BuildKit sessions and build IDs are the tenant's own
+    /// ([`crate::tenancy::sessions`]): a `/session` hijack binds its ID, a
+    /// build may name only the tenant's open session, a cancel only its build.
+    fn bind_session(
+        &self,
+        headers: &http::HeaderMap,
+        ex: &Exchange<'_>,
+    ) -> Result<Option<SessionGuard>, DockerError> {
+        let query = || {
+            crate::wire::query::Query::parse(&ex.route.query)
+                .map_err(|r| DockerError::client(r.status, r.message))
+        };
+        let one = |q: &crate::wire::query::Query, key: &str| -> Result<String, DockerError> {
+            q.get(key)
+                .map(|v| v.unwrap_or("").to_string())
+                .map_err(|r| DockerError::client(r.status, r.message))
+        };
+        match ex.route.endpoint {
+            route::Endpoint::Session => {
+                let mut ids = headers.get_all(sessions::SESSION_HEADER).iter();
+                let id = match (ids.next(), ids.next()) {
+                    (Some(id), None) => id.to_str().unwrap_or(""),
+                    _ => "",
+                };
+                let guard = self.sessions.open(&ex.owner, id)?;
+                tracing::debug!(tenant = %ex.owner.tenant, session = id, "BuildKit session opened");
+                Ok(Some(guard))
+            }
+            route::Endpoint::Build => {
+                let q = query()?;
+                let (session, build_id) = (one(&q, "session")?, one(&q, "buildid")?);
+                if !session.is_empty() {
+                    self.sessions.build(&ex.owner, &session, &build_id)?;
+                } else if !build_id.is_empty() {
+                    return Err(DockerError::client(
+                        StatusCode::FORBIDDEN,
+                        "cistern: a build ID needs the client's own BuildKit session",
+                    ));
+                }
+                Ok(None)
+            }
+            route::Endpoint::BuildCancel => {
+                let q = query()?;
+                self.sessions.cancel(&ex.owner, &one(&q, "id")?)?;
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Phase 2: what the path and query name must be the tenant's.
@@ -356,11 +411,14 @@ impl DockerProxy {
                 ));
             };
             let daemon_upgrade = hyper::upgrade::on(&mut response);
-            // The stream keeps the connection's place while it runs.
+            // The stream keeps the connection's place while it runs, and a
+            // BuildKit session its ID.
             let slot = ex.conn.slot.clone();
+            let session = ex.session;
             let splice = hijack::splice(client_upgrade, daemon_upgrade, ex.record.clone());
             self.tasks.spawn(async move {
                 splice.await;
+                drop(session);
                 drop(slot);
             });
             let (mut parts, _) = response.into_parts();
@@ -374,6 +432,14 @@ impl DockerProxy {
         }
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
+        if matches!(
+            ex.route.endpoint,
+            route::Endpoint::Ping | route::Endpoint::PingHead
+        ) {
+            if let Some(version) = policy::buildkit::ping_builder_version(&ex.conn.policy) {
+                parts.headers.insert("builder-version", version);
+            }
+        }
         owned
             .finish(Response::from_parts(
                 parts,
