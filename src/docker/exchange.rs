@@ -6,15 +6,19 @@
 //!    whether they may (headers, endpoint group, query), and the target with
 //!    the query as the policy and injection left it. A refusal here drains
 //!    the unread body first.
-//! 2. [`DockerProxy::resolve_phase`]: what the path and query name must be
+//!    A BuildKit `/session` hijack binds its ID to the tenant here.
+//! 2. [`DockerProxy::session_phase`]: a build may name only the tenant's
+//!    own BuildKit session and build ID, a build cancel only its own build
+//!    ([`crate::tenancy::sessions`]).
+//! 3. [`DockerProxy::resolve_phase`]: what the path and query name must be
 //!    the tenant's (ownership asks the daemon).
-//! 3. [`DockerProxy::body_phase`]: bodies that need it are read whole
+//! 4. [`DockerProxy::body_phase`]: bodies that need it are read whole
 //!    (capped), judged by the policy, then edited by ownership (labels,
 //!    references), injection (cache routing and trust) and jobs (a job's or
 //!    a container's own socket), and framed afresh; the others stream
 //!    through ownership's guards.
-//! 4. [`DockerProxy::upstream_phase`]: the request goes to the daemon.
-//! 5. [`DockerProxy::response_phase`]: jobs and container sockets settle,
+//! 5. [`DockerProxy::upstream_phase`]: the request goes to the daemon.
+//! 6. [`DockerProxy::response_phase`]: jobs and container sockets settle,
 //!    injection finishes a create, an upgrade becomes a [`hijack`], and
 //!    ownership maps the answer back for the tenant.
 //!
@@ -185,23 +189,13 @@ impl DockerProxy {
         Ok(ex)
     }
 
-    /// BuildKit sessions and build IDs are the tenant's own
-    /// ([`crate::tenancy::sessions`]): a `/session` hijack binds its ID, a
-    /// build may name only the tenant's open session, a cancel only its build.
+    /// A `/session` hijack binds its ID to the tenant
+    /// ([`crate::tenancy::sessions`]) until it ends.
     fn bind_session(
         &self,
         headers: &http::HeaderMap,
         ex: &Exchange<'_>,
     ) -> Result<Option<SessionGuard>, DockerError> {
-        let query = || {
-            crate::wire::query::Query::parse(&ex.route.query)
-                .map_err(|r| DockerError::client(r.status, r.message))
-        };
-        let one = |q: &crate::wire::query::Query, key: &str| -> Result<String, DockerError> {
-            q.get(key)
-                .map(|v| v.unwrap_or("").to_string())
-                .map_err(|r| DockerError::client(r.status, r.message))
-        };
         match ex.route.endpoint {
             route::Endpoint::Session => {
                 let mut ids = headers.get_all(sessions::SESSION_HEADER).iter();
@@ -213,25 +207,38 @@ impl DockerProxy {
                 tracing::debug!(tenant = %ex.owner.tenant, session = id, "BuildKit session opened");
                 Ok(Some(guard))
             }
+            _ => Ok(None),
+        }
+    }
+
+    /// A build may name only the tenant's own session (waiting for it to
+    /// open, as the daemon does) and build ID; a cancel only its own build.
+    pub(super) async fn session_phase(&self, ex: &Exchange<'_>) -> Result<(), DockerError> {
+        let read = |key: &str| -> Result<String, DockerError> {
+            let q = crate::wire::query::Query::parse(&ex.route.query)
+                .map_err(|r| DockerError::client(r.status, r.message))?;
+            q.get(key)
+                .map(|v| v.unwrap_or("").to_string())
+                .map_err(|r| DockerError::client(r.status, r.message))
+        };
+        match ex.route.endpoint {
             route::Endpoint::Build => {
-                let q = query()?;
-                let (session, build_id) = (one(&q, "session")?, one(&q, "buildid")?);
+                let (session, build_id) = (read("session")?, read("buildid")?);
                 if !session.is_empty() {
-                    self.sessions.build(&ex.owner, &session, &build_id)?;
+                    self.sessions
+                        .build(&ex.owner, &session, &build_id, sessions::OPEN_WAIT)
+                        .await
                 } else if !build_id.is_empty() {
-                    return Err(DockerError::client(
+                    Err(DockerError::client(
                         StatusCode::FORBIDDEN,
                         "cistern: a build ID needs the client's own BuildKit session",
-                    ));
+                    ))
+                } else {
+                    Ok(())
                 }
-                Ok(None)
             }
-            route::Endpoint::BuildCancel => {
-                let q = query()?;
-                self.sessions.cancel(&ex.owner, &one(&q, "id")?)?;
-                Ok(None)
-            }
-            _ => Ok(None),
+            route::Endpoint::BuildCancel => self.sessions.cancel(&ex.owner, &read("id")?),
+            _ => Ok(()),
         }
     }
 
@@ -462,6 +469,10 @@ impl DockerProxy {
                 return Err(err);
             }
         };
+        if let Err(err) = self.session_phase(&ex).await {
+            drain(req.into_body()).await;
+            return Err(err);
+        }
         let (mut parts, body) = req.into_parts();
         let owned = match self.resolve_phase(&ex).await {
             Ok(owned) => owned,

@@ -77,7 +77,7 @@ pub fn build_query(ctx: &mut Ctx<'_>, q: &Query) -> Result<(), Refusal> {
         ctx.deny(
             RULE,
             "version",
-            "BuildKit builds are not allowed (build with the classic builder, DOCKER_BUILDKIT=0)",
+            "BuildKit is not allowed (build with the classic builder, DOCKER_BUILDKIT=0)",
         )?;
     }
     if q.get("buildid")?
