@@ -23,8 +23,13 @@ const CLI: &str = "/usr/bin/docker";
 
 /// A BuildKit `docker` command against `sock`.
 fn bk(sock: &Path) -> Command {
+    bk_at(&format!("unix://{}", sock.display()))
+}
+
+/// A BuildKit `docker` command against `DOCKER_HOST=host`.
+fn bk_at(host: &str) -> Command {
     let mut cmd = Command::new(CLI);
-    cmd.env("DOCKER_HOST", format!("unix://{}", sock.display()))
+    cmd.env("DOCKER_HOST", host)
         .env("DOCKER_BUILDKIT", "1")
         .env("BUILDKIT_PROGRESS", "plain")
         .env_remove("DOCKER_CONTEXT")
@@ -399,13 +404,15 @@ fn a_job_builds_with_buildkit_through_its_socket_and_its_image_goes_with_it() {
     }
 }
 
+/// On a TCP listener too.
 #[test]
 fn buildkit_builds_get_the_cached_domains_as_extra_hosts() {
     busybox();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
+    let port = free_port();
     let config = format!(
-        "upstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix: {{path: {d}/docker.sock, mode: \"0600\"}}\n\
+        "upstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix: {{path: {d}/docker.sock, mode: \"0600\"}}\n  - name: tcp\n    tcp: {{address: \"127.0.0.1:{port}\"}}\n\
          caching:\n  domains: [pkgs.example]\n  discover: {{host: false}}\n  state_dir: {d}/state\n  cache_dir: {d}/cache\n  \
          proxy: {{http: \"127.0.0.1:{http}\", https: \"127.0.0.1:{https}\"}}\n  inject: {{builds: true}}\n",
         daemon = daemon().display(),
@@ -418,8 +425,9 @@ fn buildkit_builds_get_the_cached_domains_as_extra_hosts() {
         "FROM {BUSYBOX} AS hosts\nRUN grep pkgs.example /etc/hosts > /hosts.txt\nFROM scratch\nCOPY --from=hosts /hosts.txt /\n"
     ));
     let out = tempfile::tempdir().unwrap();
+    let _cistern = cistern;
     run_ok(
-        bk(&cistern.socket)
+        bk_at(&format!("tcp://127.0.0.1:{port}"))
             .args(["build", "--no-cache", "--output"])
             .arg(format!("type=local,dest={}", out.path().display()))
             .arg(ctx.path()),

@@ -6,9 +6,6 @@
 //!   network, running `git` on the host) is refused (rule `build_remote`);
 //!   `client-session` (the context comes over the client's own BuildKit
 //!   session) is fine.
-//! * `securityopt` is refused (rule `security_opt`): the classic builder puts
-//!   it in the `HostConfig` of every `RUN` container
-//!   (`builder/dockerfile/internals.go`), so `seccomp=unconfined` would pass.
 //! * `networkmode` other than `default`/`bridge`/`none` (so `host` and
 //!   `container:<x>`, which the RUN containers would join) is refused (rule
 //!   `build_network_mode`).
@@ -97,13 +94,6 @@ pub fn build_query(ctx: &mut Ctx<'_>, q: &Query) -> Result<Option<String>, Refus
                 format_args!("build network mode {nm:?} is not allowed"),
             )?;
         }
-    }
-    if q.values("securityopt").any(|v| !v.is_empty()) {
-        ctx.deny(
-            "security_opt",
-            "securityopt",
-            "security options for build containers are not allowed",
-        )?;
     }
     let injected = ctx.policy.inject.cgroup_parent.clone();
     if q.get("cgroupparent")?
@@ -232,8 +222,6 @@ mod tests {
             ("remote=git@host:repo.git", "build_remote"),
             ("cgroupparent=/", "cgroup_parent"),
             ("isolation=hyperv", "isolation"),
-            ("securityopt=seccomp%3Dunconfined", "security_opt"),
-            ("t=x&securityopt=&securityopt=apparmor%3Dunconfined", "security_opt"),
             ("t=x;networkmode=host", "query"),
         ] {
             assert_eq!(build(&p, q).unwrap_err().rule, rule, "{q}");
