@@ -193,7 +193,11 @@ fn buildkit_builds_multi_stage_with_cache_mounts_secrets_args_targets_and_output
     t.cistern.signal(nix::sys::signal::Signal::SIGTERM);
     let mut t = t;
     t.cistern.wait_exit(Duration::from_secs(20)).unwrap();
-    assert_eq!(image_id(&mut docker_direct(), &tag), None, "cleanup kept it");
+    assert_eq!(
+        image_id(&mut docker_direct(), &tag),
+        None,
+        "cleanup kept it"
+    );
 }
 
 #[test]
@@ -206,7 +210,11 @@ fn refused_buildkit_builds_run_nothing_and_tags_stay_their_owners() {
     // A build whose RUN step is marked: the daemon's build cache records it.
     let marked = |mark: &str| context(&format!("FROM {BUSYBOX}\nRUN echo {mark} > /mark\n"));
     let ran = unique("ran");
-    run_ok(bk(&alice).args(["build", "-t", &tag]).arg(marked(&ran).path()));
+    run_ok(
+        bk(&alice)
+            .args(["build", "-t", &tag])
+            .arg(marked(&ran).path()),
+    );
     assert!(build_cache_descriptions().contains(&ran));
     let alices = image_id(&mut docker_direct(), &tag).unwrap();
 
@@ -225,10 +233,27 @@ fn refused_buildkit_builds_run_nothing_and_tags_stay_their_owners() {
             "{args:?}: the refused build ran"
         );
     }
-    assert_eq!(image_id(&mut docker_direct(), &tag).as_deref(), Some(alices.as_str()));
-    // The build cache is every tenant's: no prune through cistern.
+    assert_eq!(
+        image_id(&mut docker_direct(), &tag).as_deref(),
+        Some(alices.as_str())
+    );
+    // The build cache is every tenant's: no prune through cistern, and its
+    // records (alice's RUN commands) are not shown.
     let out = run(bk(&bob).args(["builder", "prune", "-f"]));
-    assert!(output(&out).contains("build cache is shared"), "{}", output(&out));
+    assert!(
+        output(&out).contains("build cache is shared"),
+        "{}",
+        output(&out)
+    );
+    let (_, df) = raw_request(
+        &bob,
+        "GET /v1.41/system/df HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    assert!(
+        df.contains(r#""BuildCache":[]"#) && !df.contains(&ran),
+        "{df}"
+    );
     // The classic builder still works beside BuildKit.
     let legacy = format!("cistern-test/{}:1", unique("bk-legacy"));
     let _legacy = Cleanup::image(&legacy);
@@ -274,7 +299,9 @@ fn open_session(sock: &Path, id: &str) -> (u16, UnixStream) {
 fn post(sock: &Path, path: &str) -> (u16, String) {
     raw_request(
         sock,
-        &format!("POST {path} HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
     )
     .unwrap()
 }
@@ -293,8 +320,14 @@ fn a_session_is_its_openers_and_buildkit_can_be_switched_off() {
     let build = format!("/v1.41/build?version=2&remote=client-session&session={id}&buildid=b-{id}");
     let (status, text) = post(&bob, &build);
     assert_eq!(status, 403, "{text}");
-    assert!(text.contains(r#"{"message":"cistern: BuildKit session"#), "{text}");
-    let (status, _) = post(&alice, "/v1.41/build?version=2&remote=client-session&session=not-open");
+    assert!(
+        text.contains(r#"{"message":"cistern: BuildKit session"#),
+        "{text}"
+    );
+    let (status, _) = post(
+        &alice,
+        "/v1.41/build?version=2&remote=client-session&session=not-open",
+    );
     assert_eq!(status, 403);
     assert_eq!(post(&bob, &format!("/v1.41/build/cancel?id=b-{id}")).0, 404);
     // The session is released with its connection.
@@ -319,7 +352,11 @@ fn a_session_is_its_openers_and_buildkit_can_be_switched_off() {
             .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
     };
     assert_eq!(header(&carol).as_deref(), Some("1"));
-    assert_eq!(header(&alice), header(&daemon()), "the daemon's answer, as is");
+    assert_eq!(
+        header(&alice),
+        header(&daemon()),
+        "the daemon's answer, as is"
+    );
     assert_eq!(open_session(&carol, &unique("s")).0, 403);
     let (status, text) = post(&carol, "/v1.41/build?version=2");
     assert_eq!(status, 403);
@@ -384,7 +421,15 @@ fn a_job_builds_with_buildkit_through_its_socket_and_its_image_goes_with_it() {
     let job = unique("bk-job");
     let _job = Cleanup::container(&job);
     let job_id = run_ok(docker_at(&cistern.socket).args([
-        "run", "-d", "--name", &job, "--label", "ci.job.type=build", BUSYBOX, "sleep", "600",
+        "run",
+        "-d",
+        "--name",
+        &job,
+        "--label",
+        "ci.job.type=build",
+        BUSYBOX,
+        "sleep",
+        "600",
     ]));
     let jobs: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.join("state/jobs.json")).unwrap()).unwrap();
@@ -392,14 +437,21 @@ fn a_job_builds_with_buildkit_through_its_socket_and_its_image_goes_with_it() {
     let socket = PathBuf::from(entry["socket"].as_str().unwrap());
     // The job's socket, as the job's docker CLI would use it.
     let ctx = context(&format!("FROM {BUSYBOX}\nRUN echo job > /built\n"));
-    run_ok(bk(&socket).args(["build", "-t", "job-image"]).arg(ctx.path()));
+    run_ok(
+        bk(&socket)
+            .args(["build", "-t", "job-image"])
+            .arg(ctx.path()),
+    );
     let daemon_image = format!("cistern-ns/job-{short}/job-image");
     let _image = Cleanup::image(&daemon_image);
     assert!(image_id(&mut docker_direct(), &daemon_image).is_some());
     run_ok(docker_direct().args(["stop", "-t", "0", job_id.trim()]));
     let deadline = Instant::now() + Duration::from_secs(10);
     while image_id(&mut docker_direct(), &daemon_image).is_some() {
-        assert!(Instant::now() < deadline, "the job's image outlived the job");
+        assert!(
+            Instant::now() < deadline,
+            "the job's image outlived the job"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -173,17 +173,29 @@ mod tests {
             assert_eq!(build(&p, &outputs(json)).unwrap(), None, "{json}");
         }
         for (q, rule) in [
-            ("version=2&networkmode=host".to_string(), "build_network_mode"),
+            (
+                "version=2&networkmode=host".to_string(),
+                "build_network_mode",
+            ),
             ("version=2&cgroupparent=%2F".into(), "cgroup_parent"),
             (
                 "version=2&remote=https%3A%2F%2Fexample.test%2Fctx.git".into(),
                 "build_remote",
             ),
             ("version=2&remote=upload-request".into(), "build_remote"),
-            ("version=2&buildid=upload-request%3Ab1".into(), "build_remote"),
-            (outputs(r#"[{"Type":"moby","Attrs":{"name":"x"}}]"#), "build_output"),
+            (
+                "version=2&buildid=upload-request%3Ab1".into(),
+                "build_remote",
+            ),
+            (
+                outputs(r#"[{"Type":"moby","Attrs":{"name":"x"}}]"#),
+                "build_output",
+            ),
             (outputs(r#"[{"Type":"image"}]"#), "build_output"),
-            (outputs(r#"[{"Type":"local","TYPE":"moby"}]"#), "build_output"),
+            (
+                outputs(r#"[{"Type":"local","TYPE":"moby"}]"#),
+                "build_output",
+            ),
             (outputs(r#"[{"Attrs":{"name":"x"}}]"#), "build_output"),
             (outputs(r#"{"Type":"local"}"#), "json_type"),
             (outputs(r#"[{"Type":1}]"#), "json_type"),
@@ -204,9 +216,7 @@ mod tests {
             http::HeaderValue::from_static("1")
         );
         assert_eq!(super::ping_builder_version(&Policy::default()), None);
-        let r = p
-            .authorize(&route("POST", "/v1.41/session"))
-            .unwrap_err();
+        let r = p.authorize(&route("POST", "/v1.41/session")).unwrap_err();
         assert_eq!(r.rule, "buildkit");
         assert!(Policy::default()
             .authorize(&route("POST", "/session"))

@@ -260,7 +260,10 @@ impl Policy {
         if let Endpoint::Grpc = route.endpoint {
             // BuildKit's control API over HTTP/2: its requests are not
             // inspected on this path.
-            return Err(buildkit::off(self, "the /grpc control API is not inspected"));
+            return Err(buildkit::off(
+                self,
+                "the /grpc control API is not inspected",
+            ));
         }
         if group == Group::Session && !self.allowed_groups.contains(&group) {
             return Err(buildkit::off(self, "the /session hijack"));

@@ -260,7 +260,10 @@ mod tests {
         let s = Arc::new(Sessions::default());
         let (alice, bob) = (owner("alice"), owner("bob"));
         let guard = s.open(&alice, "s1").unwrap();
-        assert_eq!(s.open(&bob, "s1").unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            s.open(&bob, "s1").unwrap_err().status,
+            StatusCode::FORBIDDEN
+        );
         s.build(&alice, "s1", "b1", NOW).await.unwrap();
         s.build(&alice, "s1", "", NOW).await.unwrap();
         for (session, build) in [("s1", "b2"), ("s2", "b2"), ("s1", "b1")] {
@@ -274,7 +277,10 @@ mod tests {
         let bobs = s.open(&bob, "s2").unwrap();
         assert!(s.build(&bob, "s2", "b1", NOW).await.is_err());
         s.cancel(&alice, "b1").unwrap();
-        assert_eq!(s.cancel(&bob, "b1").unwrap_err().status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            s.cancel(&bob, "b1").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
         // The same tenant may hold an ID twice; it is released with the last.
         let again = s.open(&alice, "s1").unwrap();
         drop(guard);
