@@ -23,6 +23,11 @@
 //!   `upload-request` and `buildid=upload-request:<id>` (a second request
 //!   feeding another build's context by its ID) are refused.
 //!
+//! The limits [`super::build::build_query`] sets do not reach BuildKit's
+//! `RUN` steps: builder-next reads none of `memory`, `cpuquota`, `shmsize`,
+//! `ulimits`, `cgroupparent` (its steps run under the daemon's own
+//! `cgroup-parent`); the README says so.
+//!
 //! Which tenant may use which session and build ID is ownership's business
 //! ([`crate::tenancy::sessions`]).
 //!
