@@ -135,6 +135,8 @@ pub struct DockerProxy {
     connections: Arc<ConnectionLimit<ClientKey>>,
     /// Requests and refusals, for the admin listener.
     metrics: Arc<metrics::DockerMetrics>,
+    /// Open BuildKit sessions and their build IDs, by tenant.
+    sessions: Arc<crate::tenancy::sessions::Sessions>,
 }
 
 /// What the Docker proxy is built from: the rooms it drives, each built by
@@ -167,6 +169,7 @@ impl DockerProxy {
                 "clients.max_connections_per_client",
             ),
             metrics: Arc::default(),
+            sessions: Arc::default(),
         }
     }
 

@@ -8,7 +8,8 @@
 //! audit: false                  # true: log would-be refusals, forward anyway
 //! groups:                       # per-group switches over the defaults: system,
 //!   exec: false                 #   containers, exec, images, volumes, networks,
-//!   swarm: false                #   events, system_df allowed; the rest denied
+//!   swarm: false                #   events, system_df, session (BuildKit) allowed;
+//!   session: false              #   the rest denied; session off: no BuildKit
 //! unknown_fields: refuse        # refuse | drop (never forwarded unchecked)
 //! max_body_size: 1MiB           # bytes, or a size string (see below)
 //! capabilities: [NET_BIND_SERVICE]   # CapAdd allowlist (CAP_ prefix optional)
@@ -248,7 +249,7 @@ pub enum PolicyError {
 pub const DEFAULT_SOCKET_BINDS: [&str; 2] = ["/var/run/docker.sock", "/run/docker.sock"];
 
 /// The groups a listener allows unless its config says otherwise.
-pub const DEFAULT_GROUPS: [Group; 8] = [
+pub const DEFAULT_GROUPS: [Group; 9] = [
     Group::System,
     Group::Containers,
     Group::Exec,
@@ -257,6 +258,9 @@ pub const DEFAULT_GROUPS: [Group; 8] = [
     Group::Networks,
     Group::Events,
     Group::SystemDf,
+    // BuildKit's `/session` (the client's own file server); `/grpc` is
+    // refused on its own (see `policy::buildkit`).
+    Group::Session,
 ];
 
 impl PolicyConfig {

@@ -43,6 +43,7 @@
 //! the tenant's own containers.
 
 pub mod build;
+pub mod buildkit;
 pub mod config;
 pub mod devices;
 pub mod host;
@@ -256,6 +257,17 @@ impl Policy {
     /// Stage 2: may this endpoint be used on this listener, and must its body be read?
     pub fn authorize(&self, route: &Route) -> Result<BodyNeed, Refusal> {
         let group = route.group();
+        if let Endpoint::Grpc = route.endpoint {
+            // BuildKit's control API over HTTP/2: its requests are not
+            // inspected on this path.
+            return Err(buildkit::off(
+                self,
+                "the /grpc control API is not inspected",
+            ));
+        }
+        if group == Group::Session && !self.allowed_groups.contains(&group) {
+            return Err(buildkit::off(self, "the /session hijack"));
+        }
         if !self.allowed_groups.contains(&group) {
             if let Endpoint::PluginInspect { name } = &route.endpoint {
                 // The docker CLI's untyped `docker inspect x` asks for a
@@ -716,8 +728,6 @@ mod tests {
             ("GET", "/v1.41/configs", "configs"),
             ("POST", "/v1.41/plugins/pull", "plugins"),
             ("GET", "/v1.41/distribution/x/json", "distribution"),
-            ("POST", "/v1.41/session", "session"),
-            ("POST", "/grpc", "session"),
             ("GET", "/debug/vars", "debug"),
             ("POST", "/v1.41/containers/c/checkpoints", "checkpoints"),
             ("PUT", "/v1.41/volumes/v", "swarm"),
