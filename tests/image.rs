@@ -313,7 +313,10 @@ fn the_image_runs_cistern_as_pid_1_with_policy_tenancy_and_caching_and_stops_cle
     assert!(checked.contains(": ok ("), "{checked}");
 
     // The README's `docker run` line, with the test's directory, volumes
-    // and configuration.
+    // and configuration, and the daemon's data root where it is (the
+    // scripts' private daemon keeps it elsewhere than /var/lib/docker).
+    let data_root = run_ok(docker_direct().args(["info", "--format", "{{.DockerRootDir}}"]));
+    let data_root = data_root.trim();
     let shared = format!("{0}:{0}", run_dir.display());
     run_ok(
         docker_direct()
@@ -326,7 +329,7 @@ fn the_image_runs_cistern_as_pid_1_with_policy_tenancy_and_caching_and_stops_cle
             .arg("-v")
             .arg(format!("{}:/var/run/docker.sock", daemon.display()))
             .args(["-v", &shared])
-            .args(["-v", "/var/lib/docker:/var/lib/docker:ro"])
+            .args(["-v", &format!("{data_root}:{data_root}:ro")])
             .args(["-v", &format!("{state}:/var/lib/cistern")])
             .args(["-v", &format!("{cache}:/var/cache/cistern")])
             .arg("-v")
