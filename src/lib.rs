@@ -22,8 +22,8 @@
 //! - [`mitm`]: transparent caching: the caching proxy, the forward proxy,
 //!   the CA store shared with injection, and the `caching:` configuration.
 //! - [`inject`]: cache routing and trust put into containers.
-//! - [`tenancy`]: ownership (who owns what) and per-job and per-container
-//!   sockets.
+//! - [`tenancy`]: ownership (who owns what), per-job and per-container
+//!   sockets, and BuildKit sessions bound to their tenant.
 //! - [`buildkit`]: BuildKit's `/grpc` calls under policy: gRPC framing, the
 //!   few BuildKit messages read, their judgement, and the HTTP/2 relay the
 //!   `/grpc` hijack runs.

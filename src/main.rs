@@ -102,9 +102,14 @@ enum CacheAction {
     /// Evict down to the size limit and delete unreferenced content.
     Gc {
         /// Also expire the shared tier (`caching.cache.shared`): remove
-        /// what no runner stored or revalidated for this long (`30d`).
+        /// what no runner used (stored, revalidated or hit) for this long
+        /// (`30d`; uses are recorded to within `touch_every`, 1d).
         #[arg(long, value_name = "AGE")]
         shared_older_than: Option<humantime::Duration>,
+        /// Also expire the shared tier down to this many bytes of bodies
+        /// (`500GB`), least recently used first.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        shared_max_size: Option<u64>,
     },
     /// Remove entries whose URL matches a glob (`https://deb.example.test/**`);
     /// without one, everything.
@@ -183,8 +188,15 @@ fn main() -> ExitCode {
                         Ok(commands::cache_domains(caching, running.as_ref()))
                     }
                     CacheAction::Verify => commands::cache_verify(caching).await,
-                    CacheAction::Gc { shared_older_than } => {
-                        commands::cache_gc(caching, shared_older_than.map(Into::into)).await
+                    CacheAction::Gc {
+                        shared_older_than,
+                        shared_max_size,
+                    } => {
+                        let shared = cistern_cache::Expiry {
+                            older_than: shared_older_than.map(Into::into),
+                            max_size: *shared_max_size,
+                        };
+                        commands::cache_gc(caching, shared).await
                     }
                     CacheAction::Purge { pattern } => {
                         commands::cache_purge(caching, pattern.as_deref()).await
@@ -365,4 +377,10 @@ async fn watch_signals(shutdown: CancellationToken) {
     }
     tracing::warn!("second signal: exiting now");
     std::process::exit(130);
+}
+
+/// `--shared-max-size`: `1048576`, `500MB`, `10GiB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    cistern::units::ByteSize::parse(text)
+        .ok_or_else(|| format!("`{text}` is not a size (500MB, 10GiB)"))
 }

@@ -41,6 +41,13 @@ fn log_learned(learned: &crate::mitm::domains::Learned) {
             .collect();
         tracing::info!(%host, from = %from.join(", "), "caching a learned repository host");
     }
+    for (host, places) in &learned.routed {
+        let from: Vec<String> = places
+            .iter()
+            .map(|f| format!("{} ({})", f.tool, f.from))
+            .collect();
+        tracing::info!(%host, from = %from.join(", "), "routing a learned repository host under a cached domain");
+    }
     for (host, why) in &learned.left_out {
         tracing::debug!(%host, ?why, "learned repository host left out");
     }
@@ -193,6 +200,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Se
         }
         let (limits, cap) = (&policy.limits, crate::policy::limits::cap_text);
         tracing::info!(listener = %name, policy = %policy.name, memory = %cap(&limits.memory), memory_swap = %cap(&limits.memory_swap), pids = %cap(&limits.pids), "resource caps");
+        let build_caps = limits.memory.is_some();
+        if build_caps && crate::policy::buildkit::enabled(&policy) {
+            tracing::warn!(listener = %name, "BuildKit builds are allowed, and the daemon's BuildKit does not hold their RUN steps to the memory cap (classic builds are held to it): cap the daemon's cgroup on the host, or set groups: {{session: false}} to build with the classic builder");
+        }
         let listener = ListenerInfo {
             name,
             policy,

@@ -27,8 +27,10 @@
 //!
 //! cargo: Debian bookworm's cargo (0.66) has the sparse protocol as an
 //! unstable feature (`-Z sparse-registry`, taken by a stable cargo with
-//! `RUSTC_BOOTSTRAP=1`); its image is heavy, so CI fetches the sparse layout
-//! with curl and the real cargo runs with `--ignored`, as maven does.
+//! `RUSTC_BOOTSTRAP=1`). Its image (cargo, rustc, LLVM, gcc) and Maven's
+//! (Java) are the heavy ones: a few minutes each on their first build, then
+//! reused; both clients run in CI. The sparse layout is also fetched with
+//! curl, in the light image, for the download host learned from the index.
 //! Debian bookworm packages no apk-tools, so apk has no client test.
 
 #[path = "support/origin.rs"]
@@ -38,7 +40,7 @@ mod support;
 use std::ffi::OsStr;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cistern_cache::rules::{Mode, Rules};
 use origin::{File, Origin, TestCa};
@@ -119,17 +121,26 @@ struct Repository {
     runtime: tokio::runtime::Runtime,
     origin: Origin,
     ca: TestCa,
+    /// The host names it answers for.
+    hosts: Vec<String>,
 }
 
 impl Repository {
     fn new(host: &str) -> Repository {
+        Repository::for_hosts(&[host])
+    }
+
+    /// One origin answering for several host names (a registry whose
+    /// downloads are on another host than its index).
+    fn for_hosts(hosts: &[&str]) -> Repository {
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        let ca = TestCa::new(&[host]);
+        let ca = TestCa::new(hosts);
         let origin = runtime.block_on(Origin::start(Some(ca.server.clone())));
         Repository {
             runtime,
             origin,
             ca,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
         }
     }
 }
@@ -149,11 +160,12 @@ struct Ecosystem {
 impl Ecosystem {
     /// Starts cistern in front of the daemon for `repository`, once its
     /// files are in place.
-    fn start(name: &'static str, host: &str, repository: Repository) -> Ecosystem {
+    fn start(name: &'static str, repository: Repository) -> Ecosystem {
         let Repository {
             runtime,
             origin,
             ca,
+            hosts,
         } = repository;
         let ports = PROXY_PORTS.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
@@ -166,13 +178,17 @@ impl Ecosystem {
         let config = format!(
             "upstream:\n  unix: {daemon}\nlisteners:\n  - name: test\n    unix:\n      path: {sock}\n      mode: \"0600\"\n\
              caching:\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy: {{http: \"{gateway}:80\", https: \"{gateway}:443\"}}\n  \
-             upstream:\n    extra_roots: [{root}]\n    overrides: {{{host}: \"{addr}\"}}\n",
+             upstream:\n    extra_roots: [{root}]\n    overrides: {{{overrides}}}\n",
             daemon = daemon().display(),
             sock = socket.display(),
             state = dir.path().join("state").display(),
             cache = dir.path().join("cache").display(),
             root = origin_ca.display(),
-            addr = origin.addr,
+            overrides = hosts
+                .iter()
+                .map(|h| format!("{h}: \"{}\"", origin.addr))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         let cistern = Cistern::start_with_config(run_dir, socket, &config);
         Ecosystem {
@@ -394,7 +410,7 @@ fn npm_installs_from_a_learned_registry_and_its_second_run_comes_from_the_cache(
         repository.origin.put(&path, File::new(bytes));
         tarballs.push(path);
     }
-    let eco = Ecosystem::start("npm", NPM, repository);
+    let eco = Ecosystem::start("npm", repository);
     let script = "mkdir /tmp/app && cd /tmp/app && npm install --no-save --loglevel=error zc-alpha zc-beta && \
                   stat -c %s node_modules/zc-alpha/data.bin node_modules/zc-beta/data.bin";
     eco.twice(&image, script, |out| {
@@ -474,7 +490,7 @@ fn go_gets_modules_from_a_learned_goproxy_and_its_second_run_comes_from_the_cach
         zips.push(format!("{base}/v1.0.0.zip"));
         zips.push(format!("{base}/v1.0.0.mod"));
     }
-    let eco = Ecosystem::start("go", GO, repository);
+    let eco = Ecosystem::start("go", repository);
     let script = format!(
         "mkdir /tmp/app && cd /tmp/app && printf 'module app\\n\\ngo 1.19\\n' > go.mod && \
          printf 'package main\\n\\nimport (\\n\\t\"fmt\"\\n\\t\"{GO}/zc/alpha\"\\n\\t\"{GO}/zc/beta\"\\n)\\n\\nfunc main() {{ fmt.Println(alpha.Name, beta.Name) }}\\n' > main.go && \
@@ -575,7 +591,7 @@ fn gem_installs_from_a_learned_source_and_its_second_run_comes_from_the_cache() 
     let mut root = File::new("<!DOCTYPE html>\n<html><body>cistern test gems</body></html>\n");
     root.content_type = "text/html";
     repository.origin.put("/", root);
-    let eco = Ecosystem::start("gem", GEM, repository);
+    let eco = Ecosystem::start("gem", repository);
     let script = "gem install --no-document zc-alpha zc-beta && \
                   stat -c %s $(gem contents zc-alpha | grep data.bin) $(gem contents zc-beta | grep data.bin)";
     eco.twice(&image, script, |out| {
@@ -628,10 +644,12 @@ with tarfile.open(out, "w:gz") as t:
 
 /// A sparse registry (`config.json`, index files, downloads) with
 /// `CRATE_FILES` on a new origin; the download paths.
-fn crates_repository() -> (Repository, Vec<String>) {
-    let repository = Repository::new(CRATES);
+fn crates_repository(dl: &str) -> (Repository, Vec<String>) {
+    let mut hosts = vec![CRATES, dl];
+    hosts.dedup();
+    let repository = Repository::for_hosts(&hosts);
     let mut config = File::new(format!(
-        "{{\"dl\":\"https://{CRATES}/api/v1/crates\",\"api\":\"https://{CRATES}\"}}"
+        "{{\"dl\":\"https://{dl}/api/v1/crates\",\"api\":\"https://{CRATES}\"}}"
     ));
     config.content_type = "application/json";
     repository.origin.put("/index/config.json", config);
@@ -681,8 +699,8 @@ fn a_sparse_cargo_registry_learned_from_cargo_config_is_served_from_the_cache_th
         &[cargo_config()],
         "",
     );
-    let (repository, crates) = crates_repository();
-    let eco = Ecosystem::start("cargo-curl", CRATES, repository);
+    let (repository, crates) = crates_repository(CRATES);
+    let eco = Ecosystem::start("cargo-curl", repository);
     let script = format!(
         "cd /tmp && curl -fsS https://{CRATES}/index/config.json >/dev/null && \
          for n in alpha beta; do \
@@ -698,16 +716,64 @@ fn a_sparse_cargo_registry_learned_from_cargo_config_is_served_from_the_cache_th
     assert_crates(&eco, &crates);
 }
 
+const CRATES_DL: &str = "static.eco-dl.example.test";
+
+/// A registry whose `config.json` sends downloads to another host (as the
+/// default registry does): that host is in no configuration file of the
+/// image, and is learned from the index configuration the first job reads.
+#[test]
+fn a_sparse_registrys_download_host_is_learned_from_its_index_config() {
+    let image = job_image(
+        "cistern-test/eco-cargo-curl",
+        CLIENTS,
+        &[cargo_config()],
+        "",
+    );
+    let (repository, crates) = crates_repository(CRATES_DL);
+    let eco = Ecosystem::start("cargo-dl", repository);
+    let out = eco.cistern.job(
+        &image,
+        &format!(
+            "curl -fsS https://{CRATES}/index/config.json; echo; \
+             getent hosts {CRATES_DL} || echo '{CRATES_DL} not routed'"
+        ),
+    );
+    assert!(out.contains(&format!("{CRATES_DL} not routed")), "{out}");
+    let from = format!("https://{CRATES}/index/config.json");
+    let mut line = String::new();
+    for _ in 0..50 {
+        let listing = eco.cistern.cache_domains(&[]);
+        if let Some(l) = listing.lines().find(|l| l.starts_with(CRATES_DL)) {
+            line = l.to_string();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        line.contains(&from),
+        "{CRATES_DL} not learned: {line:?}\n{}",
+        eco.cistern.logs()
+    );
+    let script = format!(
+        "cd /tmp && for n in alpha beta; do \
+           curl -fsS -o zc-$n.crate https://{CRATES_DL}/api/v1/crates/zc-$n/1.0.0/download; \
+           tar -xzf zc-$n.crate; stat -c %s zc-$n-1.0.0/data.bin; \
+         done"
+    );
+    eco.twice(&image, &script, |out| {
+        assert!(out.contains("300000") && out.contains("200000"), "{out}")
+    });
+    eco.assert_cached(&crates);
+}
+
 /// Debian bookworm's cargo (0.66) has the sparse protocol as an unstable
 /// feature: `-Z sparse-registry`, which a stable cargo takes with
-/// `RUSTC_BOOTSTRAP=1`. Left out of CI (`--ignored` runs it): its image
-/// (cargo, rustc, LLVM, gcc) is the heavy part.
+/// `RUSTC_BOOTSTRAP=1`.
 #[test]
-#[ignore = "Debian's cargo image is too heavy for CI; run with --ignored"]
 fn cargo_fetches_from_a_learned_sparse_registry_and_its_second_run_comes_from_the_cache() {
     let image = job_image("cistern-test/eco-cargo", &["cargo"], &[cargo_config()], "");
-    let (repository, crates) = crates_repository();
-    let eco = Ecosystem::start("cargo", CRATES, repository);
+    let (repository, crates) = crates_repository(CRATES);
+    let eco = Ecosystem::start("cargo", repository);
     let script = "mkdir -p /tmp/app/src && cd /tmp/app && echo 'fn main() {}' > src/main.rs && \
                   printf '[package]\\nname = \"app\"\\nversion = \"0.1.0\"\\nedition = \"2018\"\\n\\n[dependencies]\\n\
                   zc-alpha = { version = \"1\", registry = \"zc\" }\\nzc-beta = { version = \"1\", registry = \"zc\" }\\n' > Cargo.toml && \
@@ -740,16 +806,11 @@ with zipfile.ZipFile(out, "w") as z:
     std::fs::read(out).unwrap()
 }
 
-/// Left out of CI (`--ignored` runs it): Java and Maven make the heaviest
-/// image (about two more minutes on first build), past the time the tests
-/// here may add.
-///
 /// Maven core resolves a project's parent POM (here by a version range,
 /// through `maven-metadata.xml`) and its build extensions itself: no plugin
 /// is needed, so nothing but these comes from the repository, and
 /// `mvn validate` on such a project downloads them.
 #[test]
-#[ignore = "Maven's image is too heavy for CI; run with --ignored"]
 fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache() {
     let pom = "<project xmlns=\"http://maven.apache.org/POM/4.0.0\">\n  <modelVersion>4.0.0</modelVersion>\n  \
                <parent><groupId>test.zc</groupId><artifactId>zc-parent</artifactId><version>[1.0.0,2)</version></parent>\n  \
@@ -819,7 +880,7 @@ fn maven_resolves_from_a_learned_mirror_and_its_second_run_comes_from_the_cache(
         File::new(sha1_hex(metadata.as_bytes())),
     );
     repository.origin.put(&metadata_path, File::new(metadata));
-    let eco = Ecosystem::start("maven", MAVEN, repository);
+    let eco = Ecosystem::start("maven", repository);
     // Java reads its own keystore, not the PEM bundles: cistern's CAs are
     // imported from the file cistern injects, one by one (keytool takes the
     // first certificate of a file), as the README says.
@@ -875,7 +936,7 @@ fn dnf_installs_from_a_learned_repository_and_its_second_run_comes_from_the_cach
     let made = made_in(&image, &make);
     let repository = Repository::new(RPM);
     serve_dir(&repository.origin, made.path(), made.path());
-    let eco = Ecosystem::start("dnf", RPM, repository);
+    let eco = Ecosystem::start("dnf", repository);
     let script =
         "dnf -y -q --installroot=/tmp/root --releasever=1 --setopt=reposdir=/etc/yum.repos.d \
                   install zc-alpha zc-beta && \

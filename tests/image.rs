@@ -92,6 +92,12 @@ fn test_config(image: &str, run_dir: &Path, instance: &str, caching: &str) -> St
         image_config.contains("/run/cistern/"),
         "the image's config puts its sockets under /run/cistern"
     );
+    assert!(
+        image_config.contains("caching:\n  # Caches with no configuration"),
+        "the image's config caches without domains:\n{image_config}"
+    );
+    // The image's `caching:` section (the last) gives way to the test's.
+    let (image_config, _) = image_config.split_once("caching:\n").unwrap();
     format!(
         "{}instance: {instance}\n{caching}",
         image_config.replace("/run/cistern", &run_dir.display().to_string())
@@ -192,6 +198,7 @@ fn the_image_runs_cistern_as_pid_1_with_policy_tenancy_and_caching_and_stops_cle
     let id = unique("image");
     let tag = format!("cistern-test/cistern:{id}");
     let build_tag = format!("cistern-test/cistern-build:{id}");
+    let apt_image = format!("cistern-test/image-apt:{id}");
     let container = format!("cistern-{id}");
     let (state, cache) = (format!("{id}-state"), format!("{id}-cache"));
     let instance = id.clone();
@@ -205,7 +212,7 @@ fn the_image_runs_cistern_as_pid_1_with_policy_tenancy_and_caching_and_stops_cle
         containers: [vec![container.clone()], jobs.to_vec()].concat(),
         volumes: vec![state.clone(), cache.clone()],
         networks: vec![],
-        images: vec![tag.clone(), build_tag.clone()],
+        images: vec![tag.clone(), build_tag.clone(), apt_image.clone()],
     };
 
     // Build: the runtime stage users get, with this checkout's binary.
@@ -290,7 +297,7 @@ fn the_image_runs_cistern_as_pid_1_with_policy_tenancy_and_caching_and_stops_cle
     let gateway = support::bridge_address();
     let https_port = support::free_port();
     let caching = format!(
-        "admin:\n  tcp: 127.0.0.1:{admin}\ncaching:\n  domains: [{DEB}]\n  proxy:\n    http: {gateway}:{http}\n    https: {gateway}:{https_port}\n  upstream:\n    extra_roots: [/etc/cistern/origin-ca.pem]\n    overrides:\n      {DEB}: {origin}\n",
+        "admin:\n  tcp: 127.0.0.1:{admin}\ncaching:\n  discover: {{host: false}}\n  proxy:\n    http: {gateway}:{http}\n    https: {gateway}:{https_port}\n  upstream:\n    extra_roots: [/etc/cistern/origin-ca.pem]\n    overrides:\n      {DEB}: {origin}\n",
         http = support::free_port(),
         admin = support::free_port(),
         origin = origin.addr,
@@ -306,7 +313,10 @@ fn the_image_runs_cistern_as_pid_1_with_policy_tenancy_and_caching_and_stops_cle
     assert!(checked.contains(": ok ("), "{checked}");
 
     // The README's `docker run` line, with the test's directory, volumes
-    // and configuration.
+    // and configuration, and the daemon's data root where it is (the
+    // scripts' private daemon keeps it elsewhere than /var/lib/docker).
+    let data_root = run_ok(docker_direct().args(["info", "--format", "{{.DockerRootDir}}"]));
+    let data_root = data_root.trim();
     let shared = format!("{0}:{0}", run_dir.display());
     run_ok(
         docker_direct()
@@ -319,6 +329,7 @@ fn the_image_runs_cistern_as_pid_1_with_policy_tenancy_and_caching_and_stops_cle
             .arg("-v")
             .arg(format!("{}:/var/run/docker.sock", daemon.display()))
             .args(["-v", &shared])
+            .args(["-v", &format!("{data_root}:{data_root}:ro")])
             .args(["-v", &format!("{state}:/var/lib/cistern")])
             .args(["-v", &format!("{cache}:/var/cache/cistern")])
             .arg("-v")
@@ -369,16 +380,35 @@ fn the_image_runs_cistern_as_pid_1_with_policy_tenancy_and_caching_and_stops_cle
     );
 
     // A download through the caching proxy from a container created through
-    // cistern, twice: the second is served from the cache.
+    // cistern, twice: the second is served from the cache. No domain is
+    // configured: the host is learned from the image's apt sources, read
+    // through the daemon's data root mounted into cistern's container.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("sources.list"),
+        format!("deb https://{DEB}/debian {suite} main\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {curl}\nCOPY sources.list /etc/apt/sources.list\n"),
+    )
+    .unwrap();
+    run_ok(
+        docker_direct()
+            .env("DOCKER_BUILDKIT", "0")
+            .args(["build", "-q", "-t", &apt_image])
+            .arg(ctx.path()),
+    );
     let url = format!("https://{DEB}:{https_port}{path}");
-    let (first, text) = download(&sock, &jobs[0], curl, &url);
+    let (first, text) = download(&sock, &jobs[0], &apt_image, &url);
     assert_eq!(
         first,
         format!("ca=1 0 200 miss {sha256}"),
         "{text}\n{}",
         logs(&container)
     );
-    let (second, text) = download(&sock, &jobs[1], curl, &url);
+    let (second, text) = download(&sock, &jobs[1], &apt_image, &url);
     assert_eq!(second, format!("ca=1 0 200 hit {sha256}"), "{text}");
     assert_eq!(origin.counts(path).requests, 1);
 
@@ -388,7 +418,6 @@ fn the_image_runs_cistern_as_pid_1_with_policy_tenancy_and_caching_and_stops_cle
         "uid-0"
     );
     assert!(!inspect(r#"{{index .Config.Labels "cistern.ca"}}"#, &jobs[0]).is_empty());
-    // (Learned repository hosts may come beside the configured domain.)
     let hosts = inspect("{{json .HostConfig.ExtraHosts}}", &jobs[0]);
     assert!(
         hosts.contains(&format!(r#""{DEB}:host-gateway""#)),

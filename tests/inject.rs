@@ -1197,6 +1197,30 @@ impl DomainChanges {
         cleanup
     }
 
+    /// A long-running container, created through cistern, of a new image
+    /// whose pip configuration names `host`; its name, and the cleanups of
+    /// it and its image.
+    fn pip_image_container(&self, host: &str) -> (String, [Cleanup; 2]) {
+        let image = unique("cistern-test/learned-pip").to_lowercase();
+        let image_cleanup = Cleanup::image(&image);
+        build_image(
+            &image,
+            &format!("FROM {}\nCOPY pip.conf /etc/pip.conf\n", curl_image()),
+            &[(
+                "pip.conf",
+                format!("[global]\nindex-url = https://{host}/simple\n").as_bytes(),
+            )],
+        );
+        let name = unique("learned-image");
+        let container_cleanup = Cleanup::container(&name);
+        run_ok(
+            self.caching
+                .docker()
+                .args(["run", "-d", "--name", &name, &image, "sleep", "600"]),
+        );
+        (name, [container_cleanup, image_cleanup])
+    }
+
     /// `curl` (verifying TLS with the container's trust store) of `host`'s
     /// `/ok` through the caching proxy, from inside `container`.
     fn fetch(&self, container: &str, host: &str) -> (bool, String) {
@@ -1300,23 +1324,7 @@ fn a_repository_host_learned_from_the_hosts_package_managers_is_cached_with_no_d
 fn repository_hosts_an_image_or_a_create_names_are_cached_for_that_very_container_and_kept() {
     // Host discovery off: only images and creates name hosts here.
     let mut c = DomainChanges::start(&[KEPT]);
-    let image = unique("cistern-test/learned-pip").to_lowercase();
-    let _image = Cleanup::image(&image);
-    build_image(
-        &image,
-        &format!("FROM {}\nCOPY pip.conf /etc/pip.conf\n", curl_image()),
-        &[(
-            "pip.conf",
-            format!("[global]\nindex-url = https://{ADDED}/simple\n").as_bytes(),
-        )],
-    );
-    let name = unique("learned-image");
-    let _container = Cleanup::container(&name);
-    run_ok(
-        c.caching
-            .docker()
-            .args(["run", "-d", "--name", &name, &image, "sleep", "600"]),
-    );
+    let (name, _cleanup) = c.pip_image_container(ADDED);
     // The first container of the image is routed and trusted for the host
     // its pip configuration names.
     c.assert_reaches(&name, ADDED);
@@ -1367,6 +1375,28 @@ fn repository_hosts_an_image_or_a_create_names_are_cached_for_that_very_containe
         removed.contains("container create: env NPM_CONFIG_REGISTRY"),
         "{removed}"
     );
+}
+
+#[test]
+fn a_host_an_image_names_under_a_configured_domain_is_routed_by_name_with_no_new_ca() {
+    // The configured domain is the parent: extra hosts map exact names, so
+    // the image's host must be routed by its own name.
+    let parent = "domains.example";
+    let c = DomainChanges::start(&[parent]);
+    let (name, _cleanup) = c.pip_image_container(ADDED);
+    c.assert_reaches(&name, ADDED);
+    let hosts = strings(&inspect(c.caching.docker(), &name)["HostConfig"]["ExtraHosts"]);
+    assert!(
+        hosts.iter().any(|h| h.starts_with(&format!("{ADDED}:"))),
+        "{hosts:?}"
+    );
+    // The parent's name constraint covers it: no generation for it.
+    assert_eq!(c.permitted(&c.cas_of(&name)[0]), [parent]);
+    let line = c.caching.cistern().cache_domains_line(ADDED, &[]);
+    assert!(line.contains("routed (under a cached domain)"), "{line}");
+    assert!(line.contains("/etc/pip.conf"), "{line}");
+    // A sibling nobody named stays unrouted.
+    assert!(!hosts.iter().any(|h| h.contains(KEPT)), "{hosts:?}");
 }
 
 #[test]

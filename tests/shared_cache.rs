@@ -141,8 +141,25 @@ struct Runner {
     _dirs: tempfile::TempDir,
 }
 
+/// How a runner reaches the store, besides the defaults.
+#[derive(Default)]
+struct Opts {
+    /// Another endpoint than the store's own (a TLS front).
+    endpoint: Option<String>,
+    /// A CA (PEM) for `caching.upstream.extra_roots`.
+    extra_root: Option<String>,
+    /// Credentials from `AWS_*` variables instead of a file.
+    env_credentials: bool,
+    /// More `caching.cache.shared` lines.
+    shared: &'static str,
+}
+
 impl Runner {
     fn start(weed: &Weed, origin: &Origin, prefix: &str) -> Runner {
+        Runner::start_with(weed, origin, prefix, Opts::default())
+    }
+
+    fn start_with(weed: &Weed, origin: &Origin, prefix: &str, opts: Opts) -> Runner {
         let dirs = tempfile::tempdir().unwrap();
         let d = dirs.path();
         let creds = d.join("s3-credentials");
@@ -156,20 +173,38 @@ impl Runner {
         let admin = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
         let run = tempfile::tempdir().unwrap();
         let socket = run.path().join("docker.sock");
+        let credentials = match opts.env_credentials {
+            true => "{env: true}".to_owned(),
+            false => format!("{{file: {}}}", creds.display()),
+        };
+        let extra_roots = match &opts.extra_root {
+            Some(pem) => {
+                let path = d.join("store-ca.pem");
+                std::fs::write(&path, pem).unwrap();
+                format!("    extra_roots: [{}]\n", path.display())
+            }
+            None => String::new(),
+        };
         let config = format!(
-            "admin: {{tcp: \"{admin}\"}}\nupstream:\n  unix: {daemon}\nlisteners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{PYPI}]\n  discover: {{host: false}}\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n  upstream:\n    overrides:\n      {PYPI}: {origin}\n  cache:\n    shared:\n      endpoint: {endpoint}\n      bucket: {BUCKET}\n      prefix: {prefix}\n      credentials: {{file: {creds}}}\n      timeout: 1s\n",
+            "admin: {{tcp: \"{admin}\"}}\nupstream:\n  unix: {daemon}\nlisteners:\n  - unix:\n      path: {sock}\ncaching:\n  domains: [{PYPI}]\n  discover: {{host: false}}\n  state_dir: {state}\n  cache_dir: {cache}\n  proxy:\n    http: {http}\n    https: {https}\n  upstream:\n    overrides:\n      {PYPI}: {origin}\n{extra_roots}  cache:\n    shared:\n      endpoint: {endpoint}\n      bucket: {BUCKET}\n      prefix: {prefix}\n      credentials: {credentials}\n      timeout: 1s\n{more}",
             daemon = support::daemon_socket().display(),
             sock = socket.display(),
             state = d.join("state").display(),
             cache = d.join("cache").display(),
             origin = origin.addr,
-            endpoint = weed.endpoint(),
-            creds = creds.display(),
+            endpoint = opts.endpoint.unwrap_or_else(|| weed.endpoint()),
+            more = opts.shared,
         );
         let config_path = d.join("cistern.yaml");
         std::fs::write(&config_path, &config).unwrap();
+        let access = format!("AWS_ACCESS_KEY_ID={ACCESS}");
+        let secret = format!("AWS_SECRET_ACCESS_KEY={SECRET}");
+        let wrapper: &[&str] = match opts.env_credentials {
+            true => &["env", &access, &secret],
+            false => &[],
+        };
         let cistern = tokio::task::block_in_place(|| {
-            support::Cistern::start_with_config(run, socket, &config)
+            support::Cistern::start_under(wrapper, run, socket, &config)
         });
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(admin).is_err() {
@@ -196,17 +231,30 @@ impl Runner {
 
     /// GETs `path`, answered within `limit`.
     async fn get_within(&self, path: &str, limit: Duration) -> (u16, Result<Bytes, String>) {
+        self.get_with(path, &[], limit).await
+    }
+
+    /// GETs `path` with more headers, answered within `limit`.
+    async fn get_with(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        limit: Duration,
+    ) -> (u16, Result<Bytes, String>) {
         let fetch = async {
             let tcp = tokio::net::TcpStream::connect(self.http).await.unwrap();
             let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
                 .await
                 .unwrap();
             tokio::spawn(conn);
-            let req = Request::get(path)
-                .header("host", PYPI)
-                .body(Empty::<Bytes>::new())
-                .unwrap();
-            let res = send.send_request(req).await.unwrap();
+            let mut req = Request::get(path).header("host", PYPI);
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
+            let req = req.body(Empty::<Bytes>::new()).unwrap();
+            let Ok(res) = send.send_request(req).await else {
+                return (0, Err("no answer".to_owned()));
+            };
             let status = res.status().as_u16();
             let body = res
                 .into_body()
@@ -263,18 +311,112 @@ impl Runner {
     }
 
     fn command(&self, args: &[&str]) -> String {
+        let (ok, out) = self.try_command(args);
+        assert!(ok, "{out}");
+        out
+    }
+
+    /// Runs a `cistern` command: whether it succeeded, and its output
+    /// (stderr too when it failed).
+    fn try_command(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new(env!("CARGO_BIN_EXE_cistern"))
             .args(args)
             .arg("--config")
             .arg(&self.config)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let text = match out.status.success() {
+            true => String::from_utf8_lossy(&out.stdout).into_owned(),
+            false => String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        (out.status.success(), text)
+    }
+}
+
+/// A TLS front of the store on loopback (a test CA's certificate for
+/// 127.0.0.1), which can slow down what the store sends and be killed
+/// (every connection cut, no new one taken).
+struct Front {
+    addr: SocketAddr,
+    ca_pem: String,
+    /// Pause after each 16 KB the store sends, in ms.
+    pause_ms: Arc<std::sync::atomic::AtomicU64>,
+    killed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Front {
+    async fn start(store: SocketAddr) -> Front {
+        let ca = origin::TestCa::new(&["127.0.0.1"]);
+        let mut server = (*ca.server).clone();
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pause_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (killed, watch) = tokio::sync::watch::channel(false);
+        let pause = pause_ms.clone();
+        tokio::spawn(async move {
+            let mut kill = watch.clone();
+            loop {
+                let (tcp, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(_) => continue,
+                    },
+                    _ = kill.changed() => return,
+                };
+                let (acceptor, pause, mut kill) = (acceptor.clone(), pause.clone(), watch.clone());
+                tokio::spawn(async move {
+                    let relay = async {
+                        let tls = acceptor.accept(tcp).await?;
+                        let upstream = tokio::net::TcpStream::connect(store).await?;
+                        let (mut client_read, mut client_write) = tokio::io::split(tls);
+                        let (mut store_read, mut store_write) = upstream.into_split();
+                        let up = tokio::io::copy(&mut client_read, &mut store_write);
+                        let down = async {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                let n = store_read.read(&mut buf).await?;
+                                if n == 0 {
+                                    return client_write.shutdown().await;
+                                }
+                                client_write.write_all(&buf[..n]).await?;
+                                let ms = pause.load(std::sync::atomic::Ordering::SeqCst);
+                                if ms > 0 {
+                                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                                }
+                            }
+                        };
+                        let _ = tokio::join!(up, down);
+                        Ok::<_, std::io::Error>(())
+                    };
+                    tokio::select! {
+                        _ = relay => {}
+                        _ = kill.changed() => {}
+                    }
+                });
+            }
+        });
+        Front {
+            addr,
+            ca_pem: ca.ca_pem,
+            pause_ms,
+            killed,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    fn slow_down(&self, pause_ms: u64) {
+        self.pause_ms
+            .store(pause_ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn kill(&self) {
+        let _ = self.killed.send(true);
     }
 }
 
@@ -542,6 +684,353 @@ async fn cold_runners_missing_the_same_files_at_once_download_each_about_once() 
     assert_eq!(leads, files.len() as u64);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_https_store_with_credentials_from_the_environment_killed_mid_body() {
+    let weed = Weed::start();
+    let origin = Origin::start(None).await;
+    let files = packages(&origin, 3);
+    let big = (
+        "/packages/aa/bb/big-1.0-py3-none-any.whl".to_owned(),
+        random_bytes(3_000_000, 41),
+    );
+    origin.put(&big.0, File::new(big.1.clone()));
+    weed.ready().await;
+    let front = Front::start(weed.s3).await;
+    let opts = || Opts {
+        endpoint: Some(front.endpoint()),
+        extra_root: Some(front.ca_pem.clone()),
+        env_credentials: true,
+        ..Opts::default()
+    };
+    let a = Runner::start_with(&weed, &origin, "ci", opts());
+    for (path, body) in files.iter().chain([&big]) {
+        assert_eq!(a.get(path).await.1.as_ref().unwrap(), body);
+    }
+    a.wait_metric("cistern_cache_shared_index_uploads_total", 4)
+        .await;
+    assert_eq!(a.metric("cistern_cache_shared_errors_total").await, 0);
+
+    // B fills the small ones over TLS, then the store goes away while
+    // the big one streams to B's client.
+    let b = Runner::start_with(&weed, &origin, "ci", opts());
+    for (path, body) in &files {
+        assert_eq!(b.get(path).await.1.as_ref().unwrap(), body);
+        assert_eq!(origin.counts(path).requests, 1, "{path}");
+    }
+    front.slow_down(10);
+    let b = Arc::new(b);
+    let get = tokio::spawn({
+        let (b, path) = (b.clone(), big.0.clone());
+        async move { b.get(&path).await }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    front.kill();
+    let (status, got) = get.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(got.unwrap() == big.1, "the big file came out broken");
+    // The rest came from the origin, from where the store stopped.
+    assert_eq!(origin.counts(&big.0).ranged, 1, "{}", b.cistern.logs());
+    assert_eq!(b.metric("cistern_cache_shared_hits_total").await, 3);
+    secret_never_logged(&a);
+    secret_never_logged(&b);
+}
+
+/// A file the origin sends in eight pieces `pause` apart.
+fn trickling(origin: &Origin, name: &str, pause: Duration, cut: bool) -> (String, Bytes) {
+    let path = format!("/packages/aa/bb/{name}-1.0-py3-none-any.whl");
+    let body = random_bytes(400_000, name.len() as u64);
+    origin.put(&path, File::trickling(body.clone(), pause, cut));
+    (path, body)
+}
+
+/// Waits until `origin` saw `n` requests for `path`.
+async fn origin_saw(origin: &Origin, path: &str, n: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin.counts(path).requests < n {
+        assert!(Instant::now() < deadline, "{path}: no request {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_or_dead_lead_does_not_hold_the_fleet_up() {
+    let weed = Weed::start();
+    let origin = Origin::start(None).await;
+    weed.ready().await;
+    let b = Arc::new(Runner::start(&weed, &origin, "ci"));
+    let c = Arc::new(Runner::start(&weed, &origin, "ci"));
+    let get = |runner: &Arc<Runner>, path: &str| {
+        let (runner, path) = (runner.clone(), path.to_owned());
+        tokio::spawn(async move { runner.get(&path).await })
+    };
+
+    // B leads, and its download breaks off: C, waiting for it, downloads
+    // the file at once instead of waiting for B's lock to age.
+    let (path, body) = trickling(&origin, "cut", Duration::from_millis(150), true);
+    let started = Instant::now();
+    let led = get(&b, &path);
+    origin_saw(&origin, &path, 1).await;
+    origin.set_behaviour(&path, origin::Behaviour::Normal);
+    let waits = c.metric("cistern_cache_shared_fleet_waits_total").await;
+    let waited = get(&c, &path);
+    c.wait_metric("cistern_cache_shared_fleet_waits_total", waits + 1)
+        .await;
+    assert!(led.await.unwrap().1.is_err(), "B's client saw a whole file");
+    let (status, got) = waited.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(got.unwrap(), body);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "C waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(origin.counts(&path).requests, 2);
+
+    // B leads and dies: C takes its lock over once B stopped renewing it.
+    let (path, body) = trickling(&origin, "dead", Duration::from_millis(300), false);
+    let _led = get(&b, &path);
+    origin_saw(&origin, &path, 1).await;
+    let waited = get(&c, &path);
+    c.wait_metric("cistern_cache_shared_fleet_waits_total", waits + 2)
+        .await;
+    b.cistern.signal(nix::sys::signal::Signal::SIGKILL);
+    let killed = Instant::now();
+    let (status, got) = waited.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(got.unwrap(), body);
+    assert!(
+        killed.elapsed() < Duration::from_secs(14),
+        "C waited {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(origin.counts(&path).requests, 2);
+    assert_eq!(
+        c.metric("cistern_cache_shared_fleet_takeovers_total").await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vary_variant_s_fleet_lock_is_released_under_its_own_key() {
+    let weed = Weed::start();
+    let origin = Origin::start(None).await;
+    weed.ready().await;
+    let path = "/packages/aa/bb/negotiated-1.0-py3-none-any.whl";
+    let (x, y) = (random_bytes(5000, 1), random_bytes(6000, 2));
+    let mut file = File::new(x.clone());
+    file.by_accept = vec![("application/x", x.clone()), ("application/y", y.clone())];
+    origin.put(path, file.clone());
+    let a = Runner::start(&weed, &origin, "ci");
+    let accept_x = [("accept", "application/x")];
+    let (_, got) = a.get_with(path, &accept_x, Duration::from_secs(10)).await;
+    assert_eq!(got.unwrap(), x);
+    a.wait_metric("cistern_cache_shared_index_uploads_total", 1)
+        .await;
+
+    // Now the origin answers slowly and with `no-store`: B's download of
+    // variant y is not stored, and C, waiting for it, goes on at once.
+    file.headers = vec![("cache-control", "no-store".to_owned())];
+    file.behaviour = origin::Behaviour::Slow(Duration::from_millis(800));
+    origin.put(path, file);
+    let b = Arc::new(Runner::start(&weed, &origin, "ci"));
+    let c = Arc::new(Runner::start(&weed, &origin, "ci"));
+    let started = Instant::now();
+    let get_y = |runner: &Arc<Runner>| {
+        let runner = runner.clone();
+        tokio::spawn(async move {
+            let accept_y = [("accept", "application/y")];
+            runner
+                .get_with(path, &accept_y, Duration::from_secs(20))
+                .await
+        })
+    };
+    let led = get_y(&b);
+    b.wait_metric("cistern_cache_shared_fleet_leads_total", 1)
+        .await;
+    let waited = get_y(&c);
+    for got in [led.await.unwrap(), waited.await.unwrap()] {
+        assert_eq!(got.0, 200);
+        assert_eq!(got.1.unwrap(), y);
+    }
+    assert_eq!(c.metric("cistern_cache_shared_fleet_waits_total").await, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "C waited {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_expires_the_shared_tier_by_last_use_and_by_size_one_gc_at_a_time() {
+    let weed = Weed::start();
+    let origin = Origin::start(None).await;
+    let files = packages(&origin, 4);
+    weed.ready().await;
+    let opts = || Opts {
+        shared: "      touch_every: 1s\n",
+        ..Opts::default()
+    };
+    let a = Runner::start_with(&weed, &origin, "ci", opts());
+    for (path, _) in &files {
+        assert_eq!(a.get(path).await.0, 200);
+    }
+    a.wait_metric("cistern_cache_shared_index_uploads_total", 4)
+        .await;
+    let bucket = weed.bucket();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // Files 0 and 1 are used again: 0 by a cold runner (a shared hit), 1
+    // by A (a local hit). Both record it.
+    let b = Runner::start_with(&weed, &origin, "ci", opts());
+    assert_eq!(b.get(&files[0].0).await.1.unwrap(), files[0].1);
+    assert_eq!(a.get(&files[1].0).await.1.unwrap(), files[1].1);
+    b.wait_metric("cistern_cache_shared_touches_total", 1).await;
+    a.wait_metric("cistern_cache_shared_touches_total", 1).await;
+
+    // By age: 2 and 3 were last used (uploaded) more than 2s ago.
+    let gc = b.command(&["cache", "gc", "--shared-older-than", "2s"]);
+    let sizes = |i: &[usize]| i.iter().map(|i| files[*i].1.len()).sum::<usize>();
+    assert!(
+        gc.contains(&format!(
+            "removed 2 index objects and 2 bodies ({} bytes); {} bytes of bodies left",
+            sizes(&[2, 3]),
+            sizes(&[0, 1])
+        )),
+        "{gc}"
+    );
+    for (i, (_, body)) in files.iter().enumerate() {
+        let there = bucket.head(&content_name("ci", body)).await.is_ok();
+        assert_eq!(there, i < 2, "body {i}");
+    }
+
+    // By size: 1 is used again (by B, from the tier), so 0 is the least
+    // recently used and goes first.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(b.get(&files[1].0).await.1.unwrap(), files[1].1);
+    b.wait_metric("cistern_cache_shared_touches_total", 2).await;
+    let max = sizes(&[1]).to_string();
+    let gc = a.command(&["cache", "gc", "--shared-max-size", &max]);
+    assert!(
+        gc.contains(&format!(
+            "removed 1 index objects and 1 bodies ({} bytes); {max} bytes of bodies left",
+            sizes(&[0])
+        )),
+        "{gc}"
+    );
+    assert!(bucket.head(&content_name("ci", &files[0].1)).await.is_err());
+    assert!(bucket.head(&content_name("ci", &files[1].1)).await.is_ok());
+
+    // One gc at a time: while another holds the gc lock, gc says so and
+    // removes nothing.
+    bucket
+        .put(
+            &ObjectPath::from("ci/gc.lock"),
+            Bytes::from_static(b"1").into(),
+        )
+        .await
+        .unwrap();
+    let (ok, out) = a.try_command(&["cache", "gc", "--shared-max-size", "0"]);
+    assert!(
+        !ok && out.contains("another runner's gc of the shared cache tier is running"),
+        "{out}"
+    );
+    assert!(bucket.head(&content_name("ci", &files[1].1)).await.is_ok());
+    bucket
+        .delete(&ObjectPath::from("ci/gc.lock"))
+        .await
+        .unwrap();
+    let gc = a.command(&["cache", "gc", "--shared-max-size", "0"]);
+    assert!(gc.contains("; 0 bytes of bodies left"), "{gc}");
+    // The gc lock went with the gc.
+    assert!(bucket.head(&ObjectPath::from("ci/gc.lock")).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gc_racing_uploads_and_reads_never_leaves_an_index_object_without_its_body() {
+    let weed = Weed::start();
+    let origin = Origin::start(None).await;
+    // Forty keys, four bodies: most uploads find their body there already.
+    let bodies: Vec<Bytes> = (0..4).map(|i| random_bytes(20_000, 300 + i)).collect();
+    let files: Vec<(String, Bytes)> = (0..40)
+        .map(|i| {
+            let path = format!("/packages/aa/bb/same{i}-1.0-py3-none-any.whl");
+            let body = bodies[i % 4].clone();
+            origin.put(&path, File::new(body.clone()));
+            (path, body)
+        })
+        .collect();
+    weed.ready().await;
+    let a = Arc::new(Runner::start(&weed, &origin, "ci"));
+    let gc_runner = Runner::start(&weed, &origin, "ci");
+    let downloads = tokio::spawn({
+        let (a, files) = (a.clone(), files.clone());
+        async move { timed_gets(&a, &files, 4).await }
+    });
+    // B reads the same files meanwhile (from the tier, waiting for A's
+    // downloads, or from the origin when a gc took them): each whole.
+    let b = Arc::new(Runner::start(&weed, &origin, "ci"));
+    let reads = tokio::spawn({
+        let (b, files) = (b.clone(), files.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            timed_gets(&b, &files, 4).await
+        }
+    });
+    // gc after gc, down to nothing, while A uploads.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut gcs = 0;
+    while a.metric("cistern_cache_shared_index_uploads_total").await < 40 {
+        assert!(Instant::now() < deadline, "{}", a.cistern.logs());
+        let (ok, out) = tokio::task::block_in_place(|| {
+            gc_runner.try_command(&["cache", "gc", "--shared-max-size", "0"])
+        });
+        assert!(ok, "{out}");
+        gcs += 1;
+    }
+    downloads.await.unwrap();
+    reads.await.unwrap();
+    assert!(gcs >= 1);
+    // Every index object left names a body the bucket has.
+    let bucket = weed.bucket();
+    let index: Vec<_> = futures_util::StreamExt::collect::<Vec<_>>(
+        bucket.list(Some(&ObjectPath::from("ci/index"))),
+    )
+    .await;
+    assert!(!index.is_empty());
+    for object in index {
+        let object = object.unwrap();
+        let json: serde_json::Value = serde_json::from_slice(
+            &bucket
+                .get(&object.location)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let integrity = json["meta"]["integrity"].as_str().unwrap();
+        let hex: String = base64_hex(integrity.trim_start_matches("sha256-"));
+        let body = ObjectPath::from(format!("ci/content/sha256/{hex}"));
+        assert!(
+            bucket.head(&body).await.is_ok(),
+            "{} names {body}, which is gone",
+            object.location
+        );
+    }
+}
+
+/// The hex digits of a standard base64 SHA-256 (an SRI digest).
+fn base64_hex(b64: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// GETs every path through `runner`, `parallel` at a time; returns the
 /// time taken and checks each body.
 async fn timed_gets(runner: &Arc<Runner>, files: &[(String, Bytes)], parallel: usize) -> Duration {
@@ -626,7 +1115,22 @@ async fn bench_shared_tier() {
             rate(bytes, shared)
         );
     }
-    // Ten cold runners, the same twenty files at once.
+    bench_fleet(&weed, &origin).await;
+}
+
+/// The README's fleet figure alone: `cargo test --release --test
+/// shared_cache -- --ignored --nocapture bench_fleet`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark"]
+async fn bench_fleet_burst() {
+    let weed = Weed::start();
+    let origin = Origin::start(None).await;
+    weed.ready().await;
+    bench_fleet(&weed, &origin).await;
+}
+
+/// Ten cold runners, the same twenty files at once.
+async fn bench_fleet(weed: &Weed, origin: &Origin) {
     let files: Vec<(String, Bytes)> = (0..20)
         .map(|i| {
             let path = format!("/packages/bench/fleet{i}-1.0-py3-none-any.whl");
@@ -636,7 +1140,7 @@ async fn bench_shared_tier() {
         })
         .collect();
     let runners: Vec<Arc<Runner>> = (0..10)
-        .map(|_| Arc::new(Runner::start(&weed, &origin, "fleet")))
+        .map(|_| Arc::new(Runner::start(weed, origin, "fleet")))
         .collect();
     let started = Instant::now();
     let gets: Vec<_> = runners
@@ -651,21 +1155,29 @@ async fn bench_shared_tier() {
     }
     let took = started.elapsed();
     if std::env::var_os("CISTERN_BENCH_LOGS").is_some() {
-        for line in runners[0]
-            .cistern
-            .logs()
-            .lines()
-            .filter(|l| l.contains("shared"))
-        {
-            println!("{line}");
+        for runner in &runners {
+            for line in runner
+                .cistern
+                .logs()
+                .lines()
+                .filter(|l| l.contains("shared"))
+            {
+                println!("{line}");
+            }
         }
     }
     let requests: u32 = files.iter().map(|(p, _)| origin.counts(p).requests).sum();
-    let mut counters = [0u64; 4];
+    let mut counters = [0u64; 5];
     for r in &runners {
-        for (i, name) in ["fleet_leads", "fleet_waits", "hits", "errors"]
-            .iter()
-            .enumerate()
+        for (i, name) in [
+            "fleet_leads",
+            "fleet_waits",
+            "hits",
+            "errors",
+            "fleet_takeovers",
+        ]
+        .iter()
+        .enumerate()
         {
             counters[i] += r
                 .metric(&format!("cistern_cache_shared_{name}_total"))
@@ -673,11 +1185,12 @@ async fn bench_shared_tier() {
         }
     }
     println!(
-        "10 cold runners x the same 20 files at once: {requests} origin requests for 200 downloads ({:.2} s); fleet leads {}, waits {}, shared hits {}, store errors {}",
+        "10 cold runners x the same 20 files at once: {requests} origin requests for 200 downloads ({:.2} s); fleet leads {}, waits {}, shared hits {}, store errors {}, lock takeovers {}",
         took.as_secs_f64(),
         counters[0],
         counters[1],
         counters[2],
-        counters[3]
+        counters[3],
+        counters[4]
     );
 }

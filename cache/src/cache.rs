@@ -38,7 +38,7 @@ use crate::policy::{Cacheable, Freshness, Policy, Revalidated, StoreDecision};
 use crate::read::Body;
 use crate::reason::{BypassReason, HitReason, MissReason, NoStoreReason};
 use crate::rules::Mode;
-use crate::shared::Shared;
+use crate::shared::{Fleet, FleetLead, Shared};
 use crate::storage::Storage;
 use crate::store::Store;
 use crate::write::Writer;
@@ -79,6 +79,17 @@ pub struct Miss {
     /// client `Range` request the proxy may instead forward it untouched and
     /// not store.
     pub upstream: request::Parts,
+    /// This runner's download of `key` for the fleet, if it leads it: held
+    /// until the answer is stored and uploaded, dropped (the fleet lock
+    /// released) as soon as it will not be.
+    _lead: Option<Arc<FleetLead>>,
+}
+
+/// What [`Cache::find`] found.
+enum Found {
+    Entry(Box<Entry>),
+    /// A miss; with this runner's lead of the key for the fleet.
+    Miss(Option<Arc<FleetLead>>),
 }
 
 /// Result of [`Cache::lookup`].
@@ -167,58 +178,49 @@ impl Cache {
     /// With `lead`, a key nobody in the fleet has is claimed for the fleet
     /// (`Shared::claim`): this runner's download is the one the others
     /// wait for. Only for requests whose answer is stored and shared
-    /// ([`Cache::leads_for_fleet`]).
-    async fn find(&self, key: &CacheKey, lead: bool) -> Result<Option<Entry>> {
+    /// ([`Cache::leads_for_fleet`]); the lead comes back with the miss,
+    /// under the key it was claimed for (a `Vary` variant's own key).
+    async fn find(&self, key: &CacheKey, lead: bool) -> Result<Found> {
         if let Some(entry) = self.store.lookup(key).await? {
-            return Ok(Some(entry));
+            return Ok(Found::Entry(Box::new(entry)));
         }
         let Some(shared) = &self.shared else {
-            return Ok(None);
+            return Ok(Found::Miss(None));
         };
         let Flight::Leader(guard) = self.store.lock(key) else {
-            return Ok(None);
+            return Ok(Found::Miss(None));
         };
         if let Some(entry) = self.store.lookup(key).await? {
             guard.finish(true);
-            return Ok(Some(entry));
+            return Ok(Found::Entry(Box::new(entry)));
         }
+        let mut waited = false;
         let meta = match shared.lookup(key).await {
             Some(meta) => meta,
             None if !lead => {
                 guard.finish(false);
-                return Ok(None);
+                return Ok(Found::Miss(None));
             }
             // Nobody in the fleet has it: download it for the fleet, or
             // wait for the runner that does.
-            None => match shared.claim(key).await {
-                Some(false) => match shared.wait_for(key).await {
-                    Some(meta) => meta,
-                    None => {
-                        guard.finish(false);
-                        return Ok(None);
-                    }
-                },
-                // Uploaded between the lookup and the claim?
-                Some(true) => match shared.lookup(key).await {
-                    Some(meta) => {
-                        shared.release(key);
-                        meta
-                    }
-                    None => {
-                        shared.leads();
-                        guard.finish(false);
-                        return Ok(None);
-                    }
-                },
-                None => {
+            None => match shared.lead_or_wait(key).await {
+                Fleet::Ready(meta) => {
+                    waited = true;
+                    *meta
+                }
+                Fleet::Lead(lead) => {
                     guard.finish(false);
-                    return Ok(None);
+                    return Ok(Found::Miss(Some(lead)));
+                }
+                Fleet::Alone => {
+                    guard.finish(false);
+                    return Ok(Found::Miss(None));
                 }
             },
         };
-        let Some(body) = shared.open_body(&meta).await else {
+        let Some(body) = shared.open_body(&meta, waited).await else {
             guard.finish(false);
-            return Ok(None);
+            return Ok(Found::Miss(None));
         };
         let mut writer = match self.store.miss(key, meta.clone()).await {
             Ok(writer) => writer,
@@ -241,11 +243,11 @@ impl Cache {
                 let filled = shared.fill(writer, &meta, body).await;
                 guard.finish(filled.is_ok());
             });
-            return Ok(None);
+            return Ok(Found::Miss(None));
         }
         let filled = shared.fill(writer, &meta, body).await.ok();
         guard.finish(filled.is_some());
-        Ok(filled)
+        Ok(filled.map_or(Found::Miss(None), |e| Found::Entry(Box::new(e))))
     }
 
     /// The store (stats, verify, gc, purge, single-flight, ranges).
@@ -278,18 +280,21 @@ impl Cache {
                 return Ok(Lookup::Bypass(reason));
             }
         };
-        let miss = |key: &CacheKey, reason| {
+        let miss_led = |key: &CacheKey, reason, lead| {
             counters.misses.fetch_add(1, Ordering::Relaxed);
             Ok(Lookup::Miss(Box::new(Miss {
                 upstream: self.policy.lookup_request(req, cacheable.mode),
                 key: key.clone(),
                 mode: cacheable.mode,
                 reason,
+                _lead: lead,
             })))
         };
+        let miss = |key: &CacheKey, reason| miss_led(key, reason, None);
         let lead = self.leads_for_fleet(req);
-        let Some(entry) = self.find(&cacheable.key, lead).await? else {
-            return miss(&cacheable.key, MissReason::NotCached);
+        let entry = match self.find(&cacheable.key, lead).await? {
+            Found::Entry(entry) => *entry,
+            Found::Miss(led) => return miss_led(&cacheable.key, MissReason::NotCached, led),
         };
         let (entry, freshness) = match self.policy.freshness(req, &entry.meta, now) {
             // Another variant is stored under the plain key: look for this
@@ -299,8 +304,9 @@ impl Cache {
                 else {
                     return miss(&cacheable.key, MissReason::VaryMismatch);
                 };
-                let Some(entry) = self.find(&variant, lead).await? else {
-                    return miss(&variant, MissReason::VaryMismatch);
+                let entry = match self.find(&variant, lead).await? {
+                    Found::Entry(entry) => *entry,
+                    Found::Miss(led) => return miss_led(&variant, MissReason::VaryMismatch, led),
                 };
                 let freshness = self.policy.freshness(req, &entry.meta, now);
                 (entry, freshness)
@@ -325,6 +331,10 @@ impl Cache {
         match self.store.hit(&entry).await {
             Ok(body) => {
                 counters.hits.fetch_add(1, Ordering::Relaxed);
+                // The fleet's copy is in use: keep it from `gc`.
+                if let Some(shared) = self.shared.as_ref().filter(|_| self.policy.shareable(req)) {
+                    shared.used(&entry.key);
+                }
                 Ok(Lookup::Hit(Box::new(Hit {
                     entry,
                     response,
@@ -389,22 +399,16 @@ impl Cache {
                 }
                 let key = self.store_key(cacheable, req, now).await?;
                 let mut writer = self.store.miss(&key, *meta).await?;
-                if let Some(shared) = &self.shared {
-                    if self.policy.shareable(req) {
-                        writer.on_commit(Arc::new(shared.clone()));
-                    } else {
-                        shared.release(&cacheable.key);
-                    }
+                // The upload holds this runner's fleet lead of the key, if
+                // any: the miss that claimed it may end before the commit.
+                if let Some(shared) = self.shared.as_ref().filter(|_| self.policy.shareable(req)) {
+                    writer.on_commit(shared.uploader(&key));
                 }
                 Ok(StoreStart::Store(Box::new(writer)))
             }
-            StoreDecision::NoStore(reason) => {
-                // Nothing of it will be uploaded: let the fleet go on.
-                if let Some(shared) = &self.shared {
-                    shared.release(&cacheable.key);
-                }
-                Ok(StoreStart::NoStore(reason))
-            }
+            // Nothing of it will be uploaded: the fleet lead, if any, goes
+            // with the miss.
+            StoreDecision::NoStore(reason) => Ok(StoreStart::NoStore(reason)),
         }
     }
 

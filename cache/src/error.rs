@@ -103,6 +103,15 @@ pub enum Error {
     #[error("cannot build a cache key: {0}")]
     InvalidKey(&'static str),
 
+    /// Another `cistern cache gc` of the shared tier holds its lock.
+    #[error(
+        "another runner's gc of the shared cache tier is running (its lock was written {since})"
+    )]
+    SharedBusy {
+        /// When its lock was written.
+        since: String,
+    },
+
     /// The shared tier (S3-compatible object storage) failed or timed out.
     /// The caller goes on with the local cache and the origin.
     #[error("shared cache tier failed while {op}")]

@@ -89,7 +89,7 @@ pub use policy::{Policy, PolicyConfig};
 pub use read::{Body, BodyReader, RangeReader};
 pub use reason::{BypassReason, HitReason, MissReason, NoStoreReason};
 pub use rules::{Mode, RuleConfig, Rules};
-pub use shared::{Credentials, ExpireReport, Shared, SharedConfig, SharedStats};
+pub use shared::{Credentials, ExpireReport, Expiry, Shared, SharedConfig, SharedStats};
 pub use storage::Storage;
 pub use store::{
     Flight, FlightGuard, FlightWaiter, Following, SingleFlight, Stats, Store, StoreConfig,

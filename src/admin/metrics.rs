@@ -221,7 +221,7 @@ impl Collector for CacheCollector {
         }
         if let Some(shared) = self.0.cache.shared() {
             let s = shared.stats();
-            let shared_totals: [(&str, &str, u64); 11] = [
+            let shared_totals: [(&str, &str, u64); 13] = [
                 (
                     "cistern_cache_shared_lookups",
                     "Local misses looked up in the shared tier",
@@ -261,6 +261,16 @@ impl Collector for CacheCollector {
                     "cistern_cache_shared_fleet_waits",
                     "Misses that waited for another runner's download",
                     s.fleet_waits,
+                ),
+                (
+                    "cistern_cache_shared_fleet_takeovers",
+                    "Fleet locks taken over from a runner that stopped renewing them",
+                    s.fleet_takeovers,
+                ),
+                (
+                    "cistern_cache_shared_touches",
+                    "Index objects rewritten to record a use (for gc)",
+                    s.touches,
                 ),
                 (
                     "cistern_cache_shared_errors",

@@ -37,7 +37,7 @@ use prost::Message;
 
 use super::frame;
 use super::proto::{self, Definition, SolveRequest};
-pub use crate::policy::buildkit::Allow;
+pub use crate::policy::grpc::Allow;
 
 /// gRPC status codes cistern answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

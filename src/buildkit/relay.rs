@@ -4,13 +4,15 @@
 //!
 //! Calls of `moby.buildkit.v1.Control` are dispatched by method:
 //! * `Solve`: the one request message read (capped), judged
-//!   ([`policy::judge_solve`]), its sessions checked against the
-//!   [`Registry`], its exporter's image names checked with the ownership
-//!   rules (and mapped into the tenant's namespace), its ref claimed; the
+//!   ([`policy::judge_solve`]), its sessions checked against the tenant's
+//!   ([`crate::tenancy::sessions`], shared with the `/session` hijack), its
+//!   exporter's image names checked with the ownership
+//!   rules (and mapped into the tenant's namespace), its ref claimed in the
+//!   [`Registry`]; the
 //!   answer is read to record the built image as the tenant's;
 //! * `Status`: only for a ref the tenant's `Solve` claimed;
-//! * `Session`: the session ID registered as the tenant's for as long as the
-//!   stream runs; its bytes (context, secrets, SSH) pass untouched, unread
+//! * `Session`: the session ID (`X-Docker-Expose-Session-Uuid`) bound to
+//!   the tenant for as long as the stream runs; its bytes (context, secrets, SSH) pass untouched, unread
 //!   and unlogged;
 //! * `Prune` (judged), `DiskUsage` (only when allowed), `ListWorkers` and
 //!   `Info` (passed);
@@ -38,13 +40,14 @@ use prost::Message;
 use super::frame;
 use super::policy::{self, Allow, Code, Denied, Rules};
 use super::proto;
-use super::registry::{Registry, SessionGuard, Whose};
+use super::registry::{Registry, Whose};
 use crate::daemon::client::Daemon;
 use crate::daemon::upstream::UpstreamClient;
 use crate::http::{BoxError, ProxyBody};
 use crate::tenancy::ownership::images::{self, Change};
 use crate::tenancy::ownership::labels::Owner;
 use crate::tenancy::ownership::{lookup, Ownership};
+use crate::tenancy::sessions::{self, SessionGuard, Sessions};
 
 /// The largest `Solve` request read (BuildKit's own client sends up to
 /// 16 MiB messages).
@@ -53,12 +56,8 @@ const MAX_SOLVE: usize = 16 << 20;
 const MAX_SMALL: usize = 64 << 10;
 /// The largest `Solve` answer read back (an exporter response).
 const MAX_ANSWER: usize = 1 << 20;
-/// How long a `Solve` waits for its sessions, or a `Status` for its
-/// `Solve`, to show up on another stream.
+/// How long a `Status` waits for its `Solve` to show up on another stream.
 const PATIENCE: Duration = Duration::from_secs(5);
-/// The header carrying a `Session` call's session ID (BuildKit's
-/// `session.headerSessionID`, lowercase as gRPC metadata).
-const SESSION_ID: &str = "x-docker-expose-session-uuid";
 const CONTROL: &str = "/moby.buildkit.v1.Control/";
 
 /// One tenant's `/grpc` connection: who it is and what it may do.
@@ -72,6 +71,8 @@ pub struct Grpc {
     pub audit: bool,
     pub listener: Arc<str>,
     pub registry: Arc<Registry>,
+    /// BuildKit sessions by tenant, shared with the `/session` hijack.
+    pub sessions: Arc<Sessions>,
     pub ownership: Arc<Ownership>,
     /// cistern's own daemon client, for image lookups.
     pub daemon: UpstreamClient,
@@ -232,13 +233,15 @@ impl Grpc {
                 return Ok(forward(sender, req, None).await);
             }
         };
-        let tenant = self.tenant_key();
         for session in &judged.sessions {
-            let whose = self
-                .registry
-                .wait(PATIENCE, |r| r.session(session, &tenant))
+            // The session must be the tenant's own (opened by a `Session`
+            // call here or a `/session` hijack), waiting for it as the
+            // daemon does.
+            let usable = self
+                .sessions
+                .build(&self.owner, session, "", sessions::OPEN_WAIT)
                 .await;
-            if whose != Whose::Mine {
+            if usable.is_err() {
                 let denied = Denied::policy(
                     &self.policy,
                     "buildkit_session",
@@ -247,6 +250,7 @@ impl Grpc {
                 self.decide(&path, denied)?;
             }
         }
+        let tenant = self.tenant_key();
         let mapped = self.image_names(&path, &judged.image_names).await?;
         if !judged.r#ref.is_empty()
             && !self
@@ -349,22 +353,25 @@ impl Grpc {
         req: Request<Incoming>,
         sender: SendRequest<ProxyBody>,
     ) -> Result<Response<ProxyBody>, Denied> {
-        let id = req
-            .headers()
-            .get(SESSION_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        if id.is_empty() {
-            return Err(Denied::malformed("a build session without its ID"));
-        }
-        let Some(guard) = self.registry.open_session(&id, &self.tenant_key()) else {
-            return Err(Denied::policy(
-                &self.policy,
-                "buildkit_session",
-                "the session ID is in use by another client",
-            ));
+        let mut ids = req.headers().get_all(sessions::SESSION_HEADER).iter();
+        let id = match (ids.next(), ids.next()) {
+            (Some(id), None) => id.to_str().unwrap_or("").to_string(),
+            _ => String::new(),
         };
+        if id.is_empty() {
+            return Err(Denied::malformed("a build session needs one session ID"));
+        }
+        let guard = match self.sessions.open(&self.owner, &id) {
+            Ok(guard) => guard,
+            Err(_) => {
+                return Err(Denied::policy(
+                    &self.policy,
+                    "buildkit_session",
+                    "the session ID is in use by another client",
+                ))
+            }
+        };
+        tracing::debug!(tenant = %self.owner.tenant, session = %id, "BuildKit session opened over /grpc");
         let answer = forward(sender, streamed(req), None).await;
         let (parts, body) = answer.into_parts();
         Ok(Response::from_parts(

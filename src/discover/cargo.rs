@@ -127,13 +127,25 @@ fn index_cache(files: &dyn Files, home: &str, found: &mut Vec<Found>) {
         };
         // Only a sparse index has a config.json at its root in the cache.
         push(found, &format!("https://{host}/"), Tool::Cargo, &config);
-        let dl = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v.get("dl")?.as_str().map(str::to_owned));
-        if let Some(dl) = dl {
-            push(found, &dl, Tool::Cargo, &config);
-        }
+        found.extend(index_config(text.as_bytes(), &config));
     }
+}
+
+/// The download host a sparse registry's `config.json` names (`dl`; a
+/// template such as `https://static.example/crates/{crate}/{version}` is
+/// cut at its first marker), found `from` that file: the registry's own
+/// configuration, which cargo reads before any download. Not JSON, or no
+/// `dl`: nothing.
+pub fn index_config(json: &[u8], from: &str) -> Vec<Found> {
+    let mut found = Vec::new();
+    let dl = serde_json::from_slice::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v.get("dl")?.as_str().map(str::to_owned));
+    if let Some(dl) = dl {
+        let dl = dl.split('{').next().unwrap_or("");
+        push(&mut found, dl, Tool::Cargo, from);
+    }
+    found
 }
 
 #[cfg(test)]
@@ -178,6 +190,30 @@ mod tests {
                 "other.example.test"
             ]
         );
+    }
+
+    #[test]
+    fn an_index_config_names_its_download_host_even_as_a_template() {
+        let hosts = |json: &str| -> Vec<String> {
+            index_config(json.as_bytes(), "https://index.example.test/config.json")
+                .into_iter()
+                .map(|f| f.host)
+                .collect()
+        };
+        assert_eq!(
+            hosts(r#"{"dl":"https://static.example.test/crates/{crate}/{version}/download"}"#),
+            ["static.example.test"]
+        );
+        assert_eq!(
+            hosts(
+                r#"{"dl":"https://dl.example.test/api/v1/crates","api":"https://api.example.test"}"#
+            ),
+            ["dl.example.test"]
+        );
+        assert!(hosts(r#"{"dl":"https://user:pw@dl.example.test/"}"#).is_empty());
+        assert!(hosts(r#"{"dl":"https://dl.example.test:8443/"}"#).is_empty());
+        assert!(hosts(r#"{"api":"https://api.example.test"}"#).is_empty());
+        assert!(hosts("<html>not json</html>").is_empty());
     }
 
     #[test]

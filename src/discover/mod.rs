@@ -33,6 +33,7 @@ use std::fmt;
 use cistern_cache::pattern::Glob;
 use serde::{Deserialize, Serialize};
 
+pub use cargo::index_config as cargo_index_config;
 pub use files::{Files, NoFiles, Root};
 pub use layers::Layers;
 pub use url::host_of;

@@ -6,15 +6,19 @@
 //!    whether they may (headers, endpoint group, query), and the target with
 //!    the query as the policy and injection left it. A refusal here drains
 //!    the unread body first.
-//! 2. [`DockerProxy::resolve_phase`]: what the path and query name must be
+//!    A BuildKit `/session` hijack binds its ID to the tenant here.
+//! 2. [`DockerProxy::session_phase`]: a build may name only the tenant's
+//!    own BuildKit session and build ID, a build cancel only its own build
+//!    ([`crate::tenancy::sessions`]).
+//! 3. [`DockerProxy::resolve_phase`]: what the path and query name must be
 //!    the tenant's (ownership asks the daemon).
-//! 3. [`DockerProxy::body_phase`]: bodies that need it are read whole
+//! 4. [`DockerProxy::body_phase`]: bodies that need it are read whole
 //!    (capped), judged by the policy, then edited by ownership (labels,
 //!    references), injection (cache routing and trust) and jobs (a job's or
 //!    a container's own socket), and framed afresh; the others stream
 //!    through ownership's guards.
-//! 4. [`DockerProxy::upstream_phase`]: the request goes to the daemon.
-//! 5. [`DockerProxy::response_phase`]: jobs and container sockets settle,
+//! 5. [`DockerProxy::upstream_phase`]: the request goes to the daemon.
+//! 6. [`DockerProxy::response_phase`]: jobs and container sockets settle,
 //!    injection finishes a create, an upgrade becomes a [`hijack`], and
 //!    ownership maps the answer back for the tenant.
 //!
@@ -42,6 +46,7 @@ use crate::policy::{self, BodyNeed, Refusal, RefusalKind, Verdict};
 use crate::tenancy::jobs::Opened;
 use crate::tenancy::ownership::labels::Owner;
 use crate::tenancy::ownership::owned::Owned;
+use crate::tenancy::sessions::{self, SessionGuard};
 use crate::wire::route::{self, Route};
 
 /// What one request learned on its way through the phases.
@@ -63,6 +68,8 @@ pub(super) struct Exchange<'a> {
     pub injected: Option<inject::Prepared>,
     /// A job's or a container's own socket opened for a create.
     pub opened: Option<Opened>,
+    /// A BuildKit session bound to the tenant while its hijack is open.
+    pub session: Option<SessionGuard>,
 }
 
 impl Exchange<'_> {
@@ -135,6 +142,7 @@ impl DockerProxy {
             client_upgrade: None,
             injected: None,
             opened: None,
+            session: None,
         };
         policy
             .inspect_headers(req.headers())
@@ -170,6 +178,7 @@ impl DockerProxy {
                 format!("{path}?{query}")
             };
         }
+        ex.session = self.bind_session(req.headers(), &ex)?;
         if let Some(inject) = &self.inject {
             ex.target =
                 inject.build_target(&conn.listener, &ex.route, std::mem::take(&mut ex.target));
@@ -178,6 +187,59 @@ impl DockerProxy {
             ex.client_upgrade = Some(hyper::upgrade::on(req));
         }
         Ok(ex)
+    }
+
+    /// A `/session` hijack binds its ID to the tenant
+    /// ([`crate::tenancy::sessions`]) until it ends.
+    fn bind_session(
+        &self,
+        headers: &http::HeaderMap,
+        ex: &Exchange<'_>,
+    ) -> Result<Option<SessionGuard>, DockerError> {
+        match ex.route.endpoint {
+            route::Endpoint::Session => {
+                let mut ids = headers.get_all(sessions::SESSION_HEADER).iter();
+                let id = match (ids.next(), ids.next()) {
+                    (Some(id), None) => id.to_str().unwrap_or(""),
+                    _ => "",
+                };
+                let guard = self.sessions.open(&ex.owner, id)?;
+                tracing::debug!(tenant = %ex.owner.tenant, session = id, "BuildKit session opened");
+                Ok(Some(guard))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A build may name only the tenant's own session (waiting for it to
+    /// open, as the daemon does) and build ID; a cancel only its own build.
+    pub(super) async fn session_phase(&self, ex: &Exchange<'_>) -> Result<(), DockerError> {
+        let read = |key: &str| -> Result<String, DockerError> {
+            let q = crate::wire::query::Query::parse(&ex.route.query)
+                .map_err(|r| DockerError::client(r.status, r.message))?;
+            q.get(key)
+                .map(|v| v.unwrap_or("").to_string())
+                .map_err(|r| DockerError::client(r.status, r.message))
+        };
+        match ex.route.endpoint {
+            route::Endpoint::Build => {
+                let (session, build_id) = (read("session")?, read("buildid")?);
+                if !session.is_empty() {
+                    self.sessions
+                        .build(&ex.owner, &session, &build_id, sessions::OPEN_WAIT)
+                        .await
+                } else if !build_id.is_empty() {
+                    Err(DockerError::client(
+                        StatusCode::FORBIDDEN,
+                        "cistern: a build ID needs the client's own BuildKit session",
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            route::Endpoint::BuildCancel => self.sessions.cancel(&ex.owner, &read("id")?),
+            _ => Ok(()),
+        }
     }
 
     /// Phase 2: what the path and query name must be the tenant's.
@@ -356,17 +418,19 @@ impl DockerProxy {
                 ));
             };
             let daemon_upgrade = hyper::upgrade::on(&mut response);
-            // The stream keeps the connection's place while it runs.
+            // The stream keeps the connection's place while it runs, and a
+            // BuildKit session its ID.
             let slot = ex.conn.slot.clone();
             let record = ex.record.clone();
             if matches!(ex.route.endpoint, route::Endpoint::Grpc) {
                 let grpc = Arc::new(crate::buildkit::Grpc {
                     owner: ex.owner.clone(),
                     policy: ex.conn.policy.name.clone(),
-                    allow: ex.conn.policy.buildkit.clone(),
+                    allow: ex.conn.policy.grpc.clone(),
                     audit: ex.conn.policy.audit,
                     listener: ex.conn.listener.clone(),
                     registry: self.buildkit.clone(),
+                    sessions: self.sessions.clone(),
                     ownership: self.ownership.clone(),
                     daemon: self.client.clone(),
                 });
@@ -376,9 +440,11 @@ impl DockerProxy {
                     drop(slot);
                 });
             } else {
+                let session = ex.session;
                 let splice = hijack::splice(client_upgrade, daemon_upgrade, record);
                 self.tasks.spawn(async move {
                     splice.await;
+                    drop(session);
                     drop(slot);
                 });
             }
@@ -393,6 +459,14 @@ impl DockerProxy {
         }
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
+        if matches!(
+            ex.route.endpoint,
+            route::Endpoint::Ping | route::Endpoint::PingHead
+        ) {
+            if let Some(version) = policy::buildkit::ping_builder_version(&ex.conn.policy) {
+                parts.headers.insert("builder-version", version);
+            }
+        }
         owned
             .finish(Response::from_parts(
                 parts,
@@ -415,6 +489,10 @@ impl DockerProxy {
                 return Err(err);
             }
         };
+        if let Err(err) = self.session_phase(&ex).await {
+            drain(req.into_body()).await;
+            return Err(err);
+        }
         let (mut parts, body) = req.into_parts();
         let owned = match self.resolve_phase(&ex).await {
             Ok(owned) => owned,

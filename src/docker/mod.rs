@@ -136,7 +136,9 @@ pub struct DockerProxy {
     connections: Arc<ConnectionLimit<ClientKey>>,
     /// Requests and refusals, for the admin listener.
     metrics: Arc<metrics::DockerMetrics>,
-    /// BuildKit sessions and builds by tenant, over every `/grpc` stream.
+    /// Open BuildKit sessions and their build IDs, by tenant.
+    sessions: Arc<crate::tenancy::sessions::Sessions>,
+    /// BuildKit builds started over `/grpc`, by tenant.
     buildkit: Arc<crate::buildkit::Registry>,
 }
 
@@ -170,6 +172,7 @@ impl DockerProxy {
                 "clients.max_connections_per_client",
             ),
             metrics: Arc::default(),
+            sessions: Arc::default(),
             buildkit: Arc::default(),
         }
     }

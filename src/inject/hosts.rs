@@ -6,8 +6,8 @@
 //! double of the mirror, say), and `/etc/hosts` is no security boundary
 //! anyway. Names compare case-insensitively, as resolvers read `/etc/hosts`.
 //!
-//! `/etc/hosts` maps exact names only: a cached domain's subdomains are not
-//! routed by these entries (list them as domains of their own to route them).
+//! `/etc/hosts` maps exact names only: a cached domain's subdomains are
+//! routed when they are learned (the caller's list holds them), others not.
 //!
 //! Builds (`POST /build`, classic builder) take extra hosts as repeated
 //! `extrahosts=<host>:<ip>` query parameters (moby's `newImageBuildOptions`

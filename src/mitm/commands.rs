@@ -35,8 +35,8 @@ pub async fn cache_stats(config: &CachingConfig) -> Result<String, CommandError>
             Some(s) => {
                 let _ = write!(
                     out,
-                    "shared lookups: {}\nshared hits: {}\nshared hit bytes: {}\nshared uploads: {}\nshared upload bytes: {}\nshared fleet leads: {}\nshared fleet waits: {}\nshared errors: {}\nshared corrupt: {}\nshared dropped uploads: {}\n",
-                    s.lookups, s.hits, s.hit_bytes, s.uploads, s.upload_bytes, s.fleet_leads, s.fleet_waits, s.errors, s.corrupt, s.dropped
+                    "shared lookups: {}\nshared hits: {}\nshared hit bytes: {}\nshared uploads: {}\nshared upload bytes: {}\nshared fleet leads: {}\nshared fleet waits: {}\nshared fleet takeovers: {}\nshared touches: {}\nshared errors: {}\nshared corrupt: {}\nshared dropped uploads: {}\n",
+                    s.lookups, s.hits, s.hit_bytes, s.uploads, s.upload_bytes, s.fleet_leads, s.fleet_waits, s.fleet_takeovers, s.touches, s.errors, s.corrupt, s.dropped
                 );
             }
             None => out.push_str(
@@ -84,9 +84,18 @@ pub fn cache_domains(
             }
         }
     }
+    for (host, places) in &learned.routed {
+        for (i, f) in places.iter().enumerate() {
+            let head = if i == 0 { host.as_str() } else { "" };
+            let _ = writeln!(
+                out,
+                "{head:<40} routed (under a cached domain), learned: {} ({})",
+                f.tool, f.from
+            );
+        }
+    }
     for (host, why) in &learned.left_out {
         let why = match why {
-            LeftOut::Covered(domain) => format!("left out: covered by {domain}"),
             LeftOut::Filtered => "left out: discover.allow/deny".to_owned(),
             LeftOut::OverLimit => "left out: over discover.max_hosts".to_owned(),
         };
@@ -113,7 +122,7 @@ pub async fn cache_verify(config: &CachingConfig) -> Result<String, CommandError
 /// `cistern cache gc`.
 pub async fn cache_gc(
     config: &CachingConfig,
-    shared_older_than: Option<std::time::Duration>,
+    shared: cistern_cache::Expiry,
 ) -> Result<String, CommandError> {
     let cache = open_cache(config).await.map_err(|e| e.to_string())?;
     let store = cache.store();
@@ -126,18 +135,21 @@ pub async fn cache_gc(
         "evicted {evicted} entries over the size limit; removed {} unreferenced files ({} bytes)\n",
         report.removed_files, report.freed_bytes
     );
-    if let Some(age) = shared_older_than {
-        let Some(shared) = cache.shared() else {
-            return Err("--shared-older-than: no caching.cache.shared is configured".into());
+    if shared != cistern_cache::Expiry::default() {
+        let Some(tier) = cache.shared() else {
+            return Err(
+                "--shared-older-than/--shared-max-size: no caching.cache.shared is configured"
+                    .into(),
+            );
         };
-        let expired = shared
-            .expire(age, std::time::SystemTime::now())
+        let expired = tier
+            .expire(shared, std::time::SystemTime::now())
             .await
             .map_err(|e| crate::http::error::chain(&e))?;
         let _ = writeln!(
             out,
-            "shared tier: removed {} index objects and {} bodies ({} bytes)",
-            expired.index_objects, expired.bodies, expired.bytes
+            "shared tier: removed {} index objects and {} bodies ({} bytes); {} bytes of bodies left",
+            expired.index_objects, expired.bodies, expired.bytes, expired.kept_bytes
         );
     }
     Ok(out)

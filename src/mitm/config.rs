@@ -208,6 +208,10 @@ pub struct RawShared {
     /// Longest wait for the store before the origin is asked. Default 2s.
     #[serde(default)]
     pub timeout: Option<HumanDuration>,
+    /// A hit rewrites its key's index object (recording a use, for gc) when
+    /// it was last written longer ago than this. Default 1d.
+    #[serde(default)]
+    pub touch_every: Option<HumanDuration>,
 }
 
 /// `caching.cache.shared.credentials`.
@@ -236,6 +240,7 @@ pub struct SharedSettings {
     pub credentials: CredentialSource,
     pub upload_queue: usize,
     pub timeout: Duration,
+    pub touch_every: Duration,
 }
 
 /// Where the shared tier's credentials come from.
@@ -294,6 +299,9 @@ impl RawShared {
             timeout: self
                 .timeout
                 .map_or(cistern_cache::shared::DEFAULT_TIMEOUT, |d| d.0),
+            touch_every: self
+                .touch_every
+                .map_or(cistern_cache::shared::DEFAULT_TOUCH_EVERY, |d| d.0),
         })
     }
 }

@@ -55,8 +55,6 @@ impl Domains {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeftOut {
-    /// A configured domain covers it already (itself or a parent).
-    Covered(String),
     /// `discover.allow` does not admit it, or `discover.deny` names it.
     Filtered,
     /// Over `discover.max_hosts`.
@@ -68,6 +66,11 @@ pub enum LeftOut {
 pub struct Learned {
     /// Hosts added to the cached set, each with every place it was found.
     pub added: BTreeMap<String, Vec<Found>>,
+    /// Hosts under a cached domain (served already, and in its CA's name
+    /// constraints) that containers are now routed to the proxy for by
+    /// name, as extra hosts map exact names only; with where each was
+    /// found.
+    pub routed: BTreeMap<String, Vec<Found>>,
     /// Hosts found but not added, and why.
     pub left_out: BTreeMap<String, LeftOut>,
 }

@@ -173,7 +173,24 @@ impl Proxy {
                 log.domain = Some(target.domain.clone());
                 let counter = self.metrics.domain(&target.domain).unwrap_or_default();
                 bump(&counter, |c| &c.requests);
-                (self.cached(req, target.uri, &counter).await, Some(counter))
+                let index_config = req.method() == Method::GET
+                    && target.uri.path().ends_with("/config.json")
+                    && self.domains.learns_at_run_time();
+                // Without the query, which may carry a token.
+                let url = format!(
+                    "{}://{}{}",
+                    target.uri.scheme_str().unwrap_or("https"),
+                    target.uri.authority().map_or("", |a| a.as_str()),
+                    target.uri.path()
+                );
+                let mut answer = self.cached(req, target.uri, &counter).await;
+                if index_config && answer.response.status() == StatusCode::OK {
+                    let expected = content_length(answer.response.headers());
+                    answer.response = answer
+                        .response
+                        .map(|body| self.domains.learn_from_index_config(url, expected, body));
+                }
+                (answer, Some(counter))
             }
         };
         Ok(metered(answer, log, counter))

@@ -62,9 +62,12 @@ impl Caching {
 }
 
 impl Handout {
-    /// The cached domains now.
+    /// The names containers are routed to the proxy for now: the cached
+    /// domains, and the learned hosts under them.
     pub fn domains(&self) -> Vec<String> {
-        self.set.domains().iter().map(str::to_owned).collect()
+        let mut names: Vec<String> = self.set.domains().iter().map(str::to_owned).collect();
+        names.extend(self.set.routed().iter().cloned());
+        names
     }
 
     /// Caches the admitted hosts of `found` (see [`CachedSet::learn`]);

@@ -25,7 +25,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::discover::{self, Filter, Found, Root};
+use crate::http::ProxyBody;
 
+use http_body_util::BodyExt;
+
+use super::body::Sniffed;
 use super::config::CachingConfig;
 use super::domains::{Domains, Learned, LeftOut};
 
@@ -41,12 +45,8 @@ fn learn(config: &CachingConfig, cached: &Domains, already: usize, found: &[Foun
     let mut learned = Learned::default();
     let mut candidates = Vec::new();
     for f in found {
-        if let Some(domain) = cached.matching(&f.host) {
-            if domain != f.host {
-                learned
-                    .left_out
-                    .insert(f.host.clone(), LeftOut::Covered(domain.to_owned()));
-            }
+        if cached.matching(&f.host) == Some(f.host.as_str()) {
+            // A cached domain itself.
         } else if !filter.admits(&f.host) {
             learned.left_out.insert(f.host.clone(), LeftOut::Filtered);
         } else {
@@ -63,7 +63,11 @@ fn learn(config: &CachingConfig, cached: &Domains, already: usize, found: &[Foun
             .filter(|f| f.host == host)
             .cloned()
             .collect();
-        learned.added.insert(host, places);
+        if cached.matching(&host).is_some() {
+            learned.routed.insert(host, places);
+        } else {
+            learned.added.insert(host, places);
+        }
     }
     learned
 }
@@ -119,6 +123,8 @@ impl CachingConfig {
 #[derive(Debug)]
 pub struct CachedSet {
     now: RwLock<Arc<Domains>>,
+    /// Learned hosts under a cached domain, routed by name.
+    routed: RwLock<Arc<Vec<String>>>,
     ca: Arc<CaStore>,
     config: CachingConfig,
     /// Hosts learned so far (at start and since), for the bound.
@@ -135,8 +141,9 @@ impl CachedSet {
         let from_images = read_learned(&config.state_dir);
         CachedSet {
             now: RwLock::new(Arc::new(Domains::new(ca.domains().iter()))),
+            routed: RwLock::new(Arc::new(config.learned.routed.keys().cloned().collect())),
             ca,
-            learned: Mutex::new(config.learned.added.len()),
+            learned: Mutex::new(config.learned.added.len() + config.learned.routed.len()),
             from_images: Mutex::new(from_images),
             file: config.state_dir.join(LEARNED_FILE),
             config: config.clone(),
@@ -151,50 +158,119 @@ impl CachedSet {
             .clone()
     }
 
+    /// The learned hosts under a cached domain, which containers are
+    /// routed for by name besides the cached domains.
+    pub fn routed(&self) -> Arc<Vec<String>> {
+        self.routed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// Adds the admitted hosts of `found` (found in an image, or a create's
-    /// environment) to the set: a CA generation for the grown set first,
-    /// then the hosts are kept in the learned hosts file. Returns the hosts
-    /// added.
+    /// environment) to the set: a CA generation for the grown set first
+    /// (none for a host under a cached domain: it is routed by name), then
+    /// the hosts are kept in the learned hosts file. Returns the hosts
+    /// added or routed.
     pub fn learn(&self, found: &[Found], now: OffsetDateTime) -> Vec<String> {
         let mut count = self.learned.lock().unwrap_or_else(PoisonError::into_inner);
-        let learned = learn(&self.config, &self.domains(), *count, found);
+        let routed = self.routed();
+        let fresh: Vec<Found> = found
+            .iter()
+            .filter(|f| !routed.contains(&f.host))
+            .cloned()
+            .collect();
+        let learned = learn(&self.config, &self.domains(), *count, &fresh);
         for (host, why) in &learned.left_out {
             tracing::debug!(%host, ?why, "learned repository host left out");
         }
-        if learned.added.is_empty() {
+        let mut kept = learned.routed.clone();
+        let mut generation = None;
+        let added: Vec<String> = learned.added.keys().cloned().collect();
+        if !added.is_empty() {
+            match self.ca.add_domains(&added, now) {
+                Ok(made) => {
+                    generation = made.map(|g| g.id.to_string());
+                    kept.extend(learned.added.clone());
+                }
+                Err(err) => {
+                    tracing::warn!(hosts = ?added, error = %err, "learned hosts not cached: no CA for them");
+                }
+            }
+        }
+        if kept.is_empty() {
             return Vec::new();
         }
-        let added: Vec<String> = learned.added.keys().cloned().collect();
-        match self.ca.add_domains(&added, now) {
-            Ok(generation) => {
-                *count += added.len();
-                // Kept only once a CA holds them: a name kept is a name the
-                // next start's CA configuration accepts.
-                let mut file = self
-                    .from_images
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                file.hosts.extend(learned.added.clone());
-                if let Err(err) = write_atomic(&self.file, &file) {
-                    tracing::warn!(path = %self.file.display(), error = %err, "cannot keep the learned hosts; they are cached until cistern stops");
-                }
-                drop(file);
-                *self.now.write().unwrap_or_else(PoisonError::into_inner) =
-                    Arc::new(Domains::new(self.ca.domains().iter()));
-                for (host, places) in &learned.added {
-                    let from: Vec<String> = places
-                        .iter()
-                        .map(|f| format!("{} ({})", f.tool, f.from))
-                        .collect();
-                    tracing::info!(%host, from = %from.join(", "), ca = ?generation.as_ref().map(|g| g.id.to_string()), "caching a learned repository host");
-                }
-                added
-            }
-            Err(err) => {
-                tracing::warn!(hosts = ?added, error = %err, "learned hosts not cached: no CA for them");
-                Vec::new()
+        *count += kept.len();
+        // Kept only once a CA holds them: a name kept is a name the next
+        // start's CA configuration accepts.
+        let mut file = self
+            .from_images
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        file.hosts.extend(kept.clone());
+        if let Err(err) = write_atomic(&self.file, &file) {
+            tracing::warn!(path = %self.file.display(), error = %err, "cannot keep the learned hosts; they are cached until cistern stops");
+        }
+        drop(file);
+        if !learned.routed.is_empty() {
+            let mut names = routed.to_vec();
+            names.extend(learned.routed.keys().cloned());
+            *self.routed.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(names);
+        }
+        *self.now.write().unwrap_or_else(PoisonError::into_inner) =
+            Arc::new(Domains::new(self.ca.domains().iter()));
+        for (host, places) in &kept {
+            let from: Vec<String> = places
+                .iter()
+                .map(|f| format!("{} ({})", f.tool, f.from))
+                .collect();
+            if learned.routed.contains_key(host) {
+                tracing::info!(%host, from = %from.join(", "), "routing a learned repository host under a cached domain");
+            } else {
+                tracing::info!(%host, from = %from.join(", "), ca = ?generation, "caching a learned repository host");
             }
         }
+        kept.into_keys().collect()
+    }
+}
+
+/// Largest registry configuration file read for the host it names.
+const MAX_INDEX_CONFIG: usize = 64 << 10;
+
+impl CachedSet {
+    /// Whether hosts are learned while cistern runs (`discover.images`).
+    pub fn learns_at_run_time(&self) -> bool {
+        self.config.discover.images
+    }
+
+    /// `body`, the answer to a `GET` of `url` (a cached host's
+    /// `…/config.json`), passed on unchanged; once the client has it whole,
+    /// a cargo sparse registry's configuration gives its download host
+    /// (`dl`), which cargo fetches the `.crate` files from and which is
+    /// often another host than the index. It is learned like a host found
+    /// in an image (the filters and the bound apply); containers created
+    /// from then on are routed and trusted for it.
+    pub fn learn_from_index_config(
+        self: &Arc<Self>,
+        url: String,
+        expected: Option<u64>,
+        body: ProxyBody,
+    ) -> ProxyBody {
+        let set = self.clone();
+        let learn = move |bytes: bytes::Bytes| {
+            let found = discover::cargo_index_config(&bytes, &url);
+            let (domains, routed) = (set.domains(), set.routed());
+            let known = |host: &str| {
+                domains.matching(host) == Some(host) || routed.iter().any(|r| r == host)
+            };
+            if found.iter().all(|f| known(&f.host)) {
+                return;
+            }
+            // A new CA generation is made off the runtime's threads.
+            tokio::task::spawn_blocking(move || set.learn(&found, OffsetDateTime::now_utc()));
+        };
+        BodyExt::boxed_unsync(Sniffed::new(body, MAX_INDEX_CONFIG, expected, learn))
     }
 }
 
@@ -229,9 +305,9 @@ mod tests {
     }
 
     #[test]
-    fn configured_domains_cover_learned_subdomains_and_filters_apply() {
+    fn learned_subdomains_of_configured_domains_are_routed_and_filters_apply() {
         let cfg = config(
-            "domains: [example.test]\ndiscover: { deny: ['*.internal.example'], max_hosts: 1 }\n",
+            "domains: [example.test]\ndiscover: { deny: ['*.internal.example'], max_hosts: 2 }\n",
         );
         let learned = learn(
             &cfg,
@@ -246,8 +322,8 @@ mod tests {
         );
         assert_eq!(learned.added.keys().collect::<Vec<_>>(), ["pkgs.example"]);
         assert_eq!(
-            learned.left_out["deb.example.test"],
-            LeftOut::Covered("example.test".into())
+            learned.routed.keys().collect::<Vec<_>>(),
+            ["deb.example.test"]
         );
         assert_eq!(learned.left_out["repo.internal.example"], LeftOut::Filtered);
         assert_eq!(learned.left_out["more.example"], LeftOut::OverLimit);
@@ -257,7 +333,7 @@ mod tests {
     fn the_set_grows_with_a_new_ca_generation_is_kept_and_stays_bounded() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(&format!(
-            "domains: [example.test]\nstate_dir: {}\ndiscover: {{ host: false, max_hosts: 2 }}\n",
+            "domains: [example.test]\nstate_dir: {}\ndiscover: {{ host: false, max_hosts: 3 }}\n",
             dir.path().display()
         ));
         let now = OffsetDateTime::now_utc();
@@ -268,7 +344,14 @@ mod tests {
         assert!(set.domains().matching("pkgs.example").is_some());
         let after = ca.current_for_new_container(now).unwrap();
         assert_ne!(before.id, after.id, "a generation permitting the new host");
-        // Known, covered: nothing new.
+        // Under a cached domain: routed by name, with no new generation.
+        assert_eq!(
+            set.learn(&[found("pkgs.example"), found("a.example.test")], now),
+            ["a.example.test"]
+        );
+        assert_eq!(*set.routed(), ["a.example.test"]);
+        assert_eq!(ca.current_for_new_container(now).unwrap().id, after.id);
+        // Known: nothing new.
         assert!(set
             .learn(&[found("pkgs.example"), found("a.example.test")], now)
             .is_empty());
@@ -283,6 +366,10 @@ mod tests {
         let mut again = cfg.clone();
         again.learn_at_start();
         assert_eq!(again.domains, ["example.test", "b.example", "pkgs.example"]);
+        assert_eq!(
+            again.learned.routed.keys().collect::<Vec<_>>(),
+            ["a.example.test"]
+        );
     }
 
     #[test]

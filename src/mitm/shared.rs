@@ -37,6 +37,7 @@ pub fn shared_config(
         upload_queue: settings.upload_queue,
         timeout: settings.timeout,
         extra_roots: roots,
+        touch_every: settings.touch_every,
     })
 }
 

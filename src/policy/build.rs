@@ -1,10 +1,11 @@
 //! Build and image-create (pull/import) query parameters.
 //!
 //! `POST /build` (classic builder; moby `newImageBuildOptions`):
-//! * `version=2` (BuildKit) is refused (rule `buildkit`): it needs the `/session`
-//!   hijack, which is a denied group, and its entitlements are not cistern's to judge.
+//! * `version=2` (BuildKit) gets these checks and those of [`super::buildkit`].
 //! * `remote` (a URL or git repository the daemon fetches itself, from the host's
-//!   network, running `git` on the host) is refused (rule `build_remote`).
+//!   network, running `git` on the host) is refused (rule `build_remote`);
+//!   `client-session` (the context comes over the client's own BuildKit
+//!   session) is fine.
 //! * `networkmode` other than `default`/`bridge`/`none` (so `host` and
 //!   `container:<x>`, which the RUN containers would join) is refused (rule
 //!   `build_network_mode`).
@@ -73,14 +74,12 @@ fn cap(
 
 /// `POST /build`: checks, and the rewritten query when cistern changed it.
 pub fn build_query(ctx: &mut Ctx<'_>, q: &Query) -> Result<Option<String>, Refusal> {
-    if q.get("version")?.is_some_and(|v| v == "2") {
-        ctx.deny(
-            "buildkit",
-            "version",
-            "BuildKit builds are not allowed (use the classic builder)",
-        )?;
+    if super::buildkit::is_buildkit(q)? {
+        super::buildkit::build_query(ctx, q)?;
     }
-    if q.get("remote")?.is_some_and(|v| !v.is_empty()) {
+    if q.get("remote")?
+        .is_some_and(|v| !v.is_empty() && v != "client-session")
+    {
         ctx.deny(
             "build_remote",
             "remote",
@@ -223,12 +222,11 @@ mod tests {
             ("remote=git@host:repo.git", "build_remote"),
             ("cgroupparent=/", "cgroup_parent"),
             ("isolation=hyperv", "isolation"),
-            ("version=2", "buildkit"),
             ("t=x;networkmode=host", "query"),
         ] {
             assert_eq!(build(&p, q).unwrap_err().rule, rule, "{q}");
         }
-        for q in ["t=app:1&extrahosts=a:1.2.3.4&buildargs=%7B%22A%22%3A%221%22%7D&networkmode=default&version=1", "networkmode=none", ""] {
+        for q in ["t=app:1&extrahosts=a:1.2.3.4&buildargs=%7B%22A%22%3A%221%22%7D&networkmode=default&version=1", "networkmode=none", "", "remote=client-session&session=s"] {
             assert_eq!(build(&p, q).unwrap(), None, "{q}");
         }
     }

@@ -8,7 +8,8 @@
 //! audit: false                  # true: log would-be refusals, forward anyway
 //! groups:                       # per-group switches over the defaults: system,
 //!   exec: false                 #   containers, exec, images, volumes, networks,
-//!   swarm: false                #   events, system_df allowed; the rest denied
+//!   swarm: false                #   events, system_df, session (BuildKit) allowed;
+//!   session: false              #   the rest denied; session off: no BuildKit
 //! unknown_fields: refuse        # refuse | drop (never forwarded unchecked)
 //! max_body_size: 1MiB           # bytes, or a size string (see below)
 //! capabilities: [NET_BIND_SERVICE]   # CapAdd allowlist (CAP_ prefix optional)
@@ -19,7 +20,7 @@
 //! unprivileged_images: [testcontainers/ryuk]  # Privileged dropped, not refused
 //! publish_host_ip: 127.0.0.1    # force published ports onto this address
 //! buildkit:                     # BuildKit `/grpc` calls: what they may do
-//!   allow: [network.host]       #   beyond the defaults (policy::buildkit)
+//!   allow: [network.host]       #   beyond the defaults (policy::grpc)
 //! limits:                       # each { max, force, on_exceed: refuse|clamp },
 //!   memory: { max: 4GiB }       #   or null/none to lift it; `limits: none`
 //!   memory_swap: { max: 4GiB }  #   lifts them all
@@ -99,7 +100,7 @@ pub struct PolicyConfig {
     pub buildkit: BuildkitConfig,
 }
 
-/// `buildkit:` ([`super::buildkit`]).
+/// `buildkit:` ([`super::grpc`]).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BuildkitConfig {
@@ -262,7 +263,7 @@ pub enum PolicyError {
 pub const DEFAULT_SOCKET_BINDS: [&str; 2] = ["/var/run/docker.sock", "/run/docker.sock"];
 
 /// The groups a listener allows unless its config says otherwise.
-pub const DEFAULT_GROUPS: [Group; 8] = [
+pub const DEFAULT_GROUPS: [Group; 9] = [
     Group::System,
     Group::Containers,
     Group::Exec,
@@ -271,6 +272,9 @@ pub const DEFAULT_GROUPS: [Group; 8] = [
     Group::Networks,
     Group::Events,
     Group::SystemDf,
+    // BuildKit's `/session` (the client's own file server) and `/grpc`
+    // (its control API, judged call by call: `crate::buildkit`).
+    Group::Session,
 ];
 
 impl PolicyConfig {
@@ -373,7 +377,7 @@ impl PolicyConfig {
             },
             socket_binds,
             unprivileged_images,
-            buildkit: super::buildkit::Allow::parse(self.buildkit.allow.iter().map(String::as_str))
+            grpc: super::grpc::Allow::parse(self.buildkit.allow.iter().map(String::as_str))
                 .map_err(PolicyError::Buildkit)?,
             audit: self.audit,
         })

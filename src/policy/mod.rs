@@ -46,6 +46,7 @@ pub mod build;
 pub mod buildkit;
 pub mod config;
 pub mod devices;
+pub mod grpc;
 pub mod host;
 pub mod inject;
 pub mod limits;
@@ -153,7 +154,7 @@ pub struct Policy {
     /// Images whose `Privileged: true` is dropped instead of refused.
     pub unprivileged_images: Vec<unprivileged::ImageName>,
     /// What BuildKit's `/grpc` calls may do beyond the defaults.
-    pub buildkit: buildkit::Allow,
+    pub grpc: grpc::Allow,
     pub audit: bool,
 }
 
@@ -181,7 +182,7 @@ fn unreachable_policy() -> Policy {
         inject: inject::Inject::default(),
         socket_binds: Vec::new(),
         unprivileged_images: Vec::new(),
-        buildkit: buildkit::Allow::default(),
+        grpc: grpc::Allow::default(),
         audit: false,
     }
 }
@@ -260,6 +261,13 @@ impl Policy {
     /// Stage 2: may this endpoint be used on this listener, and must its body be read?
     pub fn authorize(&self, route: &Route) -> Result<BodyNeed, Refusal> {
         let group = route.group();
+        if group == Group::Session && !self.allowed_groups.contains(&group) {
+            let what = match route.endpoint {
+                Endpoint::Grpc => "the /grpc control API",
+                _ => "the /session hijack",
+            };
+            return Err(buildkit::off(self, what));
+        }
         if !self.allowed_groups.contains(&group) {
             if let Endpoint::PluginInspect { name } = &route.endpoint {
                 // The docker CLI's untyped `docker inspect x` asks for a
@@ -720,8 +728,6 @@ mod tests {
             ("GET", "/v1.41/configs", "configs"),
             ("POST", "/v1.41/plugins/pull", "plugins"),
             ("GET", "/v1.41/distribution/x/json", "distribution"),
-            ("POST", "/v1.41/session", "session"),
-            ("POST", "/grpc", "session"),
             ("GET", "/debug/vars", "debug"),
             ("POST", "/v1.41/containers/c/checkpoints", "checkpoints"),
             ("PUT", "/v1.41/volumes/v", "swarm"),

@@ -5,6 +5,9 @@
 //!   name namespaces, image state, cleanup.
 //! - [`jobs`]: per-job sockets (a tenant of their own, removed with the job)
 //!   and container sockets (a container's own socket, fixed to its creator).
+//! - [`sessions`]: BuildKit session and build IDs, bound to the tenant that
+//!   opened them, in memory.
 
 pub mod jobs;
 pub mod ownership;
+pub mod sessions;

@@ -481,16 +481,22 @@ impl Cistern {
     /// configuration, run with `env` added to its environment (panics with
     /// the whole listing when the host is not in it).
     pub fn cache_domains_line(&self, host: &str, env: &[(&str, String)]) -> String {
-        let out = run_ok(
-            Command::new(env!("CARGO_BIN_EXE_cistern"))
-                .args(["cache", "domains", "--config"])
-                .arg(self.dir.path().join("cistern.yaml"))
-                .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
-        );
+        let out = self.cache_domains(env);
         out.lines()
             .find(|l| l.starts_with(host))
             .unwrap_or_else(|| panic!("{host} is not listed:\n{out}"))
             .to_string()
+    }
+
+    /// What `cistern cache domains` prints on this cistern's configuration,
+    /// run with `env` added to its environment.
+    pub fn cache_domains(&self, env: &[(&str, String)]) -> String {
+        run_ok(
+            Command::new(env!("CARGO_BIN_EXE_cistern"))
+                .args(["cache", "domains", "--config"])
+                .arg(self.dir.path().join("cistern.yaml"))
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str()))),
+        )
     }
 
     /// A docker CLI command pointed at this cistern.

@@ -13,7 +13,9 @@
 //!   `GET /system/df` ([`filter_df`]) and the predefined networks
 //!   ([`filter_shared_network`]) are filtered after the daemon answered:
 //!   containers and volumes by their labels, images by the state file (base
-//!   images and the tenant's own).
+//!   images and the tenant's own). The build cache records in `system/df`
+//!   carry no owner, and their descriptions name other tenants' `RUN`
+//!   commands: they are left out.
 //!
 //! Event streams carry labels only for container events (dockerd puts the
 //! container's labels in the event attributes); volume, network and image
@@ -203,6 +205,12 @@ pub fn filter_df(
         if let Some(Value::Array(items)) = v.get_mut(key) {
             items.retain(|i| owned_entry(i, owner));
         }
+    }
+    if let Some(Value::Array(items)) = v.get_mut("BuildCache") {
+        items.clear();
+    }
+    if let Some(size) = v.get_mut("BuilderSize") {
+        *size = Value::from(0);
     }
     if let Some(Value::Array(items)) = v.get_mut("Images") {
         items.retain(|i| visible(i.get("Id").and_then(Value::as_str).unwrap_or("")));
@@ -399,7 +407,8 @@ mod tests {
     fn disk_usage_shows_only_the_tenants_own() {
         let df = br#"{"LayersSize":1,"Images":[{"Id":"sha256:base","RepoTags":["busybox:latest","bob/x:1"]},{"Id":"sha256:bobs"}],
             "Containers":[{"Id":"a","Labels":{"io.cistern.tenant":"alice","io.cistern.instance":"default"}},{"Id":"b","Labels":{"io.cistern.tenant":"bob","io.cistern.instance":"default"}},{"Id":"c","Labels":null}],
-            "Volumes":[{"Name":"v","Labels":{"io.cistern.tenant":"alice","io.cistern.instance":"default"}},{"Name":"w","Labels":null}],"BuildCache":[]}"#;
+            "Volumes":[{"Name":"v","Labels":{"io.cistern.tenant":"alice","io.cistern.instance":"default"}},{"Name":"w","Labels":null}],
+            "BuildCache":[{"ID":"x","Description":"mount / from exec /bin/sh -c curl -H token: bob"}],"BuilderSize":9}"#;
         let out = filter_df(
             df,
             &alice(),
@@ -416,6 +425,8 @@ mod tests {
             serde_json::json!([{"Id":"sha256:base","RepoTags":["busybox:latest"]}])
         );
         assert_eq!(v["LayersSize"], 1);
+        assert_eq!(v["BuildCache"], serde_json::json!([]));
+        assert_eq!(v["BuilderSize"], 0);
     }
 
     #[test]

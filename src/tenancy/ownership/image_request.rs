@@ -43,6 +43,7 @@ impl ImageRequest<'_> {
             Endpoint::SystemDf => owned.after = After::SystemDf,
             Endpoint::Info => owned.after = After::Info,
             Endpoint::ImagePrune => return Err(prune_refused()),
+            Endpoint::BuildPrune => return Err(build_prune_refused()),
             Endpoint::ImageInspect { name }
             | Endpoint::ImageHistory { name }
             | Endpoint::ImageGet { name } => self.read(name, owned).await?,
@@ -151,8 +152,12 @@ impl ImageRequest<'_> {
 
     /// `docker build`: tags the tenant may point; with a namespace, the tags
     /// and the Dockerfile's `FROM` lines naming its own images map to it.
+    /// A BuildKit build (`version=2`) reads its Dockerfile over the client's
+    /// session, which cistern passes untouched: its `FROM` lines are resolved
+    /// by the daemon as written (the README says so).
     async fn build(&self, owned: &mut Owned) -> Result<(), DockerError> {
         let q = self.query()?;
+        let buildkit = q.values("version").next() == Some("2");
         let tags: Vec<String> = q.values("t").map(|t| new_repo(self.ns, t)).collect();
         let quiet = q.values("q").next().is_some_and(AuxScanner::quiet_value);
         for t in &tags {
@@ -164,7 +169,7 @@ impl ImageRequest<'_> {
                 owned.target = format!("{path}?{}", q.with_all("t", &tags).encode());
             }
             let own = self.own_images(ns);
-            if !own.is_empty() {
+            if !own.is_empty() && !buildkit {
                 let dockerfile = q.values("dockerfile").next().unwrap_or("Dockerfile");
                 owned.dockerfile = Some((dockerfile.to_string(), own));
             }
@@ -252,6 +257,16 @@ impl ImageRequest<'_> {
             .check_new_tag(&current.name, current.id.as_deref())?;
         Ok(current.name)
     }
+}
+
+/// Refused for everyone: the build cache (BuildKit's and the classic
+/// builder's) is shared by every tenant and carries no owner, so pruning it
+/// would drop other tenants' cache mounts and layers mid-build.
+fn build_prune_refused() -> DockerError {
+    DockerError::client(
+        StatusCode::FORBIDDEN,
+        "cistern: build cache prune is not available through cistern: the build cache is shared by all tenants",
+    )
 }
 
 /// Refused for everyone: images are shared.

@@ -806,6 +806,15 @@ mod scanner_tests {
         assert!(AuxScanner::new(false).feed(quiet.as_bytes()).is_empty());
         assert!(AuxScanner::quiet_value("1") && AuxScanner::quiet_value("True"));
         assert!(!AuxScanner::quiet_value("0") && !AuxScanner::quiet_value("false"));
+        // BuildKit (`version=2`): progress as base64 `moby.buildkit.trace`
+        // aux strings, the image as `moby.image.id`.
+        let buildkit = format!(
+            "{{\"id\":\"moby.buildkit.trace\",\"aux\":\"Cm8KR3NoYTI1Ng==\"}}\r\n{{\"id\":\"moby.image.id\",\"aux\":{{\"ID\":\"{id}\"}}}}\r\n"
+        );
+        assert_eq!(
+            AuxScanner::default().feed(buildkit.as_bytes()),
+            vec![id.clone()]
+        );
         let mut s = AuxScanner::default();
         assert!(s.feed(&vec![b'x'; 100_000]).is_empty());
         assert!(s.feed(b"\"aux\"\n").is_empty());
