@@ -393,14 +393,14 @@ async fn daemon_cache() -> Vec<String> {
         .collect()
 }
 
-/// Two tenants, `alice` and `bob`, on their own listeners whose policy
-/// allows BuildKit's endpoints.
+/// Two tenants, `alice` and `bob`, on their own listeners with the default
+/// policy.
 fn two_tenants() -> (Cistern, String) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     let id = unique("bkgrpc");
     let config = format!(
-        "instance: test-{id}\nstate_dir: {state}\nupstream:\n  unix: {daemon}\nlisteners:\n  - name: alice\n    unix: {{path: {d}/alice.sock, mode: \"0600\"}}\n    identity: {{fixed: alice-{id}}}\n    policy: {{groups: {{session: true}}}}\n  - name: bob\n    unix: {{path: {d}/bob.sock, mode: \"0600\"}}\n    identity: {{fixed: bob-{id}}}\n    policy: {{groups: {{session: true}}}}\n",
+        "instance: test-{id}\nstate_dir: {state}\nupstream:\n  unix: {daemon}\nlisteners:\n  - name: alice\n    unix: {{path: {d}/alice.sock, mode: \"0600\"}}\n    identity: {{fixed: alice-{id}}}\n  - name: bob\n    unix: {{path: {d}/bob.sock, mode: \"0600\"}}\n    identity: {{fixed: bob-{id}}}\n",
         state = d.join("state").display(),
         daemon = daemon().display(),
         d = d.display(),
