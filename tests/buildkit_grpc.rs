@@ -220,30 +220,9 @@ struct Client {
 impl Client {
     /// `POST /grpc` with `Upgrade: h2c` on `sock`, then HTTP/2.
     async fn connect(sock: &Path) -> Client {
-        let stream = tokio::net::UnixStream::connect(sock).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn.with_upgrades());
-        let req = hyper::Request::post("/grpc")
-            .header("Host", "docker")
-            .header("Connection", "Upgrade")
-            .header("Upgrade", "h2c")
-            .header(
-                "X-Docker-Expose-Session-Grpc-Method",
-                "/moby.buildkit.v1.Control/Solve",
-            )
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
-        assert_eq!(resp.status().as_u16(), 101, "POST /grpc: {resp:?}");
-        let io = hyper::upgrade::on(resp).await.unwrap();
-        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .handshake(io)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        Client { sender }
+        Client {
+            sender: h2(sock).await,
+        }
     }
 
     /// One call; the answer's messages once the stream ended.
@@ -289,6 +268,61 @@ impl Client {
             messages,
         }
     }
+}
+
+/// An HTTP/2 connection over a `POST /grpc` hijack of `sock`.
+async fn h2<B>(sock: &Path) -> SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::UnixStream::connect(sock).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let req = hyper::Request::post("/grpc")
+        .header("Host", "docker")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "h2c")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 101, "POST /grpc: {resp:?}");
+    let io = hyper::upgrade::on(resp).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(io)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+type Frames = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>;
+
+/// A `Session` call with session ID `id`, held open (its request body never
+/// ends) until the returned sender is dropped.
+async fn hold_session(sock: &Path, id: &str) -> tokio::sync::mpsc::Sender<Frames> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Frames>(1);
+    let frames = Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let body = http_body_util::StreamBody::new(frames);
+    let mut sender = h2(sock).await;
+    let req = hyper::Request::post("http://docker/moby.buildkit.v1.Control/Session")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("x-docker-expose-session-uuid", id)
+        .header("x-docker-expose-session-name", "test")
+        .body(body)
+        .unwrap();
+    sender.ready().await.unwrap();
+    tokio::spawn(async move {
+        let _answer = sender.send_request(req).await;
+        std::future::pending::<()>().await;
+    });
+    tx
 }
 
 fn percent_decode(s: &str) -> String {
@@ -516,6 +550,29 @@ async fn buildkit_calls_through_cistern_run_on_the_daemon_under_policy() {
     bob.call("Solve", borrowed, &[])
         .await
         .refused("buildkit_session");
+    // A session is its opener's: another tenant can neither take its ID nor
+    // build with it; its opener can.
+    let held = format!("session-of-alice-{id}");
+    let _session = hold_session(&sock("alice"), &held).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    bob.call(
+        "Session",
+        PruneRequest::default(),
+        &[("x-docker-expose-session-uuid", held.as_str())],
+    )
+    .await
+    .refused("buildkit_session");
+    let mut stolen = solve(&format!("ref-t-{id}"), definition(&script, 0, 0));
+    stolen.session = held.clone();
+    bob.call("Solve", stolen, &[])
+        .await
+        .refused("buildkit_session");
+    let mut own = solve(
+        &format!("ref-own-{id}"),
+        definition(&format!("echo own-{id}"), 0, 0),
+    );
+    own.session = held.clone();
+    alice.call("Solve", own, &[]).await.ok();
     assert!(
         !daemon_cache().await.iter().any(|d| d.contains(&never)),
         "a refused step ran"
