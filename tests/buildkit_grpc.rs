@@ -429,24 +429,37 @@ async fn daemon_cache() -> Vec<String> {
 
 /// Two tenants, `alice` and `bob`, on their own listeners with the default
 /// policy.
-fn two_tenants() -> (Cistern, String) {
+fn two_tenants() -> (Cistern, String, std::net::SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     let id = unique("bkgrpc");
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let config = format!(
-        "instance: test-{id}\nstate_dir: {state}\nupstream:\n  unix: {daemon}\nlisteners:\n  - name: alice\n    unix: {{path: {d}/alice.sock, mode: \"0600\"}}\n    identity: {{fixed: alice-{id}}}\n  - name: bob\n    unix: {{path: {d}/bob.sock, mode: \"0600\"}}\n    identity: {{fixed: bob-{id}}}\n",
+        "instance: test-{id}\nadmin:\n  tcp: {admin}\nstate_dir: {state}\nupstream:\n  unix: {daemon}\nlisteners:\n  - name: alice\n    unix: {{path: {d}/alice.sock, mode: \"0600\"}}\n    identity: {{fixed: alice-{id}}}\n  - name: bob\n    unix: {{path: {d}/bob.sock, mode: \"0600\"}}\n    identity: {{fixed: bob-{id}}}\n",
         state = d.join("state").display(),
         daemon = daemon().display(),
         d = d.display(),
     );
     let cistern = Cistern::start_with_config(dir, d.join("bob.sock"), &config);
-    (cistern, id)
+    (cistern, id, admin)
+}
+
+/// The admin listener's `/metrics` text.
+fn metrics(admin: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buildkit_calls_through_cistern_run_on_the_daemon_under_policy() {
     busybox();
-    let (cistern, id) = two_tenants();
+    let (cistern, id, admin) = two_tenants();
     let sock = |l: &str| cistern.dir.path().join(format!("{l}.sock"));
     let alice = Client::connect(&sock("alice")).await;
     let bob = Client::connect(&sock("bob")).await;
@@ -598,4 +611,16 @@ async fn buildkit_calls_through_cistern_run_on_the_daemon_under_policy() {
     bob.call("ListenBuildHistory", PruneRequest::default(), &[])
         .await
         .refused("buildkit_method");
+
+    // The refusals are counted for the admin listener, by rule.
+    let text = metrics(admin);
+    for rule in [
+        "buildkit_entitlement",
+        "buildkit_status",
+        "buildkit_prune_all",
+        "buildkit_method",
+    ] {
+        let line = format!("cistern_policy_refusals_total{{rule=\"{rule}\",action=\"refused\"}}");
+        assert!(text.contains(&line), "{line} in:\n{text}");
+    }
 }

@@ -23,4 +23,4 @@ pub mod relay;
 
 pub use policy::Allow;
 pub use registry::Registry;
-pub use relay::{relay, Grpc};
+pub use relay::{relay, Grpc, OnRefusal};

@@ -76,6 +76,20 @@ pub struct Grpc {
     pub ownership: Arc<Ownership>,
     /// cistern's own daemon client, for image lookups.
     pub daemon: UpstreamClient,
+    /// Told of each refusal (the call's path, the rule, whether audit mode
+    /// forwarded it), for the admin listener's counters.
+    pub on_refusal: OnRefusal,
+}
+
+/// What [`Grpc::on_refusal`] calls: the call's path, the rule, whether
+/// audit mode forwarded it.
+#[derive(Clone)]
+pub struct OnRefusal(pub Arc<dyn Fn(&str, &'static str, bool) + Send + Sync>);
+
+impl std::fmt::Debug for OnRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnRefusal")
+    }
 }
 
 /// Serves HTTP/2 on `client` and relays its calls to `daemon` until the
@@ -165,6 +179,7 @@ impl Grpc {
             "{}",
             if audit { "would refuse (audit mode: forwarded)" } else { "refused" }
         );
+        (self.on_refusal.0)(path, denied.rule, audit);
         if audit {
             Ok(())
         } else {

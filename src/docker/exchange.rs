@@ -108,6 +108,27 @@ impl Exchange<'_> {
 }
 
 impl DockerProxy {
+    /// Counts the refusals of a `/grpc` connection's calls like the
+    /// Docker API's (`cistern_policy_refusals_total`, the latest refusals).
+    fn grpc_refusals(&self, tenant: String, listener: String) -> crate::buildkit::OnRefusal {
+        let metrics = self.metrics.clone();
+        crate::buildkit::OnRefusal(Arc::new(
+            move |path: &str, rule: &'static str, audit: bool| {
+                metrics.refusal(RefusalEvent {
+                    time: time::OffsetDateTime::now_utc(),
+                    tenant: tenant.clone(),
+                    listener: listener.clone(),
+                    rule,
+                    method: "POST".into(),
+                    path: format!("/grpc {path}"),
+                    // gRPC answers 200 with its own status (PERMISSION_DENIED).
+                    status: 200,
+                    audit,
+                })
+            },
+        ))
+    }
+
     /// Phase 1 (no I/O): identity, route, headers, endpoint group and query.
     pub(super) fn request_phase<'a>(
         &'a self,
@@ -433,6 +454,8 @@ impl DockerProxy {
                     sessions: self.sessions.clone(),
                     ownership: self.ownership.clone(),
                     daemon: self.client.clone(),
+                    on_refusal: self
+                        .grpc_refusals(ex.owner.tenant.to_string(), ex.conn.listener.to_string()),
                 });
                 let relay = hijack::grpc(client_upgrade, daemon_upgrade, record, grpc);
                 self.tasks.spawn(async move {
