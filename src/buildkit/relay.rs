@@ -84,7 +84,10 @@ pub struct Grpc {
 /// What [`Grpc::on_refusal`] calls: the call's path, the rule, whether
 /// audit mode forwarded it.
 #[derive(Clone)]
-pub struct OnRefusal(pub Arc<dyn Fn(&str, &'static str, bool) + Send + Sync>);
+pub struct OnRefusal(pub Arc<RefusalFn>);
+
+/// See [`OnRefusal`].
+pub type RefusalFn = dyn Fn(&str, &'static str, bool) + Send + Sync;
 
 impl std::fmt::Debug for OnRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
