@@ -404,6 +404,47 @@ fn two_tenants_build_the_same_tag_name_at_once() {
     }
 }
 
+/// `RUN --mount=type=cache` directories are the daemon's, shared by every
+/// build naming the same id: through cistern each tenant's are its own,
+/// even when a build names another tenant's namespace itself.
+#[test]
+fn cache_mounts_are_each_tenants_own() {
+    busybox();
+    let t = Tenants::start("", "info");
+    // Lists the cache mount's files, then leaves a file named by TOKEN.
+    let ctx = context(&format!(
+        "FROM {BUSYBOX}\nARG TOKEN\nRUN --mount=type=cache,target=/var/cache/zc echo \"seen:$(ls /var/cache/zc | tr '\\n' ' ')\" && touch /var/cache/zc/$TOKEN\n"
+    ));
+    let build = |who: &str, token: &str, extra: &[&str]| -> String {
+        let out = run(bk(&t.sock(who))
+            .args(["build", "--progress=plain", "--build-arg"])
+            .arg(format!("TOKEN={token}"))
+            .args(extra)
+            .arg(ctx.path()));
+        let text = output(&out);
+        assert!(out.status.success(), "{text}");
+        text.lines()
+            .filter(|l| !l.contains("RUN"))
+            .find_map(|l| {
+                l.split_once("seen:")
+                    .map(|(_, seen)| seen.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no listing in:\n{text}"))
+    };
+    let (a1, a2, b1, b2) = (unique("a1"), unique("a2"), unique("b1"), unique("b2"));
+    assert_eq!(build("alice", &a1, &[]), "");
+    // Alice's second build finds what her first left.
+    assert_eq!(build("alice", &a2, &[]), a1);
+    // Bob's does not, not even naming Alice's namespace himself.
+    let alices = format!(
+        "BUILDKIT_CACHE_MOUNT_NS=cistern/test-{}/{}",
+        t.alice.trim_start_matches("alice-"),
+        t.alice
+    );
+    assert_eq!(build("bob", &b1, &["--build-arg", &alices]), "");
+    assert_eq!(build("bob", &b2, &[]), b1);
+}
+
 #[test]
 fn a_job_builds_with_buildkit_through_its_socket_and_its_image_goes_with_it() {
     busybox();

@@ -104,6 +104,16 @@ struct Mount {
     dest: String,
     #[prost(int64, tag = "4")]
     output: i64,
+    #[prost(int32, tag = "6")]
+    mount_type: i32,
+    #[prost(message, optional, tag = "20")]
+    cache_opt: Option<CacheOpt>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct CacheOpt {
+    #[prost(string, tag = "1")]
+    id: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -358,6 +368,11 @@ fn platform() -> Platform {
 /// LLB: `cistern-test/busybox`, then `sh -c <script>` on it, with the
 /// given network and security modes; `marker` makes the step unique.
 fn definition(script: &str, network: i32, security: i32) -> Definition {
+    definition_with(script, network, security, None)
+}
+
+/// [`definition`], the step with a cache mount of id `cache` at `/cache`.
+fn definition_with(script: &str, network: i32, security: i32, cache: Option<&str>) -> Definition {
     let image = match busybox().contains(':') {
         true => format!("docker-image://docker.io/{}", busybox()),
         false => format!("docker-image://docker.io/{}:latest", busybox()),
@@ -380,11 +395,20 @@ fn definition(script: &str, network: i32, security: i32) -> Definition {
                 env: vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()],
                 cwd: "/".into(),
             }),
-            mounts: vec![Mount {
+            mounts: std::iter::once(Mount {
                 input: 0,
                 dest: "/".into(),
                 output: 0,
-            }],
+                ..Mount::default()
+            })
+            .chain(cache.map(|id| Mount {
+                input: -1,
+                dest: "/cache".into(),
+                output: -1,
+                mount_type: 3,
+                cache_opt: Some(CacheOpt { id: id.into() }),
+            }))
+            .collect(),
             network,
             security,
         }),
@@ -551,6 +575,21 @@ async fn buildkit_calls_through_cistern_run_on_the_daemon_under_policy() {
         .call("Solve", insecure, &[])
         .await
         .refused("buildkit_insecure");
+    // A cache mount outside alice's namespace (bob's, or the default one
+    // every Dockerfile build without cistern shares).
+    for cache in [
+        format!("cistern/test-{id}/bob-{id}/cache"),
+        "/cache".to_string(),
+    ] {
+        let shared = solve(
+            &format!("ref-c-{id}"),
+            definition_with(&script, 0, 0, Some(&cache)),
+        );
+        alice
+            .call("Solve", shared, &[])
+            .await
+            .refused("buildkit_cache_mount");
+    }
     let mut others = solve(&format!("ref-o-{id}"), definition(&script, 0, 0));
     others.exporter = "moby".into();
     others.exporter_attrs = [("name".to_string(), format!("x-{id},{image}"))].into();

@@ -434,9 +434,15 @@ fn two_tenants_run_the_same_compose_project_at_once() {
 /// Builds `tag` through `cmd` from a Dockerfile that writes `who`.
 fn build(cmd: &mut Command, tag: &str, who: &str) {
     let dockerfile = format!("FROM {}\nRUN echo {who} > /who\n", busybox());
+    build_with(cmd.arg("build").arg("-q"), tag, &dockerfile);
+}
+
+/// `cmd` (a `docker build` with its flags) of `dockerfile` with the classic
+/// builder, tagged `tag`; what it printed.
+fn build_with(cmd: &mut Command, tag: &str, dockerfile: &str) -> String {
     let mut child = cmd
         .env("DOCKER_BUILDKIT", "0")
-        .args(["build", "-q", "-t", tag, "-"])
+        .args(["-t", tag, "-"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -454,6 +460,35 @@ fn build(cmd: &mut Command, tag: &str, who: &str) {
         out.status.success(),
         "build {tag}: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The tag of a namespaced tenant's build is mapped into its namespace on
+/// the query as it is forwarded: the policy's caps, set on that query
+/// before, stay.
+#[test]
+fn a_namespaced_tenants_tagged_build_keeps_the_memory_cap() {
+    busybox();
+    let t = Two::start();
+    let _cleanup = Cleanup::image(&format!("cistern-ns/{}/capped:1", t.alice));
+    let dockerfile = format!(
+        "FROM {}\nRUN echo limit=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)\n",
+        busybox()
+    );
+    let out = build_with(
+        t.alice().args(["build", "--no-cache"]),
+        "capped:1",
+        &dockerfile,
+    );
+    let limit = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("limit="))
+        .unwrap_or_else(|| panic!("no limit in:\n{out}"));
+    let bytes: u64 = limit.parse().unwrap_or(u64::MAX);
+    assert!(
+        bytes <= 64 << 30,
+        "the build ran without the memory cap: {limit}"
     );
 }
 

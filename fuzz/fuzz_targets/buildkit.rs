@@ -48,10 +48,12 @@ fuzz_target!(|data: &[u8]| {
     let strict = Rules {
         policy: "p",
         allow: &none,
+        cache_namespace: "cistern/i/t",
     };
     let loose = Rules {
         policy: "p",
         allow: &all,
+        cache_namespace: "cistern/i/t",
     };
     match (first >> 1) % 3 {
         0 => {

@@ -92,6 +92,9 @@ pub struct Solve {
     pub sessions: BTreeSet<String>,
     /// The image names the exporter would point, as the client wrote them.
     pub image_names: Vec<String>,
+    /// Whether a frontend makes the build's LLB (cistern sees its
+    /// attributes, not the LLB it makes inside the daemon).
+    pub frontend: bool,
 }
 
 /// LLB nesting (`BuildOp` inside `BuildOp`) cistern follows.
@@ -104,6 +107,10 @@ const MAX_OPS: usize = 100_000;
 pub struct Rules<'a> {
     pub policy: &'a str,
     pub allow: &'a Allow,
+    /// The tenant's cache mount namespace: a cache mount's id must be
+    /// under it (`<namespace>/...`, as the Dockerfile frontend makes them
+    /// with `BUILDKIT_CACHE_MOUNT_NS`).
+    pub cache_namespace: &'a str,
 }
 
 impl Rules<'_> {
@@ -123,6 +130,7 @@ pub fn judge_solve(rules: Rules<'_>, body: &[u8]) -> Result<Solve, Denied> {
     let req: SolveRequest = message(body)?;
     let mut out = Solve {
         r#ref: req.r#ref.clone(),
+        frontend: !req.frontend.is_empty(),
         ..Solve::default()
     };
     if !req.session.is_empty() {
@@ -261,6 +269,24 @@ fn definition(
                     exec.security
                 )));
             }
+            for mount in &exec.mounts {
+                if mount.mount_type != proto::MOUNT_TYPE_CACHE {
+                    continue;
+                }
+                let id = mount.cache_opt.as_ref().map_or("", |c| c.id.as_str());
+                let own = id
+                    .strip_prefix(rules.cache_namespace)
+                    .is_some_and(|rest| rest.starts_with('/'));
+                if !own {
+                    return Err(rules.deny(
+                        "buildkit_cache_mount",
+                        format_args!(
+                            "the cache mount {id:?} is not under this client's namespace {:?} (cache mounts are shared by every build that names them)",
+                            rules.cache_namespace
+                        ),
+                    ));
+                }
+            }
         }
         if let Some(src) = &op.source {
             source(rules, src, out)?;
@@ -325,15 +351,42 @@ pub fn status_ref(body: &[u8]) -> Result<String, Denied> {
 /// before it are untouched.
 pub fn with_image_names(message: &[u8], names: &[String]) -> Vec<u8> {
     let mut out = message.to_vec();
-    prost::encoding::message::encode(
-        proto::SOLVE_EXPORTER_ATTRS_TAG,
-        &proto::StringEntry {
-            key: "name".into(),
-            value: names.join(","),
-        },
+    append_entry(
         &mut out,
+        proto::SOLVE_EXPORTER_ATTRS_TAG,
+        "name",
+        &names.join(","),
     );
     out
+}
+
+/// The frontend attribute that puts the Dockerfile's cache mounts under the
+/// tenant's namespace (its value wins over the client's, appended last).
+pub const CACHE_MOUNT_NS_ATTR: &str = "build-arg:BUILDKIT_CACHE_MOUNT_NS";
+
+/// `SolveRequest` bytes with the frontend's cache mount namespace set to
+/// `namespace`, as [`with_image_names`] sets names.
+pub fn with_cache_namespace(message: &[u8], namespace: &str) -> Vec<u8> {
+    let mut out = message.to_vec();
+    append_entry(
+        &mut out,
+        proto::SOLVE_FRONTEND_ATTRS_TAG,
+        CACHE_MOUNT_NS_ATTR,
+        namespace,
+    );
+    out
+}
+
+/// Appends one `map<string, string>` entry of field `tag` to a message.
+fn append_entry(out: &mut Vec<u8>, tag: u32, key: &str, value: &str) {
+    prost::encoding::message::encode(
+        tag,
+        &proto::StringEntry {
+            key: key.into(),
+            value: value.into(),
+        },
+        out,
+    );
 }
 
 #[cfg(test)]
@@ -345,6 +398,7 @@ mod tests {
         Rules {
             policy: "conservative",
             allow,
+            cache_namespace: "cistern/test/alice",
         }
     }
 
@@ -354,7 +408,11 @@ mod tests {
 
     fn exec(network: i32, security: i32) -> Vec<u8> {
         op(Op {
-            exec: Some(ExecOp { network, security }),
+            exec: Some(ExecOp {
+                network,
+                security,
+                ..ExecOp::default()
+            }),
             ..Op::default()
         })
     }
@@ -542,6 +600,68 @@ mod tests {
         }
         let d = judge_solve(rules(&Allow::default()), &solve(with_ops(vec![inner]))).unwrap_err();
         assert_eq!(d.rule, "buildkit_malformed");
+    }
+
+    #[test]
+    fn cache_mounts_of_raw_llb_must_be_under_the_tenants_namespace() {
+        use crate::buildkit::proto::{CacheOpt, Mount};
+        let cache = |id: &str| {
+            op(Op {
+                exec: Some(ExecOp {
+                    mounts: vec![
+                        Mount::default(),
+                        Mount {
+                            mount_type: proto::MOUNT_TYPE_CACHE,
+                            cache_opt: Some(CacheOpt { id: id.into() }),
+                        },
+                    ],
+                    ..ExecOp::default()
+                }),
+                ..Op::default()
+            })
+        };
+        let none = Allow::default();
+        let judge = |id: &str| judge_solve(rules(&none), &solve(with_ops(vec![cache(id)])));
+        assert!(judge("cistern/test/alice/root/.cache").is_ok());
+        for other in [
+            "/root/.cache",
+            "cistern/test/bob/root/.cache",
+            "cistern/test/alice-x/root/.cache",
+            "cistern/test/alice",
+            "",
+        ] {
+            assert_eq!(
+                judge(other).unwrap_err().rule,
+                "buildkit_cache_mount",
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_frontends_cache_mount_namespace_is_the_tenants_whatever_the_client_set() {
+        let mut req = with_ops(vec![]);
+        req.frontend = "dockerfile.v0".into();
+        req.frontend_attrs = [
+            (CACHE_MOUNT_NS_ATTR.into(), "cistern/test/bob".into()),
+            ("target".into(), "app".into()),
+        ]
+        .into();
+        let none = Allow::default();
+        assert!(
+            judge_solve(rules(&none), &solve(req.clone()))
+                .unwrap()
+                .frontend
+        );
+        let msg = req.encode_to_vec();
+        let edited = with_cache_namespace(&msg, "cistern/test/alice");
+        assert!(edited.starts_with(&msg));
+        let back = SolveRequest::decode(edited.as_slice()).unwrap();
+        assert_eq!(
+            back.frontend_attrs[CACHE_MOUNT_NS_ATTR],
+            "cistern/test/alice"
+        );
+        assert_eq!(back.frontend_attrs["target"], "app");
     }
 
     #[test]

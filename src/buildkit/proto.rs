@@ -107,6 +107,9 @@ pub const SECURITY_MODE_INSECURE: i32 = 1;
 /// `pb.ExecOp` (ops.proto, BuildKit eeb7b65ab7d6).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ExecOp {
+    /// `repeated Mount mounts = 2`.
+    #[prost(message, repeated, tag = "2")]
+    pub mounts: Vec<Mount>,
     /// `NetMode network = 3`, read as a plain integer so values this
     /// version does not know are seen (and refused) rather than dropped.
     #[prost(int32, tag = "3")]
@@ -114,6 +117,29 @@ pub struct ExecOp {
     /// `SecurityMode security = 4`, likewise.
     #[prost(int32, tag = "4")]
     pub security: i32,
+}
+
+/// `pb.Mount` (ops.proto, BuildKit eeb7b65ab7d6).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Mount {
+    /// `MountType mountType = 6`, read as a plain integer.
+    #[prost(int32, tag = "6")]
+    pub mount_type: i32,
+    /// `CacheOpt cacheOpt = 20`.
+    #[prost(message, optional, tag = "20")]
+    pub cache_opt: Option<CacheOpt>,
+}
+
+/// `MountType.CACHE`.
+pub const MOUNT_TYPE_CACHE: i32 = 3;
+
+/// `pb.CacheOpt` (ops.proto, BuildKit eeb7b65ab7d6).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CacheOpt {
+    /// `string ID = 1`: the cache mount's id, which the daemon shares
+    /// between every build naming it.
+    #[prost(string, tag = "1")]
+    pub id: String,
 }
 
 /// `pb.SourceOp` (ops.proto, BuildKit eeb7b65ab7d6).
@@ -152,6 +178,8 @@ pub struct StringEntry {
 
 /// `SolveRequest.ExporterAttrs`' tag, for appended entries.
 pub const SOLVE_EXPORTER_ATTRS_TAG: u32 = 4;
+/// `SolveRequest.FrontendAttrs`' tag, for appended entries.
+pub const SOLVE_FRONTEND_ATTRS_TAG: u32 = 7;
 
 #[cfg(test)]
 mod tests {
@@ -235,8 +263,33 @@ mod tests {
         let exec = ExecOp {
             network: NET_MODE_HOST,
             security: SECURITY_MODE_INSECURE,
+            ..ExecOp::default()
         };
         assert_eq!(exec.encode_to_vec(), [key(3, 0), 1, key(4, 0), 1]);
+        let mount = Mount {
+            mount_type: MOUNT_TYPE_CACHE,
+            cache_opt: Some(CacheOpt { id: "c".into() }),
+        };
+        let exec = ExecOp {
+            mounts: vec![mount],
+            ..ExecOp::default()
+        };
+        // mounts = 2 { mountType = 6: 3, cacheOpt = 20 { ID = 1: "c" } }.
+        assert_eq!(
+            exec.encode_to_vec(),
+            [
+                key(2, 2),
+                8,
+                key(6, 0),
+                3,
+                0xa2,
+                0x01,
+                3,
+                key(1, 2),
+                1,
+                b'c'
+            ]
+        );
         let op = Op {
             exec: Some(ExecOp::default()),
             ..Default::default()

@@ -76,6 +76,9 @@ pub struct Grpc {
     pub ownership: Arc<Ownership>,
     /// cistern's own daemon client, for image lookups.
     pub daemon: UpstreamClient,
+    /// The tenant's BuildKit cache mount namespace
+    /// ([`Owner::cache_mount_namespace`]).
+    pub cache_namespace: String,
     /// Told of each refusal (the call's path, the rule, whether audit mode
     /// forwarded it), for the admin listener's counters.
     pub on_refusal: OnRefusal,
@@ -160,6 +163,7 @@ impl Grpc {
         Rules {
             policy: &self.policy,
             allow: &self.allow,
+            cache_namespace: &self.cache_namespace,
         }
     }
 
@@ -281,10 +285,18 @@ impl Grpc {
                 "the build ref is in use by another client",
             ));
         }
-        let body = if mapped != judged.image_names {
-            // Only the appended entry is cistern's; see `with_image_names`.
-            let message = frame::single(&body).map_err(Denied::malformed)?;
-            Bytes::from(frame::encode(&policy::with_image_names(message, &mapped)))
+        let body = if mapped != judged.image_names || judged.frontend {
+            // Only the appended entries are cistern's; see
+            // `with_image_names`. A frontend's cache mounts go under the
+            // tenant's namespace.
+            let mut message = frame::single(&body).map_err(Denied::malformed)?.to_vec();
+            if mapped != judged.image_names {
+                message = policy::with_image_names(&message, &mapped);
+            }
+            if judged.frontend {
+                message = policy::with_cache_namespace(&message, &self.cache_namespace);
+            }
+            Bytes::from(frame::encode(&message))
         } else {
             body
         };

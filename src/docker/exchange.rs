@@ -454,6 +454,7 @@ impl DockerProxy {
                     sessions: self.sessions.clone(),
                     ownership: self.ownership.clone(),
                     daemon: self.client.clone(),
+                    cache_namespace: ex.owner.cache_mount_namespace(),
                     on_refusal: self
                         .grpc_refusals(ex.owner.tenant.to_string(), ex.conn.listener.to_string()),
                 });

@@ -163,11 +163,26 @@ impl ImageRequest<'_> {
         for t in &tags {
             self.new_tag(t).await?;
         }
+        // Rewritten from the query as it will be forwarded (the policy's
+        // caps and the cache routing are in it already), not the client's.
+        let (path, forwarded) = owned.target.split_once('?').unwrap_or((&owned.target, ""));
+        let path = path.to_string();
+        let mut out =
+            Query::parse(forwarded).map_err(|r| DockerError::client(r.status, r.message))?;
+        let mut changed = false;
+        if self.ns.is_some() && !tags.is_empty() {
+            out = out.with_all("t", &tags);
+            changed = true;
+        }
+        if buildkit {
+            let namespace = self.rules.owner.cache_mount_namespace();
+            out = out.with("buildargs", &cache_mount_namespace(&out, &namespace)?);
+            changed = true;
+        }
+        if changed {
+            owned.target = format!("{path}?{}", out.encode());
+        }
         if let Some(ns) = self.ns {
-            if !tags.is_empty() {
-                let path = owned.target.split('?').next().unwrap_or("").to_string();
-                owned.target = format!("{path}?{}", q.with_all("t", &tags).encode());
-            }
             let own = self.own_images(ns);
             if !own.is_empty() && !buildkit {
                 let dockerfile = q.values("dockerfile").next().unwrap_or("Dockerfile");
@@ -267,6 +282,34 @@ fn build_prune_refused() -> DockerError {
         StatusCode::FORBIDDEN,
         "cistern: build cache prune is not available through cistern: the build cache is shared by all tenants",
     )
+}
+
+/// The build-arg that namespaces a BuildKit build's cache mounts
+/// (`RUN --mount=type=cache`), which the daemon's one BuildKit otherwise
+/// shares, writable, between every build that names the same cache id.
+pub const CACHE_MOUNT_NS: &str = "BUILDKIT_CACHE_MOUNT_NS";
+
+/// The `buildargs` of a BuildKit build (a JSON object, as moby reads it)
+/// with [`CACHE_MOUNT_NS`] set to the tenant's own namespace, whatever the
+/// client set it to: its cache mounts are its own.
+fn cache_mount_namespace(q: &Query, namespace: &str) -> Result<String, DockerError> {
+    let bad = |why: String| {
+        DockerError::client(
+            StatusCode::BAD_REQUEST,
+            format!("cistern: buildargs: {why}"),
+        )
+    };
+    let mut args: serde_json::Map<String, serde_json::Value> = match q.values("buildargs").last() {
+        Some(raw) if !raw.is_empty() => {
+            serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?
+        }
+        _ => serde_json::Map::new(),
+    };
+    args.insert(
+        CACHE_MOUNT_NS.to_string(),
+        serde_json::Value::String(namespace.to_string()),
+    );
+    serde_json::to_string(&args).map_err(|e| bad(e.to_string()))
 }
 
 /// Refused for everyone: images are shared.

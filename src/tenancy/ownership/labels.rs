@@ -42,6 +42,14 @@ impl Owner {
     }
 
     /// Whether labels (as the daemon reports them) say this owner.
+    /// The namespace of the tenant's BuildKit cache mounts
+    /// (`BUILDKIT_CACHE_MOUNT_NS`): the daemon's one BuildKit shares a
+    /// cache mount between every build that names its id, so each tenant's
+    /// ids are put under its own name.
+    pub fn cache_mount_namespace(&self) -> String {
+        format!("cistern/{}/{}", self.instance, self.tenant.as_str())
+    }
+
     pub fn owns(&self, labels: &BTreeMap<String, String>) -> bool {
         labels.get(TENANT).map(String::as_str) == Some(self.tenant.as_str())
             && labels.get(INSTANCE) == Some(&self.instance)
