@@ -306,6 +306,40 @@ fn post(sock: &Path, path: &str) -> (u16, String) {
     .unwrap()
 }
 
+/// The 20.10 CLI sends a BuildKit build while its session is still on its
+/// way, and if the build fails first it serves that session forever (its
+/// close runs before its start): a refusal is answered once the session
+/// the build names is open (or after 5 s), as the daemon's build waits.
+#[test]
+fn a_refused_buildkit_build_is_answered_once_its_session_is_open() {
+    let t = Tenants::start("", "info");
+    let sock = t.sock("alice");
+    let id = unique("late-session");
+    let opener = {
+        let (sock, id) = (sock.clone(), id.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(700));
+            let sent = std::time::Instant::now();
+            let (status, stream) = open_session(&sock, &id);
+            (status, sent, stream)
+        })
+    };
+    let (status, text) = post(
+        &sock,
+        &format!("/v1.41/build?version=2&session={id}&networkmode=host"),
+    );
+    let answered = std::time::Instant::now();
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("network mode"), "{text}");
+    let (opened_status, sent, _session) = opener.join().unwrap();
+    assert_eq!(opened_status, 101);
+    assert!(
+        answered >= sent,
+        "the refusal came {:?} before the session was even asked for",
+        sent - answered
+    );
+}
+
 #[test]
 fn a_session_is_its_openers_and_buildkit_can_be_switched_off() {
     let t = Tenants::start("", "info");

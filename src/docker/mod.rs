@@ -321,9 +321,21 @@ impl DockerProxy {
             req.method().to_string(),
             req.uri().path().to_string(),
         );
+        let session = buildkit_session(&req);
         let response = match self.forward(req, &conn, &record).await {
             Ok(response) => response,
             Err(err) => {
+                if let Some(session) = &session {
+                    // The docker CLI (20.10) sends a BuildKit build while
+                    // its session is still on its way; a build that fails
+                    // before the session is up leaves the CLI serving that
+                    // session forever (its close comes before its start).
+                    // The refusal waits for the session, as the daemon's
+                    // build does.
+                    self.sessions
+                        .wait_open(session, crate::tenancy::sessions::OPEN_WAIT)
+                        .await;
+                }
                 match err.side {
                     error::Side::Client | error::Side::AsDaemon => {
                         tracing::info!(listener = %conn.listener, path = %record.path, error = %err.message, "request refused")
@@ -418,4 +430,18 @@ fn daemon_uri(path_and_query: &str) -> Result<Uri, DockerError> {
                 format!("bad request target: {err}"),
             )
         })
+}
+
+/// The session a BuildKit build (`POST /build?version=2&session=<id>`)
+/// names, if the request is one.
+fn buildkit_session(req: &Request<Incoming>) -> Option<String> {
+    if req.method() != http::Method::POST || !req.uri().path().ends_with("/build") {
+        return None;
+    }
+    let q = crate::wire::query::Query::parse(req.uri().query()?).ok()?;
+    if q.values("version").next() != Some("2") {
+        return None;
+    }
+    let session = q.values("session").next().filter(|s| !s.is_empty())?;
+    Some(session.to_owned())
 }

@@ -186,6 +186,23 @@ impl Sessions {
         }
     }
 
+    /// Waits until a session `session` is open (whoever holds it), for at
+    /// most `wait`.
+    pub async fn wait_open(&self, session: &str, wait: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.opened.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().contains_key(session) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
     fn try_build(&self, owner: &Owner, session: &str, build_id: &str) -> Result<(), NotUsable> {
         let holder = Holder::of(owner);
         let mut open = self.lock();
