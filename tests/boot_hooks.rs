@@ -130,8 +130,8 @@ fn wait_for(
 /// /var/run/docker.sock, busybox at /bin/busybox and these bind mounts. It has docker0's address (the
 /// default bridge's gateway, where the caching proxy listens by default) on
 /// its loopback, and so a network of its own, where that address is not its
-/// route to this host. The network goes when the returned cleanup drops,
-/// after the container.
+/// route to this host. The container and then the network go when the
+/// returned cleanup drops (whichever of the two drops first).
 fn vm(image: &str, mounts: &[String]) -> (Debian, support::Cleanup) {
     let network = support::unique("cistern-vm");
     support::run_ok(support::docker_direct().args([
@@ -158,6 +158,9 @@ fn vm(image: &str, mounts: &[String]) -> (Debian, support::Cleanup) {
         args.extend(["-v", m.as_str()]);
     }
     let vm = Debian::start_image(image, &args);
+    // A network with a container on it cannot be removed: the cleanup
+    // removes the container first.
+    cleanup.containers.push(vm.name.clone());
     vm.sh(&format!(
         "/bin/busybox ip addr add {}/32 dev lo",
         support::bridge_address()
