@@ -185,10 +185,16 @@ impl Proxy {
                 );
                 let mut answer = self.cached(req, target.uri, &counter).await;
                 if index_config && answer.response.status() == StatusCode::OK {
-                    let expected = content_length(answer.response.headers());
-                    answer.response = answer
-                        .response
-                        .map(|body| self.domains.learn_from_index_config(url, expected, body));
+                    let headers = answer.response.headers();
+                    let expected = content_length(headers);
+                    let encoding = headers
+                        .get(http::header::CONTENT_ENCODING)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    answer.response = answer.response.map(|body| {
+                        self.domains
+                            .learn_from_index_config(url, encoding, expected, body)
+                    });
                 }
                 (answer, Some(counter))
             }

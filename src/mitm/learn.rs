@@ -254,12 +254,16 @@ impl CachedSet {
     pub fn learn_from_index_config(
         self: &Arc<Self>,
         url: String,
+        encoding: Option<String>,
         expected: Option<u64>,
         body: ProxyBody,
     ) -> ProxyBody {
         let set = self.clone();
         let learn = move |bytes: bytes::Bytes| {
-            let found = discover::cargo_index_config(&bytes, &url);
+            let Some(json) = decoded(&bytes, encoding.as_deref()) else {
+                return;
+            };
+            let found = discover::cargo_index_config(&json, &url);
             let (domains, routed) = (set.domains(), set.routed());
             let known = |host: &str| {
                 domains.matching(host) == Some(host) || routed.iter().any(|r| r == host)
@@ -272,6 +276,28 @@ impl CachedSet {
         };
         BodyExt::boxed_unsync(Sniffed::new(body, MAX_INDEX_CONFIG, expected, learn))
     }
+}
+
+/// A response body as it was before its `Content-Encoding` (`gzip`,
+/// `deflate`, or none), at most [`MAX_INDEX_CONFIG`] bytes; `None` for
+/// another encoding, a corrupt one, or more.
+fn decoded(body: &[u8], encoding: Option<&str>) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let limit = MAX_INDEX_CONFIG as u64 + 1;
+    let read = match encoding.map(str::trim) {
+        None | Some("") | Some("identity") => return Some(body.to_vec()),
+        Some(e) if e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip") => {
+            flate2::read::GzDecoder::new(body)
+                .take(limit)
+                .read_to_end(&mut out)
+        }
+        Some(e) if e.eq_ignore_ascii_case("deflate") => flate2::read::ZlibDecoder::new(body)
+            .take(limit)
+            .read_to_end(&mut out),
+        Some(_) => return None,
+    };
+    (read.is_ok() && out.len() <= MAX_INDEX_CONFIG).then_some(out)
 }
 
 fn write_atomic(path: &Path, file: &LearnedFile) -> std::io::Result<()> {
@@ -327,6 +353,29 @@ mod tests {
         );
         assert_eq!(learned.left_out["repo.internal.example"], LeftOut::Filtered);
         assert_eq!(learned.left_out["more.example"], LeftOut::OverLimit);
+    }
+
+    #[test]
+    fn an_index_config_is_read_plain_gzipped_or_deflated_and_bounded() {
+        use std::io::Write;
+        let json = br#"{"dl":"https://static.example.test/crates"}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(json).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(json).unwrap();
+        let zlib = zlib.finish().unwrap();
+        assert_eq!(decoded(json, None).unwrap(), json);
+        assert_eq!(decoded(&gz, Some("gzip")).unwrap(), json);
+        assert_eq!(decoded(&zlib, Some("deflate")).unwrap(), json);
+        assert!(decoded(json, Some("br")).is_none());
+        assert!(decoded(json, Some("gzip")).is_none(), "not gzip");
+        // A small body that inflates past the bound is not read.
+        let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        bomb.write_all(&vec![b' '; MAX_INDEX_CONFIG + 1]).unwrap();
+        let bomb = bomb.finish().unwrap();
+        assert!(bomb.len() < 1024);
+        assert!(decoded(&bomb, Some("gzip")).is_none());
     }
 
     #[test]
