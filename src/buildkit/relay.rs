@@ -23,14 +23,12 @@
 //!   connection.
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body::{Body, Frame};
+use http_body::Frame;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
@@ -43,11 +41,12 @@ use super::proto;
 use super::registry::{Registry, Whose};
 use crate::daemon::client::Daemon;
 use crate::daemon::upstream::UpstreamClient;
+use crate::http::body::Holding;
 use crate::http::{BoxError, ProxyBody};
 use crate::tenancy::ownership::images::{self, Change};
 use crate::tenancy::ownership::labels::Owner;
 use crate::tenancy::ownership::{lookup, Ownership};
-use crate::tenancy::sessions::{self, SessionGuard, Sessions};
+use crate::tenancy::sessions::{self, Sessions};
 
 /// The largest `Solve` request read (BuildKit's own client sends up to
 /// 16 MiB messages).
@@ -383,11 +382,7 @@ impl Grpc {
         req: Request<Incoming>,
         sender: SendRequest<ProxyBody>,
     ) -> Result<Response<ProxyBody>, Denied> {
-        let mut ids = req.headers().get_all(sessions::SESSION_HEADER).iter();
-        let id = match (ids.next(), ids.next()) {
-            (Some(id), None) => id.to_str().unwrap_or("").to_string(),
-            _ => String::new(),
-        };
+        let id = sessions::id_in(req.headers()).to_string();
         if id.is_empty() {
             return Err(Denied::malformed("a build session needs one session ID"));
         }
@@ -406,9 +401,9 @@ impl Grpc {
         let (parts, body) = answer.into_parts();
         Ok(Response::from_parts(
             parts,
-            Guarded {
+            Holding {
                 inner: body,
-                _guard: guard,
+                _held: guard,
             }
             .boxed_unsync(),
         ))
@@ -569,32 +564,6 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// A body that keeps a session registered until it ends.
-struct Guarded {
-    inner: ProxyBody,
-    _guard: SessionGuard,
-}
-
-impl Body for Guarded {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 #[cfg(test)]

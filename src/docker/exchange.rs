@@ -219,11 +219,7 @@ impl DockerProxy {
     ) -> Result<Option<SessionGuard>, DockerError> {
         match ex.route.endpoint {
             route::Endpoint::Session => {
-                let mut ids = headers.get_all(sessions::SESSION_HEADER).iter();
-                let id = match (ids.next(), ids.next()) {
-                    (Some(id), None) => id.to_str().unwrap_or(""),
-                    _ => "",
-                };
+                let id = sessions::id_in(headers);
                 let guard = self.sessions.open(&ex.owner, id)?;
                 tracing::debug!(tenant = %ex.owner.tenant, session = id, "BuildKit session opened");
                 Ok(Some(guard))

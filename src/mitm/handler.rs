@@ -173,18 +173,23 @@ impl Proxy {
                 log.domain = Some(target.domain.clone());
                 let counter = self.metrics.domain(&target.domain).unwrap_or_default();
                 bump(&counter, |c| &c.requests);
-                let index_config = req.method() == Method::GET
+                // A registry's configuration, for the host it names: its
+                // URL without the query, which may carry a token.
+                let index_config = (req.method() == Method::GET
                     && target.uri.path().ends_with("/config.json")
-                    && self.domains.learns_at_run_time();
-                // Without the query, which may carry a token.
-                let url = format!(
-                    "{}://{}{}",
-                    target.uri.scheme_str().unwrap_or("https"),
-                    target.uri.authority().map_or("", |a| a.as_str()),
-                    target.uri.path()
-                );
+                    && self.domains.learns_at_run_time())
+                .then(|| {
+                    format!(
+                        "{}://{}{}",
+                        target.uri.scheme_str().unwrap_or("https"),
+                        target.uri.authority().map_or("", |a| a.as_str()),
+                        target.uri.path()
+                    )
+                });
                 let mut answer = self.cached(req, target.uri, &counter).await;
-                if index_config && answer.response.status() == StatusCode::OK {
+                if let Some(url) =
+                    index_config.filter(|_| answer.response.status() == StatusCode::OK)
+                {
                     let headers = answer.response.headers();
                     let expected = content_length(headers);
                     let encoding = headers

@@ -33,6 +33,17 @@ use crate::daemon::error::DockerError;
 /// The header that names a session on its `/session` request.
 pub const SESSION_HEADER: &str = "x-docker-expose-session-uuid";
 
+/// The session ID a `/session` hijack (or a gRPC `Session` stream) names:
+/// its one [`SESSION_HEADER`], or `""` when it has none, several, or one
+/// that is not text.
+pub fn id_in(headers: &http::HeaderMap) -> &str {
+    let mut ids = headers.get_all(SESSION_HEADER).iter();
+    match (ids.next(), ids.next()) {
+        (Some(id), None) => id.to_str().unwrap_or(""),
+        _ => "",
+    }
+}
+
 /// How long a build waits for the session it names to open.
 pub const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 

@@ -289,7 +289,8 @@ fn build_prune_refused() -> DockerError {
 /// shares, writable, between every build that names the same cache id.
 pub const CACHE_MOUNT_NS: &str = "BUILDKIT_CACHE_MOUNT_NS";
 
-/// The `buildargs` of a BuildKit build (a JSON object, as moby reads it)
+/// The `buildargs` of a BuildKit build (a JSON object; moby reads the first
+/// `buildargs`, and the query keeps only this one)
 /// with [`CACHE_MOUNT_NS`] set to the tenant's own namespace, whatever the
 /// client set it to: its cache mounts are its own.
 fn cache_mount_namespace(q: &Query, namespace: &str) -> Result<String, DockerError> {
@@ -299,7 +300,7 @@ fn cache_mount_namespace(q: &Query, namespace: &str) -> Result<String, DockerErr
             format!("cistern: buildargs: {why}"),
         )
     };
-    let mut args: serde_json::Map<String, serde_json::Value> = match q.values("buildargs").last() {
+    let mut args: serde_json::Map<String, serde_json::Value> = match q.values("buildargs").next() {
         Some(raw) if !raw.is_empty() => {
             serde_json::from_str(raw).map_err(|e| bad(e.to_string()))?
         }

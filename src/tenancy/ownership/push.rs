@@ -7,20 +7,15 @@
 //! refused.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::StatusCode;
-use http_body::{Body, Frame};
 
 use super::images::{self, OwnImage};
 use super::lookup;
 use crate::daemon::client::Daemon;
 use crate::daemon::error::DockerError;
 use crate::daemon::upstream::UpstreamClient;
-use crate::http::{BoxError, ProxyBody};
 use crate::wire::query::escape;
 
 /// One push per image name at a time.
@@ -114,32 +109,5 @@ impl Drop for TempTag {
             }
             drop(guard);
         });
-    }
-}
-
-/// A body that keeps something alive until the body is dropped (a push's
-/// answer holds its [`TempTag`]).
-pub struct Holding<T> {
-    pub inner: ProxyBody,
-    pub _held: T,
-}
-
-impl<T: Unpin> Body for Holding<T> {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
     }
 }

@@ -31,9 +31,9 @@ use super::labels::Owner;
 use super::lookup;
 use super::names::{self, Namespace};
 use super::owned::{After, Owned};
-use super::push::Holding;
 use crate::daemon::client::{self as daemon, Daemon};
 use crate::daemon::error::DockerError;
+use crate::http::body::Holding;
 use crate::http::{BoxError, ProxyBody};
 use crate::wire::route::Endpoint;
 
